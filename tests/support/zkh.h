@@ -1,0 +1,65 @@
+/* zkh.h - start and stop real ZooKeeper servers on loopback for tests.
+ *
+ * A thin C face over tools/zk.sh (the same harness the shell, the demo and
+ * the benchmarks use): each server gets free ports, its own data dir and
+ * zoo.cfg under a private directory, a short tickTime, and is stopped by PID.
+ * Every server started here is also registered for an atexit/signal sweep,
+ * so a failing or interrupted test never leaves a JVM behind.
+ *
+ *     zkh_cluster *zk = zkh_start(1);            // standalone
+ *     const char *hosts = zkh_hosts(zk);         // "127.0.0.1:PORT"
+ *     ...
+ *     zkh_stop(zk);
+ */
+#ifndef ZKW_TESTS_ZKH_H
+#define ZKW_TESTS_ZKH_H
+
+#include <stdbool.h>
+
+typedef struct zkh_cluster zkh_cluster;
+
+/* Start 1 (standalone) or 3 (ensemble) servers and wait until every one
+ * serves (`srvr` prints Mode:) and, for an ensemble, a leader is elected.
+ * NULL on failure, with the server log tail printed to stderr. */
+zkh_cluster *zkh_start(int nodes);
+/* Stop every member (SIGTERM, then SIGKILL after a bound), remove its dir. */
+void zkh_stop(zkh_cluster *zk);
+
+const char *zkh_hosts(const zkh_cluster *zk);   /* full connect string */
+int zkh_nodes(const zkh_cluster *zk);
+int zkh_port(const zkh_cluster *zk, int member); /* client port, member 0-based */
+int zkh_pid(const zkh_cluster *zk, int member);  /* 0 when stopped */
+
+/* Member control. 0 or -errno. start waits until the member serves. */
+int zkh_member_stop(zkh_cluster *zk, int member);   /* SIGTERM, reaped */
+int zkh_member_kill(zkh_cluster *zk, int member);   /* SIGKILL, reaped */
+int zkh_member_start(zkh_cluster *zk, int member);
+/* Member index of the current leader (ensemble) or 0 (standalone); -1 when
+ * none answers within timeout_ms. */
+int zkh_leader(zkh_cluster *zk, int timeout_ms);
+/* true when member answers `srvr` with a Mode: line. */
+bool zkh_member_serving(const zkh_cluster *zk, int member);
+/* Wait until the cluster has a quorum serving again; 0 or -ETIMEDOUT. */
+int zkh_wait_serving(zkh_cluster *zk, int timeout_ms);
+
+/* Pause/resume a whole cluster (SIGSTOP/SIGCONT) - a network partition seen
+ * from the clients, without losing server state. */
+int zkh_pause(zkh_cluster *zk);
+int zkh_resume(zkh_cluster *zk);
+
+/* tickTime in ms (minimum session timeout is 2 ticks). */
+int zkh_tick_ms(const zkh_cluster *zk);
+/* Print the last lines of a member's log to stderr (failure messages). */
+void zkh_dump_log(const zkh_cluster *zk, int member, int lines);
+
+/* Small synchronous ZooKeeper helpers for tests (own short-lived session).
+ * Return ZOK (0) or a ZooKeeper error code. */
+int zkh_set(const char *hosts, const char *path, const void *data, int len);   /* create parents as needed */
+int zkh_delete(const char *hosts, const char *path);                           /* recursive */
+int zkh_get(const char *hosts, const char *path, char *buf, int *len);
+
+/* Wait helpers: poll a predicate every ms until true or timeout; return
+ * true when it held. Use only where no event can be awaited. */
+bool zkh_eventually(bool (*pred)(void *), void *arg, int timeout_ms);
+
+#endif
