@@ -47,8 +47,8 @@ extern "C" {
 #define ZKW_SLOT_COUNT_MAX 16u             /* readers refuse more */
 #define ZKW_DEFAULT_CAPACITY (1024u * 1024u) /* ZooKeeper's jute.maxbuffer */
 #define ZKW_CAPACITY_MAX (256u * 1024u * 1024u)
-#define ZKW_ERROR_MAX 256u   /* error text incl. NUL */
-#define ZKW_POINTER_MAX 1024u /* pointer path incl. NUL */
+#define ZKW_ERROR_MAX 1280 /* error text incl. NUL; same tokens as in watcher.h */
+#define ZKW_POINTER_MAX 1024 /* pointer path incl. NUL; same tokens as in watcher.h */
 #define ZKW_WATCH_PATH_MAX 1024u
 
 /* Bits of zkw_segment_hot.state: a summary of the published slot plus the
@@ -115,7 +115,7 @@ struct zkw_slot {
 	/* content follows at ZKW_SLOT_CONTENT_OFFSET */
 };
 #define ZKW_SLOT_FIXED_SIZE 128u /* seq .. reserved_: copied word by word */
-#define ZKW_SLOT_CONTENT_OFFSET 1408u
+#define ZKW_SLOT_CONTENT_OFFSET 2432u
 
 /* The layout is the ABI: pin it. */
 #ifdef __cplusplus
@@ -137,7 +137,7 @@ ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, len) == 24, "slot");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, content_gen) == 64, "slot");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, pointer_len) == 72, "slot");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, error) == ZKW_SLOT_FIXED_SIZE, "slot");
-ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, pointer) == 384, "slot");
+ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, pointer) == 1408, "slot");
 ZKW_STATIC_ASSERT(sizeof(struct zkw_slot) == ZKW_SLOT_CONTENT_OFFSET, "slot");
 ZKW_STATIC_ASSERT(ZKW_SLOT_CONTENT_OFFSET % ZKW_CACHELINE == 0, "content align");
 ZKW_STATIC_ASSERT(sizeof(uint64_t) == 8 && __atomic_always_lock_free(8, 0),

@@ -1,0 +1,264 @@
+/* zkw-example - the seed's example program, in polling or event mode.
+ *
+ * In-process (a watcher with its own ZooKeeper session, like the seed):
+ *     zkw-example -z 127.0.0.1:2181 -f /tmp/myconfig --poll
+ *     zkw-example -z 127.0.0.1:2181 -f /tmp_pointers/pointer1 -p --event
+ * Attached to a zkw-broker through shared memory (no session of its own):
+ *     zkw-example --shm zkw.tmp.myconfig --event
+ *
+ * It prints exactly the seed's lines: "Valid File? True", "Contents: ...",
+ * "The valid state is now True", "Your file contents: ...", "An error was
+ * thrown: ...", "Use a keyboard interrupt to shut down the process."
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zkw/client.h>
+#include <zkw/watcher.h>
+
+#define EXIT_USAGE 2
+
+struct example {
+	const char *hosts, *path, *shm;
+	bool pointer, valid_init, poll, event;
+	int sleep_s;
+	int exit_after_s; /* 0 = until interrupted */
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static const char *py_bool(bool b)
+{
+	return b ? "True" : "False";
+}
+
+/* The seed's three handlers. stdout is line-buffered; handlers of the
+ * in-process watcher run on its dispatch thread, and stdio locks. */
+static void valid_file(void *ctx, bool state)
+{
+	(void)ctx;
+	printf("The valid state is now %s\n", py_bool(state));
+}
+
+static void change_file(void *ctx, const void *content, size_t len)
+{
+	(void)ctx;
+	flockfile(stdout);
+	fputs("Your file contents: ", stdout);
+	fwrite(content, 1, len, stdout);
+	fputc('\n', stdout);
+	funlockfile(stdout);
+}
+
+static void error_file(void *ctx, const char *message)
+{
+	(void)ctx;
+	printf("An error was thrown: %s\n", message);
+}
+
+static void print_poll(bool valid, const void *content, size_t len)
+{
+	flockfile(stdout);
+	printf("Valid File? %s\nContents: ", py_bool(valid));
+	fwrite(content, 1, len, stdout);
+	fputc('\n', stdout);
+	funlockfile(stdout);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: zkw-example (-z HOSTS -f PATH | --shm NAME) [-p] [-s SEC] [-v] --poll|--event\n"
+		"The Zookeeper Watcher example: print the watched file as it changes.\n"
+		"  -z, --zoo-keeper HOSTS  ZooKeeper connect string (in-process watcher)\n"
+		"  -f, --file PATH         the file to watch in ZooKeeper\n"
+		"      --shm NAME          attach to a zkw-broker's segment instead of ZooKeeper\n"
+		"  -p, --pointer           the file holds the path of the real config file\n"
+		"  -s, --sleep SEC         seconds between poll checks (default 1)\n"
+		"  -v, --valid-init        do NOT require ZooKeeper to be up at start\n"
+		"      --poll              polling example\n"
+		"      --event             event driven example\n"
+		"      --exit-after SEC    stop by itself after SEC seconds (default: on Ctrl-C)\n"
+		"  -h, --help              this help\n");
+}
+
+static int parse_positive(const char *s, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || *end || v < 0 || v > 86400)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct example *ex)
+{
+	static const struct option opts[] = {
+		{"zoo-keeper", required_argument, NULL, 'z'}, {"file", required_argument, NULL, 'f'},
+		{"pointer", no_argument, NULL, 'p'},          {"sleep", required_argument, NULL, 's'},
+		{"valid-init", no_argument, NULL, 'v'},       {"poll", no_argument, NULL, 'P'},
+		{"event", no_argument, NULL, 'E'},            {"shm", required_argument, NULL, 'S'},
+		{"exit-after", required_argument, NULL, 'X'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "z:f:ps:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'z': ex->hosts = optarg; break;
+		case 'f': ex->path = optarg; break;
+		case 'p': ex->pointer = true; break;
+		case 'v': ex->valid_init = false; break;
+		case 'P': ex->poll = true; break;
+		case 'E': ex->event = true; break;
+		case 'S': ex->shm = optarg; break;
+		case 's':
+			if (parse_positive(optarg, &ex->sleep_s) < 0 || ex->sleep_s == 0) {
+				fprintf(stderr, "zkw-example: -s wants a number of seconds, not \"%s\"\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'X':
+			if (parse_positive(optarg, &ex->exit_after_s) < 0) {
+				fprintf(stderr, "zkw-example: --exit-after wants seconds, not \"%s\"\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "zkw-example: unexpected argument \"%s\"\n", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (ex->poll == ex->event) {
+		fprintf(stderr, "zkw-example: give exactly one of --poll and --event\n");
+		return EXIT_USAGE;
+	}
+	if (!ex->shm && (!ex->hosts || !ex->path)) {
+		fprintf(stderr, "zkw-example: give -z HOSTS and -f PATH, or --shm NAME\n");
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static bool time_is_up(const struct example *ex, time_t start)
+{
+	return stop_requested || (ex->exit_after_s && time(NULL) - start >= ex->exit_after_s);
+}
+
+/* Sleep up to seconds, returning early on a stop signal (no SA_RESTART). */
+static void nap(int seconds)
+{
+	struct timespec ts = {.tv_sec = seconds};
+
+	nanosleep(&ts, NULL);
+}
+
+static int run_in_process(const struct example *ex, time_t start)
+{
+	zkw_watcher_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
+	unsigned flags = ZKW_WATCHER_ENSURE | (ex->pointer ? ZKW_WATCHER_POINTER : 0) |
+			 (ex->valid_init || ex->poll ? ZKW_WATCHER_VALID_INIT : 0);
+	char why[512] = "", *buf = NULL;
+	zkw_watcher *w;
+
+	w = zkw_watcher_open(ex->hosts, ex->path, ex->event ? &h : NULL, flags, why, sizeof(why));
+	if (!w) {
+		fprintf(stderr, "zkw-example: %s\n", why);
+		return 1;
+	}
+	printf("Use a keyboard interrupt to shut down the process.\n");
+	while (!time_is_up(ex, start)) {
+		if (ex->poll) {
+			size_t len = zkw_watcher_content_len(w, false);
+			char *bigger = realloc(buf, len + 1);
+			ssize_t n;
+
+			if (!bigger)
+				break;
+			buf = bigger;
+			n = zkw_watcher_get_file_contents(w, false, buf, len + 1);
+			print_poll(zkw_watcher_is_valid(w), buf, n > 0 ? (size_t)n : 0);
+		}
+		nap(ex->sleep_s);
+	}
+	zkw_watcher_close(w);
+	free(buf);
+	return 0;
+}
+
+static int run_shm(const struct example *ex, time_t start)
+{
+	zkw_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
+	zkw_dispatcher d;
+	zkw_snapshot meta;
+	zkw_reader r;
+	char *buf;
+	int rc = zkw_reader_open(&r, ex->shm);
+
+	if (rc) {
+		fprintf(stderr, "zkw-example: segment %s: %s\n", ex->shm, r.why);
+		return 1;
+	}
+	buf = malloc(zkw_reader_capacity(&r) + 1);
+	if (!buf) {
+		zkw_reader_close(&r);
+		return 1;
+	}
+	zkw_dispatcher_init(&d, &r, &h, buf, zkw_reader_capacity(&r));
+	if (ex->event)
+		zkw_dispatch(&d, 0); /* the current state, before the banner */
+	printf("Use a keyboard interrupt to shut down the process.\n");
+	while (!time_is_up(ex, start)) {
+		if (ex->event) {
+			/* Wake at least once a second to notice --exit-after. */
+			rc = zkw_dispatch(&d, 1000);
+		} else {
+			ssize_t n = zkw_reader_read(&r, &meta, buf, zkw_reader_capacity(&r));
+
+			rc = n < 0 ? (int)n : 0;
+			print_poll(n >= 0 && meta.valid, buf, n > 0 ? (size_t)n : 0);
+			nap(ex->sleep_s);
+		}
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN) {
+			fprintf(stderr, "zkw-example: reading %s: %s\n", ex->shm, strerror(-rc));
+			break;
+		}
+	}
+	free(buf);
+	zkw_reader_close(&r);
+	return rc < 0 && rc != -EINTR && rc != -EAGAIN ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct example ex = {.valid_init = true, .sleep_s = 1};
+	struct sigaction sa;
+	int rc;
+
+	rc = parse_args(argc, argv, &ex);
+	if (rc)
+		return rc;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal; /* no SA_RESTART: sleeps and waits return */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	return ex.shm ? run_shm(&ex, time(NULL)) : run_in_process(&ex, time(NULL));
+}
