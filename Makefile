@@ -4,7 +4,8 @@
 #   broker/*.c (but main.c)  -> build/libzkw.a        (watcher + segment writer)
 #   broker/main.c            -> build/zkw-broker
 #   tools/zkw-*.c            -> build/zkw-*           (one tool per file)
-#   client/*.c               -> build/libzkw-cache.{a,so}
+#   client/cache.c           -> build/libzkw-cache.{a,so}  (liburcu reader cache)
+#   client/reader.c          -> build/libzkw-client.so     (client.h for bindings)
 #   tests/support/*.c        -> linked into every test
 #   tests/test_*.c           -> build/tests/test_*    (cmocka binaries)
 #   tools/bench/bench_*.c    -> build/bench/bench_*
@@ -29,8 +30,9 @@ LDLIBS   += -lrt
 
 BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c))
 BROKER_OBJ  := $(BROKER_SRC:%.c=$(BUILD)/%.o)
-CLIENT_SRC  := $(wildcard client/*.c)
-CLIENT_OBJ  := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+CACHE_SRC   := $(wildcard client/cache.c)
+CACHE_OBJ   := $(CACHE_SRC:%.c=$(BUILD)/%.o)
+BINDING_SRC := $(wildcard client/reader.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC    := $(wildcard tools/zkw-*.c)
@@ -42,11 +44,12 @@ BENCHES     := $(BENCH_SRC:tools/bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 LIBZKW      := $(BUILD)/libzkw.a
-LIBCACHE    := $(if $(CLIENT_SRC),$(BUILD)/libzkw-cache.a $(BUILD)/libzkw-cache.so)
+LIBCACHE    := $(if $(CACHE_SRC),$(BUILD)/libzkw-cache.a $(BUILD)/libzkw-cache.so)
+LIBBINDING  := $(if $(BINDING_SRC),$(BUILD)/libzkw-client.so)
 PROGRAMS    := $(BUILD)/zkw-broker $(TOOLS)
 
 .PHONY: all test check tsan demo bench soak fuzz install uninstall clean deps format
-all: $(LIBZKW) $(LIBCACHE) $(PROGRAMS) $(TESTS) $(BENCHES)
+all: $(LIBZKW) $(LIBCACHE) $(LIBBINDING) $(PROGRAMS) $(TESTS) $(BENCHES)
 
 deps:
 	@tools/deps.sh
@@ -59,11 +62,14 @@ $(LIBZKW): $(BROKER_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(BUILD)/libzkw-cache.a: $(CLIENT_OBJ)
+$(BUILD)/libzkw-cache.a: $(CACHE_OBJ)
 	$(AR) rcs $@ $^
 
-$(BUILD)/libzkw-cache.so: $(CLIENT_OBJ)
+$(BUILD)/libzkw-cache.so: $(CACHE_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(URCU_LIBS) $(LDLIBS)
+
+$(BUILD)/libzkw-client.so: $(BUILD)/client/reader.o
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/zkw-broker: $(BUILD)/broker/main.o $(LIBZKW)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)
@@ -112,7 +118,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/zkw $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 include/zkw/*.h $(DESTDIR)$(PREFIX)/include/zkw/
-	install -m 0644 $(LIBZKW) $(LIBCACHE) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 $(LIBZKW) $(LIBCACHE) $(LIBBINDING) $(DESTDIR)$(PREFIX)/lib/
 	for pc in tools/*.pc.in; do [ -e "$$pc" ] || continue; \
 	    sed -e 's|@PREFIX@|$(PREFIX)|g' "$$pc" > $(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename "$$pc" .in); done
 
