@@ -62,4 +62,16 @@ int zkh_get(const char *hosts, const char *path, char *buf, int *len);
  * true when it held. Use only where no event can be awaited. */
 bool zkh_eventually(bool (*pred)(void *), void *arg, int timeout_ms);
 
+/* Additions (zkh.c):
+ * zkh_start with an explicit tickTime; zkh_start uses $ZKW_TEST_TICK_MS or
+ * 200 ms.  Members are started from the calling thread and die with it
+ * (PR_SET_PDEATHSIG): start and restart them from the main thread. */
+zkh_cluster *zkh_start_tick(int nodes, int tick_ms);
+/* The cluster's directory: DIR/N/{zoo.cfg,zk.log,pid} for member N-1, as
+ * tools/zk.sh lays it out (so `tools/zk.sh status DIR` works on it). */
+const char *zkh_dir(const zkh_cluster *zk);
+/* Send a four-letter word (srvr, stat, cons, mntr, ruok) to a member; the
+ * reply, NUL-terminated, in buf.  Bytes received or -errno. */
+int zkh_4lw(const zkh_cluster *zk, int member, const char *word, char *buf, int cap);
+
 #endif

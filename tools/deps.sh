@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# tools/deps.sh - install the Debian packages zkw needs to build and test,
+# only those that are missing.  A no-op (a single dpkg-query) when all are
+# present; otherwise one `apt-get update` and one `apt-get install`.  Exits 1
+# naming what is missing when it cannot install (not root and no sudo, no
+# network, ...).
+set -euo pipefail
+
+packages=(
+	# build
+	make gcc clang pkg-config libc6-dev
+	libzookeeper-mt-dev liburcu-dev libcmocka-dev
+	# ZooKeeper server for the tests (it needs a Java runtime; the harness
+	# uses slf4j-simple from libslf4j-java for its log)
+	zookeeper default-jre-headless libslf4j-java
+	# the harness and the runner: setpriv (util-linux), timeout (coreutils),
+	# pgrep (procps), nc for humans and benchmarks
+	util-linux coreutils procps findutils netcat-openbsd
+	# benchmark baseline (run with /usr/bin/python3)
+	python3 python3-kazoo
+)
+
+missing=()
+status=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null || true)
+for p in "${packages[@]}"; do
+	grep -qx "$p install ok installed" <<<"$status" || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+
+echo "deps.sh: installing missing packages: ${missing[*]}" >&2
+if ((EUID == 0)); then
+	sudo=()
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+	sudo=(sudo -n)
+else
+	echo "deps.sh: cannot install (not root and no password-less sudo); missing: ${missing[*]}" >&2
+	echo "deps.sh: run as root: apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! "${sudo[@]}" apt-get update -q >&2; then
+	echo "deps.sh: apt-get update failed; missing: ${missing[*]}" >&2
+	exit 1
+fi
+if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; then
+	echo "deps.sh: apt-get install failed; missing: ${missing[*]}" >&2
+	exit 1
+fi
+# Check again: apt can succeed without installing what was asked for.
+status=$(dpkg-query -W -f='${Package} ${Status}\n' "${missing[@]}" 2>/dev/null || true)
+still=()
+for p in "${missing[@]}"; do
+	grep -qx "$p install ok installed" <<<"$status" || still+=("$p")
+done
+if ((${#still[@]})); then
+	echo "deps.sh: still missing after install: ${still[*]}" >&2
+	exit 1
+fi
+command -v java >/dev/null || { echo "deps.sh: no java on PATH after install" >&2; exit 1; }
+echo "deps.sh: done" >&2
