@@ -433,6 +433,9 @@ int main(int argc, char **argv)
 	int rc;
 
 	zkw_session_options_init(&b.session);
+	b.session.valid_init = true;
+	b.session.session_timeout_ms = 10000;
+	b.session.init_timeout_ms = 10000;
 	b.segment.group = (gid_t)-1;
 	rc = parse_args(argc, argv, &b);
 	if (rc)
