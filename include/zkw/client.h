@@ -377,7 +377,8 @@ static inline void zkw__copy_text(char *dst, const char *src, uint32_t len, uint
 {
 	if (len >= max) /* torn or hostile: the re-check or the bound catches it */
 		len = max - 1;
-	zkw__copy_in(dst, src, len);
+	if (len) /* usually empty; a zero-length rep movsb still costs ~8 ns */
+		zkw__copy_in(dst, src, len);
 	dst[len] = '\0';
 }
 

@@ -1,0 +1,591 @@
+/* test_inspect.c - zkw-inspect against segments made with the writer API.
+ *
+ * Runs the real binary ($ZKW_BUILD/zkw-inspect, ZKW_BUILD defaults to
+ * "build", relative to the source root the tests run from) and checks its
+ * text, JSON (parsed by /usr/bin/python3), raw content, watch mode and exit
+ * statuses. Every child is waited for with a bound.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <zkw/client.h>
+
+#include "writer.h"
+
+#define PYTHON "/usr/bin/python3"
+#define RUN_TIMEOUT_MS 10000
+
+static char inspect_path[PATH_MAX];
+static char names[16][64];
+static int names_used;
+static unsigned name_counter;
+
+static const char *new_name(void)
+{
+	assert_true(names_used < 16);
+	snprintf(names[names_used], sizeof(names[0]), "/zkw.test.inspect.%d.%u", (int)getpid(), name_counter++);
+	return names[names_used++];
+}
+
+static int unlink_names(void **state)
+{
+	(void)state;
+	for (int i = 0; i < names_used; i++)
+		shm_unlink(names[i]);
+	names_used = 0;
+	return 0;
+}
+
+static int find_inspect(void **state)
+{
+	const char *build = getenv("ZKW_BUILD");
+
+	(void)state;
+	snprintf(inspect_path, sizeof(inspect_path), "%s/zkw-inspect", build && *build ? build : "build");
+	if (access(inspect_path, X_OK) != 0) {
+		fprintf(stderr, "test_inspect: %s not found (build it, run from the source root, or set ZKW_BUILD)\n",
+			inspect_path);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- running a program with a bound ----------------------------------------- */
+
+struct output {
+	char *data;
+	size_t len;
+};
+
+struct run {
+	struct output out, err;
+	int status; /* wait status; -1 = timed out and killed */
+};
+
+static void run_free(struct run *r)
+{
+	free(r->out.data);
+	free(r->err.data);
+	memset(r, 0, sizeof(*r));
+}
+
+static void append(struct output *o, const char *data, size_t n)
+{
+	o->data = realloc(o->data, o->len + n + 1);
+	assert_non_null(o->data);
+	memcpy(o->data + o->len, data, n);
+	o->len += n;
+	o->data[o->len] = '\0';
+}
+
+static int reap(pid_t pid, int timeout_ms)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
+
+	if (pfd >= 0) {
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		int n;
+
+		do
+			n = poll(&p, 1, timeout_ms);
+		while (n < 0 && errno == EINTR);
+		close(pfd);
+		if (n == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return status;
+}
+
+/* Start argv with stdout and stderr on pipes (and stdin from a pipe when
+ * in_fd is given); as_uid != -1 drops to that uid first (root only). */
+static pid_t spawn(char *const argv[], int *out_fd, int *err_fd, int *in_fd, uid_t as_uid)
+{
+	int o[2], e[2], i[2] = { -1, -1 };
+	pid_t pid;
+
+	assert_int_equal(pipe(o), 0);
+	assert_int_equal(pipe(e), 0);
+	if (in_fd)
+		assert_int_equal(pipe(i), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(o[1], 1);
+		dup2(e[1], 2);
+		if (in_fd)
+			dup2(i[0], 0);
+		else
+			close(0);
+		/* Only the dup2'ed copies may stay open: a stray write end of the
+		 * stdin pipe would keep the child from ever seeing EOF. */
+		close(o[0]);
+		close(o[1]);
+		close(e[0]);
+		close(e[1]);
+		if (in_fd) {
+			close(i[0]);
+			close(i[1]);
+		}
+		if (as_uid != (uid_t)-1 && (setgid(as_uid) < 0 || setuid(as_uid) < 0))
+			_exit(126);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(o[1]);
+	close(e[1]);
+	*out_fd = o[0];
+	*err_fd = e[0];
+	if (in_fd) {
+		close(i[0]);
+		*in_fd = i[1];
+	}
+	return pid;
+}
+
+/* Run to completion (bounded), collecting stdout and stderr. */
+static void run_as(struct run *r, const char *input, size_t input_len, uid_t as_uid, char *const argv[])
+{
+	int out, err, in = -1;
+	pid_t pid = spawn(argv, &out, &err, input ? &in : NULL, as_uid);
+	struct timespec t0, t;
+	int open_fds = 2;
+
+	memset(r, 0, sizeof(*r));
+	append(&r->out, "", 0);
+	append(&r->err, "", 0);
+	if (input) {
+		/* Small inputs only: they fit the pipe buffer. */
+		assert_true(input_len < 65536);
+		assert_int_equal(write(in, input, input_len), (ssize_t)input_len);
+		close(in);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (open_fds > 0) {
+		struct pollfd p[2] = { { .fd = out, .events = POLLIN }, { .fd = err, .events = POLLIN } };
+		char buf[4096];
+		long left;
+
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = RUN_TIMEOUT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0 || poll(p, 2, (int)left) == 0)
+			break;
+		for (int k = 0; k < 2; k++) {
+			if (p[k].fd < 0 || !(p[k].revents & (POLLIN | POLLHUP)))
+				continue;
+			ssize_t n = read(p[k].fd, buf, sizeof(buf));
+
+			if (n > 0) {
+				append(k ? &r->err : &r->out, buf, (size_t)n);
+			} else {
+				close(p[k].fd);
+				if (k)
+					err = -1;
+				else
+					out = -1;
+				open_fds--;
+			}
+		}
+	}
+	if (out >= 0)
+		close(out);
+	if (err >= 0)
+		close(err);
+	r->status = reap(pid, open_fds ? 0 : RUN_TIMEOUT_MS);
+}
+
+static void run_inspect(struct run *r, const char *a1, const char *a2, const char *a3)
+{
+	char *argv[] = { inspect_path, (char *)a1, (char *)a2, (char *)a3, NULL };
+
+	run_as(r, NULL, 0, (uid_t)-1, argv);
+}
+
+static void expect_exit(const struct run *r, int code, const char *what)
+{
+	if (r->status == -1)
+		fail_msg("%s: timed out", what);
+	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != code)
+		fail_msg("%s: status 0x%x, want exit %d\nstdout: %s\nstderr: %s", what, r->status, code, r->out.data,
+			 r->err.data);
+}
+
+static void expect_contains(const char *haystack, const char *needle, const char *what)
+{
+	if (!strstr(haystack, needle))
+		fail_msg("%s: output lacks \"%s\":\n%s", what, needle, haystack);
+}
+
+/* Check a JSON document with python: it must parse, and each key of the
+ * JSON object `expect` must have that value ("content_hex": the base64
+ * content decoded, in hex). */
+static void expect_json(const char *doc, const char *expect)
+{
+	static const char script[] =
+		"import base64, json, sys\n"
+		"d = json.load(sys.stdin)\n"
+		"for k, v in json.loads(sys.argv[1]).items():\n"
+		"    got = base64.b64decode(d['content_base64']).hex() if k == 'content_hex' else d.get(k)\n"
+		"    if got != v: sys.exit('%s: got %r, want %r' % (k, got, v))\n";
+	char *argv[] = { PYTHON, "-c", (char *)script, (char *)expect, NULL };
+	struct run r;
+
+	if (access(PYTHON, X_OK) != 0) {
+		print_message("no %s: JSON not checked\n", PYTHON);
+		return;
+	}
+	run_as(&r, doc, strlen(doc), (uid_t)-1, argv);
+	if (r.status == -1 || !WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
+		fail_msg("JSON check failed: %s\ndocument: %s", r.err.data, doc);
+	run_free(&r);
+}
+
+/* ---- fixtures ------------------------------------------------------------------- */
+
+static const char binary_content[] = "hello\0world\n\x01\xff\"quoted\"\\";
+#define BINARY_LEN (sizeof(binary_content) - 1)
+
+static zkw_writer *make_segment(const char *name, bool valid)
+{
+	zkw_writer_options opt = { .capacity = 8192, .group = (gid_t)-1, .watch_path = "/tmp/inspected" };
+	zkw_publication p = {
+		.valid = valid,
+		.connected = true,
+		.content = binary_content,
+		.len = BINARY_LEN,
+		.content_serial = 1,
+		.version = 7,
+		.mzxid = 42,
+		.pointer = "/configs/current",
+		.error = valid ? NULL : "Invalid get on file path",
+		.confirmed_ns = (uint64_t)time(NULL) * 1000000000u,
+	};
+	zkw_writer *w;
+	char why[256];
+
+	if (zkw_writer_open(&w, name, &opt, why, sizeof(why)) != 0)
+		fail_msg("writer: %s", why);
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	assert_int_equal(zkw_writer_publish(w, &p), 0); /* generation 2 */
+	return w;
+}
+
+/* ---- tests ---------------------------------------------------------------------- */
+
+static void test_text_report_shows_every_field(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	char pid[32];
+	struct run r;
+
+	(void)state;
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report");
+	snprintf(pid, sizeof(pid), "alive (pid %d)", (int)getpid());
+	const char *fields[] = { "magic            0x31474553574b5a7f", "abi              1.0",
+				 "header size      2048", "slot count       2", "capacity         8192",
+				 "segment size", "slot size", "watched path     /tmp/inspected", pid,
+				 "broker epoch", "broker started", "zookeeper        connected",
+				 "valid            true", "generation       2", "confirmed        20",
+				 "content changed", "version          7", "error            (none)",
+				 "pointer          /configs/current", "content size     23 bytes",
+				 "preview          \"hello\\x00world\\n\\x01\\xff\\\"quoted\\\"\\\\\"",
+				 "slot 0  (raw)     seq", "[published]", "ping             ok" };
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		expect_contains(r.out.data, fields[i], "text report");
+	assert_int_equal(r.err.len, 0);
+	run_free(&r);
+
+	/* Broker gone: dead, not connected, the error of an invalid state. */
+	zkw_writer_close(w, false);
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report, broker gone");
+	expect_contains(r.out.data, "broker           dead", "dead broker");
+	expect_contains(r.out.data, "zookeeper        disconnected", "dead broker");
+	expect_contains(r.out.data, "ping             failed", "dead broker");
+	run_free(&r);
+	w = make_segment(name, false);
+	run_inspect(&r, name, NULL, NULL);
+	expect_contains(r.out.data, "error            Invalid get on file path", "invalid");
+	expect_contains(r.out.data, "valid            false", "invalid");
+	run_free(&r);
+	zkw_writer_close(w, true);
+}
+
+static void test_json_report_parses_with_the_right_values(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	char expect[512], hex[2 * BINARY_LEN + 1];
+	struct run r;
+
+	(void)state;
+	for (size_t i = 0; i < BINARY_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", (unsigned char)binary_content[i]);
+	run_inspect(&r, name, "--json", NULL);
+	expect_exit(&r, 0, "--json");
+	assert_int_equal(strchr(r.out.data, '\n') - r.out.data + 1, (long)r.out.len); /* one line */
+	snprintf(expect, sizeof(expect),
+		 "{\"generation\": 2, \"valid\": true, \"connected\": true, \"len\": %zu, \"capacity\": 8192,"
+		 " \"version\": 7, \"mzxid\": 42, \"broker_pid\": %d, \"broker_alive\": true, \"ping\": true,"
+		 " \"watch_path\": \"/tmp/inspected\", \"pointer\": \"/configs/current\", \"error\": \"\","
+		 " \"slot_count\": 2, \"preview\": \"hello\\u0000world\\n\\u0001\\u00ff\\\"quoted\\\"\\\\\"}",
+		 BINARY_LEN, (int)getpid());
+	expect_json(r.out.data, expect);
+	run_free(&r);
+
+	/* --content --json: the content as base64, exactly. */
+	run_inspect(&r, "-j", "--content", name);
+	expect_exit(&r, 0, "--json --content");
+	snprintf(expect, sizeof(expect), "{\"content_hex\": \"%s\"}", hex);
+	expect_json(r.out.data, expect);
+	run_free(&r);
+	zkw_writer_close(w, true);
+}
+
+static void test_content_is_written_raw_and_exact(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	static unsigned char big[8192];
+	struct run r;
+
+	(void)state;
+	run_inspect(&r, name, "--content", NULL);
+	expect_exit(&r, 0, "--content");
+	assert_int_equal(r.out.len, BINARY_LEN);
+	assert_memory_equal(r.out.data, binary_content, BINARY_LEN);
+	run_free(&r);
+
+	/* Every byte value, up to the capacity. */
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (unsigned char)(i * 7 + i / 256);
+	zkw_publication p = { .valid = true, .content = big, .len = sizeof(big), .content_serial = 2 };
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	run_inspect(&r, "-c", name, NULL);
+	expect_exit(&r, 0, "--content at capacity");
+	assert_int_equal(r.out.len, sizeof(big));
+	assert_memory_equal(r.out.data, big, sizeof(big));
+	run_free(&r);
+
+	/* Empty content: nothing at all. */
+	p.len = 0;
+	p.content_serial = 3;
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	run_inspect(&r, name, "--content", NULL);
+	expect_exit(&r, 0, "--content, empty");
+	assert_int_equal(r.out.len, 0);
+	run_free(&r);
+	zkw_writer_close(w, true);
+}
+
+static void test_missing_corrupt_and_forbidden_segments_fail(void **state)
+{
+	const char *missing = new_name(), *corrupt = new_name(), *truncated = new_name(), *good = new_name();
+	struct run r;
+	int fd;
+
+	(void)state;
+	run_inspect(&r, missing, NULL, NULL);
+	expect_exit(&r, 1, "missing segment");
+	expect_contains(r.err.data, missing, "missing segment");
+	expect_contains(r.err.data, "no such segment", "missing segment");
+	assert_int_equal(r.out.len, 0);
+	assert_non_null(strchr(r.err.data, '\n'));
+	assert_int_equal(strchr(r.err.data, '\n') - r.err.data + 1, (long)r.err.len); /* one line */
+	run_free(&r);
+
+	/* Not a zkw segment: big enough, wrong magic. */
+	fd = shm_open(corrupt, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 65536), 0);
+	assert_int_equal(pwrite(fd, "\x7f" "ELF", 4, 0), 4);
+	close(fd);
+	run_inspect(&r, corrupt, "--json", NULL);
+	expect_exit(&r, 1, "corrupt segment");
+	expect_contains(r.err.data, "magic", "corrupt segment");
+	assert_int_equal(r.out.len, 0);
+	run_free(&r);
+
+	fd = shm_open(truncated, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 100), 0);
+	close(fd);
+	run_inspect(&r, truncated, NULL, NULL);
+	expect_exit(&r, 1, "truncated segment");
+	expect_contains(r.err.data, "truncated", "truncated segment");
+	run_free(&r);
+
+	/* Permission denied: a 0640 root segment seen by nobody. */
+	if (geteuid() == 0) {
+		zkw_writer *w = make_segment(good, true);
+		char *argv[] = { inspect_path, (char *)good, NULL };
+
+		run_as(&r, NULL, 0, 65534, argv);
+		if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 126)
+			print_message("cannot become uid 65534: permission case skipped\n");
+		else {
+			expect_exit(&r, 1, "permission denied");
+			expect_contains(r.err.data, "permission denied", "permission denied");
+		}
+		run_free(&r);
+		zkw_writer_close(w, true);
+	}
+}
+
+static void test_bad_usage_exits_2_and_help_exits_0(void **state)
+{
+	struct run r;
+
+	(void)state;
+	run_inspect(&r, NULL, NULL, NULL);
+	expect_exit(&r, 2, "no arguments");
+	expect_contains(r.err.data, "Usage: zkw-inspect", "no arguments");
+	run_free(&r);
+	run_inspect(&r, "--bogus", "name", NULL);
+	expect_exit(&r, 2, "unknown option");
+	run_free(&r);
+	run_inspect(&r, "one", "two", NULL);
+	expect_exit(&r, 2, "two names");
+	run_free(&r);
+	run_inspect(&r, "--watch", "--content", "name");
+	expect_exit(&r, 2, "--watch --content");
+	run_free(&r);
+	run_inspect(&r, "--help", NULL, NULL);
+	expect_exit(&r, 0, "--help");
+	expect_contains(r.out.data, "Usage: zkw-inspect", "--help");
+	expect_contains(r.out.data, "--watch", "--help");
+	run_free(&r);
+}
+
+/* Read one line from fd within timeout_ms into line (NUL-terminated). */
+static bool read_line(int fd, char *line, size_t cap, int timeout_ms)
+{
+	size_t n = 0;
+
+	while (n + 1 < cap) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		if (poll(&p, 1, timeout_ms) <= 0 || read(fd, line + n, 1) != 1)
+			break;
+		if (line[n++] == '\n') {
+			line[n] = '\0';
+			return true;
+		}
+	}
+	line[n] = '\0';
+	return false;
+}
+
+static void watch_case(bool json)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	char *argv[] = { inspect_path, (char *)name, "--watch", json ? "--json" : NULL, NULL };
+	char line[1024], want[64], lines[4096] = "";
+	int out, err, status;
+	pid_t pid = spawn(argv, &out, &err, NULL, (uid_t)-1);
+
+	if (!read_line(out, line, sizeof(line), 5000)) {
+		reap(pid, 0);
+		fail_msg("--watch printed no first line: \"%s\"", line);
+	}
+	strcat(lines, line);
+	snprintf(want, sizeof(want), json ? "\"generation\":2," : "generation=2 ");
+	expect_contains(line, want, "--watch first line");
+
+	/* A publication after the tool started: a line for it. */
+	zkw_publication p = { .valid = false, .connected = false, .content = "new", .len = 3, .content_serial = 2,
+			      .error = "Connection interrupted with Zookeeper, re-establishing" };
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	if (!read_line(out, line, sizeof(line), 5000)) {
+		reap(pid, 0);
+		fail_msg("--watch printed nothing for generation 3: \"%s\"", line);
+	}
+	strcat(lines, line);
+	snprintf(want, sizeof(want), json ? "\"generation\":3," : "generation=3 ");
+	expect_contains(line, want, "--watch change line");
+	expect_contains(line, json ? "\"valid\":false" : "valid=false", "--watch change line");
+	expect_contains(line, "Connection interrupted", "--watch change line");
+
+	/* The broker going away moves no generation but is a change too. */
+	zkw_writer_close(w, false);
+	if (!read_line(out, line, sizeof(line), 5000)) {
+		reap(pid, 0);
+		fail_msg("--watch printed nothing when the broker went away");
+	}
+	strcat(lines, line);
+	expect_contains(line, json ? "\"broker_alive\":false" : "broker=dead", "--watch liveness line");
+
+	kill(pid, SIGINT);
+	status = reap(pid, 5000);
+	close(out);
+	close(err);
+	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("--watch did not exit 0 on SIGINT (status 0x%x)", status);
+	if (json && access(PYTHON, X_OK) == 0) {
+		char *check[] = { PYTHON, "-c",
+				  "import json, sys\n"
+				  "n = sum(1 for line in sys.stdin if json.loads(line) is not None)\n"
+				  "sys.exit(0 if n == 3 else 'want 3 objects, got %d' % n)\n",
+				  NULL };
+		struct run r;
+
+		run_as(&r, lines, strlen(lines), (uid_t)-1, check);
+		if (r.status == -1 || !WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
+			fail_msg("--watch --json lines do not parse: %s\n%s", r.err.data, lines);
+		run_free(&r);
+	}
+}
+
+static void test_watch_prints_a_line_per_change(void **state)
+{
+	(void)state;
+	watch_case(false);
+}
+
+static void test_watch_json_prints_an_object_per_change(void **state)
+{
+	(void)state;
+	watch_case(true);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_text_report_shows_every_field, unlink_names),
+		cmocka_unit_test_teardown(test_json_report_parses_with_the_right_values, unlink_names),
+		cmocka_unit_test_teardown(test_content_is_written_raw_and_exact, unlink_names),
+		cmocka_unit_test_teardown(test_missing_corrupt_and_forbidden_segments_fail, unlink_names),
+		cmocka_unit_test_teardown(test_bad_usage_exits_2_and_help_exits_0, unlink_names),
+		cmocka_unit_test_teardown(test_watch_prints_a_line_per_change, unlink_names),
+		cmocka_unit_test_teardown(test_watch_json_prints_an_object_per_change, unlink_names),
+	};
+
+	return cmocka_run_group_tests(tests, find_inspect, unlink_names);
+}

@@ -1,0 +1,598 @@
+/* zkw-inspect - show what a zkw shared-memory segment holds.
+ *
+ *     zkw-inspect NAME [--json] [--watch] [--content]
+ *
+ * A reader like any worker: it uses zkw/client.h only, maps the segment
+ * read-only and never takes the broker's lock, so inspecting a live broker
+ * cannot disturb it. The published snapshot is read through the seqlock
+ * (zkw_reader_read); the identity block and the per-slot fixed fields are
+ * shown as raw relaxed loads, labelled "raw": a slot may be mid-write.
+ *
+ * Output modes:
+ *   (default)        human-readable report
+ *   --json           one JSON object; bytes outside printable ASCII in
+ *                    strings are written as \u00XX (each byte as the code
+ *                    point of the same value, i.e. read as Latin-1)
+ *   --content        the content bytes, raw, nothing else on stdout; with
+ *                    --json the report gains "content_base64" instead
+ *   --watch          one line per change (generation or broker liveness)
+ *                    until SIGINT/SIGTERM; with --json one object per line
+ *
+ * Exit: 0 success, 1 failure (one line on stderr naming the cause), 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zkw/client.h>
+#include <zkw/segment.h>
+
+#define PREVIEW_MAX 200
+#define READ_ATTEMPTS 64 /* of zkw_reader_read, each already retrying */
+#define WATCH_TICK_MS 1000 /* liveness re-check; also bounds a missed signal */
+
+static const char usage_text[] =
+	"Usage: zkw-inspect NAME [--json] [--watch] [--content]\n"
+	"Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\").\n"
+	"\n"
+	"  -j, --json     one JSON object (with --watch: one per line)\n"
+	"  -w, --watch    print one line per change until SIGINT/SIGTERM\n"
+	"  -c, --content  write the content bytes raw to stdout and nothing else\n"
+	"                 (with --json: add \"content_base64\" to the object)\n"
+	"  -h, --help     this text\n"
+	"\n"
+	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
+
+struct options {
+	const char *name;
+	bool json;
+	bool watch;
+	bool content;
+};
+
+/* The identity block, loaded field by field (relaxed: the broker restamps
+ * pid, epoch and start time on restart). */
+struct ident_view {
+	uint64_t magic;
+	unsigned abi_major, abi_minor;
+	uint32_t header_size;
+	uint64_t segment_size, slot_size, capacity;
+	uint32_t slot_count, broker_pid;
+	uint64_t broker_epoch, broker_started_ns;
+	char watch_path[ZKW_WATCH_PATH_MAX];
+};
+
+/* One slot's fixed fields, raw. */
+struct slot_view {
+	uint64_t seq, generation, len, confirmed_ns, changed_ns, content_gen;
+	int64_t version, mzxid;
+	uint32_t flags, error_len, pointer_len;
+};
+
+/* What one look at the segment shows. */
+struct report {
+	struct ident_view id;
+	struct slot_view slots[ZKW_SLOT_COUNT_MAX];
+	uint32_t state;
+	bool alive;
+	zkw_snapshot snap;
+	size_t len;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+/* ---- raw loads from the read-only mapping --------------------------------- */
+
+#define RAW(p) __atomic_load_n(&(p), __ATOMIC_RELAXED)
+
+static void load_ident(const zkw_reader *r, struct ident_view *v)
+{
+	const struct zkw_segment_header *h = (const struct zkw_segment_header *)(const void *)r->base;
+	uint64_t len;
+
+	v->magic = RAW(h->ident.magic);
+	v->abi_major = RAW(h->ident.abi_major);
+	v->abi_minor = RAW(h->ident.abi_minor);
+	v->header_size = RAW(h->ident.header_size);
+	v->segment_size = RAW(h->ident.segment_size);
+	v->slot_size = RAW(h->ident.slot_size);
+	v->capacity = RAW(h->ident.capacity);
+	v->slot_count = RAW(h->ident.slot_count);
+	v->broker_pid = RAW(h->ident.broker_pid);
+	v->broker_epoch = RAW(h->ident.broker_epoch);
+	v->broker_started_ns = RAW(h->ident.broker_started_ns);
+	/* Informational, written at broker start without a seqlock: bound the
+	 * length, copy byte by byte, stop at a NUL. */
+	len = RAW(h->watch_path_len);
+	if (len >= ZKW_WATCH_PATH_MAX)
+		len = ZKW_WATCH_PATH_MAX - 1;
+	for (uint64_t i = 0; i < len; i++)
+		v->watch_path[i] = RAW(h->watch_path[i]);
+	v->watch_path[len] = '\0';
+}
+
+static void load_slot(const zkw_reader *r, uint32_t index, struct slot_view *v)
+{
+	/* slot_count and slot_size as validated and cached at open */
+	const struct zkw_slot *s =
+		(const struct zkw_slot *)(const void *)(r->base + ZKW_HEADER_SIZE + index * r->slot_size);
+
+	v->seq = RAW(s->seq);
+	v->generation = RAW(s->generation);
+	v->flags = RAW(s->flags);
+	v->error_len = RAW(s->error_len);
+	v->len = RAW(s->len);
+	v->version = RAW(s->version);
+	v->mzxid = RAW(s->mzxid);
+	v->confirmed_ns = RAW(s->confirmed_ns);
+	v->changed_ns = RAW(s->changed_ns);
+	v->content_gen = RAW(s->content_gen);
+	v->pointer_len = RAW(s->pointer_len);
+}
+
+/* The published snapshot through the seqlock. 0 or -errno. */
+static int read_snapshot(const zkw_reader *r, zkw_snapshot *m, void *buf, size_t cap, size_t *len)
+{
+	ssize_t n = -EAGAIN;
+
+	for (int i = 0; i < READ_ATTEMPTS && n == -EAGAIN; i++)
+		n = zkw_reader_read(r, m, buf, cap);
+	if (n < 0)
+		return (int)n;
+	*len = (size_t)n;
+	return 0;
+}
+
+static int take_report(const zkw_reader *r, struct report *rep, void *buf, size_t cap)
+{
+	load_ident(r, &rep->id);
+	for (uint32_t i = 0; i < r->slot_count; i++)
+		load_slot(r, i, &rep->slots[i]);
+	rep->state = zkw_reader_state(r);
+	rep->alive = zkw_reader_broker_alive(r);
+	return read_snapshot(r, &rep->snap, buf, cap, &rep->len);
+}
+
+/* ---- formatting ------------------------------------------------------------ */
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* "2024-05-01T12:00:00.123Z", or "never" for 0. */
+static const char *format_time(char *out, size_t cap, uint64_t ns)
+{
+	time_t secs = (time_t)(ns / 1000000000u);
+	struct tm tm;
+
+	if (ns == 0 || !gmtime_r(&secs, &tm)) {
+		snprintf(out, cap, "never");
+		return out;
+	}
+	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+		 tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ns % 1000000000u / 1000000u));
+	return out;
+}
+
+/* Seconds since ns (negative if the clock went back), NAN-free: callers
+ * check ns != 0 first. */
+static double age_seconds(uint64_t ns, uint64_t now)
+{
+	return ((double)now - (double)ns) / 1e9;
+}
+
+static const char *format_age(char *out, size_t cap, uint64_t ns, uint64_t now)
+{
+	double s = age_seconds(ns, now);
+	unsigned long whole;
+
+	if (ns == 0)
+		snprintf(out, cap, "never");
+	else if (s < 0)
+		snprintf(out, cap, "in the future (%.1f s; clock skew?)", -s);
+	else if (s < 60)
+		snprintf(out, cap, "%.1f s ago", s);
+	else if ((whole = (unsigned long)s) < 3600)
+		snprintf(out, cap, "%lu min %02lu s ago", whole / 60, whole % 60);
+	else if (whole < 86400)
+		snprintf(out, cap, "%lu h %02lu min ago", whole / 3600, whole % 3600 / 60);
+	else
+		snprintf(out, cap, "%lu d %02lu h ago", whole / 86400, whole % 86400 / 3600);
+	return out;
+}
+
+/* Bytes as a C-like quoted string: printable ASCII as is, the rest escaped. */
+static void print_escaped(FILE *f, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	fputc('"', f);
+	for (size_t i = 0; i < len; i++) {
+		switch (p[i]) {
+		case '"': fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (p[i] >= 0x20 && p[i] < 0x7f)
+				fputc(p[i], f);
+			else
+				fprintf(f, "\\x%02x", p[i]);
+		}
+	}
+	fputc('"', f);
+}
+
+/* Bytes as a JSON string: non-ASCII and control bytes as \u00XX, so any
+ * byte sequence yields valid JSON (each byte read as Latin-1). */
+static void json_string(FILE *f, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	fputc('"', f);
+	for (size_t i = 0; i < len; i++) {
+		switch (p[i]) {
+		case '"': fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (p[i] >= 0x20 && p[i] < 0x7f)
+				fputc(p[i], f);
+			else
+				fprintf(f, "\\u%04x", p[i]);
+		}
+	}
+	fputc('"', f);
+}
+
+static void json_cstring(FILE *f, const char *s)
+{
+	json_string(f, s, strlen(s));
+}
+
+static void json_base64(FILE *f, const unsigned char *p, size_t len)
+{
+	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+	fputc('"', f);
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		size_t left = len - i;
+
+		if (left > 1)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (left > 2)
+			v |= p[i + 2];
+		fputc(alphabet[v >> 18 & 63], f);
+		fputc(alphabet[v >> 12 & 63], f);
+		fputc(left > 1 ? alphabet[v >> 6 & 63] : '=', f);
+		fputc(left > 2 ? alphabet[v & 63] : '=', f);
+	}
+	fputc('"', f);
+}
+
+static const char *state_words(char *out, size_t cap, uint32_t state)
+{
+	snprintf(out, cap, "%s%s%s", state & ZKW_STATE_RUNNING ? "running " : "stopped ",
+		 state & ZKW_STATE_CONNECTED ? "connected " : "disconnected ",
+		 state & ZKW_STATE_VALID ? "valid" : "invalid");
+	return out;
+}
+
+/* ---- the report ------------------------------------------------------------ */
+
+static void print_when(const char *label, uint64_t ns, uint64_t now)
+{
+	char t[64], a[64];
+
+	if (ns == 0)
+		printf("%-17snever", label);
+	else
+		printf("%-17s%s (%s)", label, format_time(t, sizeof(t), ns), format_age(a, sizeof(a), ns, now));
+}
+
+static void print_text(const char *name, const struct report *rep, const unsigned char *content)
+{
+	const struct ident_view *id = &rep->id;
+	const zkw_snapshot *m = &rep->snap;
+	uint64_t now = realtime_ns();
+	char words[64];
+	size_t preview = rep->len < PREVIEW_MAX ? rep->len : PREVIEW_MAX;
+
+	printf("segment          %s\n", name);
+	printf("magic            0x%016" PRIx64 " (%s)\n", id->magic,
+	       id->magic == ZKW_SEGMENT_MAGIC ? "zkw segment" : "unexpected");
+	printf("abi              %u.%u\n", id->abi_major, id->abi_minor);
+	printf("header size      %" PRIu32 " bytes\n", id->header_size);
+	printf("segment size     %" PRIu64 " bytes\n", id->segment_size);
+	printf("slot count       %" PRIu32 "\n", id->slot_count);
+	printf("slot size        %" PRIu64 " bytes\n", id->slot_size);
+	printf("capacity         %" PRIu64 " bytes\n", id->capacity);
+	printf("watched path     %s\n", id->watch_path[0] ? id->watch_path : "(not set)");
+	printf("broker           %s (pid %" PRIu32 ")\n", rep->alive ? "alive" : "dead", id->broker_pid);
+	printf("broker epoch     0x%016" PRIx64 "\n", id->broker_epoch);
+	print_when("broker started", id->broker_started_ns, now);
+	printf("\n");
+	printf("state            0x%" PRIx32 " (%s)\n", rep->state, state_words(words, sizeof(words), rep->state));
+	/* The state word is the broker's live view; a dead broker's last
+	 * snapshot may still say connected. */
+	bool zk_up = rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED);
+	printf("zookeeper        %s%s\n", zk_up ? "connected" : "disconnected",
+	       !zk_up && m->connected ? " (the last snapshot says connected: broker gone)" : "");
+	printf("ping             %s\n", zk_up ? "ok" : "failed");
+	printf("valid            %s\n", m->valid ? "true" : "false");
+	printf("generation       %" PRIu64 "%s\n", m->generation, m->generation ? "" : " (nothing published yet)");
+	print_when("confirmed", m->confirmed_ns, now);
+	printf("\n");
+	print_when("content changed", m->changed_ns, now);
+	printf(" at generation %" PRIu64 "\n", m->content_gen);
+	printf("version          %" PRId64 "\n", m->version);
+	printf("mzxid            0x%" PRIx64 "\n", (uint64_t)m->mzxid);
+	printf("error            %s\n", m->error[0] ? m->error : "(none)");
+	printf("pointer          %s\n", m->pointer[0] ? m->pointer : "(none)");
+	printf("content size     %zu bytes\n", rep->len);
+	printf("preview          ");
+	print_escaped(stdout, content, preview);
+	printf("%s\n", preview < rep->len ? " ..." : "");
+	for (uint32_t i = 0; i < id->slot_count && i < ZKW_SLOT_COUNT_MAX; i++) {
+		const struct slot_view *s = &rep->slots[i];
+
+		printf("slot %-2" PRIu32 " (raw)     seq %" PRIu64 "%s generation %" PRIu64 " flags 0x%" PRIx32
+		       " len %" PRIu64 " error_len %" PRIu32 " pointer_len %" PRIu32 " version %" PRId64
+		       " content_gen %" PRIu64 "%s\n",
+		       i, s->seq, s->seq & 1 ? " (odd: being written or abandoned)" : "", s->generation, s->flags,
+		       s->len, s->error_len, s->pointer_len, s->version, s->content_gen,
+		       s->generation == m->generation && m->generation ? " [published]" : "");
+	}
+}
+
+static void json_age(const char *key, uint64_t ns, uint64_t now)
+{
+	if (ns)
+		printf(",\"%s\":%.3f", key, age_seconds(ns, now));
+	else
+		printf(",\"%s\":null", key);
+}
+
+static void print_json(const char *name, const struct report *rep, const unsigned char *content, bool with_content)
+{
+	const struct ident_view *id = &rep->id;
+	const zkw_snapshot *m = &rep->snap;
+	uint64_t now = realtime_ns();
+	size_t preview = rep->len < PREVIEW_MAX ? rep->len : PREVIEW_MAX;
+	char t[64];
+
+	printf("{\"segment\":");
+	json_cstring(stdout, name);
+	printf(",\"magic\":\"0x%016" PRIx64 "\",\"abi_major\":%u,\"abi_minor\":%u", id->magic, id->abi_major,
+	       id->abi_minor);
+	printf(",\"header_size\":%" PRIu32 ",\"segment_size\":%" PRIu64 ",\"slot_count\":%" PRIu32
+	       ",\"slot_size\":%" PRIu64 ",\"capacity\":%" PRIu64,
+	       id->header_size, id->segment_size, id->slot_count, id->slot_size, id->capacity);
+	printf(",\"watch_path\":");
+	json_cstring(stdout, id->watch_path);
+	printf(",\"broker_pid\":%" PRIu32 ",\"broker_alive\":%s,\"broker_epoch\":\"0x%016" PRIx64 "\"", id->broker_pid,
+	       rep->alive ? "true" : "false", id->broker_epoch);
+	printf(",\"broker_started_ns\":%" PRIu64 ",\"broker_started\":\"%s\"", id->broker_started_ns,
+	       format_time(t, sizeof(t), id->broker_started_ns));
+	printf(",\"state\":%" PRIu32 ",\"running\":%s", rep->state, rep->state & ZKW_STATE_RUNNING ? "true" : "false");
+	printf(",\"ping\":%s", rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED)
+				       ? "true"
+				       : "false");
+	printf(",\"connected\":%s,\"valid\":%s,\"generation\":%" PRIu64, m->connected ? "true" : "false",
+	       m->valid ? "true" : "false", m->generation);
+	printf(",\"confirmed_ns\":%" PRIu64, m->confirmed_ns);
+	json_age("age_confirmed_s", m->confirmed_ns, now);
+	printf(",\"changed_ns\":%" PRIu64, m->changed_ns);
+	json_age("age_changed_s", m->changed_ns, now);
+	printf(",\"content_gen\":%" PRIu64 ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64, m->content_gen, m->version,
+	       m->mzxid);
+	printf(",\"error\":");
+	json_cstring(stdout, m->error);
+	printf(",\"pointer\":");
+	json_cstring(stdout, m->pointer);
+	printf(",\"len\":%zu,\"preview\":", rep->len);
+	json_string(stdout, content, preview);
+	printf(",\"preview_truncated\":%s", preview < rep->len ? "true" : "false");
+	if (with_content) {
+		printf(",\"content_base64\":");
+		json_base64(stdout, content, rep->len);
+	}
+	printf(",\"slots\":[");
+	for (uint32_t i = 0; i < id->slot_count && i < ZKW_SLOT_COUNT_MAX; i++) {
+		const struct slot_view *s = &rep->slots[i];
+
+		printf("%s{\"index\":%" PRIu32 ",\"raw\":true,\"seq\":%" PRIu64 ",\"generation\":%" PRIu64
+		       ",\"flags\":%" PRIu32 ",\"len\":%" PRIu64 ",\"error_len\":%" PRIu32 ",\"pointer_len\":%" PRIu32
+		       ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64 ",\"confirmed_ns\":%" PRIu64
+		       ",\"changed_ns\":%" PRIu64 ",\"content_gen\":%" PRIu64 "}",
+		       i ? "," : "", i, s->seq, s->generation, s->flags, s->len, s->error_len, s->pointer_len,
+		       s->version, s->mzxid, s->confirmed_ns, s->changed_ns, s->content_gen);
+	}
+	printf("]}\n");
+}
+
+/* ---- watch ----------------------------------------------------------------- */
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static int install_stop_handlers(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop; /* no SA_RESTART: the futex wait returns EINTR */
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+static void print_watch_line(const zkw_snapshot *m, size_t len, bool alive, bool json)
+{
+	char t[64];
+
+	format_time(t, sizeof(t), realtime_ns());
+	if (json) {
+		printf("{\"time\":\"%s\",\"generation\":%" PRIu64 ",\"valid\":%s,\"connected\":%s"
+		       ",\"broker_alive\":%s,\"len\":%zu,\"content_gen\":%" PRIu64 ",\"error\":",
+		       t, m->generation, m->valid ? "true" : "false", m->connected ? "true" : "false",
+		       alive ? "true" : "false", len, m->content_gen);
+		json_cstring(stdout, m->error);
+		printf("}\n");
+	} else {
+		printf("%s generation=%" PRIu64 " valid=%s connected=%s broker=%s len=%zu error=", t, m->generation,
+		       m->valid ? "true" : "false", m->connected ? "true" : "false", alive ? "alive" : "dead", len);
+		print_escaped(stdout, m->error, strlen(m->error));
+		printf("\n");
+	}
+	fflush(stdout); /* a line per change, also through a pipe */
+}
+
+/* Follow the segment until SIGINT/SIGTERM: a line for every new generation
+ * (intermediate ones may be skipped when they come faster than we print)
+ * and for every change of broker liveness, which moves no generation. A
+ * signal landing just before the futex wait is seen at the next tick. */
+static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, bool json)
+{
+	zkw_snapshot m;
+	size_t len = 0;
+	bool alive;
+	int err;
+
+	err = install_stop_handlers();
+	if (!err)
+		err = read_snapshot(r, &m, buf, cap, &len);
+	if (err) {
+		fprintf(stderr, "zkw-inspect: %s: %s\n", name, strerror(-err));
+		return 1;
+	}
+	alive = zkw_reader_broker_alive(r);
+	print_watch_line(&m, len, alive, json);
+	while (!stop_requested) {
+		int rc = zkw_reader_wait(r, m.generation, WATCH_TICK_MS);
+		bool alive_now;
+
+		if (stop_requested)
+			break;
+		if (rc < 0 && rc != -EINTR) {
+			fprintf(stderr, "zkw-inspect: %s: wait failed: %s\n", name, strerror(-rc));
+			return 1;
+		}
+		alive_now = zkw_reader_broker_alive(r);
+		if (rc != 1 && alive_now == alive)
+			continue;
+		alive = alive_now;
+		err = read_snapshot(r, &m, buf, cap, &len);
+		if (err) {
+			fprintf(stderr, "zkw-inspect: %s: read failed: %s\n", name,
+				err == -EBADMSG ? "corrupt slot (bad lengths)" : strerror(-err));
+			return 1;
+		}
+		print_watch_line(&m, len, alive, json);
+	}
+	return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "watch", no_argument, NULL, 'w' },
+		{ "content", no_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	while ((c = getopt_long(argc, argv, "jwch", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': o->json = true; break;
+		case 'w': o->watch = true; break;
+		case 'c': o->content = true; break;
+		case 'h': fputs(usage_text, stdout); exit(0);
+		default: return -1; /* getopt printed why */
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "zkw-inspect: %s\n", optind == argc ? "missing segment NAME" : "too many arguments");
+		return -1;
+	}
+	if (o->watch && o->content) {
+		fprintf(stderr, "zkw-inspect: --content and --watch do not go together\n");
+		return -1;
+	}
+	o->name = argv[optind];
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct report rep;
+	zkw_reader r;
+	unsigned char *buf;
+	size_t cap;
+	int err, status = 0;
+
+	if (parse_args(argc, argv, &o) < 0) {
+		fputs(usage_text, stderr);
+		return 2;
+	}
+	err = zkw_reader_open(&r, o.name);
+	if (err) {
+		fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open", strerror(-err));
+		return 1;
+	}
+	cap = (size_t)zkw_reader_capacity(&r);
+	buf = malloc(cap ? cap : 1);
+	if (!buf) {
+		fprintf(stderr, "zkw-inspect: %s: cannot allocate %zu bytes for the content\n", o.name, cap);
+		zkw_reader_close(&r);
+		return 1;
+	}
+	if (o.watch) {
+		status = watch(o.name, &r, buf, cap, o.json);
+	} else if ((err = take_report(&r, &rep, buf, cap)) != 0) {
+		fprintf(stderr, "zkw-inspect: %s: cannot read the published snapshot: %s\n", o.name,
+			err == -EBADMSG ? "corrupt slot (bad lengths)"
+			: err == -EAGAIN ? "the writer kept overwriting it"
+					 : strerror(-err));
+		status = 1;
+	} else if (o.json) {
+		print_json(o.name, &rep, buf, o.content);
+	} else if (o.content) {
+		if (rep.len && fwrite(buf, 1, rep.len, stdout) != rep.len)
+			status = 1;
+	} else {
+		print_text(o.name, &rep, buf);
+	}
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "zkw-inspect: writing to stdout: %s\n", strerror(errno));
+		status = 1;
+	}
+	free(buf);
+	zkw_reader_close(&r);
+	return status;
+}
