@@ -137,15 +137,16 @@ static int node_path(const struct push_args *a, char *out, size_t cap)
 {
 	char joined[ZKW_POINTER_MAX + 1];
 	const char *why = NULL;
+	int rc;
 
 	if (a->parent[0] != '/') {
 		fprintf(stderr, "zkw-push: -p %s: the parent path must be absolute (start with '/')\n", a->parent);
 		return EXIT_USAGE;
 	}
-	if (zkw_zk_join(joined, sizeof(joined), a->parent, a->id) != 0 ||
-	    zkw_pointer_parse(joined, strlen(joined), out, cap, &why) < 0) {
+	rc = zkw_zk_join(joined, sizeof(joined), a->parent, a->id);
+	if (rc != 0 || zkw_pointer_parse(joined, strlen(joined), out, cap, &why) < 0) {
 		fprintf(stderr, "zkw-push: \"%s\" + \"%s\" is not a valid ZooKeeper path: %s\n", a->parent, a->id,
-			why ? why : "too long");
+			why ? why : rc == -EINVAL ? "empty node id" : "too long");
 		return EXIT_USAGE;
 	}
 	return 0;

@@ -1,0 +1,95 @@
+/* proc.h - run zkw's binaries from tests: spawn, capture, await, reap.
+ *
+ * A child runs $ZKW_BUILD/<tool> (ZKW_BUILD defaults to "build") with its
+ * stdout and stderr captured through pipes by a small reader thread per
+ * child, so a chatty child never blocks on a full pipe and every wait is on
+ * an event (output arriving, the child exiting - seen through a pidfd),
+ * never on a sleep. Every child is registered: proc_kill_all() and an atexit
+ * sweep kill and reap whatever a failed test left behind, and each child
+ * also gets a parent-death signal (SIGKILL) for when the test itself is
+ * killed. Spawn from the thread that lives longest (the main thread): the
+ * parent-death signal fires when the *thread* that forked exits.
+ *
+ *     const char *argv[] = {"-z", hosts, "-f", "/tmp/conf", NULL};
+ *     proc *b = proc_spawn("zkw-broker", argv);
+ *     assert_true(proc_wait_output(b, PROC_STDERR, "publishing", 10000));
+ *     proc_signal(b, SIGTERM);
+ *     assert_int_equal(proc_wait(b, 10000), 0);
+ *     proc_free(b);
+ *
+ * Failures (timeouts, unexpected exits) are reported on stderr with the
+ * child's captured stderr, so a test only has to assert on the result.
+ */
+#ifndef ZKW_TESTS_PROC_H
+#define ZKW_TESTS_PROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct proc proc;
+
+enum proc_stream { PROC_STDOUT = 1, PROC_STDERR = 2 };
+
+/* proc_wait results besides an exit status 0..255. */
+#define PROC_SIGNALED(sig) (128 + (sig)) /* killed by signal sig */
+#define PROC_TIMEOUT       (-1000)       /* still running: was killed with SIGKILL */
+
+typedef struct proc_options {
+	/* Bytes fed to the child's stdin (then closed); NULL = /dev/null. */
+	const void *stdin_data;
+	size_t stdin_len;
+	/* Extra environment entries "NAME=VALUE", NULL-terminated; may be NULL. */
+	const char *const *env;
+	/* Run this path instead of $ZKW_BUILD/<tool> (when it contains a '/'). */
+	bool literal_path;
+} proc_options;
+
+/* Spawn $ZKW_BUILD/tool with the arguments argv (NULL-terminated, without
+ * argv[0]; may be NULL). NULL on failure (reported on stderr). */
+proc *proc_spawn(const char *tool, const char *const argv[]);
+proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_options *o);
+
+/* The full path of a tool: $ZKW_BUILD/tool, into buf. */
+const char *proc_tool_path(const char *tool, char *buf, size_t cap);
+
+pid_t proc_pid(const proc *p);
+/* A name for messages: "zkw-broker[1234]". */
+const char *proc_name(const proc *p);
+
+/* Wait up to timeout_ms (< 0: forever) for the child to exit; it is reaped.
+ * Returns its exit status, PROC_SIGNALED(sig), or PROC_TIMEOUT after
+ * killing it with SIGKILL (reported with its stderr). Calling it again after
+ * the exit returns the same result. */
+int proc_wait(proc *p, int timeout_ms);
+/* Has the child exited (and been reaped)? Non-blocking; *status as above. */
+bool proc_exited(proc *p, int *status);
+
+/* Wait until the stream has received `needle` (at least `count` times, for
+ * the _count form), the child exits without it, or timeout_ms passes.
+ * false on failure, reported with the child's stderr. */
+bool proc_wait_output(proc *p, enum proc_stream s, const char *needle, int timeout_ms);
+bool proc_wait_output_count(proc *p, enum proc_stream s, const char *needle, int count, int timeout_ms);
+/* Occurrences of needle in what the stream has received so far. */
+int proc_count(proc *p, enum proc_stream s, const char *needle);
+/* A malloc'd, NUL-terminated copy of what the stream has received so far
+ * (NULs inside are kept; *len, if given, is the byte count). free() it. */
+char *proc_output(proc *p, enum proc_stream s, size_t *len);
+/* Print the child's captured stderr (and stdout) to our stderr. */
+void proc_dump(proc *p, const char *why);
+
+/* Send a signal; 0 or -errno (-ESRCH once the child has been reaped). */
+int proc_signal(proc *p, int sig);
+
+/* Kill (SIGKILL) if still running, reap, free. Safe with NULL. */
+void proc_free(proc *p);
+/* Kill, reap and free every child still registered (teardowns). */
+void proc_kill_all(void);
+
+/* Run a tool to completion: spawn, wait up to timeout_ms, return the exit
+ * status (or PROC_TIMEOUT / -1 when it cannot be spawned); the outputs are
+ * returned malloc'd through *out / *err when not NULL. */
+int proc_run(const char *tool, const char *const argv[], const proc_options *o, int timeout_ms, char **out,
+             char **err);
+
+#endif

@@ -1,0 +1,1201 @@
+/* test_broker.c - zkw-broker end to end: a real ZooKeeper (zkh), the real
+ * zkw-broker binary (proc), and readers through zkw/client.h.
+ *
+ * Every wait is on an event: a broker's stderr line (the segment exists once
+ * it logs "into segment NAME"), the segment's futex (zkw_reader_wait), a
+ * child's exit (proc_wait). The one exception is the server's connection
+ * count (no event for "the server has dropped a closed connection"), polled
+ * with zkh_eventually. Segment names include the test's pid and are unlinked
+ * by every test's teardown.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zookeeper/zookeeper.h>
+
+#include <zkw/client.h>
+#include <zkw/watcher.h>
+
+#include "proc.h"
+#include "zkh.h"
+
+#define WAIT_MS      20000 /* any single expected change */
+#define EXIT_WAIT_MS 20000 /* a broker asked to stop, or failing at start */
+#define CONTENT_CAP  (2u * 1024 * 1024)
+
+static zkh_cluster *zk;
+static const char *hosts;
+static char root[64]; /* "/zkwtb<pid>": every node of this run lives below */
+
+/* ---- names: unique per run, unlinked by the teardown ------------------- */
+
+#define MAX_SEGMENTS 32
+static char segments[MAX_SEGMENTS][64];
+static int nsegments;
+
+/* "zkwtb.<pid>.<tag>", remembered for the teardown. */
+static const char *seg_name(const char *tag)
+{
+	assert_true(nsegments < MAX_SEGMENTS);
+	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtb.%d.%s", (int)getpid(), tag);
+	shm_unlink(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
+	return segments[nsegments++];
+}
+
+static const char *node_path(char *buf, size_t cap, const char *tag)
+{
+	snprintf(buf, cap, "%s/%s", root, tag);
+	return buf;
+}
+
+static void unlink_segments(void)
+{
+	for (int i = 0; i < nsegments; i++)
+		shm_unlink(segments[i]);
+	nsegments = 0;
+}
+
+static bool segment_exists(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/dev/shm/%s", name);
+	return access(path, F_OK) == 0;
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void put(const char *path, const char *content)
+{
+	int rc = zkh_set(hosts, path, content, content ? (int)strlen(content) : -1);
+
+	if (rc != ZOK)
+		fail_msg("zkh_set %s: %s", path, zerror(rc));
+}
+
+/* ---- the broker ------------------------------------------------------- */
+
+/* zkw-broker with the given arguments (NULL-terminated). */
+static proc *broker_spawn(const char *arg, ...)
+{
+	const char *argv[64];
+	va_list ap;
+	int n = 0;
+	proc *p;
+
+	va_start(ap, arg);
+	for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+		assert_true(n < 63);
+		argv[n++] = a;
+	}
+	va_end(ap);
+	argv[n] = NULL;
+	p = proc_spawn("zkw-broker", argv);
+	assert_non_null(p);
+	return p;
+}
+
+/* The segment exists once the broker has logged that it publishes into it. */
+static void wait_segment_created(proc *broker, const char *shm)
+{
+	char line[128];
+
+	snprintf(line, sizeof(line), "into segment /%s ", shm);
+	assert_true(proc_wait_output(broker, PROC_STDERR, line, WAIT_MS));
+}
+
+/* ---- a reader that can await a state ----------------------------------- */
+
+struct seg {
+	zkw_reader r;
+	proc *broker; /* for failure reports; may be NULL */
+	zkw_snapshot snap;
+	char *buf;
+	ssize_t len; /* of the last read */
+};
+
+enum { ANY = 0, YES, NO };
+
+struct want {
+	int valid;           /* ANY / YES / NO */
+	const char *content; /* exact (NUL-terminated) content, NULL = any */
+	const char *error;   /* error prefix, NULL = any */
+	const char *pointer; /* exact pointer, NULL = any */
+	uint64_t after_gen;  /* generation must be above this */
+	bool (*pred)(const struct seg *s, void *arg);
+	void *arg;
+};
+
+/* What every open segment holds, copied (a failed assertion longjmps out of
+ * the test, whose stack frame the teardown then reuses): the teardown
+ * closes whatever seg_close did not. */
+#define MAX_OPEN 8
+static struct {
+	zkw_reader r;
+	char *buf;
+} open_segs[MAX_OPEN];
+
+static void seg_close(struct seg *s)
+{
+	for (int i = 0; i < MAX_OPEN; i++)
+		if (open_segs[i].buf == s->buf)
+			open_segs[i].buf = NULL;
+	zkw_reader_close(&s->r);
+	free(s->buf);
+	s->buf = NULL;
+}
+
+static void seg_close_all(void)
+{
+	for (int i = 0; i < MAX_OPEN; i++)
+		if (open_segs[i].buf) {
+			zkw_reader_close(&open_segs[i].r);
+			free(open_segs[i].buf);
+			open_segs[i].buf = NULL;
+		}
+}
+
+static void seg_open(struct seg *s, const char *shm, proc *broker)
+{
+	int rc, i;
+
+	memset(s, 0, sizeof(*s));
+	s->broker = broker;
+	rc = zkw_reader_open(&s->r, shm);
+	if (rc) {
+		if (broker)
+			proc_dump(broker, "segment cannot be opened");
+		fail_msg("zkw_reader_open(%s): %s: %s", shm, strerror(-rc), s->r.why);
+	}
+	s->buf = malloc(CONTENT_CAP);
+	assert_non_null(s->buf);
+	for (i = 0; i < MAX_OPEN && open_segs[i].buf; i++)
+		;
+	assert_true(i < MAX_OPEN);
+	open_segs[i].r = s->r;
+	open_segs[i].buf = s->buf;
+}
+
+static ssize_t seg_read(struct seg *s)
+{
+	do
+		s->len = zkw_reader_read(&s->r, &s->snap, s->buf, CONTENT_CAP - 1);
+	while (s->len == -EAGAIN);
+	if (s->len >= 0)
+		s->buf[s->len] = '\0';
+	return s->len;
+}
+
+static bool seg_matches(const struct seg *s, const struct want *w)
+{
+	if (s->len < 0 || s->snap.generation == 0)
+		return false;
+	if (s->snap.generation <= w->after_gen)
+		return false;
+	if (w->valid != ANY && s->snap.valid != (w->valid == YES))
+		return false;
+	if (w->content &&
+	    ((size_t)s->len != strlen(w->content) || memcmp(s->buf, w->content, (size_t)s->len)))
+		return false;
+	if (w->error && strncmp(s->snap.error, w->error, strlen(w->error)) != 0)
+		return false;
+	if (w->pointer && strcmp(s->snap.pointer, w->pointer) != 0)
+		return false;
+	return !w->pred || w->pred(s, w->arg);
+}
+
+static void seg_describe(const struct seg *s)
+{
+	fprintf(stderr,
+	        "  last snapshot: read=%zd generation=%llu valid=%d connected=%d len=%zu version=%lld "
+	        "mzxid=%lld content_gen=%llu\n  error=\"%s\" pointer=\"%s\" content=\"%.200s\"%s\n",
+	        s->len, (unsigned long long)s->snap.generation, s->snap.valid, s->snap.connected, s->snap.len,
+	        (long long)s->snap.version, (long long)s->snap.mzxid, (unsigned long long)s->snap.content_gen,
+	        s->snap.error, s->snap.pointer, s->len >= 0 ? s->buf : "", s->len > 200 ? "..." : "");
+}
+
+/* Wait until the segment's snapshot matches w; false (reported) on timeout.
+ * Safe from any thread (no cmocka assertion inside). */
+static bool seg_wait_for(struct seg *s, const struct want *w, int timeout_ms, const char *what)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left;
+		int rc;
+
+		seg_read(s);
+		if (seg_matches(s, w))
+			return true;
+		left = deadline - mono_ms();
+		if (left <= 0)
+			break;
+		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
+		if (rc < 0 && rc != -EINTR) {
+			fprintf(stderr, "zkw_reader_wait: %s\n", strerror(-rc));
+			break;
+		}
+	}
+	fprintf(stderr, "segment never reached: %s (within %d ms)\n", what, timeout_ms);
+	seg_describe(s);
+	if (s->broker)
+		proc_dump(s->broker, "broker output");
+	return false;
+}
+
+#define WAIT_FOR(s, what, ...) assert_true(seg_wait_for((s), &(struct want){__VA_ARGS__}, WAIT_MS, (what)))
+
+/* ---- a dispatcher that counts ------------------------------------------ */
+
+struct counts {
+	int config, valid_true, valid_false, error;
+	char last_config[256];
+};
+
+static void count_valid(void *ctx, bool valid)
+{
+	struct counts *c = ctx;
+
+	if (valid)
+		c->valid_true++;
+	else
+		c->valid_false++;
+}
+
+static void count_config(void *ctx, const void *content, size_t len)
+{
+	struct counts *c = ctx;
+
+	c->config++;
+	snprintf(c->last_config, sizeof(c->last_config), "%.*s", (int)len, (const char *)content);
+}
+
+static void count_error(void *ctx, const char *message)
+{
+	struct counts *c = ctx;
+
+	(void)message;
+	c->error++;
+}
+
+/* Deliver everything published so far. */
+static char dispatch_buf[CONTENT_CAP]; /* static: nothing to free on failure */
+
+static void dispatch_all(zkw_dispatcher *d)
+{
+	while (d->seen != zkw_reader_generation(d->reader)) {
+		int rc = zkw_dispatch(d, 0);
+
+		assert_true(rc >= 0 || rc == -EAGAIN);
+	}
+}
+
+/* ---- group and per-test fixtures ----------------------------------------- */
+
+static int group_setup(void **state)
+{
+	(void)state;
+	snprintf(root, sizeof(root), "/zkwtb%d", (int)getpid());
+	zk = zkh_start(1);
+	if (!zk)
+		return -1;
+	hosts = zkh_hosts(zk);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	proc_kill_all();
+	unlink_segments();
+	if (zk) {
+		zkh_delete(hosts, root);
+		zkh_stop(zk);
+	}
+	return 0;
+}
+
+static int test_teardown(void **state)
+{
+	(void)state;
+	seg_close_all();
+	proc_kill_all();
+	unlink_segments();
+	return 0;
+}
+
+static void stop_broker(proc *b)
+{
+	assert_int_equal(proc_signal(b, SIGTERM), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
+	proc_free(b);
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+struct blocked_reader {
+	const char *shm;
+	bool ok;
+};
+
+/* A second reader, blocked in zkw_reader_wait until the update lands. */
+static void *blocked_reader_main(void *arg)
+{
+	struct blocked_reader *br = arg;
+	struct seg s;
+	uint64_t seen;
+
+	memset(&s, 0, sizeof(s));
+	if (zkw_reader_open(&s.r, br->shm) != 0)
+		return NULL;
+	s.buf = malloc(CONTENT_CAP);
+	seen = zkw_reader_generation(&s.r);
+	for (;;) {
+		int rc = zkw_reader_wait(&s.r, seen, WAIT_MS);
+
+		if (rc <= 0)
+			break;
+		seg_read(&s);
+		seen = s.snap.generation;
+		if (s.len >= 0 && strcmp(s.buf, "second content") == 0 && s.snap.valid) {
+			br->ok = true;
+			break;
+		}
+	}
+	zkw_reader_close(&s.r);
+	free(s.buf);
+	return NULL;
+}
+
+static bool version_above(const struct seg *s, void *arg)
+{
+	return s->snap.version > *(int64_t *)arg;
+}
+
+static bool is_binary(const struct seg *s, void *arg)
+{
+	(void)arg;
+	return s->len == 5 && memcmp(s->buf, "a\0b\0\xff", 5) == 0;
+}
+
+static void test_one_watch(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("one");
+	struct counts counts = {0};
+	zkw_handlers h = {count_valid, count_config, count_error, &counts};
+	zkw_dispatcher d;
+	struct blocked_reader br = {.shm = shm};
+	pthread_t thread;
+	uint64_t gen, content_gen, now;
+	int64_t version;
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "one");
+	put(path, "first content");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+
+	/* Pushed before the start: published. */
+	WAIT_FOR(&s, "valid, first content", .valid = YES, .content = "first content");
+	now = realtime_ns();
+	assert_true(s.snap.connected);
+	assert_true(s.snap.version >= 0);
+	assert_true(s.snap.mzxid > 0);
+	assert_true(s.snap.confirmed_ns > now - 30ull * 1000000000u &&
+	            s.snap.confirmed_ns <= now + 1000000000u);
+	assert_string_equal(s.snap.pointer, "");
+	assert_string_equal(s.snap.error, "");
+	assert_true(zkw_reader_ping(&s.r));
+	assert_true(zkw_reader_is_valid(&s.r));
+	assert_int_equal(zkw_reader_broker_pid(&s.r), proc_pid(b));
+
+	zkw_dispatcher_init(&d, &s.r, &h, dispatch_buf, sizeof(dispatch_buf));
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 1);
+	assert_string_equal(counts.last_config, "first content");
+	assert_int_equal(counts.valid_true, 1);
+
+	/* An update wakes a reader blocked in zkw_reader_wait. */
+	assert_int_equal(pthread_create(&thread, NULL, blocked_reader_main, &br), 0);
+	put(path, "second content");
+	pthread_join(thread, NULL);
+	assert_true(br.ok);
+	WAIT_FOR(&s, "valid, second content", .valid = YES, .content = "second content");
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 2);
+	assert_string_equal(counts.last_config, "second content");
+
+	/* An identical rewrite: a new generation (new version), same content_gen,
+	 * and no second config delivery. */
+	gen = s.snap.generation;
+	content_gen = s.snap.content_gen;
+	version = s.snap.version;
+	put(path, "second content");
+	WAIT_FOR(&s, "a newer version of the same content", .valid = YES, .content = "second content",
+	         .pred = version_above, .arg = &version);
+	assert_true(s.snap.generation > gen);
+	assert_int_equal(s.snap.content_gen, content_gen);
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 2);
+	assert_int_equal(counts.valid_true, 1);
+	assert_int_equal(counts.valid_false, 0);
+
+	/* A wipe (null data): empty content, still valid. */
+	put(path, NULL);
+	WAIT_FOR(&s, "valid and empty after a wipe", .valid = YES, .content = "");
+	assert_int_equal(s.snap.len, 0);
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 3);
+	assert_string_equal(counts.last_config, "");
+
+	/* Content is bytes: NULs pass through, the length is the length. */
+	assert_int_equal(zkh_set(hosts, path, "a\0b\0\xff", 5), ZOK);
+	WAIT_FOR(&s, "binary content", .valid = YES, .pred = is_binary);
+	assert_memory_equal(s.buf, "a\0b\0\xff", 5);
+
+	seg_close(&s);
+	stop_broker(b);
+}
+
+static void test_missing_node_lifecycle(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("missing");
+	struct seg s;
+	uint64_t gen;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "missing/node");
+	zkh_delete(hosts, path);
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+
+	WAIT_FOR(&s, "invalid: no node", .valid = NO, .error = ZKW_ERR_NO_NODE);
+	assert_true(s.snap.connected);
+	assert_true(zkw_reader_ping(&s.r));
+
+	put(path, "born later");
+	WAIT_FOR(&s, "valid once created", .valid = YES, .content = "born later");
+
+	assert_int_equal(zkh_delete(hosts, path), ZOK);
+	WAIT_FOR(&s, "invalid once deleted, content kept", .valid = NO, .error = ZKW_ERR_NO_NODE,
+	         .content = "born later");
+	gen = s.snap.generation;
+
+	put(path, "born again");
+	WAIT_FOR(&s, "valid once recreated", .valid = YES, .content = "born again", .after_gen = gen);
+
+	seg_close(&s);
+	stop_broker(b);
+}
+
+static void test_ensure_creates_node(void **state)
+{
+	char path[128], buf[16];
+	const char *shm = seg_name("ensure");
+	struct seg s;
+	int len = sizeof(buf);
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "ensure/deep/node");
+	zkh_delete(hosts, path);
+	b = broker_spawn("-z", hosts, "-f", path, "--ensure", "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid and empty: created by --ensure", .valid = YES, .content = "");
+	assert_int_equal(zkh_get(hosts, path, buf, &len), ZOK);
+	assert_true(len <= 0);
+	put(path, "filled in");
+	WAIT_FOR(&s, "filled in", .valid = YES, .content = "filled in");
+	seg_close(&s);
+	stop_broker(b);
+}
+
+/* ZooKeeper sessions of the server's client connections (the `cons` line of
+ * a four-letter-word connection itself has no sid). */
+static int server_sessions(void)
+{
+	char reply[16384];
+	int n = 0;
+
+	if (zkh_4lw(zk, 0, "cons", reply, sizeof(reply)) < 0)
+		return -1;
+	for (const char *at = reply; (at = strstr(at, "sid=")); at += 4)
+		n++;
+	return n;
+}
+
+static bool one_session(void *arg)
+{
+	(void)arg;
+	return server_sessions() == 1;
+}
+
+static void test_several_watches_one_session(void **state)
+{
+	char p1[128], p2[128], p3[128], target[128];
+	const char *s1 = seg_name("multi1"), *s2 = seg_name("multi2"), *s3 = seg_name("multi3");
+	struct seg a, b, c;
+	proc *br;
+
+	(void)state;
+	node_path(p1, sizeof(p1), "multi/one");
+	node_path(p2, sizeof(p2), "multi/two");
+	node_path(p3, sizeof(p3), "multi/pointer");
+	node_path(target, sizeof(target), "multi/target");
+	put(p1, "one");
+	put(p2, "two");
+	put(target, "pointed at");
+	put(p3, target);
+	br = broker_spawn("-z", hosts, "-f", p1, "--shm", s1, "-f", p2, "--shm", s2, "-f", p3, "-p", "--shm",
+	                  s3, NULL);
+	wait_segment_created(br, s1);
+	wait_segment_created(br, s2);
+	wait_segment_created(br, s3);
+	seg_open(&a, s1, br);
+	seg_open(&b, s2, br);
+	seg_open(&c, s3, br);
+	WAIT_FOR(&a, "one", .valid = YES, .content = "one", .pointer = "");
+	WAIT_FOR(&b, "two", .valid = YES, .content = "two", .pointer = "");
+	WAIT_FOR(&c, "pointed at", .valid = YES, .content = "pointed at", .pointer = target);
+
+	/* Each segment follows its own node, and only its own. */
+	put(p2, "two, updated");
+	WAIT_FOR(&b, "two updated", .valid = YES, .content = "two, updated");
+	put(target, "target, updated");
+	WAIT_FOR(&c, "target updated", .valid = YES, .content = "target, updated");
+	put(p1, "one, updated");
+	WAIT_FOR(&a, "one updated", .valid = YES, .content = "one, updated");
+	seg_read(&b);
+	assert_string_equal(b.buf, "two, updated");
+	seg_read(&c);
+	assert_string_equal(c.buf, "target, updated");
+
+	/* One ZooKeeper session for the three watches (our helper sessions are
+	 * closed; the server drops their connections asynchronously). */
+	if (!zkh_eventually(one_session, NULL, WAIT_MS)) {
+		char reply[16384];
+
+		zkh_4lw(zk, 0, "cons", reply, sizeof(reply));
+		fprintf(stderr, "server connections:\n%s\n", reply);
+		fail_msg("expected exactly one ZooKeeper session, found %d", server_sessions());
+	}
+
+	seg_close(&a);
+	seg_close(&b);
+	seg_close(&c);
+	stop_broker(br);
+}
+
+static void test_pointer_mode(void **state)
+{
+	char pointer[128], t1[128], t2[128], with_newline[160];
+	const char *shm = seg_name("pointer");
+	char too_long[ZKW_POINTER_MAX + 64];
+	const char *bad[] = {"relative/path", "/a/../b", "/a//b", "/a\001b", too_long, "/"};
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(pointer, sizeof(pointer), "ptr/pointer1");
+	node_path(t1, sizeof(t1), "ptr/conf1");
+	node_path(t2, sizeof(t2), "ptr/conf2");
+	put(t1, "config one");
+	put(t2, "config two");
+	snprintf(with_newline, sizeof(with_newline), "%s\n", t1); /* as `echo` writes it */
+	put(pointer, with_newline);
+	too_long[0] = '/';
+	memset(too_long + 1, 'a', sizeof(too_long) - 2);
+	too_long[sizeof(too_long) - 1] = '\0';
+
+	b = broker_spawn("-z", hosts, "-f", pointer, "-p", "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid through the pointer (trailing newline trimmed)", .valid = YES,
+	         .content = "config one", .pointer = t1);
+
+	put(pointer, t2);
+	WAIT_FOR(&s, "switched to conf2", .valid = YES, .content = "config two", .pointer = t2);
+	put(t2, "config two, updated");
+	WAIT_FOR(&s, "conf2 updated", .valid = YES, .content = "config two, updated", .pointer = t2);
+
+	/* The target deleted: invalid, content kept; recreated: noticed. */
+	assert_int_equal(zkh_delete(hosts, t2), ZOK);
+	WAIT_FOR(&s, "target deleted", .valid = NO, .error = ZKW_ERR_NO_NODE,
+	         .content = "config two, updated", .pointer = t2);
+	put(t2, "config two, reborn");
+	WAIT_FOR(&s, "target recreated", .valid = YES, .content = "config two, reborn", .pointer = t2);
+	put(t2, "config two, updated");
+	WAIT_FOR(&s, "conf2 updated again", .valid = YES, .content = "config two, updated");
+
+	/* The pointer node itself deleted and recreated. */
+	assert_int_equal(zkh_delete(hosts, pointer), ZOK);
+	WAIT_FOR(&s, "pointer deleted", .valid = NO, .error = ZKW_ERR_NO_NODE,
+	         .content = "config two, updated");
+	put(pointer, t1);
+	WAIT_FOR(&s, "pointer recreated", .valid = YES, .content = "config one", .pointer = t1);
+	put(pointer, t2);
+	WAIT_FOR(&s, "back on conf2", .valid = YES, .content = "config two, updated", .pointer = t2);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint64_t gen = s.snap.generation;
+
+		put(pointer, bad[i]);
+		if (!seg_wait_for(&s,
+		                  &(struct want){.valid = NO,
+		                                 .error = ZKW_ERR_POINTER,
+		                                 .content = "config two, updated",
+		                                 .after_gen = gen},
+		                  WAIT_MS, "invalid pointer, last good content kept"))
+			fail_msg("bad pointer #%zu \"%.40s\" not refused", i, bad[i]);
+		put(pointer, t2);
+		WAIT_FOR(&s, "valid again", .valid = YES, .content = "config two, updated", .pointer = t2);
+	}
+
+	seg_close(&s);
+	stop_broker(b);
+}
+
+static void test_second_broker_refused(void **state)
+{
+	char path[128], pid[32];
+	const char *shm = seg_name("twice");
+	char *err;
+	struct seg s;
+	proc *first, *second;
+
+	(void)state;
+	node_path(path, sizeof(path), "twice");
+	put(path, "only one writer");
+	first = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(first, shm);
+	seg_open(&s, shm, first);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "only one writer");
+
+	second = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	assert_int_equal(proc_wait(second, EXIT_WAIT_MS), 1);
+	err = proc_output(second, PROC_STDERR, NULL);
+	snprintf(pid, sizeof(pid), "pid %d", (int)proc_pid(first));
+	if (!strstr(err, "held by another zkw-broker") || !strstr(err, pid)) {
+		fprintf(stderr, "second broker's stderr:\n%s\n", err);
+		free(err);
+		fail_msg("the second broker's message does not name the first (%s)", pid);
+	}
+	free(err);
+	proc_free(second);
+
+	/* The first is undisturbed. */
+	assert_true(zkw_reader_ping(&s.r));
+	assert_int_equal(zkw_reader_broker_pid(&s.r), proc_pid(first));
+	seg_read(&s);
+	assert_true(s.snap.valid);
+	seg_close(&s);
+	stop_broker(first);
+}
+
+static void test_broker_restart_under_readers(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("restart");
+	struct counts counts = {0};
+	zkw_handlers h = {count_valid, count_config, count_error, &counts};
+	zkw_dispatcher d;
+	uint64_t before, epoch;
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "restart");
+	put(path, "survives restarts");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	zkw_dispatcher_init(&d, &s.r, &h, dispatch_buf, sizeof(dispatch_buf));
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "survives restarts");
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 1);
+	assert_true(zkw_reader_ping(&s.r));
+	epoch = zkw_reader_broker_epoch(&s.r);
+
+	/* Killed: ping says so at once (the lock died with the process), and
+	 * the last content stays readable. */
+	assert_int_equal(proc_signal(b, SIGKILL), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), PROC_SIGNALED(SIGKILL));
+	proc_free(b);
+	assert_false(zkw_reader_ping(&s.r));
+	assert_false(zkw_reader_broker_alive(&s.r));
+	assert_int_equal(seg_read(&s), (ssize_t)strlen("survives restarts"));
+	assert_string_equal(s.buf, "survives restarts");
+	before = s.snap.generation;
+
+	/* A new broker on the same segment: the same reader, never reopened. */
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	s.broker = b;
+	WAIT_FOR(&s, "valid again after the restart", .valid = YES, .content = "survives restarts",
+	         .after_gen = before);
+	assert_true(s.snap.generation > before);
+	assert_true(zkw_reader_ping(&s.r));
+	assert_int_equal(zkw_reader_broker_pid(&s.r), proc_pid(b));
+	assert_true(zkw_reader_broker_epoch(&s.r) != epoch);
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 1); /* no duplicate after the restart */
+	assert_string_equal(counts.last_config, "survives restarts");
+
+	/* And it still follows the node. */
+	put(path, "after the restart");
+	WAIT_FOR(&s, "updated after the restart", .valid = YES, .content = "after the restart");
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 2);
+
+	/* Changed while no broker ran: the next broker delivers it, once. */
+	assert_int_equal(proc_signal(b, SIGKILL), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), PROC_SIGNALED(SIGKILL));
+	proc_free(b);
+	put(path, "changed while down");
+	before = zkw_reader_generation(&s.r);
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	s.broker = b;
+	WAIT_FOR(&s, "the change made while down", .valid = YES, .content = "changed while down",
+	         .after_gen = before);
+	dispatch_all(&d);
+	assert_int_equal(counts.config, 3);
+	assert_string_equal(counts.last_config, "changed while down");
+
+	seg_close(&s);
+	stop_broker(b);
+}
+
+static void test_sigterm(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("term"), *gone = seg_name("term-unlink");
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "term");
+	put(path, "last words");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "last words");
+
+	assert_int_equal(proc_signal(b, SIGTERM), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
+	seg_read(&s);
+	assert_string_equal(s.buf, "last words");
+	assert_false(s.snap.valid);
+	assert_string_equal(s.snap.error, "zkw-broker stopped");
+	assert_false(zkw_reader_ping(&s.r));
+	assert_false(zkw_reader_is_valid(&s.r));
+	proc_free(b);
+	seg_close(&s);
+	/* Reopened after the exit: the same. */
+	seg_open(&s, shm, NULL);
+	seg_read(&s);
+	assert_string_equal(s.buf, "last words");
+	assert_false(s.snap.valid);
+	seg_close(&s);
+
+	/* --unlink-on-exit removes it; SIGINT stops as SIGTERM does. */
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", gone, "--unlink-on-exit", NULL);
+	wait_segment_created(b, gone);
+	seg_open(&s, gone, b);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "last words");
+	seg_close(&s);
+	assert_int_equal(proc_signal(b, SIGINT), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
+	proc_free(b);
+	assert_false(segment_exists(gone));
+	assert_int_equal(zkw_reader_open(&s.r, gone), -ENOENT);
+}
+
+/* Stopping must not hang on a server that does not answer. */
+static void test_sigterm_while_zookeeper_paused(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("paused");
+	struct seg s;
+	int64_t start;
+	int status;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "paused");
+	put(path, "frozen");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "frozen");
+
+	assert_int_equal(zkh_pause(zk), 0);
+	start = mono_ms();
+	assert_int_equal(proc_signal(b, SIGTERM), 0);
+	status = proc_wait(b, 15000);
+	fprintf(stderr, "  stopped in %lld ms with the server paused\n", (long long)(mono_ms() - start));
+	assert_int_equal(zkh_resume(zk), 0);
+	assert_int_equal(status, 0);
+	proc_free(b);
+	seg_read(&s);
+	assert_false(s.snap.valid);
+	assert_string_equal(s.buf, "frozen");
+	assert_int_equal(zkh_wait_serving(zk, WAIT_MS), 0);
+	seg_close(&s);
+}
+
+static bool mentions_sizes(const struct seg *s, void *arg)
+{
+	(void)arg;
+	return strstr(s->snap.error, "2048") && strstr(s->snap.error, "1024");
+}
+
+static void test_oversized_content(void **state)
+{
+	char path[128], big[2049];
+	const char *shm = seg_name("big");
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "big");
+	put(path, "small");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--capacity", "1k", NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	assert_int_equal(zkw_reader_capacity(&s.r), 1024);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "small");
+
+	/* Exactly the capacity fits. */
+	memset(big, 'y', 1024);
+	big[1024] = '\0';
+	put(path, big);
+	WAIT_FOR(&s, "1024 bytes: valid", .valid = YES, .content = big);
+
+	put(path, "small");
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "small");
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	put(path, big);
+	WAIT_FOR(&s, "invalid: too large, both sizes named, last good kept", .valid = NO, .content = "small",
+	         .pred = mentions_sizes);
+	assert_true(s.snap.error[0] != '\0');
+
+	put(path, "small again");
+	WAIT_FOR(&s, "valid again", .valid = YES, .content = "small again", .error = "");
+
+	seg_close(&s);
+	stop_broker(b);
+}
+
+static void test_unknown_host(void **state)
+{
+	const char *bad_hosts[] = {"nonexistent.invalid:2181", "::::"};
+	const char *shm = seg_name("nohost");
+	struct seg s;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+		int64_t start = mono_ms();
+		proc *b = broker_spawn("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm, NULL);
+		char *err;
+		int status = proc_wait(b, EXIT_WAIT_MS);
+
+		if (status != 1) {
+			proc_dump(b, "expected exit 1");
+			fail_msg("-z %s: exit %d, want 1", bad_hosts[i], status);
+		}
+		err = proc_output(b, PROC_STDERR, NULL);
+		if (!strstr(err, bad_hosts[i]) || !strstr(err, "error")) {
+			fprintf(stderr, "broker's stderr:\n%s\n", err);
+			free(err);
+			fail_msg("-z %s: the message does not name the host string", bad_hosts[i]);
+		}
+		fprintf(stderr, "  -z %s: exit 1 after %lld ms\n", bad_hosts[i],
+		        (long long)(mono_ms() - start));
+		free(err);
+		proc_free(b);
+	}
+
+	/* Without valid-init the broker keeps running, invalid, with an error. */
+	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+		proc *b = broker_spawn("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm,
+		                       "--no-valid-init", NULL);
+
+		wait_segment_created(b, shm);
+		seg_open(&s, shm, b);
+		WAIT_FOR(&s, "invalid with an error", .valid = NO, .pred = NULL);
+		assert_true(s.snap.error[0] != '\0');
+		assert_false(s.snap.connected);
+		assert_false(zkw_reader_ping(&s.r));
+		assert_true(zkw_reader_broker_alive(&s.r));
+		assert_false(proc_exited(b, NULL));
+		seg_close(&s);
+		stop_broker(b);
+	}
+}
+
+static void test_zookeeper_down_at_start(void **state)
+{
+	const char *shm = seg_name("down");
+	zkh_cluster *zk2;
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	zk2 = zkh_start(1);
+	assert_non_null(zk2);
+	assert_int_equal(zkh_set(zkh_hosts(zk2), "/down/conf", "there all along", 15), ZOK);
+	assert_int_equal(zkh_member_stop(zk2, 0), 0);
+
+	b = broker_spawn("-z", zkh_hosts(zk2), "-f", "/down/conf", "--shm", shm, "--no-valid-init", NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	/* Nothing published yet, or an invalid state: never valid. */
+	seg_read(&s);
+	assert_false(s.snap.valid);
+	assert_false(zkw_reader_ping(&s.r));
+	assert_false(proc_exited(b, NULL));
+
+	assert_int_equal(zkh_member_start(zk2, 0), 0);
+	WAIT_FOR(&s, "converged once the server is up", .valid = YES, .content = "there all along");
+	assert_true(s.snap.connected);
+	assert_true(zkw_reader_ping(&s.r));
+
+	seg_close(&s);
+	stop_broker(b);
+	zkh_stop(zk2);
+}
+
+/* ---- ACL: a node only its creator may read ------------------------------ */
+
+struct zk_waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int state;
+};
+
+static void acl_watcher(zhandle_t *zh, int type, int st, const char *path, void *ctx)
+{
+	struct zk_waiter *w = ctx;
+
+	(void)zh, (void)path;
+	if (type != ZOO_SESSION_EVENT)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->state = st;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void quiet(const char *message)
+{
+	(void)message;
+}
+
+static zhandle_t *connect_with_digest(struct zk_waiter *w)
+{
+	struct timespec deadline;
+	zhandle_t *zh;
+
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->state = 0;
+	zh = zookeeper_init2(hosts, acl_watcher, 10000, NULL, w, 0, quiet);
+	assert_non_null(zh);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&w->lock);
+	while (w->state != ZOO_CONNECTED_STATE)
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&w->lock);
+	assert_int_equal(w->state, ZOO_CONNECTED_STATE);
+	/* Requests are ordered: the create below runs authenticated. */
+	assert_int_equal(zoo_add_auth(zh, "digest", "zkwtest:secret", 14, NULL, NULL), ZOK);
+	return zh;
+}
+
+static void test_acl_protected_node(void **state)
+{
+	char parent[128], path[128];
+	const char *shm = seg_name("acl");
+	struct zk_waiter w;
+	zhandle_t *zh;
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(parent, sizeof(parent), "acl");
+	node_path(path, sizeof(path), "acl/secret");
+	put(parent, "");
+	zh = connect_with_digest(&w);
+	zoo_delete(zh, path, -1);
+	assert_int_equal(zoo_create(zh, path, "hidden", 6, &ZOO_CREATOR_ALL_ACL, 0, NULL, 0), ZOK);
+
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--reconcile", "1", NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "invalid: not authorized", .valid = NO, .error = ZKW_ERR_NO_AUTH);
+	assert_true(s.snap.connected);
+	assert_int_equal(s.len, 0);
+
+	/* Opened up (and touched, so the change is visible to a data watch or
+	 * to the reconcile's cheap check): becomes valid without a restart. */
+	assert_int_equal(zoo_set_acl(zh, path, -1, &ZOO_OPEN_ACL_UNSAFE), ZOK);
+	assert_int_equal(zoo_set(zh, path, "public now", 10, -1), ZOK);
+	WAIT_FOR(&s, "valid after the ACL was opened", .valid = YES, .content = "public now");
+
+	zookeeper_close(zh);
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
+	seg_close(&s);
+	stop_broker(b);
+}
+
+static mode_t segment_mode(const char *name)
+{
+	char path[128];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/dev/shm/%s", name);
+	if (stat(path, &st) != 0)
+		fail_msg("stat %s: %s", path, strerror(errno));
+	return st.st_mode & 07777;
+}
+
+static void test_segment_permissions(void **state)
+{
+	char path[128];
+	const char *dflt = seg_name("mode-default"), *strict = seg_name("mode-0600");
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "mode");
+	put(path, "x");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", dflt, NULL);
+	wait_segment_created(b, dflt);
+	assert_int_equal(segment_mode(dflt), 0640);
+	stop_broker(b);
+
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", strict, "--mode", "0600", NULL);
+	wait_segment_created(b, strict);
+	assert_int_equal(segment_mode(strict), 0600);
+	stop_broker(b);
+}
+
+static void test_bad_command_lines(void **state)
+{
+	const char *dup = seg_name("dup");
+	struct {
+		const char *what;
+		const char *argv[12];
+	} cases[] = {
+	        {"no -z", {"-f", "/x", NULL}},
+	        {"no -f", {"-z", hosts, NULL}},
+	        {"unknown option", {"-z", hosts, "-f", "/x", "--frobnicate", NULL}},
+	        {"unknown short option", {"-z", hosts, "-f", "/x", "-q", NULL}},
+	        {"option without value", {"-z", hosts, "-f", NULL}},
+	        {"relative -f", {"-z", hosts, "-f", "relative/path", NULL}},
+	        {"--capacity 0", {"-z", hosts, "-f", "/x", "--capacity", "0", NULL}},
+	        {"--capacity garbage", {"-z", hosts, "-f", "/x", "--capacity", "lots", NULL}},
+	        {"--capacity 12q", {"-z", hosts, "-f", "/x", "--capacity", "12q", NULL}},
+	        {"--capacity -1", {"-z", hosts, "-f", "/x", "--capacity", "-1", NULL}},
+	        {"--capacity too big", {"-z", hosts, "-f", "/x", "--capacity", "300m", NULL}},
+	        {"--capacity overflowing",
+	         {"-z", hosts, "-f", "/x", "--capacity", "99999999999999999999", NULL}},
+	        {"--mode 999", {"-z", hosts, "-f", "/x", "--mode", "999", NULL}},
+	        {"--mode 01777", {"-z", hosts, "-f", "/x", "--mode", "01777", NULL}},
+	        {"--session-timeout abc", {"-z", hosts, "-f", "/x", "--session-timeout", "abc", NULL}},
+	        {"--session-timeout -5", {"-z", hosts, "-f", "/x", "--session-timeout", "-5", NULL}},
+	        {"--reconcile x", {"-z", hosts, "-f", "/x", "--reconcile", "x", NULL}},
+	        {"--shm with a slash", {"-z", hosts, "-f", "/x", "--shm", "a/b", NULL}},
+	        {"two watches, one --shm",
+	         {"-z", hosts, "-f", "/x", "--shm", dup, "-f", "/y", "--shm", dup, NULL}},
+	        {"two watches, one default name", {"-z", hosts, "-f", "/x", "-f", "/x", NULL}},
+	        {"positional argument", {"-z", hosts, "-f", "/x", "extra", NULL}},
+	};
+	char *out, *err;
+	int status;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		status = proc_run("zkw-broker", cases[i].argv, NULL, EXIT_WAIT_MS, &out, &err);
+		if (status != 2 || strncmp(err, "zkw-broker: ", 12) != 0 ||
+		    strchr(err, '\n') != err + strlen(err) - 1) {
+			fprintf(stderr, "%s: stderr (want one line \"zkw-broker: ...\"): \"%s\"\n",
+			        cases[i].what, err);
+			free(out);
+			free(err);
+			fail_msg("%s: exit %d (want 2)", cases[i].what, status);
+		}
+		free(out);
+		free(err);
+	}
+	assert_false(segment_exists(dup));
+
+	status = proc_run("zkw-broker", (const char *[]){"--help", NULL}, NULL, EXIT_WAIT_MS, &out, &err);
+	assert_int_equal(status, 0);
+	assert_non_null(strstr(out, "usage: zkw-broker"));
+	assert_non_null(strstr(out, "--shm"));
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_teardown(test_bad_command_lines, test_teardown),
+	        cmocka_unit_test_teardown(test_one_watch, test_teardown),
+	        cmocka_unit_test_teardown(test_missing_node_lifecycle, test_teardown),
+	        cmocka_unit_test_teardown(test_ensure_creates_node, test_teardown),
+	        cmocka_unit_test_teardown(test_several_watches_one_session, test_teardown),
+	        cmocka_unit_test_teardown(test_pointer_mode, test_teardown),
+	        cmocka_unit_test_teardown(test_second_broker_refused, test_teardown),
+	        cmocka_unit_test_teardown(test_broker_restart_under_readers, test_teardown),
+	        cmocka_unit_test_teardown(test_sigterm, test_teardown),
+	        cmocka_unit_test_teardown(test_sigterm_while_zookeeper_paused, test_teardown),
+	        cmocka_unit_test_teardown(test_oversized_content, test_teardown),
+	        cmocka_unit_test_teardown(test_unknown_host, test_teardown),
+	        cmocka_unit_test_teardown(test_zookeeper_down_at_start, test_teardown),
+	        cmocka_unit_test_teardown(test_acl_protected_node, test_teardown),
+	        cmocka_unit_test_teardown(test_segment_permissions, test_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
