@@ -98,7 +98,7 @@ check: deps
 
 tsan: deps
 	@$(MAKE) --no-print-directory all BUILD=build/tsan CFLAGS="-O1 -g" SANFLAGS="-fsanitize=thread -Wno-tsan"
-	@TSAN_OPTIONS=halt_on_error=1 ZKW_TSAN=1 tests/run.sh build/tsan
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ZKW_TSAN=1 tests/run.sh build/tsan
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -113,7 +113,7 @@ soak: deps
 	@tools/soak.sh $(BUILD) $(SOAK_ARGS)
 
 fuzz: deps
-	@tools/fuzz.sh
+	@tools/fuzz.sh $(FUZZ_SECONDS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/zkw $(DESTDIR)$(PREFIX)/lib/pkgconfig

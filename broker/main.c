@@ -10,11 +10,8 @@
  * and the command line.
  */
 #include <errno.h>
-#include <getopt.h>
-#include <grp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,284 +22,25 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
+#include "cli.h"
 #include "log.h"
 #include "writer.h"
 
-#define EXIT_USAGE 2
-#define MAX_WATCHES 64
 #define STOPPED_ERROR "zkw-broker stopped"
 
-/* One watched path and the segment it is published into. */
+/* One watch at run time: its configuration and what serves it. */
 struct broker_watch {
-	const char *path;
-	bool pointer;
-	bool ensure;
-	char shm[ZKW_SHM_NAME_MAX + 1];
-	uint64_t capacity;
+	const zkw_cli_watch *cfg;
 	zkw_writer *writer;
 	pthread_mutex_t publish_lock; /* on_state may come from two threads */
 	zkw_watch *watch;
 };
 
 struct broker {
-	const char *hosts;
-	struct broker_watch watches[MAX_WATCHES];
+	zkw_cli cli;
+	struct broker_watch watches[ZKW_CLI_MAX_WATCHES];
 	int nwatches;
-	zkw_session_options session;
-	zkw_writer_options segment;
-	bool unlink_on_exit;
 };
-
-static void usage(FILE *out)
-{
-	fprintf(out,
-		"usage: zkw-broker -z HOSTS -f PATH [watch options] [-f PATH [watch options]]... [options]\n"
-		"Watch ZooKeeper nodes over one session and publish each into shared memory.\n"
-		"\n"
-		"  -z, --zookeeper HOSTS     connect string: host:port[,host:port...][/chroot]\n"
-		"  -f, --file PATH           a node to watch; repeat for several watches\n"
-		"watch options (apply to the preceding -f; before any -f, to every watch):\n"
-		"  -p, --pointer             the node holds the path of the node to watch\n"
-		"      --ensure              create the node (and parents) empty if missing\n"
-		"      --shm NAME            segment name (default zkw + PATH with '/' -> '.')\n"
-		"      --capacity BYTES      content capacity, suffix k or m allowed (default 1m)\n"
-		"options:\n"
-		"      --no-valid-init       start even when ZooKeeper does not answer; retry\n"
-		"      --init-timeout MS     with valid init: give up after MS (default 10000)\n"
-		"      --session-timeout MS  ZooKeeper session timeout (default 10000)\n"
-		"      --reconcile SECONDS   re-check every watch this often, jittered (default 60; 0 off)\n"
-		"      --mode MODE           segment permissions, octal (default 0640)\n"
-		"      --group GROUP         segment group, name or gid\n"
-		"      --unlink-on-exit      remove the segments when stopping\n"
-		"  -v, --verbose             log ZooKeeper client details too\n"
-		"  -h, --help                this help\n");
-}
-
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("zkw-broker: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs(" (try --help)\n", stderr);
-	return EXIT_USAGE;
-}
-
-static int parse_capacity(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || *s == '-')
-		return -1;
-	if (*end == 'k' || *end == 'K')
-		v *= 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		v *= 1024 * 1024, end++;
-	if (*end || v == 0 || v > ZKW_CAPACITY_MAX)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int parse_int(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int parse_group(const char *s, gid_t *out)
-{
-	struct group *gr = getgrnam(s);
-	long gid;
-
-	if (gr) {
-		*out = gr->gr_gid;
-		return 0;
-	}
-	if (parse_int(s, 0, 0x7fffffff, &gid) < 0)
-		return -1;
-	*out = (gid_t)gid;
-	return 0;
-}
-
-enum {
-	OPT_ENSURE = 256,
-	OPT_NO_VALID_INIT,
-	OPT_INIT_TIMEOUT,
-	OPT_SHM,
-	OPT_CAPACITY,
-	OPT_SESSION_TIMEOUT,
-	OPT_RECONCILE,
-	OPT_MODE,
-	OPT_GROUP,
-	OPT_UNLINK,
-};
-
-/* Watch options before the first -f are defaults for every watch. */
-struct watch_defaults {
-	bool pointer, ensure;
-	const char *shm;
-	uint64_t capacity;
-};
-
-static int apply_watch_option(struct broker *b, struct watch_defaults *d, int opt, const char *arg)
-{
-	struct broker_watch *w = b->nwatches ? &b->watches[b->nwatches - 1] : NULL;
-	char name[ZKW_SHM_NAME_MAX + 1];
-	uint64_t capacity;
-
-	switch (opt) {
-	case 'p':
-		if (w) w->pointer = true; else d->pointer = true;
-		return 0;
-	case OPT_ENSURE:
-		if (w) w->ensure = true; else d->ensure = true;
-		return 0;
-	case OPT_SHM:
-		if (zkw_shm_name(name, sizeof(name), arg) < 0)
-			return bad_usage("--shm %s: a segment name is one component of at most %d characters", arg,
-					 ZKW_SHM_NAME_MAX - 1);
-		if (w)
-			memcpy(w->shm, name, sizeof(name));
-		else
-			d->shm = arg;
-		return 0;
-	default: /* OPT_CAPACITY */
-		if (parse_capacity(arg, &capacity) < 0)
-			return bad_usage("--capacity %s: want a byte count from 1 to %u (k and m suffixes allowed)",
-					 arg, ZKW_CAPACITY_MAX);
-		if (w) w->capacity = capacity; else d->capacity = capacity;
-		return 0;
-	}
-}
-
-static int add_watch(struct broker *b, const struct watch_defaults *d, const char *path)
-{
-	struct broker_watch *w;
-
-	if (b->nwatches == MAX_WATCHES)
-		return bad_usage("at most %d watches per broker", MAX_WATCHES);
-	if (path[0] != '/')
-		return bad_usage("-f %s: the path must be absolute (start with '/')", path);
-	w = &b->watches[b->nwatches++];
-	w->path = path;
-	w->pointer = d->pointer;
-	w->ensure = d->ensure;
-	w->capacity = d->capacity;
-	if (d->shm)
-		zkw_shm_name(w->shm, sizeof(w->shm), d->shm);
-	return 0;
-}
-
-/* Default segment names, and no two watches on one segment. */
-static int finish_watches(struct broker *b)
-{
-	int i, j;
-
-	for (i = 0; i < b->nwatches; i++) {
-		struct broker_watch *w = &b->watches[i];
-
-		if (!w->shm[0] && zkw_shm_default_name(w->shm, sizeof(w->shm), w->path) < 0)
-			return bad_usage("-f %s: path too long for a default segment name; give --shm", w->path);
-		for (j = 0; j < i; j++)
-			if (strcmp(b->watches[j].shm, w->shm) == 0)
-				return bad_usage("watches %s and %s would share segment %s; give each its own --shm",
-						 b->watches[j].path, w->path, w->shm);
-	}
-	return 0;
-}
-
-static int parse_args(int argc, char **argv, struct broker *b)
-{
-	static const struct option opts[] = {
-		{"zookeeper", required_argument, NULL, 'z'},
-		{"file", required_argument, NULL, 'f'},
-		{"pointer", no_argument, NULL, 'p'},
-		{"ensure", no_argument, NULL, OPT_ENSURE},
-		{"no-valid-init", no_argument, NULL, OPT_NO_VALID_INIT},
-		{"init-timeout", required_argument, NULL, OPT_INIT_TIMEOUT},
-		{"shm", required_argument, NULL, OPT_SHM},
-		{"capacity", required_argument, NULL, OPT_CAPACITY},
-		{"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
-		{"reconcile", required_argument, NULL, OPT_RECONCILE},
-		{"mode", required_argument, NULL, OPT_MODE},
-		{"group", required_argument, NULL, OPT_GROUP},
-		{"unlink-on-exit", no_argument, NULL, OPT_UNLINK},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	struct watch_defaults defaults = {.capacity = ZKW_DEFAULT_CAPACITY};
-	long v;
-	char *end;
-	int c, rc;
-
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":z:f:pvh", opts, NULL)) != -1) {
-		rc = 0;
-		switch (c) {
-		case 'z': b->hosts = optarg; break;
-		case 'f': rc = add_watch(b, &defaults, optarg); break;
-		case 'p':
-		case OPT_ENSURE:
-		case OPT_SHM:
-		case OPT_CAPACITY: rc = apply_watch_option(b, &defaults, c, optarg); break;
-		case OPT_NO_VALID_INIT: b->session.valid_init = false; break;
-		case OPT_INIT_TIMEOUT:
-			if (parse_int(optarg, 1, 3600000, &v) < 0)
-				return bad_usage("--init-timeout %s: want milliseconds", optarg);
-			b->session.init_timeout_ms = (int)v;
-			break;
-		case OPT_SESSION_TIMEOUT:
-			if (parse_int(optarg, 1, 3600000, &v) < 0)
-				return bad_usage("--session-timeout %s: want milliseconds", optarg);
-			b->session.session_timeout_ms = (int)v;
-			break;
-		case OPT_RECONCILE:
-			if (parse_int(optarg, 0, 86400, &v) < 0)
-				return bad_usage("--reconcile %s: want seconds (0 turns it off)", optarg);
-			b->session.reconcile_s = (int)v;
-			break;
-		case OPT_MODE:
-			v = strtol(optarg, &end, 8);
-			if (*end || end == optarg || v <= 0 || v > 0777)
-				return bad_usage("--mode %s: want octal permissions such as 0640", optarg);
-			b->segment.mode = (mode_t)v;
-			break;
-		case OPT_GROUP:
-			if (parse_group(optarg, &b->segment.group) < 0)
-				return bad_usage("--group %s: no such group", optarg);
-			break;
-		case OPT_UNLINK: b->unlink_on_exit = true; break;
-		case 'v': zkw_log_verbose = true; break;
-		case 'h': usage(stdout); exit(0);
-		case ':': return bad_usage("option %s needs a value", argv[optind - 1]);
-		default: return bad_usage("unknown option %s", argv[optind - 1]);
-		}
-		if (rc)
-			return rc;
-	}
-	if (optind < argc)
-		return bad_usage("unexpected argument \"%s\"", argv[optind]);
-	if (!b->hosts)
-		return bad_usage("missing -z HOSTS");
-	if (!b->nwatches)
-		return bad_usage("missing -f PATH");
-	return finish_watches(b);
-}
 
 /* ---- publishing ------------------------------------------------------- */
 
@@ -340,9 +78,9 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	}
 	pthread_mutex_unlock(&w->publish_lock);
 	if (rc)
-		zkw_log(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm, strerror(-rc));
+		zkw_log(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm, strerror(-rc));
 	else
-		zkw_log(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->path,
+		zkw_log(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->cfg->path,
 			(unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
 }
 
@@ -357,7 +95,7 @@ static void stop_publishing(struct broker *b)
 		if (!w->writer)
 			continue;
 		zkw_writer_publish(w->writer, &stopped);
-		zkw_writer_close(w->writer, b->unlink_on_exit);
+		zkw_writer_close(w->writer, b->cli.unlink_on_exit);
 		w->writer = NULL;
 		pthread_mutex_destroy(&w->publish_lock);
 	}
@@ -370,18 +108,18 @@ static int open_segments(struct broker *b)
 
 	for (i = 0; i < b->nwatches; i++) {
 		struct broker_watch *w = &b->watches[i];
-		zkw_writer_options o = b->segment;
+		zkw_writer_options o = b->cli.segment;
 
-		o.capacity = w->capacity;
-		o.watch_path = w->path;
-		rc = zkw_writer_open(&w->writer, w->shm, &o, why, sizeof(why));
+		o.capacity = w->cfg->capacity;
+		o.watch_path = w->cfg->path;
+		rc = zkw_writer_open(&w->writer, w->cfg->shm, &o, why, sizeof(why));
 		if (rc) {
 			zkw_log(ZKW_LOG_ERROR, "%s", why);
 			return -1;
 		}
 		pthread_mutex_init(&w->publish_lock, NULL);
-		zkw_log(ZKW_LOG_INFO, "publishing %s%s into segment %s (capacity %llu, generation %llu)", w->path,
-			w->pointer ? " (pointer)" : "", w->shm, (unsigned long long)w->capacity,
+		zkw_log(ZKW_LOG_INFO, "publishing %s%s into segment %s (capacity %llu, generation %llu)", w->cfg->path,
+			w->cfg->pointer ? " (pointer)" : "", w->cfg->shm, (unsigned long long)w->cfg->capacity,
 			(unsigned long long)zkw_writer_generation(w->writer));
 	}
 	return 0;
@@ -394,21 +132,61 @@ static int start_watches(struct broker *b, zkw_session *s)
 	for (i = 0; i < b->nwatches; i++) {
 		struct broker_watch *w = &b->watches[i];
 		zkw_watch_options o = {
-			.pointer = w->pointer,
-			.ensure = w->ensure,
-			.max_len = w->capacity,
+			.pointer = w->cfg->pointer,
+			.ensure = w->cfg->ensure,
+			.max_len = w->cfg->capacity,
 			.on_state = publish_state,
 			.ctx = w,
 		};
 
-		w->watch = zkw_session_watch(s, w->path, &o);
+		w->watch = zkw_session_watch(s, w->cfg->path, &o);
 		if (!w->watch) {
-			zkw_log(ZKW_LOG_ERROR, "cannot watch %s", w->path);
+			zkw_log(ZKW_LOG_ERROR, "cannot watch %s", w->cfg->path);
 			return -1;
 		}
 	}
 	return 0;
 }
+
+/* ---- fault injection (tests only) -------------------------------------
+ *
+ * ZKW_TEST_FAULT_STALL_MID_PUBLISH_US=N makes every publish announce itself
+ * on stderr ("zkw-fault: mid-publish") and stall N microseconds (at most one
+ * second) between the odd and the even store of the slot's sequence, so a
+ * test can SIGKILL the broker exactly mid-publish (tests/test_failover.c).
+ * Compiled in unless ZKW_NO_FAULT_INJECTION: unarmed it costs one getenv at
+ * start, and the tests then exercise the very binary that ships. */
+#ifndef ZKW_NO_FAULT_INJECTION
+static useconds_t fault_stall_us;
+
+static void fault_stall_mid_publish(void)
+{
+	static const char line[] = "zkw-fault: mid-publish\n";
+
+	if (write(STDERR_FILENO, line, sizeof(line) - 1) < 0) {
+		/* nothing to do: the stall below is what matters */
+	}
+	usleep(fault_stall_us);
+}
+
+static void arm_fault_injection(void)
+{
+	const char *v = getenv("ZKW_TEST_FAULT_STALL_MID_PUBLISH_US");
+	long us;
+
+	if (!v || !*v)
+		return;
+	us = strtol(v, NULL, 10);
+	fault_stall_us = (useconds_t)(us < 0 ? 0 : us > 1000000 ? 1000000 : us);
+	zkw_writer_fault_hook = fault_stall_mid_publish;
+	zkw_log(ZKW_LOG_WARN, "fault injection armed: stalling %u us mid-publish (tests only)",
+		(unsigned)fault_stall_us);
+}
+#else
+static void arm_fault_injection(void)
+{
+}
+#endif
 
 /* ---- main ------------------------------------------------------------- */
 
@@ -430,17 +208,23 @@ int main(int argc, char **argv)
 	char why[512] = "";
 	zkw_session *session = NULL;
 	sigset_t set;
-	int rc;
+	int rc, i;
 
-	zkw_session_options_init(&b.session);
-	b.session.valid_init = true;
-	b.session.session_timeout_ms = 10000;
-	b.session.init_timeout_ms = 10000;
-	b.segment.group = (gid_t)-1;
-	rc = parse_args(argc, argv, &b);
-	if (rc)
-		return rc;
-	b.session.log = zkw_log_sink;
+	rc = zkw_cli_parse(&b.cli, argc, argv, why, sizeof(why));
+	if (rc == ZKW_CLI_HELP) {
+		zkw_cli_usage(stdout);
+		return 0;
+	}
+	if (rc) {
+		fprintf(stderr, "zkw-broker: %s (try --help)\n", why);
+		return ZKW_CLI_USAGE;
+	}
+	zkw_log_verbose = b.cli.verbose;
+	b.nwatches = b.cli.nwatches;
+	for (i = 0; i < b.nwatches; i++)
+		b.watches[i].cfg = &b.cli.watches[i];
+	b.cli.session.log = zkw_log_sink;
+	arm_fault_injection();
 
 	/* Every thread (ZooKeeper's, the watcher's) inherits a mask with the
 	 * stop signals blocked; the main thread collects them with sigwait. */
@@ -450,15 +234,15 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	zkw_log(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms", b.hosts, b.nwatches,
-		b.nwatches == 1 ? "" : "es", b.session.session_timeout_ms);
+	zkw_log(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms", b.cli.hosts,
+		b.nwatches, b.nwatches == 1 ? "" : "es", b.cli.session.session_timeout_ms);
 	if (open_segments(&b) < 0) {
 		stop_publishing(&b);
 		return 1;
 	}
-	b.session.errbuf = why;
-	b.session.errlen = sizeof(why);
-	session = zkw_session_open(b.hosts, &b.session, &rc);
+	b.cli.session.errbuf = why;
+	b.cli.session.errlen = sizeof(why);
+	session = zkw_session_open(b.cli.hosts, &b.cli.session, &rc);
 	if (!session) {
 		zkw_log(ZKW_LOG_ERROR, "%s", why);
 		stop_publishing(&b);
@@ -473,6 +257,6 @@ int main(int argc, char **argv)
 	zkw_log(ZKW_LOG_INFO, "stopping on %s", strsignal(rc));
 	zkw_session_close(session); /* no publish_state after this returns */
 	stop_publishing(&b);
-	zkw_log(ZKW_LOG_INFO, "stopped%s", b.unlink_on_exit ? ", segments removed" : "");
+	zkw_log(ZKW_LOG_INFO, "stopped%s", b.cli.unlink_on_exit ? ", segments removed" : "");
 	return 0;
 }
