@@ -106,7 +106,7 @@ demo: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all CFLAGS="-O2 -g"
-	@tools/bench/run.sh $(BUILD)
+	@tools/bench/run.sh $(BUILD) $(BENCH_ARGS)
 
 soak: deps
 	@$(MAKE) --no-print-directory all

@@ -63,6 +63,10 @@ zhandle_t *zkw_zk_connect(const char *hosts, int timeout_ms, int session_timeout
 		free(cw);
 		return NULL;
 	}
+	/* By default the client re-resolves its host list at every poll of
+	 * its I/O thread (getaddrinfo per packet); resolve on connection loss
+	 * only. */
+	zoo_set_servers_resolution_delay(zh, -1);
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += timeout_ms / 1000;
 	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# run.sh - zkw's benchmarks side by side, written to BENCHMARKS.md.
+#
+#   tools/bench/run.sh BUILD_DIR [--quick] [--out FILE]
+#
+# Starts its own loopback ZooKeeper (tools/zk.sh, forceSync=no), runs every
+# benchmark in BUILD_DIR/bench (bench_read and bench_cache when built, then
+# bench_latency, which warms ZooKeeper up with >= 2,000 operations before
+# any timing, then bench_broker), prints the tables and writes the report
+# (default: BENCHMARKS.md at the repository root). --quick is a smoke run
+# (< 60 s) with the same figures from fewer samples; it is what
+# tests/test_bench_quick.sh runs. Every step is bounded by `timeout`; the
+# ZooKeeper server and every process the benches start are stopped on any
+# exit (trap here, atexit/signal paths and PDEATHSIG in the C benches).
+#
+# Exit status: 0 when every benchmark completed (targets may still be
+# missed: they are figures, reported as met/missed, not test verdicts),
+# 1 when a benchmark failed or timed out, 2 on bad usage.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+usage() {
+	echo "usage: tools/bench/run.sh BUILD_DIR [--quick] [--out FILE]" >&2
+	exit 2
+}
+
+(($# >= 1)) || usage
+build=$1
+shift
+quick=0
+out=$root/BENCHMARKS.md
+while (($#)); do
+	case $1 in
+	--quick) quick=1; shift ;;
+	--out) out=${2:?--out needs a file}; shift 2 ;;
+	-h | --help) usage ;;
+	*) usage ;;
+	esac
+done
+[[ -d $build ]] || { echo "run.sh: $build: no such build directory (run make first)" >&2; exit 2; }
+build=$(cd "$build" && pwd)
+for f in "$build/zkw-broker" "$build/bench/bench_latency" "$build/bench/bench_broker"; do
+	[[ -x $f ]] || { echo "run.sh: $f missing: build it with make" >&2; exit 1; }
+done
+
+qflag=()
+((quick)) && qflag=(--quick)
+if ((quick)); then
+	t_read=60 t_cache=60 t_lat=120 t_brk=90
+else
+	t_read=120 t_cache=120 t_lat=420 t_brk=240
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/zkwbench.XXXXXX")
+zkdir=$work/zk
+zk_started=0
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if ((zk_started)); then
+		"$root/tools/zk.sh" stop "$zkdir" >/dev/null 2>&1 || true
+	fi
+	rm -rf "$work"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+started_at=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+t0=$SECONDS
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+echo "== zkw benchmarks$( ((quick)) && echo ' (--quick)') - $(date)"
+echo "== starting a loopback ZooKeeper in $zkdir"
+zk_started=1
+hosts=$("$root/tools/zk.sh" start "$zkdir" --nodes 1 --tick 200)
+grep -q '^forceSync=no' "$zkdir/1/zoo.cfg" || { echo "run.sh: zoo.cfg lacks forceSync=no" >&2; exit 1; }
+zk_version=$("$root/tools/zk.sh" 4lw "$zkdir" 1 srvr | sed -n 's/^Zookeeper version: *//p' | cut -d, -f1)
+echo "== ZooKeeper ${zk_version:-?} at $hosts"
+
+failed=()
+sections=()
+# run NAME TIMEOUT CMD... : stdout (markdown) into $work/NAME.md, progress
+# on the terminal; a failure or timeout is recorded, the run goes on.
+run() {
+	local name=$1 limit=$2 rc=0 t=$SECONDS
+	shift 2
+	echo "== $name: $*"
+	timeout --kill-after=10 "$limit" "$@" >"$work/$name.md" 2> >(tee "$work/$name.log" >&2) || rc=$?
+	if ((rc != 0)); then
+		failed+=("$name")
+		{
+			echo "## $name: FAILED"
+			echo
+			((rc == 124)) && echo "Timed out after $limit s." || echo "Exit status $rc."
+			echo
+			echo '```'
+			tail -n 20 "$work/$name.log" 2>/dev/null || true
+			echo '```'
+			echo
+		} >>"$work/$name.md"
+	fi
+	# Give a section without its own heading one.
+	if ! head -n1 "$work/$name.md" | grep -q '^#'; then
+		local title
+		case $name in
+		bench_read) title="Read path: poll and read against a plain load and memcpy (bench_read)" ;;
+		bench_cache) title="Multi-threaded reader cache (bench_cache)" ;;
+		*) title=$name ;;
+		esac
+		{ printf '## %s\n\n' "$title"; cat "$work/$name.md"; } >"$work/$name.md.h"
+		mv "$work/$name.md.h" "$work/$name.md"
+	fi
+	sections+=("$name")
+	echo "== $name: $( ((rc == 0)) && echo done || echo "FAILED ($rc)") in $((SECONDS - t)) s"
+	cat "$work/$name.md"
+}
+
+if [[ -x $build/bench/bench_read ]]; then
+	run bench_read "$t_read" "$build/bench/bench_read" "${qflag[@]}" --markdown
+else
+	echo "== bench_read not built: skipped"
+fi
+if [[ -x $build/bench/bench_cache ]]; then
+	run bench_cache "$t_cache" "$build/bench/bench_cache" "${qflag[@]}" --markdown
+else
+	echo "== bench_cache not built: skipped"
+fi
+run bench_latency "$t_lat" "$build/bench/bench_latency" -z "$hosts" --broker "$build/zkw-broker" \
+	--kazoo-worker "$here/kazoo_worker.py" --python /usr/bin/python3 --warmup 2500 "${qflag[@]}"
+run bench_broker "$t_brk" "$build/bench/bench_broker" -z "$hosts" --broker "$build/zkw-broker" "${qflag[@]}"
+
+elapsed=$((SECONDS - t0))
+
+# ---- the report ----------------------------------------------------------------
+cpu_model=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n1)
+virt=$(systemd-detect-virt 2>/dev/null || true)
+kazoo_version=$(/usr/bin/python3 -c 'import importlib.metadata as m; print(m.version("kazoo"))' 2>/dev/null || echo '?')
+{
+	echo "# zkw benchmarks"
+	echo
+	echo "Generated by \`make bench\` (\`tools/bench/run.sh $(basename "$build")$( ((quick)) && echo ' --quick')\`)"
+	echo "on $started_at in $elapsed s. Every figure below comes from this one run, against one"
+	echo "loopback ZooKeeper server started for it (tools/zk.sh, tickTime 200 ms, forceSync=no),"
+	echo "warmed up with 2,500 operations before any timing."
+	((quick)) && echo "**This is a --quick smoke run: few samples, figures are indicative only.**"
+	echo
+	echo "| machine | |"
+	echo "|---|---|"
+	echo "| CPU | ${cpu_model:-?} |"
+	echo "| cores | $(nproc) online$([[ -n $virt && $virt != none ]] && echo ", virtualised ($virt)") |"
+	echo "| memory | $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
+	echo "| kernel | $(uname -sr) |"
+	echo "| gcc | $(gcc --version | head -n1) |"
+	echo "| ZooKeeper | ${zk_version%%-\$*} (Debian package $(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null || echo '?')) |"
+	echo "| Java | $(java -version 2>&1 | head -n1) |"
+	echo "| Python / kazoo | $(/usr/bin/python3 --version 2>&1) / kazoo $kazoo_version |"
+	echo "| load average before the run | $load_before |"
+	echo
+	if ((${#failed[@]})); then
+		echo "**Failed benchmarks: ${failed[*]}** (see their sections)."
+		echo
+	fi
+	echo "## Targets at a glance"
+	echo
+	echo "Every row of the sections below that carries a verdict (DESIGN.md, \"Performance targets\")."
+	echo "Ratios use medians."
+	echo
+	echo "| bench | row (columns as in its section) |"
+	echo "|---|---|"
+	for s in "${sections[@]}"; do
+		grep -E '\| *(met|\*\*missed\*\*|PASS|FAIL) *\|' "$work/$s.md" 2>/dev/null |
+			sed -e 's/^| *//' -e 's/ *| *$//' -e 's/ *| */ · /g' -e "s/^/| $s | /" -e 's/$/ |/' || true
+	done
+	echo
+	for s in "${sections[@]}"; do
+		cat "$work/$s.md"
+		echo
+	done
+} >"$out.tmp"
+mv "$out.tmp" "$out"
+echo "== wrote $out ($elapsed s)"
+
+if ((${#failed[@]})); then
+	echo "== FAILED: ${failed[*]}" >&2
+	exit 1
+fi
+echo "== all benchmarks completed"
