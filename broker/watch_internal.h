@@ -17,12 +17,12 @@
 
 /* What the last read told us about one node. */
 enum zkw__node_status {
-    ZKW__NODE_UNKNOWN = 0, /* never read (or target path just switched) */
-    ZKW__NODE_OK,          /* data and stat below are current */
-    ZKW__NODE_MISSING,     /* ZNONODE; an exists watch waits for creation */
-    ZKW__NODE_NOAUTH,      /* ZNOAUTH */
-    ZKW__NODE_FAILED,      /* any other error (rc says which) */
-    ZKW__NODE_DISCONNECTED /* ZCONNECTIONLOSS / ZOPERATIONTIMEOUT */
+	ZKW__NODE_UNKNOWN = 0, /* never read (or target path just switched) */
+	ZKW__NODE_OK,          /* data and stat below are current */
+	ZKW__NODE_MISSING,     /* ZNONODE; an exists watch waits for creation */
+	ZKW__NODE_NOAUTH,      /* ZNOAUTH */
+	ZKW__NODE_FAILED,      /* any other error (rc says which) */
+	ZKW__NODE_DISCONNECTED /* ZCONNECTIONLOSS / ZOPERATIONTIMEOUT */
 };
 
 /* One watched znode: the watch's path, or (pointer mode) its target.
@@ -30,73 +30,73 @@ enum zkw__node_status {
  * it must stay put for the session's lifetime (it does: watches are only
  * freed after the last ZooKeeper handle is closed). */
 struct zkw__node {
-    struct zkw_watch *watch;
-    char *path;                  /* "" = unused (no target yet) */
-    size_t path_cap;
-    enum zkw__node_status status;
-    int rc;                      /* ZooKeeper rc behind a FAILED status */
-    /* Requests in flight on the current handle. ZooKeeper answers one
-     * session's requests in order, so a completion is the newest one for
-     * this node exactly when this drops to 0: older answers (a previous
-     * target, a value already superseded) are ignored without any per-
-     * request allocation. Reset when a handle is torn down. */
-    unsigned outstanding;
-    void *data;                  /* last data read (status OK) */
-    size_t len, cap;
-    int32_t version;
-    int64_t mzxid;
+	struct zkw_watch *watch;
+	char *path; /* "" = unused (no target yet) */
+	size_t path_cap;
+	enum zkw__node_status status;
+	int rc; /* ZooKeeper rc behind a FAILED status */
+	/* Requests in flight on the current handle. ZooKeeper answers one
+	 * session's requests in order, so a completion is the newest one for
+	 * this node exactly when this drops to 0: older answers (a previous
+	 * target, a value already superseded) are ignored without any per-
+	 * request allocation. Reset when a handle is torn down. */
+	unsigned outstanding;
+	void *data; /* last data read (status OK) */
+	size_t len, cap;
+	int32_t version;
+	int64_t mzxid;
 };
 
 struct zkw_watch {
-    struct zkw_session *session;
-    struct zkw_watch *next;
-    zkw_watch_options opt;
-    size_t max_len;              /* opt.max_len, 0 mapped to SIZE_MAX */
-    bool ensure_pending;         /* ensure runs once, at the first missing read */
-    struct zkw__node node[2];    /* [0] path, [1] pointer target */
-    const char *pointer_why;     /* NULL = pointer parsed, else the reason */
+	struct zkw_session *session;
+	struct zkw_watch *next;
+	zkw_watch_options opt;
+	size_t max_len;           /* opt.max_len, 0 mapped to SIZE_MAX */
+	bool ensure_pending;      /* ensure runs once, at the first missing read */
+	struct zkw__node node[2]; /* [0] path, [1] pointer target */
+	const char *pointer_why;  /* NULL = pointer parsed, else the reason */
 
-    /* Published state: what on_state saw last. */
-    bool valid, connected, published;
-    void *content;
-    size_t content_len, content_cap;
-    uint64_t content_serial;
-    int32_t version;
-    int64_t mzxid;
-    char pointer[ZKW_POINTER_MAX];
-    char error[ZKW_ERROR_MAX];
-    uint64_t confirmed_ns;
+	/* Published state: what on_state saw last. */
+	bool valid, connected, published;
+	void *content;
+	size_t content_len, content_cap;
+	uint64_t content_serial;
+	int32_t version;
+	int64_t mzxid;
+	char pointer[ZKW_POINTER_MAX];
+	char error[ZKW_ERROR_MAX];
+	uint64_t confirmed_ns;
 
-    /* Reconcile round in progress. */
-    unsigned reconcile_waiting;
-    bool force_publish;          /* next evaluation calls on_state even if equal */
+	/* Reconcile round in progress. */
+	unsigned reconcile_waiting;
+	bool force_publish; /* next evaluation calls on_state even if equal */
 };
 
 struct zkw_session {
-    char *hosts;
-    zkw_session_options opt;
-    pthread_mutex_t lock;
-    pthread_cond_t control_cond;   /* wakes the control thread */
-    pthread_cond_t state_cond;     /* connected / init failure / ping answers */
-    pthread_t control;
+	char *hosts;
+	zkw_session_options opt;
+	pthread_mutex_t lock;
+	pthread_cond_t control_cond; /* wakes the control thread */
+	pthread_cond_t state_cond;   /* connected / init failure / ping answers */
+	pthread_t control;
 
-    zhandle_t *zh;                 /* current handle, NULL between handles */
-    bool initializing;             /* zookeeper_init running on the control thread */
-    bool connected;
-    bool need_handle;              /* control thread must (re)create the handle */
-    bool closing;
-    int init_errno;                /* last zookeeper_init failure, 0 = none */
-    char conn_error[ZKW_ERROR_MAX];/* the error of a disconnected watch */
-    unsigned backoff_ms;
+	zhandle_t *zh;     /* current handle, NULL between handles */
+	bool initializing; /* zookeeper_init running on the control thread */
+	bool connected;
+	bool need_handle; /* control thread must (re)create the handle */
+	bool closing;
+	int init_errno;                 /* last zookeeper_init failure, 0 = none */
+	char conn_error[ZKW_ERROR_MAX]; /* the error of a disconnected watch */
+	unsigned backoff_ms;
 
-    struct zkw_watch *watches;
+	struct zkw_watch *watches;
 
-    /* Ping: requests and answers counted per handle (answers come in order). */
-    uint64_t ping_sent, ping_answered;
-    int ping_rc;
+	/* Ping: requests and answers counted per handle (answers come in order). */
+	uint64_t ping_sent, ping_answered;
+	int ping_rc;
 
-    uint64_t rng;                  /* reconcile jitter */
-    struct zkw_session *log_next;  /* registry of sessions with a log sink */
+	uint64_t rng;                 /* reconcile jitter */
+	struct zkw_session *log_next; /* registry of sessions with a log sink */
 };
 
 /* watch_node.c: called with session->lock held. */
@@ -105,12 +105,10 @@ void zkw__watch_evaluate(struct zkw_watch *w);
 void zkw__watch_reconcile(struct zkw_watch *w);
 void zkw__watch_reset_handle(struct zkw_watch *w);
 void zkw__watch_free(struct zkw_watch *w);
-void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path,
-                       void *ctx);
+void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx);
 
 /* watch_session.c */
-void zkw__log(struct zkw_session *s, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void zkw__log(struct zkw_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t zkw__now_ns(void);
 
 /* Test hook: drop our ZooKeeper watches on the watch's nodes locally (the

@@ -24,95 +24,95 @@
 
 #include "watch_internal.h"
 
-static void zkw__data_done(int rc, const char *value, int value_len,
-                           const struct Stat *stat, const void *ctx);
+static void zkw__data_done(int rc, const char *value, int value_len, const struct Stat *stat,
+                           const void *ctx);
 static void zkw__exists_done(int rc, const struct Stat *stat, const void *ctx);
 
 static bool zkw__rc_is_connection(int rc)
 {
-    return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT || rc == ZSESSIONEXPIRED ||
-           rc == ZSESSIONMOVED || rc == ZCLOSING || rc == ZINVALIDSTATE;
+	return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT || rc == ZSESSIONEXPIRED ||
+	       rc == ZSESSIONMOVED || rc == ZCLOSING || rc == ZINVALIDSTATE;
 }
 
 /* Store bytes into a growable buffer. Returns false on ENOMEM (buffer kept). */
-static bool zkw__buf_set(void **buf, size_t *cap, size_t *len, const void *src,
-                         size_t n)
+static bool zkw__buf_set(void **buf, size_t *cap, size_t *len, const void *src, size_t n)
 {
-    if (n > *cap) {
-        void *p = realloc(*buf, n);
+	if (n > *cap) {
+		void *p = realloc(*buf, n);
 
-        if (!p)
-            return false;
-        *buf = p;
-        *cap = n;
-    }
-    if (n)
-        memcpy(*buf, src, n);
-    *len = n;
-    return true;
+		if (!p)
+			return false;
+		*buf = p;
+		*cap = n;
+	}
+	if (n)
+		memcpy(*buf, src, n);
+	*len = n;
+	return true;
 }
 
 static bool zkw__node_set_path(struct zkw__node *n, const char *path)
 {
-    size_t len = strlen(path) + 1;
+	size_t len = strlen(path) + 1;
 
-    if (len > n->path_cap) {
-        char *p = realloc(n->path, len);
+	if (len > n->path_cap) {
+		char *p = realloc(n->path, len);
 
-        if (!p)
-            return false;
-        n->path = p;
-        n->path_cap = len;
-    }
-    memcpy(n->path, path, len);
-    return true;
+		if (!p)
+			return false;
+		n->path = p;
+		n->path_cap = len;
+	}
+	memcpy(n->path, path, len);
+	return true;
 }
 
 /* A request was refused before reaching the wire (no completion will come). */
 static void zkw__node_issue_failed(struct zkw__node *n, const char *what, int rc)
 {
-    n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
-    n->rc = rc;
-    zkw__log(n->watch->session, ZKW_LOG_WARN, "%s %s: %s", what, n->path, zerror(rc));
+	n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
+	n->rc = rc;
+	zkw__log(n->watch->session, ZKW_LOG_WARN, "%s %s: %s", what, n->path, zerror(rc));
 }
 
 static void zkw__node_get(struct zkw__node *n)
 {
-    zhandle_t *zh = n->watch->session->zh;
-    int rc;
+	zhandle_t *zh = n->watch->session->zh;
+	int rc;
 
-    if (!zh || !n->path[0])
-        return;
-    rc = zoo_awget(zh, n->path, zkw__node_watcher, n, zkw__data_done, n);
-    if (rc == ZOK)
-        n->outstanding++;
-    else
-        zkw__node_issue_failed(n, "zoo_awget", rc);
+	/* Not connected: the reconnect (ZOO_CONNECTED_STATE) re-reads all. */
+	if (!zh || !n->watch->session->connected || !n->path[0])
+		return;
+	rc = zoo_awget(zh, n->path, zkw__node_watcher, n, zkw__data_done, n);
+	if (rc == ZOK)
+		n->outstanding++;
+	else
+		zkw__node_issue_failed(n, "zoo_awget", rc);
 }
 
 static void zkw__node_exists(struct zkw__node *n)
 {
-    zhandle_t *zh = n->watch->session->zh;
-    int rc;
+	zhandle_t *zh = n->watch->session->zh;
+	int rc;
 
-    if (!zh || !n->path[0])
-        return;
-    rc = zoo_awexists(zh, n->path, zkw__node_watcher, n, zkw__exists_done, n);
-    if (rc == ZOK)
-        n->outstanding++;
-    else
-        zkw__node_issue_failed(n, "zoo_awexists", rc);
+	if (!zh || !n->watch->session->connected || !n->path[0])
+		return;
+	rc = zoo_awexists(zh, n->path, zkw__node_watcher, n, zkw__exists_done, n);
+	if (rc == ZOK)
+		n->outstanding++;
+	else
+		zkw__node_issue_failed(n, "zoo_awexists", rc);
 }
 
 static void zkw__create_done(int rc, const char *value, const void *ctx)
 {
-    const struct zkw_watch *w = ctx;
+	const struct zkw_watch *w = ctx;
 
-    (void)value;
-    /* Losing a creation race is success; anything else shows up as the
-     * node staying missing, logged here with its cause. */
-    if (rc != ZOK && rc != ZNODEEXISTS && !zkw__rc_is_connection(rc))
-        zkw__log(w->session, ZKW_LOG_WARN, "ensure %s: %s", w->node[0].path, zerror(rc));
+	(void)value;
+	/* Losing a creation race is success; anything else shows up as the
+	 * node staying missing, logged here with its cause. */
+	if (rc != ZOK && rc != ZNODEEXISTS && !zkw__rc_is_connection(rc))
+		zkw__log(w->session, ZKW_LOG_WARN, "ensure %s: %s", w->node[0].path, zerror(rc));
 }
 
 /* ensure: create every prefix, then read. All in one batch: ZooKeeper
@@ -120,157 +120,154 @@ static void zkw__create_done(int rc, const char *value, const void *ctx)
  * and the final get sees the node. */
 static void zkw__node_ensure(struct zkw__node *n)
 {
-    zhandle_t *zh = n->watch->session->zh;
-    size_t len = strlen(n->path);
-    char *prefix = malloc(len + 1);
+	zhandle_t *zh = n->watch->session->zh;
+	size_t len = strlen(n->path);
+	char *prefix = malloc(len + 1);
 
-    if (!prefix || !zh) {
-        free(prefix);
-        zkw__node_exists(n);
-        return;
-    }
-    zkw__log(n->watch->session, ZKW_LOG_INFO, "ensure: creating %s", n->path);
-    for (size_t i = 1; i <= len; i++) {
-        if (i < len && n->path[i] != '/')
-            continue;
-        memcpy(prefix, n->path, i);
-        prefix[i] = '\0';
-        zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, zkw__create_done,
-                    n->watch);
-    }
-    free(prefix);
-    zkw__node_get(n);
+	if (!prefix || !zh) {
+		free(prefix);
+		zkw__node_exists(n);
+		return;
+	}
+	zkw__log(n->watch->session, ZKW_LOG_INFO, "ensure: creating %s", n->path);
+	for (size_t i = 1; i <= len; i++) {
+		if (i < len && n->path[i] != '/')
+			continue;
+		memcpy(prefix, n->path, i);
+		prefix[i] = '\0';
+		zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, zkw__create_done, n->watch);
+	}
+	free(prefix);
+	zkw__node_get(n);
 }
 
 /* Pointer mode: node[0] was just read; point node[1] at its target. */
 static void zkw__watch_follow_pointer(struct zkw_watch *w)
 {
-    struct zkw__node *p = &w->node[0], *t = &w->node[1];
-    char target[ZKW_POINTER_MAX];
-    const char *why;
+	struct zkw__node *p = &w->node[0], *t = &w->node[1];
+	char target[ZKW_POINTER_MAX];
+	const char *why;
 
-    if (zkw_pointer_parse(p->data, p->len, target, sizeof target, &why) < 0) {
-        w->pointer_why = why;
-        t->path[0] = '\0'; /* events of the old target are now ignored */
-        t->status = ZKW__NODE_UNKNOWN;
-        return;
-    }
-    w->pointer_why = NULL;
-    if (strcmp(target, t->path) == 0)
-        return; /* same target: its own watch keeps it current */
-    if (!zkw__node_set_path(t, target)) {
-        w->pointer_why = "out of memory";
-        t->path[0] = '\0';
-        return;
-    }
-    zkw__log(w->session, ZKW_LOG_INFO, "%s now points at %s", p->path, target);
-    t->status = ZKW__NODE_UNKNOWN;
-    zkw__node_get(t);
+	if (zkw_pointer_parse(p->data, p->len, target, sizeof target, &why) < 0) {
+		w->pointer_why = why;
+		t->path[0] = '\0'; /* events of the old target are now ignored */
+		t->status = ZKW__NODE_UNKNOWN;
+		return;
+	}
+	w->pointer_why = NULL;
+	if (strcmp(target, t->path) == 0)
+		return; /* same target: its own watch keeps it current */
+	if (!zkw__node_set_path(t, target)) {
+		w->pointer_why = "out of memory";
+		t->path[0] = '\0';
+		return;
+	}
+	zkw__log(w->session, ZKW_LOG_INFO, "%s now points at %s", p->path, target);
+	t->status = ZKW__NODE_UNKNOWN;
+	zkw__node_get(t);
 }
 
-static void zkw__node_store(struct zkw__node *n, const char *value, int value_len,
-                            const struct Stat *stat)
+static void zkw__node_store(struct zkw__node *n, const char *value, int value_len, const struct Stat *stat)
 {
-    /* Null data (value_len -1, a wipe) is empty content. */
-    size_t len = value && value_len > 0 ? (size_t)value_len : 0;
+	/* Null data (value_len -1, a wipe) is empty content. */
+	size_t len = value && value_len > 0 ? (size_t)value_len : 0;
 
-    if (!zkw__buf_set(&n->data, &n->cap, &n->len, value, len)) {
-        n->status = ZKW__NODE_FAILED;
-        n->rc = ZSYSTEMERROR;
-        return;
-    }
-    n->status = ZKW__NODE_OK;
-    n->version = stat ? stat->version : 0;
-    n->mzxid = stat ? stat->mzxid : 0;
+	if (!zkw__buf_set(&n->data, &n->cap, &n->len, value, len)) {
+		n->status = ZKW__NODE_FAILED;
+		n->rc = ZSYSTEMERROR;
+		return;
+	}
+	n->status = ZKW__NODE_OK;
+	n->version = stat ? stat->version : 0;
+	n->mzxid = stat ? stat->mzxid : 0;
 }
 
 /* Common prologue of completions: true when this answer is the newest for
  * its node and the session is live (then the caller acts on it). */
 static bool zkw__node_answer_current(struct zkw__node *n)
 {
-    struct zkw_session *s = n->watch->session;
+	struct zkw_session *s = n->watch->session;
 
-    if (n->outstanding == 0)
-        return false; /* answer of a torn-down handle */
-    n->outstanding--;
-    return n->outstanding == 0 && s->zh && !s->closing;
+	if (n->outstanding == 0)
+		return false; /* answer of a torn-down handle */
+	n->outstanding--;
+	return n->outstanding == 0 && s->zh && !s->closing;
 }
 
-static void zkw__data_done(int rc, const char *value, int value_len,
-                           const struct Stat *stat, const void *ctx)
+static void zkw__data_done(int rc, const char *value, int value_len, const struct Stat *stat, const void *ctx)
 {
-    struct zkw__node *n = (struct zkw__node *)ctx;
-    struct zkw_watch *w = n->watch;
+	struct zkw__node *n = (struct zkw__node *)ctx;
+	struct zkw_watch *w = n->watch;
 
-    pthread_mutex_lock(&w->session->lock);
-    if (!zkw__node_answer_current(n))
-        goto out;
-    n->rc = rc;
-    if (rc == ZOK) {
-        zkw__node_store(n, value, value_len, stat);
-        if (n == &w->node[0] && w->opt.pointer && n->status == ZKW__NODE_OK)
-            zkw__watch_follow_pointer(w);
-    } else if (rc == ZNONODE) {
-        n->status = ZKW__NODE_MISSING;
-        if (n == &w->node[0] && w->ensure_pending) {
-            w->ensure_pending = false;
-            zkw__node_ensure(n);
-        } else {
-            zkw__node_exists(n); /* watch for its creation */
-        }
-    } else if (rc == ZNOAUTH) {
-        n->status = ZKW__NODE_NOAUTH;
-        zkw__node_exists(n); /* exists needs no READ: still notice changes */
-    } else {
-        n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
-    }
-    if (n == &w->node[0] && (rc == ZOK || rc == ZNOAUTH))
-        w->ensure_pending = false; /* ensure acts at the first read only */
-    zkw__watch_evaluate(w);
+	pthread_mutex_lock(&w->session->lock);
+	if (!zkw__node_answer_current(n))
+		goto out;
+	n->rc = rc;
+	if (rc == ZOK) {
+		zkw__node_store(n, value, value_len, stat);
+		if (n == &w->node[0] && w->opt.pointer && n->status == ZKW__NODE_OK)
+			zkw__watch_follow_pointer(w);
+	} else if (rc == ZNONODE) {
+		n->status = ZKW__NODE_MISSING;
+		if (n == &w->node[0] && w->ensure_pending) {
+			w->ensure_pending = false;
+			zkw__node_ensure(n);
+		} else {
+			zkw__node_exists(n); /* watch for its creation */
+		}
+	} else if (rc == ZNOAUTH) {
+		n->status = ZKW__NODE_NOAUTH;
+		zkw__node_exists(n); /* exists needs no READ: still notice changes */
+	} else {
+		n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
+	}
+	if (n == &w->node[0] && (rc == ZOK || rc == ZNOAUTH))
+		w->ensure_pending = false; /* ensure acts at the first read only */
+	zkw__watch_evaluate(w);
 out:
-    pthread_mutex_unlock(&w->session->lock);
+	pthread_mutex_unlock(&w->session->lock);
 }
 
 static void zkw__exists_done(int rc, const struct Stat *stat, const void *ctx)
 {
-    struct zkw__node *n = (struct zkw__node *)ctx;
-    struct zkw_watch *w = n->watch;
+	struct zkw__node *n = (struct zkw__node *)ctx;
+	struct zkw_watch *w = n->watch;
 
-    (void)stat;
-    pthread_mutex_lock(&w->session->lock);
-    if (!zkw__node_answer_current(n))
-        goto out;
-    if (rc == ZOK) {
-        /* Created between our get and this exists: read it now. When not
-         * authorised, the data watch exists set is all we wanted. */
-        if (n->status != ZKW__NODE_NOAUTH)
-            zkw__node_get(n);
-    } else if (rc == ZNONODE) {
-        n->status = ZKW__NODE_MISSING;
-    } else {
-        n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
-        n->rc = rc;
-    }
-    zkw__watch_evaluate(w);
+	(void)stat;
+	pthread_mutex_lock(&w->session->lock);
+	if (!zkw__node_answer_current(n))
+		goto out;
+	if (rc == ZOK) {
+		/* Created between our get and this exists: read it now. When not
+		 * authorised, the data watch exists set is all we wanted. */
+		if (n->status != ZKW__NODE_NOAUTH)
+			zkw__node_get(n);
+	} else if (rc == ZNONODE) {
+		n->status = ZKW__NODE_MISSING;
+	} else {
+		n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
+		n->rc = rc;
+	}
+	zkw__watch_evaluate(w);
 out:
-    pthread_mutex_unlock(&w->session->lock);
+	pthread_mutex_unlock(&w->session->lock);
 }
 
 void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
-    struct zkw__node *n = ctx;
-    struct zkw_session *s = n->watch->session;
+	struct zkw__node *n = ctx;
+	struct zkw_session *s = n->watch->session;
 
-    (void)state;
-    /* Session events reach every registered watcher; the session's own
-     * watcher handles them. Child and not-watching events are not ours. */
-    if (type != ZOO_CHANGED_EVENT && type != ZOO_CREATED_EVENT && type != ZOO_DELETED_EVENT)
-        return;
-    pthread_mutex_lock(&s->lock);
-    /* A stale handle, or a watch left on a previous pointer target. */
-    if (zh == s->zh && !s->closing && path && n->path[0] && strcmp(path, n->path) == 0)
-        zkw__node_get(n);
-    pthread_mutex_unlock(&s->lock);
+	(void)state;
+	/* Session events reach every registered watcher; the session's own
+	 * watcher handles them. Child and not-watching events are not ours. */
+	if (type != ZOO_CHANGED_EVENT && type != ZOO_CREATED_EVENT && type != ZOO_DELETED_EVENT)
+		return;
+	pthread_mutex_lock(&s->lock);
+	/* A stale handle, or a watch left on a previous pointer target. */
+	if (zh == s->zh && !s->closing && path && n->path[0] && strcmp(path, n->path) == 0)
+		zkw__node_get(n);
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* ------------------------------------------------------------ evaluation */
@@ -278,223 +275,229 @@ void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, voi
 static void zkw__set_error(char *dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void zkw__set_error(char *dst, const char *fmt, ...)
 {
-    va_list ap;
+	va_list ap;
 
-    va_start(ap, fmt);
-    vsnprintf(dst, ZKW_ERROR_MAX, fmt, ap);
-    va_end(ap);
+	va_start(ap, fmt);
+	vsnprintf(dst, ZKW_ERROR_MAX, fmt, ap);
+	va_end(ap);
 }
 
 /* The error a non-OK node gives, or false when the node is OK. */
 static bool zkw__node_error(const struct zkw__node *n, char *err)
 {
-    switch (n->status) {
-    case ZKW__NODE_OK:
-        return false;
-    case ZKW__NODE_MISSING:
-        zkw__set_error(err, ZKW_ERR_NO_NODE ": %s", n->path);
-        break;
-    case ZKW__NODE_NOAUTH:
-        zkw__set_error(err, ZKW_ERR_NO_AUTH ": %s (ZNOAUTH: no READ permission)", n->path);
-        break;
-    default:
-        zkw__set_error(err, ZKW_ERR_NO_NODE ": %s (%s)", n->path, zerror(n->rc));
-        break;
-    }
-    return true;
+	switch (n->status) {
+	case ZKW__NODE_OK: return false;
+	case ZKW__NODE_MISSING: zkw__set_error(err, ZKW_ERR_NO_NODE ": %s", n->path); break;
+	case ZKW__NODE_NOAUTH:
+		zkw__set_error(err, ZKW_ERR_NO_AUTH ": %s (ZNOAUTH: no READ permission)", n->path);
+		break;
+	default: zkw__set_error(err, ZKW_ERR_NO_NODE ": %s (%s)", n->path, zerror(n->rc)); break;
+	}
+	return true;
 }
 
 static void zkw__watch_publish(struct zkw_watch *w)
 {
-    zkw_watch_state st = {
-        .valid = w->valid,
-        .connected = w->connected,
-        .content = w->content,
-        .len = w->content_len,
-        .content_serial = w->content_serial,
-        .version = w->version,
-        .mzxid = w->mzxid,
-        .pointer = w->pointer,
-        .error = w->error,
-        .confirmed_ns = w->confirmed_ns,
-    };
+	zkw_watch_state st = {
+	        .valid = w->valid,
+	        .connected = w->connected,
+	        .content = w->content ? w->content : "", /* never NULL, even empty */
+	        .len = w->content_len,
+	        .content_serial = w->content_serial,
+	        .version = w->version,
+	        .mzxid = w->mzxid,
+	        .pointer = w->pointer,
+	        .error = w->error,
+	        .confirmed_ns = w->confirmed_ns,
+	};
 
-    w->published = true;
-    w->force_publish = false;
-    if (w->opt.on_state)
-        w->opt.on_state(w->opt.ctx, &st);
+	w->published = true;
+	w->force_publish = false;
+	if (w->opt.on_state)
+		w->opt.on_state(w->opt.ctx, &st);
 }
 
 /* Move the published state to (valid, connected, error); call on_state when
  * anything a reader can see changed (or a confirmation is due). */
-static void zkw__watch_transition(struct zkw_watch *w, bool valid, bool connected,
-                                  const char *error, bool changed)
+static void zkw__watch_transition(struct zkw_watch *w, bool valid, bool connected, const char *error,
+                                  bool changed)
 {
-    changed |= !w->published || w->valid != valid || w->connected != connected ||
-               strcmp(w->error, error) != 0;
-    w->valid = valid;
-    w->connected = connected;
-    if (w->error != error)
-        snprintf(w->error, sizeof w->error, "%s", error);
-    if (changed || w->force_publish)
-        zkw__watch_publish(w);
+	changed |= !w->published || w->valid != valid || w->connected != connected ||
+	           strcmp(w->error, error) != 0;
+	w->valid = valid;
+	w->connected = connected;
+	if (w->error != error)
+		snprintf(w->error, sizeof w->error, "%s", error);
+	if (changed || w->force_publish)
+		zkw__watch_publish(w);
 }
 
 /* Adopt a valid content node's bytes and stat. true when something changed. */
 static bool zkw__watch_take_content(struct zkw_watch *w, const struct zkw__node *c)
 {
-    bool changed = false;
+	bool changed = false;
 
-    if (c->len != w->content_len || (c->len && memcmp(c->data, w->content, c->len) != 0)) {
-        if (!zkw__buf_set(&w->content, &w->content_cap, &w->content_len, c->data, c->len))
-            return false; /* keep the old content; the next read retries */
-        w->content_serial++;
-        changed = true;
-    }
-    changed |= w->version != c->version || w->mzxid != c->mzxid;
-    w->version = c->version;
-    w->mzxid = c->mzxid;
-    return changed;
+	/* Serial 0 means "no content yet": the first content, even empty, is news. */
+	if (w->content_serial == 0 || c->len != w->content_len ||
+	    (c->len && memcmp(c->data, w->content, c->len) != 0)) {
+		if (!zkw__buf_set(&w->content, &w->content_cap, &w->content_len, c->data, c->len))
+			return false; /* keep the old content; the next read retries */
+		w->content_serial++;
+		changed = true;
+	}
+	changed |= w->version != c->version || w->mzxid != c->mzxid;
+	w->version = c->version;
+	w->mzxid = c->mzxid;
+	return changed;
 }
 
 static bool zkw__watch_has_node(const struct zkw_watch *w, enum zkw__node_status st)
 {
-    return w->node[0].status == st || (w->opt.pointer && w->node[1].path[0] && w->node[1].status == st);
+	return w->node[0].status == st || (w->opt.pointer && w->node[1].path[0] && w->node[1].status == st);
 }
 
 void zkw__watch_evaluate(struct zkw_watch *w)
 {
-    struct zkw_session *s = w->session;
-    const struct zkw__node *c = &w->node[0];
-    char err[ZKW_ERROR_MAX] = "";
-    bool changed = false;
+	struct zkw_session *s = w->session;
+	const struct zkw__node *c = &w->node[0];
+	char err[ZKW_ERROR_MAX] = "";
+	bool changed = false;
 
-    if (!s->connected || zkw__watch_has_node(w, ZKW__NODE_DISCONNECTED)) {
-        zkw__watch_transition(w, false, false, s->conn_error, false);
-        return;
-    }
-    /* Wait for every answer in flight: publishing in between would show a
-     * blip (a pointer switch half done, a reconnect half re-read). */
-    if (w->node[0].outstanding || w->node[1].outstanding || c->status == ZKW__NODE_UNKNOWN)
-        return;
-    if (zkw__node_error(c, err))
-        goto done;
-    if (w->opt.pointer) {
-        if (w->pointer_why) {
-            zkw__set_error(err, ZKW_ERR_POINTER ": %s in %s", w->pointer_why, c->path);
-            goto done;
-        }
-        c = &w->node[1];
-        if (c->status == ZKW__NODE_UNKNOWN)
-            return;
-        if (strcmp(w->pointer, c->path) != 0) {
-            snprintf(w->pointer, sizeof w->pointer, "%s", c->path);
-            changed = true;
-        }
-        if (zkw__node_error(c, err))
-            goto done;
-    }
-    if (c->len > w->max_len) {
-        zkw__set_error(err, ZKW_ERR_TOO_LARGE ": %s holds %zu bytes, the limit is %zu bytes",
-                       c->path, c->len, w->max_len);
-        goto done;
-    }
-    changed |= zkw__watch_take_content(w, c);
+	if (!s->connected || zkw__watch_has_node(w, ZKW__NODE_DISCONNECTED)) {
+		zkw__watch_transition(w, false, false, s->conn_error, false);
+		return;
+	}
+	/* Wait for every answer in flight: publishing in between would show a
+	 * blip (a pointer switch half done, a reconnect half re-read). */
+	if (w->node[0].outstanding || w->node[1].outstanding || c->status == ZKW__NODE_UNKNOWN)
+		return;
+	if (zkw__node_error(c, err))
+		goto done;
+	if (w->opt.pointer) {
+		if (w->pointer_why) {
+			zkw__set_error(err, ZKW_ERR_POINTER ": %s in %s", w->pointer_why, c->path);
+			goto done;
+		}
+		c = &w->node[1];
+		if (c->status == ZKW__NODE_UNKNOWN)
+			return;
+		if (strcmp(w->pointer, c->path) != 0) {
+			snprintf(w->pointer, sizeof w->pointer, "%s", c->path);
+			changed = true;
+		}
+		if (zkw__node_error(c, err))
+			goto done;
+	}
+	if (c->len > w->max_len) {
+		zkw__set_error(err, ZKW_ERR_TOO_LARGE ": %s holds %zu bytes, the limit is %zu bytes", c->path,
+		               c->len, w->max_len);
+		goto done;
+	}
+	changed |= zkw__watch_take_content(w, c);
 done:
-    w->confirmed_ns = zkw__now_ns();
-    zkw__watch_transition(w, err[0] == '\0', true, err, changed);
+	w->confirmed_ns = zkw__now_ns();
+	zkw__watch_transition(w, err[0] == '\0', true, err, changed);
 }
 
 /* ----------------------------------------------------- session-level hooks */
 
 void zkw__watch_read_all(struct zkw_watch *w)
 {
-    zkw__node_get(&w->node[0]);
-    if (w->opt.pointer)
-        zkw__node_get(&w->node[1]);
+	zkw__node_get(&w->node[0]);
+	if (w->opt.pointer)
+		zkw__node_get(&w->node[1]);
 }
 
 /* The handle is gone (all its callbacks have run or never will). */
 void zkw__watch_reset_handle(struct zkw_watch *w)
 {
-    w->node[0].outstanding = 0;
-    w->node[1].outstanding = 0;
-    w->reconcile_waiting = 0;
+	w->node[0].outstanding = 0;
+	w->node[1].outstanding = 0;
+	w->reconcile_waiting = 0;
 }
 
 static void zkw__reconcile_done(int rc, const struct Stat *stat, const void *ctx)
 {
-    struct zkw__node *n = (struct zkw__node *)ctx;
-    struct zkw_watch *w = n->watch;
-    bool same;
+	struct zkw__node *n = (struct zkw__node *)ctx;
+	struct zkw_watch *w = n->watch;
+	bool same;
 
-    pthread_mutex_lock(&w->session->lock);
-    if (!zkw__node_answer_current(n))
-        goto out; /* a newer read is in flight: it confirms instead */
-    same = (rc == ZOK && n->status == ZKW__NODE_OK && stat->mzxid == n->mzxid &&
-            stat->version == n->version) ||
-           (rc == ZNONODE && n->status == ZKW__NODE_MISSING);
-    if (!same && !zkw__rc_is_connection(rc)) {
-        zkw__log(w->session, ZKW_LOG_INFO, "reconcile: %s changed unnoticed, re-reading", n->path);
-        zkw__node_get(n);
-    }
+	pthread_mutex_lock(&w->session->lock);
+	if (!zkw__node_answer_current(n))
+		goto out; /* a newer read is in flight: it confirms instead */
+	same = (rc == ZOK && n->status == ZKW__NODE_OK && stat->mzxid == n->mzxid &&
+	        stat->version == n->version) ||
+	       (rc == ZNONODE && n->status == ZKW__NODE_MISSING);
+	if (!same && !zkw__rc_is_connection(rc)) {
+		/* OK or MISSING and different: a watch was missed. Otherwise the
+		 * node was in error (e.g. ZNOAUTH: an ACL change fires no watch)
+		 * and the re-read is the retry. */
+		if (n->status == ZKW__NODE_OK || n->status == ZKW__NODE_MISSING)
+			zkw__log(w->session, ZKW_LOG_WARN, "reconcile: %s changed unnoticed, re-reading",
+			         n->path);
+		zkw__node_get(n);
+	}
 out:
-    if (w->reconcile_waiting && --w->reconcile_waiting == 0) {
-        w->force_publish = true; /* refreshes confirmed_ns for the readers */
-        zkw__watch_evaluate(w);
-    }
-    pthread_mutex_unlock(&w->session->lock);
+	/* Answers of a handle being torn down (close, expiry) confirm nothing. */
+	if (!w->session->zh || w->session->closing)
+		goto unlock;
+	if (w->reconcile_waiting && --w->reconcile_waiting == 0) {
+		w->force_publish = true; /* refreshes confirmed_ns for the readers */
+		zkw__watch_evaluate(w);
+	}
+unlock:
+	pthread_mutex_unlock(&w->session->lock);
 }
 
 static void zkw__node_reconcile(struct zkw__node *n)
 {
-    struct zkw_watch *w = n->watch;
-    int rc;
+	struct zkw_watch *w = n->watch;
+	int rc;
 
-    if (!n->path[0])
-        return;
-    rc = zoo_aexists(w->session->zh, n->path, 0, zkw__reconcile_done, n);
-    if (rc != ZOK)
-        return;
-    n->outstanding++;
-    w->reconcile_waiting++;
+	if (!n->path[0])
+		return;
+	rc = zoo_aexists(w->session->zh, n->path, 0, zkw__reconcile_done, n);
+	if (rc != ZOK)
+		return;
+	n->outstanding++;
+	w->reconcile_waiting++;
 }
 
 /* A cheap check of every node (contract 11). Skipped while a read is in
  * flight: its answer is a confirmation already. */
 void zkw__watch_reconcile(struct zkw_watch *w)
 {
-    if (w->reconcile_waiting || w->node[0].outstanding || w->node[1].outstanding)
-        return;
-    zkw__node_reconcile(&w->node[0]);
-    if (w->opt.pointer)
-        zkw__node_reconcile(&w->node[1]);
+	if (w->reconcile_waiting || w->node[0].outstanding || w->node[1].outstanding)
+		return;
+	zkw__node_reconcile(&w->node[0]);
+	if (w->opt.pointer)
+		zkw__node_reconcile(&w->node[1]);
 }
 
 void zkw__watch_free(struct zkw_watch *w)
 {
-    for (int i = 0; i < 2; i++) {
-        free(w->node[i].path);
-        free(w->node[i].data);
-    }
-    free(w->content);
-    free(w);
+	for (int i = 0; i < 2; i++) {
+		free(w->node[i].path);
+		free(w->node[i].data);
+	}
+	free(w->content);
+	free(w);
 }
 
 int zkw__watch_forget_zk_watches(struct zkw_watch *w)
 {
-    struct zkw_session *s = w->session;
-    zhandle_t *zh;
-    int rc = ZOK;
+	struct zkw_session *s = w->session;
+	zhandle_t *zh;
+	int rc = ZOK;
 
-    pthread_mutex_lock(&s->lock);
-    zh = s->zh;
-    pthread_mutex_unlock(&s->lock);
-    if (!zh)
-        return ZINVALIDSTATE;
-    for (int i = 0; i < 2 && rc == ZOK; i++) {
-        if (w->node[i].path && w->node[i].path[0])
-            rc = zoo_remove_all_watches(zh, w->node[i].path, ZWATCHTYPE_ANY, 1);
-    }
-    return rc;
+	pthread_mutex_lock(&s->lock);
+	zh = s->zh;
+	pthread_mutex_unlock(&s->lock);
+	if (!zh)
+		return ZINVALIDSTATE;
+	for (int i = 0; i < 2 && rc == ZOK; i++) {
+		if (w->node[i].path && w->node[i].path[0])
+			rc = zoo_remove_all_watches(zh, w->node[i].path, ZWATCHTYPE_ANY, 1);
+	}
+	return rc;
 }

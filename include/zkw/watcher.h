@@ -63,8 +63,7 @@ enum { ZKW_LOG_ERROR = 1, ZKW_LOG_WARN = 2, ZKW_LOG_INFO = 3, ZKW_LOG_DEBUG = 4 
  * -EINVAL (not a valid path) / -ENAMETOOLONG (too long) with *why set to a
  * static description, or -ENOBUFS when outcap is too small for a valid path.
  * why may be NULL. Pure function: no allocation, no global state. */
-int zkw_pointer_parse(const void *data, size_t len, char *out, size_t outcap,
-                      const char **why);
+int zkw_pointer_parse(const void *data, size_t len, char *out, size_t outcap, const char **why);
 
 /* ------------------------------------------------------ layer 1: session */
 
@@ -72,60 +71,60 @@ typedef struct zkw_session zkw_session;
 typedef struct zkw_watch zkw_watch;
 
 typedef struct zkw_session_options {
-    int session_timeout_ms;   /* 0 = 10000; the server clamps it to 2..20 ticks */
-    /* Fail fast: zkw_session_open waits until the session is connected and
-     * returns NULL (err -ETIMEDOUT) when no server answers in time. Without
-     * it, open returns at once and connects in the background with backoff. */
-    bool valid_init;
-    int init_timeout_ms;      /* 0 = 5000; only with valid_init */
-    /* Periodic reconcile (contract 11): every reconcile_s seconds +-20%,
-     * a cheap exists() per watched node; re-read only when it changed.
-     * 0 = off. zkw_session_options_init (and opt == NULL) give 60. */
-    int reconcile_s;
-    /* Log sink for the session's own events and, rate-limited, the
-     * ZooKeeper client's messages (>= WARN). Called from any thread, must
-     * be thread-safe and must not block. NULL = silence the ZK client too.
-     * The ZooKeeper client's log callback carries no context, so its
-     * messages go to the most recently opened session that has a log. */
-    void (*log)(void *log_ctx, int level, const char *message);
-    void *log_ctx;
-    /* Out: one-line reason when zkw_session_open fails (optional). */
-    char *errbuf;
-    size_t errlen;
+	int session_timeout_ms; /* 0 = 10000; the server clamps it to 2..20 ticks */
+	/* Fail fast: zkw_session_open waits until the session is connected and
+	 * returns NULL (err -ETIMEDOUT) when no server answers in time. Without
+	 * it, open returns at once and connects in the background with backoff. */
+	bool valid_init;
+	int init_timeout_ms; /* 0 = 5000; only with valid_init */
+	/* Periodic reconcile (contract 11): every reconcile_s seconds +-20%,
+	 * a cheap exists() per watched node; re-read only when it changed.
+	 * 0 = off. zkw_session_options_init (and opt == NULL) give 60. */
+	int reconcile_s;
+	/* Log sink for the session's own events and, rate-limited, the
+	 * ZooKeeper client's messages (>= WARN). Called from any thread, must
+	 * be thread-safe and must not block. NULL = silence the ZK client too.
+	 * The ZooKeeper client's log callback carries no context, so its
+	 * messages go to the most recently opened session that has a log. */
+	void (*log)(void *log_ctx, int level, const char *message);
+	void *log_ctx;
+	/* Out: one-line reason when zkw_session_open fails (optional). */
+	char *errbuf;
+	size_t errlen;
 } zkw_session_options;
 
 /* The whole state of one watch, handed to on_state. Pointers are valid
  * only during the call: copy what you keep. */
 typedef struct zkw_watch_state {
-    bool valid;               /* contract 1 */
-    bool connected;           /* session connected to ZooKeeper */
-    const void *content;      /* last good content (kept while invalid) */
-    size_t len;
-    uint64_t content_serial;  /* +1 only when the content bytes change; 0 = none yet */
-    int32_t version;          /* stat of the node the content came from */
-    int64_t mzxid;            /* (the target, in pointer mode) */
-    const char *pointer;      /* "" unless pointer mode: parsed target path */
-    const char *error;        /* "" when valid */
-    uint64_t confirmed_ns;    /* CLOCK_REALTIME ns, last confirmation by ZooKeeper; 0 = never */
+	bool valid;          /* contract 1 */
+	bool connected;      /* session connected to ZooKeeper */
+	const void *content; /* last good content (kept while invalid); never NULL */
+	size_t len;
+	uint64_t content_serial; /* +1 only when the content bytes change; 0 = none yet */
+	int32_t version;         /* stat of the node the content came from */
+	int64_t mzxid;           /* (the target, in pointer mode) */
+	const char *pointer;     /* "" unless pointer mode: parsed target path */
+	const char *error;       /* "" when valid */
+	uint64_t confirmed_ns;   /* CLOCK_REALTIME ns, last confirmation by ZooKeeper; 0 = never */
 } zkw_watch_state;
 
 typedef struct zkw_watch_options {
-    bool pointer;             /* path holds the path of the real config node */
-    bool ensure;              /* create path (and parents) empty if missing at the first read */
-    size_t max_len;           /* content limit in bytes; 0 = no limit */
-    /* Called for every change of state (valid, connected, content, version,
-     * mzxid, pointer, error) and on each reconcile confirmation.
-     *
-     * Runs on the ZooKeeper completion thread (or the session's control
-     * thread), with the session's lock held: calls for one session never
-     * overlap and arrive in order. It MUST NOT block, sleep, or call any
-     * zkw_session_* / zkw_watch_* function (it would deadlock). Copy the
-     * state somewhere and wake whoever needs it.
-     *
-     * Not called from zkw_session_watch itself. Until the first call the
-     * state is: invalid, not connected, error ZKW_ERR_CONNECTING. */
-    void (*on_state)(void *ctx, const zkw_watch_state *st);
-    void *ctx;
+	bool pointer;   /* path holds the path of the real config node */
+	bool ensure;    /* create path (and parents) empty if missing at the first read */
+	size_t max_len; /* content limit in bytes; 0 = no limit */
+	/* Called for every change of state (valid, connected, content, version,
+	 * mzxid, pointer, error) and on each reconcile confirmation.
+	 *
+	 * Runs on the ZooKeeper completion thread (or the session's control
+	 * thread), with the session's lock held: calls for one session never
+	 * overlap and arrive in order. It MUST NOT block, sleep, or call any
+	 * zkw_session_* / zkw_watch_* function (it would deadlock). Copy the
+	 * state somewhere and wake whoever needs it.
+	 *
+	 * Not called from zkw_session_watch itself. Until the first call the
+	 * state is: invalid, not connected, error ZKW_ERR_CONNECTING. */
+	void (*on_state)(void *ctx, const zkw_watch_state *st);
+	void *ctx;
 } zkw_watch_options;
 
 /* Fill *o with the defaults (all zero except reconcile_s = 60). */
@@ -133,16 +132,19 @@ void zkw_session_options_init(zkw_session_options *o);
 
 /* Open a session to hosts (a full connect string: "h1:p1,h2:p2/chroot").
  * opt may be NULL (defaults). Returns NULL on failure with *err (may be NULL)
- * = -EINVAL (bad host string), -ETIMEDOUT (valid_init and no server answered),
- * -ENOMEM, and a message in opt->errbuf. */
-zkw_session *zkw_session_open(const char *hosts, const zkw_session_options *opt,
-                              int *err);
+ * = -EINVAL (bad host string), -ENOENT (no host name resolves; only with
+ * valid_init, else it is retried), -ETIMEDOUT (valid_init and no server
+ * answered), -ENOMEM, and a one-line message in opt->errbuf.
+ *
+ * A session and its watches are used by one owner: zkw_session_close must
+ * not run concurrently with another call on the same session (on_state
+ * callbacks are the library's business and are handled). */
+zkw_session *zkw_session_open(const char *hosts, const zkw_session_options *opt, int *err);
 
 /* Watch path (relative to the chroot, if any). Works before or after the
  * session connects. The watch lives until zkw_session_close. o is copied;
  * o->on_state may be NULL. NULL (errno EINVAL/ENOMEM) on failure. */
-zkw_watch *zkw_session_watch(zkw_session *s, const char *path,
-                             const zkw_watch_options *o);
+zkw_watch *zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o);
 
 /* Connection alive: connected, and a round trip to the server (exists "/")
  * answers within min(session timeout / 3, 2 s). Blocks the caller for at
@@ -170,27 +172,25 @@ typedef struct zkw_watcher zkw_watcher;
  * changed. States are coalesced when a handler is slower than ZooKeeper:
  * the latest content is always delivered, exactly once. */
 typedef struct zkw_watcher_handlers {
-    void (*valid)(void *ctx, bool valid);
-    void (*config)(void *ctx, const void *content, size_t len);
-    void (*error)(void *ctx, const char *message);
-    void *ctx;
+	void (*valid)(void *ctx, bool valid);
+	void (*config)(void *ctx, const void *content, size_t len);
+	void (*error)(void *ctx, const char *message);
+	void *ctx;
 } zkw_watcher_handlers;
 
-#define ZKW_WATCHER_POINTER    0x1u   /* path is a pointer file */
-#define ZKW_WATCHER_ENSURE     0x2u   /* create path if missing */
-#define ZKW_WATCHER_VALID_INIT 0x4u   /* fail open when no server answers */
+#define ZKW_WATCHER_POINTER    0x1u /* path is a pointer file */
+#define ZKW_WATCHER_ENSURE     0x2u /* create path if missing */
+#define ZKW_WATCHER_VALID_INIT 0x4u /* fail open when no server answers */
 
 /* Open a watcher on path. h may be NULL (polling use). On failure returns
  * NULL and writes a one-line reason into errbuf (may be NULL). */
-zkw_watcher *zkw_watcher_open(const char *hosts, const char *path,
-                              const zkw_watcher_handlers *h, unsigned flags,
-                              char *errbuf, size_t errlen);
+zkw_watcher *zkw_watcher_open(const char *hosts, const char *path, const zkw_watcher_handlers *h,
+                              unsigned flags, char *errbuf, size_t errlen);
 /* Same, with session options (timeouts, reconcile, log); sopt may be NULL.
  * sopt->valid_init is ignored: the flag decides. */
-zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path,
-                                 const zkw_watcher_handlers *h, unsigned flags,
-                                 const zkw_session_options *sopt,
-                                 char *errbuf, size_t errlen);
+zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_watcher_handlers *h,
+                                 unsigned flags, const zkw_session_options *sopt, char *errbuf,
+                                 size_t errlen);
 
 /* Current validity (the latest state, whether or not handlers caught up). */
 bool zkw_watcher_is_valid(zkw_watcher *w);
@@ -198,8 +198,7 @@ bool zkw_watcher_is_valid(zkw_watcher *w);
  * (pointer=true; "" unless pointer mode) into buf. Returns its length; when
  * cap is too small copies nothing and returns -ENOBUFS (call again with a
  * buffer of zkw_watcher_content_len()). Content is bytes: no NUL added. */
-ssize_t zkw_watcher_get_file_contents(zkw_watcher *w, bool pointer, void *buf,
-                                      size_t cap);
+ssize_t zkw_watcher_get_file_contents(zkw_watcher *w, bool pointer, void *buf, size_t cap);
 size_t zkw_watcher_content_len(zkw_watcher *w, bool pointer);
 /* The latest error text ("" when valid) into buf (always NUL-terminated). */
 void zkw_watcher_get_error(zkw_watcher *w, char *buf, size_t cap);
