@@ -109,7 +109,7 @@ void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, voi
 
 /* watch_session.c */
 void zkw__log(struct zkw_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-uint64_t zkw__now_ns(void);
+uint64_t zkw__realtime_ns(void);
 
 /* Test hook: drop our ZooKeeper watches on the watch's nodes locally (the
  * server still fires, the client has nobody to tell) - a missed watch, for

@@ -395,7 +395,7 @@ void zkw__watch_evaluate(struct zkw_watch *w)
 	}
 	changed |= zkw__watch_take_content(w, c);
 done:
-	w->confirmed_ns = zkw__now_ns();
+	w->confirmed_ns = zkw__realtime_ns();
 	zkw__watch_transition(w, err[0] == '\0', true, err, changed);
 }
 

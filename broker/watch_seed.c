@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "zkw/watcher.h"
 
@@ -28,6 +29,7 @@ struct zkw_watcher {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	pthread_cond_t first_state; /* CLOCK_MONOTONIC; signalled by on_state */
 	/* Latest state, from on_state. */
 	bool valid;
 	uint64_t serial;
@@ -68,6 +70,7 @@ static void zkw__seed_on_state(void *ctx, const zkw_watch_state *st)
 	snprintf(w->error, sizeof w->error, "%s", st->error);
 	w->seq++;
 	pthread_cond_signal(&w->cond);
+	pthread_cond_broadcast(&w->first_state);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -147,6 +150,7 @@ static void zkw__seed_deliver(struct zkw_watcher *w, const struct zkw__snapshot 
 static void zkw__seed_free(struct zkw_watcher *w)
 {
 	pthread_cond_destroy(&w->cond);
+	pthread_cond_destroy(&w->first_state);
 	pthread_mutex_destroy(&w->lock);
 	free(w->content);
 	free(w);
@@ -183,6 +187,28 @@ static void *zkw__seed_dispatch(void *arg)
 	return NULL;
 }
 
+/* With valid_init the seed's constructor returned with the file read, so a
+ * poller's first is_valid() is already the truth: wait (bounded) for the
+ * watch's first complete evaluation. The session is connected by now, so
+ * this is one read round trip; on timeout the watcher simply starts invalid. */
+static void zkw__seed_wait_first_state(struct zkw_watcher *w, int timeout_ms)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->lock);
+	while (w->seq == 0)
+		if (pthread_cond_timedwait(&w->first_state, &w->lock, &deadline) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&w->lock);
+}
+
 zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_watcher_handlers *h,
                                  unsigned flags, const zkw_session_options *sopt, char *errbuf, size_t errlen)
 {
@@ -202,6 +228,14 @@ zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_
 		w->h = *h;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
+	{
+		pthread_condattr_t attr;
+
+		pthread_condattr_init(&attr);
+		pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+		pthread_cond_init(&w->first_state, &attr);
+		pthread_condattr_destroy(&attr);
+	}
 	if (sopt)
 		so = *sopt;
 	else
@@ -229,6 +263,8 @@ zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_
 			snprintf(errbuf, errlen, "cannot start the dispatch thread: %s", strerror(rc));
 		goto fail;
 	}
+	if (flags & ZKW_WATCHER_VALID_INIT)
+		zkw__seed_wait_first_state(w, so.init_timeout_ms > 0 ? so.init_timeout_ms : 5000);
 	return w;
 fail:
 	zkw_session_close(w->session);

@@ -50,7 +50,7 @@ static uint64_t zkw__mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t zkw__now_ns(void)
+uint64_t zkw__realtime_ns(void)
 {
 	struct timespec ts;
 
@@ -112,6 +112,20 @@ static int zkw__zk_log_level(const char *message)
 	return ZKW_LOG_DEBUG;
 }
 
+/* The client's lines carry their own time, pid and thread before
+ * "ZOO_LEVEL@function@line: text"; our log has its own time and level, so
+ * keep the text. */
+static const char *zkw__zk_log_text(const char *message)
+{
+	const char *p = strstr(message, "):ZOO_");
+	const char *at;
+
+	if (!p || !(at = strchr(p, '@')))
+		return message;
+	p = strstr(at, ": ");
+	return p ? p + 2 : message;
+}
+
 static void zkw__zk_log(const char *message)
 {
 	uint64_t now = zkw__mono_ms();
@@ -132,9 +146,10 @@ static void zkw__zk_log(const char *message)
 		zkw__zk_log_suppressed = 0;
 	}
 	if (zkw__zk_log_count++ < ZKW__ZK_LOG_BURST) {
-		size_t n = strcspn(message, "\n");
+		const char *text = zkw__zk_log_text(message);
+		size_t n = strcspn(text, "\n");
 
-		zkw__log(s, zkw__zk_log_level(message), "zookeeper client: %.*s", (int)n, message);
+		zkw__log(s, zkw__zk_log_level(message), "zookeeper client: %.*s", (int)n, text);
 	} else {
 		zkw__zk_log_suppressed++;
 	}
@@ -323,6 +338,11 @@ static void zkw__control_new_handle(struct zkw_session *s, uint64_t *retry_at)
 		zkw__control_init_failed(s, e, retry_at);
 		return;
 	}
+	/* By default the client re-resolves its host list at every poll of
+	 * its I/O thread: a getaddrinfo per packet, measured at a quarter of
+	 * the broker's CPU and on the change-latency path. Resolve again only
+	 * on connection loss. */
+	zoo_set_servers_resolution_delay(zh, -1);
 	if (!s->zh)
 		s->zh = zh;
 	s->need_handle = false;
@@ -412,7 +432,7 @@ static struct zkw_session *zkw__session_alloc(const char *hosts, const zkw_sessi
 	zkw__cond_init(&s->state_cond);
 	snprintf(s->conn_error, sizeof s->conn_error, "%s", ZKW_ERR_CONNECTING);
 	s->need_handle = true;
-	s->rng = zkw__now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
+	s->rng = zkw__realtime_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
 	if (!s->rng)
 		s->rng = 1;
 	return s;
