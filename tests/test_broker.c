@@ -108,16 +108,11 @@ static proc *broker_spawn(const char *arg, ...)
 {
 	const char *argv[64];
 	va_list ap;
-	int n = 0;
 	proc *p;
 
 	va_start(ap, arg);
-	for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-		assert_true(n < 63);
-		argv[n++] = a;
-	}
+	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
 	va_end(ap);
-	argv[n] = NULL;
 	p = proc_spawn("zkw-broker", argv);
 	assert_non_null(p);
 	return p;

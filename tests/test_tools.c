@@ -107,15 +107,10 @@ static struct run run_tool(const char *tool, const proc_options *o, const char *
 	const char *argv[32];
 	struct run r;
 	va_list ap;
-	int n = 0;
 
 	va_start(ap, arg);
-	for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-		assert_true(n < 31);
-		argv[n++] = a;
-	}
+	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
 	va_end(ap);
-	argv[n] = NULL;
 	r.status = proc_run(tool, argv, o, WAIT_MS, &r.out, &r.err);
 	assert_non_null(r.out);
 	assert_non_null(r.err);
@@ -420,16 +415,11 @@ static proc *example(const char *arg, ...)
 {
 	const char *argv[32];
 	va_list ap;
-	int n = 0;
 	proc *p;
 
 	va_start(ap, arg);
-	for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-		assert_true(n < 31);
-		argv[n++] = a;
-	}
+	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
 	va_end(ap);
-	argv[n] = NULL;
 	p = proc_spawn("zkw-example", argv);
 	assert_non_null(p);
 	return p;

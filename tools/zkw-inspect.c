@@ -212,8 +212,9 @@ static const char *format_age(char *out, size_t cap, uint64_t ns, uint64_t now)
 	return out;
 }
 
-/* Bytes as a C-like quoted string: printable ASCII as is, the rest escaped. */
-static void print_escaped(FILE *f, const void *data, size_t len)
+/* Bytes as a quoted string: printable ASCII as is, the usual escapes, and
+ * every other byte with `other` (a printf format taking the byte). */
+static void print_quoted(FILE *f, const void *data, size_t len, const char *other)
 {
 	const unsigned char *p = data;
 
@@ -229,34 +230,23 @@ static void print_escaped(FILE *f, const void *data, size_t len)
 			if (p[i] >= 0x20 && p[i] < 0x7f)
 				fputc(p[i], f);
 			else
-				fprintf(f, "\\x%02x", p[i]);
+				fprintf(f, other, p[i]);
 		}
 	}
 	fputc('"', f);
 }
 
-/* Bytes as a JSON string: non-ASCII and control bytes as \u00XX, so any
- * byte sequence yields valid JSON (each byte read as Latin-1). */
+/* A C-like string for people: \xNN for other bytes. */
+static void print_escaped(FILE *f, const void *data, size_t len)
+{
+	print_quoted(f, data, len, "\\x%02x");
+}
+
+/* A JSON string: non-ASCII and control bytes as \u00XX, so any byte
+ * sequence yields valid JSON (each byte read as Latin-1). */
 static void json_string(FILE *f, const void *data, size_t len)
 {
-	const unsigned char *p = data;
-
-	fputc('"', f);
-	for (size_t i = 0; i < len; i++) {
-		switch (p[i]) {
-		case '"': fputs("\\\"", f); break;
-		case '\\': fputs("\\\\", f); break;
-		case '\n': fputs("\\n", f); break;
-		case '\r': fputs("\\r", f); break;
-		case '\t': fputs("\\t", f); break;
-		default:
-			if (p[i] >= 0x20 && p[i] < 0x7f)
-				fputc(p[i], f);
-			else
-				fprintf(f, "\\u%04x", p[i]);
-		}
-	}
-	fputc('"', f);
+	print_quoted(f, data, len, "\\u%04x");
 }
 
 static void json_cstring(FILE *f, const char *s)

@@ -478,6 +478,20 @@ fail:
 	return NULL;
 }
 
+void proc_collect_args(const char **argv, size_t cap, const char *first, va_list ap)
+{
+	size_t n = 0;
+
+	for (const char *a = first; a; a = va_arg(ap, const char *)) {
+		if (n + 1 >= cap) {
+			fprintf(stderr, "proc: more than %zu arguments\n", cap - 1);
+			abort();
+		}
+		argv[n++] = a;
+	}
+	argv[n] = NULL;
+}
+
 proc *proc_spawn(const char *tool, const char *const argv[])
 {
 	return proc_spawn_opts(tool, argv, NULL);

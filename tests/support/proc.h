@@ -23,6 +23,7 @@
 #ifndef ZKW_TESTS_PROC_H
 #define ZKW_TESTS_PROC_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -49,6 +50,10 @@ typedef struct proc_options {
  * argv[0]; may be NULL). NULL on failure (reported on stderr). */
 proc *proc_spawn(const char *tool, const char *const argv[]);
 proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_options *o);
+
+/* Collect the NULL-terminated string arguments first, ... of a variadic
+ * wrapper into argv (NULL-terminated; aborts past cap - 1 arguments). */
+void proc_collect_args(const char **argv, size_t cap, const char *first, va_list ap);
 
 /* The full path of a tool: $ZKW_BUILD/tool, into buf. */
 const char *proc_tool_path(const char *tool, char *buf, size_t cap);
