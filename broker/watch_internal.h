@@ -110,6 +110,8 @@ void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, voi
 /* watch_session.c */
 void zkw__log(struct zkw_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t zkw__realtime_ns(void);
+/* A condition variable on CLOCK_MONOTONIC (timed waits ignore clock steps). */
+int zkw__cond_init(pthread_cond_t *c);
 
 /* Test hook: drop our ZooKeeper watches on the watch's nodes locally (the
  * server still fires, the client has nobody to tell) - a missed watch, for

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "zkw/watcher.h"
+#include "watch_internal.h"
 
 struct zkw_watcher {
 	zkw_watcher_handlers h;
@@ -228,14 +228,7 @@ zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_
 		w->h = *h;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
-	{
-		pthread_condattr_t attr;
-
-		pthread_condattr_init(&attr);
-		pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-		pthread_cond_init(&w->first_state, &attr);
-		pthread_condattr_destroy(&attr);
-	}
+	zkw__cond_init(&w->first_state);
 	if (sopt)
 		so = *sopt;
 	else

@@ -65,7 +65,7 @@ static struct timespec zkw__deadline(uint64_t at_ms)
 	return ts;
 }
 
-static int zkw__cond_init(pthread_cond_t *c)
+int zkw__cond_init(pthread_cond_t *c)
 {
 	pthread_condattr_t a;
 	int rc;
