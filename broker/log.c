@@ -34,7 +34,7 @@ static void log_line(int level, const char *message)
 	/* One fprintf per line: stdio locks the stream, so lines from the
 	 * watcher's threads never interleave. */
 	fprintf(stderr, "%s.%03ldZ zkw-broker[%ld] %s: %s\n", stamp, ts.tv_nsec / 1000000L, (long)getpid(),
-		level_name(level), message);
+	        level_name(level), message);
 }
 
 void zkw_log(int level, const char *fmt, ...)

@@ -51,19 +51,19 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 {
 	struct broker_watch *w = ctx;
 	zkw_publication p = {
-		.valid = st->valid,
-		.connected = st->connected,
-		/* Until this broker has read the node once, the segment's
-		 * content (from a previous broker) is the last good value. */
-		.keep_content = st->content_serial == 0,
-		.content = st->content,
-		.len = st->len,
-		.content_serial = st->content_serial,
-		.version = st->version,
-		.mzxid = st->mzxid,
-		.pointer = st->pointer,
-		.error = st->error,
-		.confirmed_ns = st->confirmed_ns,
+	        .valid = st->valid,
+	        .connected = st->connected,
+	        /* Until this broker has read the node once, the segment's
+	         * content (from a previous broker) is the last good value. */
+	        .keep_content = st->content_serial == 0,
+	        .content = st->content,
+	        .len = st->len,
+	        .content_serial = st->content_serial,
+	        .version = st->version,
+	        .mzxid = st->mzxid,
+	        .pointer = st->pointer,
+	        .error = st->error,
+	        .confirmed_ns = st->confirmed_ns,
 	};
 	int rc;
 
@@ -78,10 +78,11 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	}
 	pthread_mutex_unlock(&w->publish_lock);
 	if (rc)
-		zkw_log(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm, strerror(-rc));
+		zkw_log(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm,
+		        strerror(-rc));
 	else
 		zkw_log(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->cfg->path,
-			(unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
+		        (unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
 }
 
 static void stop_publishing(struct broker *b)
@@ -118,9 +119,10 @@ static int open_segments(struct broker *b)
 			return -1;
 		}
 		pthread_mutex_init(&w->publish_lock, NULL);
-		zkw_log(ZKW_LOG_INFO, "publishing %s%s into segment %s (capacity %llu, generation %llu)", w->cfg->path,
-			w->cfg->pointer ? " (pointer)" : "", w->cfg->shm, (unsigned long long)w->cfg->capacity,
-			(unsigned long long)zkw_writer_generation(w->writer));
+		zkw_log(ZKW_LOG_INFO, "publishing %s%s into segment %s (capacity %llu, generation %llu)",
+		        w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
+		        (unsigned long long)w->cfg->capacity,
+		        (unsigned long long)zkw_writer_generation(w->writer));
 	}
 	return 0;
 }
@@ -132,11 +134,11 @@ static int start_watches(struct broker *b, zkw_session *s)
 	for (i = 0; i < b->nwatches; i++) {
 		struct broker_watch *w = &b->watches[i];
 		zkw_watch_options o = {
-			.pointer = w->cfg->pointer,
-			.ensure = w->cfg->ensure,
-			.max_len = w->cfg->capacity,
-			.on_state = publish_state,
-			.ctx = w,
+		        .pointer = w->cfg->pointer,
+		        .ensure = w->cfg->ensure,
+		        .max_len = w->cfg->capacity,
+		        .on_state = publish_state,
+		        .ctx = w,
 		};
 
 		w->watch = zkw_session_watch(s, w->cfg->path, &o);
@@ -180,7 +182,7 @@ static void arm_fault_injection(void)
 	fault_stall_us = (useconds_t)(us < 0 ? 0 : us > 1000000 ? 1000000 : us);
 	zkw_writer_fault_hook = fault_stall_mid_publish;
 	zkw_log(ZKW_LOG_WARN, "fault injection armed: stalling %u us mid-publish (tests only)",
-		(unsigned)fault_stall_us);
+	        (unsigned)fault_stall_us);
 }
 #else
 static void arm_fault_injection(void)
@@ -235,7 +237,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	zkw_log(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms", b.cli.hosts,
-		b.nwatches, b.nwatches == 1 ? "" : "es", b.cli.session.session_timeout_ms);
+	        b.nwatches, b.nwatches == 1 ? "" : "es", b.cli.session.session_timeout_ms);
 	if (open_segments(&b) < 0) {
 		stop_publishing(&b);
 		return 1;

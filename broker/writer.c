@@ -47,7 +47,7 @@ static struct zkw_segment_header *writer_header(const zkw_writer *w)
 static struct zkw_slot *writer_slot(const zkw_writer *w, uint64_t generation)
 {
 	return (struct zkw_slot *)(void *)(w->base + ZKW_HEADER_SIZE +
-					   (generation % w->slot_count) * w->slot_size);
+	                                   (generation % w->slot_count) * w->slot_size);
 }
 
 static void store64(void *p, uint64_t v)
@@ -87,7 +87,7 @@ static void copy_out(void *dst, const void *src, size_t n)
 }
 
 static int fail(char *why, size_t whylen, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+        __attribute__((format(printf, 4, 5)));
 
 static int fail(char *why, size_t whylen, int err, const char *fmt, ...)
 {
@@ -145,7 +145,7 @@ static void set_watch_path(zkw_writer *w, const char *path)
 
 	if (len >= ZKW_WATCH_PATH_MAX)
 		len = ZKW_WATCH_PATH_MAX - 1;
-	store64(&h->watch_path_len, 0); /* informational: no seqlock, */
+	store64(&h->watch_path_len, 0);                 /* informational: no seqlock, */
 	copy_out(h->watch_path, path ? path : "", len); /* length goes last */
 	store64(&h->watch_path_len, len);
 }
@@ -168,7 +168,7 @@ static int init_segment(zkw_writer *w, char *why, size_t whylen)
 
 	if (ftruncate(w->fd, (off_t)size) < 0)
 		return fail(why, whylen, -errno, "cannot size segment %s to %llu bytes: %s", w->name,
-			    (unsigned long long)size, strerror(errno));
+		            (unsigned long long)size, strerror(errno));
 	err = map_segment(w, size, why, whylen);
 	if (err)
 		return err;
@@ -196,23 +196,27 @@ static int adopt_segment(zkw_writer *w, const struct stat *st, char *why, size_t
 	int err;
 
 	if ((uint64_t)st->st_size < ZKW_HEADER_SIZE)
-		return fail(why, whylen, -EEXIST, "segment %s exists but is not a zkw segment (%lld bytes); remove it",
-			    w->name, (long long)st->st_size);
+		return fail(why, whylen, -EEXIST,
+		            "segment %s exists but is not a zkw segment (%lld bytes); remove it", w->name,
+		            (long long)st->st_size);
 	err = map_segment(w, (size_t)st->st_size, why, whylen);
 	if (err)
 		return err;
 	id = &writer_header(w)->ident;
 	if (id->magic != ZKW_SEGMENT_MAGIC || id->abi_major != ZKW_ABI_MAJOR ||
 	    id->header_size != ZKW_HEADER_SIZE)
-		return fail(why, whylen, -EEXIST, "segment %s exists but is not a zkw segment of ABI %u; remove it",
-			    w->name, ZKW_ABI_MAJOR);
+		return fail(why, whylen, -EEXIST,
+		            "segment %s exists but is not a zkw segment of ABI %u; remove it", w->name,
+		            ZKW_ABI_MAJOR);
 	if (id->capacity != w->capacity)
 		return fail(why, whylen, -EEXIST,
-			    "segment %s exists with capacity %llu bytes, not %llu; use that capacity or remove it",
-			    w->name, (unsigned long long)id->capacity, (unsigned long long)w->capacity);
-	if (id->slot_count != w->slot_count || id->slot_size != w->slot_size ||
-	    id->segment_size != expect || (uint64_t)st->st_size < expect)
-		return fail(why, whylen, -EEXIST, "segment %s exists but its layout is corrupt; remove it", w->name);
+		            "segment %s exists with capacity %llu bytes, not %llu; use that capacity or "
+		            "remove it",
+		            w->name, (unsigned long long)id->capacity, (unsigned long long)w->capacity);
+	if (id->slot_count != w->slot_count || id->slot_size != w->slot_size || id->segment_size != expect ||
+	    (uint64_t)st->st_size < expect)
+		return fail(why, whylen, -EEXIST, "segment %s exists but its layout is corrupt; remove it",
+		            w->name);
 
 	/* A broker killed mid-publish left that slot odd; it was never
 	 * published, so make it even and let the next publish overwrite it. */
@@ -243,10 +247,10 @@ static int apply_permissions(zkw_writer *w, mode_t mode, gid_t group, char *why,
 {
 	if (fchmod(w->fd, mode) < 0)
 		return fail(why, whylen, -errno, "cannot chmod segment %s to %o: %s", w->name, (unsigned)mode,
-			    strerror(errno));
+		            strerror(errno));
 	if (group != (gid_t)-1 && fchown(w->fd, (uid_t)-1, group) < 0)
 		return fail(why, whylen, -errno, "cannot give segment %s to group %u: %s", w->name,
-			    (unsigned)group, strerror(errno));
+		            (unsigned)group, strerror(errno));
 	return 0;
 }
 
@@ -264,8 +268,9 @@ static int writer_setup(zkw_writer *w, const zkw_writer_options *opt, char *why,
 	if (fstat(w->fd, &st) < 0)
 		return fail(why, whylen, -errno, "cannot stat segment %s: %s", w->name, strerror(errno));
 	if (st.st_uid != geteuid())
-		return fail(why, whylen, -EPERM, "segment %s is owned by uid %u, not by us (uid %u); refusing it",
-			    w->name, (unsigned)st.st_uid, (unsigned)geteuid());
+		return fail(why, whylen, -EPERM,
+		            "segment %s is owned by uid %u, not by us (uid %u); refusing it", w->name,
+		            (unsigned)st.st_uid, (unsigned)geteuid());
 	err = lock_segment(w, why, whylen);
 	if (err)
 		return err;
@@ -284,8 +289,8 @@ static int writer_setup(zkw_writer *w, const zkw_writer_options *opt, char *why,
 	return 0;
 }
 
-int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_options *opt,
-		    char *why, size_t whylen)
+int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_options *opt, char *why,
+                    size_t whylen)
 {
 	zkw_writer *w;
 	int err;
@@ -305,7 +310,7 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 		     shm_name ? shm_name : "", ZKW_SHM_NAME_MAX - 1);
 	else if (w->capacity > ZKW_CAPACITY_MAX)
 		err = fail(why, whylen, -EINVAL, "capacity %llu exceeds the maximum %u",
-			   (unsigned long long)w->capacity, ZKW_CAPACITY_MAX);
+		           (unsigned long long)w->capacity, ZKW_CAPACITY_MAX);
 	else
 		err = writer_setup(w, opt, why, whylen);
 	if (err) {
@@ -318,8 +323,8 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 	}
 	if (w->generation > 0) {
 		zkw_publication restarted = {
-			.keep_content = true,
-			.error = ZKW_RESTART_ERROR,
+		        .keep_content = true,
+		        .error = ZKW_RESTART_ERROR,
 		};
 		zkw_writer_publish(w, &restarted);
 	} else {
@@ -342,13 +347,13 @@ static void copy_text(char *dst, uint32_t *len_field, const char *text, uint32_t
 /* Content, its identity and its pointer: fresh from p, or carried over
  * from the published slot `cur` (the last good value). */
 static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slot *cur,
-			 const zkw_publication *p, uint64_t gen)
+                         const zkw_publication *p, uint64_t gen)
 {
 	bool changed;
 
 	if (p->keep_content) {
 		copy_out((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET,
-			 (const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, cur->len);
+		         (const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, cur->len);
 		copy_out(s->pointer, cur->pointer, cur->pointer_len);
 		store32(&s->pointer_len, cur->pointer_len);
 		store64(&s->len, cur->len);
@@ -360,7 +365,7 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 	}
 	if (w->compare_content)
 		changed = w->generation == 0 || cur->len != p->len ||
-			  memcmp((const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len) != 0;
+		          memcmp((const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len) != 0;
 	else
 		changed = p->content_serial != w->content_serial;
 	w->compare_content = false;
@@ -410,9 +415,9 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 	 * zkw_reader_generation()), then the futex word (pairs with the
 	 * acquire load in zkw_reader_wait()), then wake everybody. */
 	__atomic_store_n(&hot->state,
-			 ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
-				 (p->connected ? ZKW_STATE_CONNECTED : 0),
-			 __ATOMIC_RELEASE);
+	                 ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
+	                         (p->connected ? ZKW_STATE_CONNECTED : 0),
+	                 __ATOMIC_RELEASE);
 	__atomic_store_n(&hot->generation, gen, __ATOMIC_RELEASE);
 	__atomic_fetch_add(&hot->futex, 1, __ATOMIC_RELEASE);
 	zkw__futex(&hot->futex, FUTEX_WAKE, INT_MAX, NULL, 0);
@@ -443,7 +448,7 @@ void zkw_writer_close(zkw_writer *w, bool unlink_segment)
 		return;
 	hot = &writer_header(w)->hot;
 	__atomic_fetch_and(&hot->state, ~(uint32_t)(ZKW_STATE_RUNNING | ZKW_STATE_CONNECTED),
-			   __ATOMIC_RELEASE);
+	                   __ATOMIC_RELEASE);
 	__atomic_fetch_add(&hot->futex, 1, __ATOMIC_RELEASE);
 	zkw__futex(&hot->futex, FUTEX_WAKE, INT_MAX, NULL, 0);
 	if (unlink_segment)

@@ -43,8 +43,8 @@ typedef struct zkw_publication {
 	uint64_t content_serial;
 	int64_t version;
 	int64_t mzxid;
-	const char *pointer; /* NULL or "" when not in pointer mode */
-	const char *error;   /* NULL or "" when valid */
+	const char *pointer;   /* NULL or "" when not in pointer mode */
+	const char *error;     /* NULL or "" when valid */
 	uint64_t confirmed_ns; /* 0 = keep the published one */
 } zkw_publication;
 
@@ -54,8 +54,8 @@ typedef struct zkw_publication {
  * or capacity. `why` receives a one-line reason. A re-opened segment keeps
  * its generation rising, gets a new epoch, has any odd slot repaired, and
  * publishes "broker restarted" (last content kept, invalid, disconnected). */
-int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_options *opt,
-		    char *why, size_t whylen);
+int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_options *opt, char *why,
+                    size_t whylen);
 
 /* Publish a snapshot: fill the unpublished slot, publish it, bump the futex
  * word and wake every waiter. 0, or -EMSGSIZE when content exceeds the

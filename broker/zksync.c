@@ -44,8 +44,7 @@ static struct connect_wait *connect_wait_new(void)
 	return cw;
 }
 
-zhandle_t *zkw_zk_connect(const char *hosts, int timeout_ms, int session_timeout_ms,
-			  char *why, size_t whylen)
+zhandle_t *zkw_zk_connect(const char *hosts, int timeout_ms, int session_timeout_ms, char *why, size_t whylen)
 {
 	struct connect_wait *cw = connect_wait_new();
 	struct timespec deadline;

@@ -13,13 +13,13 @@
 /* ZooKeeper's default jute.maxbuffer: the largest packet a server accepts.
  * A node's data must leave room for the request around it. */
 #define ZKW_ZK_PACKET_MAX (1024 * 1024 - 1)
-#define ZKW_ZK_DATA_MAX (ZKW_ZK_PACKET_MAX - 1024)
+#define ZKW_ZK_DATA_MAX   (ZKW_ZK_PACKET_MAX - 1024)
 
 /* Connect and wait until the session is established, at most timeout_ms.
  * The client's own logging is silenced. NULL with `why` filled on failure
  * (bad host string, nobody answering in time). */
-zhandle_t *zkw_zk_connect(const char *hosts, int timeout_ms, int session_timeout_ms,
-			  char *why, size_t whylen);
+zhandle_t *zkw_zk_connect(const char *hosts, int timeout_ms, int session_timeout_ms, char *why,
+                          size_t whylen);
 void zkw_zk_close(zhandle_t *zh);
 
 /* Create every missing ancestor of path with empty data. ZOK or an error. */

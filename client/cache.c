@@ -62,14 +62,14 @@
 #ifdef ZKW_TSAN
 #include <sanitizer/tsan_interface.h>
 #define cache_publish_pointer(p, v) __atomic_store_n(&(p), (v), __ATOMIC_RELEASE)
-#define cache_load_pointer(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
-#define tsan_release(addr) __tsan_release((void *)(addr))
-#define tsan_acquire(addr) __tsan_acquire((void *)(addr))
+#define cache_load_pointer(p)       __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
+#define tsan_release(addr)          __tsan_release((void *)(addr))
+#define tsan_acquire(addr)          __tsan_acquire((void *)(addr))
 #else
 #define cache_publish_pointer(p, v) rcu_assign_pointer(p, v)
-#define cache_load_pointer(p) rcu_dereference(p)
-#define tsan_release(addr) ((void)(addr))
-#define tsan_acquire(addr) ((void)(addr))
+#define cache_load_pointer(p)       rcu_dereference(p)
+#define tsan_release(addr)          ((void)(addr))
+#define tsan_acquire(addr)          ((void)(addr))
 #endif
 
 /* Follower's fallback poll period, used only where futex_waitv(2) (Linux
@@ -96,10 +96,10 @@ struct zkw_cache {
 	uint32_t shut;              /* 1 once shutdown unpublished (read by zkw_cache_wait) */
 
 	/* Follower and shutdown only. */
-	uint32_t stop;              /* private futex word: 1 = follower must return */
-	int follower_error;         /* relaxed atomic, see zkw_cache_follower_error() */
-	bool no_waitv;              /* kernel without futex_waitv: poll instead */
-	size_t len_hint;            /* last content length: first guess of the next */
+	uint32_t stop;      /* private futex word: 1 = follower must return */
+	int follower_error; /* relaxed atomic, see zkw_cache_follower_error() */
+	bool no_waitv;      /* kernel without futex_waitv: poll instead */
+	size_t len_hint;    /* last content length: first guess of the next */
 	pthread_t follower;
 	bool follower_running;
 	bool shutdown_done;
@@ -165,8 +165,7 @@ void zkw_cache_thread_exit(void)
 
 static long futex_private(uint32_t *word, int op, uint32_t val, const struct timespec *deadline)
 {
-	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, deadline, NULL,
-		       FUTEX_BITSET_MATCH_ANY);
+	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, deadline, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
 static void wake_all(uint32_t *word)
@@ -178,8 +177,8 @@ static struct timespec deadline_after(int timeout_ms)
 {
 	uint64_t end = zkw__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
 	struct timespec ts = {
-		.tv_sec = (time_t)(end / 1000000000u),
-		.tv_nsec = (long)(end % 1000000000u),
+	        .tv_sec = (time_t)(end / 1000000000u),
+	        .tv_nsec = (long)(end % 1000000000u),
 	};
 
 	return ts;
@@ -227,18 +226,18 @@ static int node_read(zkw_cache *c, struct cache_node **out)
 	}
 	node->content[n] = '\0';
 	node->pub = (zkw_cache_snapshot){
-		.generation = node->meta.generation,
-		.content_gen = node->meta.content_gen,
-		.content = node->content,
-		.len = (size_t)n,
-		.valid = node->meta.valid,
-		.connected = node->meta.connected,
-		.version = node->meta.version,
-		.mzxid = node->meta.mzxid,
-		.confirmed_ns = node->meta.confirmed_ns,
-		.changed_ns = node->meta.changed_ns,
-		.pointer = node->meta.pointer,
-		.error = node->meta.error,
+	        .generation = node->meta.generation,
+	        .content_gen = node->meta.content_gen,
+	        .content = node->content,
+	        .len = (size_t)n,
+	        .valid = node->meta.valid,
+	        .connected = node->meta.connected,
+	        .version = node->meta.version,
+	        .mzxid = node->meta.mzxid,
+	        .confirmed_ns = node->meta.confirmed_ns,
+	        .changed_ns = node->meta.changed_ns,
+	        .pointer = node->meta.pointer,
+	        .error = node->meta.error,
 	};
 	c->len_hint = (size_t)n;
 	*out = node;
@@ -318,8 +317,10 @@ static int follower_wait(zkw_cache *c, uint64_t seen)
 #ifdef SYS_futex_waitv
 		if (!c->no_waitv) {
 			struct futex_waitv w[2] = {
-				{ .val = word_seen, .uaddr = (uintptr_t)word, .flags = FUTEX_32 },
-				{ .val = 0, .uaddr = (uintptr_t)&c->stop, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG },
+			        {.val = word_seen, .uaddr = (uintptr_t)word, .flags = FUTEX_32},
+			        {.val = 0,
+			         .uaddr = (uintptr_t)&c->stop,
+			         .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG},
 			};
 
 			/* The kernel re-checks both words before sleeping: a
@@ -386,7 +387,7 @@ static void *follower_main(void *arg)
 
 int zkw_cache_open(zkw_cache **out, const char *shm_name, const zkw_cache_options *opt)
 {
-	zkw_reader_options ropt = { .expected_uid = (uid_t)-1 };
+	zkw_reader_options ropt = {.expected_uid = (uid_t)-1};
 	struct cache_node *node = NULL;
 	sigset_t all, saved;
 	zkw_cache *c;

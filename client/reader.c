@@ -50,7 +50,7 @@ struct zkw_py_reader {
 ZKW_PY_EXPORT int zkw_py_abi(void);
 ZKW_PY_EXPORT int zkw_py_meta_size(void);
 ZKW_PY_EXPORT struct zkw_py_reader *zkw_py_open(const char *shm_name, int64_t expected_uid, int *err,
-						const char **why);
+                                                const char **why);
 ZKW_PY_EXPORT void zkw_py_close(struct zkw_py_reader *h);
 ZKW_PY_EXPORT uint64_t zkw_py_generation(const struct zkw_py_reader *h);
 ZKW_PY_EXPORT int zkw_py_is_valid(const struct zkw_py_reader *h);
@@ -77,7 +77,7 @@ int zkw_py_meta_size(void)
  * *err = -errno and *why = a static text naming the cause. */
 struct zkw_py_reader *zkw_py_open(const char *shm_name, int64_t expected_uid, int *err, const char **why)
 {
-	zkw_reader_options opt = { .expected_uid = expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid };
+	zkw_reader_options opt = {.expected_uid = expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid};
 	struct zkw_py_reader *h = calloc(1, sizeof(*h));
 	int rc;
 

@@ -26,12 +26,12 @@
 
 #include "writer.h"
 
-#define READERS 8
+#define READERS          8
 #define STRESS_PUBLISHES 5000
-#define PACED_PUBLISHES 200
-#define CAPACITY (64u * 1024u)
-#define HEADER 16u /* content: u64 generation, u64 checksum, payload */
-#define WAIT_MS 10000 /* bound of every wait for an event */
+#define PACED_PUBLISHES  200
+#define CAPACITY         (64u * 1024u)
+#define HEADER           16u   /* content: u64 generation, u64 checksum, payload */
+#define WAIT_MS          10000 /* bound of every wait for an event */
 
 static int64_t now_ns(void)
 {
@@ -113,7 +113,7 @@ static int setup(void **state)
 {
 	static unsigned serial;
 	struct fixture *f = calloc(1, sizeof(*f));
-	zkw_writer_options opt = { .capacity = CAPACITY, .group = (gid_t)-1, .watch_path = "/test/cache" };
+	zkw_writer_options opt = {.capacity = CAPACITY, .group = (gid_t)-1, .watch_path = "/test/cache"};
 	char why[256];
 	int err;
 
@@ -144,14 +144,14 @@ static uint64_t publish_next(zkw_writer *w, unsigned char *buf)
 {
 	uint64_t gen = zkw_writer_generation(w) + 1;
 	zkw_publication p = {
-		.valid = true,
-		.connected = true,
-		.content = buf,
-		.len = make_content(buf, gen),
-		.content_serial = gen,
-		.version = (int64_t)gen,
-		.mzxid = (int64_t)gen * 10,
-		.confirmed_ns = (uint64_t)now_ns(),
+	        .valid = true,
+	        .connected = true,
+	        .content = buf,
+	        .len = make_content(buf, gen),
+	        .content_serial = gen,
+	        .version = (int64_t)gen,
+	        .mzxid = (int64_t)gen * 10,
+	        .confirmed_ns = (uint64_t)now_ns(),
 	};
 
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
@@ -169,7 +169,7 @@ static void wait_cache_generation(zkw_cache *c, uint64_t want)
 
 		if (left <= 0)
 			fail_msg("cache stuck at generation %llu, expected %llu within %d ms",
-				 (unsigned long long)g, (unsigned long long)want, WAIT_MS);
+			         (unsigned long long)g, (unsigned long long)want, WAIT_MS);
 		assert_true(zkw_cache_wait(c, g, left) >= 0);
 	}
 }
@@ -179,11 +179,11 @@ static void wait_cache_generation(zkw_cache *c, uint64_t want)
 struct reader {
 	pthread_t thread;
 	zkw_cache *c;
-	const int *stop;       /* stop when set, unless until_null */
-	bool until_null;       /* run until get returns NULL (shutdown) */
-	sem_t *warm;           /* posted once after WARM_READS reads */
+	const int *stop; /* stop when set, unless until_null */
+	bool until_null; /* run until get returns NULL (shutdown) */
+	sem_t *warm;     /* posted once after WARM_READS reads */
 	uint64_t reads;
-	uint64_t distinct;     /* generations seen */
+	uint64_t distinct; /* generations seen */
 	uint64_t last_gen;
 	bool saw_null;
 	char failure[160];
@@ -221,10 +221,10 @@ static void *reader_main(void *arg)
 			reader_fail(r, "a snapshot after NULL");
 		if (s->generation < r->last_gen)
 			reader_fail(r, "generation went back from %llu to %llu",
-				    (unsigned long long)r->last_gen, (unsigned long long)s->generation);
+			            (unsigned long long)r->last_gen, (unsigned long long)s->generation);
 		if (s->generation < before)
 			reader_fail(r, "get returned generation %llu after zkw_cache_generation() said %llu",
-				    (unsigned long long)s->generation, (unsigned long long)before);
+			            (unsigned long long)s->generation, (unsigned long long)before);
 		bad = check_snapshot(s);
 		if (bad)
 			reader_fail(r, "generation %llu: %s", (unsigned long long)s->generation, bad);
@@ -246,7 +246,7 @@ static void *reader_main(void *arg)
 }
 
 static void readers_start(struct reader *rs, int n, zkw_cache *c, const int *stop, bool until_null,
-			  sem_t *warm)
+                          sem_t *warm)
 {
 	int i;
 
@@ -291,7 +291,7 @@ struct publisher {
 	pthread_t thread;
 	zkw_writer *w;
 	unsigned char *buf;
-	int count;       /* publish this many, or until stop when 0 */
+	int count; /* publish this many, or until stop when 0 */
 	const int *stop;
 	uint64_t last;
 };
@@ -320,7 +320,10 @@ struct changes {
 	uint64_t last_gen;
 	char failure[160];
 };
-#define CHANGES_INIT { .lock = PTHREAD_MUTEX_INITIALIZER, .called = PTHREAD_COND_INITIALIZER }
+#define CHANGES_INIT                                                                                         \
+	{                                                                                                    \
+		.lock = PTHREAD_MUTEX_INITIALIZER, .called = PTHREAD_COND_INITIALIZER                        \
+	}
 
 static uint64_t changes_calls(struct changes *ch)
 {
@@ -348,7 +351,7 @@ static void changes_wait(struct changes *ch, uint64_t gen)
 	pthread_mutex_unlock(&ch->lock);
 	if (seen < gen)
 		fail_msg("on_change stuck at generation %llu, expected %llu within %d ms",
-			 (unsigned long long)seen, (unsigned long long)gen, WAIT_MS);
+		         (unsigned long long)seen, (unsigned long long)gen, WAIT_MS);
 }
 
 static void on_change(void *ctx, const zkw_cache_snapshot *s)
@@ -359,10 +362,10 @@ static void on_change(void *ctx, const zkw_cache_snapshot *s)
 	pthread_mutex_lock(&ch->lock);
 	if (!ch->failure[0] && bad)
 		snprintf(ch->failure, sizeof(ch->failure), "callback, generation %llu: %s",
-			 (unsigned long long)s->generation, bad);
+		         (unsigned long long)s->generation, bad);
 	if (!ch->failure[0] && s->generation <= ch->last_gen)
 		snprintf(ch->failure, sizeof(ch->failure), "callback generation %llu after %llu",
-			 (unsigned long long)s->generation, (unsigned long long)ch->last_gen);
+		         (unsigned long long)s->generation, (unsigned long long)ch->last_gen);
 	ch->last_gen = s->generation;
 	ch->calls++;
 	pthread_cond_broadcast(&ch->called);
@@ -386,8 +389,8 @@ static void test_open_missing_segment_is_enoent(void **state)
 static void test_expected_uid(void **state)
 {
 	struct fixture *f = *state;
-	zkw_cache_options wrong = { .require_uid = true, .expected_uid = getuid() + 1 };
-	zkw_cache_options right = { .require_uid = true, .expected_uid = getuid() };
+	zkw_cache_options wrong = {.require_uid = true, .expected_uid = getuid() + 1};
+	zkw_cache_options right = {.require_uid = true, .expected_uid = getuid()};
 	zkw_cache *c;
 
 	assert_int_equal(zkw_cache_open(&c, f->name, &wrong), -EPERM);
@@ -416,10 +419,17 @@ static void test_empty_segment_reads_as_generation_zero(void **state)
 static void test_snapshot_fields_and_circuit_breaker(void **state)
 {
 	struct fixture *f = *state;
-	zkw_publication bad = { .keep_content = true, .connected = false,
-				.error = "Connection interrupted with Zookeeper, re-establishing" };
-	zkw_publication ptr = { .valid = true, .connected = true, .content = "ab\0c", .len = 4,
-				.content_serial = 1000, .version = 7, .mzxid = 70, .pointer = "/tmp/real" };
+	zkw_publication bad = {.keep_content = true,
+	                       .connected = false,
+	                       .error = "Connection interrupted with Zookeeper, re-establishing"};
+	zkw_publication ptr = {.valid = true,
+	                       .connected = true,
+	                       .content = "ab\0c",
+	                       .len = 4,
+	                       .content_serial = 1000,
+	                       .version = 7,
+	                       .mzxid = 70,
+	                       .pointer = "/tmp/real"};
 	const zkw_cache_snapshot *s;
 	zkw_cache *c;
 	uint64_t gen = publish_next(f->w, f->buf);
@@ -505,9 +515,9 @@ static void test_stress_readers_and_callback(void **state)
 {
 	struct fixture *f = *state;
 	struct changes ch = CHANGES_INIT;
-	zkw_cache_options opt = { .on_change = on_change, .ctx = &ch };
+	zkw_cache_options opt = {.on_change = on_change, .ctx = &ch};
 	struct reader rs[READERS];
-	struct publisher pub = { .w = f->w, .buf = f->buf, .count = STRESS_PUBLISHES };
+	struct publisher pub = {.w = f->w, .buf = f->buf, .count = STRESS_PUBLISHES};
 	uint64_t total_distinct = 0, calls_before;
 	int stop = 0, i;
 	zkw_cache *c;
@@ -537,7 +547,8 @@ static void test_stress_readers_and_callback(void **state)
 	assert_true(ch.calls > PACED_PUBLISHES && ch.calls <= (uint64_t)STRESS_PUBLISHES + PACED_PUBLISHES);
 	assert_true(total_distinct > READERS); /* readers did see changes */
 	print_message("stress: %d + %d publishes, %llu callbacks, readers saw %llu generation changes\n",
-		      STRESS_PUBLISHES, PACED_PUBLISHES, (unsigned long long)ch.calls, (unsigned long long)total_distinct);
+	              STRESS_PUBLISHES, PACED_PUBLISHES, (unsigned long long)ch.calls,
+	              (unsigned long long)total_distinct);
 }
 
 /* A thread that holds a snapshot (without blocking) when shutdown starts:
@@ -578,10 +589,10 @@ static void test_shutdown_while_readers_active(void **state)
 {
 	struct fixture *f = *state;
 	struct changes ch = CHANGES_INIT;
-	zkw_cache_options opt = { .on_change = on_change, .ctx = &ch };
+	zkw_cache_options opt = {.on_change = on_change, .ctx = &ch};
 	struct reader rs[READERS];
-	struct publisher pub = { .w = f->w, .buf = f->buf };
-	struct holder h = { 0 };
+	struct publisher pub = {.w = f->w, .buf = f->buf};
+	struct holder h = {0};
 	int stop_pub = 0, started = 0;
 	uint64_t calls_after;
 	int64_t returned_ns;
@@ -653,7 +664,7 @@ static void *waiter_main(void *arg)
 static void test_shutdown_releases_waiters(void **state)
 {
 	struct fixture *f = *state;
-	struct waiter wt = { 0 };
+	struct waiter wt = {0};
 	pthread_t t;
 	int64_t t0;
 
@@ -692,8 +703,8 @@ static void on_change_shutdown(void *ctx, const zkw_cache_snapshot *s)
 static void test_shutdown_from_callback_refused(void **state)
 {
 	struct fixture *f = *state;
-	struct self_stop ss = { 0 };
-	zkw_cache_options opt = { .on_change = on_change_shutdown, .ctx = &ss };
+	struct self_stop ss = {0};
+	zkw_cache_options opt = {.on_change = on_change_shutdown, .ctx = &ss};
 	zkw_cache *c;
 
 	assert_int_equal(sem_init(&ss.called, 0, 0), 0);
@@ -752,17 +763,17 @@ static void test_thread_registration(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_open_missing_segment_is_enoent),
-		cmocka_unit_test_setup_teardown(test_expected_uid, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_empty_segment_reads_as_generation_zero, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_snapshot_fields_and_circuit_breaker, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_get_put_nest, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_wait_wakes_on_change_and_times_out, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stress_readers_and_callback, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_shutdown_while_readers_active, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_shutdown_releases_waiters, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_shutdown_from_callback_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_thread_registration, setup, teardown),
+	        cmocka_unit_test(test_open_missing_segment_is_enoent),
+	        cmocka_unit_test_setup_teardown(test_expected_uid, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_empty_segment_reads_as_generation_zero, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_snapshot_fields_and_circuit_breaker, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_get_put_nest, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_wait_wakes_on_change_and_times_out, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_stress_readers_and_callback, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_shutdown_while_readers_active, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_shutdown_releases_waiters, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_shutdown_from_callback_refused, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_thread_registration, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

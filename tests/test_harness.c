@@ -56,7 +56,10 @@ static void client_watcher(zhandle_t *zh, int type, int state, const char *path,
 	pthread_mutex_unlock(&c->lock);
 }
 
-static void quiet_log(const char *message) { (void)message; }
+static void quiet_log(const char *message)
+{
+	(void)message;
+}
 
 static void client_open(struct client *c, const char *hosts, int session_ms)
 {
@@ -80,8 +83,7 @@ static void client_close(struct client *c)
 }
 
 /* Wait until pred(state, connected_events, arg) holds; false on timeout. */
-static bool client_await(struct client *c, bool (*pred)(const struct client *, int), int arg,
-			 int timeout_ms)
+static bool client_await(struct client *c, bool (*pred)(const struct client *, int), int arg, int timeout_ms)
 {
 	struct timespec deadline;
 	bool held;
@@ -129,7 +131,8 @@ static int client_write(struct client *c, const char *path, const char *value, i
 	for (;;) {
 		rc = zoo_set(c->zh, path, value, (int)strlen(value), -1);
 		if (rc == ZNONODE)
-			rc = zoo_create(c->zh, path, value, (int)strlen(value), &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+			rc = zoo_create(c->zh, path, value, (int)strlen(value), &ZOO_OPEN_ACL_UNSAFE, 0, NULL,
+			                0);
 		if (rc == ZOK || (rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZNODEEXISTS))
 			return rc;
 		int left = (int)(deadline - now_ms());
@@ -470,26 +473,27 @@ static void test_lost_quorum_stops_serving_until_restart(void **state)
 int main(void)
 {
 	const struct CMUnitTest lifecycle[] = {
-		cmocka_unit_test(test_standalone_start_stop_leaves_nothing),
-		cmocka_unit_test(test_ensemble_start_elects_one_leader),
+	        cmocka_unit_test(test_standalone_start_stop_leaves_nothing),
+	        cmocka_unit_test(test_ensemble_start_elects_one_leader),
 	};
 	const struct CMUnitTest standalone[] = {
-		cmocka_unit_test(test_set_get_delete_round_trip),
-		cmocka_unit_test(test_helpers_reject_relative_paths),
-		cmocka_unit_test(test_four_letter_words_answer),
-		cmocka_unit_test(test_pause_disconnects_and_resume_recovers),
-		cmocka_unit_test(test_forked_child_exit_spares_servers),
+	        cmocka_unit_test(test_set_get_delete_round_trip),
+	        cmocka_unit_test(test_helpers_reject_relative_paths),
+	        cmocka_unit_test(test_four_letter_words_answer),
+	        cmocka_unit_test(test_pause_disconnects_and_resume_recovers),
+	        cmocka_unit_test(test_forked_child_exit_spares_servers),
 	};
 	const struct CMUnitTest ensemble[] = {
-		cmocka_unit_test(test_leader_kill_reelects_and_client_writes),
-		cmocka_unit_test(test_follower_stop_keeps_quorum_and_rejoins),
-		cmocka_unit_test(test_lost_quorum_stops_serving_until_restart),
+	        cmocka_unit_test(test_leader_kill_reelects_and_client_writes),
+	        cmocka_unit_test(test_follower_stop_keeps_quorum_and_rejoins),
+	        cmocka_unit_test(test_lost_quorum_stops_serving_until_restart),
 	};
 	int failed = 0;
 
 	zoo_set_debug_level(0); /* 0 turns the C client's logging off */
 	failed += cmocka_run_group_tests_name("harness_lifecycle", lifecycle, NULL, NULL);
-	failed += cmocka_run_group_tests_name("harness_standalone", standalone, standalone_setup, cluster_teardown);
+	failed += cmocka_run_group_tests_name("harness_standalone", standalone, standalone_setup,
+	                                      cluster_teardown);
 	failed += cmocka_run_group_tests_name("harness_ensemble", ensemble, ensemble_setup, cluster_teardown);
 	return failed;
 }

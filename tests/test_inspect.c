@@ -29,7 +29,7 @@
 
 #include "writer.h"
 
-#define PYTHON "/usr/bin/python3"
+#define PYTHON         "/usr/bin/python3"
 #define RUN_TIMEOUT_MS 10000
 
 static char inspect_path[PATH_MAX];
@@ -40,7 +40,8 @@ static unsigned name_counter;
 static const char *new_name(void)
 {
 	assert_true(names_used < 16);
-	snprintf(names[names_used], sizeof(names[0]), "/zkw.test.inspect.%d.%u", (int)getpid(), name_counter++);
+	snprintf(names[names_used], sizeof(names[0]), "/zkw.test.inspect.%d.%u", (int)getpid(),
+	         name_counter++);
 	return names[names_used++];
 }
 
@@ -60,8 +61,9 @@ static int find_inspect(void **state)
 	(void)state;
 	snprintf(inspect_path, sizeof(inspect_path), "%s/zkw-inspect", build && *build ? build : "build");
 	if (access(inspect_path, X_OK) != 0) {
-		fprintf(stderr, "test_inspect: %s not found (build it, run from the source root, or set ZKW_BUILD)\n",
-			inspect_path);
+		fprintf(stderr,
+		        "test_inspect: %s not found (build it, run from the source root, or set ZKW_BUILD)\n",
+		        inspect_path);
 		return -1;
 	}
 	return 0;
@@ -100,7 +102,7 @@ static int reap(pid_t pid, int timeout_ms)
 	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
 
 	if (pfd >= 0) {
-		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		struct pollfd p = {.fd = pfd, .events = POLLIN};
 		int n;
 
 		do
@@ -123,7 +125,7 @@ static int reap(pid_t pid, int timeout_ms)
  * in_fd is given); as_uid != -1 drops to that uid first (root only). */
 static pid_t spawn(char *const argv[], int *out_fd, int *err_fd, int *in_fd, uid_t as_uid)
 {
-	int o[2], e[2], i[2] = { -1, -1 };
+	int o[2], e[2], i[2] = {-1, -1};
 	pid_t pid;
 
 	assert_int_equal(pipe(o), 0);
@@ -186,7 +188,7 @@ static void run_as(struct run *r, const char *input, size_t input_len, uid_t as_
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (open_fds > 0) {
-		struct pollfd p[2] = { { .fd = out, .events = POLLIN }, { .fd = err, .events = POLLIN } };
+		struct pollfd p[2] = {{.fd = out, .events = POLLIN}, {.fd = err, .events = POLLIN}};
 		char buf[4096];
 		long left;
 
@@ -220,7 +222,7 @@ static void run_as(struct run *r, const char *input, size_t input_len, uid_t as_
 
 static void run_inspect(struct run *r, const char *a1, const char *a2, const char *a3)
 {
-	char *argv[] = { inspect_path, (char *)a1, (char *)a2, (char *)a3, NULL };
+	char *argv[] = {inspect_path, (char *)a1, (char *)a2, (char *)a3, NULL};
 
 	run_as(r, NULL, 0, (uid_t)-1, argv);
 }
@@ -230,8 +232,8 @@ static void expect_exit(const struct run *r, int code, const char *what)
 	if (r->status == -1)
 		fail_msg("%s: timed out", what);
 	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != code)
-		fail_msg("%s: status 0x%x, want exit %d\nstdout: %s\nstderr: %s", what, r->status, code, r->out.data,
-			 r->err.data);
+		fail_msg("%s: status 0x%x, want exit %d\nstdout: %s\nstderr: %s", what, r->status, code,
+		         r->out.data, r->err.data);
 }
 
 static void expect_contains(const char *haystack, const char *needle, const char *what)
@@ -246,12 +248,12 @@ static void expect_contains(const char *haystack, const char *needle, const char
 static void expect_json(const char *doc, const char *expect)
 {
 	static const char script[] =
-		"import base64, json, sys\n"
-		"d = json.load(sys.stdin)\n"
-		"for k, v in json.loads(sys.argv[1]).items():\n"
-		"    got = base64.b64decode(d['content_base64']).hex() if k == 'content_hex' else d.get(k)\n"
-		"    if got != v: sys.exit('%s: got %r, want %r' % (k, got, v))\n";
-	char *argv[] = { PYTHON, "-c", (char *)script, (char *)expect, NULL };
+	        "import base64, json, sys\n"
+	        "d = json.load(sys.stdin)\n"
+	        "for k, v in json.loads(sys.argv[1]).items():\n"
+	        "    got = base64.b64decode(d['content_base64']).hex() if k == 'content_hex' else d.get(k)\n"
+	        "    if got != v: sys.exit('%s: got %r, want %r' % (k, got, v))\n";
+	char *argv[] = {PYTHON, "-c", (char *)script, (char *)expect, NULL};
 	struct run r;
 
 	if (access(PYTHON, X_OK) != 0) {
@@ -271,18 +273,18 @@ static const char binary_content[] = "hello\0world\n\x01\xff\"quoted\"\\";
 
 static zkw_writer *make_segment(const char *name, bool valid)
 {
-	zkw_writer_options opt = { .capacity = 8192, .group = (gid_t)-1, .watch_path = "/tmp/inspected" };
+	zkw_writer_options opt = {.capacity = 8192, .group = (gid_t)-1, .watch_path = "/tmp/inspected"};
 	zkw_publication p = {
-		.valid = valid,
-		.connected = true,
-		.content = binary_content,
-		.len = BINARY_LEN,
-		.content_serial = 1,
-		.version = 7,
-		.mzxid = 42,
-		.pointer = "/configs/current",
-		.error = valid ? NULL : "Invalid get on file path",
-		.confirmed_ns = (uint64_t)time(NULL) * 1000000000u,
+	        .valid = valid,
+	        .connected = true,
+	        .content = binary_content,
+	        .len = BINARY_LEN,
+	        .content_serial = 1,
+	        .version = 7,
+	        .mzxid = 42,
+	        .pointer = "/configs/current",
+	        .error = valid ? NULL : "Invalid get on file path",
+	        .confirmed_ns = (uint64_t)time(NULL) * 1000000000u,
 	};
 	zkw_writer *w;
 	char why[256];
@@ -307,15 +309,30 @@ static void test_text_report_shows_every_field(void **state)
 	run_inspect(&r, name, NULL, NULL);
 	expect_exit(&r, 0, "text report");
 	snprintf(pid, sizeof(pid), "alive (pid %d)", (int)getpid());
-	const char *fields[] = { "magic            0x31474553574b5a7f", "abi              1.0",
-				 "header size      2048", "slot count       2", "capacity         8192",
-				 "segment size", "slot size", "watched path     /tmp/inspected", pid,
-				 "broker epoch", "broker started", "zookeeper        connected",
-				 "valid            true", "generation       2", "confirmed        20",
-				 "content changed", "version          7", "error            (none)",
-				 "pointer          /configs/current", "content size     23 bytes",
-				 "preview          \"hello\\x00world\\n\\x01\\xff\\\"quoted\\\"\\\\\"",
-				 "slot 0  (raw)     seq", "[published]", "ping             ok" };
+	const char *fields[] = {"magic            0x31474553574b5a7f",
+	                        "abi              1.0",
+	                        "header size      2048",
+	                        "slot count       2",
+	                        "capacity         8192",
+	                        "segment size",
+	                        "slot size",
+	                        "watched path     /tmp/inspected",
+	                        pid,
+	                        "broker epoch",
+	                        "broker started",
+	                        "zookeeper        connected",
+	                        "valid            true",
+	                        "generation       2",
+	                        "confirmed        20",
+	                        "content changed",
+	                        "version          7",
+	                        "error            (none)",
+	                        "pointer          /configs/current",
+	                        "content size     23 bytes",
+	                        "preview          \"hello\\x00world\\n\\x01\\xff\\\"quoted\\\"\\\\\"",
+	                        "slot 0  (raw)     seq",
+	                        "[published]",
+	                        "ping             ok"};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		expect_contains(r.out.data, fields[i], "text report");
 	assert_int_equal(r.err.len, 0);
@@ -351,11 +368,11 @@ static void test_json_report_parses_with_the_right_values(void **state)
 	expect_exit(&r, 0, "--json");
 	assert_int_equal(strchr(r.out.data, '\n') - r.out.data + 1, (long)r.out.len); /* one line */
 	snprintf(expect, sizeof(expect),
-		 "{\"generation\": 2, \"valid\": true, \"connected\": true, \"len\": %zu, \"capacity\": 8192,"
-		 " \"version\": 7, \"mzxid\": 42, \"broker_pid\": %d, \"broker_alive\": true, \"ping\": true,"
-		 " \"watch_path\": \"/tmp/inspected\", \"pointer\": \"/configs/current\", \"error\": \"\","
-		 " \"slot_count\": 2, \"preview\": \"hello\\u0000world\\n\\u0001\\u00ff\\\"quoted\\\"\\\\\"}",
-		 BINARY_LEN, (int)getpid());
+	         "{\"generation\": 2, \"valid\": true, \"connected\": true, \"len\": %zu, \"capacity\": 8192,"
+	         " \"version\": 7, \"mzxid\": 42, \"broker_pid\": %d, \"broker_alive\": true, \"ping\": true,"
+	         " \"watch_path\": \"/tmp/inspected\", \"pointer\": \"/configs/current\", \"error\": \"\","
+	         " \"slot_count\": 2, \"preview\": \"hello\\u0000world\\n\\u0001\\u00ff\\\"quoted\\\"\\\\\"}",
+	         BINARY_LEN, (int)getpid());
 	expect_json(r.out.data, expect);
 	run_free(&r);
 
@@ -385,7 +402,7 @@ static void test_content_is_written_raw_and_exact(void **state)
 	/* Every byte value, up to the capacity. */
 	for (size_t i = 0; i < sizeof(big); i++)
 		big[i] = (unsigned char)(i * 7 + i / 256);
-	zkw_publication p = { .valid = true, .content = big, .len = sizeof(big), .content_serial = 2 };
+	zkw_publication p = {.valid = true, .content = big, .len = sizeof(big), .content_serial = 2};
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	run_inspect(&r, "-c", name, NULL);
 	expect_exit(&r, 0, "--content at capacity");
@@ -424,7 +441,11 @@ static void test_missing_corrupt_and_forbidden_segments_fail(void **state)
 	fd = shm_open(corrupt, O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 65536), 0);
-	assert_int_equal(pwrite(fd, "\x7f" "ELF", 4, 0), 4);
+	assert_int_equal(pwrite(fd,
+	                        "\x7f"
+	                        "ELF",
+	                        4, 0),
+	                 4);
 	close(fd);
 	run_inspect(&r, corrupt, "--json", NULL);
 	expect_exit(&r, 1, "corrupt segment");
@@ -444,7 +465,7 @@ static void test_missing_corrupt_and_forbidden_segments_fail(void **state)
 	/* Permission denied: a 0640 root segment seen by nobody. */
 	if (geteuid() == 0) {
 		zkw_writer *w = make_segment(good, true);
-		char *argv[] = { inspect_path, (char *)good, NULL };
+		char *argv[] = {inspect_path, (char *)good, NULL};
 
 		run_as(&r, NULL, 0, 65534, argv);
 		if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 126)
@@ -489,7 +510,7 @@ static bool read_line(int fd, char *line, size_t cap, int timeout_ms)
 	size_t n = 0;
 
 	while (n + 1 < cap) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 
 		if (poll(&p, 1, timeout_ms) <= 0 || read(fd, line + n, 1) != 1)
 			break;
@@ -506,7 +527,7 @@ static void watch_case(bool json)
 {
 	const char *name = new_name();
 	zkw_writer *w = make_segment(name, true);
-	char *argv[] = { inspect_path, (char *)name, "--watch", json ? "--json" : NULL, NULL };
+	char *argv[] = {inspect_path, (char *)name, "--watch", json ? "--json" : NULL, NULL};
 	char line[1024], want[64], lines[4096] = "";
 	int out, err, status;
 	pid_t pid = spawn(argv, &out, &err, NULL, (uid_t)-1);
@@ -520,8 +541,12 @@ static void watch_case(bool json)
 	expect_contains(line, want, "--watch first line");
 
 	/* A publication after the tool started: a line for it. */
-	zkw_publication p = { .valid = false, .connected = false, .content = "new", .len = 3, .content_serial = 2,
-			      .error = "Connection interrupted with Zookeeper, re-establishing" };
+	zkw_publication p = {.valid = false,
+	                     .connected = false,
+	                     .content = "new",
+	                     .len = 3,
+	                     .content_serial = 2,
+	                     .error = "Connection interrupted with Zookeeper, re-establishing"};
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	if (!read_line(out, line, sizeof(line), 5000)) {
 		reap(pid, 0);
@@ -549,11 +574,11 @@ static void watch_case(bool json)
 	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fail_msg("--watch did not exit 0 on SIGINT (status 0x%x)", status);
 	if (json && access(PYTHON, X_OK) == 0) {
-		char *check[] = { PYTHON, "-c",
-				  "import json, sys\n"
-				  "n = sum(1 for line in sys.stdin if json.loads(line) is not None)\n"
-				  "sys.exit(0 if n == 3 else 'want 3 objects, got %d' % n)\n",
-				  NULL };
+		char *check[] = {PYTHON, "-c",
+		                 "import json, sys\n"
+		                 "n = sum(1 for line in sys.stdin if json.loads(line) is not None)\n"
+		                 "sys.exit(0 if n == 3 else 'want 3 objects, got %d' % n)\n",
+		                 NULL};
 		struct run r;
 
 		run_as(&r, lines, strlen(lines), (uid_t)-1, check);
@@ -578,13 +603,13 @@ static void test_watch_json_prints_an_object_per_change(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_text_report_shows_every_field, unlink_names),
-		cmocka_unit_test_teardown(test_json_report_parses_with_the_right_values, unlink_names),
-		cmocka_unit_test_teardown(test_content_is_written_raw_and_exact, unlink_names),
-		cmocka_unit_test_teardown(test_missing_corrupt_and_forbidden_segments_fail, unlink_names),
-		cmocka_unit_test_teardown(test_bad_usage_exits_2_and_help_exits_0, unlink_names),
-		cmocka_unit_test_teardown(test_watch_prints_a_line_per_change, unlink_names),
-		cmocka_unit_test_teardown(test_watch_json_prints_an_object_per_change, unlink_names),
+	        cmocka_unit_test_teardown(test_text_report_shows_every_field, unlink_names),
+	        cmocka_unit_test_teardown(test_json_report_parses_with_the_right_values, unlink_names),
+	        cmocka_unit_test_teardown(test_content_is_written_raw_and_exact, unlink_names),
+	        cmocka_unit_test_teardown(test_missing_corrupt_and_forbidden_segments_fail, unlink_names),
+	        cmocka_unit_test_teardown(test_bad_usage_exits_2_and_help_exits_0, unlink_names),
+	        cmocka_unit_test_teardown(test_watch_prints_a_line_per_change, unlink_names),
+	        cmocka_unit_test_teardown(test_watch_json_prints_an_object_per_change, unlink_names),
 	};
 
 	return cmocka_run_group_tests(tests, find_inspect, unlink_names);

@@ -70,7 +70,7 @@ static uint64_t now_ns(void)
 
 static zkw_writer *open_writer(const char *name, uint64_t capacity)
 {
-	zkw_writer_options opt = { .capacity = capacity, .group = (gid_t)-1, .watch_path = "/tmp/test" };
+	zkw_writer_options opt = {.capacity = capacity, .group = (gid_t)-1, .watch_path = "/tmp/test"};
 	zkw_writer *w = NULL;
 	char why[256] = "";
 	int err = zkw_writer_open(&w, name, &opt, why, sizeof(why));
@@ -81,18 +81,18 @@ static zkw_writer *open_writer(const char *name, uint64_t capacity)
 }
 
 static void publish(zkw_writer *w, bool valid, bool connected, const char *content, uint64_t serial,
-		    const char *error)
+                    const char *error)
 {
 	zkw_publication p = {
-		.valid = valid,
-		.connected = connected,
-		.content = content,
-		.len = content ? strlen(content) : 0,
-		.content_serial = serial,
-		.version = (int64_t)serial,
-		.mzxid = (int64_t)serial * 10,
-		.error = error,
-		.confirmed_ns = 1,
+	        .valid = valid,
+	        .connected = connected,
+	        .content = content,
+	        .len = content ? strlen(content) : 0,
+	        .content_serial = serial,
+	        .version = (int64_t)serial,
+	        .mzxid = (int64_t)serial * 10,
+	        .error = error,
+	        .confirmed_ns = 1,
 	};
 
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
@@ -100,7 +100,7 @@ static void publish(zkw_writer *w, bool valid, bool connected, const char *conte
 
 static void publish_keep(zkw_writer *w, const char *error)
 {
-	zkw_publication p = { .keep_content = true, .error = error };
+	zkw_publication p = {.keep_content = true, .error = error};
 
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 }
@@ -131,7 +131,7 @@ static int reap_child(pid_t pid, int timeout_ms)
 	int status = -1;
 
 	if (pfd >= 0) {
-		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		struct pollfd p = {.fd = pfd, .events = POLLIN};
 		int n;
 
 		do
@@ -171,7 +171,7 @@ static void send_byte(int fd, char c)
 
 static int recv_byte(int fd, int timeout_ms)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 	char c;
 	int n;
 
@@ -226,7 +226,8 @@ static void test_layout_matches_the_abi(void **state)
 	assert_int_equal(zkw_segment_slot_size(1), ZKW_SLOT_CONTENT_OFFSET + 64);
 	assert_int_equal(zkw_segment_slot_size(64), ZKW_SLOT_CONTENT_OFFSET + 64);
 	assert_int_equal(zkw_segment_slot_size(65), ZKW_SLOT_CONTENT_OFFSET + 128);
-	assert_int_equal(zkw_segment_slot_size(ZKW_DEFAULT_CAPACITY), ZKW_SLOT_CONTENT_OFFSET + ZKW_DEFAULT_CAPACITY);
+	assert_int_equal(zkw_segment_slot_size(ZKW_DEFAULT_CAPACITY),
+	                 ZKW_SLOT_CONTENT_OFFSET + ZKW_DEFAULT_CAPACITY);
 	assert_int_equal(zkw_segment_size(4096, 2), ZKW_HEADER_SIZE + 2 * (ZKW_SLOT_CONTENT_OFFSET + 4096));
 }
 
@@ -241,7 +242,8 @@ static void test_created_segment_header_is_filled_in(void **state)
 
 	(void)state;
 	open_reader(&r, name);
-	const struct zkw_segment_ident *id = &((const struct zkw_segment_header *)(const void *)r.base)->ident;
+	const struct zkw_segment_ident *id =
+	        &((const struct zkw_segment_header *)(const void *)r.base)->ident;
 	snprintf(path, sizeof(path), "/dev/shm%s", name);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(id->magic, ZKW_SEGMENT_MAGIC);
@@ -257,7 +259,8 @@ static void test_created_segment_header_is_filled_in(void **state)
 	assert_int_equal(zkw_reader_broker_pid(&r), (uint32_t)getpid());
 	assert_true(zkw_reader_broker_epoch(&r) != 0);
 	assert_in_range(id->broker_started_ns / 1000000000u, t0 - 5, t0 + 5);
-	assert_string_equal(((const struct zkw_segment_header *)(const void *)r.base)->watch_path, "/tmp/test");
+	assert_string_equal(((const struct zkw_segment_header *)(const void *)r.base)->watch_path,
+	                    "/tmp/test");
 	assert_int_equal(zkw_reader_capacity(&r), 4096);
 	/* Nothing published yet: generation 0 reads as empty and invalid. */
 	zkw_snapshot m;
@@ -378,10 +381,19 @@ static void expect_open_fails(const char *name, int err, const char *why_part)
 }
 
 /* Make a corrupt copy of `good` by setting one ident field, check the open. */
-enum ident_field { F_SLOT_COUNT, F_CAPACITY, F_SLOT_SIZE, F_SEGMENT_SIZE, F_HEADER_SIZE, F_MAGIC, F_ABI_MAJOR, F_ABI_MINOR };
+enum ident_field {
+	F_SLOT_COUNT,
+	F_CAPACITY,
+	F_SLOT_SIZE,
+	F_SEGMENT_SIZE,
+	F_HEADER_SIZE,
+	F_MAGIC,
+	F_ABI_MAJOR,
+	F_ABI_MINOR
+};
 
 static void expect_corrupt_field(const char *good, size_t size, enum ident_field f, uint64_t value, int err,
-				 const char *why_part)
+                                 const char *why_part)
 {
 	const char *name = new_name();
 	size_t len;
@@ -424,8 +436,8 @@ static void test_open_refuses_missing_truncated_and_corrupt_segments(void **stat
 	expect_open_fails(NULL, -EINVAL, "name");
 
 	/* Truncated: empty, header only, half a slot, one byte short. */
-	const size_t cuts[] = { 0, ZKW_HEADER_SIZE, ZKW_HEADER_SIZE + slot / 2, ZKW_HEADER_SIZE + slot + slot / 2,
-				size - 1 };
+	const size_t cuts[] = {0, ZKW_HEADER_SIZE, ZKW_HEADER_SIZE + slot / 2,
+	                       ZKW_HEADER_SIZE + slot + slot / 2, size - 1};
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		name = new_name();
 		variant_end(variant_begin(good, name, cuts[i], &len), len);
@@ -439,7 +451,8 @@ static void test_open_refuses_missing_truncated_and_corrupt_segments(void **stat
 	expect_corrupt_field(good, size, F_SLOT_COUNT, UINT32_MAX, -EBADMSG, "slot count");
 	expect_corrupt_field(good, size, F_CAPACITY, (uint64_t)ZKW_CAPACITY_MAX + 1, -EBADMSG, "capacity");
 	expect_corrupt_field(good, size, F_CAPACITY, UINT64_MAX, -EBADMSG, "capacity");
-	expect_corrupt_field(good, size, F_CAPACITY, 8192, -EBADMSG, "slot size"); /* slots too small for it */
+	expect_corrupt_field(good, size, F_CAPACITY, 8192, -EBADMSG,
+	                     "slot size"); /* slots too small for it */
 	expect_corrupt_field(good, size, F_SLOT_SIZE, slot - 64, -EBADMSG, "slot size");
 	expect_corrupt_field(good, size, F_SLOT_SIZE, slot + 1, -EBADMSG, "slot size");
 	expect_corrupt_field(good, size, F_SLOT_SIZE, UINT64_MAX - 63, -EBADMSG, "slot size");
@@ -488,12 +501,12 @@ static void test_read_refuses_hostile_slots(void **state)
 		uint64_t value;
 		ssize_t expect;
 	} cases[] = {
-		{ offsetof(struct zkw_slot, len), 8, 4097, -EBADMSG },
-		{ offsetof(struct zkw_slot, len), 8, UINT64_MAX, -EBADMSG },
-		{ offsetof(struct zkw_slot, error_len), 4, ZKW_ERROR_MAX, -EBADMSG },
-		{ offsetof(struct zkw_slot, pointer_len), 4, UINT32_MAX, -EBADMSG },
-		{ offsetof(struct zkw_slot, generation), 8, 12345, -EAGAIN }, /* never matches */
-		{ offsetof(struct zkw_slot, seq), 8, 7, -EAGAIN },            /* odd forever */
+	        {offsetof(struct zkw_slot, len), 8, 4097, -EBADMSG},
+	        {offsetof(struct zkw_slot, len), 8, UINT64_MAX, -EBADMSG},
+	        {offsetof(struct zkw_slot, error_len), 4, ZKW_ERROR_MAX, -EBADMSG},
+	        {offsetof(struct zkw_slot, pointer_len), 4, UINT32_MAX, -EBADMSG},
+	        {offsetof(struct zkw_slot, generation), 8, 12345, -EAGAIN}, /* never matches */
+	        {offsetof(struct zkw_slot, seq), 8, 7, -EAGAIN},            /* odd forever */
 	};
 
 	(void)state;
@@ -512,7 +525,7 @@ static void test_read_refuses_hostile_slots(void **state)
 		if (cases[i].width == 8)
 			memcpy(field, &cases[i].value, 8);
 		else
-			memcpy(field, &(uint32_t){ (uint32_t)cases[i].value }, 4);
+			memcpy(field, &(uint32_t){(uint32_t)cases[i].value}, 4);
 		variant_end(base, len);
 		open_reader(&r, name);
 		t0 = now_ns();
@@ -528,9 +541,9 @@ static void test_read_refuses_hostile_slots(void **state)
 static void test_open_checks_owner_and_permissions(void **state)
 {
 	const char *name = new_name();
-	zkw_writer_options opt = { .capacity = 4096, .mode = 0600, .group = (gid_t)-1 };
-	zkw_reader_options any = { .expected_uid = (uid_t)-1 }, me = { .expected_uid = geteuid() },
-			   other = { .expected_uid = geteuid() + 1 };
+	zkw_writer_options opt = {.capacity = 4096, .mode = 0600, .group = (gid_t)-1};
+	zkw_reader_options any = {.expected_uid = (uid_t)-1}, me = {.expected_uid = geteuid()},
+	                   other = {.expected_uid = geteuid() + 1};
 	zkw_writer *w;
 	zkw_reader r;
 	char why[256];
@@ -599,7 +612,7 @@ static void test_reader_mapping_is_read_only(void **state)
 	pid = fork_or_fail();
 	if (pid == 0) {
 		/* Die of the fault itself, not of a sanitizer's SEGV report. */
-		struct sigaction sa = { .sa_handler = SIG_DFL };
+		struct sigaction sa = {.sa_handler = SIG_DFL};
 
 		sigaction(SIGSEGV, &sa, NULL);
 		*(volatile uint8_t *)(uintptr_t)(r.base + ZKW_HEADER_SIZE) = 1;
@@ -652,7 +665,7 @@ static void test_second_writer_is_refused_naming_the_holder(void **state)
 {
 	const char *name = new_name();
 	zkw_writer *w = open_writer(name, 4096), *w2 = NULL;
-	zkw_writer_options opt = { .capacity = 4096, .group = (gid_t)-1 };
+	zkw_writer_options opt = {.capacity = 4096, .group = (gid_t)-1};
 	char why[256], pidtext[32];
 	pid_t pid;
 
@@ -678,7 +691,7 @@ static void test_second_writer_is_refused_naming_the_holder(void **state)
 static void test_writer_rejects_bad_capacity_and_oversized_content(void **state)
 {
 	const char *name = new_name();
-	zkw_writer_options opt = { .capacity = (uint64_t)ZKW_CAPACITY_MAX + 1, .group = (gid_t)-1 };
+	zkw_writer_options opt = {.capacity = (uint64_t)ZKW_CAPACITY_MAX + 1, .group = (gid_t)-1};
 	zkw_writer *w;
 	zkw_reader r;
 	zkw_snapshot m;
@@ -694,7 +707,7 @@ static void test_writer_rejects_bad_capacity_and_oversized_content(void **state)
 	publish(w, true, true, "small", 1, NULL);
 	open_reader(&r, name);
 	memset(big, 'b', sizeof(big));
-	zkw_publication p = { .valid = true, .content = big, .len = 4097, .content_serial = 2 };
+	zkw_publication p = {.valid = true, .content = big, .len = 4097, .content_serial = 2};
 	assert_int_equal(zkw_writer_publish(w, &p), -EMSGSIZE);
 	assert_int_equal(zkw_writer_generation(w), 1);
 	assert_int_equal(zkw_reader_generation(&r), 1);
@@ -722,7 +735,7 @@ static mode_t shm_mode(const char *name)
 static void test_writer_modes_unlink_and_capacity_mismatch(void **state)
 {
 	const char *name = new_name(), *custom = new_name();
-	zkw_writer_options opt = { .capacity = 4096, .mode = 0604, .group = getgid() };
+	zkw_writer_options opt = {.capacity = 4096, .mode = 0604, .group = getgid()};
 	zkw_writer *w;
 	char why[256];
 	mode_t old = umask(077); /* the mode must not depend on the umask */
@@ -824,8 +837,8 @@ static void test_reopened_writer_continues_and_keeps_content(void **state)
  *   [0,8) seed(c)   [8,16) length   [16,len-8) pool bytes   [len-8,len) checksum
  * Shorter than 24 bytes: bytes derived from seed(c) alone. */
 #define STRESS_CAPACITY 65536u
-#define STRESS_READERS 4
-#define STRESS_DONE "stress: writer done"
+#define STRESS_READERS  4
+#define STRESS_DONE     "stress: writer done"
 
 static uint64_t mix64(uint64_t x)
 {
@@ -945,15 +958,15 @@ static int stress_publish(zkw_writer *w, uint8_t *buf, bool valid, const char *e
 {
 	uint64_t c = zkw_writer_generation(w) + 1;
 	zkw_publication p = {
-		.valid = valid,
-		.connected = true,
-		.content = buf,
-		.len = stress_fill(buf, c),
-		.content_serial = c, /* every publication is new content */
-		.version = (int64_t)c,
-		.mzxid = 3 * (int64_t)c,
-		.error = error,
-		.confirmed_ns = c,
+	        .valid = valid,
+	        .connected = true,
+	        .content = buf,
+	        .len = stress_fill(buf, c),
+	        .content_serial = c, /* every publication is new content */
+	        .version = (int64_t)c,
+	        .mzxid = 3 * (int64_t)c,
+	        .error = error,
+	        .confirmed_ns = c,
 	};
 
 	return zkw_writer_publish(w, &p);
@@ -983,7 +996,8 @@ static void pin_to_cpu(int index)
 	}
 }
 
-static void stress_reader(const char *name, struct stress_report *rep, bool use_wait, int ready_fd, int timeout_s)
+static void stress_reader(const char *name, struct stress_report *rep, bool use_wait, int ready_fd,
+                          int timeout_s)
 {
 	uint8_t *buf = malloc(STRESS_CAPACITY);
 	uint64_t deadline = now_ns() + (uint64_t)timeout_s * 1000000000u, last = 0;
@@ -1099,8 +1113,9 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 		uint64_t n;
 
 		pin_to_cpu(0);
-		if (zkw_writer_open(&w, name, &(zkw_writer_options){ .capacity = STRESS_CAPACITY, .group = (gid_t)-1 },
-				    NULL, 0) != 0)
+		if (zkw_writer_open(&w, name,
+		                    &(zkw_writer_options){.capacity = STRESS_CAPACITY, .group = (gid_t)-1},
+		                    NULL, 0) != 0)
 			_exit(2);
 		for (n = 0; n < publishes; n++)
 			if (stress_publish(w, buf, true, NULL) != 0)
@@ -1126,16 +1141,17 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 	}
 	double total_s = (double)(now_ns() - t0) / 1e9;
 
-	printf("stress: %" PRIu64 " publishes (final generation %" PRIu64 ") in %.2f s, readers done after %.2f s\n",
+	printf("stress: %" PRIu64 " publishes (final generation %" PRIu64
+	       ") in %.2f s, readers done after %.2f s\n",
 	       sh->publishes, sh->final_gen, writer_s, total_s);
 	for (int i = 0; i < STRESS_READERS; i++) {
 		const struct stress_report *rep = &sh->reader[i];
 
-		printf("stress: reader %d (%s): %" PRIu64 " reads, %" PRIu64 " generations seen, torn=%" PRIu64
-		       ", bad_len=%" PRIu64 ", backwards=%" PRIu64 ", -EAGAIN=%" PRIu64 ", last generation %" PRIu64
-		       "\n",
-		       i, rep->waits ? "wait+read" : "tight read", rep->reads, rep->changes, rep->torn, rep->bad_len,
-		       rep->backwards, rep->eagain, rep->last_gen);
+		printf("stress: reader %d (%s): %" PRIu64 " reads, %" PRIu64
+		       " generations seen, torn=%" PRIu64 ", bad_len=%" PRIu64 ", backwards=%" PRIu64
+		       ", -EAGAIN=%" PRIu64 ", last generation %" PRIu64 "\n",
+		       i, rep->waits ? "wait+read" : "tight read", rep->reads, rep->changes, rep->torn,
+		       rep->bad_len, rep->backwards, rep->eagain, rep->last_gen);
 	}
 	fflush(stdout);
 	assert_false(failed);
@@ -1178,11 +1194,11 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 	pid = fork_or_fail();
 	if (pid == 0) {
 		zkw_writer *w;
-		zkw_publication p = { .valid = true, .connected = true };
+		zkw_publication p = {.valid = true, .connected = true};
 		char text[32];
 
-		if (zkw_writer_open(&w, name, &(zkw_writer_options){ .capacity = 4096, .group = (gid_t)-1 }, NULL,
-				    0) != 0)
+		if (zkw_writer_open(&w, name, &(zkw_writer_options){.capacity = 4096, .group = (gid_t)-1},
+		                    NULL, 0) != 0)
 			_exit(2);
 		for (int i = 1; i <= 3; i++) {
 			snprintf(text, sizeof(text), "snapshot-%d", i);
@@ -1235,7 +1251,7 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 	assert_int_equal(zkw_writer_generation(w), 4);
 	for (uint32_t i = 0; i < 2; i++) {
 		const struct zkw_slot *s =
-			(const struct zkw_slot *)(const void *)(r.base + ZKW_HEADER_SIZE + i * slot_size);
+		        (const struct zkw_slot *)(const void *)(r.base + ZKW_HEADER_SIZE + i * slot_size);
 		assert_false(__atomic_load_n(&s->seq, __ATOMIC_RELAXED) & 1);
 	}
 	assert_true(zkw_reader_broker_alive(&r));
@@ -1332,7 +1348,7 @@ static void install_alarm_handler(void)
 
 static void arm_timer_ms(int ms)
 {
-	struct itimerval it = { .it_value = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 } };
+	struct itimerval it = {.it_value = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000}};
 
 	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
 }
@@ -1345,8 +1361,11 @@ static pid_t publish_when_parent_sleeps(zkw_writer *w, const char *content, uint
 
 	if (pid == 0) {
 		uint64_t until = now_ns() + 5000000000u;
-		zkw_publication p = { .valid = true, .connected = true, .content = content, .len = strlen(content),
-				      .content_serial = serial };
+		zkw_publication p = {.valid = true,
+		                     .connected = true,
+		                     .content = content,
+		                     .len = strlen(content),
+		                     .content_serial = serial};
 
 		while (!process_sleeping(parent) && now_ns() < until)
 			usleep(1000); /* no event says "blocked in futex"; poll /proc */
@@ -1433,7 +1452,7 @@ static void test_ping_follows_the_writer_process(void **state)
 	pid = fork_or_fail();
 	if (pid == 0) {
 		zkw_writer *w;
-		zkw_publication p = { .valid = true, .connected = true, .content = "x", .len = 1 };
+		zkw_publication p = {.valid = true, .connected = true, .content = "x", .len = 1};
 
 		if (zkw_writer_open(&w, name, NULL, NULL, 0) != 0 || zkw_writer_publish(w, &p) != 0)
 			_exit(2);
@@ -1524,8 +1543,8 @@ static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 {
 	const char *name = new_name();
 	zkw_writer *w = open_writer(name, 4096);
-	struct event_log log = { "" };
-	zkw_handlers h = { .valid = on_valid, .config = on_config, .error = on_error, .ctx = &log };
+	struct event_log log = {""};
+	zkw_handlers h = {.valid = on_valid, .config = on_config, .error = on_error, .ctx = &log};
 	zkw_dispatcher d;
 	zkw_reader r;
 	char buf[16];
@@ -1543,7 +1562,8 @@ static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 	publish(w, true, true, "B", 2, NULL);
 	expect_events(&d, &log, "config(B) ", 1);
 	publish(w, false, false, "B", 2, "Connection interrupted with Zookeeper, re-establishing");
-	expect_events(&d, &log, "valid(false) error(Connection interrupted with Zookeeper, re-establishing) ", 2);
+	expect_events(&d, &log, "valid(false) error(Connection interrupted with Zookeeper, re-establishing) ",
+	              2);
 	publish(w, false, false, "B", 2, "Connection interrupted with Zookeeper, re-establishing");
 	expect_events(&d, &log, "", 0);
 	publish(w, false, true, "B", 2, "Invalid get on file path");
@@ -1572,7 +1592,8 @@ static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 	expect_events(&d, &log, "config(E) valid(true) ", 2);
 	/* The circuit breaker: invalid, last good content kept. */
 	publish_keep(w, "Connection interrupted with Zookeeper, re-establishing");
-	expect_events(&d, &log, "valid(false) error(Connection interrupted with Zookeeper, re-establishing) ", 2);
+	expect_events(&d, &log, "valid(false) error(Connection interrupted with Zookeeper, re-establishing) ",
+	              2);
 	publish(w, true, true, "E", 102, NULL);
 	expect_events(&d, &log, "valid(true) ", 1);
 
@@ -1594,22 +1615,22 @@ static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 /* ---- C++ ---------------------------------------------------------------- */
 
 static const char cxx_program[] =
-	"#include <zkw/client.h>\n"
-	"#include <cstdio>\n"
-	"static void on_valid(void *, bool) {}\n"
-	"int main() {\n"
-	"  zkw_reader r;\n"
-	"  if (zkw_reader_open(&r, \"/zkw.tmp.myconfig\") != 0) return 1;\n"
-	"  static char buf[4096];\n"
-	"  zkw_snapshot meta;\n"
-	"  ssize_t n = zkw_reader_read(&r, &meta, buf, sizeof(buf));\n"
-	"  zkw_handlers h = {on_valid, nullptr, nullptr, nullptr};\n"
-	"  zkw_dispatcher d;\n"
-	"  zkw_dispatcher_init(&d, &r, &h, buf, sizeof(buf));\n"
-	"  (void)zkw_dispatch(&d, 0);\n"
-	"  std::printf(\"%zd %d %d\\n\", n, zkw_reader_wait(&r, 0, 10), (int)zkw_reader_ping(&r));\n"
-	"  zkw_reader_close(&r);\n"
-	"}\n";
+        "#include <zkw/client.h>\n"
+        "#include <cstdio>\n"
+        "static void on_valid(void *, bool) {}\n"
+        "int main() {\n"
+        "  zkw_reader r;\n"
+        "  if (zkw_reader_open(&r, \"/zkw.tmp.myconfig\") != 0) return 1;\n"
+        "  static char buf[4096];\n"
+        "  zkw_snapshot meta;\n"
+        "  ssize_t n = zkw_reader_read(&r, &meta, buf, sizeof(buf));\n"
+        "  zkw_handlers h = {on_valid, nullptr, nullptr, nullptr};\n"
+        "  zkw_dispatcher d;\n"
+        "  zkw_dispatcher_init(&d, &r, &h, buf, sizeof(buf));\n"
+        "  (void)zkw_dispatch(&d, 0);\n"
+        "  std::printf(\"%zd %d %d\\n\", n, zkw_reader_wait(&r, 0, 10), (int)zkw_reader_ping(&r));\n"
+        "  zkw_reader_close(&r);\n"
+        "}\n";
 
 static void test_client_header_compiles_as_cxx(void **state)
 {
@@ -1629,8 +1650,8 @@ static void test_client_header_compiles_as_cxx(void **state)
 	snprintf(probe, sizeof(probe), "%s/include/zkw/client.h", srcdir);
 	if (access(probe, R_OK) != 0)
 		fail_msg("%s not found: run from the source root or set ZKW_SRCDIR", probe);
-	snprintf(cmd, sizeof(cmd), "c++ -std=c++17 -Wall -Wextra -Werror -I'%s/include' -fsyntax-only -x c++ -",
-		 srcdir);
+	snprintf(cmd, sizeof(cmd),
+	         "c++ -std=c++17 -Wall -Wextra -Werror -I'%s/include' -fsyntax-only -x c++ -", srcdir);
 	fflush(stdout);
 	signal(SIGPIPE, SIG_IGN); /* a compiler that dies early must fail the test, not kill it */
 	p = popen(cmd, "w");
@@ -1645,26 +1666,29 @@ static void test_client_header_compiles_as_cxx(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_layout_matches_the_abi, unlink_names),
-		cmocka_unit_test_teardown(test_created_segment_header_is_filled_in, unlink_names),
-		cmocka_unit_test_teardown(test_shm_names_are_normalised, unlink_names),
-		cmocka_unit_test_teardown(test_open_refuses_missing_truncated_and_corrupt_segments, unlink_names),
-		cmocka_unit_test_teardown(test_read_refuses_hostile_slots, unlink_names),
-		cmocka_unit_test_teardown(test_open_checks_owner_and_permissions, unlink_names),
-		cmocka_unit_test_teardown(test_reader_mapping_is_read_only, unlink_names),
-		cmocka_unit_test_teardown(test_read_reports_enobufs_without_touching_the_buffer, unlink_names),
-		cmocka_unit_test_teardown(test_second_writer_is_refused_naming_the_holder, unlink_names),
-		cmocka_unit_test_teardown(test_writer_rejects_bad_capacity_and_oversized_content, unlink_names),
-		cmocka_unit_test_teardown(test_writer_modes_unlink_and_capacity_mismatch, unlink_names),
-		cmocka_unit_test_teardown(test_reopened_writer_continues_and_keeps_content, unlink_names),
-		cmocka_unit_test_teardown(test_stress_readers_never_see_a_torn_snapshot, unlink_names),
-		cmocka_unit_test_teardown(test_writer_killed_mid_publish_leaves_last_snapshot, unlink_names),
-		cmocka_unit_test_teardown(test_wait_times_out_no_earlier_than_asked, unlink_names),
-		cmocka_unit_test_teardown(test_wait_wakes_on_publish, unlink_names),
-		cmocka_unit_test_teardown(test_wait_returns_eintr_on_a_signal, unlink_names),
-		cmocka_unit_test_teardown(test_ping_follows_the_writer_process, unlink_names),
-		cmocka_unit_test_teardown(test_dispatcher_calls_each_handler_once_per_change, unlink_names),
-		cmocka_unit_test_teardown(test_client_header_compiles_as_cxx, unlink_names),
+	        cmocka_unit_test_teardown(test_layout_matches_the_abi, unlink_names),
+	        cmocka_unit_test_teardown(test_created_segment_header_is_filled_in, unlink_names),
+	        cmocka_unit_test_teardown(test_shm_names_are_normalised, unlink_names),
+	        cmocka_unit_test_teardown(test_open_refuses_missing_truncated_and_corrupt_segments,
+	                                  unlink_names),
+	        cmocka_unit_test_teardown(test_read_refuses_hostile_slots, unlink_names),
+	        cmocka_unit_test_teardown(test_open_checks_owner_and_permissions, unlink_names),
+	        cmocka_unit_test_teardown(test_reader_mapping_is_read_only, unlink_names),
+	        cmocka_unit_test_teardown(test_read_reports_enobufs_without_touching_the_buffer,
+	                                  unlink_names),
+	        cmocka_unit_test_teardown(test_second_writer_is_refused_naming_the_holder, unlink_names),
+	        cmocka_unit_test_teardown(test_writer_rejects_bad_capacity_and_oversized_content,
+	                                  unlink_names),
+	        cmocka_unit_test_teardown(test_writer_modes_unlink_and_capacity_mismatch, unlink_names),
+	        cmocka_unit_test_teardown(test_reopened_writer_continues_and_keeps_content, unlink_names),
+	        cmocka_unit_test_teardown(test_stress_readers_never_see_a_torn_snapshot, unlink_names),
+	        cmocka_unit_test_teardown(test_writer_killed_mid_publish_leaves_last_snapshot, unlink_names),
+	        cmocka_unit_test_teardown(test_wait_times_out_no_earlier_than_asked, unlink_names),
+	        cmocka_unit_test_teardown(test_wait_wakes_on_publish, unlink_names),
+	        cmocka_unit_test_teardown(test_wait_returns_eintr_on_a_signal, unlink_names),
+	        cmocka_unit_test_teardown(test_ping_follows_the_writer_process, unlink_names),
+	        cmocka_unit_test_teardown(test_dispatcher_calls_each_handler_once_per_change, unlink_names),
+	        cmocka_unit_test_teardown(test_client_header_compiles_as_cxx, unlink_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, unlink_names);

@@ -79,19 +79,18 @@ static void print_poll(bool valid, const void *content, size_t len)
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"usage: zkw-example (-z HOSTS -f PATH | --shm NAME) [-p] [-s SEC] [-v] --poll|--event\n"
-		"The Zookeeper Watcher example: print the watched file as it changes.\n"
-		"  -z, --zoo-keeper HOSTS  ZooKeeper connect string (in-process watcher)\n"
-		"  -f, --file PATH         the file to watch in ZooKeeper\n"
-		"      --shm NAME          attach to a zkw-broker's segment instead of ZooKeeper\n"
-		"  -p, --pointer           the file holds the path of the real config file\n"
-		"  -s, --sleep SEC         seconds between poll checks (default 1)\n"
-		"  -v, --valid-init        do NOT require ZooKeeper to be up at start\n"
-		"      --poll              polling example\n"
-		"      --event             event driven example\n"
-		"      --exit-after SEC    stop by itself after SEC seconds (default: on Ctrl-C)\n"
-		"  -h, --help              this help\n");
+	fprintf(out, "usage: zkw-example (-z HOSTS -f PATH | --shm NAME) [-p] [-s SEC] [-v] --poll|--event\n"
+	             "The Zookeeper Watcher example: print the watched file as it changes.\n"
+	             "  -z, --zoo-keeper HOSTS  ZooKeeper connect string (in-process watcher)\n"
+	             "  -f, --file PATH         the file to watch in ZooKeeper\n"
+	             "      --shm NAME          attach to a zkw-broker's segment instead of ZooKeeper\n"
+	             "  -p, --pointer           the file holds the path of the real config file\n"
+	             "  -s, --sleep SEC         seconds between poll checks (default 1)\n"
+	             "  -v, --valid-init        do NOT require ZooKeeper to be up at start\n"
+	             "      --poll              polling example\n"
+	             "      --event             event driven example\n"
+	             "      --exit-after SEC    stop by itself after SEC seconds (default: on Ctrl-C)\n"
+	             "  -h, --help              this help\n");
 }
 
 static int parse_positive(const char *s, int *out)
@@ -108,12 +107,17 @@ static int parse_positive(const char *s, int *out)
 static int parse_args(int argc, char **argv, struct example *ex)
 {
 	static const struct option opts[] = {
-		{"zoo-keeper", required_argument, NULL, 'z'}, {"file", required_argument, NULL, 'f'},
-		{"pointer", no_argument, NULL, 'p'},          {"sleep", required_argument, NULL, 's'},
-		{"valid-init", no_argument, NULL, 'v'},       {"poll", no_argument, NULL, 'P'},
-		{"event", no_argument, NULL, 'E'},            {"shm", required_argument, NULL, 'S'},
-		{"exit-after", required_argument, NULL, 'X'}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"zoo-keeper", required_argument, NULL, 'z'},
+	        {"file", required_argument, NULL, 'f'},
+	        {"pointer", no_argument, NULL, 'p'},
+	        {"sleep", required_argument, NULL, 's'},
+	        {"valid-init", no_argument, NULL, 'v'},
+	        {"poll", no_argument, NULL, 'P'},
+	        {"event", no_argument, NULL, 'E'},
+	        {"shm", required_argument, NULL, 'S'},
+	        {"exit-after", required_argument, NULL, 'X'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -128,13 +132,15 @@ static int parse_args(int argc, char **argv, struct example *ex)
 		case 'S': ex->shm = optarg; break;
 		case 's':
 			if (parse_positive(optarg, &ex->sleep_s) < 0 || ex->sleep_s == 0) {
-				fprintf(stderr, "zkw-example: -s wants a number of seconds, not \"%s\"\n", optarg);
+				fprintf(stderr, "zkw-example: -s wants a number of seconds, not \"%s\"\n",
+				        optarg);
 				return EXIT_USAGE;
 			}
 			break;
 		case 'X':
 			if (parse_positive(optarg, &ex->exit_after_s) < 0) {
-				fprintf(stderr, "zkw-example: --exit-after wants seconds, not \"%s\"\n", optarg);
+				fprintf(stderr, "zkw-example: --exit-after wants seconds, not \"%s\"\n",
+				        optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -174,7 +180,7 @@ static int run_in_process(const struct example *ex, time_t start)
 {
 	zkw_watcher_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
 	unsigned flags = ZKW_WATCHER_ENSURE | (ex->pointer ? ZKW_WATCHER_POINTER : 0) |
-			 (ex->valid_init || ex->poll ? ZKW_WATCHER_VALID_INIT : 0);
+	                 (ex->valid_init || ex->poll ? ZKW_WATCHER_VALID_INIT : 0);
 	char why[512] = "", *buf = NULL;
 	zkw_watcher *w;
 

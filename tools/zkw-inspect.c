@@ -34,21 +34,21 @@
 #include <zkw/client.h>
 #include <zkw/segment.h>
 
-#define PREVIEW_MAX 200
-#define READ_ATTEMPTS 64 /* of zkw_reader_read, each already retrying */
+#define PREVIEW_MAX   200
+#define READ_ATTEMPTS 64   /* of zkw_reader_read, each already retrying */
 #define WATCH_TICK_MS 1000 /* liveness re-check; also bounds a missed signal */
 
 static const char usage_text[] =
-	"Usage: zkw-inspect NAME [--json] [--watch] [--content]\n"
-	"Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\").\n"
-	"\n"
-	"  -j, --json     one JSON object (with --watch: one per line)\n"
-	"  -w, --watch    print one line per change until SIGINT/SIGTERM\n"
-	"  -c, --content  write the content bytes raw to stdout and nothing else\n"
-	"                 (with --json: add \"content_base64\" to the object)\n"
-	"  -h, --help     this text\n"
-	"\n"
-	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
+        "Usage: zkw-inspect NAME [--json] [--watch] [--content]\n"
+        "Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\").\n"
+        "\n"
+        "  -j, --json     one JSON object (with --watch: one per line)\n"
+        "  -w, --watch    print one line per change until SIGINT/SIGTERM\n"
+        "  -c, --content  write the content bytes raw to stdout and nothing else\n"
+        "                 (with --json: add \"content_base64\" to the object)\n"
+        "  -h, --help     this text\n"
+        "\n"
+        "Exit status: 0 success, 1 failure, 2 bad usage.\n";
 
 struct options {
 	const char *name;
@@ -122,7 +122,7 @@ static void load_slot(const zkw_reader *r, uint32_t index, struct slot_view *v)
 {
 	/* slot_count and slot_size as validated and cached at open */
 	const struct zkw_slot *s =
-		(const struct zkw_slot *)(const void *)(r->base + ZKW_HEADER_SIZE + index * r->slot_size);
+	        (const struct zkw_slot *)(const void *)(r->base + ZKW_HEADER_SIZE + index * r->slot_size);
 
 	v->seq = RAW(s->seq);
 	v->generation = RAW(s->generation);
@@ -180,8 +180,8 @@ static const char *format_time(char *out, size_t cap, uint64_t ns)
 		snprintf(out, cap, "never");
 		return out;
 	}
-	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-		 tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ns % 1000000000u / 1000000u));
+	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ns % 1000000000u / 1000000u));
 	return out;
 }
 
@@ -278,8 +278,8 @@ static void json_base64(FILE *f, const unsigned char *p, size_t len)
 static const char *state_words(char *out, size_t cap, uint32_t state)
 {
 	snprintf(out, cap, "%s%s%s", state & ZKW_STATE_RUNNING ? "running " : "stopped ",
-		 state & ZKW_STATE_CONNECTED ? "connected " : "disconnected ",
-		 state & ZKW_STATE_VALID ? "valid" : "invalid");
+	         state & ZKW_STATE_CONNECTED ? "connected " : "disconnected ",
+	         state & ZKW_STATE_VALID ? "valid" : "invalid");
 	return out;
 }
 
@@ -292,7 +292,8 @@ static void print_when(const char *label, uint64_t ns, uint64_t now)
 	if (ns == 0)
 		printf("%-17snever", label);
 	else
-		printf("%-17s%s (%s)", label, format_time(t, sizeof(t), ns), format_age(a, sizeof(a), ns, now));
+		printf("%-17s%s (%s)", label, format_time(t, sizeof(t), ns),
+		       format_age(a, sizeof(a), ns, now));
 }
 
 static void print_text(const char *name, const struct report *rep, const unsigned char *content)
@@ -317,7 +318,8 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	printf("broker epoch     0x%016" PRIx64 "\n", id->broker_epoch);
 	print_when("broker started", id->broker_started_ns, now);
 	printf("\n");
-	printf("state            0x%" PRIx32 " (%s)\n", rep->state, state_words(words, sizeof(words), rep->state));
+	printf("state            0x%" PRIx32 " (%s)\n", rep->state,
+	       state_words(words, sizeof(words), rep->state));
 	/* The state word is the broker's live view; a dead broker's last
 	 * snapshot may still say connected. */
 	bool zk_up = rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED);
@@ -325,7 +327,8 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	       !zk_up && m->connected ? " (the last snapshot says connected: broker gone)" : "");
 	printf("ping             %s\n", zk_up ? "ok" : "failed");
 	printf("valid            %s\n", m->valid ? "true" : "false");
-	printf("generation       %" PRIu64 "%s\n", m->generation, m->generation ? "" : " (nothing published yet)");
+	printf("generation       %" PRIu64 "%s\n", m->generation,
+	       m->generation ? "" : " (nothing published yet)");
 	print_when("confirmed", m->confirmed_ns, now);
 	printf("\n");
 	print_when("content changed", m->changed_ns, now);
@@ -341,11 +344,11 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	for (uint32_t i = 0; i < id->slot_count && i < ZKW_SLOT_COUNT_MAX; i++) {
 		const struct slot_view *s = &rep->slots[i];
 
-		printf("slot %-2" PRIu32 " (raw)     seq %" PRIu64 "%s generation %" PRIu64 " flags 0x%" PRIx32
-		       " len %" PRIu64 " error_len %" PRIu32 " pointer_len %" PRIu32 " version %" PRId64
-		       " content_gen %" PRIu64 "%s\n",
-		       i, s->seq, s->seq & 1 ? " (odd: being written or abandoned)" : "", s->generation, s->flags,
-		       s->len, s->error_len, s->pointer_len, s->version, s->content_gen,
+		printf("slot %-2" PRIu32 " (raw)     seq %" PRIu64 "%s generation %" PRIu64
+		       " flags 0x%" PRIx32 " len %" PRIu64 " error_len %" PRIu32 " pointer_len %" PRIu32
+		       " version %" PRId64 " content_gen %" PRIu64 "%s\n",
+		       i, s->seq, s->seq & 1 ? " (odd: being written or abandoned)" : "", s->generation,
+		       s->flags, s->len, s->error_len, s->pointer_len, s->version, s->content_gen,
 		       s->generation == m->generation && m->generation ? " [published]" : "");
 	}
 }
@@ -358,7 +361,8 @@ static void json_age(const char *key, uint64_t ns, uint64_t now)
 		printf(",\"%s\":null", key);
 }
 
-static void print_json(const char *name, const struct report *rep, const unsigned char *content, bool with_content)
+static void print_json(const char *name, const struct report *rep, const unsigned char *content,
+                       bool with_content)
 {
 	const struct ident_view *id = &rep->id;
 	const zkw_snapshot *m = &rep->snap;
@@ -375,22 +379,24 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 	       id->header_size, id->segment_size, id->slot_count, id->slot_size, id->capacity);
 	printf(",\"watch_path\":");
 	json_cstring(stdout, id->watch_path);
-	printf(",\"broker_pid\":%" PRIu32 ",\"broker_alive\":%s,\"broker_epoch\":\"0x%016" PRIx64 "\"", id->broker_pid,
-	       rep->alive ? "true" : "false", id->broker_epoch);
+	printf(",\"broker_pid\":%" PRIu32 ",\"broker_alive\":%s,\"broker_epoch\":\"0x%016" PRIx64 "\"",
+	       id->broker_pid, rep->alive ? "true" : "false", id->broker_epoch);
 	printf(",\"broker_started_ns\":%" PRIu64 ",\"broker_started\":\"%s\"", id->broker_started_ns,
 	       format_time(t, sizeof(t), id->broker_started_ns));
-	printf(",\"state\":%" PRIu32 ",\"running\":%s", rep->state, rep->state & ZKW_STATE_RUNNING ? "true" : "false");
-	printf(",\"ping\":%s", rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED)
-				       ? "true"
-				       : "false");
+	printf(",\"state\":%" PRIu32 ",\"running\":%s", rep->state,
+	       rep->state & ZKW_STATE_RUNNING ? "true" : "false");
+	printf(",\"ping\":%s",
+	       rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED)
+	               ? "true"
+	               : "false");
 	printf(",\"connected\":%s,\"valid\":%s,\"generation\":%" PRIu64, m->connected ? "true" : "false",
 	       m->valid ? "true" : "false", m->generation);
 	printf(",\"confirmed_ns\":%" PRIu64, m->confirmed_ns);
 	json_age("age_confirmed_s", m->confirmed_ns, now);
 	printf(",\"changed_ns\":%" PRIu64, m->changed_ns);
 	json_age("age_changed_s", m->changed_ns, now);
-	printf(",\"content_gen\":%" PRIu64 ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64, m->content_gen, m->version,
-	       m->mzxid);
+	printf(",\"content_gen\":%" PRIu64 ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64, m->content_gen,
+	       m->version, m->mzxid);
 	printf(",\"error\":");
 	json_cstring(stdout, m->error);
 	printf(",\"pointer\":");
@@ -407,9 +413,10 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 		const struct slot_view *s = &rep->slots[i];
 
 		printf("%s{\"index\":%" PRIu32 ",\"raw\":true,\"seq\":%" PRIu64 ",\"generation\":%" PRIu64
-		       ",\"flags\":%" PRIu32 ",\"len\":%" PRIu64 ",\"error_len\":%" PRIu32 ",\"pointer_len\":%" PRIu32
-		       ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64 ",\"confirmed_ns\":%" PRIu64
-		       ",\"changed_ns\":%" PRIu64 ",\"content_gen\":%" PRIu64 "}",
+		       ",\"flags\":%" PRIu32 ",\"len\":%" PRIu64 ",\"error_len\":%" PRIu32
+		       ",\"pointer_len\":%" PRIu32 ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64
+		       ",\"confirmed_ns\":%" PRIu64 ",\"changed_ns\":%" PRIu64 ",\"content_gen\":%" PRIu64
+		       "}",
 		       i ? "," : "", i, s->seq, s->generation, s->flags, s->len, s->error_len, s->pointer_len,
 		       s->version, s->mzxid, s->confirmed_ns, s->changed_ns, s->content_gen);
 	}
@@ -449,8 +456,9 @@ static void print_watch_line(const zkw_snapshot *m, size_t len, bool alive, bool
 		json_cstring(stdout, m->error);
 		printf("}\n");
 	} else {
-		printf("%s generation=%" PRIu64 " valid=%s connected=%s broker=%s len=%zu error=", t, m->generation,
-		       m->valid ? "true" : "false", m->connected ? "true" : "false", alive ? "alive" : "dead", len);
+		printf("%s generation=%" PRIu64 " valid=%s connected=%s broker=%s len=%zu error=", t,
+		       m->generation, m->valid ? "true" : "false", m->connected ? "true" : "false",
+		       alive ? "alive" : "dead", len);
 		print_escaped(stdout, m->error, strlen(m->error));
 		printf("\n");
 	}
@@ -494,7 +502,7 @@ static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, b
 		err = read_snapshot(r, &m, buf, cap, &len);
 		if (err) {
 			fprintf(stderr, "zkw-inspect: %s: read failed: %s\n", name,
-				err == -EBADMSG ? "corrupt slot (bad lengths)" : strerror(-err));
+			        err == -EBADMSG ? "corrupt slot (bad lengths)" : strerror(-err));
 			return 1;
 		}
 		print_watch_line(&m, len, alive, json);
@@ -507,11 +515,11 @@ static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, b
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "watch", no_argument, NULL, 'w' },
-		{ "content", no_argument, NULL, 'c' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	        {"json", no_argument, NULL, 'j'},
+	        {"watch", no_argument, NULL, 'w'},
+	        {"content", no_argument, NULL, 'c'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -526,7 +534,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	if (optind + 1 != argc) {
-		fprintf(stderr, "zkw-inspect: %s\n", optind == argc ? "missing segment NAME" : "too many arguments");
+		fprintf(stderr, "zkw-inspect: %s\n",
+		        optind == argc ? "missing segment NAME" : "too many arguments");
 		return -1;
 	}
 	if (o->watch && o->content) {
@@ -552,7 +561,8 @@ int main(int argc, char **argv)
 	}
 	err = zkw_reader_open(&r, o.name);
 	if (err) {
-		fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open", strerror(-err));
+		fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open",
+		        strerror(-err));
 		return 1;
 	}
 	cap = (size_t)zkw_reader_capacity(&r);
@@ -566,9 +576,9 @@ int main(int argc, char **argv)
 		status = watch(o.name, &r, buf, cap, o.json);
 	} else if ((err = take_report(&r, &rep, buf, cap)) != 0) {
 		fprintf(stderr, "zkw-inspect: %s: cannot read the published snapshot: %s\n", o.name,
-			err == -EBADMSG ? "corrupt slot (bad lengths)"
-			: err == -EAGAIN ? "the writer kept overwriting it"
-					 : strerror(-err));
+		        err == -EBADMSG  ? "corrupt slot (bad lengths)"
+		        : err == -EAGAIN ? "the writer kept overwriting it"
+		                         : strerror(-err));
 		status = 1;
 	} else if (o.json) {
 		print_json(o.name, &rep, buf, o.content);

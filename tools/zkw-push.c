@@ -20,17 +20,17 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: zkw-push -f FILE -i ID -p PATH -z HOSTS [-w] [--timeout MS]\n"
-		"Push FILE into ZooKeeper as node PATH/ID, creating missing parents.\n"
-		"  -f, --file FILE       file to push ('-' reads standard input)\n"
-		"  -i, --id ID           node name under PATH\n"
-		"  -p, --path PATH       absolute parent path ('/tmp' or '/tmp/')\n"
-		"  -z, --zookeeper HOSTS connect string, e.g. 127.0.0.1:2181[,host:port...][/chroot]\n"
-		"  -w, --wipe            set the node's data to null instead of pushing a file\n"
-		"      --timeout MS      connect timeout (default 10000)\n"
-		"      --max-bytes N     refuse content larger than N (default %d, ZooKeeper's limit)\n"
-		"  -h, --help            this help\n",
-		ZKW_ZK_DATA_MAX);
+	        "usage: zkw-push -f FILE -i ID -p PATH -z HOSTS [-w] [--timeout MS]\n"
+	        "Push FILE into ZooKeeper as node PATH/ID, creating missing parents.\n"
+	        "  -f, --file FILE       file to push ('-' reads standard input)\n"
+	        "  -i, --id ID           node name under PATH\n"
+	        "  -p, --path PATH       absolute parent path ('/tmp' or '/tmp/')\n"
+	        "  -z, --zookeeper HOSTS connect string, e.g. 127.0.0.1:2181[,host:port...][/chroot]\n"
+	        "  -w, --wipe            set the node's data to null instead of pushing a file\n"
+	        "      --timeout MS      connect timeout (default 10000)\n"
+	        "      --max-bytes N     refuse content larger than N (default %d, ZooKeeper's limit)\n"
+	        "  -h, --help            this help\n",
+	        ZKW_ZK_DATA_MAX);
 }
 
 /* Read all of a file (or stdin) into a heap buffer, refusing more than max
@@ -81,11 +81,15 @@ struct push_args {
 static int parse_args(int argc, char **argv, struct push_args *a)
 {
 	static const struct option opts[] = {
-		{"file", required_argument, NULL, 'f'},      {"id", required_argument, NULL, 'i'},
-		{"path", required_argument, NULL, 'p'},      {"zookeeper", required_argument, NULL, 'z'},
-		{"wipe", no_argument, NULL, 'w'},            {"timeout", required_argument, NULL, 'T'},
-		{"max-bytes", required_argument, NULL, 'M'}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"file", required_argument, NULL, 'f'},
+	        {"id", required_argument, NULL, 'i'},
+	        {"path", required_argument, NULL, 'p'},
+	        {"zookeeper", required_argument, NULL, 'z'},
+	        {"wipe", no_argument, NULL, 'w'},
+	        {"timeout", required_argument, NULL, 'T'},
+	        {"max-bytes", required_argument, NULL, 'M'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	char *end;
 	int c;
@@ -100,14 +104,17 @@ static int parse_args(int argc, char **argv, struct push_args *a)
 		case 'T':
 			a->timeout_ms = (int)strtol(optarg, &end, 10);
 			if (*end || a->timeout_ms <= 0) {
-				fprintf(stderr, "zkw-push: --timeout wants a positive number of ms, not \"%s\"\n", optarg);
+				fprintf(stderr,
+				        "zkw-push: --timeout wants a positive number of ms, not \"%s\"\n",
+				        optarg);
 				return EXIT_USAGE;
 			}
 			break;
 		case 'M':
 			a->max_bytes = strtol(optarg, &end, 10);
 			if (*end || a->max_bytes < 0) {
-				fprintf(stderr, "zkw-push: --max-bytes wants a byte count, not \"%s\"\n", optarg);
+				fprintf(stderr, "zkw-push: --max-bytes wants a byte count, not \"%s\"\n",
+				        optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -121,7 +128,10 @@ static int parse_args(int argc, char **argv, struct push_args *a)
 	}
 	if (!a->id || !a->parent || !a->hosts || (!a->file && !a->wipe)) {
 		fprintf(stderr, "zkw-push: missing %s\n",
-			!a->id ? "-i ID" : !a->parent ? "-p PATH" : !a->hosts ? "-z HOSTS" : "-f FILE (or -w)");
+		        !a->id       ? "-i ID"
+		        : !a->parent ? "-p PATH"
+		        : !a->hosts  ? "-z HOSTS"
+		                     : "-f FILE (or -w)");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -140,13 +150,17 @@ static int node_path(const struct push_args *a, char *out, size_t cap)
 	int rc;
 
 	if (a->parent[0] != '/') {
-		fprintf(stderr, "zkw-push: -p %s: the parent path must be absolute (start with '/')\n", a->parent);
+		fprintf(stderr, "zkw-push: -p %s: the parent path must be absolute (start with '/')\n",
+		        a->parent);
 		return EXIT_USAGE;
 	}
 	rc = zkw_zk_join(joined, sizeof(joined), a->parent, a->id);
 	if (rc != 0 || zkw_pointer_parse(joined, strlen(joined), out, cap, &why) < 0) {
-		fprintf(stderr, "zkw-push: \"%s\" + \"%s\" is not a valid ZooKeeper path: %s\n", a->parent, a->id,
-			why ? why : rc == -EINVAL ? "empty node id" : "too long");
+		fprintf(stderr, "zkw-push: \"%s\" + \"%s\" is not a valid ZooKeeper path: %s\n", a->parent,
+		        a->id,
+		        why             ? why
+		        : rc == -EINVAL ? "empty node id"
+		                        : "too long");
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -199,8 +213,9 @@ int main(int argc, char **argv)
 	if (a.file) {
 		rc = slurp(a.file, a.max_bytes, &data, &len);
 		if (rc == -EFBIG) {
-			fprintf(stderr, "zkw-push: %s is larger than %ld bytes (ZooKeeper's limit); nothing pushed\n",
-				a.file, a.max_bytes);
+			fprintf(stderr,
+			        "zkw-push: %s is larger than %ld bytes (ZooKeeper's limit); nothing pushed\n",
+			        a.file, a.max_bytes);
 			free(data);
 			return 1;
 		}

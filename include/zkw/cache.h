@@ -75,24 +75,24 @@ typedef struct zkw_cache zkw_cache;
 /* One immutable snapshot, as the broker published it. Everything it points
  * to lives in the same allocation and is freed after a grace period. */
 typedef struct zkw_cache_snapshot {
-	uint64_t generation;    /* segment generation this was read at; 0 = nothing published */
-	uint64_t content_gen;   /* generation at which this content appeared */
+	uint64_t generation;          /* segment generation this was read at; 0 = nothing published */
+	uint64_t content_gen;         /* generation at which this content appeared */
 	const unsigned char *content; /* len bytes, plus a '\0' after them (not counted) */
 	size_t len;
 	bool valid;
 	bool connected;
-	int64_t version;        /* ZooKeeper data version, -1 if none */
+	int64_t version; /* ZooKeeper data version, -1 if none */
 	int64_t mzxid;
-	uint64_t confirmed_ns;  /* CLOCK_REALTIME of the last confirmation */
-	uint64_t changed_ns;    /* CLOCK_REALTIME the content last changed */
-	const char *pointer;    /* pointer path ("" when not in pointer mode) */
-	const char *error;      /* error text ("" when valid) */
+	uint64_t confirmed_ns; /* CLOCK_REALTIME of the last confirmation */
+	uint64_t changed_ns;   /* CLOCK_REALTIME the content last changed */
+	const char *pointer;   /* pointer path ("" when not in pointer mode) */
+	const char *error;     /* error text ("" when valid) */
 } zkw_cache_snapshot;
 
 /* Zero-initialised options are the defaults (hence require_uid rather than
  * client.h's (uid_t)-1 convention: {0} must not mean "owned by root"). */
 typedef struct zkw_cache_options {
-	bool require_uid;  /* refuse a segment not owned by expected_uid */
+	bool require_uid; /* refuse a segment not owned by expected_uid */
 	uid_t expected_uid;
 	/* Called on the follower thread with the snapshot current at open
 	 * (once the follower starts) and then once per published snapshot.

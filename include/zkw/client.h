@@ -61,21 +61,21 @@ extern "C" {
 #define ZKW_SHM_NAME_MAX 255 /* NAME_MAX, including the leading '/' */
 
 typedef struct zkw_reader {
-	const uint8_t *base;      /* PROT_READ mapping */
+	const uint8_t *base; /* PROT_READ mapping */
 	size_t map_size;
-	int fd;                   /* kept for ping's lock probe */
-	uint32_t slot_count;      /* cached at open: never re-read from the */
-	uint64_t slot_size;       /* segment, so a hostile writer cannot */
-	uint64_t capacity;        /* steer a reader out of bounds */
-	const char *why;          /* static text naming the last open error */
+	int fd;              /* kept for ping's lock probe */
+	uint32_t slot_count; /* cached at open: never re-read from the */
+	uint64_t slot_size;  /* segment, so a hostile writer cannot */
+	uint64_t capacity;   /* steer a reader out of bounds */
+	const char *why;     /* static text naming the last open error */
 } zkw_reader;
 
 typedef struct zkw_snapshot {
 	uint64_t generation;
 	bool valid;
 	bool connected;
-	size_t len;            /* content length (needed size on -ENOBUFS) */
-	int64_t version;       /* ZooKeeper data version, -1 if none */
+	size_t len;      /* content length (needed size on -ENOBUFS) */
+	int64_t version; /* ZooKeeper data version, -1 if none */
 	int64_t mzxid;
 	uint64_t confirmed_ns; /* CLOCK_REALTIME of the last confirmation */
 	uint64_t changed_ns;   /* CLOCK_REALTIME the content last changed */
@@ -131,8 +131,8 @@ static inline int zkw_shm_default_name(char *out, size_t cap, const char *zk_pat
 
 /* ---- side effects, one small function each ---------------------------- */
 
-static inline long zkw__futex(const uint32_t *word, int op, uint32_t val,
-			      const struct timespec *deadline, uint32_t bitset)
+static inline long zkw__futex(const uint32_t *word, int op, uint32_t val, const struct timespec *deadline,
+                              uint32_t bitset)
 {
 	/* Non-private: the word is shared between processes. */
 	return syscall(SYS_futex, word, op, val, deadline, NULL, bitset);
@@ -165,7 +165,7 @@ static inline const struct zkw_segment_header *zkw__header(const zkw_reader *r)
 static inline const struct zkw_slot *zkw__slot(const zkw_reader *r, uint64_t generation)
 {
 	return (const struct zkw_slot *)(const void *)(r->base + ZKW_HEADER_SIZE +
-		(generation % r->slot_count) * r->slot_size);
+	                                               (generation % r->slot_count) * r->slot_size);
 }
 
 /* Copy n bytes of seqlock-protected payload out of the segment.
@@ -264,8 +264,7 @@ static inline int zkw__reader_validate(zkw_reader *r, const struct stat *st)
  * -ENOENT no such segment, -EACCES no permission, -EPERM owner is not the
  * expected uid, -EBADMSG truncated or corrupt, -EPROTO incompatible ABI,
  * -EINVAL bad name. r->why names the cause in words. */
-static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name,
-				     const zkw_reader_options *opt)
+static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name, const zkw_reader_options *opt)
 {
 	char name[ZKW_SHM_NAME_MAX + 1];
 	struct stat st;
@@ -280,9 +279,10 @@ static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name,
 	r->fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
 	if (r->fd < 0) {
 		err = -errno;
-		return zkw__reader_fail(r, err, err == -ENOENT ? "no such segment (is zkw-broker running?)"
-				       : err == -EACCES ? "permission denied"
-							: "cannot open segment");
+		return zkw__reader_fail(r, err,
+		                        err == -ENOENT   ? "no such segment (is zkw-broker running?)"
+		                        : err == -EACCES ? "permission denied"
+		                                         : "cannot open segment");
 	}
 	if (fstat(r->fd, &st) < 0)
 		return zkw__reader_fail(r, -errno, "cannot stat segment");
@@ -500,17 +500,17 @@ typedef struct zkw_handlers {
 typedef struct zkw_dispatcher {
 	const zkw_reader *reader;
 	zkw_handlers handlers;
-	void *buf;             /* caller's content buffer */
+	void *buf; /* caller's content buffer */
 	size_t cap;
-	uint64_t seen;         /* last generation dispatched */
-	uint64_t content_gen;  /* content last passed to config() */
-	bool valid;            /* validity last passed to valid() */
+	uint64_t seen;             /* last generation dispatched */
+	uint64_t content_gen;      /* content last passed to config() */
+	bool valid;                /* validity last passed to valid() */
 	char error[ZKW_ERROR_MAX]; /* message last passed to error() */
-	zkw_snapshot snap;     /* the snapshot last read */
+	zkw_snapshot snap;         /* the snapshot last read */
 } zkw_dispatcher;
 
-static inline void zkw_dispatcher_init(zkw_dispatcher *d, const zkw_reader *r,
-				       const zkw_handlers *h, void *buf, size_t cap)
+static inline void zkw_dispatcher_init(zkw_dispatcher *d, const zkw_reader *r, const zkw_handlers *h,
+                                       void *buf, size_t cap)
 {
 	memset(d, 0, sizeof(*d));
 	d->reader = r;

@@ -39,26 +39,26 @@ extern "C" {
 #endif
 
 #define ZKW_SEGMENT_MAGIC 0x31474553574b5a7fULL /* "\x7fZKWSEG1" little-endian */
-#define ZKW_ABI_MAJOR 1u /* incompatible layout change: readers refuse */
-#define ZKW_ABI_MINOR 0u /* compatible additions: readers accept newer */
+#define ZKW_ABI_MAJOR     1u                    /* incompatible layout change: readers refuse */
+#define ZKW_ABI_MINOR     0u                    /* compatible additions: readers accept newer */
 
-#define ZKW_CACHELINE 64u
-#define ZKW_SLOT_COUNT 2u                  /* slots this writer creates */
-#define ZKW_SLOT_COUNT_MAX 16u             /* readers refuse more */
+#define ZKW_CACHELINE        64u
+#define ZKW_SLOT_COUNT       2u              /* slots this writer creates */
+#define ZKW_SLOT_COUNT_MAX   16u             /* readers refuse more */
 #define ZKW_DEFAULT_CAPACITY (1024u * 1024u) /* ZooKeeper's jute.maxbuffer */
-#define ZKW_CAPACITY_MAX (256u * 1024u * 1024u)
-#define ZKW_ERROR_MAX 1280 /* error text incl. NUL; same tokens as in watcher.h */
-#define ZKW_POINTER_MAX 1024 /* pointer path incl. NUL; same tokens as in watcher.h */
-#define ZKW_WATCH_PATH_MAX 1024u
+#define ZKW_CAPACITY_MAX     (256u * 1024u * 1024u)
+#define ZKW_ERROR_MAX        1280 /* error text incl. NUL; same tokens as in watcher.h */
+#define ZKW_POINTER_MAX      1024 /* pointer path incl. NUL; same tokens as in watcher.h */
+#define ZKW_WATCH_PATH_MAX   1024u
 
 /* Bits of zkw_segment_hot.state: a summary of the published slot plus the
  * broker's own state, so polling readers need one load. */
-#define ZKW_STATE_VALID 0x1u     /* published snapshot is valid */
+#define ZKW_STATE_VALID     0x1u /* published snapshot is valid */
 #define ZKW_STATE_CONNECTED 0x2u /* broker's ZooKeeper session is connected */
-#define ZKW_STATE_RUNNING 0x4u   /* broker started and has not exited cleanly */
+#define ZKW_STATE_RUNNING   0x4u /* broker started and has not exited cleanly */
 
 /* Bits of zkw_slot.flags. */
-#define ZKW_SLOT_VALID 0x1u
+#define ZKW_SLOT_VALID     0x1u
 #define ZKW_SLOT_CONNECTED 0x2u
 
 /* Written once per broker start (pid, epoch, started_ns change on restart
@@ -114,7 +114,7 @@ struct zkw_slot {
 	char pointer[ZKW_POINTER_MAX];
 	/* content follows at ZKW_SLOT_CONTENT_OFFSET */
 };
-#define ZKW_SLOT_FIXED_SIZE 128u /* seq .. reserved_: copied word by word */
+#define ZKW_SLOT_FIXED_SIZE     128u /* seq .. reserved_: copied word by word */
 #define ZKW_SLOT_CONTENT_OFFSET 2432u
 
 /* The layout is the ABI: pin it. */
@@ -141,14 +141,13 @@ ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, pointer) == 1408, "slot");
 ZKW_STATIC_ASSERT(sizeof(struct zkw_slot) == ZKW_SLOT_CONTENT_OFFSET, "slot");
 ZKW_STATIC_ASSERT(ZKW_SLOT_CONTENT_OFFSET % ZKW_CACHELINE == 0, "content align");
 ZKW_STATIC_ASSERT(sizeof(uint64_t) == 8 && __atomic_always_lock_free(8, 0),
-	       "zkw needs lock-free 64-bit atomics");
+                  "zkw needs lock-free 64-bit atomics");
 ZKW_STATIC_ASSERT(__atomic_always_lock_free(4, 0), "zkw needs lock-free 32-bit atomics");
 
 /* Bytes per slot for a content capacity (a multiple of the cache line). */
 static inline uint64_t zkw_segment_slot_size(uint64_t capacity)
 {
-	return (ZKW_SLOT_CONTENT_OFFSET + capacity + ZKW_CACHELINE - 1) &
-	       ~(uint64_t)(ZKW_CACHELINE - 1);
+	return (ZKW_SLOT_CONTENT_OFFSET + capacity + ZKW_CACHELINE - 1) & ~(uint64_t)(ZKW_CACHELINE - 1);
 }
 
 static inline uint64_t zkw_segment_size(uint64_t capacity, uint32_t slots)

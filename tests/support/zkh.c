@@ -37,10 +37,10 @@
 #include <unistd.h>
 #include <zookeeper/zookeeper.h>
 
-#define ZKH_MAX_NODES 5
-#define ZKH_DEFAULT_TICK_MS 200
-#define ZKH_STOP_TIMEOUT_MS 5000
-#define ZKH_SESSION_MS 4000
+#define ZKH_MAX_NODES          5
+#define ZKH_DEFAULT_TICK_MS    200
+#define ZKH_STOP_TIMEOUT_MS    5000
+#define ZKH_SESSION_MS         4000
 #define ZKH_CONNECT_TIMEOUT_MS 15000
 
 struct zkh_member {
@@ -168,8 +168,8 @@ static void zkh__register(pid_t pid)
 			return;
 	}
 	/* Full: the child still has its parent-death signal. */
-	fprintf(stderr, "zkh: more than %d servers alive, pid %d not swept at exit\n",
-		ZKH_REGISTRY_SIZE, (int)pid);
+	fprintf(stderr, "zkh: more than %d servers alive, pid %d not swept at exit\n", ZKH_REGISTRY_SIZE,
+	        (int)pid);
 }
 
 static void zkh__unregister(pid_t pid)
@@ -365,8 +365,9 @@ static int zkh__halt(zkh_cluster *zk, int member, int sig)
 		if (got == pid || (got == -1 && errno == ECHILD))
 			break;
 		if (zkh__now_ms() >= deadline) {
-			fprintf(stderr, "zkh: member %d (pid %d) still alive %d ms after signal %d, killing\n",
-				member, (int)pid, ZKH_STOP_TIMEOUT_MS, sig);
+			fprintf(stderr,
+			        "zkh: member %d (pid %d) still alive %d ms after signal %d, killing\n",
+			        member, (int)pid, ZKH_STOP_TIMEOUT_MS, sig);
 			kill(pid, SIGKILL);
 			while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
 				;
@@ -443,7 +444,8 @@ static int zkh__4lw_port(int port, const char *word, char *buf, int cap, int tim
 		if (poll(&pfd, 1, left) != 1)
 			continue;
 		bool room = used < cap - 1;
-		ssize_t n = recv(fd, room ? buf + used : drain, room ? (size_t)(cap - 1 - used) : sizeof(drain), 0);
+		ssize_t n = recv(fd, room ? buf + used : drain,
+		                 room ? (size_t)(cap - 1 - used) : sizeof(drain), 0);
 		if (n == 0)
 			break;
 		if (n < 0) {
@@ -528,13 +530,13 @@ static int zkh__wait_member(zkh_cluster *zk, int member, int timeout_ms)
 	while (!zkh_member_serving(zk, member)) {
 		if (zkh__died(zk, member)) {
 			fprintf(stderr, "zkh: member %d (port %d) exited during start-up\n", member,
-				zk->member[member].port);
+			        zk->member[member].port);
 			zkh_dump_log(zk, member, 40);
 			return -ECHILD;
 		}
 		if (zkh__now_ms() >= deadline) {
 			fprintf(stderr, "zkh: member %d (port %d) not serving after %d ms\n", member,
-				zk->member[member].port, timeout_ms);
+			        zk->member[member].port, timeout_ms);
 			zkh_dump_log(zk, member, 40);
 			return -ETIMEDOUT;
 		}
@@ -623,8 +625,8 @@ static int zkh__try_start(zkh_cluster *zk)
 
 	snprintf(nodes, sizeof(nodes), "%d", zk->nodes);
 	snprintf(tick, sizeof(tick), "%d", zk->tick_ms);
-	err = zkh__run_zk_sh(zk, zk->hosts, sizeof(zk->hosts), "prepare", zk->dir, "--nodes", nodes,
-			     "--tick", tick, (char *)NULL);
+	err = zkh__run_zk_sh(zk, zk->hosts, sizeof(zk->hosts), "prepare", zk->dir, "--nodes", nodes, "--tick",
+	                     tick, (char *)NULL);
 	zk->hosts[strcspn(zk->hosts, "\n")] = '\0';
 	if (err || zkh__parse_hosts(zk)) {
 		fprintf(stderr, "zkh: `%s prepare %s` failed\n", zk->zk_sh, zk->dir);
@@ -681,7 +683,7 @@ zkh_cluster *zkh_start_tick(int nodes, int tick_ms)
 		fprintf(stderr, "zkh: port clash, retrying (%d)\n", attempt);
 	}
 	fprintf(stderr, "zkh: could not start %d ZooKeeper server(s) in %s: %s\n", nodes, zk->dir,
-		strerror(-err));
+	        strerror(-err));
 	free(zk);
 	return NULL;
 }
@@ -710,10 +712,22 @@ void zkh_stop(zkh_cluster *zk)
 
 /* ---- accessors and member control ----------------------------------------- */
 
-const char *zkh_hosts(const zkh_cluster *zk) { return zk ? zk->hosts : ""; }
-const char *zkh_dir(const zkh_cluster *zk) { return zk ? zk->dir : ""; }
-int zkh_nodes(const zkh_cluster *zk) { return zk ? zk->nodes : 0; }
-int zkh_tick_ms(const zkh_cluster *zk) { return zk ? zk->tick_ms : 0; }
+const char *zkh_hosts(const zkh_cluster *zk)
+{
+	return zk ? zk->hosts : "";
+}
+const char *zkh_dir(const zkh_cluster *zk)
+{
+	return zk ? zk->dir : "";
+}
+int zkh_nodes(const zkh_cluster *zk)
+{
+	return zk ? zk->nodes : 0;
+}
+int zkh_tick_ms(const zkh_cluster *zk)
+{
+	return zk ? zk->tick_ms : 0;
+}
 
 int zkh_port(const zkh_cluster *zk, int member)
 {
@@ -762,8 +776,14 @@ static int zkh__signal_all(zkh_cluster *zk, int sig)
 	return 0;
 }
 
-int zkh_pause(zkh_cluster *zk) { return zkh__signal_all(zk, SIGSTOP); }
-int zkh_resume(zkh_cluster *zk) { return zkh__signal_all(zk, SIGCONT); }
+int zkh_pause(zkh_cluster *zk)
+{
+	return zkh__signal_all(zk, SIGSTOP);
+}
+int zkh_resume(zkh_cluster *zk)
+{
+	return zkh__signal_all(zk, SIGCONT);
+}
 
 void zkh_dump_log(const zkh_cluster *zk, int member, int lines)
 {
@@ -805,7 +825,10 @@ struct zkh_session {
 	int state;
 };
 
-static void zkh__quiet_log(const char *message) { (void)message; }
+static void zkh__quiet_log(const char *message)
+{
+	(void)message;
+}
 
 static void zkh__session_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
@@ -918,7 +941,7 @@ static int zkh__delete_tree(zhandle_t *zh, const char *path, int depth)
 	for (int i = 0; i < children.count && rc == ZOK; i++) {
 		char child[1024];
 		int n = snprintf(child, sizeof(child), "%s/%s", strcmp(path, "/") ? path : "",
-				 children.data[i]);
+		                 children.data[i]);
 		if (n < 0 || (size_t)n >= sizeof(child))
 			rc = ZBADARGUMENTS;
 		else if (strcmp(child, "/zookeeper") != 0)

@@ -25,14 +25,14 @@ zkh_cluster *zkh_start(int nodes);
 /* Stop every member (SIGTERM, then SIGKILL after a bound), remove its dir. */
 void zkh_stop(zkh_cluster *zk);
 
-const char *zkh_hosts(const zkh_cluster *zk);   /* full connect string */
+const char *zkh_hosts(const zkh_cluster *zk); /* full connect string */
 int zkh_nodes(const zkh_cluster *zk);
 int zkh_port(const zkh_cluster *zk, int member); /* client port, member 0-based */
 int zkh_pid(const zkh_cluster *zk, int member);  /* 0 when stopped */
 
 /* Member control. 0 or -errno. start waits until the member serves. */
-int zkh_member_stop(zkh_cluster *zk, int member);   /* SIGTERM, reaped */
-int zkh_member_kill(zkh_cluster *zk, int member);   /* SIGKILL, reaped */
+int zkh_member_stop(zkh_cluster *zk, int member); /* SIGTERM, reaped */
+int zkh_member_kill(zkh_cluster *zk, int member); /* SIGKILL, reaped */
 int zkh_member_start(zkh_cluster *zk, int member);
 /* Member index of the current leader (ensemble) or 0 (standalone); -1 when
  * none answers within timeout_ms. */
@@ -54,8 +54,8 @@ void zkh_dump_log(const zkh_cluster *zk, int member, int lines);
 
 /* Small synchronous ZooKeeper helpers for tests (own short-lived session).
  * Return ZOK (0) or a ZooKeeper error code. */
-int zkh_set(const char *hosts, const char *path, const void *data, int len);   /* create parents as needed */
-int zkh_delete(const char *hosts, const char *path);                           /* recursive */
+int zkh_set(const char *hosts, const char *path, const void *data, int len); /* create parents as needed */
+int zkh_delete(const char *hosts, const char *path);                         /* recursive */
 int zkh_get(const char *hosts, const char *path, char *buf, int *len);
 
 /* Wait helpers: poll a predicate every ms until true or timeout; return

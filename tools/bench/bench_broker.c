@@ -24,8 +24,8 @@
 
 #include "bench_common.h"
 
-#define MAX_READERS 64
-#define READ_SIZE 4096
+#define MAX_READERS         64
+#define READ_SIZE           4096
 #define CONVERGE_TIMEOUT_NS 5000000000ull
 
 struct reader_stats {
@@ -288,7 +288,7 @@ struct storm_result {
 };
 
 static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsigned inflight,
-		  struct storm_result *res)
+                  struct storm_result *res)
 {
 	pid_t pids[MAX_READERS];
 	uint64_t t0, end, g0, g1, final, t_last, deadline, mx = 0;
@@ -325,7 +325,8 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	if (wr.failed)
 		bench_die("storm: %" PRIu64 " writes failed", wr.failed);
 	if (wr.last_done_seq != final)
-		bench_die("storm: last completed write is seq %" PRIu64 ", not %" PRIu64, wr.last_done_seq, final);
+		bench_die("storm: last completed write is seq %" PRIu64 ", not %" PRIu64, wr.last_done_seq,
+		          final);
 	pthread_mutex_unlock(&wr.lock);
 
 	/* Every reader must come to hold the last write. */
@@ -333,9 +334,10 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	for (i = 0; i < nreaders; i++) {
 		while (__atomic_load_n(&sh->r[i].last_seq, __ATOMIC_ACQUIRE) != final) {
 			if (bench_now_ns() > deadline)
-				bench_die("storm: reader %d holds seq %" PRIu64 ", not the last write %" PRIu64
-					  ", %.1f s after it completed: NOT CONVERGED",
-					  i, sh->r[i].last_seq, final, (double)(bench_now_ns() - t_last) / 1e9);
+				bench_die(
+				        "storm: reader %d holds seq %" PRIu64 ", not the last write %" PRIu64
+				        ", %.1f s after it completed: NOT CONVERGED",
+				        i, sh->r[i].last_seq, final, (double)(bench_now_ns() - t_last) / 1e9);
 			bench_sleep_ns(50000);
 		}
 		if (sh->r[i].last_ns > mx)
@@ -351,8 +353,8 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	glen = sizeof(got);
 	rc = zoo_get(zh, node_path, 0, got, &glen, NULL);
 	if (rc != ZOK || bench_config_seq(got, glen) != final)
-		bench_die("storm: ZooKeeper holds seq %" PRIu64 ", expected %" PRIu64, bench_config_seq(got, glen),
-			  final);
+		bench_die("storm: ZooKeeper holds seq %" PRIu64 ", expected %" PRIu64,
+		          bench_config_seq(got, glen), final);
 	bench_sleep_ns(20000000);
 	for (i = 0; i < nreaders; i++) {
 		res->reads += sh->r[i].reads;
@@ -364,8 +366,9 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	}
 	bench_children_kill(pids, nreaders);
 	if (res->back_gen || res->back_seq)
-		bench_die("storm: readers went backwards (%" PRIu64 " generation, %" PRIu64 " content sequence)",
-			  res->back_gen, res->back_seq);
+		bench_die("storm: readers went backwards (%" PRIu64 " generation, %" PRIu64
+		          " content sequence)",
+		          res->back_gen, res->back_seq);
 }
 
 /* ---- main -------------------------------------------------------------------- */
@@ -378,10 +381,13 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"zookeeper", required_argument, NULL, 'z'}, {"broker", required_argument, NULL, 'b'},
-		{"quick", no_argument, NULL, 'q'},	     {"markdown", no_argument, NULL, 'm'},
-		{"plain", no_argument, NULL, 'p'},	     {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"zookeeper", required_argument, NULL, 'z'},
+	        {"broker", required_argument, NULL, 'b'},
+	        {"quick", no_argument, NULL, 'q'},
+	        {"markdown", no_argument, NULL, 'm'},
+	        {"plain", no_argument, NULL, 'p'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	static struct tp_result tp[3];
 	static struct storm_result st[8];
@@ -438,7 +444,8 @@ int main(int argc, char **argv)
 
 	/* 1. reads/s under 1,000 updates/s (0 readers: the broker's cost). */
 	for (i = 0; i < 3; i++) {
-		bench_note("1,000 updates/s for %.0f s with %d spinning reader%s", phase_s, i, i == 1 ? "" : "s");
+		bench_note("1,000 updates/s for %.0f s with %d spinning reader%s", phase_s, i,
+		           i == 1 ? "" : "s");
 		throughput_phase(zh, broker, i, phase_s, &tp[i]);
 	}
 
@@ -470,7 +477,8 @@ int main(int argc, char **argv)
 	       "publishes them. \"overlapped\" = reads during which the generation moved (upper bound on "
 	       "seqlock retries); -EAGAIN = reads that gave up after %d retries.\n\n",
 	       READ_SIZE, ZKW_READ_RETRIES);
-	printf("| reader processes | seconds | updates/s (ZooKeeper) | publishes/s (broker) | reads/s total | "
+	printf("| reader processes | seconds | updates/s (ZooKeeper) | publishes/s (broker) | reads/s total "
+	       "| "
 	       "reads/s per reader | reads per reader CPU-s | overlapped | -EAGAIN | went backwards |\n"
 	       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (i = 0; i < 3; i++) {
@@ -488,13 +496,13 @@ int main(int argc, char **argv)
 			back += t->backwards[j];
 		}
 		if (t->readers)
-			printf("| %d | %.1f | %.0f | %.0f | %.3g | %.3g | %.3g | %" PRIu64 " | %" PRIu64 " | %" PRIu64
-			       " |\n",
+			printf("| %d | %.1f | %.0f | %.0f | %.3g | %.3g | %.3g | %" PRIu64 " | %" PRIu64
+			       " | %" PRIu64 " |\n",
 			       t->readers, t->secs, t->updates / t->secs, t->generations / t->secs, total,
 			       total / t->readers, cpu > 0 ? (double)reads / cpu : 0, ov, ea, back);
 		else
-			printf("| 0 | %.1f | %.0f | %.0f | - | - | - | - | - | - |\n", t->secs, t->updates / t->secs,
-			       t->generations / t->secs);
+			printf("| 0 | %.1f | %.0f | %.0f | - | - | - | - | - | - |\n", t->secs,
+			       t->updates / t->secs, t->generations / t->secs);
 	}
 
 	printf("\n## Update storm\n\n");
@@ -514,8 +522,8 @@ int main(int argc, char **argv)
 		for (i = 0; i < nstorms; i++) {
 			printf("| %d | %.1f | %.0f | %.0f | %" PRIu64 " | %" PRIu64 "/%" PRIu64 " | %" PRIu64
 			       " | %.2f | %.1f |\n",
-			       i + 1, st[i].secs, st[i].sets_per_s, st[i].gens_per_s, st[i].reads, st[i].back_gen,
-			       st[i].back_seq, st[i].eagain, st[i].converge_ms,
+			       i + 1, st[i].secs, st[i].sets_per_s, st[i].gens_per_s, st[i].reads,
+			       st[i].back_gen, st[i].back_seq, st[i].eagain, st[i].converge_ms,
 			       st[i].sets ? st[i].broker_cpu_s * 1e6 / (double)st[i].sets : 0);
 			conv[i] = st[i].converge_ms;
 		}
@@ -523,7 +531,8 @@ int main(int argc, char **argv)
 			bench_stats cs;
 
 			bench_stats_of(conv, (size_t)nstorms, &cs);
-			printf("\nEvery storm converged to ZooKeeper's last value (%d of %d; convergence min %.2f / "
+			printf("\nEvery storm converged to ZooKeeper's last value (%d of %d; convergence min "
+			       "%.2f / "
 			       "median %.2f / max %.2f ms); no reader ever went backwards: target **met**.\n",
 			       nstorms, nstorms, cs.min, cs.median, cs.max);
 		}
@@ -538,8 +547,8 @@ int main(int argc, char **argv)
 	printf("| PSS idle (smaps_rollup) | %.2f MiB | - | - |\n", pss_idle / 1024.0);
 	printf("| RSS / PSS after the storms | %.2f / %.2f MiB | < 8 MiB | %s |\n", rss_after / 1024.0,
 	       pss_after / 1024.0, bench_verdict(rss_after < 8 * 1024));
-	printf("| CPU per 1,000 updates (1,000/s, %d-byte config, no readers) | %.1f ms | - | - |\n", READ_SIZE,
-	       tp[0].updates ? tp[0].broker_cpu_s * 1e3 / tp[0].updates * 1000 : 0);
+	printf("| CPU per 1,000 updates (1,000/s, %d-byte config, no readers) | %.1f ms | - | - |\n",
+	       READ_SIZE, tp[0].updates ? tp[0].broker_cpu_s * 1e3 / tp[0].updates * 1000 : 0);
 	printf("| CPU per 1,000 writes in the storm (%d-byte config, coalesced) | %.1f ms | - | - |\n",
 	       BENCH_CONFIG_LEN, st[0].sets ? st[0].broker_cpu_s * 1e3 / (double)st[0].sets * 1000 : 0);
 	printf("\nNote: RSS counts the segment pages the broker touched (/dev/shm, shared with the readers): "

@@ -29,8 +29,8 @@
 
 #define MAX_THREADS 8
 
-static const int thread_counts[] = { 1, 2, 8 };
-static const size_t content_sizes[] = { 4096, 65536 };
+static const int thread_counts[] = {1, 2, 8};
+static const size_t content_sizes[] = {4096, 65536};
 
 enum mode { MODE_CACHE, MODE_COPY };
 
@@ -156,21 +156,21 @@ static int measure(const struct run *tmpl, int threads, struct stats *st)
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: bench_cache [--quick] [--markdown]\n"
-		     "  per-read cost of zkw_cache_get/put vs zkw_reader_read copies,\n"
-		     "  1, 2 and 8 threads, 4 KiB and 64 KiB contents\n");
+	             "  per-read cost of zkw_cache_get/put vs zkw_reader_read copies,\n"
+	             "  1, 2 and 8 threads, 4 KiB and 64 KiB contents\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "quick", no_argument, NULL, 'q' },
-		{ "markdown", no_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	        {"quick", no_argument, NULL, 'q'},
+	        {"markdown", no_argument, NULL, 'm'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	bool quick = false, markdown = false;
 	char name[64], why[256];
-	zkw_writer_options wopt = { .capacity = 65536, .group = (gid_t)-1, .watch_path = "/bench/cache" };
+	zkw_writer_options wopt = {.capacity = 65536, .group = (gid_t)-1, .watch_path = "/bench/cache"};
 	zkw_writer *w;
 	unsigned char *content;
 	size_t si;
@@ -204,7 +204,8 @@ int main(int argc, char **argv)
 		content[si] = (unsigned char)(si * 131u + 7u);
 
 	if (markdown) {
-		printf("| content | threads | cache ns/read min / median / p99 | copy ns/read min / median / p99 | copy / cache (median) |\n");
+		printf("| content | threads | cache ns/read min / median / p99 | copy ns/read min / median / "
+		       "p99 | copy / cache (median) |\n");
 		printf("|---:|---:|---:|---:|---:|\n");
 	} else {
 		printf("%-8s %7s  %-28s  %-28s  %s\n", "content", "threads", "cache get/put ns/read",
@@ -215,8 +216,11 @@ int main(int argc, char **argv)
 
 	for (si = 0; si < sizeof(content_sizes) / sizeof(content_sizes[0]) && rc == 0; si++) {
 		size_t size = content_sizes[si];
-		zkw_publication p = { .valid = true, .connected = true, .content = content,
-				      .len = size, .content_serial = si + 1 };
+		zkw_publication p = {.valid = true,
+		                     .connected = true,
+		                     .content = content,
+		                     .len = size,
+		                     .content_serial = si + 1};
 		zkw_reader reader;
 		zkw_cache *cache;
 		size_t ti;
@@ -230,11 +234,16 @@ int main(int argc, char **argv)
 		for (ti = 0; ti < sizeof(thread_counts) / sizeof(thread_counts[0]); ti++) {
 			int threads = thread_counts[ti];
 			int batches = quick ? 20 : 200;
-			struct run cache_run = { .mode = MODE_CACHE, .cache = cache, .size = size,
-						 .batches = batches, .reads_per_batch = 20000 };
-			struct run copy_run = { .mode = MODE_COPY, .reader = &reader, .size = size,
-						.batches = batches,
-						.reads_per_batch = size <= 4096 ? 2000 : 200 };
+			struct run cache_run = {.mode = MODE_CACHE,
+			                        .cache = cache,
+			                        .size = size,
+			                        .batches = batches,
+			                        .reads_per_batch = 20000};
+			struct run copy_run = {.mode = MODE_COPY,
+			                       .reader = &reader,
+			                       .size = size,
+			                       .batches = batches,
+			                       .reads_per_batch = size <= 4096 ? 2000 : 200};
 			struct stats sc, sr;
 			char kib[32];
 
@@ -248,8 +257,8 @@ int main(int argc, char **argv)
 				       threads, sc.min, sc.median, sc.p99, sr.min, sr.median, sr.p99,
 				       sr.median / sc.median);
 			else
-				printf("%-8s %7d  %7.1f / %7.1f / %7.1f   %7.1f / %7.1f / %7.1f   %6.0fx\n", kib,
-				       threads, sc.min, sc.median, sc.p99, sr.min, sr.median, sr.p99,
+				printf("%-8s %7d  %7.1f / %7.1f / %7.1f   %7.1f / %7.1f / %7.1f   %6.0fx\n",
+				       kib, threads, sc.min, sc.median, sc.p99, sr.min, sr.median, sr.p99,
 				       sr.median / sc.median);
 			fflush(stdout);
 		}

@@ -44,7 +44,7 @@
 #include "zksync.h"
 
 #define BENCH_MAX_CHILDREN 1024
-#define BENCH_CONFIG_LEN 100 /* bytes of the numbered config */
+#define BENCH_CONFIG_LEN   100 /* bytes of the numbered config */
 
 /* ---- time ------------------------------------------------------------- */
 
@@ -66,7 +66,8 @@ static inline void bench_sleep_ns(uint64_t ns)
 
 static inline void bench_sleep_until(uint64_t at_ns)
 {
-	struct timespec ts = {.tv_sec = (time_t)(at_ns / 1000000000u), .tv_nsec = (long)(at_ns % 1000000000u)};
+	struct timespec ts = {.tv_sec = (time_t)(at_ns / 1000000000u),
+	                      .tv_nsec = (long)(at_ns % 1000000000u)};
 
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		;
@@ -326,8 +327,8 @@ static inline bool bench_parent_gone(void)
 /* Start `broker` on `path`, publishing into segment `shm`; wait (bounded)
  * until the segment holds a valid snapshot. The broker gets SIGTERM when
  * the bench dies. */
-static inline pid_t bench_broker_start(const char *broker, const char *hosts, const char *path, const char *shm,
-				const char *log_path)
+static inline pid_t bench_broker_start(const char *broker, const char *hosts, const char *path,
+                                       const char *shm, const char *log_path)
 {
 	uint64_t end;
 	zkw_reader r;
@@ -351,7 +352,7 @@ static inline pid_t bench_broker_start(const char *broker, const char *hosts, co
 
 		if (waitpid(pid, &st, WNOHANG) == pid)
 			bench_die("zkw-broker %s exited during start-up (status %d); see %s", broker, st,
-				  log_path ? log_path : "stderr");
+			          log_path ? log_path : "stderr");
 		if (zkw_reader_open(&r, shm) == 0) {
 			bool ok = zkw_reader_generation(&r) > 0 && zkw_reader_is_valid(&r);
 

@@ -31,10 +31,10 @@
 
 #include "bench_common.h"
 
-#define MAX_READERS 512
-#define MAX_CONFIGS 8
+#define MAX_READERS       512
+#define MAX_CONFIGS       8
 #define SAMPLE_TIMEOUT_MS 5000
-#define GAP_NS 2000000u /* quiet time between samples */
+#define GAP_NS            2000000u /* quiet time between samples */
 
 /* One stamp per process, each on its own cache line. */
 struct stamp {
@@ -223,26 +223,30 @@ static void diagnose(void)
 	int len = sizeof(buf), i;
 
 	if (diag_zh && zoo_get(diag_zh, cfg_path, 0, buf, &len, NULL) == ZOK)
-		bench_note("diagnosis: ZooKeeper holds seq %" PRIu64 " at %s", bench_config_seq(buf, len), cfg_path);
+		bench_note("diagnosis: ZooKeeper holds seq %" PRIu64 " at %s", bench_config_seq(buf, len),
+		           cfg_path);
 	if (zkw_reader_open(&r, shm_name) == 0) {
 		ssize_t n = zkw_reader_read(&r, &meta, buf, sizeof(buf));
 
-		bench_note("diagnosis: segment generation %" PRIu64 ", read %zd, valid %d, connected %d, seq %" PRIu64
-			   ", error \"%s\", broker alive %d",
-			   zkw_reader_generation(&r), n, meta.valid, meta.connected,
-			   n >= 0 ? bench_config_seq(buf, n) : 0, n >= 0 ? meta.error : "", zkw_reader_broker_alive(&r));
+		bench_note("diagnosis: segment generation %" PRIu64
+		           ", read %zd, valid %d, connected %d, seq %" PRIu64
+		           ", error \"%s\", broker alive %d",
+		           zkw_reader_generation(&r), n, meta.valid, meta.connected,
+		           n >= 0 ? bench_config_seq(buf, n) : 0, n >= 0 ? meta.error : "",
+		           zkw_reader_broker_alive(&r));
 		zkw_reader_close(&r);
 	}
 	for (i = 0; i < 4 && i < MAX_READERS; i++)
-		bench_note("diagnosis: reader %d last seq %" PRIu64 ", floor last seq %" PRIu64, i, sh->reader[i].seq,
-			   sh->floor.seq);
+		bench_note("diagnosis: reader %d last seq %" PRIu64 ", floor last seq %" PRIu64, i,
+		           sh->reader[i].seq, sh->floor.seq);
 }
 
 static void wait_all(const char *what, int n)
 {
 	if (!bench_rendezvous_wait(&sh->rv, SAMPLE_TIMEOUT_MS) && (diagnose(), 1))
 		bench_die("%s: only %u of %d processes saw seq %" PRIu64 " within %d ms", what,
-			  __atomic_load_n(&sh->rv.count, __ATOMIC_ACQUIRE), n, sh->rv.expect, SAMPLE_TIMEOUT_MS);
+		          __atomic_load_n(&sh->rv.count, __ATOMIC_ACQUIRE), n, sh->rv.expect,
+		          SAMPLE_TIMEOUT_MS);
 }
 
 /* zoo_set start -> the last of n stamps with the new seq, in us. */
@@ -364,9 +368,11 @@ static void run_config(zhandle_t *zh, pid_t broker, struct config_result *res, i
 		if (k % 2 == 0) {
 			res->zkw.v[res->zkw.count++] = sample_zk(zh, cfg_path, sh->reader, n, "zkw readers");
 			bench_sleep_ns(GAP_NS);
-			res->zk.v[res->zk.count++] = sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
+			res->zk.v[res->zk.count++] =
+			        sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
 		} else {
-			res->zk.v[res->zk.count++] = sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
+			res->zk.v[res->zk.count++] =
+			        sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
 			bench_sleep_ns(GAP_NS);
 			res->zkw.v[res->zkw.count++] = sample_zk(zh, cfg_path, sh->reader, n, "zkw readers");
 		}
@@ -456,8 +462,8 @@ static uint64_t kazoo_collect(int fd, int n, uint64_t seq, int timeout_ms)
 			unsigned long long s, ns;
 
 			*nl = '\0';
-			if (sscanf(buf, "%u %llu %llu", &idx, &s, &ns) == 3 && idx < MAX_READERS && s == seq &&
-			    !seen[idx]) {
+			if (sscanf(buf, "%u %llu %llu", &idx, &s, &ns) == 3 && idx < MAX_READERS &&
+			    s == seq && !seen[idx]) {
 				seen[idx] = 1;
 				got++;
 				if (ns > mx)
@@ -509,8 +515,9 @@ static zhandle_t *baseline_kazoo(zhandle_t *zh, struct baseline_result *res, int
 	close(fds[1]);
 	/* Each DataWatch reports the current value once it is set up. */
 	if (!kazoo_collect(fds[0], n, seq, 120000))
-		bench_die("kazoo workers: not all %d reported within 120 s (is python3-kazoo installed for %s?)", n,
-			  opt_python);
+		bench_die("kazoo workers: not all %d reported within 120 s (is python3-kazoo installed for "
+		          "%s?)",
+		          n, opt_python);
 	res->py_start_s = (double)(bench_now_ns() - t_start) / 1e9;
 	res->py_conns = bench_zk_connections(opt_hosts) - conns0;
 	res->py_sessions = bench_zk_sessions(opt_hosts);
@@ -563,19 +570,25 @@ static int samples_for(int n)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_latency -z HOSTS --broker PATH [--quick] [--readers 1,16,64,256]\n"
-		   "                     [--baseline 16,64] [--kazoo-worker PATH] [--python PATH]\n"
-		   "                     [--warmup OPS] [--markdown|--plain]\n");
+	           "                     [--baseline 16,64] [--kazoo-worker PATH] [--python PATH]\n"
+	           "                     [--warmup OPS] [--markdown|--plain]\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"zookeeper", required_argument, NULL, 'z'}, {"broker", required_argument, NULL, 'b'},
-		{"quick", no_argument, NULL, 'q'},	     {"readers", required_argument, NULL, 'r'},
-		{"baseline", required_argument, NULL, 'B'},  {"kazoo-worker", required_argument, NULL, 'k'},
-		{"python", required_argument, NULL, 'P'},    {"warmup", required_argument, NULL, 'w'},
-		{"markdown", no_argument, NULL, 'm'},	     {"plain", no_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
+	        {"zookeeper", required_argument, NULL, 'z'},
+	        {"broker", required_argument, NULL, 'b'},
+	        {"quick", no_argument, NULL, 'q'},
+	        {"readers", required_argument, NULL, 'r'},
+	        {"baseline", required_argument, NULL, 'B'},
+	        {"kazoo-worker", required_argument, NULL, 'k'},
+	        {"python", required_argument, NULL, 'P'},
+	        {"warmup", required_argument, NULL, 'w'},
+	        {"markdown", no_argument, NULL, 'm'},
+	        {"plain", no_argument, NULL, 'p'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	int ns[MAX_CONFIGS] = {1, 16, 64, 256}, nconf = 4, bs[MAX_CONFIGS] = {16, 64}, nbase = 2;
 	static struct config_result res[MAX_CONFIGS];
@@ -594,7 +607,9 @@ int main(int argc, char **argv)
 		case 'b': opt_broker = optarg; break;
 		case 'q': opt_quick = true; break;
 		case 'r': nconf = parse_list(optarg, ns, MAX_CONFIGS); break;
-		case 'B': nbase = strcmp(optarg, "none") == 0 ? 0 : parse_list(optarg, bs, MAX_CONFIGS); break;
+		case 'B':
+			nbase = strcmp(optarg, "none") == 0 ? 0 : parse_list(optarg, bs, MAX_CONFIGS);
+			break;
 		case 'k': opt_kazoo = optarg; break;
 		case 'P': opt_python = optarg; break;
 		case 'w': opt_warmup = (int)bench_parse_long("--warmup", optarg, 0, 1000000); break;
@@ -639,7 +654,8 @@ int main(int argc, char **argv)
 	warm_up(zh, opt_warmup);
 
 	for (i = 0; i < nconf; i++) {
-		bench_note("latency: %d reader%s, %d samples each", ns[i], ns[i] == 1 ? "" : "s", samples_for(ns[i]));
+		bench_note("latency: %d reader%s, %d samples each", ns[i], ns[i] == 1 ? "" : "s",
+		           samples_for(ns[i]));
 		run_config(zh, broker, &res[i], ns[i], samples_for(ns[i]));
 	}
 	for (i = 0; i < nbase; i++) {
@@ -688,8 +704,8 @@ int main(int argc, char **argv)
 
 		printf("| %d | %.1f | %.1f%s | %.3f | <= %.2fx %s | %s | %+.1f |\n", r->n, r->zkw.st.median,
 		       floor_us, r->n > 1 ? "" : " (ZooKeeper only)", ratio, target,
-		       r->n == 1 ? "ZooKeeper floor" : "(ZooKeeper + wake floor)", bench_verdict(ratio <= target),
-		       r->zkw.st.median - floor_us);
+		       r->n == 1 ? "ZooKeeper floor" : "(ZooKeeper + wake floor)",
+		       bench_verdict(ratio <= target), r->zkw.st.median - floor_us);
 	}
 	printf("\nzkw reader -EAGAIN results during the latency runs: %" PRIu64 ".\n",
 	       __atomic_load_n(&sh->reader_eagain, __ATOMIC_RELAXED));
@@ -704,9 +720,11 @@ int main(int argc, char **argv)
 
 		printf("\n## Against the seed's design: every worker holds its own ZooKeeper session\n\n");
 		printf("Latency from zoo_set start to the last worker holding the change (us); ZooKeeper "
-		       "connections added (mntr zk_num_alive_connections, minus the bench's own); total memory "
+		       "connections added (mntr zk_num_alive_connections, minus the bench's own); total "
+		       "memory "
 		       "of the workers (sum of VmRSS, and of Pss from smaps_rollup), MiB.\n\n");
-		printf("| design | N | samples | min us | median us | p99 us | ZK connections | sessions (cons, "
+		printf("| design | N | samples | min us | median us | p99 us | ZK connections | sessions "
+		       "(cons, "
 		       "all) | RSS MiB | PSS MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 		for (i = 0; i < nbase; i++) {
 			struct baseline_result *b = &base[i];
@@ -717,21 +735,26 @@ int main(int argc, char **argv)
 
 				if (r->n != b->n)
 					continue;
-				printf("| zkw: 1 broker + N readers | %d | %zu | %.1f | %.1f | %.1f | %ld | - | %.1f | "
+				printf("| zkw: 1 broker + N readers | %d | %zu | %.1f | %.1f | %.1f | %ld | "
+				       "- | %.1f | "
 				       "%.1f |\n",
-				       r->n, r->zkw.st.n, r->zkw.st.min, r->zkw.st.median, r->zkw.st.p99, conns_broker,
-				       (r->rss_kb + r->broker_rss_kb) / 1024.0, (r->pss_kb + r->broker_pss_kb) / 1024.0);
+				       r->n, r->zkw.st.n, r->zkw.st.min, r->zkw.st.median, r->zkw.st.p99,
+				       conns_broker, (r->rss_kb + r->broker_rss_kb) / 1024.0,
+				       (r->pss_kb + r->broker_pss_kb) / 1024.0);
 			}
-			printf("| bare C clients, a session each | %d | %zu | %.1f | %.1f | %.1f | %ld | %ld | %.1f | "
+			printf("| bare C clients, a session each | %d | %zu | %.1f | %.1f | %.1f | %ld | %ld "
+			       "| %.1f | "
 			       "%.1f |\n",
-			       b->n, b->c.st.n, b->c.st.min, b->c.st.median, b->c.st.p99, b->c_conns, b->c_sessions,
-			       b->c_rss_kb / 1024.0, b->c_pss_kb / 1024.0);
-			printf("| kazoo DataWatch processes (the seed) | %d | %zu | %.1f | %.1f | %.1f | %ld | %ld | "
+			       b->n, b->c.st.n, b->c.st.min, b->c.st.median, b->c.st.p99, b->c_conns,
+			       b->c_sessions, b->c_rss_kb / 1024.0, b->c_pss_kb / 1024.0);
+			printf("| kazoo DataWatch processes (the seed) | %d | %zu | %.1f | %.1f | %.1f | %ld "
+			       "| %ld | "
 			       "%.1f | %.1f |\n",
 			       b->n, b->py.st.n, b->py.st.min, b->py.st.median, b->py.st.p99, b->py_conns,
 			       b->py_sessions, b->py_rss_kb / 1024.0, b->py_pss_kb / 1024.0);
 		}
-		printf("\n| N | speed-up vs kazoo (median latency) | target | verdict | lighter vs kazoo (PSS) | "
+		printf("\n| N | speed-up vs kazoo (median latency) | target | verdict | lighter vs kazoo "
+		       "(PSS) | "
 		       "lighter (RSS) | target | verdict (PSS) |\n|---:|---:|---|---|---:|---:|---|---|\n");
 		for (i = 0; i < nbase; i++) {
 			struct baseline_result *b = &base[i];
@@ -746,20 +769,28 @@ int main(int argc, char **argv)
 				speed = b->py.st.median / r->zkw.st.median;
 				pss = (double)b->py_pss_kb / (double)(r->pss_kb + r->broker_pss_kb);
 				rss = (double)b->py_rss_kb / (double)(r->rss_kb + r->broker_rss_kb);
-				printf("| %d | %.1fx | >= 20x | %s | %.0fx | %.0fx | >= 100x | %s |\n", b->n, speed,
-				       bench_verdict(speed >= 20), pss, rss, bench_verdict(pss >= 100));
+				printf("| %d | %.1fx | >= 20x | %s | %.0fx | %.0fx | >= 100x | %s |\n", b->n,
+				       speed, bench_verdict(speed >= 20), pss, rss,
+				       bench_verdict(pss >= 100));
 				if (b->n == 64)
 					zkw64 = speed;
 			}
 		}
-		printf("\nMemory: PSS (proportional set size) is the memory the processes really use together: "
-		       "shared pages (libc, the segment, the interpreter's text) are divided among their users. RSS "
-		       "counts every shared page once per process, so a sum of RSS overstates any multi-process "
-		       "design; it is shown because the seed's 1.36 GB figure is an RSS sum. The zkw readers here "
-		       "are bare C processes forked from the bench (a real worker would carry its own code); the "
-		       "memory zkw adds to a worker is the few segment pages it maps plus the reader struct. The "
+		printf("\nMemory: PSS (proportional set size) is the memory the processes really use "
+		       "together: "
+		       "shared pages (libc, the segment, the interpreter's text) are divided among their "
+		       "users. RSS "
+		       "counts every shared page once per process, so a sum of RSS overstates any "
+		       "multi-process "
+		       "design; it is shown because the seed's 1.36 GB figure is an RSS sum. The zkw readers "
+		       "here "
+		       "are bare C processes forked from the bench (a real worker would carry its own code); "
+		       "the "
+		       "memory zkw adds to a worker is the few segment pages it maps plus the reader struct. "
+		       "The "
 		       "100x target is judged on PSS.\n");
-		printf("\nkazoo workers: start-up of the %d-process set took %.1f s (interpreters + sessions).\n",
+		printf("\nkazoo workers: start-up of the %d-process set took %.1f s (interpreters + "
+		       "sessions).\n",
 		       base[nbase - 1].n, base[nbase - 1].py_start_s);
 		(void)zkw64;
 	}

@@ -126,7 +126,7 @@ struct read_case {
 };
 
 static double batch_ns_per_op(enum side side, const struct read_case *c, const uint64_t *word, bool poll,
-			      long iters)
+                              long iters)
 {
 	uint64_t t0 = now_ns();
 
@@ -172,7 +172,8 @@ static double ratio(const struct pair *p)
 
 static void print_human(const struct pair *pairs, int n, bool quick)
 {
-	printf("bench_read: %d batches per case%s, ns/op (min / median / p99)\n", BATCHES, quick ? " (--quick)" : "");
+	printf("bench_read: %d batches per case%s, ns/op (min / median / p99)\n", BATCHES,
+	       quick ? " (--quick)" : "");
 	printf("%-18s %-30s %-30s %7s %7s  %s\n", "case", "zkw", "floor", "ratio", "target", "result");
 	for (int i = 0; i < n; i++) {
 		const struct pair *p = &pairs[i];
@@ -187,16 +188,18 @@ static void print_human(const struct pair *pairs, int n, bool quick)
 
 static void print_markdown(const struct pair *pairs, int n)
 {
-	printf("| case | zkw median ns/op | zkw min | zkw p99 | floor | floor median ns/op | floor min | floor p99 "
+	printf("| case | zkw median ns/op | zkw min | zkw p99 | floor | floor median ns/op | floor min | "
+	       "floor p99 "
 	       "| ratio | target | result |\n");
 	printf("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|\n");
 	for (int i = 0; i < n; i++) {
 		const struct pair *p = &pairs[i];
 		const char *floor_name = i == 0 ? "private atomic load" : "memcpy";
 
-		printf("| %s | %.2f | %.2f | %.2f | %s | %.2f | %.2f | %.2f | %.2fx | <= %.1fx | %s |\n", p->label,
-		       p->zkw.median, p->zkw.min, p->zkw.p99, floor_name, p->floor.median, p->floor.min,
-		       p->floor.p99, ratio(p), p->target, ratio(p) <= p->target ? "PASS" : "MISS");
+		printf("| %s | %.2f | %.2f | %.2f | %s | %.2f | %.2f | %.2f | %.2fx | <= %.1fx | %s |\n",
+		       p->label, p->zkw.median, p->zkw.min, p->zkw.p99, floor_name, p->floor.median,
+		       p->floor.min, p->floor.p99, ratio(p), p->target,
+		       ratio(p) <= p->target ? "PASS" : "MISS");
 	}
 }
 
@@ -211,8 +214,8 @@ static void on_signal(int sig)
 
 static void publish_pattern(zkw_writer *w, unsigned char *content, size_t len, uint64_t serial)
 {
-	zkw_publication p = { .valid = true, .connected = true, .content = content, .len = len,
-			      .content_serial = serial };
+	zkw_publication p = {
+	        .valid = true, .connected = true, .content = content, .len = len, .content_serial = serial};
 	int err;
 
 	for (size_t i = 0; i < len; i++)
@@ -229,33 +232,33 @@ static size_t content_page_offset(const zkw_reader *r)
 {
 	uint64_t gen = zkw_reader_generation(r);
 	uintptr_t content = (uintptr_t)(r->base + ZKW_HEADER_SIZE + (gen % r->slot_count) * r->slot_size +
-					ZKW_SLOT_CONTENT_OFFSET);
+	                                ZKW_SLOT_CONTENT_OFFSET);
 
 	return content % 4096;
 }
 
 static const char usage_text[] = "Usage: bench_read [--quick] [--markdown]\n"
-				 "  -q, --quick     smoke run: fewer iterations\n"
-				 "  -m, --markdown  print a Markdown table (for BENCHMARKS.md)\n"
-				 "  -h, --help      this text\n";
+                                 "  -q, --quick     smoke run: fewer iterations\n"
+                                 "  -m, --markdown  print a Markdown table (for BENCHMARKS.md)\n"
+                                 "  -h, --help      this text\n";
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "quick", no_argument, NULL, 'q' },
-		{ "markdown", no_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	        {"quick", no_argument, NULL, 'q'},
+	        {"markdown", no_argument, NULL, 'm'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	const size_t small = 4096, large = 1024 * 1024;
 	bool quick = false, markdown = false;
 	struct pair pairs[3] = {
-		{ .label = "unchanged poll", .target = 2.0 },
-		{ .label = "read 4 KiB", .target = 1.5 },
-		{ .label = "read 1 MiB", .target = 1.2 },
+	        {.label = "unchanged poll", .target = 2.0},
+	        {.label = "read 4 KiB", .target = 1.5},
+	        {.label = "read 1 MiB", .target = 1.2},
 	};
-	zkw_writer_options opt = { .capacity = large, .mode = 0600, .group = (gid_t)-1,
-				   .watch_path = "/bench/read" };
+	zkw_writer_options opt = {
+	        .capacity = large, .mode = 0600, .group = (gid_t)-1, .watch_path = "/bench/read"};
 	unsigned char *content, *src_block, *src, *dst;
 	uint64_t private_word = 1;
 	zkw_writer *w;
@@ -304,17 +307,17 @@ int main(int argc, char **argv)
 	memset(src_block, 0x5a, large + 4096);
 	memset(dst, 0, large); /* fault the pages in before timing */
 
-	struct read_case poll_case = { .r = &r };
+	struct read_case poll_case = {.r = &r};
 	measure(&pairs[0], &poll_case, &private_word, true, quick ? 200000 : 5000000);
 
 	publish_pattern(w, content, small, 1);
 	src = src_block + content_page_offset(&r);
-	struct read_case small_case = { .r = &r, .dst = dst, .src = src, .len = small };
+	struct read_case small_case = {.r = &r, .dst = dst, .src = src, .len = small};
 	measure(&pairs[1], &small_case, NULL, false, quick ? 2000 : 50000);
 
 	publish_pattern(w, content, large, 2);
 	src = src_block + content_page_offset(&r);
-	struct read_case large_case = { .r = &r, .dst = dst, .src = src, .len = large };
+	struct read_case large_case = {.r = &r, .dst = dst, .src = src, .len = large};
 	measure(&pairs[2], &large_case, NULL, false, quick ? 4 : 100);
 
 	zkw_reader_close(&r);
