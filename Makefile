@@ -120,12 +120,14 @@ install: all
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 include/zkw/*.h $(DESTDIR)$(PREFIX)/include/zkw/
 	install -m 0644 $(LIBZKW) $(LIBCACHE) $(LIBBINDING) $(DESTDIR)$(PREFIX)/lib/
+	install -d $(DESTDIR)$(PREFIX)/share/zkw/python
+	install -m 0644 client/python/zkw.py $(DESTDIR)$(PREFIX)/share/zkw/python/
 	for pc in tools/*.pc.in; do [ -e "$$pc" ] || continue; \
 	    sed -e 's|@PREFIX@|$(PREFIX)|g' "$$pc" > $(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename "$$pc" .in); done
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
-	rm -rf $(DESTDIR)$(PREFIX)/include/zkw
+	rm -rf $(DESTDIR)$(PREFIX)/include/zkw $(DESTDIR)$(PREFIX)/share/zkw
 	rm -f $(DESTDIR)$(PREFIX)/lib/libzkw*.a $(DESTDIR)$(PREFIX)/lib/libzkw*.so $(DESTDIR)$(PREFIX)/lib/pkgconfig/zkw*.pc
 
 format:
