@@ -8,7 +8,9 @@ set -euo pipefail
 
 packages=(
 	# build
-	make gcc clang pkg-config libc6-dev
+	make gcc g++ clang pkg-config libc6-dev
+	# libFuzzer and the sanitizer runtimes clang needs for `make fuzz`
+	libclang-rt-14-dev
 	libzookeeper-mt-dev liburcu-dev libcmocka-dev
 	# ZooKeeper server for the tests (it needs a Java runtime; the harness
 	# uses slf4j-simple from libslf4j-java for its log)
