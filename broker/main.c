@@ -32,7 +32,6 @@
 struct broker_watch {
 	const zkw_cli_watch *cfg;
 	zkw_writer *writer;
-	pthread_mutex_t publish_lock; /* on_state may come from two threads */
 	zkw_watch *watch;
 };
 
@@ -45,8 +44,9 @@ struct broker {
 /* ---- publishing ------------------------------------------------------- */
 
 /* Called by the watcher, possibly on the ZooKeeper completion thread: copy
- * into the segment and wake readers; never blocks beyond an uncontended
- * mutex. */
+ * into the segment and wake readers, never block. The watcher serialises
+ * on_state calls of one session (it holds the session lock), which is what
+ * the writer's single-writer rule needs: no lock of our own. */
 static void publish_state(void *ctx, const zkw_watch_state *st)
 {
 	struct broker_watch *w = ctx;
@@ -67,7 +67,6 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	};
 	int rc;
 
-	pthread_mutex_lock(&w->publish_lock);
 	rc = zkw_writer_publish(w->writer, &p);
 	if (rc == -EMSGSIZE) {
 		/* The watcher checks max_len; this is the backstop. */
@@ -76,7 +75,6 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		p.error = "Content too large for the segment";
 		rc = zkw_writer_publish(w->writer, &p);
 	}
-	pthread_mutex_unlock(&w->publish_lock);
 	if (rc)
 		zkw_log(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm,
 		        strerror(-rc));
@@ -98,7 +96,6 @@ static void stop_publishing(struct broker *b)
 		zkw_writer_publish(w->writer, &stopped);
 		zkw_writer_close(w->writer, b->cli.unlink_on_exit);
 		w->writer = NULL;
-		pthread_mutex_destroy(&w->publish_lock);
 	}
 }
 
@@ -118,7 +115,6 @@ static int open_segments(struct broker *b)
 			zkw_log(ZKW_LOG_ERROR, "%s", why);
 			return -1;
 		}
-		pthread_mutex_init(&w->publish_lock, NULL);
 		zkw_log(ZKW_LOG_INFO, "publishing %s%s into segment %s (capacity %llu, generation %llu)",
 		        w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
 		        (unsigned long long)w->cfg->capacity,
