@@ -77,9 +77,24 @@ static void client_open(struct client *c, const char *hosts, int session_ms)
 
 static void client_close(struct client *c)
 {
+	if (!c->zh)
+		return;
 	zookeeper_close(c->zh);
+	c->zh = NULL;
 	pthread_cond_destroy(&c->changed);
 	pthread_mutex_destroy(&c->lock);
+}
+
+/* The one client a test may hold. It lives outside the test's stack frame,
+ * and the test's teardown closes it, so a failed assertion (cmocka jumps out
+ * of the test) never leaves a ZooKeeper handle calling into a dead frame. */
+static struct client test_client;
+
+static int close_test_client(void **state)
+{
+	(void)state;
+	client_close(&test_client);
+	return 0;
 }
 
 /* Wait until pred(state, connected_events, arg) holds; false on timeout. */
@@ -333,16 +348,16 @@ static void test_four_letter_words_answer(void **state)
 static void test_pause_disconnects_and_resume_recovers(void **state)
 {
 	zkh_cluster *zk = *state;
-	struct client c;
+	struct client *c = &test_client;
 
 	/* Short session: the client notices silence after 2/3 of it. */
-	client_open(&c, zkh_hosts(zk), 6 * zkh_tick_ms(zk));
-	if (!client_await(&c, is_connected, 0, WAIT_MS))
+	client_open(c, zkh_hosts(zk), 6 * zkh_tick_ms(zk));
+	if (!client_await(c, is_connected, 0, WAIT_MS))
 		fail_with_logs(zk, "client never connected");
 
 	assert_int_equal(zkh_pause(zk), 0);
 	assert_false(zkh_member_serving(zk, 0));
-	if (!client_await(&c, is_not_connected, 0, WAIT_MS)) {
+	if (!client_await(c, is_not_connected, 0, WAIT_MS)) {
 		zkh_resume(zk);
 		fail_msg("client still connected to a paused server");
 	}
@@ -351,7 +366,7 @@ static void test_pause_disconnects_and_resume_recovers(void **state)
 	assert_int_equal(zkh_wait_serving(zk, WAIT_MS), 0);
 	assert_true(zkh_member_serving(zk, 0));
 	assert_int_equal(zkh_set(zkh_hosts(zk), "/zkh-paused", "ok", 2), ZOK);
-	client_close(&c);
+	client_close(c);
 }
 
 /* A multi-process test's children inherit the sweep: their exit - normal or
@@ -388,20 +403,20 @@ static int ensemble_setup(void **state)
 static void test_leader_kill_reelects_and_client_writes(void **state)
 {
 	zkh_cluster *zk = *state;
-	struct client c;
+	struct client *c = &test_client;
 	int old_leader, new_leader, events;
 	char mode[32];
 
-	client_open(&c, zkh_hosts(zk), 20 * zkh_tick_ms(zk));
-	if (!client_await(&c, is_connected, 0, WAIT_MS))
+	client_open(c, zkh_hosts(zk), 20 * zkh_tick_ms(zk));
+	if (!client_await(c, is_connected, 0, WAIT_MS))
 		fail_with_logs(zk, "client never connected to the ensemble");
-	assert_int_equal(client_write(&c, "/reelect", "before", WAIT_MS), ZOK);
+	assert_int_equal(client_write(c, "/reelect", "before", WAIT_MS), ZOK);
 
 	old_leader = zkh_leader(zk, WAIT_MS);
 	assert_true(old_leader >= 0);
-	pthread_mutex_lock(&c.lock);
-	events = c.connected_events;
-	pthread_mutex_unlock(&c.lock);
+	pthread_mutex_lock(&c->lock);
+	events = c->connected_events;
+	pthread_mutex_unlock(&c->lock);
 
 	int64_t t0 = now_ms();
 	assert_int_equal(zkh_member_kill(zk, old_leader), 0);
@@ -417,9 +432,9 @@ static void test_leader_kill_reelects_and_client_writes(void **state)
 
 	/* Every member drops its clients when the leader goes; the session
 	 * comes back (same session, it did not expire) and writes work. */
-	if (!client_await(&c, reconnected_since, events, WAIT_MS))
+	if (!client_await(c, reconnected_since, events, WAIT_MS))
 		fail_with_logs(zk, "client session did not reconnect after re-election");
-	assert_int_equal(client_write(&c, "/reelect", "after", WAIT_MS), ZOK);
+	assert_int_equal(client_write(c, "/reelect", "after", WAIT_MS), ZOK);
 
 	/* The old leader rejoins as a follower and catches up. */
 	assert_int_equal(zkh_member_start(zk, old_leader), 0);
@@ -427,7 +442,7 @@ static void test_leader_kill_reelects_and_client_writes(void **state)
 	assert_string_equal(mode, "follower");
 	assert_int_equal(zkh_leader(zk, WAIT_MS), new_leader);
 	assert_member_has(zk, old_leader, "/reelect", "after");
-	client_close(&c);
+	client_close(c);
 }
 
 static void test_follower_stop_keeps_quorum_and_rejoins(void **state)
@@ -480,11 +495,11 @@ int main(void)
 	        cmocka_unit_test(test_set_get_delete_round_trip),
 	        cmocka_unit_test(test_helpers_reject_relative_paths),
 	        cmocka_unit_test(test_four_letter_words_answer),
-	        cmocka_unit_test(test_pause_disconnects_and_resume_recovers),
+	        cmocka_unit_test_teardown(test_pause_disconnects_and_resume_recovers, close_test_client),
 	        cmocka_unit_test(test_forked_child_exit_spares_servers),
 	};
 	const struct CMUnitTest ensemble[] = {
-	        cmocka_unit_test(test_leader_kill_reelects_and_client_writes),
+	        cmocka_unit_test_teardown(test_leader_kill_reelects_and_client_writes, close_test_client),
 	        cmocka_unit_test(test_follower_stop_keeps_quorum_and_rejoins),
 	        cmocka_unit_test(test_lost_quorum_stops_serving_until_restart),
 	};

@@ -479,7 +479,8 @@ static void zkh__mode(const zkh_cluster *zk, int member, char *mode, size_t cap)
 	mode[0] = '\0';
 	if (zk->member[member].pid <= 0)
 		return;
-	if (zkh__4lw_port(zk->member[member].port, "srvr", reply, sizeof(reply), 1000) < 0)
+	/* Generous: a JVM just resumed or starting on a loaded machine answers late. */
+	if (zkh__4lw_port(zk->member[member].port, "srvr", reply, sizeof(reply), 3000) < 0)
 		return;
 	m = strstr(reply, "Mode: ");
 	if (!m)
