@@ -97,6 +97,13 @@ static int close_test_client(void **state)
 	return 0;
 }
 
+/* A failed pause test must not leave the group's server stopped. */
+static int resume_and_close_test_client(void **state)
+{
+	zkh_resume(*state);
+	return close_test_client(state);
+}
+
 /* Wait until pred(state, connected_events, arg) holds; false on timeout. */
 static bool client_await(struct client *c, bool (*pred)(const struct client *, int), int arg, int timeout_ms)
 {
@@ -495,7 +502,7 @@ int main(void)
 	        cmocka_unit_test(test_set_get_delete_round_trip),
 	        cmocka_unit_test(test_helpers_reject_relative_paths),
 	        cmocka_unit_test(test_four_letter_words_answer),
-	        cmocka_unit_test_teardown(test_pause_disconnects_and_resume_recovers, close_test_client),
+	        cmocka_unit_test_teardown(test_pause_disconnects_and_resume_recovers, resume_and_close_test_client),
 	        cmocka_unit_test(test_forked_child_exit_spares_servers),
 	};
 	const struct CMUnitTest ensemble[] = {

@@ -15,6 +15,7 @@
 #include "zkh.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -767,6 +768,38 @@ int zkh_member_start(zkh_cluster *zk, int member)
 	return zkh__wait_member(zk, member, zkh__start_timeout_ms());
 }
 
+/* Are all of pid's threads stopped (state 'T')? kill(SIGSTOP) returns before
+ * the JVM's threads have stopped: on a loaded machine a "paused" server
+ * could still answer for a while. */
+static bool zkh__all_threads_stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	struct dirent *e;
+	bool stopped = true;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return true; /* gone: nothing runs */
+	while (stopped && (e = readdir(d))) {
+		const char *state;
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(buf, sizeof(buf), "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+		f = fopen(buf, "r");
+		if (!f)
+			continue;
+		if (fgets(buf, sizeof(buf), f) && (state = strrchr(buf, ')')) && state[1] && state[2])
+			stopped = state[2] == 'T' || state[2] == 't' || state[2] == 'Z' || state[2] == 'X';
+		fclose(f);
+	}
+	closedir(d);
+	return stopped;
+}
+
 static int zkh__signal_all(zkh_cluster *zk, int sig)
 {
 	if (!zk)
@@ -779,8 +812,18 @@ static int zkh__signal_all(zkh_cluster *zk, int sig)
 
 int zkh_pause(zkh_cluster *zk)
 {
-	return zkh__signal_all(zk, SIGSTOP);
+	int64_t deadline = zkh__now_ms() + 5000;
+	int rc = zkh__signal_all(zk, SIGSTOP);
+
+	for (int i = 0; rc == 0 && i < zk->nodes; i++)
+		while (zk->member[i].pid > 0 && !zkh__all_threads_stopped(zk->member[i].pid)) {
+			if (zkh__now_ms() >= deadline)
+				return -ETIMEDOUT;
+			zkh__sleep_ms(1);
+		}
+	return rc;
 }
+
 int zkh_resume(zkh_cluster *zk)
 {
 	return zkh__signal_all(zk, SIGCONT);

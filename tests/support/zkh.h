@@ -43,7 +43,8 @@ bool zkh_member_serving(const zkh_cluster *zk, int member);
 int zkh_wait_serving(zkh_cluster *zk, int timeout_ms);
 
 /* Pause/resume a whole cluster (SIGSTOP/SIGCONT) - a network partition seen
- * from the clients, without losing server state. */
+ * from the clients, without losing server state. Pause returns once every
+ * thread of every member has stopped (-ETIMEDOUT after 5 s). */
 int zkh_pause(zkh_cluster *zk);
 int zkh_resume(zkh_cluster *zk);
 
