@@ -49,8 +49,10 @@ check "ZooKeeper floor" "^\| ZooKeeper floor \(bare C client\) \| 1 \| [0-9]+ \|
 for n in 16 64; do
 	check "baseline C sessions N=$n" "^\| bare C clients, a session each \| $n \| [0-9]+ \| $num \| $num \| $num \| [0-9]+ \|"
 	check "baseline kazoo N=$n" "^\| kazoo DataWatch processes \(the seed\) \| $n \| [0-9]+ \| $num \| $num \| $num \| [0-9]+ \|"
-	check "zkw vs kazoo N=$n with verdicts" "^\| $n \| $num+x \| >= 20x \| (met|\*\*missed\*\*) \| [0-9]+x \| [0-9]+x \| >= 100x \|"
 done
+# DESIGN.md sets the seed targets for 64 workers: judged there, shown at 16.
+check "zkw vs kazoo N=64 with verdicts" "^\| 64 \| $num+x \| >= 20x \| (met|\*\*missed\*\*) \| [0-9]+x \| [0-9]+x \| >= 100x \|"
+check "zkw vs kazoo N=16 shown" "^\| 16 \| $num+x \| \(set for 64\) \| - \| [0-9]+x \| [0-9]+x \|"
 for r in 0 1 2; do
 	check "reads/s under 1,000 updates/s, $r readers" "^\| $r \| $num \| [0-9]+ \| [0-9]+ \|"
 done

@@ -769,9 +769,16 @@ int main(int argc, char **argv)
 				speed = b->py.st.median / r->zkw.st.median;
 				pss = (double)b->py_pss_kb / (double)(r->pss_kb + r->broker_pss_kb);
 				rss = (double)b->py_rss_kb / (double)(r->rss_kb + r->broker_rss_kb);
-				printf("| %d | %.1fx | >= 20x | %s | %.0fx | %.0fx | >= 100x | %s |\n", b->n,
-				       speed, bench_verdict(speed >= 20), pss, rss,
-				       bench_verdict(pss >= 100));
+				/* DESIGN.md sets these targets for 64 workers; other
+				 * sizes are shown, not judged. */
+				if (b->n == 64)
+					printf("| %d | %.1fx | >= 20x | %s | %.0fx | %.0fx | >= 100x | %s |\n",
+					       b->n, speed, bench_verdict(speed >= 20), pss, rss,
+					       bench_verdict(pss >= 100));
+				else
+					printf("| %d | %.1fx | (set for 64) | - | %.0fx | %.0fx | (set for 64) | - "
+					       "|\n",
+					       b->n, speed, pss, rss);
 				if (b->n == 64)
 					zkw64 = speed;
 			}
