@@ -32,6 +32,7 @@
 
 #include "proc.h"
 #include "zkh.h"
+#include "zksync.h"
 
 #define WAIT_MS      20000 /* any single expected change */
 #define EXIT_WAIT_MS 20000 /* a broker asked to stop, or failing at start */
@@ -998,49 +999,15 @@ static void test_zookeeper_down_at_start(void **state)
 
 /* ---- ACL: a node only its creator may read ------------------------------ */
 
-struct zk_waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int state;
-};
-
-static void acl_watcher(zhandle_t *zh, int type, int st, const char *path, void *ctx)
+/* An authenticated session of the test's own (zkw_zk_connect: the tools'
+ * synchronous helper). Requests are ordered: what follows runs authenticated. */
+static zhandle_t *connect_with_digest(void)
 {
-	struct zk_waiter *w = ctx;
+	char why[256];
+	zhandle_t *zh = zkw_zk_connect(hosts, WAIT_MS, 10000, why, sizeof(why));
 
-	(void)zh, (void)path;
-	if (type != ZOO_SESSION_EVENT)
-		return;
-	pthread_mutex_lock(&w->lock);
-	w->state = st;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static void quiet(const char *message)
-{
-	(void)message;
-}
-
-static zhandle_t *connect_with_digest(struct zk_waiter *w)
-{
-	struct timespec deadline;
-	zhandle_t *zh;
-
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-	w->state = 0;
-	zh = zookeeper_init2(hosts, acl_watcher, 10000, NULL, w, 0, quiet);
-	assert_non_null(zh);
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += WAIT_MS / 1000;
-	pthread_mutex_lock(&w->lock);
-	while (w->state != ZOO_CONNECTED_STATE)
-		if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
-			break;
-	pthread_mutex_unlock(&w->lock);
-	assert_int_equal(w->state, ZOO_CONNECTED_STATE);
-	/* Requests are ordered: the create below runs authenticated. */
+	if (!zh)
+		fail_msg("%s", why);
 	assert_int_equal(zoo_add_auth(zh, "digest", "zkwtest:secret", 14, NULL, NULL), ZOK);
 	return zh;
 }
@@ -1049,7 +1016,6 @@ static void test_acl_protected_node(void **state)
 {
 	char parent[128], path[128];
 	const char *shm = seg_name("acl");
-	struct zk_waiter w;
 	zhandle_t *zh;
 	struct seg s;
 	proc *b;
@@ -1058,7 +1024,7 @@ static void test_acl_protected_node(void **state)
 	node_path(parent, sizeof(parent), "acl");
 	node_path(path, sizeof(path), "acl/secret");
 	put(parent, "");
-	zh = connect_with_digest(&w);
+	zh = connect_with_digest();
 	zoo_delete(zh, path, -1);
 	assert_int_equal(zoo_create(zh, path, "hidden", 6, &ZOO_CREATOR_ALL_ACL, 0, NULL, 0), ZOK);
 
@@ -1075,9 +1041,7 @@ static void test_acl_protected_node(void **state)
 	assert_int_equal(zoo_set(zh, path, "public now", 10, -1), ZOK);
 	WAIT_FOR(&s, "valid after the ACL was opened", .valid = YES, .content = "public now");
 
-	zookeeper_close(zh);
-	pthread_cond_destroy(&w.cond);
-	pthread_mutex_destroy(&w.lock);
+	zkw_zk_close(zh);
 	seg_close(&s);
 	stop_broker(b);
 }
