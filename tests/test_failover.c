@@ -50,18 +50,6 @@
 
 static zkh_cluster *zk;
 
-static int env_int(const char *name, int fallback)
-{
-	const char *v = getenv(name);
-	char *end;
-	long n;
-
-	if (!v || !*v)
-		return fallback;
-	n = strtol(v, &end, 10);
-	return *end || n <= 0 || n > 100000 ? fallback : (int)n;
-}
-
 /* One scenario's moving parts. */
 struct scene {
 	char path[64];
@@ -93,7 +81,7 @@ static void scene_start(struct scene *s, const char *name, int session_ms, const
 	assert_non_null(s->broker);
 	assert_int_equal(zkw_reader_open(&s->r, s->shm), 0);
 	s->r_open = true;
-	s->readers = chaos_readers_start(s->shm, env_int("ZKW_FAILOVER_READERS", 3));
+	s->readers = chaos_readers_start(s->shm, chaos_env_int("ZKW_FAILOVER_READERS", 3, 100000));
 	assert_non_null(s->readers);
 	assert_true(chaos_readers_wait_seq(s->readers, 1, 30000));
 }
@@ -468,7 +456,7 @@ static bool segment_has_odd_slot(const zkw_reader *r)
 static void test_broker_sigkill_loop(void **state)
 {
 	static const char *const env[] = {FAULT_ENV "=20000", NULL};
-	int iterations = env_int("ZKW_CRASH_ITERATIONS", 30);
+	int iterations = chaos_env_int("ZKW_CRASH_ITERATIONS", 30, 100000);
 	uint64_t rng = (uint64_t)time(NULL) ^ (uint64_t)getpid();
 	int mid_publish = 0, odd_seen = 0;
 	static char buf[CHAOS_CONTENT_MAX];

@@ -27,6 +27,8 @@
 
 #include <zkw/client.h>
 
+#include "proc.h"
+
 #include "writer.h"
 
 #define PYTHON         "/usr/bin/python3"
@@ -95,30 +97,6 @@ static void append(struct output *o, const char *data, size_t n)
 	memcpy(o->data + o->len, data, n);
 	o->len += n;
 	o->data[o->len] = '\0';
-}
-
-static int reap(pid_t pid, int timeout_ms)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
-
-	if (pfd >= 0) {
-		struct pollfd p = {.fd = pfd, .events = POLLIN};
-		int n;
-
-		do
-			n = poll(&p, 1, timeout_ms);
-		while (n < 0 && errno == EINTR);
-		close(pfd);
-		if (n == 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return -1;
-		}
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return status;
 }
 
 /* Start argv with stdout and stderr on pipes (and stdin from a pipe when
@@ -217,7 +195,7 @@ static void run_as(struct run *r, const char *input, size_t input_len, uid_t as_
 		close(out);
 	if (err >= 0)
 		close(err);
-	r->status = reap(pid, open_fds ? 0 : RUN_TIMEOUT_MS);
+	r->status = proc_reap_pid(pid, open_fds ? 0 : RUN_TIMEOUT_MS);
 }
 
 static void run_inspect(struct run *r, const char *a1, const char *a2, const char *a3)
@@ -533,7 +511,7 @@ static void watch_case(bool json)
 	pid_t pid = spawn(argv, &out, &err, NULL, (uid_t)-1);
 
 	if (!read_line(out, line, sizeof(line), 5000)) {
-		reap(pid, 0);
+		proc_reap_pid(pid, 0);
 		fail_msg("--watch printed no first line: \"%s\"", line);
 	}
 	strcat(lines, line);
@@ -549,7 +527,7 @@ static void watch_case(bool json)
 	                     .error = "Connection interrupted with Zookeeper, re-establishing"};
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	if (!read_line(out, line, sizeof(line), 5000)) {
-		reap(pid, 0);
+		proc_reap_pid(pid, 0);
 		fail_msg("--watch printed nothing for generation 3: \"%s\"", line);
 	}
 	strcat(lines, line);
@@ -561,14 +539,14 @@ static void watch_case(bool json)
 	/* The broker going away moves no generation but is a change too. */
 	zkw_writer_close(w, false);
 	if (!read_line(out, line, sizeof(line), 5000)) {
-		reap(pid, 0);
+		proc_reap_pid(pid, 0);
 		fail_msg("--watch printed nothing when the broker went away");
 	}
 	strcat(lines, line);
 	expect_contains(line, json ? "\"broker_alive\":false" : "broker=dead", "--watch liveness line");
 
 	kill(pid, SIGINT);
-	status = reap(pid, 5000);
+	status = proc_reap_pid(pid, 5000);
 	close(out);
 	close(err);
 	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)

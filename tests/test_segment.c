@@ -31,6 +31,8 @@
 #include <cmocka.h>
 
 #include <zkw/client.h>
+
+#include "proc.h"
 #include <zkw/segment.h>
 
 #include "writer.h"
@@ -125,34 +127,9 @@ static ssize_t read_text(const zkw_reader *r, zkw_snapshot *m, char *buf, size_t
 
 /* Wait for a child to end, at most timeout_ms (a pidfd is the event); a
  * child still running then is killed. The wait status, or -1 on timeout. */
-static int reap_child(pid_t pid, int timeout_ms)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	int status = -1;
-
-	if (pfd >= 0) {
-		struct pollfd p = {.fd = pfd, .events = POLLIN};
-		int n;
-
-		do
-			n = poll(&p, 1, timeout_ms);
-		while (n < 0 && errno == EINTR);
-		close(pfd);
-		if (n == 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return -1;
-		}
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return status;
-}
-
 static void expect_exit_ok(pid_t pid, int timeout_ms, const char *what)
 {
-	int status = reap_child(pid, timeout_ms);
+	int status = proc_reap_pid(pid, timeout_ms);
 
 	if (status == -1)
 		fail_msg("%s: child %d did not end within %d ms (killed)", what, (int)pid, timeout_ms);
@@ -618,7 +595,7 @@ static void test_reader_mapping_is_read_only(void **state)
 		*(volatile uint8_t *)(uintptr_t)(r.base + ZKW_HEADER_SIZE) = 1;
 		_exit(0);
 	}
-	status = reap_child(pid, 10000);
+	status = proc_reap_pid(pid, 10000);
 	assert_true(status != -1);
 	if (!WIFSIGNALED(status))
 		fail_msg("a write through the reader's mapping did not fault (exit %d)", WEXITSTATUS(status));
@@ -1132,7 +1109,7 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 	double writer_s = (double)(now_ns() - t0) / 1e9;
 	int failed = 0;
 	for (int i = 0; i < STRESS_READERS; i++) {
-		int status = reap_child(readers[i], timeout_s * 1000);
+		int status = proc_reap_pid(readers[i], timeout_s * 1000);
 
 		if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			print_error("stress reader %d failed: status 0x%x\n", i, status);
@@ -1219,14 +1196,14 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 		_exit(4); /* not reached */
 	}
 	if (recv_byte(up[0], 10000) != 'r') {
-		reap_child(pid, 0);
+		proc_reap_pid(pid, 0);
 		fail_msg("writer child did not publish");
 	}
 	open_reader(&r, name);
 	assert_true(zkw_reader_ping(&r));
 	assert_int_equal(zkw_reader_broker_pid(&r), (uint32_t)pid);
 	send_byte(down[1], 'g');
-	status = reap_child(pid, 10000);
+	status = proc_reap_pid(pid, 10000);
 	assert_true(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
 	/* The half-written slot (generation 4 -> slot 0) is left odd... */
@@ -1461,7 +1438,7 @@ static void test_ping_follows_the_writer_process(void **state)
 		_exit(3);
 	}
 	if (recv_byte(up[0], 10000) != 'r') {
-		reap_child(pid, 0);
+		proc_reap_pid(pid, 0);
 		fail_msg("writer child did not start");
 	}
 	open_reader(&r, name);
@@ -1469,7 +1446,7 @@ static void test_ping_follows_the_writer_process(void **state)
 	assert_true(zkw_reader_ping(&r));
 	assert_true(zkw_reader_is_valid(&r));
 	kill(pid, SIGKILL);
-	status = reap_child(pid, 10000);
+	status = proc_reap_pid(pid, 10000);
 	assert_true(status != -1 && WIFSIGNALED(status));
 	/* Dead broker: its state words still say connected, the lock does not. */
 	assert_int_equal(zkw_reader_state(&r) & ZKW_STATE_CONNECTED, ZKW_STATE_CONNECTED);

@@ -58,18 +58,6 @@ struct soak {
 	uint64_t writes, switches, deletes, rounds, lost, down_missed;
 };
 
-static int env_int(const char *name, int fallback)
-{
-	const char *v = getenv(name);
-	char *end;
-	long n;
-
-	if (!v || !*v)
-		return fallback;
-	n = strtol(v, &end, 10);
-	return *end || n <= 0 || n > 10000000 ? fallback : (int)n;
-}
-
 static proc *soak_broker(struct soak *s)
 {
 	const char *argv[] = {"-z",
@@ -262,8 +250,8 @@ static void converge(struct soak *s)
 static void test_soak(void **state)
 {
 	struct soak s = {0};
-	int seconds = env_int("ZKW_SOAK_SECONDS", 20);
-	int readers = env_int("ZKW_SOAK_READERS", 2);
+	int seconds = chaos_env_int("ZKW_SOAK_SECONDS", 20, 10000000);
+	int readers = chaos_env_int("ZKW_SOAK_READERS", 2, 10000000);
 	const char *seed = getenv("ZKW_SOAK_SEED");
 	chaos_totals tc, tp;
 

@@ -721,3 +721,15 @@ int chaos_fd_count(pid_t pid)
 {
 	return chaos_count_dir(pid, "fd");
 }
+
+int chaos_env_int(const char *name, int fallback, int max)
+{
+	const char *v = getenv(name);
+	char *end;
+	long n;
+
+	if (!v || !*v)
+		return fallback;
+	n = strtol(v, &end, 10);
+	return *end || n <= 0 || n > max ? fallback : (int)n;
+}

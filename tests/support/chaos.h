@@ -125,4 +125,8 @@ int chaos_fd_count(pid_t pid);
 int64_t chaos_now_ms(void);
 uint64_t chaos_rand(uint64_t *state);
 
+/* A positive integer from the environment, at most max; fallback when the
+ * variable is unset, empty, malformed or out of range. */
+int chaos_env_int(const char *name, int fallback, int max);
+
 #endif

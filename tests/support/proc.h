@@ -88,6 +88,11 @@ int proc_signal(proc *p, int sig);
 
 /* Kill (SIGKILL) if still running, reap, free. Safe with NULL. */
 void proc_free(proc *p);
+/* For children a test fork()ed itself: wait up to timeout_ms for pid to
+ * exit (through a pidfd, no polling), SIGKILL it past that, and reap it.
+ * Returns the wait status, or -1 on timeout or error. */
+int proc_reap_pid(pid_t pid, int timeout_ms);
+
 /* Kill, reap and free every child still registered (teardowns). */
 void proc_kill_all(void);
 

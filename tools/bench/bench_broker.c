@@ -48,17 +48,6 @@ static char node_path[256], shm_name[128], log_path[256];
 
 /* ---- readers ------------------------------------------------------------ */
 
-static void open_or_exit(zkw_reader *r)
-{
-	uint64_t end = bench_now_ns() + 20000000000ull;
-
-	while (zkw_reader_open(r, shm_name) != 0) {
-		if (bench_now_ns() > end || bench_parent_gone())
-			_exit(1);
-		bench_sleep_ns(5000000);
-	}
-}
-
 /* Throughput reader: read in a loop while phase == 1. */
 static void spin_reader_main(int idx)
 {
@@ -68,7 +57,7 @@ static void spin_reader_main(int idx)
 	zkw_snapshot meta;
 	uint64_t reads = 0, eagain = 0, overlapped = 0, back = 0, last_gen = 0;
 
-	open_or_exit(&r);
+	bench_reader_open(&r, shm_name);
 	while (__atomic_load_n(&sh->phase, __ATOMIC_ACQUIRE) == 0) {
 		if (bench_parent_gone())
 			_exit(0);
@@ -111,7 +100,7 @@ static void storm_reader_main(int idx)
 	zkw_snapshot meta;
 	uint64_t seen;
 
-	open_or_exit(&r);
+	bench_reader_open(&r, shm_name);
 	seen = zkw_reader_generation(&r);
 	for (;;) {
 		ssize_t n;

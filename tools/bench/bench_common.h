@@ -322,6 +322,19 @@ static inline bool bench_parent_gone(void)
 	return getppid() != bench_parent_pid;
 }
 
+/* In a forked reader: open the broker's segment, waiting (up to 20 s) for
+ * the broker to create it; exit the child when it never comes. */
+static inline void bench_reader_open(zkw_reader *r, const char *shm)
+{
+	uint64_t end = bench_now_ns() + 20000000000ull;
+
+	while (zkw_reader_open(r, shm) != 0) {
+		if (bench_now_ns() > end || bench_parent_gone())
+			_exit(1);
+		bench_sleep_ns(5000000);
+	}
+}
+
 /* ---- zkw-broker ------------------------------------------------------- */
 
 /* Start `broker` on `path`, publishing into segment `shm`; wait (bounded)

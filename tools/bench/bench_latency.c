@@ -79,13 +79,9 @@ static void reader_main(int idx)
 	char buf[4096];
 	zkw_reader r;
 	zkw_snapshot meta;
-	uint64_t seen, last = 0, end = bench_now_ns() + 20000000000ull;
+	uint64_t seen, last = 0;
 
-	while (zkw_reader_open(&r, shm_name) != 0) {
-		if (bench_now_ns() > end || bench_parent_gone())
-			_exit(1);
-		bench_sleep_ns(5000000);
-	}
+	bench_reader_open(&r, shm_name);
 	seen = zkw_reader_generation(&r);
 	for (;;) {
 		ssize_t n;
