@@ -1,26 +1,37 @@
-# zkw — build, test, demo, bench, install.
+# SPDX-License-Identifier: Apache-2.0
+# zkw - build, test, demo, bench, install.
 #
-# Everything is discovered by wildcard so a new module needs no Makefile edit:
-#   broker/*.c (but main.c)  -> build/libzkw.a        (watcher + segment writer)
-#   broker/main.c            -> build/zkw-broker
-#   tools/zkw-*.c            -> build/zkw-*           (one tool per file)
-#   client/cache.c           -> build/libzkw-cache.{a,so}  (liburcu reader cache)
-#   client/reader.c          -> build/libzkw-client.so     (client.h for bindings)
-#   tests/support/*.c        -> linked into every test
-#   tests/test_*.c           -> build/tests/test_*    (cmocka binaries)
-#   tools/bench/bench_*.c    -> build/bench/bench_*
+# `make` builds the product only (no test framework needed); `make test`
+# builds the tests and benchmarks too and runs the suite. Sources are found
+# by wildcard, so a new file in a folder needs no edit here. Each part has
+# its own include path, which is how the layout's rules are enforced:
 #
-# `make check` rebuilds everything under ASan+UBSan in build/asan and runs the
-# suite again; `make tsan` does the same under ThreadSanitizer for the
-# multi-threaded tests.
+#   broker/zk/       the ZooKeeper watch library  -> libzkw.a (exports watcher.h only)
+#                    sees include/ and lib/: nothing about shared memory
+#   broker/publish/  the segment writer            sees include/ only: nothing about ZooKeeper
+#   broker/daemon/   zkw-broker                    sees include/ and broker/: wires zk to publish
+#   client/          libzkw-cache.{a,so}, client/python/ -> libzkw-client.so
+#                    see include/ only
+#   lib/             internal helpers of the tools and tests (never installed)
+#   tools/           zkw-push, zkw-inspect, zkw-example: see include/ and lib/
+#   tests/           unit/ integration/ fault/ fuzz/ bench/, on tests/support/
+#
+# `make check` rebuilds everything under ASan+UBSan in build/asan and runs
+# the suite again; `make tsan` does the same under ThreadSanitizer.
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
+OBJCOPY ?= objcopy
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+LIBDIR  ?= $(PREFIX)/lib$(if $(MULTIARCH),/$(MULTIARCH))
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
-CPPFLAGS += -D_GNU_SOURCE -DTHREADED -Iinclude -Ibroker -Itests/support -I/usr/include/x86_64-linux-gnu
+CPPFLAGS += -D_GNU_SOURCE -DTHREADED
 CFLAGS   ?= -O2 -g
 # Flags zkw needs whatever CFLAGS the command line gives.
 ZKW_CFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -MMD -MP
@@ -29,106 +40,153 @@ ZK_LIBS  := -lzookeeper_mt
 URCU_LIBS := -lurcu-memb -lurcu-common
 LDLIBS   += -lrt
 
-BROKER_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c))
-BROKER_OBJ  := $(BROKER_SRC:%.c=$(BUILD)/%.o)
-CACHE_SRC   := $(wildcard client/cache.c)
-CACHE_OBJ   := $(CACHE_SRC:%.c=$(BUILD)/%.o)
-BINDING_SRC := $(wildcard client/reader.c)
-SUPPORT_SRC := $(wildcard tests/support/*.c)
-SUPPORT_OBJ := $(SUPPORT_SRC:%.c=$(BUILD)/%.o)
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+ZK_SRC      := $(wildcard broker/zk/*.c)
+PUBLISH_SRC := $(wildcard broker/publish/*.c)
+DAEMON_SRC  := $(filter-out broker/daemon/main.c,$(wildcard broker/daemon/*.c))
+LIB_SRC     := $(wildcard lib/*.c)
+CACHE_SRC   := $(wildcard client/*.c)
+PY_SRC      := $(wildcard client/python/*.c)
 TOOL_SRC    := $(wildcard tools/zkw-*.c)
-TOOLS       := $(TOOL_SRC:tools/%.c=$(BUILD)/%)
-TEST_SRC    := $(wildcard tests/test_*.c)
-TESTS       := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-BENCH_SRC   := $(wildcard tools/bench/bench_*.c)
-BENCHES     := $(BENCH_SRC:tools/bench/%.c=$(BUILD)/bench/%)
-FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+SUPPORT_SRC := $(wildcard tests/support/*.c)
+TEST_SRC    := $(wildcard tests/unit/test_*.c tests/integration/test_*.c tests/fault/test_*.c tests/fuzz/test_*.c)
+BENCH_SRC   := $(wildcard tests/bench/bench_*.c)
+BENCH_LIB_SRC := $(filter-out $(BENCH_SRC),$(wildcard tests/bench/*.c))
 
-LIBZKW      := $(BUILD)/libzkw.a
-LIBCACHE    := $(if $(CACHE_SRC),$(BUILD)/libzkw-cache.a $(BUILD)/libzkw-cache.so)
-LIBBINDING  := $(if $(BINDING_SRC),$(BUILD)/libzkw-client.so)
-PROGRAMS    := $(BUILD)/zkw-broker $(TOOLS)
+# Internal archives: the raw objects of each part, for the programs and the
+# tests (which may reach a part's internals through its folder).
+ZK_A      := $(BUILD)/internal/libzk.a
+PUBLISH_A := $(BUILD)/internal/libpublish.a
+DAEMON_A  := $(BUILD)/internal/libdaemon.a
+LIB_A     := $(BUILD)/internal/libhelpers.a
+SUPPORT_A := $(BUILD)/internal/libsupport.a
+BENCH_A   := $(BUILD)/internal/libbench.a
 
-.PHONY: all test check tsan demo bench soak fuzz install uninstall clean deps format
-all: $(LIBZKW) $(LIBCACHE) $(LIBBINDING) $(PROGRAMS) $(TESTS) $(BENCHES)
+# The product.
+LIBZKW     := $(BUILD)/libzkw.a
+LIBCACHE   := $(BUILD)/libzkw-cache.a $(BUILD)/libzkw-cache.so
+LIBCLIENT  := $(BUILD)/libzkw-client.so
+TOOLS      := $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+PROGRAMS   := $(BUILD)/zkw-broker $(TOOLS)
+PRODUCT    := $(LIBZKW) $(LIBCACHE) $(LIBCLIENT) $(PROGRAMS)
+TESTS      := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(TEST_SRC)))
+BENCHES    := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
+
+# Include paths, one per part.
+$(BUILD)/broker/zk/%.o:      INC := -Iinclude -Ilib
+$(BUILD)/broker/publish/%.o: INC := -Iinclude
+$(BUILD)/broker/daemon/%.o:  INC := -Iinclude -Ibroker
+$(BUILD)/client/%.o:         INC := -Iinclude
+$(BUILD)/lib/%.o:            INC := -Iinclude -Ilib
+$(BUILD)/tools/%.o:          INC := -Iinclude -Ilib
+$(BUILD)/tests/%.o:          INC := -Iinclude -Ilib -Ibroker -Itests/support
+$(BUILD)/tests/fuzz/%.o:     INC := -Iinclude -Ilib -Ibroker -Itests/support -Itests/fuzz
+$(BUILD)/tests/bench/%.o:    INC := -Iinclude -Ilib -Ibroker -Itests/support -Itests/bench
+# Libraries export only what their public header declares (ZKW_API).
+$(BUILD)/broker/zk/%.o $(BUILD)/client/%.o: VISIBILITY := -fvisibility=hidden
+
+.PHONY: all tests test check tsan demo bench soak fuzz install uninstall clean deps format
+all: $(PRODUCT)
+tests: $(PRODUCT) $(TESTS) $(BENCHES)
 
 deps:
 	@tools/deps.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(ZKW_CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(INC) $(CFLAGS) $(ZKW_CFLAGS) $(VISIBILITY) -c -o $@ $<
 
-$(LIBZKW): $(BROKER_OBJ)
+$(ZK_A): $(call obj,$(ZK_SRC))
+$(PUBLISH_A): $(call obj,$(PUBLISH_SRC))
+$(DAEMON_A): $(call obj,$(DAEMON_SRC))
+$(LIB_A): $(call obj,$(LIB_SRC))
+$(SUPPORT_A): $(call obj,$(SUPPORT_SRC))
+$(BENCH_A): $(call obj,$(BENCH_LIB_SRC))
+$(BUILD)/libzkw-cache.a: $(call obj,$(CACHE_SRC))
+$(ZK_A) $(PUBLISH_A) $(DAEMON_A) $(LIB_A) $(SUPPORT_A) $(BENCH_A) $(BUILD)/libzkw-cache.a:
 	@mkdir -p $(dir $@)
+	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/libzkw-cache.a: $(CACHE_OBJ)
-	$(AR) rcs $@ $^
+# libzkw.a: one relocatable object whose hidden symbols are made local, so
+# the archive exports exactly the ZKW_API functions of watcher.h.
+$(LIBZKW): $(call obj,$(ZK_SRC))
+	$(LD) -r -o $(BUILD)/libzkw.o $^
+	$(OBJCOPY) --localize-hidden $(BUILD)/libzkw.o
+	@rm -f $@
+	$(AR) rcs $@ $(BUILD)/libzkw.o
 
-$(BUILD)/libzkw-cache.so: $(CACHE_OBJ)
+$(BUILD)/libzkw-cache.so: $(call obj,$(CACHE_SRC))
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(URCU_LIBS) $(LDLIBS)
 
-$(BUILD)/libzkw-client.so: $(BUILD)/client/reader.o
+$(LIBCLIENT): $(call obj,$(PY_SRC))
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/zkw-broker: $(BUILD)/broker/main.o $(LIBZKW)
+$(BUILD)/zkw-broker: $(call obj,broker/daemon/main.c) $(DAEMON_A) $(PUBLISH_A) $(LIBZKW)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)
 
-$(BUILD)/zkw-%: $(BUILD)/tools/zkw-%.o $(LIBZKW)
+$(TOOLS): $(BUILD)/%: $(BUILD)/tools/%.o $(LIB_A) $(LIBZKW)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(SUPPORT_OBJ) $(LIBZKW) $(LIBCACHE)
-	$(CC) $(LDFLAGS) -o $@ $< $(SUPPORT_OBJ) $(LIBZKW) $(filter %.a,$(LIBCACHE)) -lcmocka $(ZK_LIBS) $(URCU_LIBS) $(LDLIBS)
-
-$(BUILD)/bench/%: $(BUILD)/tools/bench/%.o $(LIBZKW) $(LIBCACHE)
+# Tests link the parts' raw objects (test hooks are hidden in libzkw.a).
+TEST_LIBS := $(SUPPORT_A) $(DAEMON_A) $(PUBLISH_A) $(ZK_A) $(LIB_A) $(BUILD)/libzkw-cache.a
+$(TESTS): $(TEST_LIBS)
+$(BENCHES): $(BENCH_A) $(TEST_LIBS)
+$(TESTS) $(BENCHES):
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIBZKW) $(filter %.a,$(LIBCACHE)) $(ZK_LIBS) $(URCU_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) -lcmocka $(ZK_LIBS) $(URCU_LIBS) $(LDLIBS)
+define test_rule
+$(BUILD)/tests/$(notdir $(1:.c=)): $(call obj,$(1))
+endef
+$(foreach t,$(TEST_SRC),$(eval $(call test_rule,$(t))))
+$(foreach b,$(BENCH_SRC),$(eval $(BUILD)/bench/$(notdir $(b:.c=)): $(call obj,$(b))))
 
 # The test command of README.md and .ci/run.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory tests
 	@tests/run.sh $(BUILD)
 
+ASAN_BUILD := BUILD=build/asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 check: deps
-	@$(MAKE) --no-print-directory all BUILD=build/asan \
-	    SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+	@$(MAKE) --no-print-directory tests $(ASAN_BUILD)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    tests/run.sh build/asan
 
 tsan: deps
-	@$(MAKE) --no-print-directory all BUILD=build/tsan CFLAGS="-O1 -g" SANFLAGS="-fsanitize=thread -Wno-tsan"
-	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ZKW_TSAN=1 tests/run.sh build/tsan
+	@$(MAKE) --no-print-directory tests BUILD=build/tsan CFLAGS="-O1 -g" SANFLAGS="-fsanitize=thread -Wno-tsan"
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/support/tsan.supp" ZKW_TSAN=1 tests/run.sh build/tsan
 
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@tools/demo.sh $(BUILD)
 
 bench: deps
-	@$(MAKE) --no-print-directory all CFLAGS="-O2 -g"
-	@tools/bench/run.sh $(BUILD) $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory tests CFLAGS="-O2 -g"
+	@tests/bench/run.sh $(BUILD) $(BENCH_ARGS)
 
 soak: deps
-	@$(MAKE) --no-print-directory all
-	@tools/soak.sh $(BUILD) $(SOAK_ARGS)
+	@$(MAKE) --no-print-directory tests
+	@tests/fault/soak.sh $(BUILD) $(SOAK_ARGS)
 
 fuzz: deps
-	@tools/fuzz.sh $(FUZZ_SECONDS)
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/zkw $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 include/zkw/*.h $(DESTDIR)$(PREFIX)/include/zkw/
-	install -m 0644 $(LIBZKW) $(LIBCACHE) $(LIBBINDING) $(DESTDIR)$(PREFIX)/lib/
-	install -d $(DESTDIR)$(PREFIX)/share/zkw/python
-	install -m 0644 client/python/zkw.py $(DESTDIR)$(PREFIX)/share/zkw/python/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR)/zkw $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PYTHONDIR)
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 include/zkw/*.h $(DESTDIR)$(INCLUDEDIR)/zkw/
+	install -m 0644 $(LIBZKW) $(LIBCACHE) $(LIBCLIENT) $(DESTDIR)$(LIBDIR)/
+	install -m 0644 client/python/zkw.py $(DESTDIR)$(PYTHONDIR)/
 	for pc in tools/*.pc.in; do [ -e "$$pc" ] || continue; \
-	    sed -e 's|@PREFIX@|$(PREFIX)|g' "$$pc" > $(DESTDIR)$(PREFIX)/lib/pkgconfig/$$(basename "$$pc" .in); done
+	    sed -e 's|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCLUDEDIR@|$(INCLUDEDIR)|g' "$$pc" \
+	        > $(DESTDIR)$(LIBDIR)/pkgconfig/$$(basename "$$pc" .in); done
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
-	rm -rf $(DESTDIR)$(PREFIX)/include/zkw $(DESTDIR)$(PREFIX)/share/zkw
-	rm -f $(DESTDIR)$(PREFIX)/lib/libzkw*.a $(DESTDIR)$(PREFIX)/lib/libzkw*.so $(DESTDIR)$(PREFIX)/lib/pkgconfig/zkw*.pc
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(PROGRAMS)))
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/zkw
+	rm -f $(DESTDIR)$(PYTHONDIR)/zkw.py
+	rm -f $(DESTDIR)$(LIBDIR)/libzkw*.a $(DESTDIR)$(LIBDIR)/libzkw*.so $(DESTDIR)$(LIBDIR)/pkgconfig/zkw*.pc
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/run.sh BUILD_DIR - run the whole suite: BUILD_DIR/tests/test_* (cmocka
-# binaries), tests/test_*.sh and tests/test_*.py, each under a timeout, each
+# binaries), tests/*/test_*.sh and tests/*/test_*.py, each under a timeout, each
 # with its own ZKW_TEST_RUNDIR.  Prints every test's result line, the output
 # of whatever failed, and exactly one closing line `N passed, N failed[, N
 # skipped]`; exits non-zero on any failure.  Leaves no ZooKeeper behind: any
@@ -170,12 +170,12 @@ for bin in "$build"/tests/test_*; do
 	[[ -z $filter || $name =~ $filter ]] || continue
 	run_one "$name" cmocka "$bin"
 done
-for script in tests/test_*.sh; do
+for script in tests/*/test_*.sh; do
 	name=$(basename "$script")
 	[[ -z $filter || $name =~ $filter ]] || continue
 	run_one "$name" script bash "$script"
 done
-for script in tests/test_*.py; do
+for script in tests/*/test_*.py; do
 	name=$(basename "$script")
 	[[ -z $filter || $name =~ $filter ]] || continue
 	run_one "$name" script /usr/bin/python3 "$script"

@@ -13,7 +13,7 @@
 
 #include <zkw/watcher.h>
 
-#include "zksync.h"
+#include "zkw_zk.h"
 
 #define EXIT_USAGE 2
 

@@ -66,6 +66,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <zkw/common.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -109,43 +111,43 @@ typedef struct zkw_cache_options {
  * -EPERM owner is not the expected uid, -EBADMSG corrupt, -EPROTO ABI
  * mismatch, -EINVAL bad name, -ENOMEM, -EAGAIN (could not get a stable
  * read, or create the thread). opt may be NULL. */
-int zkw_cache_open(zkw_cache **out, const char *shm_name, const zkw_cache_options *opt);
+ZKW_API int zkw_cache_open(zkw_cache **out, const char *shm_name, const zkw_cache_options *opt);
 
 /* Begin reading: the current snapshot, never NULL while the cache is open;
  * NULL once zkw_cache_shutdown() has begun (then there is nothing to put).
  * No copy, no syscall. Registers the calling thread on first use. */
-const zkw_cache_snapshot *zkw_cache_get(zkw_cache *c);
+ZKW_API const zkw_cache_snapshot *zkw_cache_get(zkw_cache *c);
 
 /* End reading what zkw_cache_get() returned (NULL is a no-op). Does not
  * dereference c, so it is safe while zkw_cache_close() waits for it. */
-void zkw_cache_put(zkw_cache *c, const zkw_cache_snapshot *s);
+ZKW_API void zkw_cache_put(zkw_cache *c, const zkw_cache_snapshot *s);
 
 /* Generation of the snapshot currently published by the cache (one acquire
  * load). A zkw_cache_get() after it returned g returns a snapshot with
  * generation >= g. */
-uint64_t zkw_cache_generation(const zkw_cache *c);
+ZKW_API uint64_t zkw_cache_generation(const zkw_cache *c);
 
 /* Block until the cache publishes a generation other than `seen`: 1 when it
  * did, 0 on timeout, -EINTR on a signal, -ESHUTDOWN when the cache is shut
  * down. timeout_ms < 0 waits forever. Must not be called between get and put. */
-int zkw_cache_wait(zkw_cache *c, uint64_t seen, int timeout_ms);
+ZKW_API int zkw_cache_wait(zkw_cache *c, uint64_t seen, int timeout_ms);
 
 /* The follower's last read error (0 if its last read succeeded): -EBADMSG
  * for a corrupt slot, for instance. The cache keeps its last snapshot. */
-int zkw_cache_follower_error(const zkw_cache *c);
+ZKW_API int zkw_cache_follower_error(const zkw_cache *c);
 
 /* Stop following and unpublish (see "Stopping" above). 0, or -EDEADLK when
  * called from on_change or between get and put on the calling thread.
  * Idempotent. */
-int zkw_cache_shutdown(zkw_cache *c);
+ZKW_API int zkw_cache_shutdown(zkw_cache *c);
 
 /* Shut down if needed and free. NULL is fine. Must not be called from
  * on_change or between get and put. */
-void zkw_cache_close(zkw_cache *c);
+ZKW_API void zkw_cache_close(zkw_cache *c);
 
 /* Unregister the calling thread from RCU now instead of at its exit. Not
  * between get and put. A later zkw_cache_get() registers it again. */
-void zkw_cache_thread_exit(void);
+ZKW_API void zkw_cache_thread_exit(void);
 
 #ifdef __cplusplus
 }

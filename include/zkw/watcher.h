@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <zkw/common.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,7 +65,7 @@ enum { ZKW_LOG_ERROR = 1, ZKW_LOG_WARN = 2, ZKW_LOG_INFO = 3, ZKW_LOG_DEBUG = 4 
  * -EINVAL (not a valid path) / -ENAMETOOLONG (too long) with *why set to a
  * static description, or -ENOBUFS when outcap is too small for a valid path.
  * why may be NULL. Pure function: no allocation, no global state. */
-int zkw_pointer_parse(const void *data, size_t len, char *out, size_t outcap, const char **why);
+ZKW_API int zkw_pointer_parse(const void *data, size_t len, char *out, size_t outcap, const char **why);
 
 /* ------------------------------------------------------ layer 1: session */
 
@@ -128,7 +130,7 @@ typedef struct zkw_watch_options {
 } zkw_watch_options;
 
 /* Fill *o with the defaults (all zero except reconcile_s = 60). */
-void zkw_session_options_init(zkw_session_options *o);
+ZKW_API void zkw_session_options_init(zkw_session_options *o);
 
 /* Open a session to hosts (a full connect string: "h1:p1,h2:p2/chroot").
  * opt may be NULL (defaults). Returns NULL on failure with *err (may be NULL)
@@ -139,26 +141,26 @@ void zkw_session_options_init(zkw_session_options *o);
  * A session and its watches are used by one owner: zkw_session_close must
  * not run concurrently with another call on the same session (on_state
  * callbacks are the library's business and are handled). */
-zkw_session *zkw_session_open(const char *hosts, const zkw_session_options *opt, int *err);
+ZKW_API zkw_session *zkw_session_open(const char *hosts, const zkw_session_options *opt, int *err);
 
 /* Watch path (relative to the chroot, if any). Works before or after the
  * session connects. The watch lives until zkw_session_close. o is copied;
  * o->on_state may be NULL. NULL (errno EINVAL/ENOMEM) on failure. */
-zkw_watch *zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o);
+ZKW_API zkw_watch *zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o);
 
 /* Connection alive: connected, and a round trip to the server (exists "/")
  * answers within min(session timeout / 3, 2 s). Blocks the caller for at
  * most that long; never call from on_state. */
-bool zkw_session_ping(zkw_session *s);
+ZKW_API bool zkw_session_ping(zkw_session *s);
 
 /* The current ZooKeeper session id and password (for logs, or for a test
  * that expires the session on purpose). false when no session is established. */
-bool zkw_session_identity(zkw_session *s, int64_t *id, char passwd[16]);
+ZKW_API bool zkw_session_identity(zkw_session *s, int64_t *id, char passwd[16]);
 
 /* Stop everything: the ZooKeeper handle is closed and every thread joined;
  * no on_state runs after this returns; all watches are freed. Safe with
  * NULL. Never call from on_state. */
-void zkw_session_close(zkw_session *s);
+ZKW_API void zkw_session_close(zkw_session *s);
 
 /* ----------------------------------------------- layer 2: seed's watcher */
 
@@ -184,36 +186,36 @@ typedef struct zkw_watcher_handlers {
 
 /* Open a watcher on path. h may be NULL (polling use). On failure returns
  * NULL and writes a one-line reason into errbuf (may be NULL). */
-zkw_watcher *zkw_watcher_open(const char *hosts, const char *path, const zkw_watcher_handlers *h,
+ZKW_API zkw_watcher *zkw_watcher_open(const char *hosts, const char *path, const zkw_watcher_handlers *h,
                               unsigned flags, char *errbuf, size_t errlen);
 /* Same, with session options (timeouts, reconcile, log); sopt may be NULL.
  * sopt->valid_init is ignored: the flag decides. */
-zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_watcher_handlers *h,
+ZKW_API zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_watcher_handlers *h,
                                  unsigned flags, const zkw_session_options *sopt, char *errbuf,
                                  size_t errlen);
 
 /* Current validity (the latest state, whether or not handlers caught up). */
-bool zkw_watcher_is_valid(zkw_watcher *w);
+ZKW_API bool zkw_watcher_is_valid(zkw_watcher *w);
 /* Copy the last good content (pointer=false) or the pointer's target path
  * (pointer=true; "" unless pointer mode) into buf. Returns its length; when
  * cap is too small copies nothing and returns -ENOBUFS (call again with a
  * buffer of zkw_watcher_content_len()). Content is bytes: no NUL added. */
-ssize_t zkw_watcher_get_file_contents(zkw_watcher *w, bool pointer, void *buf, size_t cap);
-size_t zkw_watcher_content_len(zkw_watcher *w, bool pointer);
+ZKW_API ssize_t zkw_watcher_get_file_contents(zkw_watcher *w, bool pointer, void *buf, size_t cap);
+ZKW_API size_t zkw_watcher_content_len(zkw_watcher *w, bool pointer);
 /* The latest error text ("" when valid) into buf (always NUL-terminated). */
-void zkw_watcher_get_error(zkw_watcher *w, char *buf, size_t cap);
-bool zkw_watcher_ping(zkw_watcher *w);
+ZKW_API void zkw_watcher_get_error(zkw_watcher *w, char *buf, size_t cap);
+ZKW_API bool zkw_watcher_ping(zkw_watcher *w);
 /* The session underneath (for zkw_session_ping / _identity). */
-zkw_session *zkw_watcher_session(zkw_watcher *w);
+ZKW_API zkw_session *zkw_watcher_session(zkw_watcher *w);
 
 /* Stop: closes the session and the dispatch thread; no handler starts after
  * it returns (from a handler, the running handler is the last one).
  * Idempotent - the seed's close() may be called twice; getters keep
  * answering the last state afterwards. */
-void zkw_watcher_stop(zkw_watcher *w);
+ZKW_API void zkw_watcher_stop(zkw_watcher *w);
 /* Stop (if not yet) and free. Safe with NULL. From inside a handler the
  * memory is released when that handler returns. */
-void zkw_watcher_close(zkw_watcher *w);
+ZKW_API void zkw_watcher_close(zkw_watcher *w);
 
 #ifdef __cplusplus
 }

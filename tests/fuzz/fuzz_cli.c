@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "daemon/cli.h"
 #include "fuzz.h"
 
 #define FUZZ_CLI_MAX_ARGS 128

@@ -32,7 +32,7 @@
 
 #include "proc.h"
 #include "zkh.h"
-#include "zksync.h"
+#include "zkw_zk.h"
 
 #define WAIT_MS      20000 /* any single expected change */
 #define EXIT_WAIT_MS 20000 /* a broker asked to stop, or failing at start */

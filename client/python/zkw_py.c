@@ -19,12 +19,12 @@
  * Errors are 0 or -errno, as in client.h.
  */
 #include <zkw/client.h>
+#include <zkw/common.h>
 
 #include <stdlib.h>
 
 #define ZKW_PY_ABI 1 /* bump on any change of the functions or zkw_py_meta */
 
-#define ZKW_PY_EXPORT __attribute__((visibility("default")))
 
 typedef struct zkw_py_meta {
 	uint64_t generation;
@@ -47,21 +47,21 @@ struct zkw_py_reader {
 
 /* Prototypes: exported API (-Wmissing-prototypes; no public header, the
  * bindings declare them). */
-ZKW_PY_EXPORT int zkw_py_abi(void);
-ZKW_PY_EXPORT int zkw_py_meta_size(void);
-ZKW_PY_EXPORT struct zkw_py_reader *zkw_py_open(const char *shm_name, int64_t expected_uid, int *err,
+ZKW_API int zkw_py_abi(void);
+ZKW_API int zkw_py_meta_size(void);
+ZKW_API struct zkw_py_reader *zkw_py_open(const char *shm_name, int64_t expected_uid, int *err,
                                                 const char **why);
-ZKW_PY_EXPORT void zkw_py_close(struct zkw_py_reader *h);
-ZKW_PY_EXPORT uint64_t zkw_py_generation(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT int zkw_py_is_valid(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT int zkw_py_ping(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT int zkw_py_broker_alive(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT uint64_t zkw_py_capacity(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT int64_t zkw_py_read(struct zkw_py_reader *h, zkw_py_meta *meta, void *buf, size_t cap);
-ZKW_PY_EXPORT const char *zkw_py_error(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT const char *zkw_py_pointer(const struct zkw_py_reader *h);
-ZKW_PY_EXPORT int zkw_py_wait(const struct zkw_py_reader *h, uint64_t seen, int timeout_ms);
-ZKW_PY_EXPORT int zkw_py_default_name(const char *zk_path, char *out, size_t cap);
+ZKW_API void zkw_py_close(struct zkw_py_reader *h);
+ZKW_API uint64_t zkw_py_generation(const struct zkw_py_reader *h);
+ZKW_API int zkw_py_is_valid(const struct zkw_py_reader *h);
+ZKW_API int zkw_py_ping(const struct zkw_py_reader *h);
+ZKW_API int zkw_py_broker_alive(const struct zkw_py_reader *h);
+ZKW_API uint64_t zkw_py_capacity(const struct zkw_py_reader *h);
+ZKW_API int64_t zkw_py_read(struct zkw_py_reader *h, zkw_py_meta *meta, void *buf, size_t cap);
+ZKW_API const char *zkw_py_error(const struct zkw_py_reader *h);
+ZKW_API const char *zkw_py_pointer(const struct zkw_py_reader *h);
+ZKW_API int zkw_py_wait(const struct zkw_py_reader *h, uint64_t seen, int timeout_ms);
+ZKW_API int zkw_py_default_name(const char *zk_path, char *out, size_t cap);
 
 int zkw_py_abi(void)
 {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# tools/soak.sh BUILD_DIR [--duration SECONDS] [--readers N] [--seed S]
+# tests/fault/soak.sh BUILD_DIR [--duration SECONDS] [--readers N] [--seed S]
 #
-# The long run of tests/test_soak.c (`make soak`, SOAK_ARGS="--duration 600"):
+# The long run of tests/fault/test_soak.c (`make soak`, SOAK_ARGS="--duration 600"):
 # a real 3-node ensemble, a real zkw-broker (a plain and a pointer watch),
 # N reader processes per segment checking every snapshot, and random faults
 # (leader kill, follower stop, quorum loss, broker SIGKILL, broker session
@@ -11,7 +11,7 @@
 # Bounded: the run is killed DURATION + 300 s after it starts.
 set -uo pipefail
 
-usage() { echo "usage: tools/soak.sh BUILD_DIR [--duration SECONDS] [--readers N] [--seed S]" >&2; exit 2; }
+usage() { echo "usage: tests/fault/soak.sh BUILD_DIR [--duration SECONDS] [--readers N] [--seed S]" >&2; exit 2; }
 [[ $# -ge 1 && -d $1 ]] || usage
 build=$(cd "$1" && pwd)
 shift
@@ -24,7 +24,7 @@ while [[ $# -gt 0 ]]; do
 	*) usage ;;
 	esac
 done
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=$build/tests/test_soak
 [[ -x $bin ]] || { echo "soak: $bin not built (make all)" >&2; exit 1; }
 rundir=$(mktemp -d "${TMPDIR:-/tmp}/zkw-soak.XXXXXX") || exit 1

@@ -25,7 +25,7 @@
 
 #include <zkw/client.h>
 
-#include "writer.h"
+#include "publish/writer.h"
 
 #define BATCHES 31
 

@@ -1,5 +1,5 @@
 /* zksync.c - small synchronous ZooKeeper helpers for the command-line tools. */
-#include "zksync.h"
+#include "zkw_zk.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -25,7 +25,7 @@
 #include <zkw/cache.h>
 #include <zkw/client.h>
 
-#include "writer.h"
+#include "publish/writer.h"
 
 #define MAX_THREADS 8
 

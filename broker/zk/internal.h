@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <zookeeper/zookeeper.h>
 
-#include "zkw/watcher.h"
+#include <zkw/watcher.h>
 
 /* What the last read told us about one node. */
 enum zkw__node_status {

@@ -29,7 +29,7 @@
 #include <getopt.h>
 #include <poll.h>
 
-#include "bench_common.h"
+#include "bench.h"
 
 #define MAX_READERS       512
 #define MAX_CONFIGS       8

@@ -24,7 +24,7 @@
 #include <zkw/cache.h>
 #include <zkw/client.h>
 
-#include "writer.h"
+#include "publish/writer.h"
 
 #define READERS          8
 #define STRESS_PUBLISHES 5000

@@ -41,7 +41,7 @@
 
 #include <zkw/client.h>
 
-#include "zksync.h"
+#include "zkw_zk.h"
 
 #define BENCH_MAX_CHILDREN 1024
 #define BENCH_CONFIG_LEN   100 /* bytes of the numbered config */

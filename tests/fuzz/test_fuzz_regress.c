@@ -20,9 +20,9 @@
 
 #include <cmocka.h>
 
-#include "fuzz/fuzz_cli.c"
-#include "fuzz/fuzz_pointer.c"
-#include "fuzz/fuzz_segment.c"
+#include "fuzz_cli.c"
+#include "fuzz_pointer.c"
+#include "fuzz_segment.c"
 
 typedef int (*fuzz_entry)(const uint8_t *, size_t);
 

@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "watch_internal.h"
+#include "internal.h"
 
 #define ZKW__DEFAULT_SESSION_TIMEOUT_MS 10000
 #define ZKW__DEFAULT_INIT_TIMEOUT_MS    5000

@@ -35,7 +35,7 @@
 #include "proc.h"
 #include <zkw/segment.h>
 
-#include "writer.h"
+#include "publish/writer.h"
 
 /* ---- fixture: unique names, unlinked after every test ------------------ */
 

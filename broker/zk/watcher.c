@@ -20,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "watch_internal.h"
+#include "internal.h"
 
 struct zkw_watcher {
 	zkw_watcher_handlers h;

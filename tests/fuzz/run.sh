@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# tools/fuzz.sh [SECONDS] [TARGET...] - build each libFuzzer target in
+# tests/fuzz/run.sh [SECONDS] [TARGET...] - build each libFuzzer target in
 # tests/fuzz/fuzz_*.c with clang -fsanitize=fuzzer,address,undefined and
 # run it for SECONDS (default 60) on a copy of its seed corpus
 # tests/fuzz/corpus/<target>/ (new inputs go to build/fuzz/corpus/<target>,
 # the checked-in seeds stay small). Prints per target: executions, coverage,
 # features, corpus size and crashes. A crash's reproducer is left in
 # build/fuzz/artifacts/<target>/: copy it into tests/fuzz/regress/<target>/
-# once fixed, and tests/test_fuzz_regress.c replays it in every `make test`.
+# once fixed, and tests/fuzz/test_fuzz_regress.c replays it in every `make test`.
 # Exit status: 0 when no target crashed, 1 otherwise, 2 on bad usage.
 set -uo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root" || exit 2
 secs=${1:-60}
-[[ $secs =~ ^[0-9]+$ && $secs -gt 0 ]] || { echo "usage: tools/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
+[[ $secs =~ ^[0-9]+$ && $secs -gt 0 ]] || { echo "usage: tests/fuzz/run.sh [SECONDS] [TARGET...]" >&2; exit 2; }
 shift $(($# ? 1 : 0))
 CLANG=${CLANG:-clang}
 command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (apt-get install clang libclang-rt-dev)" >&2; exit 2; }
@@ -21,14 +21,14 @@ command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (apt-get instal
 out=build/fuzz
 mkdir -p "$out"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-	-D_GNU_SOURCE -DTHREADED -Iinclude -Ibroker -Itests/fuzz -I/usr/include/x86_64-linux-gnu
+	-D_GNU_SOURCE -DTHREADED -Iinclude -Ilib -Ibroker -Itests/fuzz
 	-std=gnu11 -pthread -Wall -Wextra -Werror)
-broker_lib=$(ls broker/*.c | grep -v '/main\.c$')
+broker_lib=$(ls broker/zk/*.c broker/publish/*.c broker/daemon/*.c | grep -v '/main\.c$')
 
 # What each target links besides itself.
 deps() {
 	case $1 in
-	pointer) echo broker/watch_pointer.c ;;
+	pointer) echo broker/zk/pointer.c ;;
 	segment) ;;
 	cli) echo "$broker_lib" ;;
 	*) echo "$broker_lib" ;;

@@ -26,9 +26,9 @@
 #include <cmocka.h>
 #include <zookeeper/zookeeper.h>
 
-#include "watch_internal.h" /* zkw__watch_forget_zk_watches (reconcile test) */
+#include "zk/internal.h" /* zkw__watch_forget_zk_watches (reconcile test) */
 #include "zkh.h"
-#include "zkw/watcher.h"
+#include <zkw/watcher.h>
 
 #define WAIT_MS 15000
 /* Session timeout for most tests: the harness's tickTime is short, so the

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# test_bench_quick.sh - smoke test of the benchmarks: `tools/bench/run.sh
+# test_bench_quick.sh - smoke test of the benchmarks: `tests/bench/run.sh
 # BUILD_DIR --quick` into a temporary report must complete (< 60 s on 2
 # cores) and contain every figure. Targets are not checked here (they are
 # benchmark figures, noisy under a parallel test run); their presence is.
 #
-#   tests/test_bench_quick.sh [BUILD_DIR]      exit 0 pass, 1 fail
+#   tests/bench/test_bench_quick.sh [BUILD_DIR]      exit 0 pass, 1 fail
 set -uo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${1:-$root/build}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/zkw-bench-quick.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -24,7 +24,7 @@ check() { # DESCRIPTION PATTERN (extended regex, must match a line)
 }
 
 start=$SECONDS
-timeout --kill-after=10 150 "$root/tools/bench/run.sh" "$build" --quick --out "$report" >"$tmp/run.out" 2>&1
+timeout --kill-after=10 150 "$root/tests/bench/run.sh" "$build" --quick --out "$report" >"$tmp/run.out" 2>&1
 rc=$?
 elapsed=$((SECONDS - start))
 if ((rc != 0)) || [[ ! -s $report ]]; then

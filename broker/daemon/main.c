@@ -22,9 +22,9 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
-#include "cli.h"
-#include "log.h"
-#include "writer.h"
+#include "daemon/cli.h"
+#include "daemon/log.h"
+#include "publish/writer.h"
 
 #define STOPPED_ERROR "zkw-broker stopped"
 

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "zkw/watcher.h"
+#include <zkw/watcher.h>
 
 /* Parse a C string (or len bytes of it); returns rc, fills out. */
 static int parse_n(const char *s, size_t len, char *out, const char **why)

@@ -22,7 +22,7 @@
 #include <getopt.h>
 #include <pthread.h>
 
-#include "bench_common.h"
+#include "bench.h"
 
 #define MAX_READERS         64
 #define READ_SIZE           4096

@@ -29,7 +29,7 @@
 
 #include "proc.h"
 
-#include "writer.h"
+#include "publish/writer.h"
 
 #define PYTHON         "/usr/bin/python3"
 #define RUN_TIMEOUT_MS 10000

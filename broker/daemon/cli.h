@@ -20,7 +20,7 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
-#include "writer.h"
+#include "publish/writer.h"
 
 #define ZKW_CLI_MAX_WATCHES 64
 

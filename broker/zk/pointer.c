@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "zkw/watcher.h"
+#include <zkw/watcher.h>
 
 static bool zkw__is_trim_space(unsigned char c)
 {

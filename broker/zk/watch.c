@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "watch_internal.h"
+#include "internal.h"
 
 static void zkw__data_done(int rc, const char *value, int value_len, const struct Stat *stat,
                            const void *ctx);

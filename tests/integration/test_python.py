@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-ROOT = os.environ.get("ZKW_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.environ.get("ZKW_ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("ZKW_BUILD") or os.path.join(ROOT, "build")
 BROKER = os.path.join(BUILD, "zkw-broker")
 PUSH = os.path.join(BUILD, "zkw-push")
