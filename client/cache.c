@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* cache.c - multi-threaded reader cache of a zkw segment (see zkw/cache.h).
  *
  * Writer side: one follower thread per cache reads each new generation of
@@ -30,7 +31,7 @@
 /* Inline rcu_dereference()/rcu_assign_pointer() (a load and a store; 10
  * lines or less): licence-neutral by liburcu's own terms. _LGPL_SOURCE
  * would also inline rcu_read_lock()/unlock() (get+put ~9 ns instead of
- * ~20 ns, see tools/bench/bench_cache.c) but makes this file LGPL-derived:
+ * ~20 ns, see tests/bench/bench_cache.c) but makes this file LGPL-derived:
  * opt in with -DZKW_CACHE_LGPL_INLINE when zkw's licence allows it. Both
  * need headers matching the library's major version (the Debian package
  * guarantees it). */
@@ -163,25 +164,17 @@ void zkw_cache_thread_exit(void)
 
 /* ---- futex helpers (private words of this process) ---------------------- */
 
-static long futex_private(uint32_t *word, int op, uint32_t val, const struct timespec *deadline)
+/* 0 or -errno, like zkw_segment_futex_wait() on the segment's shared word. */
+static int futex_private(uint32_t *word, int op, uint32_t val, const struct timespec *deadline)
 {
-	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, deadline, NULL, FUTEX_BITSET_MATCH_ANY);
+	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, deadline, NULL, FUTEX_BITSET_MATCH_ANY) < 0
+	               ? -errno
+	               : 0;
 }
 
 static void wake_all(uint32_t *word)
 {
 	futex_private(word, FUTEX_WAKE, INT_MAX, NULL);
-}
-
-static struct timespec deadline_after(int timeout_ms)
-{
-	uint64_t end = zkw__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
-	struct timespec ts = {
-	        .tv_sec = (time_t)(end / 1000000000u),
-	        .tv_nsec = (long)(end % 1000000000u),
-	};
-
-	return ts;
 }
 
 /* ---- snapshots ------------------------------------------------------------ */
@@ -290,9 +283,9 @@ static bool follower_stopping(zkw_cache *c)
 /* Sleep up to ms, or until shutdown: a back-off after a failed read. */
 static void follower_backoff(zkw_cache *c, int ms)
 {
-	struct timespec dl = deadline_after(ms);
+	struct timespec dl;
 
-	futex_private(&c->stop, FUTEX_WAIT_BITSET, 0, &dl);
+	futex_private(&c->stop, FUTEX_WAIT_BITSET, 0, zkw__deadline(&dl, ms));
 }
 
 /* Block until the segment's generation differs from seen (1) or shutdown
@@ -302,12 +295,14 @@ static void follower_backoff(zkw_cache *c, int ms)
  * other readers and without a polling period. */
 static int follower_wait(zkw_cache *c, uint64_t seen)
 {
-	const uint32_t *word = &zkw__header(&c->reader)->hot.futex;
+	const struct zkw_segment_hot *hot = &zkw__header(&c->reader)->hot;
+	const uint32_t *word = &hot->futex;
 
 	for (;;) {
-		/* Loaded before the generation, as in zkw_reader_wait(): pairs
-		 * with the release increment in zkw_writer_publish(). */
-		uint32_t word_seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+		/* Loaded before the generation, as in zkw_reader_wait(): an
+		 * acquire load paired with the release increment in
+		 * zkw_segment_wake() (zkw/segment.h). */
+		uint32_t word_seen = zkw_segment_futex_word(hot);
 		int rc;
 
 		if (follower_stopping(c))
@@ -485,29 +480,24 @@ int zkw_cache_follower_error(const zkw_cache *c)
 
 int zkw_cache_wait(zkw_cache *c, uint64_t seen, int timeout_ms)
 {
-	struct timespec deadline, *dl = NULL;
+	struct timespec deadline;
+	const struct timespec *dl = zkw__deadline(&deadline, timeout_ms);
 
-	if (timeout_ms >= 0) {
-		deadline = deadline_after(timeout_ms);
-		dl = &deadline;
-	}
 	for (;;) {
 		/* Loaded before the generation and the shut flag: pairs with
 		 * the release increments in node_publish() and shutdown. */
 		uint32_t word = __atomic_load_n(&c->changed, __ATOMIC_ACQUIRE);
+		int rc;
 
 		if (__atomic_load_n(&c->shut, __ATOMIC_ACQUIRE))
 			return -ESHUTDOWN;
 		if (zkw_cache_generation(c) != seen)
 			return 1;
-		if (futex_private(&c->changed, FUTEX_WAIT_BITSET, word, dl) < 0) {
-			if (errno == ETIMEDOUT)
-				return zkw_cache_generation(c) != seen ? 1 : 0;
-			if (errno == EINTR)
-				return -EINTR;
-			if (errno != EAGAIN)
-				return -errno;
-		}
+		rc = futex_private(&c->changed, FUTEX_WAIT_BITSET, word, dl);
+		if (rc == -ETIMEDOUT)
+			return zkw_cache_generation(c) != seen;
+		if (rc && rc != -EAGAIN)
+			return rc; /* -EINTR on a signal */
 	}
 }
 

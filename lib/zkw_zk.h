@@ -1,11 +1,28 @@
-/* zksync.h - small synchronous ZooKeeper helpers for the command-line tools.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* zkw_zk.h - small synchronous ZooKeeper helpers for the tools, the tests
+ * and the benchmarks.
  *
- * The tools (zkw-push, the benchmarks, tests) talk to ZooKeeper from their
- * own main thread, where the client's synchronous API is fine. The broker's
- * watcher never uses these: it is asynchronous end to end (watcher.c).
+ * zkw-push, the test harness (tests/support/zkh.c) and the benchmarks talk
+ * to ZooKeeper from their own thread, where the client's synchronous API is
+ * fine. The broker's watcher never uses these: it is asynchronous end to end
+ * (broker/zk/).
+ *
+ * Every function returns 0 or a negative errno and, on failure, puts words
+ * in the caller's buffer `why` (whylen bytes; why may be NULL): for a
+ * ZooKeeper error exactly zerror() of its result code, so a caller can say
+ * "cannot write PATH: <why>". zkw_zk_errno() is the one mapping of result
+ * codes to errno numbers.
+ *
+ *     zhandle_t *zh;
+ *     char why[256];
+ *     int created;
+ *     if (zkw_zk_connect(&zh, "127.0.0.1:2181", 10000, 10000, why, sizeof(why)) ||
+ *         zkw_zk_put(zh, "/a/b", "v", 1, &created, why, sizeof(why)))
+ *             ... why ...
+ *     zkw_zk_close(zh);
  */
-#ifndef ZKW_BROKER_ZKSYNC_H
-#define ZKW_BROKER_ZKSYNC_H
+#ifndef ZKW_LIB_ZK_H
+#define ZKW_LIB_ZK_H
 
 #include <stddef.h>
 #include <zookeeper/zookeeper.h>
@@ -15,19 +32,53 @@
 #define ZKW_ZK_PACKET_MAX (1024 * 1024 - 1)
 #define ZKW_ZK_DATA_MAX   (ZKW_ZK_PACKET_MAX - 1024)
 
-/* Connect and wait until the session is established, at most timeout_ms.
- * The client's own logging is silenced. NULL with `why` filled on failure
- * (bad host string, nobody answering in time). */
-zhandle_t *zkw_zk_connect(const char *hosts, int timeout_ms, int session_timeout_ms, char *why,
-                          size_t whylen);
-void zkw_zk_close(zhandle_t *zh);
+/* 0 for ZOK, else the negative errno a ZooKeeper result code stands for:
+ * ZNONODE -ENOENT, ZNODEEXISTS -EEXIST, ZNOAUTH/ZAUTHFAILED -EACCES,
+ * ZBADARGUMENTS -EINVAL, ZCONNECTIONLOSS/ZSESSIONEXPIRED/ZINVALIDSTATE/
+ * ZCLOSING -ENOTCONN, ZOPERATIONTIMEOUT -ETIMEDOUT, ZNOTEMPTY -ENOTEMPTY,
+ * ZBADVERSION -ESTALE, ZNOCHILDRENFOREPHEMERALS -EPERM, anything else -EIO. */
+int zkw_zk_errno(int zrc);
+/* The other way, for callers that speak ZooKeeper result codes (the test
+ * harness's zkh_set & co.): the first code of that table for err, ZOK for 0,
+ * ZSYSTEMERROR for an errno the table does not hold. */
+int zkw_zk_result(int err);
 
-/* Create every missing ancestor of path with empty data. ZOK or an error. */
-int zkw_zk_create_parents(zhandle_t *zh, const char *path);
+/* A log callback for zookeeper_init2() that drops every message: a
+ * handle's own log, silenced without touching the process-wide level. */
+void zkw_zk_quiet_log(const char *message);
+
+/* Connect and wait until the session is established, at most timeout_ms;
+ * *zh is the handle. The client's log of this handle is dropped (our own
+ * one-line errors say what failed; the process-wide log level is left
+ * alone), and its host list is resolved on connection loss only (by
+ * default it calls getaddrinfo around every packet). -EINVAL (bad host
+ * string), -ETIMEDOUT (nobody answered in time), -EACCES (authentication
+ * failed), -ENOTCONN (session expired during the wait), -ENOMEM. */
+int zkw_zk_connect(zhandle_t **zh, const char *hosts, int timeout_ms, int session_timeout_ms, char *why,
+                   size_t whylen);
+void zkw_zk_close(zhandle_t *zh); /* NULL is fine */
+
+/* Create every missing ancestor of path (absolute) with empty data. */
+int zkw_zk_create_parents(zhandle_t *zh, const char *path, char *why, size_t whylen);
+
+/* Set an existing node's data (data NULL = null data): -ENOENT when there
+ * is no such node. */
+int zkw_zk_set(zhandle_t *zh, const char *path, const void *data, int len, char *why, size_t whylen);
 
 /* Set a node's data (data NULL = null data), creating it and its parents
- * when missing; *created tells which. ZOK or a ZooKeeper error. */
-int zkw_zk_put(zhandle_t *zh, const char *path, const void *data, int len, int *created);
+ * when missing; *created (may be NULL) tells which. */
+int zkw_zk_put(zhandle_t *zh, const char *path, const void *data, int len, int *created, char *why,
+               size_t whylen);
+
+/* A node's data into buf: *len is the capacity in, the data's length out
+ * (-1 for null data). Data larger than the buffer: -EMSGSIZE, *len = the
+ * length needed. */
+int zkw_zk_get(zhandle_t *zh, const char *path, void *buf, int *len, char *why, size_t whylen);
+
+/* Delete path and everything below it (children that vanish meanwhile are
+ * fine); "/" empties the tree but for /zookeeper. -ENOENT when path does
+ * not exist; -EINVAL for a relative, overlong or deeper than 64 path. */
+int zkw_zk_delete_tree(zhandle_t *zh, const char *path, char *why, size_t whylen);
 
 /* Join a parent path and a node id with exactly one '/' between them:
  * ("/tmp/", "myconfig") and ("/tmp", "myconfig") both give "/tmp/myconfig".

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # tests/run.sh BUILD_DIR - run the whole suite: BUILD_DIR/tests/test_* (cmocka
 # binaries), tests/*/test_*.sh and tests/*/test_*.py, each under a timeout, each
 # with its own ZKW_TEST_RUNDIR.  Prints every test's result line, the output

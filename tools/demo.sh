@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # demo.sh BUILD_DIR - the seed's walkthrough, replayed on loopback by zkw.
 #
 # Starts a ZooKeeper on 127.0.0.1, pushes a settings file, starts one

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # tools/deps.sh - install the Debian packages zkw needs to build and test,
 # only those that are missing.  A no-op (a single dpkg-query) when all are
 # present; otherwise one `apt-get update` and one `apt-get install`.  Exits 1

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # zk.sh - local Apache ZooKeeper servers on 127.0.0.1 for tests, the demo and
 # the benchmarks.  One directory holds one cluster: DIR/N/{zoo.cfg,data/myid,
 # zk.log,pid,port} for members N = 1..nodes, and DIR/hosts (connect string).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* zkw-example - the seed's example program, in polling or event mode.
  *
  * In-process (a watcher with its own ZooKeeper session, like the seed):
@@ -11,7 +12,6 @@
  * thrown: ...", "Use a keyboard interrupt to shut down the process."
  */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +21,8 @@
 
 #include <zkw/client.h>
 #include <zkw/watcher.h>
+
+#include "zkw_opt.h"
 
 #define EXIT_USAGE 2
 
@@ -93,65 +95,37 @@ static void usage(FILE *out)
 	             "  -h, --help              this help\n");
 }
 
-static int parse_positive(const char *s, int *out)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (end == s || *end || v < 0 || v > 86400)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv, struct example *ex)
 {
-	static const struct option opts[] = {
-	        {"zoo-keeper", required_argument, NULL, 'z'},
-	        {"file", required_argument, NULL, 'f'},
-	        {"pointer", no_argument, NULL, 'p'},
-	        {"sleep", required_argument, NULL, 's'},
-	        {"valid-init", no_argument, NULL, 'v'},
-	        {"poll", no_argument, NULL, 'P'},
-	        {"event", no_argument, NULL, 'E'},
-	        {"shm", required_argument, NULL, 'S'},
-	        {"exit-after", required_argument, NULL, 'X'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
+	struct zkw_opt o;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "z:f:ps:vh", opts, NULL)) != -1) {
+	zkw_opt_init(&o, argc, argv, "zkw-example",
+	             "z|zoo-keeper: f|file: p|pointer s|sleep: v|valid-init P=poll E=event S=shm: "
+	             "X=exit-after: h|help",
+	             usage);
+	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
-		case 'z': ex->hosts = optarg; break;
-		case 'f': ex->path = optarg; break;
+		case 'z': ex->hosts = o.arg; break;
+		case 'f': ex->path = o.arg; break;
 		case 'p': ex->pointer = true; break;
 		case 'v': ex->valid_init = false; break;
 		case 'P': ex->poll = true; break;
 		case 'E': ex->event = true; break;
-		case 'S': ex->shm = optarg; break;
+		case 'S': ex->shm = o.arg; break;
 		case 's':
-			if (parse_positive(optarg, &ex->sleep_s) < 0 || ex->sleep_s == 0) {
-				fprintf(stderr, "zkw-example: -s wants a number of seconds, not \"%s\"\n",
-				        optarg);
+			if (zkw_opt_int(&o, "a number of seconds", 1, 86400, &ex->sleep_s))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'X':
-			if (parse_positive(optarg, &ex->exit_after_s) < 0) {
-				fprintf(stderr, "zkw-example: --exit-after wants seconds, not \"%s\"\n",
-				        optarg);
+			if (zkw_opt_int(&o, "seconds", 0, 86400, &ex->exit_after_s))
 				return EXIT_USAGE;
-			}
 			break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "zkw-example: unexpected argument \"%s\"\n", argv[optind]);
+	if (zkw_opt_no_operands(&o))
 		return EXIT_USAGE;
-	}
 	if (ex->poll == ex->event) {
 		fprintf(stderr, "zkw-example: give exactly one of --poll and --event\n");
 		return EXIT_USAGE;
@@ -178,14 +152,13 @@ static void nap(int seconds)
 
 static int run_in_process(const struct example *ex, time_t start)
 {
-	zkw_watcher_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
+	zkw_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
 	unsigned flags = ZKW_WATCHER_ENSURE | (ex->pointer ? ZKW_WATCHER_POINTER : 0) |
 	                 (ex->valid_init || ex->poll ? ZKW_WATCHER_VALID_INIT : 0);
 	char why[512] = "", *buf = NULL;
 	zkw_watcher *w;
 
-	w = zkw_watcher_open(ex->hosts, ex->path, ex->event ? &h : NULL, flags, why, sizeof(why));
-	if (!w) {
+	if (zkw_watcher_open(&w, ex->hosts, ex->path, ex->event ? &h : NULL, flags, why, sizeof(why)) < 0) {
 		fprintf(stderr, "zkw-example: %s\n", why);
 		return 1;
 	}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* zkw-inspect - show what a zkw shared-memory segment holds.
  *
  *     zkw-inspect NAME [--json] [--watch] [--content]
@@ -21,7 +22,6 @@
  * Exit: 0 success, 1 failure (one line on stderr naming the cause), 2 usage.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -33,6 +33,9 @@
 
 #include <zkw/client.h>
 #include <zkw/segment.h>
+
+#include "zkw_clock.h"
+#include "zkw_opt.h"
 
 #define PREVIEW_MAX   200
 #define READ_ATTEMPTS 64   /* of zkw_reader_read, each already retrying */
@@ -121,8 +124,7 @@ static void load_ident(const zkw_reader *r, struct ident_view *v)
 static void load_slot(const zkw_reader *r, uint32_t index, struct slot_view *v)
 {
 	/* slot_count and slot_size as validated and cached at open */
-	const struct zkw_slot *s =
-	        (const struct zkw_slot *)(const void *)(r->base + ZKW_HEADER_SIZE + index * r->slot_size);
+	const struct zkw_slot *s = zkw_segment_slot(r->base, r->slot_size, r->slot_count, index);
 
 	v->seq = RAW(s->seq);
 	v->generation = RAW(s->generation);
@@ -161,14 +163,6 @@ static int take_report(const zkw_reader *r, struct report *rep, void *buf, size_
 }
 
 /* ---- formatting ------------------------------------------------------------ */
-
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* "2024-05-01T12:00:00.123Z", or "never" for 0. */
 static const char *format_time(char *out, size_t cap, uint64_t ns)
@@ -300,7 +294,7 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 {
 	const struct ident_view *id = &rep->id;
 	const zkw_snapshot *m = &rep->snap;
-	uint64_t now = realtime_ns();
+	uint64_t now = zkw_clock_ns(CLOCK_REALTIME);
 	char words[64];
 	size_t preview = rep->len < PREVIEW_MAX ? rep->len : PREVIEW_MAX;
 
@@ -366,7 +360,7 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 {
 	const struct ident_view *id = &rep->id;
 	const zkw_snapshot *m = &rep->snap;
-	uint64_t now = realtime_ns();
+	uint64_t now = zkw_clock_ns(CLOCK_REALTIME);
 	size_t preview = rep->len < PREVIEW_MAX ? rep->len : PREVIEW_MAX;
 	char t[64];
 
@@ -447,7 +441,7 @@ static void print_watch_line(const zkw_snapshot *m, size_t len, bool alive, bool
 {
 	char t[64];
 
-	format_time(t, sizeof(t), realtime_ns());
+	format_time(t, sizeof(t), zkw_clock_ns(CLOCK_REALTIME));
 	if (json) {
 		printf("{\"time\":\"%s\",\"generation\":%" PRIu64 ",\"valid\":%s,\"connected\":%s"
 		       ",\"broker_alive\":%s,\"len\":%zu,\"content_gen\":%" PRIu64 ",\"error\":",
@@ -512,37 +506,38 @@ static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, b
 
 /* ---- main ------------------------------------------------------------------ */
 
+static void usage(FILE *out)
+{
+	fputs(usage_text, out);
+}
+
+/* 0, or -1 once the reason and the usage are on stderr. */
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	static const struct option longopts[] = {
-	        {"json", no_argument, NULL, 'j'},
-	        {"watch", no_argument, NULL, 'w'},
-	        {"content", no_argument, NULL, 'c'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
+	struct zkw_opt opt;
+	const char *bad = NULL;
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	while ((c = getopt_long(argc, argv, "jwch", longopts, NULL)) != -1) {
+	zkw_opt_init(&opt, argc, argv, "zkw-inspect", "j|json w|watch c|content h|help", usage);
+	while ((c = zkw_opt_next(&opt)) != -1) {
 		switch (c) {
 		case 'j': o->json = true; break;
 		case 'w': o->watch = true; break;
 		case 'c': o->content = true; break;
-		case 'h': fputs(usage_text, stdout); exit(0);
-		default: return -1; /* getopt printed why */
+		default: return -1; /* reported */
 		}
 	}
-	if (optind + 1 != argc) {
-		fprintf(stderr, "zkw-inspect: %s\n",
-		        optind == argc ? "missing segment NAME" : "too many arguments");
+	if (opt.index + 1 != argc)
+		bad = opt.index == argc ? "missing segment NAME" : "too many arguments";
+	else if (o->watch && o->content)
+		bad = "--content and --watch do not go together";
+	if (bad) {
+		fprintf(stderr, "zkw-inspect: %s\n", bad);
+		usage(stderr);
 		return -1;
 	}
-	if (o->watch && o->content) {
-		fprintf(stderr, "zkw-inspect: --content and --watch do not go together\n");
-		return -1;
-	}
-	o->name = argv[optind];
+	o->name = argv[opt.index];
 	return 0;
 }
 
@@ -555,10 +550,8 @@ int main(int argc, char **argv)
 	size_t cap;
 	int err, status = 0;
 
-	if (parse_args(argc, argv, &o) < 0) {
-		fputs(usage_text, stderr);
+	if (parse_args(argc, argv, &o) < 0)
 		return 2;
-	}
 	err = zkw_reader_open(&r, o.name);
 	if (err) {
 		fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open",

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* zkw-push - push a local file into ZooKeeper as PATH/ID (the seed's file
  * pusher, without its path-joining bugs).
  *
@@ -6,13 +7,14 @@
  *     zkw-push -w -i myconfig -p /tmp -z ...        # wipe: null data
  */
 #include <errno.h>
-#include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zkw/watcher.h>
 
+#include "zkw_opt.h"
 #include "zkw_zk.h"
 
 #define EXIT_USAGE 2
@@ -27,10 +29,10 @@ static void usage(FILE *out)
 	        "  -p, --path PATH       absolute parent path ('/tmp' or '/tmp/')\n"
 	        "  -z, --zookeeper HOSTS connect string, e.g. 127.0.0.1:2181[,host:port...][/chroot]\n"
 	        "  -w, --wipe            set the node's data to null instead of pushing a file\n"
-	        "      --timeout MS      connect timeout (default 10000)\n"
+	        "      --timeout MS      connect timeout (default %d)\n"
 	        "      --max-bytes N     refuse content larger than N (default %d, ZooKeeper's limit)\n"
 	        "  -h, --help            this help\n",
-	        ZKW_ZK_DATA_MAX);
+	        ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_ZK_DATA_MAX);
 }
 
 /* Read all of a file (or stdin) into a heap buffer, refusing more than max
@@ -80,52 +82,31 @@ struct push_args {
 
 static int parse_args(int argc, char **argv, struct push_args *a)
 {
-	static const struct option opts[] = {
-	        {"file", required_argument, NULL, 'f'},
-	        {"id", required_argument, NULL, 'i'},
-	        {"path", required_argument, NULL, 'p'},
-	        {"zookeeper", required_argument, NULL, 'z'},
-	        {"wipe", no_argument, NULL, 'w'},
-	        {"timeout", required_argument, NULL, 'T'},
-	        {"max-bytes", required_argument, NULL, 'M'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
-	char *end;
+	struct zkw_opt o;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "f:i:p:z:wh", opts, NULL)) != -1) {
+	zkw_opt_init(&o, argc, argv, "zkw-push",
+	             "f|file: i|id: p|path: z|zookeeper: w|wipe T=timeout: M=max-bytes: h|help", usage);
+	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
-		case 'f': a->file = optarg; break;
-		case 'i': a->id = optarg; break;
-		case 'p': a->parent = optarg; break;
-		case 'z': a->hosts = optarg; break;
+		case 'f': a->file = o.arg; break;
+		case 'i': a->id = o.arg; break;
+		case 'p': a->parent = o.arg; break;
+		case 'z': a->hosts = o.arg; break;
 		case 'w': a->wipe = 1; break;
 		case 'T':
-			a->timeout_ms = (int)strtol(optarg, &end, 10);
-			if (*end || a->timeout_ms <= 0) {
-				fprintf(stderr,
-				        "zkw-push: --timeout wants a positive number of ms, not \"%s\"\n",
-				        optarg);
+			if (zkw_opt_int(&o, "a positive number of ms", 1, INT_MAX, &a->timeout_ms))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'M':
-			a->max_bytes = strtol(optarg, &end, 10);
-			if (*end || a->max_bytes < 0) {
-				fprintf(stderr, "zkw-push: --max-bytes wants a byte count, not \"%s\"\n",
-				        optarg);
+			if (zkw_opt_long(&o, "a byte count", 0, LONG_MAX, &a->max_bytes))
 				return EXIT_USAGE;
-			}
 			break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); return EXIT_USAGE;
+		default: return EXIT_USAGE;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "zkw-push: unexpected argument \"%s\"\n", argv[optind]);
+	if (zkw_opt_no_operands(&o))
 		return EXIT_USAGE;
-	}
 	if (!a->id || !a->parent || !a->hosts || (!a->file && !a->wipe)) {
 		fprintf(stderr, "zkw-push: missing %s\n",
 		        !a->id       ? "-i ID"
@@ -168,14 +149,15 @@ static int node_path(const struct push_args *a, char *out, size_t cap)
 
 static int wipe(zhandle_t *zh, const char *path)
 {
-	int rc = zoo_set(zh, path, NULL, -1, -1);
+	char why[256];
+	int err = zkw_zk_set(zh, path, NULL, -1, why, sizeof(why));
 
-	if (rc == ZNONODE) {
+	if (err == -ENOENT) {
 		fprintf(stderr, "zkw-push: conf node %s does not exist, nothing to wipe\n", path);
 		return 1;
 	}
-	if (rc != ZOK) {
-		fprintf(stderr, "zkw-push: cannot wipe %s: %s\n", path, zerror(rc));
+	if (err) {
+		fprintf(stderr, "zkw-push: cannot wipe %s: %s\n", path, why);
 		return 1;
 	}
 	printf("wiping conf node %s\n", path);
@@ -184,11 +166,11 @@ static int wipe(zhandle_t *zh, const char *path)
 
 static int push(zhandle_t *zh, const char *path, const char *data, long len)
 {
+	char why[256];
 	int created = 0;
-	int rc = zkw_zk_put(zh, path, data, (int)len, &created);
 
-	if (rc != ZOK) {
-		fprintf(stderr, "zkw-push: cannot write %s: %s\n", path, zerror(rc));
+	if (zkw_zk_put(zh, path, data, (int)len, &created, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: cannot write %s: %s\n", path, why);
 		return 1;
 	}
 	printf(created ? "creating conf node\n" : "updating conf file\n");
@@ -197,7 +179,7 @@ static int push(zhandle_t *zh, const char *path, const char *data, long len)
 
 int main(int argc, char **argv)
 {
-	struct push_args a = {.timeout_ms = 10000, .max_bytes = ZKW_ZK_DATA_MAX};
+	struct push_args a = {.timeout_ms = ZKW_SESSION_TIMEOUT_MS_DEFAULT, .max_bytes = ZKW_ZK_DATA_MAX};
 	char path[ZKW_POINTER_MAX], why[512];
 	char *data = NULL;
 	long len = 0;
@@ -225,8 +207,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	zh = zkw_zk_connect(a.hosts, a.timeout_ms, 10000, why, sizeof(why));
-	if (!zh) {
+	zoo_set_debug_level(0); /* the client's own log: our one-line errors say what failed */
+	if (zkw_zk_connect(&zh, a.hosts, a.timeout_ms, ZKW_SESSION_TIMEOUT_MS_DEFAULT, why, sizeof(why))) {
 		fprintf(stderr, "zkw-push: %s\n", why);
 		free(data);
 		return 1;

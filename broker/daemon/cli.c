@@ -1,15 +1,19 @@
-/* cli.c - zkw-broker's command line (see cli.h). Moved out of main.c
- * unchanged in behaviour: same options, same messages, same defaults. */
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cli.c - zkw-broker's command line (see cli.h). */
 #include "cli.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-void zkw_cli_usage(FILE *out)
+/* How long the broker waits for a first ZooKeeper server at start (valid
+ * init): longer than a library user's ZKW_INIT_TIMEOUT_MS_DEFAULT, since a
+ * broker often starts together with its ensemble. */
+#define BROKER_INIT_TIMEOUT_MS 10000
+
+void zkw__cli_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: zkw-broker -z HOSTS -f PATH [watch options] [-f PATH [watch options]]... [options]\n"
@@ -24,14 +28,15 @@ void zkw_cli_usage(FILE *out)
 	        "      --capacity BYTES      content capacity, suffix k or m allowed (default 1m)\n"
 	        "options:\n"
 	        "      --no-valid-init       start even when ZooKeeper does not answer; retry\n"
-	        "      --init-timeout MS     with valid init: give up after MS (default 10000)\n"
-	        "      --session-timeout MS  ZooKeeper session timeout (default 10000)\n"
-	        "      --reconcile SECONDS   re-check every watch this often, jittered (default 60; 0 off)\n"
+	        "      --init-timeout MS     with valid init: give up after MS (default %d)\n"
+	        "      --session-timeout MS  ZooKeeper session timeout (default %d)\n"
+	        "      --reconcile SECONDS   re-check every watch this often, jittered (default %d; 0 off)\n"
 	        "      --mode MODE           segment permissions, octal (default 0640)\n"
 	        "      --group GROUP         segment group, name or gid\n"
 	        "      --unlink-on-exit      remove the segments when stopping\n"
 	        "  -v, --verbose             log ZooKeeper client details too\n"
-	        "  -h, --help                this help\n");
+	        "  -h, --help                this help\n",
+	        BROKER_INIT_TIMEOUT_MS, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_RECONCILE_S_DEFAULT);
 }
 
 struct cli_why {
@@ -39,18 +44,8 @@ struct cli_why {
 	size_t len;
 };
 
-static int bad_usage(struct cli_why *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bad_usage(struct cli_why *why, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why->buf && why->len) {
-		va_start(ap, fmt);
-		vsnprintf(why->buf, why->len, fmt, ap);
-		va_end(ap);
-	}
-	return ZKW_CLI_USAGE;
-}
+/* -EINVAL with the reason in why. */
+#define bad_usage(why, ...) zkw__errorf((why)->buf, (why)->len, -EINVAL, __VA_ARGS__)
 
 static int parse_capacity(const char *s, uint64_t *out)
 {
@@ -60,19 +55,19 @@ static int parse_capacity(const char *s, uint64_t *out)
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s || *s == '-')
-		return -1;
+		return -EINVAL;
 	/* Refuse before multiplying: a wrapped product could land in range. */
 	if (*end == 'k' || *end == 'K') {
 		if (v > ZKW_CAPACITY_MAX / 1024)
-			return -1;
+			return -EINVAL;
 		v *= 1024, end++;
 	} else if (*end == 'm' || *end == 'M') {
 		if (v > ZKW_CAPACITY_MAX / (1024 * 1024))
-			return -1;
+			return -EINVAL;
 		v *= 1024 * 1024, end++;
 	}
 	if (*end || v == 0 || v > ZKW_CAPACITY_MAX)
-		return -1;
+		return -EINVAL;
 	*out = v;
 	return 0;
 }
@@ -85,7 +80,7 @@ static int parse_int(const char *s, long min, long max, long *out)
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno || end == s || *end || v < min || v > max)
-		return -1;
+		return -EINVAL;
 	*out = v;
 	return 0;
 }
@@ -100,7 +95,7 @@ static int parse_group(const char *s, gid_t *out)
 		return 0;
 	}
 	if (parse_int(s, 0, 0x7fffffff, &gid) < 0)
-		return -1;
+		return -EINVAL;
 	*out = (gid_t)gid;
 	return 0;
 }
@@ -118,58 +113,33 @@ enum {
 	OPT_UNLINK,
 };
 
-/* Watch options before the first -f are defaults for every watch. */
-struct watch_defaults {
-	bool pointer, ensure;
-	const char *shm;
-	uint64_t capacity;
-};
-
-static int apply_watch_option(zkw_cli *c, struct watch_defaults *d, int opt, const char *arg,
+/* A watch option applies to the preceding -f; before the first -f, to the
+ * defaults (a watch without a path) that every -f starts from. */
+static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, const char *arg,
                               struct cli_why *why)
 {
-	zkw_cli_watch *w = c->nwatches ? &c->watches[c->nwatches - 1] : NULL;
-	char name[ZKW_SHM_NAME_MAX + 1];
-	uint64_t capacity;
+	zkw_cli_watch *w = c->nwatches ? &c->watches[c->nwatches - 1] : defaults;
 
 	switch (opt) {
-	case 'p':
-		if (w)
-			w->pointer = true;
-		else
-			d->pointer = true;
-		return 0;
-	case OPT_ENSURE:
-		if (w)
-			w->ensure = true;
-		else
-			d->ensure = true;
-		return 0;
+	case 'p': w->pointer = true; return 0;
+	case OPT_ENSURE: w->ensure = true; return 0;
 	case OPT_SHM:
-		if (zkw_shm_name(name, sizeof(name), arg) < 0)
+		if (zkw_shm_name(w->shm, sizeof(w->shm), arg) < 0)
 			return bad_usage(why,
 			                 "--shm %s: a segment name is one component of at most %d characters",
 			                 arg, ZKW_SHM_NAME_MAX - 1);
-		if (w)
-			memcpy(w->shm, name, sizeof(name));
-		else
-			d->shm = arg;
 		return 0;
 	default: /* OPT_CAPACITY */
-		if (parse_capacity(arg, &capacity) < 0)
+		if (parse_capacity(arg, &w->capacity) < 0)
 			return bad_usage(
 			        why,
 			        "--capacity %s: want a byte count from 1 to %u (k and m suffixes allowed)",
 			        arg, ZKW_CAPACITY_MAX);
-		if (w)
-			w->capacity = capacity;
-		else
-			d->capacity = capacity;
 		return 0;
 	}
 }
 
-static int add_watch(zkw_cli *c, const struct watch_defaults *d, const char *path, struct cli_why *why)
+static int add_watch(zkw_cli *c, const zkw_cli_watch *defaults, const char *path, struct cli_why *why)
 {
 	zkw_cli_watch *w;
 
@@ -178,12 +148,8 @@ static int add_watch(zkw_cli *c, const struct watch_defaults *d, const char *pat
 	if (path[0] != '/')
 		return bad_usage(why, "-f %s: the path must be absolute (start with '/')", path);
 	w = &c->watches[c->nwatches++];
+	*w = *defaults;
 	w->path = path;
-	w->pointer = d->pointer;
-	w->ensure = d->ensure;
-	w->capacity = d->capacity;
-	if (d->shm)
-		zkw_shm_name(w->shm, sizeof(w->shm), d->shm);
 	return 0;
 }
 
@@ -213,12 +179,12 @@ static void cli_defaults(zkw_cli *c)
 	memset(c, 0, sizeof(*c));
 	zkw_session_options_init(&c->session);
 	c->session.valid_init = true;
-	c->session.session_timeout_ms = 10000;
-	c->session.init_timeout_ms = 10000;
+	c->session.session_timeout_ms = ZKW_SESSION_TIMEOUT_MS_DEFAULT;
+	c->session.init_timeout_ms = BROKER_INIT_TIMEOUT_MS;
 	c->segment.group = (gid_t)-1;
 }
 
-int zkw_cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen)
+int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen)
 {
 	static const struct option opts[] = {
 	        {"zookeeper", required_argument, NULL, 'z'},
@@ -238,7 +204,7 @@ int zkw_cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
-	struct watch_defaults defaults = {.capacity = ZKW_DEFAULT_CAPACITY};
+	zkw_cli_watch defaults = {.capacity = ZKW_DEFAULT_CAPACITY};
 	struct cli_why why = {whybuf, whylen};
 	long v;
 	char *end;
@@ -288,7 +254,7 @@ int zkw_cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen
 			break;
 		case OPT_UNLINK: c->unlink_on_exit = true; break;
 		case 'v': c->verbose = true; break;
-		case 'h': return ZKW_CLI_HELP;
+		case 'h': c->help = true; return 0;
 		case ':': return bad_usage(&why, "option %s needs a value", argv[optind - 1]);
 		default: return bad_usage(&why, "unknown option %s", argv[optind - 1]);
 		}

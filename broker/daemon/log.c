@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* log.c - the broker's log: "2026-11-25T04:05:06.789Z zkw-broker[42] info: ..." */
 #include "log.h"
 
@@ -8,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-bool zkw_log_verbose;
+bool zkw__log_verbose;
 
 static const char *level_name(int level)
 {
@@ -26,7 +27,7 @@ static void log_line(int level, const char *message)
 	struct tm tm;
 	char stamp[32];
 
-	if (level >= ZKW_LOG_DEBUG && !zkw_log_verbose)
+	if (level >= ZKW_LOG_DEBUG && !zkw__log_verbose)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -37,12 +38,12 @@ static void log_line(int level, const char *message)
 	        level_name(level), message);
 }
 
-void zkw_log(int level, const char *fmt, ...)
+void zkw__log_printf(int level, const char *fmt, ...)
 {
 	char message[1024];
 	va_list ap;
 
-	if (level >= ZKW_LOG_DEBUG && !zkw_log_verbose)
+	if (level >= ZKW_LOG_DEBUG && !zkw__log_verbose)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
@@ -50,7 +51,7 @@ void zkw_log(int level, const char *fmt, ...)
 	log_line(level, message);
 }
 
-void zkw_log_sink(void *ctx, int level, const char *message)
+void zkw__log_sink(void *ctx, int level, const char *message)
 {
 	(void)ctx;
 	log_line(level, message);

@@ -1,11 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* zkw-broker - one ZooKeeper session per host, every watch published into
  * its own shared-memory segment.
  *
  *     zkw-broker -z 127.0.0.1:2181 -f /tmp/myconfig
  *     zkw-broker -z HOSTS -f /tmp_pointers/pointer1 -p --shm app -f /other --ensure
  *
- * The watcher (watcher.c) knows ZooKeeper and nothing of shared memory; the
- * writer (writer.c) knows the segment and nothing of ZooKeeper. This file
+ * The watch library (broker/zk/) knows ZooKeeper and nothing of shared memory; the
+ * writer (broker/publish/) knows the segment and nothing of ZooKeeper. This file
  * wires each watch's state changes into its writer, and owns signals, logs
  * and the command line.
  */
@@ -27,6 +28,7 @@
 #include "publish/writer.h"
 
 #define STOPPED_ERROR "zkw-broker stopped"
+#define EXIT_USAGE    2 /* bad command line */
 
 /* One watch at run time: its configuration and what serves it. */
 struct broker_watch {
@@ -76,11 +78,12 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		rc = zkw_writer_publish(w->writer, &p);
 	}
 	if (rc)
-		zkw_log(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm,
-		        strerror(-rc));
+		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm,
+		                strerror(-rc));
 	else
-		zkw_log(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->cfg->path,
-		        (unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
+		zkw__log_printf(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)",
+		                w->cfg->path, (unsigned long long)zkw_writer_generation(w->writer), st->valid,
+		                st->len);
 }
 
 static void stop_publishing(struct broker *b)
@@ -99,6 +102,7 @@ static void stop_publishing(struct broker *b)
 	}
 }
 
+/* 0 or -errno (logged). */
 static int open_segments(struct broker *b)
 {
 	char why[512];
@@ -111,21 +115,23 @@ static int open_segments(struct broker *b)
 		o.capacity = w->cfg->capacity;
 		o.watch_path = w->cfg->path;
 		rc = zkw_writer_open(&w->writer, w->cfg->shm, &o, why, sizeof(why));
-		if (rc) {
-			zkw_log(ZKW_LOG_ERROR, "%s", why);
-			return -1;
+		if (rc < 0) {
+			zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
+			return rc;
 		}
-		zkw_log(ZKW_LOG_INFO, "publishing %s%s into segment %s (capacity %llu, generation %llu)",
-		        w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
-		        (unsigned long long)w->cfg->capacity,
-		        (unsigned long long)zkw_writer_generation(w->writer));
+		zkw__log_printf(ZKW_LOG_INFO,
+		                "publishing %s%s into segment %s (capacity %llu, generation %llu)",
+		                w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
+		                (unsigned long long)w->cfg->capacity,
+		                (unsigned long long)zkw_writer_generation(w->writer));
 	}
 	return 0;
 }
 
+/* 0 or -errno (logged). */
 static int start_watches(struct broker *b, zkw_session *s)
 {
-	int i;
+	int i, rc;
 
 	for (i = 0; i < b->nwatches; i++) {
 		struct broker_watch *w = &b->watches[i];
@@ -137,10 +143,10 @@ static int start_watches(struct broker *b, zkw_session *s)
 		        .ctx = w,
 		};
 
-		w->watch = zkw_session_watch(s, w->cfg->path, &o);
-		if (!w->watch) {
-			zkw_log(ZKW_LOG_ERROR, "cannot watch %s", w->cfg->path);
-			return -1;
+		rc = zkw_session_watch(s, w->cfg->path, &o, &w->watch);
+		if (rc < 0) {
+			zkw__log_printf(ZKW_LOG_ERROR, "cannot watch %s: %s", w->cfg->path, strerror(-rc));
+			return rc;
 		}
 	}
 	return 0;
@@ -151,7 +157,7 @@ static int start_watches(struct broker *b, zkw_session *s)
  * ZKW_TEST_FAULT_STALL_MID_PUBLISH_US=N makes every publish announce itself
  * on stderr ("zkw-fault: mid-publish") and stall N microseconds (at most one
  * second) between the odd and the even store of the slot's sequence, so a
- * test can SIGKILL the broker exactly mid-publish (tests/test_failover.c).
+ * test can SIGKILL the broker exactly mid-publish (tests/fault/test_failover.c).
  * Compiled in unless ZKW_NO_FAULT_INJECTION: unarmed it costs one getenv at
  * start, and the tests then exercise the very binary that ships. */
 #ifndef ZKW_NO_FAULT_INJECTION
@@ -177,8 +183,8 @@ static void arm_fault_injection(void)
 	us = strtol(v, NULL, 10);
 	fault_stall_us = (useconds_t)(us < 0 ? 0 : us > 1000000 ? 1000000 : us);
 	zkw_writer_fault_hook = fault_stall_mid_publish;
-	zkw_log(ZKW_LOG_WARN, "fault injection armed: stalling %u us mid-publish (tests only)",
-	        (unsigned)fault_stall_us);
+	zkw__log_printf(ZKW_LOG_WARN, "fault injection armed: stalling %u us mid-publish (tests only)",
+	                (unsigned)fault_stall_us);
 }
 #else
 static void arm_fault_injection(void)
@@ -206,22 +212,21 @@ int main(int argc, char **argv)
 	char why[512] = "";
 	zkw_session *session = NULL;
 	sigset_t set;
-	int rc, i;
+	int sig, i;
 
-	rc = zkw_cli_parse(&b.cli, argc, argv, why, sizeof(why));
-	if (rc == ZKW_CLI_HELP) {
-		zkw_cli_usage(stdout);
+	if (zkw__cli_parse(&b.cli, argc, argv, why, sizeof(why)) < 0) {
+		fprintf(stderr, "zkw-broker: %s (try --help)\n", why);
+		return EXIT_USAGE;
+	}
+	if (b.cli.help) {
+		zkw__cli_usage(stdout);
 		return 0;
 	}
-	if (rc) {
-		fprintf(stderr, "zkw-broker: %s (try --help)\n", why);
-		return ZKW_CLI_USAGE;
-	}
-	zkw_log_verbose = b.cli.verbose;
+	zkw__log_verbose = b.cli.verbose;
 	b.nwatches = b.cli.nwatches;
 	for (i = 0; i < b.nwatches; i++)
 		b.watches[i].cfg = &b.cli.watches[i];
-	b.cli.session.log = zkw_log_sink;
+	b.cli.session.log = zkw__log_sink;
 	arm_fault_injection();
 
 	/* Every thread (ZooKeeper's, the watcher's) inherits a mask with the
@@ -232,17 +237,15 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	zkw_log(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms", b.cli.hosts,
-	        b.nwatches, b.nwatches == 1 ? "" : "es", b.cli.session.session_timeout_ms);
+	zkw__log_printf(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms",
+	                b.cli.hosts, b.nwatches, b.nwatches == 1 ? "" : "es",
+	                b.cli.session.session_timeout_ms);
 	if (open_segments(&b) < 0) {
 		stop_publishing(&b);
 		return 1;
 	}
-	b.cli.session.errbuf = why;
-	b.cli.session.errlen = sizeof(why);
-	session = zkw_session_open(b.cli.hosts, &b.cli.session, &rc);
-	if (!session) {
-		zkw_log(ZKW_LOG_ERROR, "%s", why);
+	if (zkw_session_open(&session, b.cli.hosts, &b.cli.session, why, sizeof(why)) < 0) {
+		zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
 		stop_publishing(&b);
 		return 1;
 	}
@@ -251,10 +254,10 @@ int main(int argc, char **argv)
 		stop_publishing(&b);
 		return 1;
 	}
-	rc = wait_for_stop_signal();
-	zkw_log(ZKW_LOG_INFO, "stopping on %s", strsignal(rc));
+	sig = wait_for_stop_signal();
+	zkw__log_printf(ZKW_LOG_INFO, "stopping on %s", strsignal(sig));
 	zkw_session_close(session); /* no publish_state after this returns */
 	stop_publishing(&b);
-	zkw_log(ZKW_LOG_INFO, "stopped%s", b.cli.unlink_on_exit ? ", segments removed" : "");
+	zkw__log_printf(ZKW_LOG_INFO, "stopped%s", b.cli.unlink_on_exit ? ", segments removed" : "");
 	return 0;
 }

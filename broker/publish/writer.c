@@ -1,16 +1,16 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* writer.c - the single writer of a zkw shared-memory segment.
  *
- * The seqlock write side of zkw/segment.h: publishing generation g fills
- * slot g % slot_count (never the published one), then releases g into the
- * hot line, bumps the futex word and wakes every waiter. The pairing reads
- * are in zkw/client.h.
+ * Publishing generation g fills slot g % slot_count (never the published
+ * one) between zkw_slot_write_begin() and zkw_slot_write_end(), then
+ * zkw_segment_announce() releases g into the hot line, bumps the futex word
+ * and wakes every waiter. Both halves of that protocol, and the reads they
+ * pair with, are in zkw/segment.h: the writer knows the ABI, not the reader.
  */
 #include "writer.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <zkw/client.h>
 #include <zkw/segment.h>
 
 #define ZKW_RESTART_ERROR "zkw-broker restarted, connecting to Zookeeper"
@@ -46,59 +45,7 @@ static struct zkw_segment_header *writer_header(const zkw_writer *w)
 
 static struct zkw_slot *writer_slot(const zkw_writer *w, uint64_t generation)
 {
-	return (struct zkw_slot *)(void *)(w->base + ZKW_HEADER_SIZE +
-	                                   (generation % w->slot_count) * w->slot_size);
-}
-
-static void store64(void *p, uint64_t v)
-{
-	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
-}
-
-static void store32(void *p, uint32_t v)
-{
-	__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
-}
-
-/* The store side of zkw__copy_in() in client.h (same reasoning: an opaque
- * copy on x86-64, relaxed atomic words elsewhere). dst is 8-byte aligned. */
-static void copy_out(void *dst, const void *src, size_t n)
-{
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(ZKW_PORTABLE_COPY)
-	__asm__ __volatile__("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
-#else
-	uint64_t *d = dst;
-	const unsigned char *s = src;
-	size_t i, words = n / 8;
-
-	for (i = 0; i < words; i++) {
-		uint64_t w;
-
-		memcpy(&w, s + 8 * i, 8);
-		__atomic_store_n(&d[i], w, __ATOMIC_RELAXED);
-	}
-	if (n % 8) {
-		uint64_t w = 0;
-
-		memcpy(&w, s + 8 * words, n % 8);
-		__atomic_store_n(&d[words], w, __ATOMIC_RELAXED);
-	}
-#endif
-}
-
-static int fail(char *why, size_t whylen, int err, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
-
-static int fail(char *why, size_t whylen, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && whylen) {
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
-	return err;
+	return zkw_segment_slot(w->base, w->slot_size, w->slot_count, generation);
 }
 
 static uint64_t new_epoch(void)
@@ -121,10 +68,10 @@ static int lock_segment(zkw_writer *w, char *why, size_t whylen)
 	if (fcntl(w->fd, F_OFD_SETLK, &fl) == 0)
 		return 0;
 	if (errno != EAGAIN && errno != EACCES)
-		return fail(why, whylen, -errno, "cannot lock segment %s: %s", w->name, strerror(errno));
+		return zkw__errorf(why, whylen, -errno, "cannot lock segment %s: %s", w->name, strerror(errno));
 	if (pread(w->fd, &pid, sizeof(pid), offsetof(struct zkw_segment_ident, broker_pid)) != sizeof(pid))
 		pid = 0;
-	return fail(why, whylen, -EBUSY, "segment %s is held by another zkw-broker (pid %u)", w->name, pid);
+	return zkw__errorf(why, whylen, -EBUSY, "segment %s is held by another zkw-broker (pid %u)", w->name, pid);
 }
 
 static int map_segment(zkw_writer *w, size_t size, char *why, size_t whylen)
@@ -132,7 +79,7 @@ static int map_segment(zkw_writer *w, size_t size, char *why, size_t whylen)
 	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);
 
 	if (map == MAP_FAILED)
-		return fail(why, whylen, -errno, "cannot map segment %s: %s", w->name, strerror(errno));
+		return zkw__errorf(why, whylen, -errno, "cannot map segment %s: %s", w->name, strerror(errno));
 	w->base = map;
 	w->size = size;
 	return 0;
@@ -145,9 +92,9 @@ static void set_watch_path(zkw_writer *w, const char *path)
 
 	if (len >= ZKW_WATCH_PATH_MAX)
 		len = ZKW_WATCH_PATH_MAX - 1;
-	store64(&h->watch_path_len, 0);                 /* informational: no seqlock, */
-	copy_out(h->watch_path, path ? path : "", len); /* length goes last */
-	store64(&h->watch_path_len, len);
+	zkw__store64(&h->watch_path_len, 0);                     /* informational: no seqlock, */
+	zkw_payload_store(h->watch_path, path ? path : "", len); /* length goes last */
+	zkw__store64(&h->watch_path_len, len);
 }
 
 /* Stamp this broker's identity: pid, a fresh epoch, the start time. */
@@ -155,9 +102,9 @@ static void stamp_broker(zkw_writer *w)
 {
 	struct zkw_segment_ident *id = &writer_header(w)->ident;
 
-	store32(&id->broker_pid, (uint32_t)getpid());
-	store64(&id->broker_epoch, new_epoch());
-	store64(&id->broker_started_ns, zkw__now_ns(CLOCK_REALTIME));
+	zkw__store32(&id->broker_pid, (uint32_t)getpid());
+	zkw__store64(&id->broker_epoch, new_epoch());
+	zkw__store64(&id->broker_started_ns, zkw__now_ns(CLOCK_REALTIME));
 }
 
 static int init_segment(zkw_writer *w, char *why, size_t whylen)
@@ -167,7 +114,7 @@ static int init_segment(zkw_writer *w, char *why, size_t whylen)
 	int err;
 
 	if (ftruncate(w->fd, (off_t)size) < 0)
-		return fail(why, whylen, -errno, "cannot size segment %s to %llu bytes: %s", w->name,
+		return zkw__errorf(why, whylen, -errno, "cannot size segment %s to %llu bytes: %s", w->name,
 		            (unsigned long long)size, strerror(errno));
 	err = map_segment(w, size, why, whylen);
 	if (err)
@@ -182,7 +129,9 @@ static int init_segment(zkw_writer *w, char *why, size_t whylen)
 	id->slot_count = w->slot_count;
 	stamp_broker(w);
 	/* A reader that maps the segment now sees magic 0 and refuses it; once
-	 * it sees the magic, every other identity field is there. */
+	 * it sees the magic, every other identity field is there. The release
+	 * store pairs with the acquire load of the magic in
+	 * zkw__reader_validate() (zkw/client.h). */
 	__atomic_store_n(&id->magic, ZKW_SEGMENT_MAGIC, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -196,7 +145,7 @@ static int adopt_segment(zkw_writer *w, const struct stat *st, char *why, size_t
 	int err;
 
 	if ((uint64_t)st->st_size < ZKW_HEADER_SIZE)
-		return fail(why, whylen, -EEXIST,
+		return zkw__errorf(why, whylen, -EEXIST,
 		            "segment %s exists but is not a zkw segment (%lld bytes); remove it", w->name,
 		            (long long)st->st_size);
 	err = map_segment(w, (size_t)st->st_size, why, whylen);
@@ -205,29 +154,25 @@ static int adopt_segment(zkw_writer *w, const struct stat *st, char *why, size_t
 	id = &writer_header(w)->ident;
 	if (id->magic != ZKW_SEGMENT_MAGIC || id->abi_major != ZKW_ABI_MAJOR ||
 	    id->header_size != ZKW_HEADER_SIZE)
-		return fail(why, whylen, -EEXIST,
+		return zkw__errorf(why, whylen, -EEXIST,
 		            "segment %s exists but is not a zkw segment of ABI %u; remove it", w->name,
 		            ZKW_ABI_MAJOR);
 	if (id->capacity != w->capacity)
-		return fail(why, whylen, -EEXIST,
+		return zkw__errorf(why, whylen, -EEXIST,
 		            "segment %s exists with capacity %llu bytes, not %llu; use that capacity or "
 		            "remove it",
 		            w->name, (unsigned long long)id->capacity, (unsigned long long)w->capacity);
 	if (id->slot_count != w->slot_count || id->slot_size != w->slot_size || id->segment_size != expect ||
 	    (uint64_t)st->st_size < expect)
-		return fail(why, whylen, -EEXIST, "segment %s exists but its layout is corrupt; remove it",
+		return zkw__errorf(why, whylen, -EEXIST, "segment %s exists but its layout is corrupt; remove it",
 		            w->name);
 
 	/* A broker killed mid-publish left that slot odd; it was never
 	 * published, so make it even and let the next publish overwrite it. */
-	for (i = 0; i < w->slot_count; i++) {
-		struct zkw_slot *s = writer_slot(w, i);
-		uint64_t seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
-
-		if (seq & 1)
-			__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE);
-	}
-	w->generation = __atomic_load_n(&writer_header(w)->hot.generation, __ATOMIC_RELAXED);
+	for (i = 0; i < w->slot_count; i++)
+		zkw_slot_write_repair(writer_slot(w, i));
+	/* Only a writer stores the generation, and we hold the lock. */
+	w->generation = zkw__load64(&writer_header(w)->hot.generation);
 	stamp_broker(w);
 	return 0;
 }
@@ -239,17 +184,17 @@ static int open_fd(zkw_writer *w, mode_t mode, bool *created, char *why, size_t 
 	if (w->fd < 0 && errno == EEXIST)
 		w->fd = shm_open(w->name, O_RDWR | O_CLOEXEC, 0);
 	if (w->fd < 0)
-		return fail(why, whylen, -errno, "cannot open segment %s: %s", w->name, strerror(errno));
+		return zkw__errorf(why, whylen, -errno, "cannot open segment %s: %s", w->name, strerror(errno));
 	return 0;
 }
 
 static int apply_permissions(zkw_writer *w, mode_t mode, gid_t group, char *why, size_t whylen)
 {
 	if (fchmod(w->fd, mode) < 0)
-		return fail(why, whylen, -errno, "cannot chmod segment %s to %o: %s", w->name, (unsigned)mode,
+		return zkw__errorf(why, whylen, -errno, "cannot chmod segment %s to %o: %s", w->name, (unsigned)mode,
 		            strerror(errno));
 	if (group != (gid_t)-1 && fchown(w->fd, (uid_t)-1, group) < 0)
-		return fail(why, whylen, -errno, "cannot give segment %s to group %u: %s", w->name,
+		return zkw__errorf(why, whylen, -errno, "cannot give segment %s to group %u: %s", w->name,
 		            (unsigned)group, strerror(errno));
 	return 0;
 }
@@ -266,9 +211,9 @@ static int writer_setup(zkw_writer *w, const zkw_writer_options *opt, char *why,
 	if (err)
 		return err;
 	if (fstat(w->fd, &st) < 0)
-		return fail(why, whylen, -errno, "cannot stat segment %s: %s", w->name, strerror(errno));
+		return zkw__errorf(why, whylen, -errno, "cannot stat segment %s: %s", w->name, strerror(errno));
 	if (st.st_uid != geteuid())
-		return fail(why, whylen, -EPERM,
+		return zkw__errorf(why, whylen, -EPERM,
 		            "segment %s is owned by uid %u, not by us (uid %u); refusing it", w->name,
 		            (unsigned)st.st_uid, (unsigned)geteuid());
 	err = lock_segment(w, why, whylen);
@@ -298,7 +243,7 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 	*out = NULL;
 	w = calloc(1, sizeof(*w));
 	if (!w)
-		return fail(why, whylen, -ENOMEM, "out of memory");
+		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
 	w->fd = -1;
 	w->capacity = opt && opt->capacity ? opt->capacity : ZKW_DEFAULT_CAPACITY;
 	w->slot_count = ZKW_SLOT_COUNT;
@@ -306,10 +251,10 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 	w->compare_content = true;
 	err = zkw_shm_name(w->name, sizeof(w->name), shm_name);
 	if (err)
-		fail(why, whylen, err, "invalid segment name \"%s\": one component, at most %d characters",
+		zkw__errorf(why, whylen, err, "invalid segment name \"%s\": one component, at most %d characters",
 		     shm_name ? shm_name : "", ZKW_SHM_NAME_MAX - 1);
 	else if (w->capacity > ZKW_CAPACITY_MAX)
-		err = fail(why, whylen, -EINVAL, "capacity %llu exceeds the maximum %u",
+		err = zkw__errorf(why, whylen, -EINVAL, "capacity %llu exceeds the maximum %u",
 		           (unsigned long long)w->capacity, ZKW_CAPACITY_MAX);
 	else
 		err = writer_setup(w, opt, why, whylen);
@@ -328,7 +273,7 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 		};
 		zkw_writer_publish(w, &restarted);
 	} else {
-		__atomic_store_n(&writer_header(w)->hot.state, ZKW_STATE_RUNNING, __ATOMIC_RELEASE);
+		zkw_segment_set_state(&writer_header(w)->hot, ZKW_STATE_RUNNING);
 	}
 	*out = w;
 	return 0;
@@ -340,8 +285,8 @@ static void copy_text(char *dst, uint32_t *len_field, const char *text, uint32_t
 
 	if (len >= max)
 		len = max - 1;
-	copy_out(dst, text ? text : "", len);
-	store32(len_field, (uint32_t)len);
+	zkw_payload_store(dst, text ? text : "", len);
+	zkw__store32(len_field, (uint32_t)len);
 }
 
 /* Content, its identity and its pointer: fresh from p, or carried over
@@ -352,15 +297,15 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 	bool changed;
 
 	if (p->keep_content) {
-		copy_out((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET,
-		         (const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, cur->len);
-		copy_out(s->pointer, cur->pointer, cur->pointer_len);
-		store32(&s->pointer_len, cur->pointer_len);
-		store64(&s->len, cur->len);
-		store64(&s->version, (uint64_t)cur->version);
-		store64(&s->mzxid, (uint64_t)cur->mzxid);
-		store64(&s->changed_ns, cur->changed_ns);
-		store64(&s->content_gen, cur->content_gen);
+		zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET,
+		                  (const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, cur->len);
+		zkw_payload_store(s->pointer, cur->pointer, cur->pointer_len);
+		zkw__store32(&s->pointer_len, cur->pointer_len);
+		zkw__store64(&s->len, cur->len);
+		zkw__store64(&s->version, (uint64_t)cur->version);
+		zkw__store64(&s->mzxid, (uint64_t)cur->mzxid);
+		zkw__store64(&s->changed_ns, cur->changed_ns);
+		zkw__store64(&s->content_gen, cur->content_gen);
 		return;
 	}
 	if (w->compare_content)
@@ -370,57 +315,47 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 		changed = p->content_serial != w->content_serial;
 	w->compare_content = false;
 	w->content_serial = p->content_serial;
-	copy_out((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len);
+	zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len);
 	copy_text(s->pointer, &s->pointer_len, p->pointer, ZKW_POINTER_MAX);
-	store64(&s->len, p->len);
-	store64(&s->version, (uint64_t)p->version);
-	store64(&s->mzxid, (uint64_t)p->mzxid);
-	store64(&s->changed_ns, changed ? zkw__now_ns(CLOCK_REALTIME) : cur->changed_ns);
-	store64(&s->content_gen, changed ? gen : cur->content_gen);
+	zkw__store64(&s->len, p->len);
+	zkw__store64(&s->version, (uint64_t)p->version);
+	zkw__store64(&s->mzxid, (uint64_t)p->mzxid);
+	zkw__store64(&s->changed_ns, changed ? zkw__now_ns(CLOCK_REALTIME) : cur->changed_ns);
+	zkw__store64(&s->content_gen, changed ? gen : cur->content_gen);
 }
 
 int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 {
-	struct zkw_segment_hot *hot = &writer_header(w)->hot;
 	uint64_t gen = w->generation + 1;
 	struct zkw_slot *s = writer_slot(w, gen);
 	const struct zkw_slot *cur = writer_slot(w, w->generation);
-	uint64_t seq = s->seq; /* only this writer stores seq */
 	uint32_t flags = (p->valid ? ZKW_SLOT_VALID : 0) | (p->connected ? ZKW_SLOT_CONNECTED : 0);
+	uint32_t state = ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
+	                 (p->connected ? ZKW_STATE_CONNECTED : 0);
+	uint64_t start;
 
 	if (!p->keep_content && p->len > w->capacity)
 		return -EMSGSIZE;
 	if (!p->keep_content && p->len && !p->content)
 		return -EINVAL;
 
-	/* write_begin: odd sequence, then a release fence so no payload store
-	 * below becomes visible before it. Pairs with the acquire fence in
-	 * zkw_reader_read()'s read_retry. */
-	__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
+	/* The seqlock's write side (zkw/segment.h): begin, relaxed payload
+	 * stores, end. */
+	start = zkw_slot_write_begin(s);
 
-	store64(&s->generation, gen);
-	store32(&s->flags, flags);
-	store64(&s->confirmed_ns, p->confirmed_ns ? p->confirmed_ns : cur->confirmed_ns);
+	zkw__store64(&s->generation, gen);
+	zkw__store32(&s->flags, flags);
+	zkw__store64(&s->confirmed_ns, p->confirmed_ns ? p->confirmed_ns : cur->confirmed_ns);
 	copy_text(s->error, &s->error_len, p->valid ? NULL : p->error, ZKW_ERROR_MAX);
 	fill_content(w, s, cur, p, gen);
 
 	if (__builtin_expect(zkw_writer_fault_hook != NULL, 0))
 		zkw_writer_fault_hook();
 
-	/* write_end: pairs with the acquire load of seq in read_begin. */
-	__atomic_store_n(&s->seq, seq + 2, __ATOMIC_RELEASE);
+	zkw_slot_write_end(s, start);
 
-	/* Publish: state, then the generation (pairs with the acquire load in
-	 * zkw_reader_generation()), then the futex word (pairs with the
-	 * acquire load in zkw_reader_wait()), then wake everybody. */
-	__atomic_store_n(&hot->state,
-	                 ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
-	                         (p->connected ? ZKW_STATE_CONNECTED : 0),
-	                 __ATOMIC_RELEASE);
-	__atomic_store_n(&hot->generation, gen, __ATOMIC_RELEASE);
-	__atomic_fetch_add(&hot->futex, 1, __ATOMIC_RELEASE);
-	zkw__futex(&hot->futex, FUTEX_WAKE, INT_MAX, NULL, 0);
+	/* State, generation, futex word, wake: the hot line of zkw/segment.h. */
+	zkw_segment_announce(&writer_header(w)->hot, gen, state);
 	w->generation = gen;
 	return 0;
 }
@@ -442,15 +377,9 @@ const char *zkw_writer_name(const zkw_writer *w)
 
 void zkw_writer_close(zkw_writer *w, bool unlink_segment)
 {
-	struct zkw_segment_hot *hot;
-
 	if (!w)
 		return;
-	hot = &writer_header(w)->hot;
-	__atomic_fetch_and(&hot->state, ~(uint32_t)(ZKW_STATE_RUNNING | ZKW_STATE_CONNECTED),
-	                   __ATOMIC_RELEASE);
-	__atomic_fetch_add(&hot->futex, 1, __ATOMIC_RELEASE);
-	zkw__futex(&hot->futex, FUTEX_WAKE, INT_MAX, NULL, 0);
+	zkw_segment_announce_stopped(&writer_header(w)->hot);
 	if (unlink_segment)
 		shm_unlink(w->name);
 	munmap(w->base, w->size);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* writer.h - the single writer of a zkw shared-memory segment.
  *
  * Knows the segment ABI (zkw/segment.h) and nothing about ZooKeeper: the
@@ -71,8 +72,9 @@ const char *zkw_writer_name(const zkw_writer *w);
  * the lock and unmap; unlink the segment too when asked. NULL is fine. */
 void zkw_writer_close(zkw_writer *w, bool unlink_segment);
 
-/* Test seam: when set, called between the odd and the even store of a
- * slot's sequence (a publish "in the middle"), e.g. to kill the writer. */
+/* Test seam: when set, called between zkw_slot_write_begin() and
+ * zkw_slot_write_end() (a publish "in the middle": the slot's sequence is
+ * odd), e.g. to kill the writer. */
 extern void (*zkw_writer_fault_hook)(void);
 
 #endif

@@ -1,15 +1,22 @@
-/* watch_internal.h - private structures of the session/watch layer.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* internal.h - private structures of the session/watch layer.
  *
- * Shared by watch_session.c (session, control thread, ZooKeeper handle) and
- * watch_node.c (per-watch reads, evaluation, reconcile). Everything in a
- * zkw_session and its watches is protected by zkw_session.lock unless a
- * field says otherwise; see the thread map at the top of watch_session.c.
+ * Shared by session.c (session, control thread, ZooKeeper handle), watch.c
+ * (per-watch reads, evaluation, reconcile) and watcher.c (the seed's
+ * zkw_watcher). Everything in a zkw_session and its watches is protected by
+ * zkw_session.lock unless a field says otherwise; see the thread map at the
+ * top of session.c.
+ *
+ * Naming: zkw_<module>_* is the public API (zkw/watcher.h); zkw__<module>_*
+ * is shared between the .c files here and declared below; everything else
+ * is static to its file, plain snake_case. Errors: zkw/common.h.
  */
-#ifndef ZKW_WATCH_INTERNAL_H
-#define ZKW_WATCH_INTERNAL_H
+#ifndef ZKW_ZK_INTERNAL_H
+#define ZKW_ZK_INTERNAL_H
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <zookeeper/zookeeper.h>
 
@@ -56,16 +63,16 @@ struct zkw_watch {
 	struct zkw__node node[2]; /* [0] path, [1] pointer target */
 	const char *pointer_why;  /* NULL = pointer parsed, else the reason */
 
-	/* Published state: what on_state saw last. */
-	bool valid, connected, published;
+	/* Published state: what on_state saw last (published: at all). It is
+	 * handed to on_state as is; st.content is set from content at each
+	 * call (it moves on realloc), st.len is content's length, st.pointer
+	 * and st.error point at the arrays below. */
+	zkw_watch_state st;
+	bool published;
 	void *content;
-	size_t content_len, content_cap;
-	uint64_t content_serial;
-	int32_t version;
-	int64_t mzxid;
+	size_t content_cap;
 	char pointer[ZKW_POINTER_MAX];
 	char error[ZKW_ERROR_MAX];
-	uint64_t confirmed_ns;
 
 	/* Reconcile round in progress. */
 	unsigned reconcile_waiting;
@@ -99,23 +106,23 @@ struct zkw_session {
 	struct zkw_session *log_next; /* registry of sessions with a log sink */
 };
 
-/* watch_node.c: called with session->lock held. */
+/* watch.c: called with session->lock held. */
 void zkw__watch_read_all(struct zkw_watch *w);
 void zkw__watch_evaluate(struct zkw_watch *w);
 void zkw__watch_reconcile(struct zkw_watch *w);
 void zkw__watch_reset_handle(struct zkw_watch *w);
 void zkw__watch_free(struct zkw_watch *w);
-void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx);
+/* Store n bytes into a growable buffer (*buf of *cap bytes, *len used).
+ * 0, or -ENOMEM (buffer kept). No lock needed: it touches only its args. */
+int zkw__watch_buf_set(void **buf, size_t *cap, size_t *len, const void *src, size_t n);
 
-/* watch_session.c */
-void zkw__log(struct zkw_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-uint64_t zkw__realtime_ns(void);
-/* A condition variable on CLOCK_MONOTONIC (timed waits ignore clock steps). */
-int zkw__cond_init(pthread_cond_t *c);
+/* session.c */
+void zkw__session_log(struct zkw_session *s, int level, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 
 /* Test hook: drop our ZooKeeper watches on the watch's nodes locally (the
  * server still fires, the client has nobody to tell) - a missed watch, for
- * the reconcile test. 0 or a ZooKeeper error. */
+ * the reconcile test. 0, -ENOTCONN (no handle) or -EIO (ZooKeeper refused). */
 int zkw__watch_forget_zk_watches(struct zkw_watch *w);
 
-#endif /* ZKW_WATCH_INTERNAL_H */
+#endif /* ZKW_ZK_INTERNAL_H */

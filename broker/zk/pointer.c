@@ -1,4 +1,5 @@
-/* watch_pointer.c - parse a pointer node's content into a ZooKeeper path.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* pointer.c - parse a pointer node's content into a ZooKeeper path.
  *
  * A pointer node holds the path of the real config node, typed by a human
  * (often with a trailing newline from an editor or echo). The seed refused
@@ -13,7 +14,7 @@
 
 #include <zkw/watcher.h>
 
-static bool zkw__is_trim_space(unsigned char c)
+static bool is_trim_space(unsigned char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
@@ -21,7 +22,7 @@ static bool zkw__is_trim_space(unsigned char c)
 /* Length of the UTF-8 sequence at p (at most n bytes), 0 when malformed,
  * overlong, a surrogate, or a code point ZooKeeper refuses in paths
  * (C1 controls, U+D800-U+F8FF, U+FFF0-U+FFFF). */
-static size_t zkw__utf8_char(const unsigned char *p, size_t n)
+static size_t utf8_char(const unsigned char *p, size_t n)
 {
 	uint32_t cp;
 	size_t len;
@@ -56,7 +57,7 @@ static size_t zkw__utf8_char(const unsigned char *p, size_t n)
 
 /* Check one path component [p, p+n): not empty, not "." or "..", no
  * control or malformed bytes. NULL when fine, else why. */
-static const char *zkw__check_component(const unsigned char *p, size_t n)
+static const char *check_component(const unsigned char *p, size_t n)
 {
 	if (n == 0)
 		return "empty path component ('//' or trailing '/')";
@@ -74,7 +75,7 @@ static const char *zkw__check_component(const unsigned char *p, size_t n)
 			i++;
 			continue;
 		}
-		step = zkw__utf8_char(p + i, n - i);
+		step = utf8_char(p + i, n - i);
 		if (step == 0)
 			return "invalid UTF-8 or forbidden character in path";
 		i += step;
@@ -82,7 +83,7 @@ static const char *zkw__check_component(const unsigned char *p, size_t n)
 	return NULL;
 }
 
-static int zkw__pointer_fail(const char **why, const char *reason, int err)
+static int parse_fail(const char **why, const char *reason, int err)
 {
 	if (why)
 		*why = reason;
@@ -97,32 +98,32 @@ int zkw_pointer_parse(const void *data, size_t len, char *out, size_t outcap, co
 	if (why)
 		*why = "";
 	if (p == NULL || len == 0)
-		return zkw__pointer_fail(why, "empty pointer", -EINVAL);
-	while (start < end && zkw__is_trim_space(p[start]))
+		return parse_fail(why, "empty pointer", -EINVAL);
+	while (start < end && is_trim_space(p[start]))
 		start++;
-	while (end > start && zkw__is_trim_space(p[end - 1]))
+	while (end > start && is_trim_space(p[end - 1]))
 		end--;
 	if (start == end)
-		return zkw__pointer_fail(why, "empty pointer", -EINVAL);
+		return parse_fail(why, "empty pointer", -EINVAL);
 	if (p[start] != '/')
-		return zkw__pointer_fail(why, "not an absolute path (must start with '/')", -EINVAL);
+		return parse_fail(why, "not an absolute path (must start with '/')", -EINVAL);
 	if (end - start >= ZKW_POINTER_MAX)
-		return zkw__pointer_fail(why, "path too long", -ENAMETOOLONG);
+		return parse_fail(why, "path too long", -ENAMETOOLONG);
 	if (end - start == 1)
-		return zkw__pointer_fail(why, "the root '/' is not a config node", -EINVAL);
+		return parse_fail(why, "the root '/' is not a config node", -EINVAL);
 
 	/* Components sit between '/' separators: [comp, next '/'). */
 	for (size_t comp = start + 1; comp <= end;) {
 		const unsigned char *slash = memchr(p + comp, '/', end - comp);
 		size_t stop = slash ? (size_t)(slash - p) : end;
-		const char *bad = zkw__check_component(p + comp, stop - comp);
+		const char *bad = check_component(p + comp, stop - comp);
 
 		if (bad)
-			return zkw__pointer_fail(why, bad, -EINVAL);
+			return parse_fail(why, bad, -EINVAL);
 		comp = stop + 1;
 	}
 	if (outcap < end - start + 1)
-		return zkw__pointer_fail(why, "output buffer too small", -ENOBUFS);
+		return parse_fail(why, "output buffer too small", -ENOBUFS);
 	memcpy(out, p + start, end - start);
 	out[end - start] = '\0';
 	return (int)(end - start);

@@ -1,4 +1,5 @@
-/* watch_node.c - one watch: async reads, pointer switching, evaluation.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* watch.c - one watch: async reads, pointer switching, evaluation.
  *
  * Every function here runs with the session lock held: either on the
  * ZooKeeper completion thread (watcher callbacks, completions - they take
@@ -22,60 +23,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zkw_clock.h>
+
 #include "internal.h"
 
-static void zkw__data_done(int rc, const char *value, int value_len, const struct Stat *stat,
-                           const void *ctx);
-static void zkw__exists_done(int rc, const struct Stat *stat, const void *ctx);
+static void data_done(int rc, const char *value, int value_len, const struct Stat *stat, const void *ctx);
+static void exists_done(int rc, const struct Stat *stat, const void *ctx);
+static void node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx);
 
-static bool zkw__rc_is_connection(int rc)
+static bool rc_is_connection(int rc)
 {
 	return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT || rc == ZSESSIONEXPIRED ||
 	       rc == ZSESSIONMOVED || rc == ZCLOSING || rc == ZINVALIDSTATE;
 }
 
-/* Store bytes into a growable buffer. Returns false on ENOMEM (buffer kept). */
-static bool zkw__buf_set(void **buf, size_t *cap, size_t *len, const void *src, size_t n)
+int zkw__watch_buf_set(void **buf, size_t *cap, size_t *len, const void *src, size_t n)
 {
 	if (n > *cap) {
 		void *p = realloc(*buf, n);
 
 		if (!p)
-			return false;
+			return -ENOMEM;
 		*buf = p;
 		*cap = n;
 	}
 	if (n)
 		memcpy(*buf, src, n);
 	*len = n;
-	return true;
+	return 0;
 }
 
-static bool zkw__node_set_path(struct zkw__node *n, const char *path)
+static int node_set_path(struct zkw__node *n, const char *path)
 {
 	size_t len = strlen(path) + 1;
+	void *p = n->path;
+	int rc = zkw__watch_buf_set(&p, &n->path_cap, &len, path, len);
 
-	if (len > n->path_cap) {
-		char *p = realloc(n->path, len);
-
-		if (!p)
-			return false;
-		n->path = p;
-		n->path_cap = len;
-	}
-	memcpy(n->path, path, len);
-	return true;
+	n->path = p;
+	return rc;
 }
 
 /* A request was refused before reaching the wire (no completion will come). */
-static void zkw__node_issue_failed(struct zkw__node *n, const char *what, int rc)
+static void node_issue_failed(struct zkw__node *n, const char *what, int rc)
 {
-	n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
+	n->status = rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
 	n->rc = rc;
-	zkw__log(n->watch->session, ZKW_LOG_WARN, "%s %s: %s", what, n->path, zerror(rc));
+	zkw__session_log(n->watch->session, ZKW_LOG_WARN, "%s %s: %s", what, n->path, zerror(rc));
 }
 
-static void zkw__node_get(struct zkw__node *n)
+/* Ask for n with a watch on it: its data (get), or only whether it exists
+ * (exists: a missing node, noticed on creation; a node we may not read). */
+static void node_request(struct zkw__node *n, bool exists)
 {
 	zhandle_t *zh = n->watch->session->zh;
 	int rc;
@@ -83,42 +81,41 @@ static void zkw__node_get(struct zkw__node *n)
 	/* Not connected: the reconnect (ZOO_CONNECTED_STATE) re-reads all. */
 	if (!zh || !n->watch->session->connected || !n->path[0])
 		return;
-	rc = zoo_awget(zh, n->path, zkw__node_watcher, n, zkw__data_done, n);
+	if (exists)
+		rc = zoo_awexists(zh, n->path, node_watcher, n, exists_done, n);
+	else
+		rc = zoo_awget(zh, n->path, node_watcher, n, data_done, n);
 	if (rc == ZOK)
 		n->outstanding++;
 	else
-		zkw__node_issue_failed(n, "zoo_awget", rc);
+		node_issue_failed(n, exists ? "zoo_awexists" : "zoo_awget", rc);
 }
 
-static void zkw__node_exists(struct zkw__node *n)
+static void node_get(struct zkw__node *n)
 {
-	zhandle_t *zh = n->watch->session->zh;
-	int rc;
-
-	if (!zh || !n->watch->session->connected || !n->path[0])
-		return;
-	rc = zoo_awexists(zh, n->path, zkw__node_watcher, n, zkw__exists_done, n);
-	if (rc == ZOK)
-		n->outstanding++;
-	else
-		zkw__node_issue_failed(n, "zoo_awexists", rc);
+	node_request(n, false);
 }
 
-static void zkw__create_done(int rc, const char *value, const void *ctx)
+static void node_exists(struct zkw__node *n)
+{
+	node_request(n, true);
+}
+
+static void create_done(int rc, const char *value, const void *ctx)
 {
 	const struct zkw_watch *w = ctx;
 
 	(void)value;
 	/* Losing a creation race is success; anything else shows up as the
 	 * node staying missing, logged here with its cause. */
-	if (rc != ZOK && rc != ZNODEEXISTS && !zkw__rc_is_connection(rc))
-		zkw__log(w->session, ZKW_LOG_WARN, "ensure %s: %s", w->node[0].path, zerror(rc));
+	if (rc != ZOK && rc != ZNODEEXISTS && !rc_is_connection(rc))
+		zkw__session_log(w->session, ZKW_LOG_WARN, "ensure %s: %s", w->node[0].path, zerror(rc));
 }
 
 /* ensure: create every prefix, then read. All in one batch: ZooKeeper
  * executes one session's requests in order, so each create sees its parent
  * and the final get sees the node. */
-static void zkw__node_ensure(struct zkw__node *n)
+static void node_ensure(struct zkw__node *n)
 {
 	zhandle_t *zh = n->watch->session->zh;
 	size_t len = strlen(n->path);
@@ -126,23 +123,23 @@ static void zkw__node_ensure(struct zkw__node *n)
 
 	if (!prefix || !zh) {
 		free(prefix);
-		zkw__node_exists(n);
+		node_exists(n);
 		return;
 	}
-	zkw__log(n->watch->session, ZKW_LOG_INFO, "ensure: creating %s", n->path);
+	zkw__session_log(n->watch->session, ZKW_LOG_INFO, "ensure: creating %s", n->path);
 	for (size_t i = 1; i <= len; i++) {
 		if (i < len && n->path[i] != '/')
 			continue;
 		memcpy(prefix, n->path, i);
 		prefix[i] = '\0';
-		zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, zkw__create_done, n->watch);
+		zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, create_done, n->watch);
 	}
 	free(prefix);
-	zkw__node_get(n);
+	node_get(n);
 }
 
 /* Pointer mode: node[0] was just read; point node[1] at its target. */
-static void zkw__watch_follow_pointer(struct zkw_watch *w)
+static void follow_pointer(struct zkw_watch *w)
 {
 	struct zkw__node *p = &w->node[0], *t = &w->node[1];
 	char target[ZKW_POINTER_MAX];
@@ -157,22 +154,22 @@ static void zkw__watch_follow_pointer(struct zkw_watch *w)
 	w->pointer_why = NULL;
 	if (strcmp(target, t->path) == 0)
 		return; /* same target: its own watch keeps it current */
-	if (!zkw__node_set_path(t, target)) {
+	if (node_set_path(t, target) < 0) {
 		w->pointer_why = "out of memory";
 		t->path[0] = '\0';
 		return;
 	}
-	zkw__log(w->session, ZKW_LOG_INFO, "%s now points at %s", p->path, target);
+	zkw__session_log(w->session, ZKW_LOG_INFO, "%s now points at %s", p->path, target);
 	t->status = ZKW__NODE_UNKNOWN;
-	zkw__node_get(t);
+	node_get(t);
 }
 
-static void zkw__node_store(struct zkw__node *n, const char *value, int value_len, const struct Stat *stat)
+static void node_store(struct zkw__node *n, const char *value, int value_len, const struct Stat *stat)
 {
 	/* Null data (value_len -1, a wipe) is empty content. */
 	size_t len = value && value_len > 0 ? (size_t)value_len : 0;
 
-	if (!zkw__buf_set(&n->data, &n->cap, &n->len, value, len)) {
+	if (zkw__watch_buf_set(&n->data, &n->cap, &n->len, value, len) < 0) {
 		n->status = ZKW__NODE_FAILED;
 		n->rc = ZSYSTEMERROR;
 		return;
@@ -184,7 +181,7 @@ static void zkw__node_store(struct zkw__node *n, const char *value, int value_le
 
 /* Common prologue of completions: true when this answer is the newest for
  * its node and the session is live (then the caller acts on it). */
-static bool zkw__node_answer_current(struct zkw__node *n)
+static bool node_answer_current(struct zkw__node *n)
 {
 	struct zkw_session *s = n->watch->session;
 
@@ -194,32 +191,32 @@ static bool zkw__node_answer_current(struct zkw__node *n)
 	return n->outstanding == 0 && s->zh && !s->closing;
 }
 
-static void zkw__data_done(int rc, const char *value, int value_len, const struct Stat *stat, const void *ctx)
+static void data_done(int rc, const char *value, int value_len, const struct Stat *stat, const void *ctx)
 {
 	struct zkw__node *n = (struct zkw__node *)ctx;
 	struct zkw_watch *w = n->watch;
 
 	pthread_mutex_lock(&w->session->lock);
-	if (!zkw__node_answer_current(n))
+	if (!node_answer_current(n))
 		goto out;
 	n->rc = rc;
 	if (rc == ZOK) {
-		zkw__node_store(n, value, value_len, stat);
+		node_store(n, value, value_len, stat);
 		if (n == &w->node[0] && w->opt.pointer && n->status == ZKW__NODE_OK)
-			zkw__watch_follow_pointer(w);
+			follow_pointer(w);
 	} else if (rc == ZNONODE) {
 		n->status = ZKW__NODE_MISSING;
 		if (n == &w->node[0] && w->ensure_pending) {
 			w->ensure_pending = false;
-			zkw__node_ensure(n);
+			node_ensure(n);
 		} else {
-			zkw__node_exists(n); /* watch for its creation */
+			node_exists(n); /* watch for its creation */
 		}
 	} else if (rc == ZNOAUTH) {
 		n->status = ZKW__NODE_NOAUTH;
-		zkw__node_exists(n); /* exists needs no READ: still notice changes */
+		node_exists(n); /* exists needs no READ: still notice changes */
 	} else {
-		n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
+		n->status = rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
 	}
 	if (n == &w->node[0] && (rc == ZOK || rc == ZNOAUTH))
 		w->ensure_pending = false; /* ensure acts at the first read only */
@@ -228,24 +225,24 @@ out:
 	pthread_mutex_unlock(&w->session->lock);
 }
 
-static void zkw__exists_done(int rc, const struct Stat *stat, const void *ctx)
+static void exists_done(int rc, const struct Stat *stat, const void *ctx)
 {
 	struct zkw__node *n = (struct zkw__node *)ctx;
 	struct zkw_watch *w = n->watch;
 
 	(void)stat;
 	pthread_mutex_lock(&w->session->lock);
-	if (!zkw__node_answer_current(n))
+	if (!node_answer_current(n))
 		goto out;
 	if (rc == ZOK) {
 		/* Created between our get and this exists: read it now. When not
 		 * authorised, the data watch exists set is all we wanted. */
 		if (n->status != ZKW__NODE_NOAUTH)
-			zkw__node_get(n);
+			node_get(n);
 	} else if (rc == ZNONODE) {
 		n->status = ZKW__NODE_MISSING;
 	} else {
-		n->status = zkw__rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
+		n->status = rc_is_connection(rc) ? ZKW__NODE_DISCONNECTED : ZKW__NODE_FAILED;
 		n->rc = rc;
 	}
 	zkw__watch_evaluate(w);
@@ -253,7 +250,7 @@ out:
 	pthread_mutex_unlock(&w->session->lock);
 }
 
-void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+static void node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
 	struct zkw__node *n = ctx;
 	struct zkw_session *s = n->watch->session;
@@ -266,14 +263,14 @@ void zkw__node_watcher(zhandle_t *zh, int type, int state, const char *path, voi
 	pthread_mutex_lock(&s->lock);
 	/* A stale handle, or a watch left on a previous pointer target. */
 	if (zh == s->zh && !s->closing && path && n->path[0] && strcmp(path, n->path) == 0)
-		zkw__node_get(n);
+		node_get(n);
 	pthread_mutex_unlock(&s->lock);
 }
 
 /* ------------------------------------------------------------ evaluation */
 
-static void zkw__set_error(char *dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void zkw__set_error(char *dst, const char *fmt, ...)
+static void set_error(char *dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(char *dst, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -283,75 +280,62 @@ static void zkw__set_error(char *dst, const char *fmt, ...)
 }
 
 /* The error a non-OK node gives, or false when the node is OK. */
-static bool zkw__node_error(const struct zkw__node *n, char *err)
+static bool node_error(const struct zkw__node *n, char *err)
 {
 	switch (n->status) {
 	case ZKW__NODE_OK: return false;
-	case ZKW__NODE_MISSING: zkw__set_error(err, ZKW_ERR_NO_NODE ": %s", n->path); break;
+	case ZKW__NODE_MISSING: set_error(err, ZKW_ERR_NO_NODE ": %s", n->path); break;
 	case ZKW__NODE_NOAUTH:
-		zkw__set_error(err, ZKW_ERR_NO_AUTH ": %s (ZNOAUTH: no READ permission)", n->path);
+		set_error(err, ZKW_ERR_NO_AUTH ": %s (ZNOAUTH: no READ permission)", n->path);
 		break;
-	default: zkw__set_error(err, ZKW_ERR_NO_NODE ": %s (%s)", n->path, zerror(n->rc)); break;
+	default: set_error(err, ZKW_ERR_NO_NODE ": %s (%s)", n->path, zerror(n->rc)); break;
 	}
 	return true;
 }
 
-static void zkw__watch_publish(struct zkw_watch *w)
+static void watch_publish(struct zkw_watch *w)
 {
-	zkw_watch_state st = {
-	        .valid = w->valid,
-	        .connected = w->connected,
-	        .content = w->content ? w->content : "", /* never NULL, even empty */
-	        .len = w->content_len,
-	        .content_serial = w->content_serial,
-	        .version = w->version,
-	        .mzxid = w->mzxid,
-	        .pointer = w->pointer,
-	        .error = w->error,
-	        .confirmed_ns = w->confirmed_ns,
-	};
-
+	w->st.content = w->content ? w->content : ""; /* never NULL, even empty */
 	w->published = true;
 	w->force_publish = false;
 	if (w->opt.on_state)
-		w->opt.on_state(w->opt.ctx, &st);
+		w->opt.on_state(w->opt.ctx, &w->st);
 }
 
 /* Move the published state to (valid, connected, error); call on_state when
  * anything a reader can see changed (or a confirmation is due). */
-static void zkw__watch_transition(struct zkw_watch *w, bool valid, bool connected, const char *error,
-                                  bool changed)
+static void watch_transition(struct zkw_watch *w, bool valid, bool connected, const char *error, bool changed)
 {
-	changed |= !w->published || w->valid != valid || w->connected != connected ||
+	changed |= !w->published || w->st.valid != valid || w->st.connected != connected ||
 	           strcmp(w->error, error) != 0;
-	w->valid = valid;
-	w->connected = connected;
+	w->st.valid = valid;
+	w->st.connected = connected;
 	if (w->error != error)
 		snprintf(w->error, sizeof w->error, "%s", error);
 	if (changed || w->force_publish)
-		zkw__watch_publish(w);
+		watch_publish(w);
 }
 
 /* Adopt a valid content node's bytes and stat. true when something changed. */
-static bool zkw__watch_take_content(struct zkw_watch *w, const struct zkw__node *c)
+static bool take_content(struct zkw_watch *w, const struct zkw__node *c)
 {
 	bool changed = false;
 
 	/* Serial 0 means "no content yet": the first content, even empty, is news. */
-	if (w->content_serial == 0 || c->len != w->content_len ||
+	if (w->st.content_serial == 0 || c->len != w->st.len ||
 	    (c->len && memcmp(c->data, w->content, c->len) != 0)) {
-		if (!zkw__buf_set(&w->content, &w->content_cap, &w->content_len, c->data, c->len))
+		if (zkw__watch_buf_set(&w->content, &w->content_cap, &w->st.len, c->data, c->len) < 0)
 			return false; /* keep the old content; the next read retries */
-		w->content_serial++;
+		w->st.content_serial++;
 		changed = true;
 	}
-	changed |= w->version != c->version || w->mzxid != c->mzxid;
-	w->version = c->version;
-	w->mzxid = c->mzxid;
+	changed |= w->st.version != c->version || w->st.mzxid != c->mzxid;
+	w->st.version = c->version;
+	w->st.mzxid = c->mzxid;
 	return changed;
 }
 
-static bool zkw__watch_has_node(const struct zkw_watch *w, enum zkw__node_status st)
+static bool watch_has_node(const struct zkw_watch *w, enum zkw__node_status st)
 {
 	return w->node[0].status == st || (w->opt.pointer && w->node[1].path[0] && w->node[1].status == st);
 }
@@ -363,19 +347,19 @@ void zkw__watch_evaluate(struct zkw_watch *w)
 	char err[ZKW_ERROR_MAX] = "";
 	bool changed = false;
 
-	if (!s->connected || zkw__watch_has_node(w, ZKW__NODE_DISCONNECTED)) {
-		zkw__watch_transition(w, false, false, s->conn_error, false);
+	if (!s->connected || watch_has_node(w, ZKW__NODE_DISCONNECTED)) {
+		watch_transition(w, false, false, s->conn_error, false);
 		return;
 	}
 	/* Wait for every answer in flight: publishing in between would show a
 	 * blip (a pointer switch half done, a reconnect half re-read). */
 	if (w->node[0].outstanding || w->node[1].outstanding || c->status == ZKW__NODE_UNKNOWN)
 		return;
-	if (zkw__node_error(c, err))
+	if (node_error(c, err))
 		goto done;
 	if (w->opt.pointer) {
 		if (w->pointer_why) {
-			zkw__set_error(err, ZKW_ERR_POINTER ": %s in %s", w->pointer_why, c->path);
+			set_error(err, ZKW_ERR_POINTER ": %s in %s", w->pointer_why, c->path);
 			goto done;
 		}
 		c = &w->node[1];
@@ -385,27 +369,27 @@ void zkw__watch_evaluate(struct zkw_watch *w)
 			snprintf(w->pointer, sizeof w->pointer, "%s", c->path);
 			changed = true;
 		}
-		if (zkw__node_error(c, err))
+		if (node_error(c, err))
 			goto done;
 	}
 	if (c->len > w->max_len) {
-		zkw__set_error(err, ZKW_ERR_TOO_LARGE ": %s holds %zu bytes, the limit is %zu bytes", c->path,
-		               c->len, w->max_len);
+		set_error(err, ZKW_ERR_TOO_LARGE ": %s holds %zu bytes, the limit is %zu bytes", c->path,
+		          c->len, w->max_len);
 		goto done;
 	}
-	changed |= zkw__watch_take_content(w, c);
+	changed |= take_content(w, c);
 done:
-	w->confirmed_ns = zkw__realtime_ns();
-	zkw__watch_transition(w, err[0] == '\0', true, err, changed);
+	w->st.confirmed_ns = zkw_clock_ns(CLOCK_REALTIME);
+	watch_transition(w, err[0] == '\0', true, err, changed);
 }
 
 /* ----------------------------------------------------- session-level hooks */
 
 void zkw__watch_read_all(struct zkw_watch *w)
 {
-	zkw__node_get(&w->node[0]);
+	node_get(&w->node[0]);
 	if (w->opt.pointer)
-		zkw__node_get(&w->node[1]);
+		node_get(&w->node[1]);
 }
 
 /* The handle is gone (all its callbacks have run or never will). */
@@ -416,26 +400,26 @@ void zkw__watch_reset_handle(struct zkw_watch *w)
 	w->reconcile_waiting = 0;
 }
 
-static void zkw__reconcile_done(int rc, const struct Stat *stat, const void *ctx)
+static void reconcile_done(int rc, const struct Stat *stat, const void *ctx)
 {
 	struct zkw__node *n = (struct zkw__node *)ctx;
 	struct zkw_watch *w = n->watch;
 	bool same;
 
 	pthread_mutex_lock(&w->session->lock);
-	if (!zkw__node_answer_current(n))
+	if (!node_answer_current(n))
 		goto out; /* a newer read is in flight: it confirms instead */
 	same = (rc == ZOK && n->status == ZKW__NODE_OK && stat->mzxid == n->mzxid &&
 	        stat->version == n->version) ||
 	       (rc == ZNONODE && n->status == ZKW__NODE_MISSING);
-	if (!same && !zkw__rc_is_connection(rc)) {
+	if (!same && !rc_is_connection(rc)) {
 		/* OK or MISSING and different: a watch was missed. Otherwise the
 		 * node was in error (e.g. ZNOAUTH: an ACL change fires no watch)
 		 * and the re-read is the retry. */
 		if (n->status == ZKW__NODE_OK || n->status == ZKW__NODE_MISSING)
-			zkw__log(w->session, ZKW_LOG_WARN, "reconcile: %s changed unnoticed, re-reading",
-			         n->path);
-		zkw__node_get(n);
+			zkw__session_log(w->session, ZKW_LOG_WARN,
+			                 "reconcile: %s changed unnoticed, re-reading", n->path);
+		node_get(n);
 	}
 out:
 	/* Answers of a handle being torn down (close, expiry) confirm nothing. */
@@ -449,14 +433,14 @@ unlock:
 	pthread_mutex_unlock(&w->session->lock);
 }
 
-static void zkw__node_reconcile(struct zkw__node *n)
+static void node_reconcile(struct zkw__node *n)
 {
 	struct zkw_watch *w = n->watch;
 	int rc;
 
 	if (!n->path[0])
 		return;
-	rc = zoo_aexists(w->session->zh, n->path, 0, zkw__reconcile_done, n);
+	rc = zoo_aexists(w->session->zh, n->path, 0, reconcile_done, n);
 	if (rc != ZOK)
 		return;
 	n->outstanding++;
@@ -469,9 +453,9 @@ void zkw__watch_reconcile(struct zkw_watch *w)
 {
 	if (w->reconcile_waiting || w->node[0].outstanding || w->node[1].outstanding)
 		return;
-	zkw__node_reconcile(&w->node[0]);
+	node_reconcile(&w->node[0]);
 	if (w->opt.pointer)
-		zkw__node_reconcile(&w->node[1]);
+		node_reconcile(&w->node[1]);
 }
 
 void zkw__watch_free(struct zkw_watch *w)
@@ -494,10 +478,10 @@ int zkw__watch_forget_zk_watches(struct zkw_watch *w)
 	zh = s->zh;
 	pthread_mutex_unlock(&s->lock);
 	if (!zh)
-		return ZINVALIDSTATE;
+		return -ENOTCONN;
 	for (int i = 0; i < 2 && rc == ZOK; i++) {
 		if (w->node[i].path && w->node[i].path[0])
 			rc = zoo_remove_all_watches(zh, w->node[i].path, ZWATCHTYPE_ANY, 1);
 	}
-	return rc;
+	return rc == ZOK ? 0 : -EIO;
 }

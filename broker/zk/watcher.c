@@ -1,15 +1,14 @@
-/* watch_seed.c - the seed's ZookeeperWatcher class, on top of zkw_session.
+/* SPDX-License-Identifier: Apache-2.0 */
+/* watcher.c - the seed's ZookeeperWatcher class, on top of zkw_session.
  *
  * The seed called its handlers from kazoo's own thread, so one slow handler
  * stalled ZooKeeper for the whole process. Here on_state (ZooKeeper's
  * completion thread) only copies the latest state under w->lock and wakes
  * the watcher's dispatch thread, which compares it with what it delivered
- * last and calls the user's handlers in the contract's order:
+ * last and calls the user's handlers in the contract's order - the rule of
+ * zkw/common.h (zkw_delivery_next, zkw_delivery_call).
  *
- *   success: config(content) if the bytes changed, then valid(true) if it was false
- *   failure: valid(false) if it was true, then error(message) if it changed
- *
- * Threads: the completion thread runs zkw__seed_on_state; the dispatch
+ * Threads: the completion thread runs watcher_on_state; the dispatch
  * thread runs the handlers; callers run the getters, stop and close. The
  * latest state (valid, content, pointer, error, seq) is protected by lock.
  */
@@ -20,10 +19,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <zkw_clock.h>
+
 #include "internal.h"
 
 struct zkw_watcher {
-	zkw_watcher_handlers h;
+	zkw_handlers h;
 	zkw_session *session; /* NULL once stopped */
 	pthread_t dispatch;
 
@@ -44,28 +45,18 @@ struct zkw_watcher {
 };
 
 /* Set on the dispatch thread: lets stop/close know they run in a handler. */
-static __thread struct zkw_watcher *zkw__dispatching;
+static __thread struct zkw_watcher *dispatching;
 
-static void zkw__seed_on_state(void *ctx, const zkw_watch_state *st)
+static void watcher_on_state(void *ctx, const zkw_watch_state *st)
 {
 	struct zkw_watcher *w = ctx;
 
 	pthread_mutex_lock(&w->lock);
 	w->valid = st->valid;
-	if (st->content_serial != w->serial) {
-		void *p = st->len > w->cap ? realloc(w->content, st->len) : w->content;
-
-		if (p || st->len == 0) {
-			if (st->len > w->cap) {
-				w->content = p;
-				w->cap = st->len;
-			}
-			if (st->len)
-				memcpy(w->content, st->content, st->len);
-			w->len = st->len;
-			w->serial = st->content_serial;
-		}
-	}
+	/* Out of memory: the old content stays, and the next state retries. */
+	if (st->content_serial != w->serial &&
+	    zkw__watch_buf_set(&w->content, &w->cap, &w->len, st->content, st->len) == 0)
+		w->serial = st->content_serial;
 	snprintf(w->pointer, sizeof w->pointer, "%s", st->pointer);
 	snprintf(w->error, sizeof w->error, "%s", st->error);
 	w->seq++;
@@ -74,80 +65,7 @@ static void zkw__seed_on_state(void *ctx, const zkw_watch_state *st)
 	pthread_mutex_unlock(&w->lock);
 }
 
-static bool zkw__seed_stopping(struct zkw_watcher *w)
-{
-	return __atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE);
-}
-
-/* What the dispatch thread delivered last. */
-struct zkw__delivered {
-	bool valid;
-	uint64_t serial;
-	char error[ZKW_ERROR_MAX];
-};
-
-/* One snapshot, taken under the lock, delivered without it. */
-struct zkw__snapshot {
-	bool valid;
-	uint64_t serial;
-	void *content;
-	size_t len, cap;
-	char error[ZKW_ERROR_MAX];
-};
-
-static bool zkw__seed_take(struct zkw_watcher *w, struct zkw__snapshot *snap, const struct zkw__delivered *d)
-{
-	snap->valid = w->valid;
-	snap->serial = w->serial;
-	snprintf(snap->error, sizeof snap->error, "%s", w->error);
-	if (w->serial == d->serial)
-		return true;
-	if (w->len > snap->cap) {
-		void *p = realloc(snap->content, w->len);
-
-		if (!p)
-			return false;
-		snap->content = p;
-		snap->cap = w->len;
-	}
-	if (w->len)
-		memcpy(snap->content, w->content, w->len);
-	snap->len = w->len;
-	return true;
-}
-
-static void zkw__seed_deliver(struct zkw_watcher *w, const struct zkw__snapshot *snap,
-                              struct zkw__delivered *d)
-{
-	const zkw_watcher_handlers *h = &w->h;
-
-	if (snap->valid) {
-		if (snap->serial != d->serial && !zkw__seed_stopping(w)) {
-			d->serial = snap->serial;
-			if (h->config)
-				h->config(h->ctx, snap->content ? snap->content : "", snap->len);
-		}
-		if (!d->valid && !zkw__seed_stopping(w)) {
-			d->valid = true;
-			if (h->valid)
-				h->valid(h->ctx, true);
-		}
-		d->error[0] = '\0'; /* the same error after a recovery is news again */
-		return;
-	}
-	if (d->valid && !zkw__seed_stopping(w)) {
-		d->valid = false;
-		if (h->valid)
-			h->valid(h->ctx, false);
-	}
-	if (strcmp(d->error, snap->error) != 0 && !zkw__seed_stopping(w)) {
-		snprintf(d->error, sizeof d->error, "%s", snap->error);
-		if (h->error)
-			h->error(h->ctx, snap->error);
-	}
-}
-
-static void zkw__seed_free(struct zkw_watcher *w)
+static void watcher_free(struct zkw_watcher *w)
 {
 	pthread_cond_destroy(&w->cond);
 	pthread_cond_destroy(&w->first_state);
@@ -156,15 +74,20 @@ static void zkw__seed_free(struct zkw_watcher *w)
 	free(w);
 }
 
-static void *zkw__seed_dispatch(void *arg)
+/* The dispatch thread: for every new state, decide under the lock which
+ * handlers are due (copying the content they need), call them without it.
+ * A stop between two handlers of one state stops the rest. */
+static void *dispatch_main(void *arg)
 {
 	struct zkw_watcher *w = arg;
-	struct zkw__delivered d = {0};
-	struct zkw__snapshot snap = {0};
-	uint64_t seen = 0;
+	zkw_delivery d = {0};
+	void *content = NULL; /* private copy of the content of serial `copied` */
+	size_t len = 0, cap = 0;
+	uint64_t seen = 0, copied = 0;
+	unsigned bits;
 	bool free_self;
 
-	zkw__dispatching = w;
+	dispatching = w;
 	pthread_mutex_lock(&w->lock);
 	while (!w->stopping) {
 		if (seen == w->seq) {
@@ -172,18 +95,22 @@ static void *zkw__seed_dispatch(void *arg)
 			continue;
 		}
 		seen = w->seq;
-		if (!zkw__seed_take(w, &snap, &d))
-			continue; /* out of memory: the next state retries */
+		if (w->serial != copied) {
+			if (zkw__watch_buf_set(&content, &cap, &len, w->content, w->len) < 0)
+				continue; /* out of memory: the next state retries */
+			copied = w->serial;
+		}
+		bits = zkw_delivery_next(&d, w->valid, w->serial, w->error);
 		pthread_mutex_unlock(&w->lock);
-		zkw__seed_deliver(w, &snap, &d);
+		zkw_delivery_call(&d, bits, &w->h, content, len, &w->stopping);
 		pthread_mutex_lock(&w->lock);
 	}
 	free_self = w->free_on_exit;
 	pthread_mutex_unlock(&w->lock);
-	free(snap.content);
-	zkw__dispatching = NULL;
+	free(content);
+	dispatching = NULL;
 	if (free_self)
-		zkw__seed_free(w); /* closed from a handler: we are the last user */
+		watcher_free(w); /* closed from a handler: we are the last user */
 	return NULL;
 }
 
@@ -191,17 +118,10 @@ static void *zkw__seed_dispatch(void *arg)
  * poller's first is_valid() is already the truth: wait (bounded) for the
  * watch's first complete evaluation. The session is connected by now, so
  * this is one read round trip; on timeout the watcher simply starts invalid. */
-static void zkw__seed_wait_first_state(struct zkw_watcher *w, int timeout_ms)
+static void wait_first_state(struct zkw_watcher *w, int timeout_ms)
 {
-	struct timespec deadline;
+	struct timespec deadline = zkw_clock_deadline_ms(CLOCK_MONOTONIC, timeout_ms);
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&w->lock);
 	while (w->seq == 0)
 		if (pthread_cond_timedwait(&w->first_state, &w->lock, &deadline) == ETIMEDOUT)
@@ -209,71 +129,72 @@ static void zkw__seed_wait_first_state(struct zkw_watcher *w, int timeout_ms)
 	pthread_mutex_unlock(&w->lock);
 }
 
-zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_watcher_handlers *h,
-                                 unsigned flags, const zkw_session_options *sopt, char *errbuf, size_t errlen)
+int zkw_watcher_open_ex(zkw_watcher **out, const char *hosts, const char *path, const zkw_handlers *h,
+                        unsigned flags, const zkw_session_options *sopt, char *errbuf, size_t errlen)
 {
 	zkw_session_options so;
 	zkw_watch_options wo = {0};
 	struct zkw_watcher *w = calloc(1, sizeof *w);
 	int rc;
 
+	*out = NULL;
 	if (errbuf && errlen)
 		errbuf[0] = '\0';
-	if (!w) {
-		if (errbuf && errlen)
-			snprintf(errbuf, errlen, "out of memory");
-		return NULL;
-	}
+	if (!w)
+		return zkw__errorf(errbuf, errlen, -ENOMEM, "out of memory");
 	if (h)
 		w->h = *h;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
-	zkw__cond_init(&w->first_state);
+	if ((rc = zkw_clock_cond_init(&w->first_state)) < 0) {
+		watcher_free(w);
+		return zkw__errorf(errbuf, errlen, rc, "cannot set up a watcher: %s", strerror(-rc));
+	}
 	if (sopt)
 		so = *sopt;
 	else
 		zkw_session_options_init(&so);
 	so.valid_init = flags & ZKW_WATCHER_VALID_INIT;
-	so.errbuf = errbuf;
-	so.errlen = errlen;
-	w->session = zkw_session_open(hosts, &so, NULL);
-	if (!w->session)
+	if ((rc = zkw_session_open(&w->session, hosts, &so, errbuf, errlen)) < 0)
 		goto fail;
 	wo.pointer = flags & ZKW_WATCHER_POINTER;
 	wo.ensure = flags & ZKW_WATCHER_ENSURE;
-	wo.on_state = zkw__seed_on_state;
+	wo.on_state = watcher_on_state;
 	wo.ctx = w;
-	if (!zkw_session_watch(w->session, path ? path : "", &wo)) {
-		if (errbuf && errlen)
-			snprintf(errbuf, errlen, "invalid path to watch: '%s'", path ? path : "(null)");
+	if ((rc = zkw_session_watch(w->session, path ? path : "", &wo, NULL)) < 0) {
+		if (rc == -EINVAL)
+			zkw__errorf(errbuf, errlen, rc, "invalid path to watch: '%s'",
+			            path ? path : "(null)");
+		else
+			zkw__errorf(errbuf, errlen, rc, "cannot watch '%s': %s", path, strerror(-rc));
 		goto fail;
 	}
-	rc = pthread_create(&w->dispatch, NULL, zkw__seed_dispatch, w);
-	if (rc == 0)
-		pthread_setname_np(w->dispatch, "zkw-dispatch");
-	if (rc != 0) {
-		if (errbuf && errlen)
-			snprintf(errbuf, errlen, "cannot start the dispatch thread: %s", strerror(rc));
+	rc = -pthread_create(&w->dispatch, NULL, dispatch_main, w);
+	if (rc < 0) {
+		zkw__errorf(errbuf, errlen, rc, "cannot start the dispatch thread: %s", strerror(-rc));
 		goto fail;
 	}
+	pthread_setname_np(w->dispatch, "zkw-dispatch");
 	if (flags & ZKW_WATCHER_VALID_INIT)
-		zkw__seed_wait_first_state(w, so.init_timeout_ms > 0 ? so.init_timeout_ms : 5000);
-	return w;
+		wait_first_state(w,
+		                 so.init_timeout_ms > 0 ? so.init_timeout_ms : ZKW_INIT_TIMEOUT_MS_DEFAULT);
+	*out = w;
+	return 0;
 fail:
 	zkw_session_close(w->session);
-	zkw__seed_free(w);
-	return NULL;
+	watcher_free(w);
+	return rc;
 }
 
-zkw_watcher *zkw_watcher_open(const char *hosts, const char *path, const zkw_watcher_handlers *h,
-                              unsigned flags, char *errbuf, size_t errlen)
+int zkw_watcher_open(zkw_watcher **out, const char *hosts, const char *path, const zkw_handlers *h,
+                     unsigned flags, char *errbuf, size_t errlen)
 {
-	return zkw_watcher_open_ex(hosts, path, h, flags, NULL, errbuf, errlen);
+	return zkw_watcher_open_ex(out, hosts, path, h, flags, NULL, errbuf, errlen);
 }
 
 void zkw_watcher_stop(zkw_watcher *w)
 {
-	bool in_handler = zkw__dispatching == w;
+	bool in_handler = dispatching == w;
 	zkw_session *s;
 
 	if (!w)
@@ -310,7 +231,7 @@ void zkw_watcher_close(zkw_watcher *w)
 	if (!w)
 		return;
 	zkw_watcher_stop(w);
-	if (zkw__dispatching == w) {
+	if (dispatching == w) {
 		/* From a handler: the dispatch thread frees w when it returns. */
 		pthread_mutex_lock(&w->lock);
 		w->free_on_exit = true;
@@ -320,7 +241,7 @@ void zkw_watcher_close(zkw_watcher *w)
 	}
 	if (!w->joined)
 		pthread_join(w->dispatch, NULL);
-	zkw__seed_free(w);
+	watcher_free(w);
 }
 
 bool zkw_watcher_is_valid(zkw_watcher *w)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """zkw - read a zkw-broker's shared-memory segment from Python.
 
 Standard library only (ctypes over build/libzkw-client.so, the exported
@@ -34,7 +35,10 @@ __all__ = ["Reader", "Snapshot", "ZookeeperWatcher", "default_segment_name", "Zk
 
 _log = logging.getLogger("zkw")
 
-_ABI = 1  # client/reader.c ZKW_PY_ABI
+_ABI = 2  # client/python/zkw_py.c ZKW_PY_ABI
+# Handlers due, from zkw_py_delivery_next (ZKW_DELIVER_* of zkw/common.h);
+# they are called in this, the bits', order.
+_DELIVER_CONFIG, _DELIVER_VALID, _DELIVER_ERROR = 0x1, 0x2, 0x4
 _EVENT_POLL_S = 0.1  # the event thread re-checks close() this often
 _READ_ATTEMPTS = 64  # -EAGAIN retries (the broker kept overwriting the slot)
 
@@ -44,7 +48,7 @@ class ZkwError(OSError):
 
 
 class _Meta(ctypes.Structure):
-    # Mirrors zkw_py_meta in client/reader.c (checked at load time).
+    # Mirrors zkw_py_meta in client/python/zkw_py.c (checked at load time).
     _fields_ = [
         ("generation", ctypes.c_uint64),
         ("content_gen", ctypes.c_uint64),
@@ -105,8 +109,8 @@ def _declare(lib):
     sig = {
         "zkw_py_abi": (ctypes.c_int, []),
         "zkw_py_meta_size": (ctypes.c_int, []),
-        "zkw_py_open": (h, [ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int),
-                            ctypes.POINTER(ctypes.c_char_p)]),
+        "zkw_py_open": (ctypes.c_int, [ctypes.POINTER(h), ctypes.c_char_p, ctypes.c_int64,
+                                       ctypes.POINTER(ctypes.c_char_p)]),
         "zkw_py_close": (None, [h]),
         "zkw_py_generation": (ctypes.c_uint64, [h]),
         "zkw_py_is_valid": (ctypes.c_int, [h]),
@@ -118,6 +122,9 @@ def _declare(lib):
         "zkw_py_pointer": (ctypes.c_char_p, [h]),
         "zkw_py_wait": (ctypes.c_int, [h, ctypes.c_uint64, ctypes.c_int]),
         "zkw_py_default_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]),
+        "zkw_py_delivery_size": (ctypes.c_int, []),
+        "zkw_py_delivery_next": (ctypes.c_uint, [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64,
+                                                 ctypes.c_char_p]),
     }
     for name, (restype, argtypes) in sig.items():
         fn = getattr(lib, name)
@@ -153,14 +160,15 @@ class Reader(object):
     except ``generation``, ``is_valid()``, ``ping()`` and ``wait()``."""
 
     def __init__(self, name, expected_uid=None):
-        err = ctypes.c_int(0)
+        out = ctypes.c_void_p()
         why = ctypes.c_char_p()
         uid = -1 if expected_uid is None else int(expected_uid)
-        handle = _lib.zkw_py_open(name.encode(), uid, ctypes.byref(err), ctypes.byref(why))
-        if not handle:
+        err = _lib.zkw_py_open(ctypes.byref(out), name.encode(), uid, ctypes.byref(why))
+        handle = out.value
+        if err < 0:
             self._handle = None
             reason = (why.value or b"").decode(errors="replace")
-            code = -err.value
+            code = -err
             msg = "zkw segment %s: %s" % (name, reason)
             if code == errno.ENOENT:
                 if "broker" not in reason:
@@ -343,7 +351,7 @@ class ZookeeperWatcher(object):
             t.join()  # prompt: the thread waits in slices of _EVENT_POLL_S
         self._reader.close()
 
-    # -- event mode: the dispatcher of include/zkw/client.h, in Python --
+    # -- event mode: the dispatcher of include/zkw/client.h; C decides --
 
     def _call(self, handler, arg):
         if handler is None or self._closing.is_set():
@@ -353,25 +361,22 @@ class ZookeeperWatcher(object):
         except Exception:  # a handler's bug must not stop the watcher
             _log.exception("zkw: %s handler raised", getattr(handler, "__name__", "event"))
 
-    def _dispatch(self, snap, state):
-        if snap.valid:
-            if snap.content_gen != state["content_gen"]:
-                state["content_gen"] = snap.content_gen
-                self._call(self.config_handler, snap.content.decode("utf-8", errors="replace"))
-            if not state["valid"]:
-                state["valid"] = True
-                self._call(self.valid_handler, True)
-            state["error"] = ""
-            return
-        if state["valid"]:
-            state["valid"] = False
-            self._call(self.valid_handler, False)
-        if snap.error and snap.error != state["error"]:
-            state["error"] = snap.error
+    def _dispatch(self, snap, delivery):
+        # Which handlers are due is zkw_delivery_next's decision (C, one
+        # copy for every binding); here they are only called, in bit order.
+        bits = _lib.zkw_py_delivery_next(delivery, int(snap.valid), snap.content_gen,
+                                         snap.error.encode())
+        if bits & _DELIVER_CONFIG:
+            self._call(self.config_handler, snap.content.decode("utf-8", errors="replace"))
+        if bits & _DELIVER_VALID:
+            self._call(self.valid_handler, snap.valid)
+        if bits & _DELIVER_ERROR:
             self._call(self.error_handler, snap.error)
 
     def _event_loop(self):
-        state = {"content_gen": 0, "valid": False, "error": ""}
+        # What the handlers were given last: a zeroed zkw_delivery (8-byte
+        # aligned through its c_uint64 elements).
+        delivery = (ctypes.c_uint64 * ((_lib.zkw_py_delivery_size() + 7) // 8))()
         seen = 0
         try:
             while not self._closing.is_set():
@@ -380,7 +385,7 @@ class ZookeeperWatcher(object):
                 snap = self._reader.snapshot()
                 seen = snap.generation
                 if seen:
-                    self._dispatch(snap, state)
+                    self._dispatch(snap, delivery)
         except Exception:
             if not self._closing.is_set():
                 _log.exception("zkw: event thread of %s stopped", self.segment)

@@ -1,4 +1,5 @@
-/* reader.c - zkw/client.h behind a small, stable C ABI for language
+/* SPDX-License-Identifier: Apache-2.0 */
+/* zkw_py.c - zkw/client.h behind a small, stable C ABI for language
  * bindings (ctypes, cffi, FFI of any kind): build/libzkw-client.so.
  *
  * client.h is header-only (static inline), so a binding has nothing to
@@ -8,23 +9,28 @@
  * client/python/zkw.py, checked at load time with zkw_py_meta_size()),
  * and the error and pointer texts through accessors.
  *
- *     void *h = zkw_py_open("/zkw.tmp.myconfig", -1, &err, &why);
+ *     struct zkw_py_reader *h;
+ *     int err = zkw_py_open(&h, "/zkw.tmp.myconfig", -1, &why);  // 0 or -errno
  *     zkw_py_meta m;
  *     int64_t n = zkw_py_read(h, &m, buf, cap);   // -ENOBUFS: m.len needed
  *     const char *e = zkw_py_error(h);            // of that read
  *     zkw_py_close(h);
  *
+ * Event mode: the binding keeps a zeroed buffer of zkw_py_delivery_size()
+ * bytes (8-byte aligned) per event loop, and for every snapshot asks
+ * zkw_py_delivery_next() which handlers are due (ZKW_DELIVER_* bits of
+ * zkw/common.h); it calls them in bit order. The rule lives in C only.
+ *
  * A handle is not for concurrent use by several threads, except
  * zkw_py_generation/is_valid/ping/wait, which only read the segment.
- * Errors are 0 or -errno, as in client.h.
+ * Errors follow zkw/common.h: 0 or -errno, results through out-parameters.
  */
 #include <zkw/client.h>
 #include <zkw/common.h>
 
 #include <stdlib.h>
 
-#define ZKW_PY_ABI 1 /* bump on any change of the functions or zkw_py_meta */
-
+#define ZKW_PY_ABI 2 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
 
 typedef struct zkw_py_meta {
 	uint64_t generation;
@@ -49,8 +55,8 @@ struct zkw_py_reader {
  * bindings declare them). */
 ZKW_API int zkw_py_abi(void);
 ZKW_API int zkw_py_meta_size(void);
-ZKW_API struct zkw_py_reader *zkw_py_open(const char *shm_name, int64_t expected_uid, int *err,
-                                                const char **why);
+ZKW_API int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid,
+                        const char **why);
 ZKW_API void zkw_py_close(struct zkw_py_reader *h);
 ZKW_API uint64_t zkw_py_generation(const struct zkw_py_reader *h);
 ZKW_API int zkw_py_is_valid(const struct zkw_py_reader *h);
@@ -62,6 +68,8 @@ ZKW_API const char *zkw_py_error(const struct zkw_py_reader *h);
 ZKW_API const char *zkw_py_pointer(const struct zkw_py_reader *h);
 ZKW_API int zkw_py_wait(const struct zkw_py_reader *h, uint64_t seen, int timeout_ms);
 ZKW_API int zkw_py_default_name(const char *zk_path, char *out, size_t cap);
+ZKW_API int zkw_py_delivery_size(void);
+ZKW_API unsigned zkw_py_delivery_next(zkw_delivery *d, int valid, uint64_t content_gen, const char *error);
 
 int zkw_py_abi(void)
 {
@@ -73,29 +81,28 @@ int zkw_py_meta_size(void)
 	return (int)sizeof(zkw_py_meta);
 }
 
-/* Open a segment; expected_uid < 0 accepts any owner. NULL on failure with
- * *err = -errno and *why = a static text naming the cause. */
-struct zkw_py_reader *zkw_py_open(const char *shm_name, int64_t expected_uid, int *err, const char **why)
+/* Open a segment into *out; expected_uid < 0 accepts any owner. 0, or
+ * -errno (*out = NULL) with *why = a static text naming the cause. */
+int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid, const char **why)
 {
 	zkw_reader_options opt = {.expected_uid = expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid};
 	struct zkw_py_reader *h = calloc(1, sizeof(*h));
 	int rc;
 
+	*out = NULL;
 	if (!h) {
-		*err = -ENOMEM;
 		*why = "out of memory";
-		return NULL;
+		return -ENOMEM;
 	}
 	rc = zkw_reader_open_ex(&h->reader, shm_name, &opt);
 	if (rc) {
-		*err = rc;
 		*why = h->reader.why ? h->reader.why : "cannot open segment";
 		free(h);
-		return NULL;
+		return rc;
 	}
-	*err = 0;
 	*why = "";
-	return h;
+	*out = h;
+	return 0;
 }
 
 void zkw_py_close(struct zkw_py_reader *h)
@@ -172,4 +179,17 @@ int zkw_py_wait(const struct zkw_py_reader *h, uint64_t seen, int timeout_ms)
 int zkw_py_default_name(const char *zk_path, char *out, size_t cap)
 {
 	return zkw_shm_default_name(out, cap, zk_path);
+}
+
+/* Size of the delivery state the binding keeps (zeroed = nothing yet). */
+int zkw_py_delivery_size(void)
+{
+	return (int)sizeof(zkw_delivery);
+}
+
+/* Which handlers a snapshot calls: zkw_delivery_next() of zkw/common.h,
+ * ZKW_DELIVER_CONFIG, _VALID and _ERROR bits, to be called in bit order. */
+unsigned zkw_py_delivery_next(zkw_delivery *d, int valid, uint64_t content_gen, const char *error)
+{
+	return zkw_delivery_next(d, valid != 0, content_gen, error);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* cache.h - multi-threaded reader cache of a zkw segment, on userspace RCU.
  *
  * One follower thread per cache blocks on the segment's futex and, at each

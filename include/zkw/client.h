@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* client.h - header-only, lock-free reader of a zkw shared-memory segment.
  *
  * A worker process reads the configuration a zkw-broker publishes, with no
@@ -19,6 +20,8 @@
  * generation you last consumed. Read: zkw_reader_read() copies a consistent
  * snapshot (seqlock, bounded retries). Wait: zkw_reader_wait() blocks on the
  * segment's futex word until the generation moves or a deadline passes.
+ * The protocol's steps (seqlock, slot accessor, payload copy, hot line)
+ * are in zkw/segment.h, shared with the writer.
  *
  * Caveats, as with libc: zkw_reader_wait() returns -EINTR when a signal
  * arrives; a reader trusts the segment's owner not to shrink it (demand the
@@ -27,25 +30,18 @@
 #ifndef ZKW_CLIENT_H
 #define ZKW_CLIENT_H
 
-#if defined(__STRICT_ANSI__) && !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
-#error "zkw/client.h needs syscall(2): define _DEFAULT_SOURCE or _GNU_SOURCE (or use -std=gnu11)"
-#endif
-
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <zkw/segment.h>
+#include <zkw/segment.h> /* the ABI, the seqlock, the futex and clock calls */
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,7 +54,6 @@ extern "C" {
 #ifndef ZKW_READ_RETRIES
 #define ZKW_READ_RETRIES 4096 /* seqlock retries before -EAGAIN */
 #endif
-#define ZKW_SHM_NAME_MAX 255 /* NAME_MAX, including the leading '/' */
 
 typedef struct zkw_reader {
 	const uint8_t *base; /* PROT_READ mapping */
@@ -89,63 +84,9 @@ typedef struct zkw_reader_options {
 	uid_t expected_uid;
 } zkw_reader_options;
 
-/* ---- names ------------------------------------------------------------ */
+/* ---- segment access --------------------------------------------------- */
 
-/* Normalise a segment name: "name" or "/name", no other '/', 1..254 chars
- * after the slash. 0 or -EINVAL / -ENAMETOOLONG. */
-static inline int zkw_shm_name(char *out, size_t cap, const char *name)
-{
-	size_t n;
-
-	if (!name || !*name || strcmp(name, "/") == 0)
-		return -EINVAL;
-	if (*name == '/')
-		name++;
-	if (strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-		return -EINVAL;
-	n = strlen(name);
-	if (n + 2 > cap || n + 1 > ZKW_SHM_NAME_MAX)
-		return -ENAMETOOLONG;
-	out[0] = '/';
-	memcpy(out + 1, name, n + 1);
-	return 0;
-}
-
-/* The default name of the segment that mirrors a ZooKeeper path:
- * "zkw" + path with '/' turned into '.'  ("/tmp/myconfig" -> "/zkw.tmp.myconfig"). */
-static inline int zkw_shm_default_name(char *out, size_t cap, const char *zk_path)
-{
-	size_t n, i;
-
-	if (!zk_path || zk_path[0] != '/')
-		return -EINVAL;
-	n = strlen(zk_path);
-	if (n + 5 > cap || n + 4 > ZKW_SHM_NAME_MAX)
-		return -ENAMETOOLONG;
-	memcpy(out, "/zkw", 4);
-	for (i = 0; i < n; i++)
-		out[4 + i] = zk_path[i] == '/' ? '.' : zk_path[i];
-	out[4 + n] = '\0';
-	return 0;
-}
-
-/* ---- side effects, one small function each ---------------------------- */
-
-static inline long zkw__futex(const uint32_t *word, int op, uint32_t val, const struct timespec *deadline,
-                              uint32_t bitset)
-{
-	/* Non-private: the word is shared between processes. */
-	return syscall(SYS_futex, word, op, val, deadline, NULL, bitset);
-}
-
-static inline uint64_t zkw__now_ns(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
+/* Spin hint between two seqlock attempts. */
 static inline void zkw__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -155,64 +96,14 @@ static inline void zkw__cpu_relax(void)
 #endif
 }
 
-/* ---- segment access --------------------------------------------------- */
-
 static inline const struct zkw_segment_header *zkw__header(const zkw_reader *r)
 {
 	return (const struct zkw_segment_header *)(const void *)r->base;
 }
 
-static inline const struct zkw_slot *zkw__slot(const zkw_reader *r, uint64_t generation)
-{
-	return (const struct zkw_slot *)(const void *)(r->base + ZKW_HEADER_SIZE +
-	                                               (generation % r->slot_count) * r->slot_size);
-}
-
-/* Copy n bytes of seqlock-protected payload out of the segment.
- *
- * The writer may be storing these bytes concurrently; the seqlock re-check
- * discards such a copy. For that to be race-free under the C11 model the
- * loads must be atomic (Boehm, "Can seqlocks get along with programming
- * language memory models?"). Relaxed 64-bit atomic loads are, but compilers
- * will not vectorise them, which makes a 4 KiB copy 2.3x a memcpy. On x86-64
- * the copy is therefore one `rep movsb` in an asm statement: opaque to the
- * compiler (no C-level access, so no C-level race), it is the "byte-wise
- * atomic memcpy" of C++ proposal P1478, and with FSRM/ERMS it runs at memcpy
- * speed. Elsewhere, and under ThreadSanitizer (which must see the atomics),
- * relaxed word loads are used. src is 8-byte aligned. */
-static inline void zkw__copy_in(void *dst, const void *src, size_t n)
-{
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(ZKW_PORTABLE_COPY)
-	__asm__ __volatile__("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
-#else
-	const uint64_t *s = (const uint64_t *)src;
-	unsigned char *d = (unsigned char *)dst;
-	size_t i, words = n / 8;
-
-	for (i = 0; i < words; i++) {
-		uint64_t w = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
-		memcpy(d + 8 * i, &w, 8);
-	}
-	if (n % 8) { /* the slot is padded to a cache line: a whole word is there */
-		uint64_t w = __atomic_load_n(&s[words], __ATOMIC_RELAXED);
-		memcpy(d + 8 * words, &w, n % 8);
-	}
-#endif
-}
-
-static inline uint64_t zkw__load64(const void *p)
-{
-	return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
-}
-
-static inline uint32_t zkw__load32(const void *p)
-{
-	return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
-}
-
 /* ---- open / close ----------------------------------------------------- */
 
-static inline int zkw__reader_fail(zkw_reader *r, int err, const char *why)
+static inline void zkw_reader_close(zkw_reader *r)
 {
 	if (r->base)
 		munmap((void *)r->base, r->map_size);
@@ -220,6 +111,11 @@ static inline int zkw__reader_fail(zkw_reader *r, int err, const char *why)
 		close(r->fd);
 	r->base = NULL;
 	r->fd = -1;
+}
+
+static inline int zkw__reader_fail(zkw_reader *r, int err, const char *why)
+{
+	zkw_reader_close(r);
 	r->why = why;
 	return err;
 }
@@ -232,7 +128,10 @@ static inline int zkw__reader_validate(zkw_reader *r, const struct stat *st)
 	uint64_t capacity, slot_size, seg_size;
 	uint32_t slots, header_size;
 
-	if (zkw__load64(&id->magic) != ZKW_SEGMENT_MAGIC)
+	/* The acquire load pairs with the release store of the magic in the
+	 * writer's init_segment() (broker/publish/writer.c): once the magic is
+	 * seen, every other identity field below is there too. */
+	if (__atomic_load_n(&id->magic, __ATOMIC_ACQUIRE) != ZKW_SEGMENT_MAGIC)
 		return zkw__reader_fail(r, -EBADMSG, "bad magic: not a zkw segment");
 	if (__atomic_load_n(&id->abi_major, __ATOMIC_RELAXED) != ZKW_ABI_MAJOR)
 		return zkw__reader_fail(r, -EPROTO, "ABI major version mismatch");
@@ -303,28 +202,20 @@ static inline int zkw_reader_open(zkw_reader *r, const char *shm_name)
 	return zkw_reader_open_ex(r, shm_name, NULL);
 }
 
-static inline void zkw_reader_close(zkw_reader *r)
-{
-	if (r->base)
-		munmap((void *)r->base, r->map_size);
-	if (r->fd >= 0)
-		close(r->fd);
-	r->base = NULL;
-	r->fd = -1;
-}
-
 /* ---- poll ------------------------------------------------------------- */
 
-/* The last published generation: one acquire load. Pairs with the release
- * store in zkw_writer_publish(). 0 = nothing published yet. */
+/* The last published generation: one acquire load (zkw_segment_generation,
+ * paired with the release store in zkw_segment_announce()). 0 = nothing
+ * published yet. */
 static inline uint64_t zkw_reader_generation(const zkw_reader *r)
 {
-	return __atomic_load_n(&zkw__header(r)->hot.generation, __ATOMIC_ACQUIRE);
+	return zkw_segment_generation(&zkw__header(r)->hot);
 }
 
+/* ZKW_STATE_* bits: one acquire load (zkw_segment_state). */
 static inline uint32_t zkw_reader_state(const zkw_reader *r)
 {
-	return __atomic_load_n(&zkw__header(r)->hot.state, __ATOMIC_ACQUIRE);
+	return zkw_segment_state(&zkw__header(r)->hot);
 }
 
 /* Is the published snapshot valid? One load. A broker that crashed leaves
@@ -378,7 +269,7 @@ static inline void zkw__copy_text(char *dst, const char *src, uint32_t len, uint
 	if (len >= max) /* torn or hostile: the re-check or the bound catches it */
 		len = max - 1;
 	if (len) /* usually empty; a zero-length rep movsb still costs ~8 ns */
-		zkw__copy_in(dst, src, len);
+		zkw_payload_load(dst, src, len);
 	dst[len] = '\0';
 }
 
@@ -395,14 +286,14 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
 
 	for (tries = 0; tries < ZKW_READ_RETRIES; tries++) {
 		uint64_t gen = zkw_reader_generation(r);
-		const struct zkw_slot *s = zkw__slot(r, gen);
+		const struct zkw_slot *s = zkw_segment_slot(r->base, r->slot_size, r->slot_count, gen);
 		uint64_t seq0, len, slot_gen;
 		uint32_t flags, error_len, pointer_len;
 		size_t copy;
 
-		/* read_begin: pairs with the release store ending
-		 * zkw_writer_publish()'s write of this slot. */
-		seq0 = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+		/* The seqlock's read side (zkw/segment.h): begin, relaxed
+		 * payload loads, retry. */
+		seq0 = zkw_slot_read_begin(s);
 		if (seq0 & 1) { /* the writer lapped us onto this slot */
 			zkw__cpu_relax();
 			continue;
@@ -423,13 +314,9 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
 		}
 		copy = len <= cap && len <= r->capacity ? (size_t)len : 0;
 		if (copy)
-			zkw__copy_in(buf, (const uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, copy);
+			zkw_payload_load(buf, (const uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, copy);
 
-		/* read_retry: the acquire fence orders the payload loads above
-		 * before the re-load of seq; pairs with the release fence after
-		 * the writer's odd store in zkw_writer_publish(). */
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != seq0 || slot_gen != gen) {
+		if (zkw_slot_read_retry(s, seq0) || slot_gen != gen) {
 			zkw__cpu_relax();
 			continue;
 		}
@@ -452,61 +339,42 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
  * it does, 0 on timeout, -EINTR on a signal. timeout_ms < 0 waits forever.
  * Never misses a wakeup: the futex word is loaded before the generation,
  * and the kernel compares it again before sleeping; the writer stores the
- * generation before bumping the word (zkw_writer_publish()). */
+ * generation before bumping the word (zkw_segment_announce()). */
 static inline int zkw_reader_wait(const zkw_reader *r, uint64_t seen, int timeout_ms)
 {
-	const uint32_t *word = &zkw__header(r)->hot.futex;
-	struct timespec deadline, *dl = NULL;
+	const struct zkw_segment_hot *hot = &zkw__header(r)->hot;
+	struct timespec deadline;
+	const struct timespec *dl = zkw__deadline(&deadline, timeout_ms);
 
-	if (timeout_ms >= 0) {
-		uint64_t end = zkw__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
-
-		deadline.tv_sec = (time_t)(end / 1000000000u);
-		deadline.tv_nsec = (long)(end % 1000000000u);
-		dl = &deadline;
-	}
 	for (;;) {
-		/* Pairs with the release increment in zkw_writer_publish(). */
-		uint32_t word_seen = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+		uint32_t word_seen = zkw_segment_futex_word(hot);
+		int rc;
 
 		if (zkw_reader_generation(r) != seen)
 			return 1;
 		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline,
 		 * so spurious wakeups and EAGAIN do not stretch the timeout. */
-		if (zkw__futex(word, FUTEX_WAIT_BITSET, word_seen, dl, FUTEX_BITSET_MATCH_ANY) < 0) {
-			if (errno == ETIMEDOUT)
-				return zkw_reader_generation(r) != seen ? 1 : 0;
-			if (errno == EINTR)
-				return -EINTR;
-			if (errno != EAGAIN)
-				return -errno;
-		}
+		rc = zkw_segment_futex_wait(hot, word_seen, dl);
+		if (rc == -ETIMEDOUT)
+			return zkw_reader_generation(r) != seen;
+		if (rc && rc != -EAGAIN)
+			return rc; /* -EINTR on a signal */
 	}
 }
 
 /* ---- event dispatcher ------------------------------------------------- */
 
-/* The seed's event mode over shared memory: handlers are called once per
- * change. On success config(content) first (when the content changed), then
- * valid(true) (when validity changed); on failure valid(false) (when it
- * changed), then error(message) (when the message changed). */
-typedef struct zkw_handlers {
-	void (*valid)(void *ctx, bool valid);
-	void (*config)(void *ctx, const void *content, size_t len);
-	void (*error)(void *ctx, const char *message);
-	void *ctx;
-} zkw_handlers;
-
+/* The seed's event mode over shared memory: the handlers (zkw_handlers of
+ * zkw/common.h) are called once per change, in the order and under the
+ * rule zkw/common.h states (zkw_delivery_next, zkw_delivery_call). */
 typedef struct zkw_dispatcher {
 	const zkw_reader *reader;
 	zkw_handlers handlers;
 	void *buf; /* caller's content buffer */
 	size_t cap;
-	uint64_t seen;             /* last generation dispatched */
-	uint64_t content_gen;      /* content last passed to config() */
-	bool valid;                /* validity last passed to valid() */
-	char error[ZKW_ERROR_MAX]; /* message last passed to error() */
-	zkw_snapshot snap;         /* the snapshot last read */
+	uint64_t seen;          /* last generation dispatched */
+	zkw_delivery delivered; /* what the handlers were given last */
+	zkw_snapshot snap;      /* the snapshot last read */
 } zkw_dispatcher;
 
 static inline void zkw_dispatcher_init(zkw_dispatcher *d, const zkw_reader *r, const zkw_handlers *h,
@@ -520,61 +388,13 @@ static inline void zkw_dispatcher_init(zkw_dispatcher *d, const zkw_reader *r, c
 	d->cap = cap;
 }
 
-static inline int zkw__call_valid(const zkw_handlers *h, bool valid)
-{
-	if (!h->valid)
-		return 0;
-	h->valid(h->ctx, valid);
-	return 1;
-}
-
-static inline int zkw__call_config(const zkw_handlers *h, const void *buf, size_t len)
-{
-	if (!h->config)
-		return 0;
-	h->config(h->ctx, buf, len);
-	return 1;
-}
-
-/* Deliver one snapshot's changes; returns the number of handler calls. */
-static inline int zkw__dispatch_snapshot(zkw_dispatcher *d, size_t len)
-{
-	const zkw_snapshot *s = &d->snap;
-	const zkw_handlers *h = &d->handlers;
-	int calls = 0;
-
-	if (s->valid) {
-		if (s->content_gen != d->content_gen) {
-			d->content_gen = s->content_gen;
-			calls += zkw__call_config(h, d->buf, len);
-		}
-		if (!d->valid) {
-			d->valid = true;
-			calls += zkw__call_valid(h, true);
-		}
-		d->error[0] = '\0';
-		return calls;
-	}
-	if (d->valid) {
-		d->valid = false;
-		calls += zkw__call_valid(h, false);
-	}
-	if (s->error[0] && strcmp(s->error, d->error) != 0) {
-		memcpy(d->error, s->error, sizeof(d->error));
-		if (h->error) {
-			h->error(h->ctx, d->error);
-			calls++;
-		}
-	}
-	return calls;
-}
-
 /* Wait up to timeout_ms for a new generation and deliver it. Returns the
  * number of handler calls (0 also on timeout), or -errno from read/wait
  * (-ENOBUFS: d->snap.len is the size needed). */
 static inline int zkw_dispatch(zkw_dispatcher *d, int timeout_ms)
 {
 	ssize_t n;
+	unsigned bits;
 	int rc;
 
 	if (zkw_reader_generation(d->reader) == d->seen) {
@@ -588,7 +408,8 @@ static inline int zkw_dispatch(zkw_dispatcher *d, int timeout_ms)
 	d->seen = d->snap.generation;
 	if (d->seen == 0)
 		return 0;
-	return zkw__dispatch_snapshot(d, (size_t)n);
+	bits = zkw_delivery_next(&d->delivered, d->snap.valid, d->snap.content_gen, d->snap.error);
+	return zkw_delivery_call(&d->delivered, bits, &d->handlers, d->buf, (size_t)n, NULL);
 }
 
 #ifdef __cplusplus

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* segment.h - the zkw shared-memory segment ABI (writer and readers).
  *
  * One POSIX shared-memory segment mirrors one watched ZooKeeper node. The
@@ -25,14 +26,33 @@
  * as an empty, invalid, disconnected snapshot.
  *
  * Every field a reader may load while the writer stores is accessed with
- * __atomic builtins (relaxed for the payload, see client.h), never plain
- * loads, so the header also compiles as C++.
+ * __atomic builtins (relaxed for the payload, see "the seqlock" below),
+ * never plain loads, so the header also compiles as C++.
+ *
+ * Both halves of the protocol live here, each step a named function: the
+ * seqlock of a slot (zkw_slot_read_begin/_retry, zkw_slot_write_begin/_end),
+ * the one slot accessor (zkw_segment_slot), the one payload copy
+ * (zkw_payload_load/_store) and the hot line (zkw_segment_announce, paired
+ * with zkw_segment_generation/_state/_futex_word). zkw/client.h is the
+ * reader built on them; broker/publish/writer.c is the writer.
  */
 #ifndef ZKW_SEGMENT_H
 #define ZKW_SEGMENT_H
 
+#if defined(__STRICT_ANSI__) && !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
+#error "zkw/segment.h needs syscall(2): define _DEFAULT_SOURCE or _GNU_SOURCE (or use -std=gnu11)"
+#endif
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -47,8 +67,7 @@ extern "C" {
 #define ZKW_SLOT_COUNT_MAX   16u             /* readers refuse more */
 #define ZKW_DEFAULT_CAPACITY (1024u * 1024u) /* ZooKeeper's jute.maxbuffer */
 #define ZKW_CAPACITY_MAX     (256u * 1024u * 1024u)
-#define ZKW_ERROR_MAX        1280 /* error text incl. NUL; same tokens as in watcher.h */
-#define ZKW_POINTER_MAX      1024 /* pointer path incl. NUL; same tokens as in watcher.h */
+#include <zkw/common.h> /* ZKW_ERROR_MAX, ZKW_POINTER_MAX */
 #define ZKW_WATCH_PATH_MAX   1024u
 
 /* Bits of zkw_segment_hot.state: a summary of the published slot plus the
@@ -153,6 +172,344 @@ static inline uint64_t zkw_segment_slot_size(uint64_t capacity)
 static inline uint64_t zkw_segment_size(uint64_t capacity, uint32_t slots)
 {
 	return ZKW_HEADER_SIZE + (uint64_t)slots * zkw_segment_slot_size(capacity);
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+#define ZKW_SHM_NAME_MAX 255 /* NAME_MAX, including the leading '/' */
+
+/* Normalise a segment name: "name" or "/name", no other '/', 1..254 chars
+ * after the slash. 0 or -EINVAL / -ENAMETOOLONG. */
+static inline int zkw_shm_name(char *out, size_t cap, const char *name)
+{
+	size_t n;
+
+	if (!name || !*name || strcmp(name, "/") == 0)
+		return -EINVAL;
+	if (*name == '/')
+		name++;
+	if (strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return -EINVAL;
+	n = strlen(name);
+	if (n + 2 > cap || n + 1 > ZKW_SHM_NAME_MAX)
+		return -ENAMETOOLONG;
+	out[0] = '/';
+	memcpy(out + 1, name, n + 1);
+	return 0;
+}
+
+/* The default name of the segment that mirrors a ZooKeeper path:
+ * "zkw" + path with '/' turned into '.'  ("/tmp/myconfig" -> "/zkw.tmp.myconfig"). */
+static inline int zkw_shm_default_name(char *out, size_t cap, const char *zk_path)
+{
+	size_t n, i;
+
+	if (!zk_path || zk_path[0] != '/')
+		return -EINVAL;
+	n = strlen(zk_path);
+	if (n + 5 > cap || n + 4 > ZKW_SHM_NAME_MAX)
+		return -ENAMETOOLONG;
+	memcpy(out, "/zkw", 4);
+	for (i = 0; i < n; i++)
+		out[4 + i] = zk_path[i] == '/' ? '.' : zk_path[i];
+	out[4 + n] = '\0';
+	return 0;
+}
+
+/* ---- side effects, one small function each ---------------------------- */
+
+static inline long zkw__futex(const uint32_t *word, int op, uint32_t val, const struct timespec *deadline,
+                              uint32_t bitset)
+{
+	/* Non-private: the word is shared between processes. */
+	return syscall(SYS_futex, word, op, val, deadline, NULL, bitset);
+}
+
+static inline uint64_t zkw__now_ns(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The absolute CLOCK_MONOTONIC time timeout_ms from now, for
+ * FUTEX_WAIT_BITSET, in *ts; NULL (wait forever) when timeout_ms < 0. */
+static inline const struct timespec *zkw__deadline(struct timespec *ts, int timeout_ms)
+{
+	uint64_t end;
+
+	if (timeout_ms < 0)
+		return NULL;
+	end = zkw__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+	ts->tv_sec = (time_t)(end / 1000000000u);
+	ts->tv_nsec = (long)(end % 1000000000u);
+	return ts;
+}
+
+/* ---- relaxed words ---------------------------------------------------- */
+
+/* The seqlock and hot-line steps below are always inlined, as the kernel's
+ * seqcount helpers are (__always_inline): a step is a load, a store or a
+ * fence, never a call, and inlining it late would change how the
+ * compiler lays out the caller's retry loop. */
+#define ZKW__ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Fields another process may store concurrently: atomic, but unordered.
+ * The ordering comes from the seqlock or the hot line around them. */
+ZKW__ALWAYS_INLINE uint64_t zkw__load64(const void *p)
+{
+	return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+
+ZKW__ALWAYS_INLINE uint32_t zkw__load32(const void *p)
+{
+	return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+}
+
+ZKW__ALWAYS_INLINE void zkw__store64(void *p, uint64_t v)
+{
+	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
+
+ZKW__ALWAYS_INLINE void zkw__store32(void *p, uint32_t v)
+{
+	__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
+}
+
+/* ---- the seqlock ------------------------------------------------------
+ *
+ * What: every slot is a sequence lock, the Linux kernel's seqcount_t. The
+ * single writer makes slot->seq odd, stores the payload, then makes seq even
+ * again; a reader loads seq, copies the payload, loads seq again, and keeps
+ * its copy only when seq was even and has not moved.
+ *
+ * Why: readers live in other processes, map the segment read-only and must
+ * never block the writer or each other. A seqlock costs a reader two loads
+ * of seq and no store, lock or syscall. Torn copies are possible and are
+ * thrown away; for that to be no data race under the C11 model, every
+ * payload access inside the section is atomic: relaxed words (zkw__load64,
+ * zkw__store64) or the opaque copy of zkw_payload_load/_store.
+ *
+ * Reader (bounded retries: zkw_reader_read() in zkw/client.h):
+ *     uint64_t start = zkw_slot_read_begin(s);        (odd: retry)
+ *     len = zkw__load64(&s->len); zkw_payload_load(buf, content, len);
+ *     if ((start & 1) || zkw_slot_read_retry(s, start)) retry;
+ * Writer (one per segment, zkw_writer_publish() in broker/publish/writer.c):
+ *     uint64_t start = zkw_slot_write_begin(s);
+ *     zkw__store64(&s->len, len); zkw_payload_store(content, buf, len);
+ *     zkw_slot_write_end(s, start);
+ */
+
+/* The slot that holds (or will hold) `generation`, for reader and writer
+ * alike. slot_size and slot_count must be the validated values (a reader
+ * caches them at open, never re-reads them). Like strchr(), it takes a
+ * const base and returns a plain pointer: the writer's mapping is writable,
+ * a reader's is PROT_READ and it keeps the result const. */
+ZKW__ALWAYS_INLINE struct zkw_slot *zkw_segment_slot(const void *base, uint64_t slot_size,
+                                                     uint32_t slot_count, uint64_t generation)
+{
+	return (struct zkw_slot *)(uintptr_t)((const uint8_t *)base + ZKW_HEADER_SIZE +
+	                                      (generation % slot_count) * slot_size);
+}
+
+/* Reader, step 1: the sequence at the start of a read. Odd means the writer
+ * is inside the slot (it lapped the reader onto it): retry. The acquire
+ * load pairs with the release store in zkw_slot_write_end(): an even start
+ * brings every payload store of that write with it. */
+ZKW__ALWAYS_INLINE uint64_t zkw_slot_read_begin(const struct zkw_slot *s)
+{
+	return __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+}
+
+/* Reader, step 2, after the payload loads: true when the copy may be torn
+ * and must be retried. The acquire fence keeps the payload loads above
+ * before the re-load of seq; it pairs with the release fence in
+ * zkw_slot_write_begin(): a reader that loaded any store made after the odd
+ * store sees the odd (or a later) seq here. */
+ZKW__ALWAYS_INLINE bool zkw_slot_read_retry(const struct zkw_slot *s, uint64_t start)
+{
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return __atomic_load_n(&s->seq, __ATOMIC_RELAXED) != start;
+}
+
+/* Writer, step 1: make seq odd. Returns the even start value for
+ * zkw_slot_write_end(). Only the writer stores seq, so its own load of it
+ * needs no ordering. The release fence keeps every payload store below
+ * after the odd store; it pairs with the acquire fence in
+ * zkw_slot_read_retry(). */
+ZKW__ALWAYS_INLINE uint64_t zkw_slot_write_begin(struct zkw_slot *s)
+{
+	uint64_t start = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+
+	__atomic_store_n(&s->seq, start + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	return start;
+}
+
+/* Writer, step 2, after the payload stores: make seq even again. The
+ * release store pairs with the acquire load in zkw_slot_read_begin(). */
+ZKW__ALWAYS_INLINE void zkw_slot_write_end(struct zkw_slot *s, uint64_t start)
+{
+	__atomic_store_n(&s->seq, start + 2, __ATOMIC_RELEASE);
+}
+
+/* Writer, at adoption: a writer killed between write_begin and write_end
+ * left seq odd. That slot was never published (the generation moves only
+ * after write_end), so make seq even and let the next publish overwrite
+ * it. The release store pairs with the acquire load in
+ * zkw_slot_read_begin(), as write_end's does. */
+ZKW__ALWAYS_INLINE void zkw_slot_write_repair(struct zkw_slot *s)
+{
+	uint64_t seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+
+	if (seq & 1)
+		__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE);
+}
+
+/* Copy n bytes of seqlock-protected payload between the segment and private
+ * memory, in either direction (ZKW__PAYLOAD_LOAD: src is in the segment;
+ * ZKW__PAYLOAD_STORE: dst is). The segment side is 8-byte aligned.
+ *
+ * The other side may be storing these bytes concurrently; the seqlock
+ * re-check discards such a copy. For that to be race-free under the C11
+ * model the accesses must be atomic (Boehm, "Can seqlocks get along with
+ * programming language memory models?"). Relaxed 64-bit atomics are, but
+ * compilers will not vectorise them, which makes a 4 KiB copy 2.3x a
+ * memcpy. On x86-64 the copy is therefore one `rep movsb` in an asm
+ * statement: opaque to the compiler (no C-level access, so no C-level
+ * race), it is the "byte-wise atomic memcpy" of C++ proposal P1478, and with
+ * FSRM/ERMS it runs at memcpy speed. Elsewhere, and under ThreadSanitizer
+ * (which must see the atomics), relaxed atomic words are used. Storing a
+ * partial last word writes zeros past n, up to the word's end: the slot,
+ * its text fields and the watch path all have room for it. */
+#define ZKW__PAYLOAD_LOAD  0
+#define ZKW__PAYLOAD_STORE 1
+
+/* Bytes [8 i, 8 i + k), k <= 8, as one relaxed atomic word of the segment. */
+ZKW__ALWAYS_INLINE void zkw__payload_word(void *dst, const void *src, size_t i, size_t k, int direction)
+{
+	uint64_t w = 0;
+
+	if (direction == ZKW__PAYLOAD_STORE) {
+		memcpy(&w, (const unsigned char *)src + 8 * i, k);
+		__atomic_store_n((uint64_t *)dst + i, w, __ATOMIC_RELAXED);
+	} else {
+		w = __atomic_load_n((const uint64_t *)src + i, __ATOMIC_RELAXED);
+		memcpy((unsigned char *)dst + 8 * i, &w, k);
+	}
+}
+
+/* The portable copy: relaxed atomic words (always compiled, so the tests
+ * exercise it on x86-64 too). */
+ZKW__ALWAYS_INLINE void zkw__payload_copy_words(void *dst, const void *src, size_t n, int direction)
+{
+	size_t i, words = n / 8;
+
+	for (i = 0; i < words; i++)
+		zkw__payload_word(dst, src, i, 8, direction);
+	if (n % 8) /* the slot is padded to a cache line: a whole word is there */
+		zkw__payload_word(dst, src, words, n % 8, direction);
+}
+
+ZKW__ALWAYS_INLINE void zkw__payload_copy(void *dst, const void *src, size_t n, int direction)
+{
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && !defined(ZKW_PORTABLE_COPY)
+	(void)direction; /* one instruction for both */
+	__asm__ __volatile__("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+#else
+	zkw__payload_copy_words(dst, src, n, direction);
+#endif
+}
+
+/* Payload out of the segment (a reader, inside zkw_slot_read_begin/_retry). */
+ZKW__ALWAYS_INLINE void zkw_payload_load(void *dst, const void *segment_src, size_t n)
+{
+	zkw__payload_copy(dst, segment_src, n, ZKW__PAYLOAD_LOAD);
+}
+
+/* Payload into the segment (the writer, inside zkw_slot_write_begin/_end). */
+ZKW__ALWAYS_INLINE void zkw_payload_store(void *segment_dst, const void *src, size_t n)
+{
+	zkw__payload_copy(segment_dst, src, n, ZKW__PAYLOAD_STORE);
+}
+
+/* ---- the hot line ------------------------------------------------------
+ *
+ * Readers poll the generation, or sleep on the futex word; the writer
+ * announces a publish by storing the state, then the generation, then
+ * bumping the futex word and waking every waiter. A waiter loads the word
+ * before the generation, and the kernel compares the word again before
+ * sleeping, so no wakeup is missed. */
+
+/* The last published generation: one acquire load. Pairs with the release
+ * store in zkw_segment_announce(): a reader that sees generation g sees
+ * slot g's zkw_slot_write_end() too. 0 = nothing published yet. */
+ZKW__ALWAYS_INLINE uint64_t zkw_segment_generation(const struct zkw_segment_hot *hot)
+{
+	return __atomic_load_n(&hot->generation, __ATOMIC_ACQUIRE);
+}
+
+/* ZKW_STATE_* bits. The acquire load pairs with the release stores (and the
+ * release fetch-and) in zkw_segment_set_state() and
+ * zkw_segment_announce_stopped(). */
+ZKW__ALWAYS_INLINE uint32_t zkw_segment_state(const struct zkw_segment_hot *hot)
+{
+	return __atomic_load_n(&hot->state, __ATOMIC_ACQUIRE);
+}
+
+/* The futex word, loaded by a waiter before it checks the generation. The
+ * acquire load pairs with the release increment in zkw_segment_wake(). */
+ZKW__ALWAYS_INLINE uint32_t zkw_segment_futex_word(const struct zkw_segment_hot *hot)
+{
+	return __atomic_load_n(&hot->futex, __ATOMIC_ACQUIRE);
+}
+
+/* Sleep while the futex word still equals `seen` (from
+ * zkw_segment_futex_word()), until zkw_segment_wake() or the absolute
+ * CLOCK_MONOTONIC deadline (NULL: none). 0, or -1 with errno as futex(2):
+ * EAGAIN the word moved, ETIMEDOUT, EINTR. */
+static inline int zkw_segment_futex_wait(const struct zkw_segment_hot *hot, uint32_t seen,
+                                         const struct timespec *deadline)
+{
+	return zkw__futex(&hot->futex, FUTEX_WAIT_BITSET, seen, deadline, FUTEX_BITSET_MATCH_ANY) < 0 ? -errno
+	                                                                                               : 0;
+}
+
+/* Writer: store the state bits. The release store pairs with the acquire
+ * load in zkw_segment_state(). */
+ZKW__ALWAYS_INLINE void zkw_segment_set_state(struct zkw_segment_hot *hot, uint32_t state)
+{
+	__atomic_store_n(&hot->state, state, __ATOMIC_RELEASE);
+}
+
+/* Writer: bump the futex word and wake every waiter. The release increment
+ * pairs with the acquire load in zkw_segment_futex_word(). */
+static inline void zkw_segment_wake(struct zkw_segment_hot *hot)
+{
+	__atomic_fetch_add(&hot->futex, 1, __ATOMIC_RELEASE);
+	zkw__futex(&hot->futex, FUTEX_WAKE, INT_MAX, NULL, 0);
+}
+
+/* Writer: publish `generation` (its slot already closed by
+ * zkw_slot_write_end()) with its state bits: state, then the generation,
+ * then the futex word, then wake everybody. The release store of the
+ * generation pairs with the acquire load in zkw_segment_generation(). */
+static inline void zkw_segment_announce(struct zkw_segment_hot *hot, uint64_t generation, uint32_t state)
+{
+	zkw_segment_set_state(hot, state);
+	__atomic_store_n(&hot->generation, generation, __ATOMIC_RELEASE);
+	zkw_segment_wake(hot);
+}
+
+/* Writer, at exit: clear RUNNING and CONNECTED (the generation stays) and
+ * wake everybody. The release fetch-and pairs with the acquire load in
+ * zkw_segment_state(). */
+static inline void zkw_segment_announce_stopped(struct zkw_segment_hot *hot)
+{
+	__atomic_fetch_and(&hot->state, ~(uint32_t)(ZKW_STATE_RUNNING | ZKW_STATE_CONNECTED),
+	                   __ATOMIC_RELEASE);
+	zkw_segment_wake(hot);
 }
 
 #ifdef __cplusplus

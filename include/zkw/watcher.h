@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* watcher.h - watch a ZooKeeper node (or a pointer node and its target).
  *
  * Two layers, both free of any shared-memory knowledge:
@@ -6,9 +7,12 @@
  *     watches, each reporting its whole state through an on_state callback.
  *     This is what zkw-broker uses (it copies each state into its segment).
  *
- *         zkw_session *s = zkw_session_open("127.0.0.1:2181", NULL, &err);
+ *         zkw_session *s;
+ *         char why[256];
+ *         if (zkw_session_open(&s, "127.0.0.1:2181", NULL, why, sizeof why) < 0)
+ *                 fail(why);
  *         zkw_watch_options o = { .on_state = publish, .ctx = seg };
- *         zkw_watch *w = zkw_session_watch(s, "/tmp/myconfig", &o);
+ *         int rc = zkw_session_watch(s, "/tmp/myconfig", &o, NULL);   // 0 or -errno
  *         ...
  *         zkw_session_close(s);          // no callback after this returns
  *
@@ -16,9 +20,11 @@
  *     handlers run on a dispatch thread of its own, polling getters).
  *
  * The watch semantics (validity, circuit breaker, exactly-once delivery,
- * reconnection, pointer mode, reconcile) are the contract of DESIGN.md.
+ * reconnection, pointer mode, reconcile) are the contract of docs/design.md ("The watch contract").
  * Error strings start with the seed's texts, ZKW_ERR_* below, so a caller
- * may match them with strncmp; details follow after ": ".
+ * may match them with strncmp; details follow after ": ". Return values
+ * follow the convention of zkw/common.h: 0 or -errno, results through
+ * out-parameters, the reason in words in the caller's errbuf.
  */
 #ifndef ZKW_WATCHER_H
 #define ZKW_WATCHER_H
@@ -42,10 +48,10 @@ extern "C" {
 #define ZKW_ERR_NO_AUTH    "Not authorized to read file path"
 #define ZKW_ERR_CONNECTING "Connecting to Zookeeper"
 
-/* Longest pointer target, including the terminating NUL. */
-#define ZKW_POINTER_MAX 1024
-/* Longest error text, including the terminating NUL (longer ones are cut). */
-#define ZKW_ERROR_MAX 1280
+/* Defaults of zkw_session_options (what 0 means). */
+#define ZKW_SESSION_TIMEOUT_MS_DEFAULT 10000 /* asked of the server, which clamps it */
+#define ZKW_INIT_TIMEOUT_MS_DEFAULT    5000  /* valid_init: wait this long for a server */
+#define ZKW_RECONCILE_S_DEFAULT        60    /* from zkw_session_options_init */
 
 /* Log levels of zkw_session_options.log (same order as syslog's idea). */
 enum { ZKW_LOG_ERROR = 1, ZKW_LOG_WARN = 2, ZKW_LOG_INFO = 3, ZKW_LOG_DEBUG = 4 };
@@ -73,15 +79,17 @@ typedef struct zkw_session zkw_session;
 typedef struct zkw_watch zkw_watch;
 
 typedef struct zkw_session_options {
-	int session_timeout_ms; /* 0 = 10000; the server clamps it to 2..20 ticks */
+	/* 0 = ZKW_SESSION_TIMEOUT_MS_DEFAULT; the server clamps it to 2..20 ticks */
+	int session_timeout_ms;
 	/* Fail fast: zkw_session_open waits until the session is connected and
-	 * returns NULL (err -ETIMEDOUT) when no server answers in time. Without
-	 * it, open returns at once and connects in the background with backoff. */
+	 * fails (-ETIMEDOUT) when no server answers in time. Without it, open
+	 * returns at once and connects in the background with backoff. */
 	bool valid_init;
-	int init_timeout_ms; /* 0 = 5000; only with valid_init */
+	int init_timeout_ms; /* 0 = ZKW_INIT_TIMEOUT_MS_DEFAULT; only with valid_init */
 	/* Periodic reconcile (contract 11): every reconcile_s seconds +-20%,
 	 * a cheap exists() per watched node; re-read only when it changed.
-	 * 0 = off. zkw_session_options_init (and opt == NULL) give 60. */
+	 * 0 = off. zkw_session_options_init (and opt == NULL) give
+	 * ZKW_RECONCILE_S_DEFAULT. */
 	int reconcile_s;
 	/* Log sink for the session's own events and, rate-limited, the
 	 * ZooKeeper client's messages (>= WARN). Called from any thread, must
@@ -90,9 +98,6 @@ typedef struct zkw_session_options {
 	 * messages go to the most recently opened session that has a log. */
 	void (*log)(void *log_ctx, int level, const char *message);
 	void *log_ctx;
-	/* Out: one-line reason when zkw_session_open fails (optional). */
-	char *errbuf;
-	size_t errlen;
 } zkw_session_options;
 
 /* The whole state of one watch, handed to on_state. Pointers are valid
@@ -129,24 +134,28 @@ typedef struct zkw_watch_options {
 	void *ctx;
 } zkw_watch_options;
 
-/* Fill *o with the defaults (all zero except reconcile_s = 60). */
+/* Fill *o with the defaults (all zero except reconcile_s = ZKW_RECONCILE_S_DEFAULT). */
 ZKW_API void zkw_session_options_init(zkw_session_options *o);
 
-/* Open a session to hosts (a full connect string: "h1:p1,h2:p2/chroot").
- * opt may be NULL (defaults). Returns NULL on failure with *err (may be NULL)
- * = -EINVAL (bad host string), -ENOENT (no host name resolves; only with
+/* Open a session to hosts (a full connect string: "h1:p1,h2:p2/chroot")
+ * into *out. opt may be NULL (defaults). 0, or on failure (*out = NULL)
+ * -EINVAL (bad host string), -ENOENT (no host name resolves; only with
  * valid_init, else it is retried), -ETIMEDOUT (valid_init and no server
- * answered), -ENOMEM, and a one-line message in opt->errbuf.
+ * answered), -ENOMEM, -EAGAIN (no thread), with a one-line reason in
+ * errbuf (may be NULL).
  *
  * A session and its watches are used by one owner: zkw_session_close must
  * not run concurrently with another call on the same session (on_state
  * callbacks are the library's business and are handled). */
-ZKW_API zkw_session *zkw_session_open(const char *hosts, const zkw_session_options *opt, int *err);
+ZKW_API int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_options *opt,
+                             char *errbuf, size_t errlen);
 
 /* Watch path (relative to the chroot, if any). Works before or after the
  * session connects. The watch lives until zkw_session_close. o is copied;
- * o->on_state may be NULL. NULL (errno EINVAL/ENOMEM) on failure. */
-ZKW_API zkw_watch *zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o);
+ * o may be NULL and o->on_state may be NULL. 0 with the watch in *out
+ * (out may be NULL), or -EINVAL (s NULL, or path is not a valid absolute
+ * ZooKeeper path: the rules of zkw_pointer_parse, untrimmed) or -ENOMEM. */
+ZKW_API int zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o, zkw_watch **out);
 
 /* Connection alive: connected, and a round trip to the server (exists "/")
  * answers within min(session timeout / 3, 2 s). Blocks the caller for at
@@ -154,8 +163,9 @@ ZKW_API zkw_watch *zkw_session_watch(zkw_session *s, const char *path, const zkw
 ZKW_API bool zkw_session_ping(zkw_session *s);
 
 /* The current ZooKeeper session id and password (for logs, or for a test
- * that expires the session on purpose). false when no session is established. */
-ZKW_API bool zkw_session_identity(zkw_session *s, int64_t *id, char passwd[16]);
+ * that expires the session on purpose), each out-parameter may be NULL.
+ * 0, -ENOTCONN when no session is established, -EINVAL when s is NULL. */
+ZKW_API int zkw_session_identity(zkw_session *s, int64_t *id, char passwd[16]);
 
 /* Stop everything: the ZooKeeper handle is closed and every thread joined;
  * no on_state runs after this returns; all watches are freed. Safe with
@@ -166,40 +176,35 @@ ZKW_API void zkw_session_close(zkw_session *s);
 
 typedef struct zkw_watcher zkw_watcher;
 
-/* Handlers (each may be NULL). They run on the watcher's own dispatch
- * thread, never on a ZooKeeper thread, so they may block or be slow.
- * Order (contract 3): on success config(content) first - only when the
- * bytes changed - then valid(true) when it was false; on failure
- * valid(false) when it was true, then error(message) when the message
- * changed. States are coalesced when a handler is slower than ZooKeeper:
- * the latest content is always delivered, exactly once. */
-typedef struct zkw_watcher_handlers {
-	void (*valid)(void *ctx, bool valid);
-	void (*config)(void *ctx, const void *content, size_t len);
-	void (*error)(void *ctx, const char *message);
-	void *ctx;
-} zkw_watcher_handlers;
+/* Handlers: zkw_handlers of zkw/common.h, which also states their order
+ * (contract 3). Here they run on the watcher's own dispatch thread, never
+ * on a ZooKeeper thread, so they may block or be slow. States are coalesced
+ * when a handler is slower than ZooKeeper: the latest content is always
+ * delivered, exactly once. */
+typedef zkw_handlers zkw_watcher_handlers;
 
 #define ZKW_WATCHER_POINTER    0x1u /* path is a pointer file */
 #define ZKW_WATCHER_ENSURE     0x2u /* create path if missing */
 #define ZKW_WATCHER_VALID_INIT 0x4u /* fail open when no server answers */
 
-/* Open a watcher on path. h may be NULL (polling use). On failure returns
- * NULL and writes a one-line reason into errbuf (may be NULL). */
-ZKW_API zkw_watcher *zkw_watcher_open(const char *hosts, const char *path, const zkw_watcher_handlers *h,
-                              unsigned flags, char *errbuf, size_t errlen);
+/* Open a watcher on path into *out. h may be NULL (polling use). 0, or on
+ * failure (*out = NULL) the errors of zkw_session_open and
+ * zkw_session_watch, -EAGAIN (no dispatch thread) or -ENOMEM, with a
+ * one-line reason in errbuf (may be NULL). */
+ZKW_API int zkw_watcher_open(zkw_watcher **out, const char *hosts, const char *path, const zkw_handlers *h,
+                             unsigned flags, char *errbuf, size_t errlen);
 /* Same, with session options (timeouts, reconcile, log); sopt may be NULL.
  * sopt->valid_init is ignored: the flag decides. */
-ZKW_API zkw_watcher *zkw_watcher_open_ex(const char *hosts, const char *path, const zkw_watcher_handlers *h,
-                                 unsigned flags, const zkw_session_options *sopt, char *errbuf,
-                                 size_t errlen);
+ZKW_API int zkw_watcher_open_ex(zkw_watcher **out, const char *hosts, const char *path, const zkw_handlers *h,
+                                unsigned flags, const zkw_session_options *sopt, char *errbuf, size_t errlen);
 
 /* Current validity (the latest state, whether or not handlers caught up). */
 ZKW_API bool zkw_watcher_is_valid(zkw_watcher *w);
 /* Copy the last good content (pointer=false) or the pointer's target path
  * (pointer=true; "" unless pointer mode) into buf. Returns its length; when
  * cap is too small copies nothing and returns -ENOBUFS (call again with a
- * buffer of zkw_watcher_content_len()). Content is bytes: no NUL added. */
+ * buffer of zkw_watcher_content_len()); -EINVAL when w is NULL. Content is
+ * bytes: no NUL added. */
 ZKW_API ssize_t zkw_watcher_get_file_contents(zkw_watcher *w, bool pointer, void *buf, size_t cap);
 ZKW_API size_t zkw_watcher_content_len(zkw_watcher *w, bool pointer);
 /* The latest error text ("" when valid) into buf (always NUL-terminated). */

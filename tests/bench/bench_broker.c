@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bench_broker.c - zkw-broker under load: read throughput, update storm, cost.
  *
  * Against a real zkw-broker process:
@@ -19,7 +20,6 @@
  *
  *     bench_broker -z 127.0.0.1:2181 --broker build/zkw-broker [--quick]
  */
-#include <getopt.h>
 #include <pthread.h>
 
 #include "bench.h"
@@ -59,9 +59,9 @@ static void spin_reader_main(int idx)
 
 	bench_reader_open(&r, shm_name);
 	while (__atomic_load_n(&sh->phase, __ATOMIC_ACQUIRE) == 0) {
-		if (bench_parent_gone())
+		if (proc_parent_gone())
 			_exit(0);
-		bench_sleep_ns(100000);
+		zkw_clock_sleep_ns(100000);
 	}
 	while (__atomic_load_n(&sh->phase, __ATOMIC_RELAXED) == 1) {
 		uint64_t g0 = zkw_reader_generation(&r);
@@ -86,8 +86,8 @@ static void spin_reader_main(int idx)
 	st->last_gen = last_gen;
 	st->cpu_s = bench_cpu_s(getpid());
 	__atomic_store_n(&st->last_ns, 1, __ATOMIC_RELEASE); /* done */
-	while (!bench_parent_gone())
-		bench_sleep_ns(50000000);
+	while (!proc_parent_gone())
+		zkw_clock_sleep_ns(50000000);
 	_exit(0);
 }
 
@@ -103,15 +103,9 @@ static void storm_reader_main(int idx)
 	bench_reader_open(&r, shm_name);
 	seen = zkw_reader_generation(&r);
 	for (;;) {
-		ssize_t n;
+		ssize_t n = bench_reader_next(&r, &seen, 200, &meta, buf, sizeof(buf));
 		uint64_t seq;
-		int rc = zkw_reader_wait(&r, seen, 200);
 
-		if (bench_parent_gone())
-			_exit(0);
-		if (rc <= 0)
-			continue;
-		n = zkw_reader_read(&r, &meta, buf, sizeof(buf));
 		if (n < 0) {
 			__atomic_add_fetch(n == -EAGAIN ? &st->eagain : &st->errors, 1, __ATOMIC_RELAXED);
 			continue;
@@ -119,13 +113,12 @@ static void storm_reader_main(int idx)
 		__atomic_add_fetch(&st->reads, 1, __ATOMIC_RELAXED);
 		if (meta.generation <= st->last_gen)
 			__atomic_add_fetch(&st->backwards_gen, 1, __ATOMIC_RELAXED);
-		seen = meta.generation;
 		seq = bench_config_seq(buf, n);
 		if (seq < st->last_seq)
 			__atomic_add_fetch(&st->backwards_seq, 1, __ATOMIC_RELAXED);
 		__atomic_store_n(&st->last_gen, meta.generation, __ATOMIC_RELAXED);
 		if (seq != st->last_seq) {
-			st->last_ns = bench_now_ns();
+			st->last_ns = zkw_clock_mono_ns();
 			__atomic_store_n(&st->last_seq, seq, __ATOMIC_RELEASE);
 		}
 	}
@@ -145,7 +138,7 @@ static struct writer wr = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 
 
 static void set_done(int rc, const struct Stat *stat, const void *data)
 {
-	uint64_t seq = (uint64_t)(uintptr_t)data, now = bench_now_ns();
+	uint64_t seq = (uint64_t)(uintptr_t)data, now = zkw_clock_mono_ns();
 
 	(void)stat;
 	pthread_mutex_lock(&wr.lock);
@@ -178,10 +171,9 @@ static void issue_set(zhandle_t *zh, uint64_t seq, size_t len)
 
 static void wait_inflight_below(unsigned limit, int timeout_ms)
 {
-	struct timespec ts;
+	/* wr.cond waits on CLOCK_REALTIME; a second of slack past timeout_ms. */
+	struct timespec ts = zkw_clock_deadline_ms(CLOCK_REALTIME, (int64_t)(timeout_ms / 1000 + 1) * 1000);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000 + 1;
 	pthread_mutex_lock(&wr.lock);
 	while (wr.inflight >= limit)
 		if (pthread_cond_timedwait(&wr.cond, &wr.lock, &ts) == ETIMEDOUT)
@@ -226,36 +218,36 @@ static void throughput_phase(zhandle_t *zh, pid_t broker, int nreaders, double s
 		if (pids[i] == 0)
 			spin_reader_main(i);
 	}
-	bench_sleep_ns(100000000); /* readers mapped the segment */
+	zkw_clock_sleep_ns(100000000); /* readers mapped the segment */
 	res->readers = nreaders;
 	g0 = segment_generation();
 	cpu0 = bench_cpu_s(broker);
 	n0 = wr.completed;
 	__atomic_store_n(&sh->phase, 1, __ATOMIC_RELEASE);
-	t0 = bench_now_ns();
+	t0 = zkw_clock_mono_ns();
 	end = t0 + (uint64_t)(secs * 1e9);
 	/* 1,000 updates/s, paced on absolute deadlines; at most 100 in flight. */
 	for (next = t0; next < end; next += 1000000) {
-		bench_sleep_until(next);
+		zkw_clock_sleep_until_ns(next);
 		wait_inflight_below(100, 5000);
 		issue_set(zh, ++seq_counter, READ_SIZE);
 	}
 	wait_inflight_below(1, 5000);
 	__atomic_store_n(&sh->phase, 2, __ATOMIC_RELEASE);
-	res->secs = (double)(bench_now_ns() - t0) / 1e9;
-	bench_sleep_ns(20000000); /* the last publications */
+	res->secs = (double)(zkw_clock_mono_ns() - t0) / 1e9;
+	zkw_clock_sleep_ns(20000000); /* the last publications */
 	g1 = segment_generation();
 	res->broker_cpu_s = bench_cpu_s(broker) - cpu0;
 	res->updates = (double)(wr.completed - n0);
 	res->generations = (double)(g1 - g0);
 	for (i = 0; i < nreaders; i++) {
-		uint64_t stop_by = bench_now_ns() + 5000000000ull;
+		uint64_t stop_by = zkw_clock_mono_ns() + 5000000000ull;
 
 		while (!__atomic_load_n(&sh->r[i].last_ns, __ATOMIC_ACQUIRE))
-			if (bench_now_ns() > stop_by)
+			if (zkw_clock_mono_ns() > stop_by)
 				bench_die("reader %d did not report", i);
 			else
-				bench_sleep_ns(1000000);
+				zkw_clock_sleep_ns(1000000);
 		res->reads[i] = sh->r[i].reads;
 		res->eagain[i] = sh->r[i].eagain;
 		res->overlapped[i] = sh->r[i].overlapped;
@@ -265,7 +257,7 @@ static void throughput_phase(zhandle_t *zh, pid_t broker, int nreaders, double s
 		if (sh->r[i].errors)
 			bench_die("reader %d: %" PRIu64 " read errors", i, sh->r[i].errors);
 	}
-	bench_children_kill(pids, nreaders);
+	proc_kill_pids(pids, nreaders);
 }
 
 /* ---- 2. the update storm --------------------------------------------------- */
@@ -292,22 +284,22 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 		if (pids[i] == 0)
 			storm_reader_main(i);
 	}
-	bench_sleep_ns(100000000);
+	zkw_clock_sleep_ns(100000000);
 	res->readers = nreaders;
 	g0 = segment_generation();
 	cpu0 = bench_cpu_s(broker);
 	pthread_mutex_lock(&wr.lock);
 	wr.completed = wr.failed = 0;
 	pthread_mutex_unlock(&wr.lock);
-	t0 = bench_now_ns();
+	t0 = zkw_clock_mono_ns();
 	end = t0 + (uint64_t)(secs * 1e9);
-	while (bench_now_ns() < end) {
+	while (zkw_clock_mono_ns() < end) {
 		wait_inflight_below(inflight, 10000);
 		issue_set(zh, ++seq_counter, BENCH_CONFIG_LEN);
 	}
 	final = seq_counter;
 	wait_inflight_below(1, 10000);
-	res->secs = (double)(bench_now_ns() - t0) / 1e9;
+	res->secs = (double)(zkw_clock_mono_ns() - t0) / 1e9;
 	pthread_mutex_lock(&wr.lock);
 	t_last = wr.last_done_ns;
 	res->sets = wr.completed;
@@ -322,12 +314,13 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	deadline = t_last + CONVERGE_TIMEOUT_NS;
 	for (i = 0; i < nreaders; i++) {
 		while (__atomic_load_n(&sh->r[i].last_seq, __ATOMIC_ACQUIRE) != final) {
-			if (bench_now_ns() > deadline)
-				bench_die(
-				        "storm: reader %d holds seq %" PRIu64 ", not the last write %" PRIu64
-				        ", %.1f s after it completed: NOT CONVERGED",
-				        i, sh->r[i].last_seq, final, (double)(bench_now_ns() - t_last) / 1e9);
-			bench_sleep_ns(50000);
+			if (zkw_clock_mono_ns() > deadline)
+				bench_die("storm: reader %d holds seq %" PRIu64
+				          ", not the last write %" PRIu64
+				          ", %.1f s after it completed: NOT CONVERGED",
+				          i, sh->r[i].last_seq, final,
+				          (double)(zkw_clock_mono_ns() - t_last) / 1e9);
+			zkw_clock_sleep_ns(50000);
 		}
 		if (sh->r[i].last_ns > mx)
 			mx = sh->r[i].last_ns;
@@ -344,7 +337,7 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	if (rc != ZOK || bench_config_seq(got, glen) != final)
 		bench_die("storm: ZooKeeper holds seq %" PRIu64 ", expected %" PRIu64,
 		          bench_config_seq(got, glen), final);
-	bench_sleep_ns(20000000);
+	zkw_clock_sleep_ns(20000000);
 	for (i = 0; i < nreaders; i++) {
 		res->reads += sh->r[i].reads;
 		res->eagain += sh->r[i].eagain;
@@ -353,7 +346,7 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 		if (sh->r[i].errors)
 			bench_die("storm: reader %d: %" PRIu64 " read errors", i, sh->r[i].errors);
 	}
-	bench_children_kill(pids, nreaders);
+	proc_kill_pids(pids, nreaders);
 	if (res->back_gen || res->back_seq)
 		bench_die("storm: readers went backwards (%" PRIu64 " generation, %" PRIu64
 		          " content sequence)",
@@ -369,15 +362,6 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	        {"zookeeper", required_argument, NULL, 'z'},
-	        {"broker", required_argument, NULL, 'b'},
-	        {"quick", no_argument, NULL, 'q'},
-	        {"markdown", no_argument, NULL, 'm'},
-	        {"plain", no_argument, NULL, 'p'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
 	static struct tp_result tp[3];
 	static struct storm_result st[8];
 	char buf[READ_SIZE + 64];
@@ -386,18 +370,20 @@ int main(int argc, char **argv)
 	int c, i, nstorms, storm_readers;
 	zhandle_t *zh;
 	pid_t broker;
-	uint64_t t_start = bench_now_ns();
+	uint64_t t_start = zkw_clock_mono_ns();
+	struct zkw_opt o;
 
-	bench_name = "bench_broker";
-	while ((c = getopt_long(argc, argv, "z:b:qh", opts, NULL)) != -1) {
+	bench_init("bench_broker");
+	zkw_opt_init(&o, argc, argv, "bench_broker",
+	             "z|zookeeper: b|broker: q|quick m=markdown p=plain h|help", usage);
+	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
-		case 'z': opt_hosts = optarg; break;
-		case 'b': opt_broker = optarg; break;
+		case 'z': opt_hosts = o.arg; break;
+		case 'b': opt_broker = o.arg; break;
 		case 'q': opt_quick = true; break;
 		case 'm':
 		case 'p': break; /* the report is markdown either way */
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		default: return 2;
 		}
 	}
 	if (!opt_hosts || !opt_broker) {
@@ -411,7 +397,6 @@ int main(int argc, char **argv)
 	nstorms = opt_quick ? 3 : 6;
 	storm_readers = opt_quick ? 4 : 16;
 
-	bench_children_init();
 	sh = bench_shared_alloc(sizeof(*sh));
 	snprintf(node_path, sizeof(node_path), "/zkwbench/brk%d/config", (int)getpid());
 	snprintf(shm_name, sizeof(shm_name), "zkwbench.brk.%d", (int)getpid());
@@ -424,9 +409,9 @@ int main(int argc, char **argv)
 
 	/* 3. idle cost first, on a fresh broker. */
 	bench_note("broker idle for %.0f s", idle_s);
-	bench_sleep_ns(500000000);
+	zkw_clock_sleep_ns(500000000);
 	idle_cpu0 = bench_cpu_s(broker);
-	bench_sleep_ns((uint64_t)(idle_s * 1e9));
+	zkw_clock_sleep_ns((uint64_t)(idle_s * 1e9));
 	idle_cpu = bench_cpu_s(broker) - idle_cpu0;
 	rss_idle = bench_rss_kb(broker);
 	pss_idle = bench_pss_kb(broker);
@@ -448,16 +433,15 @@ int main(int argc, char **argv)
 	rss_after = bench_rss_kb(broker);
 	pss_after = bench_pss_kb(broker);
 
-	bench_child_stop(broker, 5000);
+	proc_stop_pid(broker, SIGTERM, 5000);
 	unlink(log_path); /* kept only when the bench fails */
 	{
 		char parent[256];
 
-		zoo_delete(zh, node_path, -1);
 		snprintf(parent, sizeof(parent), "/zkwbench/brk%d", (int)getpid());
-		zoo_delete(zh, parent, -1);
+		zkw_zk_delete_tree(zh, parent, NULL, 0);
 	}
-	zookeeper_close(zh);
+	zkw_zk_close(zh);
 
 	/* ---- report ---- */
 	printf("## Read path under updates: reads per second while the broker publishes\n\n");
@@ -543,6 +527,6 @@ int main(int argc, char **argv)
 	printf("\nNote: RSS counts the segment pages the broker touched (/dev/shm, shared with the readers): "
 	       "two slots of the %u-byte default capacity are mapped, only the written part is resident.\n",
 	       ZKW_DEFAULT_CAPACITY);
-	printf("\n_bench_broker finished in %.1f s._\n\n", (double)(bench_now_ns() - t_start) / 1e9);
+	printf("\n_bench_broker finished in %.1f s._\n\n", (double)(zkw_clock_mono_ns() - t_start) / 1e9);
 	return 0;
 }

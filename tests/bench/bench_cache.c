@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bench_cache.c - per-read cost of the RCU reader cache (zkw/cache.h)
  * against copying reads with zkw_reader_read() (zkw/client.h), side by side
  * in one run, for 1, 2 and 8 threads and 4 KiB / 64 KiB contents.
@@ -14,7 +15,6 @@
  *   build/bench/bench_cache [--quick] [--markdown]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +25,7 @@
 #include <zkw/cache.h>
 #include <zkw/client.h>
 
+#include "bench.h"
 #include "publish/writer.h"
 
 #define MAX_THREADS 8
@@ -52,14 +53,6 @@ struct worker {
 	unsigned long sink;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -75,7 +68,7 @@ static void *worker_main(void *arg)
 	}
 	pthread_barrier_wait(run->start);
 	for (b = 0; b < run->batches && !w->failure; b++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = zkw_clock_mono_ns();
 
 		if (run->mode == MODE_CACHE) {
 			for (i = 0; i < run->reads_per_batch; i++) {
@@ -95,20 +88,15 @@ static void *worker_main(void *arg)
 				sink += (size_t)n + buf[0] + buf[n - 1];
 			}
 		}
-		w->samples[b] = (double)(now_ns() - t0) / run->reads_per_batch;
+		w->samples[b] = (double)(zkw_clock_mono_ns() - t0) / run->reads_per_batch;
 	}
 	w->sink = sink;
 	free(buf);
 	return NULL;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
+/* min, the upper median, and p99 as the element at index 0.99 k (not
+ * bench_stats_of's figures: these are the ones BENCHMARKS.md has shown). */
 struct stats {
 	double min, median, p99;
 };
@@ -145,7 +133,7 @@ static int measure(const struct run *tmpl, int threads, struct stats *st)
 	}
 	pthread_barrier_destroy(&start);
 	k = n;
-	qsort(all, k, sizeof(*all), cmp_double);
+	qsort(all, k, sizeof(*all), bench_cmp_double);
 	st->min = all[0];
 	st->median = all[k / 2];
 	st->p99 = all[(k * 99) / 100 < k ? (k * 99) / 100 : k - 1];
@@ -162,32 +150,17 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	        {"quick", no_argument, NULL, 'q'},
-	        {"markdown", no_argument, NULL, 'm'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
 	bool quick = false, markdown = false;
 	char name[64], why[256];
 	zkw_writer_options wopt = {.capacity = 65536, .group = (gid_t)-1, .watch_path = "/bench/cache"};
 	zkw_writer *w;
 	unsigned char *content;
 	size_t si;
-	int opt, rc = 0;
+	int rc;
 
-	while ((opt = getopt_long(argc, argv, "qmh", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'q': quick = true; break;
-		case 'm': markdown = true; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return 2;
-	}
+	rc = bench_quick_markdown(argc, argv, "bench_cache", usage, &quick, &markdown);
+	if (rc)
+		return rc;
 
 	snprintf(name, sizeof(name), "/zkw.bench.cache.%d", (int)getpid());
 	if (zkw_writer_open(&w, name, &wopt, why, sizeof(why)) != 0) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bench_latency.c - ZooKeeper write -> every reader holding the new content.
  *
  * Against a real zkw-broker process, for N reader processes blocked in
@@ -26,7 +27,6 @@
  *
  *     bench_latency -z 127.0.0.1:2181 --broker build/zkw-broker [--quick]
  */
-#include <getopt.h>
 #include <poll.h>
 
 #include "bench.h"
@@ -84,25 +84,18 @@ static void reader_main(int idx)
 	bench_reader_open(&r, shm_name);
 	seen = zkw_reader_generation(&r);
 	for (;;) {
-		ssize_t n;
+		ssize_t n = bench_reader_next(&r, &seen, 1000, &meta, buf, sizeof(buf));
 		uint64_t seq, t;
-		int rc = zkw_reader_wait(&r, seen, 1000);
 
-		if (bench_parent_gone())
-			_exit(0);
-		if (rc <= 0)
-			continue;
-		n = zkw_reader_read(&r, &meta, buf, sizeof(buf));
 		if (n < 0) {
 			__atomic_add_fetch(&sh->reader_eagain, 1, __ATOMIC_RELAXED);
 			seen = zkw_reader_generation(&r) - 1; /* retry at once */
 			continue;
 		}
-		seen = meta.generation;
 		seq = bench_config_seq(buf, n);
 		if (seq == last)
 			continue;
-		t = bench_now_ns();
+		t = zkw_clock_mono_ns();
 		last = seq;
 		sh->reader[idx].ns = t;
 		__atomic_store_n(&sh->reader[idx].seq, seq, __ATOMIC_RELEASE);
@@ -124,11 +117,11 @@ static void waker_main(int idx)
 
 		while ((w = __atomic_load_n(&sh->wake_word, __ATOMIC_ACQUIRE)) == seen) {
 			bench_futex(&sh->wake_word, FUTEX_WAIT, seen, &rel);
-			if (bench_parent_gone())
+			if (proc_parent_gone())
 				_exit(0);
 		}
 		seen = w;
-		t = bench_now_ns();
+		t = zkw_clock_mono_ns();
 		touch = sh->page[(idx * 64) % sizeof(sh->page)];
 		(void)touch;
 		seq = __atomic_load_n(&sh->rv.expect, __ATOMIC_ACQUIRE);
@@ -165,7 +158,7 @@ static void session_done(int rc, const char *value, int len, const struct Stat *
 	seq = bench_config_seq(value, len);
 	if (seq == w->last)
 		return;
-	t = bench_now_ns();
+	t = zkw_clock_mono_ns();
 	w->last = seq;
 	w->stamp->ns = t;
 	__atomic_store_n(&w->stamp->seq, seq, __ATOMIC_RELEASE);
@@ -177,18 +170,17 @@ static void session_main(const char *path, struct stamp *stamp)
 {
 	static struct session_worker w;
 	char why[256];
-	zhandle_t *zh = zkw_zk_connect(opt_hosts, 20000, 10000, why, sizeof(why));
+	zhandle_t *zh;
 
-	if (!zh) {
+	if (zkw_zk_connect(&zh, opt_hosts, 20000, 10000, why, sizeof(why))) {
 		fprintf(stderr, "session worker: %s\n", why);
 		_exit(1);
 	}
-	bench_zk_tune(zh);
 	w.stamp = stamp;
 	if (zoo_awget(zh, path, session_watcher, &w, session_done, &w) != ZOK)
 		_exit(1);
-	while (!bench_parent_gone())
-		bench_sleep_ns(200000000);
+	while (!proc_parent_gone())
+		zkw_clock_sleep_ns(200000000);
 	_exit(0);
 }
 
@@ -253,7 +245,7 @@ static double sample_zk(zhandle_t *zh, const char *path, struct stamp *stamps, i
 	int len = bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN), rc;
 
 	bench_rendezvous_reset(&sh->rv, (uint32_t)n, seq);
-	t0 = bench_now_ns();
+	t0 = zkw_clock_mono_ns();
 	rc = zoo_set(zh, path, buf, len, -1);
 	if (rc != ZOK)
 		bench_die("zoo_set %s: %s", path, zerror(rc));
@@ -266,7 +258,7 @@ static double sample_wake(int n)
 	uint64_t seq = ++seq_counter, t0;
 
 	bench_rendezvous_reset(&sh->rv, (uint32_t)n, seq);
-	t0 = bench_now_ns();
+	t0 = zkw_clock_mono_ns();
 	__atomic_add_fetch(&sh->wake_word, 1, __ATOMIC_RELEASE);
 	bench_futex(&sh->wake_word, FUTEX_WAKE, INT_MAX, NULL);
 	wait_all("wake floor", n);
@@ -317,7 +309,7 @@ static void warm_up(zhandle_t *zh, int ops)
 {
 	char buf[BENCH_CONFIG_LEN + 32], got[256];
 	int i, len, glen, rc;
-	uint64_t t0 = bench_now_ns();
+	uint64_t t0 = zkw_clock_mono_ns();
 
 	/* Through the whole path (sets fire the broker's and the floor's
 	 * watches, gets exercise the read path): ZooKeeper's JIT, the
@@ -335,7 +327,8 @@ static void warm_up(zhandle_t *zh, int ops)
 		if (rc != ZOK)
 			bench_die("warm-up: %s: %s", path, zerror(rc));
 	}
-	bench_note("warm-up: %d ZooKeeper operations in %.2f s", ops, (double)(bench_now_ns() - t0) / 1e9);
+	bench_note("warm-up: %d ZooKeeper operations in %.2f s", ops,
+	           (double)(zkw_clock_mono_ns() - t0) / 1e9);
 }
 
 static void run_config(zhandle_t *zh, pid_t broker, struct config_result *res, int n, int samples)
@@ -363,18 +356,18 @@ static void run_config(zhandle_t *zh, pid_t broker, struct config_result *res, i
 		/* Alternate the order so drift and after-effects hit both. */
 		if (k % 2 == 0) {
 			res->zkw.v[res->zkw.count++] = sample_zk(zh, cfg_path, sh->reader, n, "zkw readers");
-			bench_sleep_ns(GAP_NS);
+			zkw_clock_sleep_ns(GAP_NS);
 			res->zk.v[res->zk.count++] =
 			        sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
 		} else {
 			res->zk.v[res->zk.count++] =
 			        sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
-			bench_sleep_ns(GAP_NS);
+			zkw_clock_sleep_ns(GAP_NS);
 			res->zkw.v[res->zkw.count++] = sample_zk(zh, cfg_path, sh->reader, n, "zkw readers");
 		}
-		bench_sleep_ns(GAP_NS);
+		zkw_clock_sleep_ns(GAP_NS);
 		res->wake.v[res->wake.count++] = sample_wake(n);
-		bench_sleep_ns(GAP_NS);
+		zkw_clock_sleep_ns(GAP_NS);
 	}
 	res->rss_kb = res->pss_kb = 0;
 	for (i = 0; i < n; i++) {
@@ -383,8 +376,8 @@ static void run_config(zhandle_t *zh, pid_t broker, struct config_result *res, i
 	}
 	res->broker_rss_kb = bench_rss_kb(broker);
 	res->broker_pss_kb = bench_pss_kb(broker);
-	bench_children_kill(readers, n);
-	bench_children_kill(wakers, n);
+	proc_kill_pids(readers, n);
+	proc_kill_pids(wakers, n);
 	series_done(&res->zkw);
 	series_done(&res->zk);
 	series_done(&res->wake);
@@ -407,7 +400,7 @@ static zhandle_t *baseline_c(zhandle_t *zh, struct baseline_result *res, int n, 
 
 	/* Fork only from a single-threaded bench: close our own handle (it
 	 * joins the client's threads) and reconnect after. */
-	zookeeper_close(zh);
+	zkw_zk_close(zh);
 	for (i = 0; i < n; i++) {
 		pids[i] = bench_fork();
 		if (pids[i] == 0)
@@ -416,18 +409,18 @@ static zhandle_t *baseline_c(zhandle_t *zh, struct baseline_result *res, int n, 
 	zh = diag_zh = bench_zk_connect(opt_hosts);
 	settle(zh, work_path, sh->worker, n, "C session workers (start-up)");
 	res->c_conns = bench_zk_connections(opt_hosts) - conns0;
-	res->c_sessions = bench_zk_sessions(opt_hosts);
+	res->c_sessions = zkh_session_count(opt_hosts);
 	series_init(&res->c, "N C clients, a session each", n, (size_t)samples);
 	for (k = 0; k < samples; k++) {
 		res->c.v[res->c.count++] = sample_zk(zh, work_path, sh->worker, n, "C session workers");
-		bench_sleep_ns(GAP_NS);
+		zkw_clock_sleep_ns(GAP_NS);
 	}
 	res->c_rss_kb = res->c_pss_kb = 0;
 	for (i = 0; i < n; i++) {
 		res->c_rss_kb += bench_rss_kb(pids[i]);
 		res->c_pss_kb += bench_pss_kb(pids[i]);
 	}
-	bench_children_kill(pids, n);
+	proc_kill_pids(pids, n);
 	series_done(&res->c);
 	return zh;
 }
@@ -442,7 +435,7 @@ static uint64_t kazoo_collect(int fd, int n, uint64_t seq, int timeout_ms)
 	static uint8_t seen[MAX_READERS];
 	char *buf = kazoo_buf;
 	size_t have = kazoo_have;
-	uint64_t end = bench_now_ns() + (uint64_t)timeout_ms * 1000000u, mx = 0;
+	uint64_t end = zkw_clock_mono_ns() + (uint64_t)timeout_ms * 1000000u, mx = 0;
 	int got = 0;
 
 	memset(seen, 0, sizeof(seen));
@@ -450,7 +443,7 @@ static uint64_t kazoo_collect(int fd, int n, uint64_t seq, int timeout_ms)
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		char *nl;
 		ssize_t r;
-		int64_t left = (int64_t)(end - bench_now_ns()) / 1000000;
+		int64_t left = (int64_t)(end - zkw_clock_mono_ns()) / 1000000;
 
 		/* Parse the complete lines we have. */
 		while ((nl = memchr(buf, '\n', have)) != NULL) {
@@ -489,7 +482,7 @@ static zhandle_t *baseline_kazoo(zhandle_t *zh, struct baseline_result *res, int
 	int fds[2], i, k;
 	char idx[16];
 	char buf[BENCH_CONFIG_LEN + 32];
-	uint64_t t_start = bench_now_ns(), seq, t0, mx;
+	uint64_t t_start = zkw_clock_mono_ns(), seq, t0, mx;
 
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		bench_die("pipe: %s", strerror(errno));
@@ -514,30 +507,30 @@ static zhandle_t *baseline_kazoo(zhandle_t *zh, struct baseline_result *res, int
 		bench_die("kazoo workers: not all %d reported within 120 s (is python3-kazoo installed for "
 		          "%s?)",
 		          n, opt_python);
-	res->py_start_s = (double)(bench_now_ns() - t_start) / 1e9;
+	res->py_start_s = (double)(zkw_clock_mono_ns() - t_start) / 1e9;
 	res->py_conns = bench_zk_connections(opt_hosts) - conns0;
-	res->py_sessions = bench_zk_sessions(opt_hosts);
+	res->py_sessions = zkh_session_count(opt_hosts);
 	series_init(&res->py, "N kazoo DataWatch processes (the seed)", n, (size_t)samples);
 	for (k = 0; k < samples; k++) {
 		int len;
 
 		seq = ++seq_counter;
 		len = bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN);
-		t0 = bench_now_ns();
+		t0 = zkw_clock_mono_ns();
 		if (zoo_set(zh, work_path, buf, len, -1) != ZOK)
 			bench_die("zoo_set %s failed", work_path);
 		mx = kazoo_collect(fds[0], n, seq, 10000);
 		if (!mx)
 			bench_die("kazoo workers: not all %d saw seq %" PRIu64 " within 10 s", n, seq);
 		res->py.v[res->py.count++] = mx > t0 ? (double)(mx - t0) / 1000.0 : 0;
-		bench_sleep_ns(20000000); /* let the 64 interpreters settle */
+		zkw_clock_sleep_ns(20000000); /* let the 64 interpreters settle */
 	}
 	res->py_rss_kb = res->py_pss_kb = 0;
 	for (i = 0; i < n; i++) {
 		res->py_rss_kb += bench_rss_kb(pids[i]);
 		res->py_pss_kb += bench_pss_kb(pids[i]);
 	}
-	bench_children_kill(pids, n);
+	proc_kill_pids(pids, n);
 	close(fds[0]);
 	series_done(&res->py);
 	return zh;
@@ -549,9 +542,16 @@ static int parse_list(const char *s, int *out, int max)
 {
 	int n = 0;
 	char *copy = strdup(s), *tok, *save = NULL;
+	long v;
 
-	for (tok = strtok_r(copy, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save))
-		out[n++] = (int)bench_parse_long("list", tok, 1, MAX_READERS);
+	for (tok = strtok_r(copy, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save)) {
+		if (zkw_parse_long(tok, 1, MAX_READERS, &v)) {
+			fprintf(stderr, "bench_latency: list %s: want a number from 1 to %d\n", tok,
+			        MAX_READERS);
+			exit(2);
+		}
+		out[n++] = (int)v;
+	}
 	free(copy);
 	return n;
 }
@@ -572,20 +572,6 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	        {"zookeeper", required_argument, NULL, 'z'},
-	        {"broker", required_argument, NULL, 'b'},
-	        {"quick", no_argument, NULL, 'q'},
-	        {"readers", required_argument, NULL, 'r'},
-	        {"baseline", required_argument, NULL, 'B'},
-	        {"kazoo-worker", required_argument, NULL, 'k'},
-	        {"python", required_argument, NULL, 'P'},
-	        {"warmup", required_argument, NULL, 'w'},
-	        {"markdown", no_argument, NULL, 'm'},
-	        {"plain", no_argument, NULL, 'p'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
 	int ns[MAX_CONFIGS] = {1, 16, 64, 256}, nconf = 4, bs[MAX_CONFIGS] = {16, 64}, nbase = 2;
 	static struct config_result res[MAX_CONFIGS];
 	static struct baseline_result base[MAX_CONFIGS];
@@ -594,25 +580,31 @@ int main(int argc, char **argv)
 	pid_t broker, floor_pid;
 	long conns0, conns_broker;
 	int c, i;
-	uint64_t t_start = bench_now_ns();
+	uint64_t t_start = zkw_clock_mono_ns();
+	struct zkw_opt o;
 
-	bench_name = "bench_latency";
-	while ((c = getopt_long(argc, argv, "z:b:qh", opts, NULL)) != -1) {
+	bench_init("bench_latency");
+	zkw_opt_init(
+	        &o, argc, argv, "bench_latency",
+	        "z|zookeeper: b|broker: q|quick r=readers: B=baseline: k=kazoo-worker: P=python: w=warmup: "
+	        "m=markdown p=plain h|help",
+	        usage);
+	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
-		case 'z': opt_hosts = optarg; break;
-		case 'b': opt_broker = optarg; break;
+		case 'z': opt_hosts = o.arg; break;
+		case 'b': opt_broker = o.arg; break;
 		case 'q': opt_quick = true; break;
-		case 'r': nconf = parse_list(optarg, ns, MAX_CONFIGS); break;
-		case 'B':
-			nbase = strcmp(optarg, "none") == 0 ? 0 : parse_list(optarg, bs, MAX_CONFIGS);
+		case 'r': nconf = parse_list(o.arg, ns, MAX_CONFIGS); break;
+		case 'B': nbase = strcmp(o.arg, "none") == 0 ? 0 : parse_list(o.arg, bs, MAX_CONFIGS); break;
+		case 'k': opt_kazoo = o.arg; break;
+		case 'P': opt_python = o.arg; break;
+		case 'w':
+			if (zkw_opt_int(&o, "a number from 0 to 1000000", 0, 1000000, &opt_warmup))
+				return 2;
 			break;
-		case 'k': opt_kazoo = optarg; break;
-		case 'P': opt_python = optarg; break;
-		case 'w': opt_warmup = (int)bench_parse_long("--warmup", optarg, 0, 1000000); break;
 		case 'm': opt_markdown = true; break;
 		case 'p': opt_markdown = false; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		default: return 2;
 		}
 	}
 	if (!opt_hosts || !opt_broker) {
@@ -620,8 +612,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (nbase && !opt_kazoo)
-		opt_kazoo = "tools/bench/kazoo_worker.py";
-	bench_children_init();
+		opt_kazoo = "tests/bench/kazoo_worker.py";
 	sh = bench_shared_alloc(sizeof(*sh));
 	snprintf(base_path, sizeof(base_path), "/zkwbench/lat%d", (int)getpid());
 	snprintf(cfg_path, sizeof(cfg_path), "%s/config", base_path);
@@ -636,7 +627,7 @@ int main(int argc, char **argv)
 	bench_zk_put(zh, cfg_path, buf, BENCH_CONFIG_LEN);
 	bench_zk_put(zh, floor_path, buf, BENCH_CONFIG_LEN);
 	bench_zk_put(zh, work_path, buf, BENCH_CONFIG_LEN);
-	zookeeper_close(zh);
+	zkw_zk_close(zh);
 
 	floor_pid = bench_fork();
 	if (floor_pid == 0)
@@ -663,15 +654,11 @@ int main(int argc, char **argv)
 		zh = baseline_kazoo(zh, &base[i], bs[i], opt_quick ? 5 : 60, conns0 + conns_broker);
 		base[i].n = bs[i];
 	}
-	bench_child_stop(broker, 5000);
+	proc_stop_pid(broker, SIGTERM, 5000);
 	unlink(log_path); /* kept only when the bench fails */
-	bench_child_stop(floor_pid, 1000);
-	{ /* the bench's own nodes */
-		const char *paths[] = {cfg_path, floor_path, work_path, base_path};
-		for (i = 0; i < 4; i++)
-			zoo_delete(zh, paths[i], -1);
-	}
-	zookeeper_close(zh);
+	proc_stop_pid(floor_pid, SIGTERM, 1000);
+	zkw_zk_delete_tree(zh, base_path, NULL, 0); /* the bench's own nodes */
+	zkw_zk_close(zh);
 
 	/* ---- report ---- */
 	printf("## Change latency: ZooKeeper write -> every reader holds the new content\n\n");
@@ -765,7 +752,7 @@ int main(int argc, char **argv)
 				speed = b->py.st.median / r->zkw.st.median;
 				pss = (double)b->py_pss_kb / (double)(r->pss_kb + r->broker_pss_kb);
 				rss = (double)b->py_rss_kb / (double)(r->rss_kb + r->broker_rss_kb);
-				/* DESIGN.md sets these targets for 64 workers; other
+				/* docs/design.md sets these targets for 64 workers; other
 				 * sizes are shown, not judged. */
 				if (b->n == 64)
 					printf("| %d | %.1fx | >= 20x | %s | %.0fx | %.0fx | >= 100x | %s "
@@ -799,6 +786,6 @@ int main(int argc, char **argv)
 		       base[nbase - 1].n, base[nbase - 1].py_start_s);
 		(void)zkw64;
 	}
-	printf("\n_bench_latency finished in %.1f s._\n\n", (double)(bench_now_ns() - t_start) / 1e9);
+	printf("\n_bench_latency finished in %.1f s._\n\n", (double)(zkw_clock_mono_ns() - t_start) / 1e9);
 	return 0;
 }

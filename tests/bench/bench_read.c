@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bench_read - the reader's cost next to its floor, in one run.
  *
  *     bench_read [--quick] [--markdown]
@@ -8,12 +9,11 @@
  *   read 4 KiB       zkw_reader_read()        vs  memcpy 4 KiB private->private
  *   read 1 MiB       zkw_reader_read()        vs  memcpy 1 MiB private->private
  * Reported as ns/op (min, median, p99 over the batches) and as the ratio of
- * the medians against the DESIGN.md target (poll <= 2x, 4 KiB <= 1.5x,
+ * the medians against the docs/design.md target (poll <= 2x, 4 KiB <= 1.5x,
  * 1 MiB <= 1.2x). The segment is this benchmark's own (unique name,
  * unlinked at exit, also on SIGINT/SIGTERM).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,6 +25,7 @@
 
 #include <zkw/client.h>
 
+#include "bench.h"
 #include "publish/writer.h"
 
 #define BATCHES 31
@@ -37,42 +38,11 @@
 
 static char segment_name[64];
 
-struct stats {
-	double min, median, p99;
-};
-
 struct pair {
 	const char *label;
-	struct stats zkw, floor;
+	bench_stats zkw, floor; /* over BATCHES (odd: the median is a batch's) */
 	double target;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int compare_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static struct stats summarize(double *ns, int n)
-{
-	struct stats s;
-	int p99 = (99 * n + 99) / 100 - 1; /* nearest rank */
-
-	qsort(ns, (size_t)n, sizeof(*ns), compare_double);
-	s.min = ns[0];
-	s.median = ns[n / 2];
-	s.p99 = ns[p99 < n ? p99 : n - 1];
-	return s;
-}
 
 /* ---- the measured loops (noinline: one copy each, easy to read in perf) ---- */
 
@@ -128,7 +98,7 @@ struct read_case {
 static double batch_ns_per_op(enum side side, const struct read_case *c, const uint64_t *word, bool poll,
                               long iters)
 {
-	uint64_t t0 = now_ns();
+	uint64_t t0 = zkw_clock_mono_ns();
 
 	if (poll && side == ZKW)
 		loop_poll(c->r, iters);
@@ -138,7 +108,7 @@ static double batch_ns_per_op(enum side side, const struct read_case *c, const u
 		loop_read(c->r, c->dst, c->len, iters);
 	else
 		loop_memcpy(c->dst, c->src, c->len, iters);
-	return (double)(now_ns() - t0) / (double)iters;
+	return (double)(zkw_clock_mono_ns() - t0) / (double)iters;
 }
 
 static void measure(struct pair *p, const struct read_case *c, const uint64_t *word, bool poll, long iters)
@@ -159,8 +129,8 @@ static void measure(struct pair *p, const struct read_case *c, const uint64_t *w
 			floor_[b] = batch_ns_per_op(FLOOR, c, word, poll, iters);
 		}
 	}
-	p->zkw = summarize(zkw, BATCHES);
-	p->floor = summarize(floor_, BATCHES);
+	bench_stats_of(zkw, BATCHES, &p->zkw);
+	bench_stats_of(floor_, BATCHES, &p->floor);
 }
 
 /* ---- output ---------------------------------------------------------------- */
@@ -205,13 +175,6 @@ static void print_markdown(const struct pair *pairs, int n)
 
 /* ---- setup ----------------------------------------------------------------- */
 
-static void on_signal(int sig)
-{
-	shm_unlink(segment_name); /* a plain unlink(2) in /dev/shm underneath */
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
 static void publish_pattern(zkw_writer *w, unsigned char *content, size_t len, uint64_t serial)
 {
 	zkw_publication p = {
@@ -231,25 +194,23 @@ static void publish_pattern(zkw_writer *w, unsigned char *content, size_t len, u
 static size_t content_page_offset(const zkw_reader *r)
 {
 	uint64_t gen = zkw_reader_generation(r);
-	uintptr_t content = (uintptr_t)(r->base + ZKW_HEADER_SIZE + (gen % r->slot_count) * r->slot_size +
-	                                ZKW_SLOT_CONTENT_OFFSET);
+	uintptr_t content = (uintptr_t)zkw_segment_slot(r->base, r->slot_size, r->slot_count, gen) +
+	                    ZKW_SLOT_CONTENT_OFFSET;
 
 	return content % 4096;
 }
 
-static const char usage_text[] = "Usage: bench_read [--quick] [--markdown]\n"
-                                 "  -q, --quick     smoke run: fewer iterations\n"
-                                 "  -m, --markdown  print a Markdown table (for BENCHMARKS.md)\n"
-                                 "  -h, --help      this text\n";
+static void usage(FILE *out)
+{
+	fputs("Usage: bench_read [--quick] [--markdown]\n"
+	      "  -q, --quick     smoke run: fewer iterations\n"
+	      "  -m, --markdown  print a Markdown table (for BENCHMARKS.md)\n"
+	      "  -h, --help      this text\n",
+	      out);
+}
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	        {"quick", no_argument, NULL, 'q'},
-	        {"markdown", no_argument, NULL, 'm'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
 	const size_t small = 4096, large = 1024 * 1024;
 	bool quick = false, markdown = false;
 	struct pair pairs[3] = {
@@ -264,24 +225,15 @@ int main(int argc, char **argv)
 	zkw_writer *w;
 	zkw_reader r;
 	char why[256];
-	int c, err;
+	int err;
 
-	while ((c = getopt_long(argc, argv, "qmh", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'q': quick = true; break;
-		case 'm': markdown = true; break;
-		case 'h': fputs(usage_text, stdout); return 0;
-		default: fputs(usage_text, stderr); return 2;
-		}
-	}
-	if (optind != argc) {
-		fputs(usage_text, stderr);
-		return 2;
-	}
+	bench_init("bench_read");
+	err = bench_quick_markdown(argc, argv, "bench_read", usage, &quick, &markdown);
+	if (err)
+		return err;
 
 	snprintf(segment_name, sizeof(segment_name), "/zkw.bench.read.%d", (int)getpid());
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
+	bench_unlink_on_exit(segment_name); /* also on SIGINT/SIGTERM */
 	err = zkw_writer_open(&w, segment_name, &opt, why, sizeof(why));
 	if (err) {
 		fprintf(stderr, "bench_read: %s\n", why);

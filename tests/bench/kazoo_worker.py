@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """kazoo_worker.py - one worker of the seed's design, for bench_latency.
 
 The seed's ZookeeperWatcher gave every worker process its own ZooKeeper

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # run.sh - zkw's benchmarks side by side, written to BENCHMARKS.md.
 #
 #   tests/bench/run.sh BUILD_DIR [--quick] [--out FILE]
@@ -165,7 +166,7 @@ kazoo_version=$(/usr/bin/python3 -c 'import importlib.metadata as m; print(m.ver
 	fi
 	echo "## Targets at a glance"
 	echo
-	echo "Every row of the sections below that carries a verdict (DESIGN.md, \"Performance targets\")."
+	echo "Every row of the sections below that carries a verdict (docs/design.md, \"Performance targets\")."
 	echo "Ratios use medians."
 	echo
 	echo "| bench | row (columns as in its section) |"

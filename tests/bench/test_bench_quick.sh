@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # test_bench_quick.sh - smoke test of the benchmarks: `tests/bench/run.sh
 # BUILD_DIR --quick` into a temporary report must complete (< 60 s on 2
 # cores) and contain every figure. Targets are not checked here (they are
@@ -50,7 +51,7 @@ for n in 16 64; do
 	check "baseline C sessions N=$n" "^\| bare C clients, a session each \| $n \| [0-9]+ \| $num \| $num \| $num \| [0-9]+ \|"
 	check "baseline kazoo N=$n" "^\| kazoo DataWatch processes \(the seed\) \| $n \| [0-9]+ \| $num \| $num \| $num \| [0-9]+ \|"
 done
-# DESIGN.md sets the seed targets for 64 workers: judged there, shown at 16.
+# docs/design.md sets the seed targets for 64 workers: judged there, shown at 16.
 check "zkw vs kazoo N=64 with verdicts" "^\| 64 \| $num+x \| >= 20x \| (met|\*\*missed\*\*) \| [0-9]+x \| [0-9]+x \| >= 100x \|"
 check "zkw vs kazoo N=16 shown" "^\| 16 \| $num+x \| \(set for 64\) \| - \| [0-9]+x \| [0-9]+x \|"
 for r in 0 1 2; do

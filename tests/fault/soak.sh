@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # tests/fault/soak.sh BUILD_DIR [--duration SECONDS] [--readers N] [--seed S]
 #
 # The long run of tests/fault/test_soak.c (`make soak`, SOAK_ARGS="--duration 600"):

@@ -1,10 +1,11 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_soak.c - random faults, writes, pointer switches, deletes and
  * recreates against a real 3-node ensemble, a real zkw-broker and reader
  * processes that check every snapshot; after each round's quiet period
  * every reader must hold what ZooKeeper holds.
  *
  * Short inside `make test` (ZKW_SOAK_SECONDS, default 20); `make soak`
- * (tools/soak.sh) runs it for minutes. Prints the counts at the end:
+ * (tests/fault/soak.sh) runs it for minutes. Prints the counts at the end:
  * faults by kind, writes, snapshots checked, torn, lost, duplicates.
  *
  * Environment: ZKW_SOAK_SECONDS, ZKW_SOAK_READERS (per segment, default 2),
@@ -34,6 +35,7 @@
 #include "chaos.h"
 #include "proc.h"
 #include "zkh.h"
+#include "zkw_clock.h"
 
 #define SESSION_MS  4000
 #define QUORUM_MS   60000
@@ -129,12 +131,12 @@ static void random_op(struct soak *s)
 static bool broker_reports_down(const char *shm, int timeout_ms)
 {
 	zkw_reader r;
-	int64_t deadline = chaos_now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	bool down = false;
 
 	if (zkw_reader_open(&r, shm) != 0)
 		return false;
-	while (!(down = !zkw_reader_ping(&r) && !zkw_reader_is_valid(&r)) && chaos_now_ms() < deadline)
+	while (!(down = !zkw_reader_ping(&r) && !zkw_reader_is_valid(&r)) && zkw_clock_mono_ms() < deadline)
 		zkw_reader_wait(&r, zkw_reader_generation(&r), 100);
 	zkw_reader_close(&r);
 	return down;
@@ -148,14 +150,8 @@ struct session_probe {
 static bool session_gone(void *arg)
 {
 	const struct session_probe *p = arg;
-	char needle[40], reply[16384];
 
-	snprintf(needle, sizeof(needle), "sid=0x%" PRIx64, p->id);
-	for (int i = 0; i < zkh_nodes(p->zk); i++)
-		if (zkh_pid(p->zk, i) > 0 &&
-		    (zkh_4lw(p->zk, i, "cons", reply, sizeof(reply)) < 0 || strstr(reply, needle)))
-			return false;
-	return true;
+	return !zkh_session_listed(p->zk, p->id);
 }
 
 static void inject(struct soak *s, enum fault f)
@@ -250,8 +246,8 @@ static void converge(struct soak *s)
 static void test_soak(void **state)
 {
 	struct soak s = {0};
-	int seconds = chaos_env_int("ZKW_SOAK_SECONDS", 20, 10000000);
-	int readers = chaos_env_int("ZKW_SOAK_READERS", 2, 10000000);
+	int seconds = zkh_env_int("ZKW_SOAK_SECONDS", 20, 10000000);
+	int readers = zkh_env_int("ZKW_SOAK_READERS", 2, 10000000);
 	const char *seed = getenv("ZKW_SOAK_SEED");
 	chaos_totals tc, tp;
 
@@ -281,8 +277,8 @@ static void test_soak(void **state)
 	assert_non_null(s.fleet_ptr);
 	converge(&s);
 
-	int64_t end = chaos_now_ms() + (int64_t)seconds * 1000;
-	while (chaos_now_ms() < end) {
+	int64_t end = zkw_clock_mono_ms() + (int64_t)seconds * 1000;
+	while (zkw_clock_mono_ms() < end) {
 		s.rounds++;
 		for (int i = 3 + (int)pick(&s, 10); i > 0; i--)
 			random_op(&s);

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz.h - shared bits of the libFuzzer targets in tests/fuzz/.
  *
  * Each fuzz_<target>.c defines `static int fuzz_<target>(const uint8_t *,
  * size_t)` and, unless ZKW_FUZZ_REPLAY is defined, LLVMFuzzerTestOneInput
- * calling it. tests/test_fuzz_regress.c includes the targets with
+ * calling it. tests/fuzz/test_fuzz_regress.c includes the targets with
  * ZKW_FUZZ_REPLAY and replays tests/fuzz/regress/<target>/ and the seed
  * corpora through the very same functions, built without libFuzzer.
  *

@@ -1,11 +1,13 @@
-/* fuzz_cli.c - zkw-broker's command-line parser (broker/cli.c).
+/* SPDX-License-Identifier: Apache-2.0 */
+/* fuzz_cli.c - zkw-broker's command-line parser (broker/daemon/cli.c).
  *
  * The input is split at NUL bytes into arguments after "zkw-broker". The
- * parser must never crash or exit, must answer OK, HELP or USAGE (with a
- * reason), and an accepted command line must be one the broker can run:
+ * parser must never crash or exit, must answer 0 (maybe --help) or -EINVAL
+ * (with a reason), and an accepted command line must be one the broker can run:
  * hosts given, 1..64 watches, absolute paths, distinct well-formed segment
  * names, capacities and timeouts in range.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,6 +48,7 @@ static int fuzz_cli(const uint8_t *data, size_t size)
 	char *argv[FUZZ_CLI_MAX_ARGS + 2], *argv2[FUZZ_CLI_MAX_ARGS + 2];
 	char why[512];
 	int argc = 0, rc;
+	bool help;
 
 	if (!copy)
 		abort();
@@ -57,14 +60,16 @@ static int fuzz_cli(const uint8_t *data, size_t size)
 	argv[argc] = NULL;
 	memcpy(argv2, argv, sizeof(argv)); /* getopt permutes argv: keep the original order */
 
-	rc = zkw_cli_parse(&cli, argc, argv, why, sizeof(why));
-	FUZZ_CHECK(rc == ZKW_CLI_OK || rc == ZKW_CLI_HELP || rc == ZKW_CLI_USAGE, "documented results");
-	if (rc == ZKW_CLI_USAGE)
+	rc = zkw__cli_parse(&cli, argc, argv, why, sizeof(why));
+	help = cli.help;
+	FUZZ_CHECK(rc == 0 || rc == -EINVAL, "documented results");
+	if (rc == -EINVAL)
 		FUZZ_CHECK(why[0] != '\0' && memchr(why, 0, sizeof(why)), "a reason for bad usage");
-	if (rc == ZKW_CLI_OK)
+	if (rc == 0 && !help)
 		fuzz_cli_check_ok(&cli);
 	/* Parsing twice gives the same answer (getopt state is reset). */
-	FUZZ_CHECK(zkw_cli_parse(&cli, argc, argv2, why, sizeof(why)) == rc, "parse is repeatable");
+	FUZZ_CHECK(zkw__cli_parse(&cli, argc, argv2, why, sizeof(why)) == rc && cli.help == help,
+	           "parse is repeatable");
 	free(copy);
 	return 0;
 }

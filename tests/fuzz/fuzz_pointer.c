@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_pointer.c - zkw_pointer_parse on arbitrary bytes.
  *
  * Never crashes, never writes past outcap, and every success is a path

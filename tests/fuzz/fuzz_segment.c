@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_segment.c - arbitrary bytes as a shared-memory segment.
  *
  * The input becomes the whole content of a POSIX shm object; then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # tests/fuzz/run.sh [SECONDS] [TARGET...] - build each libFuzzer target in
 # tests/fuzz/fuzz_*.c with clang -fsanitize=fuzzer,address,undefined and
 # run it for SECONDS (default 60) on a copy of its seed corpus

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_broker.c - zkw-broker end to end: a real ZooKeeper (zkh), the real
  * zkw-broker binary (proc), and readers through zkw/client.h.
  *
@@ -32,6 +33,7 @@
 
 #include "proc.h"
 #include "zkh.h"
+#include "zkw_clock.h"
 #include "zkw_zk.h"
 
 #define WAIT_MS      20000 /* any single expected change */
@@ -78,22 +80,6 @@ static bool segment_exists(const char *name)
 	return access(path, F_OK) == 0;
 }
 
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void put(const char *path, const char *content)
 {
 	int rc = zkh_set(hosts, path, content, content ? (int)strlen(content) : -1);
@@ -105,16 +91,10 @@ static void put(const char *path, const char *content)
 /* ---- the broker ------------------------------------------------------- */
 
 /* zkw-broker with the given arguments (NULL-terminated). */
-static proc *broker_spawn(const char *arg, ...)
-{
-	const char *argv[64];
-	va_list ap;
-	proc *p;
+#define broker_spawn(...) assert_spawned(proc_spawnl("zkw-broker", __VA_ARGS__))
 
-	va_start(ap, arg);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
-	va_end(ap);
-	p = proc_spawn("zkw-broker", argv);
+static proc *assert_spawned(proc *p)
+{
 	assert_non_null(p);
 	return p;
 }
@@ -242,7 +222,7 @@ static void seg_describe(const struct seg *s)
  * Safe from any thread (no cmocka assertion inside). */
 static bool seg_wait_for(struct seg *s, const struct want *w, int timeout_ms, const char *what)
 {
-	int64_t deadline = mono_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 
 	for (;;) {
 		int64_t left;
@@ -251,7 +231,7 @@ static bool seg_wait_for(struct seg *s, const struct want *w, int timeout_ms, co
 		seg_read(s);
 		if (seg_matches(s, w))
 			return true;
-		left = deadline - mono_ms();
+		left = deadline - zkw_clock_mono_ms();
 		if (left <= 0)
 			break;
 		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
@@ -425,7 +405,7 @@ static void test_one_watch(void **state)
 
 	/* Pushed before the start: published. */
 	WAIT_FOR(&s, "valid, first content", .valid = YES, .content = "first content");
-	now = realtime_ns();
+	now = zkw_clock_ns(CLOCK_REALTIME);
 	assert_true(s.snap.connected);
 	assert_true(s.snap.version >= 0);
 	assert_true(s.snap.mzxid > 0);
@@ -542,24 +522,10 @@ static void test_ensure_creates_node(void **state)
 	stop_broker(b);
 }
 
-/* ZooKeeper sessions of the server's client connections (the `cons` line of
- * a four-letter-word connection itself has no sid). */
-static int server_sessions(void)
-{
-	char reply[16384];
-	int n = 0;
-
-	if (zkh_4lw(zk, 0, "cons", reply, sizeof(reply)) < 0)
-		return -1;
-	for (const char *at = reply; (at = strstr(at, "sid=")); at += 4)
-		n++;
-	return n;
-}
-
 static bool one_session(void *arg)
 {
 	(void)arg;
-	return server_sessions() == 1;
+	return zkh_session_count(hosts) == 1;
 }
 
 static void test_several_watches_one_session(void **state)
@@ -609,7 +575,7 @@ static void test_several_watches_one_session(void **state)
 
 		zkh_4lw(zk, 0, "cons", reply, sizeof(reply));
 		fprintf(stderr, "server connections:\n%s\n", reply);
-		fail_msg("expected exactly one ZooKeeper session, found %d", server_sessions());
+		fail_msg("expected exactly one ZooKeeper session, found %d", zkh_session_count(hosts));
 	}
 
 	seg_close(&a);
@@ -860,10 +826,11 @@ static void test_sigterm_while_zookeeper_paused(void **state)
 	WAIT_FOR(&s, "valid", .valid = YES, .content = "frozen");
 
 	assert_int_equal(zkh_pause(zk), 0);
-	start = mono_ms();
+	start = zkw_clock_mono_ms();
 	assert_int_equal(proc_signal(b, SIGTERM), 0);
 	status = proc_wait(b, 15000);
-	fprintf(stderr, "  stopped in %lld ms with the server paused\n", (long long)(mono_ms() - start));
+	fprintf(stderr, "  stopped in %lld ms with the server paused\n",
+	        (long long)(zkw_clock_mono_ms() - start));
 	assert_int_equal(zkh_resume(zk), 0);
 	assert_int_equal(status, 0);
 	proc_free(b);
@@ -926,7 +893,7 @@ static void test_unknown_host(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
-		int64_t start = mono_ms();
+		int64_t start = zkw_clock_mono_ms();
 		proc *b = broker_spawn("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm, NULL);
 		char *err;
 		int status = proc_wait(b, EXIT_WAIT_MS);
@@ -942,7 +909,7 @@ static void test_unknown_host(void **state)
 			fail_msg("-z %s: the message does not name the host string", bad_hosts[i]);
 		}
 		fprintf(stderr, "  -z %s: exit 1 after %lld ms\n", bad_hosts[i],
-		        (long long)(mono_ms() - start));
+		        (long long)(zkw_clock_mono_ms() - start));
 		free(err);
 		proc_free(b);
 	}
@@ -1004,9 +971,9 @@ static void test_zookeeper_down_at_start(void **state)
 static zhandle_t *connect_with_digest(void)
 {
 	char why[256];
-	zhandle_t *zh = zkw_zk_connect(hosts, WAIT_MS, 10000, why, sizeof(why));
+	zhandle_t *zh;
 
-	if (!zh)
+	if (zkw_zk_connect(&zh, hosts, WAIT_MS, 10000, why, sizeof(why)))
 		fail_msg("%s", why);
 	assert_int_equal(zoo_add_auth(zh, "digest", "zkwtest:secret", 14, NULL, NULL), ZOK);
 	return zh;

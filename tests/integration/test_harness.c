@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_harness.c - the ZooKeeper test harness (tests/support/zkh.c) against
  * real servers: lifecycle, ensemble election and re-election seen by a C
  * client, member restart, the synchronous helpers, pause/resume. */
@@ -21,15 +22,10 @@
 #include <zookeeper/zookeeper.h>
 
 #include "zkh.h"
+#include "zkw_clock.h"
+#include "zkw_zk.h"
 
 #define WAIT_MS 20000
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- a C client whose session state can be awaited --------------------- */
 
@@ -56,22 +52,12 @@ static void client_watcher(zhandle_t *zh, int type, int state, const char *path,
 	pthread_mutex_unlock(&c->lock);
 }
 
-static void quiet_log(const char *message)
-{
-	(void)message;
-}
-
 static void client_open(struct client *c, const char *hosts, int session_ms)
 {
-	pthread_condattr_t attr;
-
 	memset(c, 0, sizeof(*c));
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->changed, &attr);
-	pthread_condattr_destroy(&attr);
-	c->zh = zookeeper_init2(hosts, client_watcher, session_ms, NULL, c, 0, quiet_log);
+	zkw_clock_cond_init(&c->changed);
+	c->zh = zookeeper_init2(hosts, client_watcher, session_ms, NULL, c, 0, zkw_zk_quiet_log);
 	assert_non_null(c->zh);
 }
 
@@ -107,16 +93,9 @@ static int resume_and_close_test_client(void **state)
 /* Wait until pred(state, connected_events, arg) holds; false on timeout. */
 static bool client_await(struct client *c, bool (*pred)(const struct client *, int), int arg, int timeout_ms)
 {
-	struct timespec deadline;
+	struct timespec deadline = zkw_clock_deadline_ms(CLOCK_MONOTONIC, timeout_ms);
 	bool held;
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&c->lock);
 	while (!(held = pred(c, arg)))
 		if (pthread_cond_timedwait(&c->changed, &c->lock, &deadline) == ETIMEDOUT) {
@@ -147,7 +126,7 @@ static bool reconnected_since(const struct client *c, int events_before)
 /* A write through this client, retried while the session reconnects. */
 static int client_write(struct client *c, const char *path, const char *value, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	int rc;
 
 	for (;;) {
@@ -157,7 +136,7 @@ static int client_write(struct client *c, const char *path, const char *value, i
 			                0);
 		if (rc == ZOK || (rc != ZCONNECTIONLOSS && rc != ZOPERATIONTIMEOUT && rc != ZNODEEXISTS))
 			return rc;
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - zkw_clock_mono_ms());
 		if (left <= 0)
 			return rc;
 		client_await(c, is_connected, 0, left);
@@ -184,20 +163,6 @@ static bool pid_gone(int pid)
 	return kill(pid, 0) == -1 && errno == ESRCH;
 }
 
-static void mode_of(zkh_cluster *zk, int member, char *mode, size_t cap)
-{
-	char reply[2048];
-	const char *m;
-
-	mode[0] = '\0';
-	if (zkh_4lw(zk, member, "srvr", reply, sizeof(reply)) <= 0)
-		return;
-	if ((m = strstr(reply, "Mode: ")) != NULL) {
-		m += strlen("Mode: ");
-		snprintf(mode, cap, "%.*s", (int)strcspn(m, "\r\n"), m);
-	}
-}
-
 static void fail_with_logs(zkh_cluster *zk, const char *why)
 {
 	for (int i = 0; i < zkh_nodes(zk); i++)
@@ -222,10 +187,10 @@ static void assert_member_has(zkh_cluster *zk, int member, const char *path, con
 static void test_standalone_start_stop_leaves_nothing(void **state)
 {
 	(void)state;
-	int64_t t0 = now_ms();
+	int64_t t0 = zkw_clock_mono_ms();
 	zkh_cluster *zk = zkh_start(1);
 	assert_non_null(zk);
-	print_message("standalone serving after %lld ms\n", (long long)(now_ms() - t0));
+	print_message("standalone serving after %lld ms\n", (long long)(zkw_clock_mono_ms() - t0));
 
 	int pid = zkh_pid(zk, 0), port = zkh_port(zk, 0);
 	char expect[32], mode[32];
@@ -235,12 +200,12 @@ static void test_standalone_start_stop_leaves_nothing(void **state)
 	assert_int_equal(zkh_nodes(zk), 1);
 	assert_true(zkh_member_serving(zk, 0));
 	assert_int_equal(zkh_leader(zk, 1000), 0);
-	mode_of(zk, 0, mode, sizeof(mode));
+	zkh_member_mode(zk, 0, mode, sizeof(mode));
 	assert_string_equal(mode, "standalone");
 
-	t0 = now_ms();
+	t0 = zkw_clock_mono_ms();
 	zkh_stop(zk);
-	print_message("standalone stopped in %lld ms\n", (long long)(now_ms() - t0));
+	print_message("standalone stopped in %lld ms\n", (long long)(zkw_clock_mono_ms() - t0));
 	assert_true(pid_gone(pid));
 	assert_true(port_refuses(port));
 }
@@ -248,15 +213,15 @@ static void test_standalone_start_stop_leaves_nothing(void **state)
 static void test_ensemble_start_elects_one_leader(void **state)
 {
 	(void)state;
-	int64_t t0 = now_ms();
+	int64_t t0 = zkw_clock_mono_ms();
 	zkh_cluster *zk = zkh_start(3);
 	assert_non_null(zk);
-	print_message("3-node ensemble with a leader after %lld ms\n", (long long)(now_ms() - t0));
+	print_message("3-node ensemble with a leader after %lld ms\n", (long long)(zkw_clock_mono_ms() - t0));
 
 	int leaders = 0, followers = 0, pids[3];
 	for (int i = 0; i < 3; i++) {
 		char mode[32];
-		mode_of(zk, i, mode, sizeof(mode));
+		zkh_member_mode(zk, i, mode, sizeof(mode));
 		leaders += !strcmp(mode, "leader");
 		followers += !strcmp(mode, "follower");
 		pids[i] = zkh_pid(zk, i);
@@ -425,7 +390,7 @@ static void test_leader_kill_reelects_and_client_writes(void **state)
 	events = c->connected_events;
 	pthread_mutex_unlock(&c->lock);
 
-	int64_t t0 = now_ms();
+	int64_t t0 = zkw_clock_mono_ms();
 	assert_int_equal(zkh_member_kill(zk, old_leader), 0);
 	assert_int_equal(zkh_pid(zk, old_leader), 0);
 	assert_false(zkh_member_serving(zk, old_leader));
@@ -433,7 +398,7 @@ static void test_leader_kill_reelects_and_client_writes(void **state)
 	new_leader = zkh_leader(zk, WAIT_MS);
 	if (new_leader < 0)
 		fail_with_logs(zk, "no new leader after the leader was killed");
-	print_message("re-election after leader kill: %lld ms\n", (long long)(now_ms() - t0));
+	print_message("re-election after leader kill: %lld ms\n", (long long)(zkw_clock_mono_ms() - t0));
 	assert_int_not_equal(new_leader, old_leader);
 	assert_int_equal(zkh_wait_serving(zk, WAIT_MS), 0);
 
@@ -445,7 +410,7 @@ static void test_leader_kill_reelects_and_client_writes(void **state)
 
 	/* The old leader rejoins as a follower and catches up. */
 	assert_int_equal(zkh_member_start(zk, old_leader), 0);
-	mode_of(zk, old_leader, mode, sizeof(mode));
+	zkh_member_mode(zk, old_leader, mode, sizeof(mode));
 	assert_string_equal(mode, "follower");
 	assert_int_equal(zkh_leader(zk, WAIT_MS), new_leader);
 	assert_member_has(zk, old_leader, "/reelect", "after");
@@ -502,7 +467,8 @@ int main(void)
 	        cmocka_unit_test(test_set_get_delete_round_trip),
 	        cmocka_unit_test(test_helpers_reject_relative_paths),
 	        cmocka_unit_test(test_four_letter_words_answer),
-	        cmocka_unit_test_teardown(test_pause_disconnects_and_resume_recovers, resume_and_close_test_client),
+	        cmocka_unit_test_teardown(test_pause_disconnects_and_resume_recovers,
+	                                  resume_and_close_test_client),
 	        cmocka_unit_test(test_forked_child_exit_spares_servers),
 	};
 	const struct CMUnitTest ensemble[] = {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_inspect.c - zkw-inspect against segments made with the writer API.
  *
  * Runs the real binary ($ZKW_BUILD/zkw-inspect, ZKW_BUILD defaults to
@@ -28,6 +29,7 @@
 #include <zkw/client.h>
 
 #include "proc.h"
+#include "zkw_clock.h"
 
 #include "publish/writer.h"
 
@@ -152,7 +154,7 @@ static void run_as(struct run *r, const char *input, size_t input_len, uid_t as_
 {
 	int out, err, in = -1;
 	pid_t pid = spawn(argv, &out, &err, input ? &in : NULL, as_uid);
-	struct timespec t0, t;
+	int64_t deadline = zkw_clock_mono_ms() + RUN_TIMEOUT_MS;
 	int open_fds = 2;
 
 	memset(r, 0, sizeof(*r));
@@ -164,14 +166,11 @@ static void run_as(struct run *r, const char *input, size_t input_len, uid_t as_
 		assert_int_equal(write(in, input, input_len), (ssize_t)input_len);
 		close(in);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (open_fds > 0) {
 		struct pollfd p[2] = {{.fd = out, .events = POLLIN}, {.fd = err, .events = POLLIN}};
 		char buf[4096];
-		long left;
+		int64_t left = zkw_clock_ms_left(deadline);
 
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		left = RUN_TIMEOUT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
 		if (left <= 0 || poll(p, 2, (int)left) == 0)
 			break;
 		for (int k = 0; k < 2; k++) {

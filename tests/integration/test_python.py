@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """test_python.py - the Python binding (client/python/zkw.py) against a real
 ZooKeeper server, the real zkw-broker and zkw-push.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_tools.c - zkw-push and zkw-example, the real binaries against a real
  * ZooKeeper (zkh), run through proc. Nodes live under /zkwtt<pid>; the one
  * segment (zkw-example --shm) is named after the pid and unlinked.
@@ -22,6 +23,7 @@
 
 #include "proc.h"
 #include "zkh.h"
+#include "zkw_clock.h"
 
 #define WAIT_MS  20000
 #define DATA_MAX 2000000
@@ -391,17 +393,15 @@ static void test_push_bad_usage(void **state)
 static void test_push_unreachable_server(void **state)
 {
 	char file[512];
-	struct timespec t0, t1;
 	struct run r;
-	long ms;
+	int64_t t0, ms;
 
 	(void)state;
 	local_file(file, sizeof(file), "unreachable.txt", "x", 1);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = zkw_clock_mono_ms();
 	r = run_tool("zkw-push", NULL, "-f", file, "-i", "x", "-p", "/tmp", "-z", "127.0.0.1:1", "--timeout",
 	             "500", NULL);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	ms = zkw_clock_mono_ms() - t0;
 	EXPECT_RUN(r, 1);
 	if (strncmp(r.err, "zkw-push: ", 10) != 0 || !strstr(r.err, "127.0.0.1:1"))
 		fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
@@ -411,16 +411,11 @@ static void test_push_unreachable_server(void **state)
 
 /* ---- zkw-example -------------------------------------------------------- */
 
-static proc *example(const char *arg, ...)
-{
-	const char *argv[32];
-	va_list ap;
-	proc *p;
+/* zkw-example with the given arguments (NULL-terminated). */
+#define example(...) assert_spawned(proc_spawnl("zkw-example", __VA_ARGS__))
 
-	va_start(ap, arg);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
-	va_end(ap);
-	p = proc_spawn("zkw-example", argv);
+static proc *assert_spawned(proc *p)
+{
 	assert_non_null(p);
 	return p;
 }

@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_watcher.c - the watcher library against a real ZooKeeper server.
  *
- * One test per item of the watch contract (DESIGN.md, items 1-11), the
+ * One test per item of the watch contract (docs/design.md, "The watch contract", items 1-11), the
  * seed's three defects (short outage, node created after start, pointer
  * target deleted and recreated) and the rough edges (exactly-once, order,
  * binary, null data, size limit, ACL, bad hosts, close, leaks).
@@ -29,6 +30,7 @@
 #include "zk/internal.h" /* zkw__watch_forget_zk_watches (reconcile test) */
 #include "zkh.h"
 #include <zkw/watcher.h>
+#include <zkw_clock.h>
 
 #define WAIT_MS 15000
 /* Session timeout for most tests: the harness's tickTime is short, so the
@@ -38,35 +40,10 @@
 static zkh_cluster *zk;
 static const char *hosts;
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-static struct timespec deadline_after(int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
+#define now_ms()     zkw_clock_mono_ms()
+#define sleep_ms(ms) zkw_clock_sleep_ms(ms)
+/* For the test's own condition variables (default clock: CLOCK_REALTIME). */
+#define deadline_after(ms) zkw_clock_deadline_ms(CLOCK_REALTIME, (ms))
 
 static int count_dir(const char *path)
 {
@@ -387,13 +364,10 @@ static int rec_serial_changes(struct rec *r)
 static zkw_session *open_session_opt(const char *h, zkw_session_options *o)
 {
 	char why[512] = "";
-	int err = 0;
 	zkw_session *s;
+	int err = zkw_session_open(&s, h, o, why, sizeof why);
 
-	o->errbuf = why;
-	o->errlen = sizeof why;
-	s = zkw_session_open(h, o, &err);
-	if (!s)
+	if (err < 0)
 		fail_msg("zkw_session_open(%s): %d %s", h, err, why);
 	return s;
 }
@@ -411,8 +385,9 @@ static zkw_session *open_session(void)
 static zkw_watch *watch(zkw_session *s, const char *path, struct rec *r, bool pointer, size_t max_len)
 {
 	zkw_watch_options o = {.pointer = pointer, .max_len = max_len, .on_state = rec_on_state, .ctx = r};
-	zkw_watch *w = zkw_session_watch(s, path, &o);
+	zkw_watch *w = NULL;
 
+	assert_int_equal(zkw_session_watch(s, path, &o, &w), 0);
 	assert_non_null(w);
 	return w;
 }
@@ -473,7 +448,7 @@ static bool new_session_pred(void *s)
 	int64_t id;
 	char pw[16];
 
-	return zkw_session_identity(s, &id, pw) && id != expired_from;
+	return zkw_session_identity(s, &id, pw) == 0 && id != expired_from;
 }
 
 /* Expire our session for real: a second handle attaches to the same session
@@ -484,7 +459,7 @@ static void expire_session(zkw_session *s)
 {
 	clientid_t cid;
 
-	assert_true(zkw_session_identity(s, &cid.client_id, cid.passwd));
+	assert_int_equal(zkw_session_identity(s, &cid.client_id, cid.passwd), 0);
 	expired_from = cid.client_id;
 	for (int attempt = 0; attempt < 5; attempt++) {
 		attach_and_close(&cid);
@@ -581,11 +556,11 @@ static void h_error(void *ctx, const char *message)
 	ev_push(ctx, 'E', false, message, strlen(message));
 }
 
-static const zkw_watcher_handlers *handlers(struct evlog *l)
+static const zkw_handlers *handlers(struct evlog *l)
 {
-	static __thread zkw_watcher_handlers h;
+	static __thread zkw_handlers h;
 
-	h = (zkw_watcher_handlers){.valid = h_valid, .config = h_config, .error = h_error, .ctx = l};
+	h = (zkw_handlers){.valid = h_valid, .config = h_config, .error = h_error, .ctx = l};
 	return &h;
 }
 
@@ -706,9 +681,8 @@ static zkw_watcher *open_watcher(const char *path, struct evlog *l, unsigned fla
 
 	zkw_session_options_init(&o);
 	o.session_timeout_ms = SESSION_MS;
-	w = zkw_watcher_open_ex(hosts, path, l ? handlers(l) : NULL, flags | ZKW_WATCHER_VALID_INIT, &o, why,
-	                        sizeof why);
-	if (!w)
+	if (zkw_watcher_open_ex(&w, hosts, path, l ? handlers(l) : NULL, flags | ZKW_WATCHER_VALID_INIT, &o,
+	                        why, sizeof why) < 0)
 		fail_msg("zkw_watcher_open(%s): %s", path, why);
 	return w;
 }
@@ -988,7 +962,7 @@ static void test_c5_session_expiry(void **state)
 	watch(s, "/c5x/b", &r2, true, 0);
 	WAIT_STATE(&r1, WAIT_MS, .valid = YES, .content = "alpha");
 	WAIT_STATE(&r2, WAIT_MS, .valid = YES, .content = "alpha");
-	assert_true(zkw_session_identity(s, &id1, pw));
+	assert_int_equal(zkw_session_identity(s, &id1, pw), 0);
 	threads = settled_threads();
 	fds = count_fds();
 
@@ -996,7 +970,7 @@ static void test_c5_session_expiry(void **state)
 	WAIT_STATE(&r1, WAIT_MS, .min_disconnects = 1);
 	WAIT_STATE(&r1, WAIT_MS, .valid = YES, .connected = YES, .content = "alpha");
 	WAIT_STATE(&r2, WAIT_MS, .valid = YES, .connected = YES, .content = "alpha");
-	assert_true(zkw_session_identity(s, &id2, pw));
+	assert_int_equal(zkw_session_identity(s, &id2, pw), 0);
 	assert_true(id1 != id2);
 	assert_int_equal(rec_serial_changes(&r1), 1); /* no duplicate delivery */
 	assert_int_equal(rec_serial_changes(&r2), 1);
@@ -1059,6 +1033,7 @@ static void test_c6_valid_init_fails_fast(void **state)
 	zkw_session_options o;
 	char why[512] = "";
 	zkw_watcher *w;
+	zkw_session *s;
 	int64_t t0;
 	int err = 0;
 
@@ -1067,19 +1042,19 @@ static void test_c6_valid_init_fails_fast(void **state)
 	o.session_timeout_ms = SESSION_MS;
 	o.valid_init = true;
 	o.init_timeout_ms = 1000;
-	o.errbuf = why;
-	o.errlen = sizeof why;
 	pause_server();
 	t0 = now_ms();
-	assert_null(zkw_session_open(hosts, &o, &err));
+	err = zkw_session_open(&s, hosts, &o, why, sizeof why);
+	assert_null(s);
 	assert_int_equal(err, -ETIMEDOUT);
 	assert_true(now_ms() - t0 < 3000);
 	assert_non_null(strstr(why, "no ZooKeeper server answered"));
 
 	/* The seed's API: same, through the flag. */
 	t0 = now_ms();
-	o.errbuf = NULL;
-	w = zkw_watcher_open_ex(hosts, "/c6/x", NULL, ZKW_WATCHER_VALID_INIT, &o, why, sizeof why);
+	assert_int_equal(
+	        zkw_watcher_open_ex(&w, hosts, "/c6/x", NULL, ZKW_WATCHER_VALID_INIT, &o, why, sizeof why),
+	        -ETIMEDOUT);
 	assert_null(w);
 	assert_true(now_ms() - t0 < 3000);
 	assert_non_null(strstr(why, "within 1000 ms"));
@@ -1118,6 +1093,7 @@ static void test_c6_unknown_host(void **state)
 	zkw_session_options o;
 	struct rec r;
 	zkw_session *s;
+	zkw_watcher *w;
 	char why[512];
 
 	(void)state;
@@ -1127,20 +1103,22 @@ static void test_c6_unknown_host(void **state)
 
 		zkw_session_options_init(&o);
 		o.valid_init = true;
-		o.errbuf = why;
-		o.errlen = sizeof why;
 		why[0] = '\0';
-		assert_null(zkw_session_open(bad[i], &o, &err));
+		err = zkw_session_open(&s, bad[i], &o, why, sizeof why);
+		assert_null(s);
 		assert_true(err < 0);
 		assert_true(now_ms() - t0 < 3000);
 		assert_non_null(strstr(why, bad[i]));
 		print_message("'%s' -> %s\n", bad[i], why);
 	}
-	assert_null(zkw_watcher_open("nonexistent.invalid:2181", "/x", NULL, ZKW_WATCHER_VALID_INIT, why,
-	                             sizeof why));
+	assert_true(zkw_watcher_open(&w, "nonexistent.invalid:2181", "/x", NULL, ZKW_WATCHER_VALID_INIT, why,
+	                             sizeof why) < 0);
+	assert_null(w);
 	assert_non_null(strstr(why, "resolve"));
-	assert_null(zkw_session_open("", NULL, NULL));
-	assert_null(zkw_session_open(NULL, NULL, NULL));
+	assert_int_equal(zkw_session_open(&s, "", NULL, NULL, 0), -EINVAL);
+	assert_null(s);
+	assert_int_equal(zkw_session_open(&s, NULL, NULL, NULL, 0), -EINVAL);
+	assert_null(s);
 
 	/* Without valid_init: the watch reports why it cannot connect. */
 	rec_init(&r);
@@ -1155,16 +1133,21 @@ static void test_c6_unknown_host(void **state)
 /* 7: bad watched paths are refused up front. */
 static void test_c7_watch_path_checked(void **state)
 {
+	zkw_watch *w = NULL;
 	zkw_session *s;
 
 	(void)state;
 	s = open_session();
-	assert_null(zkw_session_watch(s, "relative", NULL));
-	assert_null(zkw_session_watch(s, "/a/", NULL));
-	assert_null(zkw_session_watch(s, "/a/../b", NULL));
-	assert_null(zkw_session_watch(s, "/", NULL));
-	assert_null(zkw_session_watch(s, " /a", NULL));
-	assert_non_null(zkw_session_watch(s, "/fine", NULL)); /* no on_state is fine too */
+	assert_int_equal(zkw_session_watch(s, "relative", NULL, &w), -EINVAL);
+	assert_null(w);
+	assert_int_equal(zkw_session_watch(s, "/a/", NULL, &w), -EINVAL);
+	assert_int_equal(zkw_session_watch(s, "/a/../b", NULL, &w), -EINVAL);
+	assert_int_equal(zkw_session_watch(s, "/", NULL, &w), -EINVAL);
+	assert_int_equal(zkw_session_watch(s, " /a", NULL, &w), -EINVAL);
+	assert_null(w);
+	assert_int_equal(zkw_session_watch(s, "/fine", NULL, &w), 0); /* no on_state is fine too */
+	assert_non_null(w);
+	assert_int_equal(zkw_session_watch(s, "/fine/too", NULL, NULL), 0); /* out may be NULL */
 	zkw_session_close(s);
 }
 
@@ -1422,7 +1405,7 @@ static void test_c11_reconcile(void **state)
 	pthread_mutex_unlock(&r.lock);
 	assert_int_equal(rec_serial_changes(&r), changes);
 
-	assert_int_equal(zkw__watch_forget_zk_watches(w), ZOK);
+	assert_int_equal(zkw__watch_forget_zk_watches(w), 0);
 	zsets("/c11/node", "second");
 	/* Missed by the watch (proved by the absence of a fast update would need
 	 * a sleep); found by the next reconcile, within its period + jitter. */
@@ -1454,7 +1437,7 @@ static void test_c11_reconcile_off_misses(void **state)
 	s = open_session_opt(hosts, &o);
 	w = watch(s, "/c11/off", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "first");
-	assert_int_equal(zkw__watch_forget_zk_watches(w), ZOK);
+	assert_int_equal(zkw__watch_forget_zk_watches(w), 0);
 	zsets("/c11/off", "second");
 	sleep_ms(1500); /* prove nothing notices without reconcile */
 	pthread_mutex_lock(&r.lock);

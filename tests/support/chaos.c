@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* chaos.c - the moving parts of fault tests (see chaos.h). */
 #include "chaos.h"
 
@@ -5,14 +6,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,19 +20,13 @@
 #include <zkw/client.h>
 
 #include "zkh.h"
+#include "zkw_clock.h"
+#include "zkw_zk.h"
 
 #define CHAOS_DISPATCH_MS   200  /* a reader's zkw_dispatch timeout */
 #define CHAOS_HANG_SLACK_MS 2000 /* overrun that counts as a hang (2-core box) */
 #define CHAOS_MAX_READERS   64
 #define CHAOS_READER_BUF    (ZKW_DEFAULT_CAPACITY + 4096)
-
-int64_t chaos_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 uint64_t chaos_rand(uint64_t *s)
 {
@@ -47,17 +39,9 @@ uint64_t chaos_rand(uint64_t *s)
 	return x * 0x2545f4914f6cdd1dULL;
 }
 
-static void chaos_sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
 /* ---- content ---------------------------------------------------------- */
 
-static uint32_t chaos_crc32(const uint8_t *p, size_t n)
+static uint32_t content_crc32(const uint8_t *p, size_t n)
 {
 	uint32_t crc = 0xffffffffu;
 
@@ -83,7 +67,7 @@ size_t chaos_content(void *buf, size_t cap, uint64_t seq)
 	for (size_t i = 0; i < payload; i++)
 		p[i] = (uint8_t)chaos_rand(&rng);
 	head = snprintf(out, 64, "zkwc1 seq=%" PRIu64 " n=%zu crc=%08x\n", seq, payload,
-	                chaos_crc32(p, payload));
+	                content_crc32(p, payload));
 	memmove(out + head, p, payload);
 	return (size_t)head + payload;
 }
@@ -108,7 +92,7 @@ int chaos_check(const void *buf, size_t len, uint64_t *seq)
 		return -1;
 	if ((size_t)(nl + 1 - s) + n != len)
 		return -1;
-	if (chaos_crc32((const uint8_t *)nl + 1, n) != crc)
+	if (content_crc32((const uint8_t *)nl + 1, n) != crc)
 		return -1;
 	if (seq)
 		*seq = sq;
@@ -138,22 +122,21 @@ struct chaos_readers {
 	struct chaos_shared *sh;
 	int n;
 	pid_t pid[CHAOS_MAX_READERS];
-	int pidfd[CHAOS_MAX_READERS];
 	char shm[ZKW_SHM_NAME_MAX + 1];
 };
 
-static void chaos_bump(struct chaos_shared *sh)
+static void bump(struct chaos_shared *sh)
 {
 	__atomic_fetch_add(&sh->progress, 1, __ATOMIC_RELEASE);
 	syscall(SYS_futex, &sh->progress, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-static void chaos_add(struct chaos_reader_slot *r, int k, uint64_t v)
+static void count_add(struct chaos_reader_slot *r, int k, uint64_t v)
 {
 	__atomic_fetch_add(&r->c[k], v, __ATOMIC_RELAXED);
 }
 
-static void chaos_note(struct chaos_reader_slot *r, const char *what, uint64_t a, uint64_t b)
+static void note(struct chaos_reader_slot *r, const char *what, uint64_t a, uint64_t b)
 {
 	if (r->note[0])
 		return;
@@ -161,7 +144,7 @@ static void chaos_note(struct chaos_reader_slot *r, const char *what, uint64_t a
 }
 
 /* The reader child's own state (it has one dispatcher). */
-struct chaos_child {
+struct reader_child {
 	struct chaos_reader_slot *slot;
 	uint8_t *buf;
 	zkw_dispatcher *d;
@@ -173,30 +156,30 @@ struct chaos_child {
 	bool any_config;
 };
 
-static void chaos_on_config(void *ctx, const void *content, size_t len)
+static void on_config(void *ctx, const void *content, size_t len)
 {
-	struct chaos_child *c = ctx;
+	struct reader_child *c = ctx;
 	uint64_t seq = 0, cgen = c->d->snap.content_gen;
 	int ok = chaos_check(content, len, &seq);
-	uint32_t crc = chaos_crc32(content, len);
+	uint32_t crc = content_crc32(content, len);
 
-	chaos_add(c->slot, C_CONFIG, 1);
+	count_add(c->slot, C_CONFIG, 1);
 	if (ok < 0) {
-		chaos_add(c->slot, C_TORN, 1);
-		chaos_note(c->slot, "config() with torn content, len/gen", len, c->d->snap.generation);
+		count_add(c->slot, C_TORN, 1);
+		note(c->slot, "config() with torn content, len/gen", len, c->d->snap.generation);
 	}
 	if (c->any_config && len == c->last_len && crc == c->last_crc) {
-		chaos_add(c->slot, C_DUP, 1);
-		chaos_note(c->slot, "config() twice for one content, seq/gen", seq, c->d->snap.generation);
+		count_add(c->slot, C_DUP, 1);
+		note(c->slot, "config() twice for one content, seq/gen", seq, c->d->snap.generation);
 	}
 	if (c->any_config && cgen <= c->last_cgen) {
-		chaos_add(c->slot, C_CGENREG, 1);
-		chaos_note(c->slot, "content_gen not rising", c->last_cgen, cgen);
+		count_add(c->slot, C_CGENREG, 1);
+		note(c->slot, "content_gen not rising", c->last_cgen, cgen);
 	}
 	if (c->any_config && seq < c->last_config_seq)
-		chaos_add(c->slot, C_SEQREG, 1);
+		count_add(c->slot, C_SEQREG, 1);
 	if (!c->any_config || seq > c->max_seq) {
-		chaos_add(c->slot, C_DISTINCT, 1);
+		count_add(c->slot, C_DISTINCT, 1);
 		c->max_seq = seq;
 	}
 	c->any_config = true;
@@ -206,13 +189,13 @@ static void chaos_on_config(void *ctx, const void *content, size_t len)
 	c->last_len = len;
 }
 
-static void chaos_reader_main(struct chaos_shared *sh, int idx, const char *shm)
+static void reader_main(struct chaos_shared *sh, int idx, const char *shm)
 {
 	struct chaos_reader_slot *slot = &sh->r[idx];
 	zkw_reader r;
 	zkw_dispatcher d;
-	struct chaos_child c = {.slot = slot, .d = &d};
-	zkw_handlers h = {.config = chaos_on_config, .ctx = &c};
+	struct reader_child c = {.slot = slot, .d = &d};
+	zkw_handlers h = {.config = on_config, .ctx = &c};
 	uint64_t last_gen = 0;
 
 	c.buf = mmap(NULL, CHAOS_READER_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -223,25 +206,25 @@ static void chaos_reader_main(struct chaos_shared *sh, int idx, const char *shm)
 	while (zkw_reader_open(&r, shm) != 0) {
 		if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
 			_exit(0);
-		chaos_sleep_ms(20);
+		zkw_clock_sleep_ms(20);
 	}
 	__atomic_store_n(&slot->opened, 1, __ATOMIC_RELEASE);
 	zkw_dispatcher_init(&d, &r, &h, c.buf, CHAOS_READER_BUF);
 	while (!__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE)) {
-		int64_t t0 = chaos_now_ms(), dt;
+		int64_t t0 = zkw_clock_mono_ms(), dt;
 		int rc = zkw_dispatch(&d, CHAOS_DISPATCH_MS);
 
-		dt = chaos_now_ms() - t0;
+		dt = zkw_clock_mono_ms() - t0;
 		if ((uint64_t)dt > __atomic_load_n(&slot->c[C_MAXMS], __ATOMIC_RELAXED))
 			__atomic_store_n(&slot->c[C_MAXMS], (uint64_t)dt, __ATOMIC_RELAXED);
 		if (dt > CHAOS_DISPATCH_MS + CHAOS_HANG_SLACK_MS) {
-			chaos_add(slot, C_HANG, 1);
-			chaos_note(slot, "zkw_dispatch hung, ms/gen", (uint64_t)dt, d.seen);
+			count_add(slot, C_HANG, 1);
+			note(slot, "zkw_dispatch hung, ms/gen", (uint64_t)dt, d.seen);
 		}
 		if (rc < 0 && rc != -EINTR) {
-			chaos_add(slot, C_ERR, 1);
-			chaos_note(slot, "zkw_dispatch error, -errno/gen", (uint64_t)-rc, d.seen);
-			chaos_sleep_ms(10);
+			count_add(slot, C_ERR, 1);
+			note(slot, "zkw_dispatch error, -errno/gen", (uint64_t)-rc, d.seen);
+			zkw_clock_sleep_ms(10);
 			continue;
 		}
 		if (d.snap.generation == last_gen)
@@ -249,20 +232,20 @@ static void chaos_reader_main(struct chaos_shared *sh, int idx, const char *shm)
 		uint64_t seq = 0;
 		int ok = chaos_check(c.buf, d.snap.len, &seq);
 
-		chaos_add(slot, C_SNAP, 1);
+		count_add(slot, C_SNAP, 1);
 		if (ok < 0) {
-			chaos_add(slot, C_TORN, 1);
-			chaos_note(slot, "torn snapshot, len/gen", d.snap.len, d.snap.generation);
+			count_add(slot, C_TORN, 1);
+			note(slot, "torn snapshot, len/gen", d.snap.len, d.snap.generation);
 		}
 		if (d.snap.generation < last_gen) {
-			chaos_add(slot, C_GENREG, 1);
-			chaos_note(slot, "generation went back", last_gen, d.snap.generation);
+			count_add(slot, C_GENREG, 1);
+			note(slot, "generation went back", last_gen, d.snap.generation);
 		}
 		last_gen = d.snap.generation;
 		__atomic_store_n(&slot->last_seq, ok > 0 ? seq : 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&slot->last_valid, d.snap.valid, __ATOMIC_RELAXED);
 		__atomic_store_n(&slot->last_gen, last_gen, __ATOMIC_RELEASE);
-		chaos_bump(sh);
+		bump(sh);
 	}
 	zkw_reader_close(&r);
 	_exit(0);
@@ -271,7 +254,6 @@ static void chaos_reader_main(struct chaos_shared *sh, int idx, const char *shm)
 chaos_readers *chaos_readers_start(const char *shm, int n)
 {
 	chaos_readers *rd;
-	pid_t parent = getpid();
 
 	if (n < 1 || n > CHAOS_MAX_READERS)
 		return NULL;
@@ -285,29 +267,22 @@ chaos_readers *chaos_readers_start(const char *shm, int n)
 	}
 	snprintf(rd->shm, sizeof(rd->shm), "%s", shm);
 	for (int i = 0; i < n; i++) {
-		pid_t pid = fork();
+		pid_t pid = proc_fork();
 
-		if (pid == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
-			if (getppid() != parent)
-				_exit(1);
-			signal(SIGTERM, SIG_DFL);
-			signal(SIGINT, SIG_DFL);
-			chaos_reader_main(rd->sh, i, rd->shm);
-		}
+		if (pid == 0)
+			reader_main(rd->sh, i, rd->shm);
 		if (pid < 0) {
-			fprintf(stderr, "chaos: fork: %s\n", strerror(errno));
+			fprintf(stderr, "chaos: fork: %s\n", strerror(-pid));
 			chaos_readers_stop(rd, 5000, NULL);
 			return NULL;
 		}
 		rd->pid[i] = pid;
-		rd->pidfd[i] = (int)syscall(SYS_pidfd_open, pid, 0);
 		rd->n = i + 1;
 	}
 	return rd;
 }
 
-static void chaos_report(chaos_readers *rd, const char *why)
+static void report(chaos_readers *rd, const char *why)
 {
 	fprintf(stderr, "chaos: %s\n", why);
 	for (int i = 0; i < rd->n; i++) {
@@ -321,10 +296,10 @@ static void chaos_report(chaos_readers *rd, const char *why)
 }
 
 /* Wait on the progress word until pred holds for every reader. */
-static bool chaos_readers_wait(chaos_readers *rd, bool (*pred)(const struct chaos_reader_slot *, uint64_t),
-                               uint64_t arg, int timeout_ms, const char *what)
+static bool readers_wait(chaos_readers *rd, bool (*pred)(const struct chaos_reader_slot *, uint64_t),
+                         uint64_t arg, int timeout_ms, const char *what)
 {
-	int64_t deadline = chaos_now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 
 	for (;;) {
 		uint32_t word = __atomic_load_n(&rd->sh->progress, __ATOMIC_ACQUIRE);
@@ -334,38 +309,38 @@ static bool chaos_readers_wait(chaos_readers *rd, bool (*pred)(const struct chao
 			ok += pred(&rd->sh->r[i], arg);
 		if (ok == rd->n)
 			return true;
-		int64_t left = deadline - chaos_now_ms();
+		int64_t left = deadline - zkw_clock_mono_ms();
 		if (left <= 0) {
 			char why[160];
 			snprintf(why, sizeof(why), "readers did not reach %s %" PRIu64 " within %d ms", what,
 			         arg, timeout_ms);
-			chaos_report(rd, why);
+			report(rd, why);
 			return false;
 		}
-		struct timespec rel = {left / 1000, (long)(left % 1000) * 1000000L};
+		struct timespec rel = zkw_clock_timespec((uint64_t)left * 1000000u);
 		syscall(SYS_futex, &rd->sh->progress, FUTEX_WAIT, word, &rel, NULL, 0);
 	}
 }
 
-static bool chaos_at_seq(const struct chaos_reader_slot *s, uint64_t seq)
+static bool at_seq(const struct chaos_reader_slot *s, uint64_t seq)
 {
 	return __atomic_load_n(&s->last_gen, __ATOMIC_ACQUIRE) && s->last_valid &&
 	       __atomic_load_n(&s->last_seq, __ATOMIC_RELAXED) == seq;
 }
 
-static bool chaos_at_gen(const struct chaos_reader_slot *s, uint64_t gen)
+static bool at_gen(const struct chaos_reader_slot *s, uint64_t gen)
 {
 	return __atomic_load_n(&s->last_gen, __ATOMIC_ACQUIRE) >= gen;
 }
 
 bool chaos_readers_wait_seq(chaos_readers *rd, uint64_t seq, int timeout_ms)
 {
-	return chaos_readers_wait(rd, chaos_at_seq, seq, timeout_ms, "valid content seq");
+	return readers_wait(rd, at_seq, seq, timeout_ms, "valid content seq");
 }
 
 bool chaos_readers_wait_gen(chaos_readers *rd, uint64_t gen, int timeout_ms)
 {
-	return chaos_readers_wait(rd, chaos_at_gen, gen, timeout_ms, "generation");
+	return readers_wait(rd, at_gen, gen, timeout_ms, "generation");
 }
 
 void chaos_readers_totals(chaos_readers *rd, chaos_totals *t)
@@ -385,42 +360,26 @@ void chaos_readers_totals(chaos_readers *rd, chaos_totals *t)
 
 int chaos_readers_stop(chaos_readers *rd, int timeout_ms, chaos_totals *t)
 {
-	int64_t deadline = chaos_now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	int bad = 0;
 
 	if (!rd)
 		return 0;
 	__atomic_store_n(&rd->sh->stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < rd->n; i++) {
-		int status = 0;
-		pid_t got = 0;
-
 		/* Readers notice stop within one dispatch timeout. */
-		while ((got = waitpid(rd->pid[i], &status, WNOHANG)) == 0) {
-			int64_t left = deadline - chaos_now_ms();
-			struct pollfd pfd = {.fd = rd->pidfd[i], .events = POLLIN};
+		int64_t left = deadline - zkw_clock_mono_ms();
+		int status = proc_reap_pid(rd->pid[i], left > 0 ? (int)left : 0);
 
-			if (left <= 0 || rd->pidfd[i] < 0) {
-				if (left <= 0)
-					fprintf(stderr,
-					        "chaos: reader %d (pid %d) did not stop in %d ms: killed\n",
-					        i, (int)rd->pid[i], timeout_ms);
-				kill(rd->pid[i], SIGKILL);
-				if (left <= 0)
-					bad++, status = 0;
-				while ((got = waitpid(rd->pid[i], &status, 0)) == -1 && errno == EINTR)
-					;
-				break;
-			}
-			poll(&pfd, 1, (int)left);
-		}
-		if (got == rd->pid[i] && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		if (status == -1) {
+			fprintf(stderr, "chaos: reader %d (pid %d) did not stop in %d ms: killed\n", i,
+			        (int)rd->pid[i], timeout_ms);
+			bad++;
+		} else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 			fprintf(stderr, "chaos: reader %d (pid %d) ended with status 0x%x\n", i,
 			        (int)rd->pid[i], status);
 			bad++;
 		}
-		if (rd->pidfd[i] >= 0)
-			close(rd->pidfd[i]);
 	}
 	if (t)
 		chaos_readers_totals(rd, t);
@@ -471,7 +430,7 @@ struct chaos_writer {
 	int result;
 };
 
-static void chaos_writer_done(int rc, const struct Stat *stat, const void *data)
+static void writer_done(int rc, const struct Stat *stat, const void *data)
 {
 	struct chaos_writer *w = (struct chaos_writer *)data;
 
@@ -485,21 +444,16 @@ static void chaos_writer_done(int rc, const struct Stat *stat, const void *data)
 	pthread_mutex_unlock(&w->lock);
 }
 
-static void chaos_quiet_log(const char *message)
-{
-	(void)message;
-}
-
-static void chaos_no_watch(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+static void no_watch(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
 	(void)zh, (void)type, (void)state, (void)path, (void)ctx;
 }
 
-static void *chaos_writer_main(void *arg)
+static void *writer_main(void *arg)
 {
 	struct chaos_writer *w = arg;
 	char buf[CHAOS_CONTENT_MAX];
-	zhandle_t *zh = zookeeper_init2(w->hosts, chaos_no_watch, 4000, NULL, NULL, 0, chaos_quiet_log);
+	zhandle_t *zh = zookeeper_init2(w->hosts, no_watch, 4000, NULL, NULL, 0, zkw_zk_quiet_log);
 
 	pthread_mutex_lock(&w->lock);
 	while (zh && !w->stop) {
@@ -507,7 +461,7 @@ static void *chaos_writer_main(void *arg)
 
 		w->pending = true;
 		pthread_mutex_unlock(&w->lock);
-		int rc = zoo_aset(zh, w->path, buf, (int)len, -1, chaos_writer_done, w);
+		int rc = zoo_aset(zh, w->path, buf, (int)len, -1, writer_done, w);
 		pthread_mutex_lock(&w->lock);
 		if (rc != ZOK) { /* not even queued (expired/closing handle) */
 			w->pending = false;
@@ -515,8 +469,8 @@ static void *chaos_writer_main(void *arg)
 				/* expired: start a new handle */
 				pthread_mutex_unlock(&w->lock);
 				zookeeper_close(zh);
-				zh = zookeeper_init2(w->hosts, chaos_no_watch, 4000, NULL, NULL, 0,
-				                     chaos_quiet_log);
+				zh = zookeeper_init2(w->hosts, no_watch, 4000, NULL, NULL, 0,
+				                     zkw_zk_quiet_log);
 				pthread_mutex_lock(&w->lock);
 			}
 		}
@@ -528,13 +482,9 @@ static void *chaos_writer_main(void *arg)
 		if (w->stop)
 			break;
 		if (w->pace_ms > 0 || (!w->pending && w->result != ZOK)) {
-			struct timespec until;
-			int ms = w->pace_ms > 0 ? w->pace_ms : 20;
+			struct timespec until =
+			        zkw_clock_deadline_ms(CLOCK_MONOTONIC, w->pace_ms > 0 ? w->pace_ms : 20);
 
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += (long)ms * 1000000L;
-			until.tv_sec += until.tv_nsec / 1000000000L;
-			until.tv_nsec %= 1000000000L;
 			while (!w->stop && pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
 				;
 		}
@@ -548,7 +498,6 @@ static void *chaos_writer_main(void *arg)
 chaos_writer *chaos_writer_start(const char *hosts, const char *path, uint64_t first_seq, int pace_ms)
 {
 	chaos_writer *w = calloc(1, sizeof(*w));
-	pthread_condattr_t attr;
 
 	if (!w)
 		return NULL;
@@ -557,11 +506,8 @@ chaos_writer *chaos_writer_start(const char *hosts, const char *path, uint64_t f
 	w->seq = first_seq;
 	w->pace_ms = pace_ms;
 	pthread_mutex_init(&w->lock, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cond, &attr);
-	pthread_condattr_destroy(&attr);
-	if (pthread_create(&w->thread, NULL, chaos_writer_main, w) != 0) {
+	zkw_clock_cond_init(&w->cond);
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
 		free(w);
 		return NULL;
 	}
@@ -578,14 +524,9 @@ uint64_t chaos_writer_acked(chaos_writer *w)
 
 bool chaos_writer_wait_more(chaos_writer *w, uint64_t more, int timeout_ms)
 {
-	struct timespec until;
+	struct timespec until = zkw_clock_deadline_ms(CLOCK_MONOTONIC, timeout_ms);
 	bool ok;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
 	pthread_mutex_lock(&w->lock);
 	uint64_t target = w->acked + more;
 	while (w->acked < target && pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
@@ -620,7 +561,7 @@ uint64_t chaos_writer_stop(chaos_writer *w)
 
 int chaos_zk_seq(const char *hosts, const char *path, uint64_t *seq, int timeout_ms)
 {
-	int64_t deadline = chaos_now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	static char buf[CHAOS_CONTENT_MAX];
 	int rc;
 
@@ -630,23 +571,23 @@ int chaos_zk_seq(const char *hosts, const char *path, uint64_t *seq, int timeout
 		rc = zkh_get(hosts, path, buf, &len);
 		if (rc == ZOK)
 			return chaos_check(buf, (size_t)(len < 0 ? 0 : len), seq) > 0 ? 0 : -1;
-		if (chaos_now_ms() >= deadline) {
+		if (zkw_clock_mono_ms() >= deadline) {
 			fprintf(stderr, "chaos: cannot read %s from %s: %s\n", path, hosts, zerror(rc));
 			return rc;
 		}
-		chaos_sleep_ms(100); /* no quorum yet: nothing to wait on but time */
+		zkw_clock_sleep_ms(100); /* no quorum yet: nothing to wait on but time */
 	}
 }
 
 int chaos_zk_put(const char *hosts, const char *path, uint64_t seq, int timeout_ms)
 {
-	int64_t deadline = chaos_now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	char buf[CHAOS_CONTENT_MAX];
 	size_t len = chaos_content(buf, sizeof(buf), seq);
 	int rc;
 
-	while ((rc = zkh_set(hosts, path, buf, (int)len)) != ZOK && chaos_now_ms() < deadline)
-		chaos_sleep_ms(100);
+	while ((rc = zkh_set(hosts, path, buf, (int)len)) != ZOK && zkw_clock_mono_ms() < deadline)
+		zkw_clock_sleep_ms(100);
 	return rc;
 }
 
@@ -695,7 +636,7 @@ int chaos_broker_sessions(proc *b, uint64_t *ids, int max)
 	return n;
 }
 
-static int chaos_count_dir(pid_t pid, const char *what)
+static int count_dir(pid_t pid, const char *what)
 {
 	char path[64];
 	struct dirent *e;
@@ -714,22 +655,10 @@ static int chaos_count_dir(pid_t pid, const char *what)
 
 int chaos_thread_count(pid_t pid)
 {
-	return chaos_count_dir(pid, "task");
+	return count_dir(pid, "task");
 }
 
 int chaos_fd_count(pid_t pid)
 {
-	return chaos_count_dir(pid, "fd");
-}
-
-int chaos_env_int(const char *name, int fallback, int max)
-{
-	const char *v = getenv(name);
-	char *end;
-	long n;
-
-	if (!v || !*v)
-		return fallback;
-	n = strtol(v, &end, 10);
-	return *end || n <= 0 || n > max ? fallback : (int)n;
+	return count_dir(pid, "fd");
 }

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* chaos.h - the moving parts of fault tests: checksummed config content, a
  * writer that keeps changing a node, a fleet of reader processes that check
  * every snapshot they see, and a broker started the way the tests need it.
  *
- * Used by tests/test_failover.c and tests/test_soak.c:
+ * Used by tests/fault/test_failover.c and tests/fault/test_soak.c:
  *
  *     proc *b = chaos_broker_start(hosts, "/fo/conf", "zkwfo.1", 4000, NULL);
  *     chaos_readers *rd = chaos_readers_start("zkwfo.1", 4);
@@ -121,12 +122,7 @@ int chaos_broker_sessions(proc *b, uint64_t *ids, int max);
 int chaos_thread_count(pid_t pid);
 int chaos_fd_count(pid_t pid);
 
-/* Monotonic milliseconds, and a seedable PRNG (xorshift64*). */
-int64_t chaos_now_ms(void);
+/* A seedable PRNG (xorshift64*). */
 uint64_t chaos_rand(uint64_t *state);
-
-/* A positive integer from the environment, at most max; fallback when the
- * variable is unset, empty, malformed or out of range. */
-int chaos_env_int(const char *name, int fallback, int max);
 
 #endif

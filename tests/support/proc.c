@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* proc.c - run zkw's binaries from tests (see proc.h).
  *
  * One reader thread per child polls the child's stdout, stderr, stdin (while
@@ -7,6 +8,11 @@
  * exit, the thread drains what is left in the pipes, reaps the child by pid
  * and ends: a child is always reaped by its own thread, never by a
  * waitpid(-1) that could steal someone else's child.
+ *
+ * The registry below is the one list of live children of the tests and the
+ * benchmarks (proc_spawn, proc_fork - zkh.c's servers, chaos.c's readers,
+ * the benchmarks' children): an array of atomic words that a signal handler
+ * can walk, and whoever reaps a child takes it out first.
  */
 #include "proc.h"
 
@@ -16,6 +22,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +33,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "zkw_clock.h"
+
 extern char **environ;
 
 #define PROC_REAP_AFTER_KILL_MS 10000 /* a SIGKILLed child is gone well before */
 #define PROC_DUMP_MAX           8192  /* tail of an output printed in reports */
+#define PROC_MAX_CHILDREN       1024  /* alive at once, in the registry */
 
 struct proc_buf {
 	char *data;
@@ -51,62 +61,165 @@ struct proc {
 	bool reaped;
 	int status; /* valid once reaped: exit status or PROC_SIGNALED() */
 	bool timed_out;
-	struct proc *next; /* registry */
+	struct proc *next; /* in the list of handles */
 };
 
-/* ---- registry --------------------------------------------------------- */
+/* ---- the registry -------------------------------------------------------- */
 
-static pthread_mutex_t proc__registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct proc *proc__registry;
-static pid_t proc__owner; /* a forked test child must not sweep our children */
-static pthread_once_t proc__once = PTHREAD_ONCE_INIT;
+/* Every live child, killable from a signal handler: each entry packs
+ * (owner pid << 32 | child pid), 0 = free, so that a process forked from
+ * ours - which inherits the array, the atexit sweep and the handlers - never
+ * touches its parent's children. */
+static _Atomic uint64_t live[PROC_MAX_CHILDREN];
+static pthread_once_t sweep_once = PTHREAD_ONCE_INIT;
+static pid_t sweep_owner;
+static struct sigaction old_action[NSIG];
+static const int fatal_signals[] = {SIGINT, SIGTERM, SIGABRT, SIGHUP};
+static pid_t forked_from; /* in a child of proc_fork: who forked it */
 
-static void proc__at_exit(void)
+/* The proc_spawn handles not yet freed, for proc_kill_all. */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct proc *handles;
+
+static uint64_t entry_of(pid_t child)
 {
-	if (getpid() == proc__owner)
+	return (uint64_t)(uint32_t)getpid() << 32 | (uint32_t)child;
+}
+
+static pid_t mine(uint64_t entry)
+{
+	return entry && (pid_t)(entry >> 32) == getpid() ? (pid_t)(uint32_t)entry : 0;
+}
+
+/* Async-signal-safe: kill and getpid only. */
+static void kill_live(void)
+{
+	for (int i = 0; i < PROC_MAX_CHILDREN; i++) {
+		pid_t pid = mine(atomic_load(&live[i]));
+
+		if (pid > 0)
+			kill(pid, SIGKILL);
+	}
+}
+
+static void at_exit(void)
+{
+	if (getpid() == sweep_owner)
 		proc_kill_all();
+	for (int i = 0; i < PROC_MAX_CHILDREN; i++) {
+		uint64_t entry = atomic_load(&live[i]);
+		pid_t pid = mine(entry);
+
+		if (pid > 0 && atomic_compare_exchange_strong(&live[i], &entry, 0)) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+	}
 }
 
-static void proc__install(void)
+static void on_fatal_signal(int sig)
 {
-	proc__owner = getpid();
-	atexit(proc__at_exit);
+	kill_live();
+	/* Hand the signal on to whoever had it before us, so the process
+	 * still dies (or not) the way it would have. */
+	sigaction(sig, &old_action[sig], NULL);
+	raise(sig);
 }
 
-static void proc__register(struct proc *p)
+static void install_sweep(void)
 {
-	pthread_mutex_lock(&proc__registry_lock);
-	p->next = proc__registry;
-	proc__registry = p;
-	pthread_mutex_unlock(&proc__registry_lock);
+	struct sigaction sa;
+
+	sweep_owner = getpid();
+	atexit(at_exit);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fatal_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESETHAND;
+	for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++) {
+		int sig = fatal_signals[i];
+
+		sigaction(sig, NULL, &old_action[sig]);
+		if (old_action[sig].sa_handler == SIG_IGN)
+			continue; /* e.g. SIGHUP under nohup: leave it ignored */
+		sigaction(sig, &sa, NULL);
+	}
 }
 
-static void proc__unregister(struct proc *p)
+static int register_pid(pid_t pid)
+{
+	pthread_once(&sweep_once, install_sweep);
+	for (int i = 0; i < PROC_MAX_CHILDREN; i++) {
+		uint64_t expected = 0;
+
+		if (atomic_compare_exchange_strong(&live[i], &expected, entry_of(pid)))
+			return 0;
+	}
+	fprintf(stderr, "proc: more than %d children alive\n", PROC_MAX_CHILDREN);
+	return -EAGAIN;
+}
+
+/* Before the child is reaped: once reaped, its pid may be someone else's. */
+static void unregister_pid(pid_t pid)
+{
+	for (int i = 0; i < PROC_MAX_CHILDREN; i++) {
+		uint64_t expected = entry_of(pid);
+
+		if (atomic_compare_exchange_strong(&live[i], &expected, 0))
+			return;
+	}
+}
+
+/* fork, registered; the child dies with us. In the child: 0, nothing done
+ * but async-signal-safe calls (the caller may have threads). */
+static pid_t fork_registered(void)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		/* Die with the parent, even when it is SIGKILLed. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127); /* it died before the prctl */
+		forked_from = parent;
+		return 0;
+	}
+	if (register_pid(pid) < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -EAGAIN;
+	}
+	return pid;
+}
+
+static void add_handle(struct proc *p)
+{
+	pthread_mutex_lock(&handles_lock);
+	p->next = handles;
+	handles = p;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+static void remove_handle(struct proc *p)
 {
 	struct proc **pp;
 
-	pthread_mutex_lock(&proc__registry_lock);
-	for (pp = &proc__registry; *pp; pp = &(*pp)->next)
+	pthread_mutex_lock(&handles_lock);
+	for (pp = &handles; *pp; pp = &(*pp)->next)
 		if (*pp == p) {
 			*pp = p->next;
 			break;
 		}
-	pthread_mutex_unlock(&proc__registry_lock);
+	pthread_mutex_unlock(&handles_lock);
 }
 
 /* ---- time ------------------------------------------------------------- */
 
-static int64_t proc__now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait on p->changed until deadline_ms (monotonic; < 0 forever). Lock held.
- * false once the deadline has passed. */
-static bool proc__cond_wait(struct proc *p, int64_t deadline_ms)
+/* Wait on p->changed until deadline_ms (zkw_clock_mono_ms; < 0 forever).
+ * Lock held. false once the deadline has passed. */
+static bool cond_wait(struct proc *p, int64_t deadline_ms)
 {
 	struct timespec ts;
 
@@ -114,22 +227,21 @@ static bool proc__cond_wait(struct proc *p, int64_t deadline_ms)
 		pthread_cond_wait(&p->changed, &p->lock);
 		return true;
 	}
-	if (proc__now_ms() >= deadline_ms)
+	if (zkw_clock_mono_ms() >= deadline_ms)
 		return false;
-	ts.tv_sec = deadline_ms / 1000;
-	ts.tv_nsec = (deadline_ms % 1000) * 1000000;
+	ts = zkw_clock_timespec((uint64_t)deadline_ms * 1000000u);
 	pthread_cond_timedwait(&p->changed, &p->lock, &ts);
 	return true;
 }
 
-static int64_t proc__deadline(int timeout_ms)
+static int64_t deadline_in(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : proc__now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : zkw_clock_mono_ms() + timeout_ms;
 }
 
 /* ---- the reader thread ------------------------------------------------- */
 
-static void proc__append(struct proc_buf *b, const char *data, size_t n)
+static void append(struct proc_buf *b, const char *data, size_t n)
 {
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 4096;
@@ -151,7 +263,7 @@ static void proc__append(struct proc_buf *b, const char *data, size_t n)
 }
 
 /* Read what is available on one output pipe. false at EOF or error. */
-static bool proc__pump(struct proc *p, int s)
+static bool pump(struct proc *p, int s)
 {
 	char chunk[65536];
 	ssize_t n = read(p->fd[s], chunk, sizeof(chunk));
@@ -160,7 +272,7 @@ static bool proc__pump(struct proc *p, int s)
 		return true;
 	pthread_mutex_lock(&p->lock);
 	if (n > 0)
-		proc__append(&p->out[s], chunk, (size_t)n);
+		append(&p->out[s], chunk, (size_t)n);
 	else
 		p->out[s].eof = true;
 	pthread_cond_broadcast(&p->changed);
@@ -173,7 +285,7 @@ static bool proc__pump(struct proc *p, int s)
 	return true;
 }
 
-static void proc__feed(struct proc *p)
+static void feed(struct proc *p)
 {
 	ssize_t n = write(p->fd[0], p->in_data + p->in_off, p->in_len - p->in_off);
 
@@ -185,7 +297,7 @@ static void proc__feed(struct proc *p)
 	}
 }
 
-static void *proc__reader(void *arg)
+static void *reader_main(void *arg)
 {
 	struct proc *p = arg;
 	bool exited = false;
@@ -218,9 +330,9 @@ static void *proc__reader(void *arg)
 			if (fds[i].fd == p->pidfd)
 				exited = true;
 			else if (fds[i].fd == p->fd[0])
-				proc__feed(p);
+				feed(p);
 			else
-				proc__pump(p, fds[i].fd == p->fd[1] ? 1 : 2);
+				pump(p, fds[i].fd == p->fd[1] ? 1 : 2);
 		}
 	}
 	/* The child is gone: whatever it wrote is in the pipes now. Drain
@@ -238,10 +350,11 @@ static void *proc__reader(void *arg)
 			if (n <= 0)
 				break;
 			pthread_mutex_lock(&p->lock);
-			proc__append(&p->out[s], chunk, (size_t)n);
+			append(&p->out[s], chunk, (size_t)n);
 			pthread_mutex_unlock(&p->lock);
 		}
 	}
+	unregister_pid(p->pid);
 	while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
 		;
 	pthread_mutex_lock(&p->lock);
@@ -268,7 +381,7 @@ const char *proc_tool_path(const char *tool, char *buf, size_t cap)
 	return buf;
 }
 
-static void proc__close_fds(struct proc *p)
+static void close_fds(struct proc *p)
 {
 	for (int s = 0; s < 3; s++)
 		if (p->fd[s] >= 0) {
@@ -283,7 +396,7 @@ static void proc__close_fds(struct proc *p)
 
 /* Everything the child needs, built before fork: after it, the child only
  * makes async-signal-safe calls (the test has other threads). */
-static char **proc__env(const proc_options *o)
+static char **child_env(const proc_options *o)
 {
 	size_t n = 0, extra = 0, i;
 	char **env;
@@ -303,18 +416,14 @@ static char **proc__env(const proc_options *o)
 	return env;
 }
 
-static void proc__child(const char *path, char **argv, char **env, int in_fd, int out_fd, int err_fd,
-                        pid_t parent)
+/* In the child of fork_registered: become the tool. */
+static void exec_child(const char *path, char **argv, char **env, int in_fd, int out_fd, int err_fd)
 {
 	static const int reset[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
 	struct sigaction dfl;
 	sigset_t none;
 	size_t i;
 
-	/* Die with the test, even when it is SIGKILLed. */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(127);
 	/* Ignored signals survive exec: give the tool a clean slate. */
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
@@ -348,13 +457,10 @@ proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_opt
 	size_t argc = 0, i;
 	char **args = NULL, **env = NULL;
 	struct proc *p = NULL;
-	pthread_condattr_t ca;
 	sigset_t all, old;
-	pid_t parent = getpid();
 	const char *base;
 	int err;
 
-	pthread_once(&proc__once, proc__install);
 	if (o && o->literal_path && strchr(tool, '/'))
 		snprintf(path, sizeof(path), "%s", tool);
 	else
@@ -368,7 +474,7 @@ proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_opt
 		argc++;
 	args = calloc(argc + 2, sizeof(*args));
 	p = calloc(1, sizeof(*p));
-	env = proc__env(o);
+	env = child_env(o);
 	if (!args || !p || !env)
 		goto fail_errno;
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
@@ -395,11 +501,13 @@ proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_opt
 	if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0)
 		goto fail_errno;
 
-	p->pid = fork();
-	if (p->pid < 0)
+	p->pid = fork_registered();
+	if (p->pid < 0) {
+		errno = -p->pid;
 		goto fail_errno;
+	}
 	if (p->pid == 0)
-		proc__child(path, args, env, child_in, out_pipe[1], err_pipe[1], parent);
+		exec_child(path, args, env, child_in, out_pipe[1], err_pipe[1]);
 
 	snprintf(p->name, sizeof(p->name), "%.64s[%d]", base, (int)p->pid);
 	/* The child's ends are the child's now. */
@@ -425,6 +533,7 @@ proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_opt
 		err = errno;
 		fprintf(stderr, "proc: pidfd_open(%d): %s\n", (int)p->pid, strerror(err));
 		kill(p->pid, SIGKILL);
+		unregister_pid(p->pid);
 		waitpid(p->pid, NULL, 0);
 		goto fail;
 	}
@@ -434,25 +543,23 @@ proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_opt
 	env = NULL;
 
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->changed, &ca);
-	pthread_condattr_destroy(&ca);
+	zkw_clock_cond_init(&p->changed);
 	/* The reader thread takes no signal meant for the test, and an EPIPE
 	 * on the child's stdin stays an error code, not a SIGPIPE. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&p->thread, NULL, proc__reader, p);
+	err = pthread_create(&p->thread, NULL, reader_main, p);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
 		fprintf(stderr, "proc: pthread_create: %s\n", strerror(err));
 		kill(p->pid, SIGKILL);
+		unregister_pid(p->pid);
 		waitpid(p->pid, NULL, 0);
 		pthread_cond_destroy(&p->changed);
 		pthread_mutex_destroy(&p->lock);
 		goto fail;
 	}
-	proc__register(p);
+	add_handle(p);
 	return p;
 
 fail_errno:
@@ -469,7 +576,7 @@ fail:
 	if (devnull >= 0)
 		close(devnull);
 	if (p) {
-		proc__close_fds(p);
+		close_fds(p);
 		free(p->in_data);
 	}
 	free(p);
@@ -497,6 +604,17 @@ proc *proc_spawn(const char *tool, const char *const argv[])
 	return proc_spawn_opts(tool, argv, NULL);
 }
 
+proc *proc_spawnl(const char *tool, const char *arg, ...)
+{
+	const char *argv[64];
+	va_list ap;
+
+	va_start(ap, arg);
+	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
+	va_end(ap);
+	return proc_spawn_opts(tool, argv, NULL);
+}
+
 pid_t proc_pid(const proc *p)
 {
 	return p->pid;
@@ -509,7 +627,7 @@ const char *proc_name(const proc *p)
 
 /* ---- waiting ---------------------------------------------------------- */
 
-static void proc__describe_state(struct proc *p, char *buf, size_t cap)
+static void describe_state(struct proc *p, char *buf, size_t cap)
 {
 	if (!p->reaped)
 		snprintf(buf, cap, "still running");
@@ -519,7 +637,7 @@ static void proc__describe_state(struct proc *p, char *buf, size_t cap)
 		snprintf(buf, cap, "exited with status %d", p->status);
 }
 
-static void proc__dump_stream(struct proc *p, int s, const char *label)
+static void dump_stream(struct proc *p, int s, const char *label)
 {
 	const struct proc_buf *b = &p->out[s];
 	size_t from = b->len > PROC_DUMP_MAX ? b->len - PROC_DUMP_MAX : 0;
@@ -532,59 +650,59 @@ static void proc__dump_stream(struct proc *p, int s, const char *label)
 }
 
 /* Lock held. */
-static void proc__dump_locked(struct proc *p, const char *why)
+static void dump_locked(struct proc *p, const char *why)
 {
 	char state[64];
 
-	proc__describe_state(p, state, sizeof(state));
+	describe_state(p, state, sizeof(state));
 	fprintf(stderr, "proc: %s: %s (%s)\n", p->name, why, state);
-	proc__dump_stream(p, PROC_STDERR, "stderr");
-	proc__dump_stream(p, PROC_STDOUT, "stdout");
+	dump_stream(p, PROC_STDERR, "stderr");
+	dump_stream(p, PROC_STDOUT, "stdout");
 	fprintf(stderr, "----\n");
 }
 
 void proc_dump(proc *p, const char *why)
 {
 	pthread_mutex_lock(&p->lock);
-	proc__dump_locked(p, why);
+	dump_locked(p, why);
 	pthread_mutex_unlock(&p->lock);
 }
 
-static void proc__join(struct proc *p)
+static void join_reader(struct proc *p)
 {
 	if (p->thread) {
 		pthread_join(p->thread, NULL);
 		p->thread = 0;
-		proc__close_fds(p);
+		close_fds(p);
 	}
 }
 
 int proc_wait(proc *p, int timeout_ms)
 {
-	int64_t deadline = proc__deadline(timeout_ms);
+	int64_t deadline = deadline_in(timeout_ms);
 	int status;
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->reaped)
-		if (!proc__cond_wait(p, deadline))
+		if (!cond_wait(p, deadline))
 			break;
 	if (!p->reaped) {
 		char why[96];
 
 		snprintf(why, sizeof(why), "did not exit within %d ms, killing it (SIGKILL)", timeout_ms);
-		proc__dump_locked(p, why);
+		dump_locked(p, why);
 		p->timed_out = true;
 		kill(p->pid, SIGKILL); /* not reaped yet: the pid is still ours */
-		deadline = proc__deadline(PROC_REAP_AFTER_KILL_MS);
+		deadline = deadline_in(PROC_REAP_AFTER_KILL_MS);
 		while (!p->reaped)
-			if (!proc__cond_wait(p, deadline)) {
+			if (!cond_wait(p, deadline)) {
 				fprintf(stderr, "proc: %s survives SIGKILL\n", p->name);
 				abort();
 			}
 	}
 	status = p->timed_out ? PROC_TIMEOUT : p->status;
 	pthread_mutex_unlock(&p->lock);
-	proc__join(p);
+	join_reader(p);
 	return status;
 }
 
@@ -600,7 +718,7 @@ bool proc_exited(proc *p, int *status)
 	return reaped;
 }
 
-static int proc__count_locked(const struct proc_buf *b, const char *needle)
+static int count_locked(const struct proc_buf *b, const char *needle)
 {
 	size_t n = strlen(needle);
 	const char *at, *end;
@@ -620,31 +738,31 @@ int proc_count(proc *p, enum proc_stream s, const char *needle)
 	int count;
 
 	pthread_mutex_lock(&p->lock);
-	count = proc__count_locked(&p->out[s], needle);
+	count = count_locked(&p->out[s], needle);
 	pthread_mutex_unlock(&p->lock);
 	return count;
 }
 
 bool proc_wait_output_count(proc *p, enum proc_stream s, const char *needle, int count, int timeout_ms)
 {
-	int64_t deadline = proc__deadline(timeout_ms);
+	int64_t deadline = deadline_in(timeout_ms);
 	bool ok;
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		ok = proc__count_locked(&p->out[s], needle) >= count;
+		ok = count_locked(&p->out[s], needle) >= count;
 		if (ok || p->out[s].eof)
 			break;
-		if (!proc__cond_wait(p, deadline))
+		if (!cond_wait(p, deadline))
 			break;
 	}
 	if (!ok) {
 		char why[512];
 
 		snprintf(why, sizeof(why), "%d x \"%.300s\" wanted on %s, %d seen %s %d ms", count, needle,
-		         s == PROC_STDOUT ? "stdout" : "stderr", proc__count_locked(&p->out[s], needle),
+		         s == PROC_STDOUT ? "stdout" : "stderr", count_locked(&p->out[s], needle),
 		         p->out[s].eof ? "before its end, within" : "after", timeout_ms);
-		proc__dump_locked(p, why);
+		dump_locked(p, why);
 	}
 	pthread_mutex_unlock(&p->lock);
 	return ok;
@@ -694,12 +812,12 @@ void proc_free(proc *p)
 
 	if (!p)
 		return;
-	proc__unregister(p);
+	remove_handle(p);
 	pthread_mutex_lock(&p->lock);
 	if (!p->reaped)
 		kill(p->pid, SIGKILL);
 	pthread_mutex_unlock(&p->lock);
-	proc__join(p); /* the thread reaps it */
+	join_reader(p); /* the thread reaps it */
 	pthread_cond_destroy(&p->changed);
 	pthread_mutex_destroy(&p->lock);
 	for (s = 0; s < 3; s++)
@@ -713,9 +831,9 @@ void proc_kill_all(void)
 	for (;;) {
 		struct proc *p;
 
-		pthread_mutex_lock(&proc__registry_lock);
-		p = proc__registry;
-		pthread_mutex_unlock(&proc__registry_lock);
+		pthread_mutex_lock(&handles_lock);
+		p = handles;
+		pthread_mutex_unlock(&handles_lock);
 		if (!p)
 			break;
 		if (!proc_exited(p, NULL))
@@ -760,12 +878,61 @@ int proc_reap_pid(pid_t pid, int timeout_ms)
 		close(pfd);
 		if (n == 0) {
 			kill(pid, SIGKILL);
+			unregister_pid(pid);
 			waitpid(pid, &status, 0);
 			return -1;
 		}
 	}
+	unregister_pid(pid);
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
 			return -1;
 	return status;
+}
+
+int proc_stop_pid(pid_t pid, int sig, int timeout_ms)
+{
+	kill(pid, sig);
+	kill(pid, SIGCONT); /* a stopped process cannot act on SIGTERM */
+	return proc_reap_pid(pid, timeout_ms);
+}
+
+void proc_kill_pids(const pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 0)
+			kill(pids[i], SIGKILL);
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 0)
+			proc_reap_pid(pids[i], -1);
+}
+
+bool proc_pid_exited(pid_t pid, int *status)
+{
+	siginfo_t info = {0};
+
+	/* Look without reaping, so the pid leaves the registry first. */
+	if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid != pid)
+		return false;
+	unregister_pid(pid);
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+	return true;
+}
+
+pid_t proc_fork(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork_registered();
+	if (pid == 0)
+		for (size_t i = 0; i < sizeof(fatal_signals) / sizeof(fatal_signals[0]); i++)
+			signal(fatal_signals[i], SIG_DFL);
+	return pid;
+}
+
+bool proc_parent_gone(void)
+{
+	return getppid() != forked_from;
 }

@@ -1,14 +1,23 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* proc.h - run zkw's binaries from tests: spawn, capture, await, reap.
  *
  * A child runs $ZKW_BUILD/<tool> (ZKW_BUILD defaults to "build") with its
  * stdout and stderr captured through pipes by a small reader thread per
  * child, so a chatty child never blocks on a full pipe and every wait is on
  * an event (output arriving, the child exiting - seen through a pidfd),
- * never on a sleep. Every child is registered: proc_kill_all() and an atexit
- * sweep kill and reap whatever a failed test left behind, and each child
- * also gets a parent-death signal (SIGKILL) for when the test itself is
- * killed. Spawn from the thread that lives longest (the main thread): the
- * parent-death signal fires when the *thread* that forked exits.
+ * never on a sleep.
+ *
+ * The one registry of child processes of the tests and the benchmarks:
+ * every child started here (proc_spawn, proc_fork - which zkh.c, chaos.c and
+ * the benchmarks use) is registered, and gets a parent-death signal
+ * (SIGKILL) for when the process itself is killed. At exit, whatever is
+ * still registered is killed and reaped (proc_kill_all() first); on SIGINT,
+ * SIGTERM, SIGHUP or SIGABRT it is killed, then the signal goes on to
+ * whoever had it before (cmocka, ASan, a benchmark's own handler, the
+ * default action). A process forked from one that registers children never
+ * sweeps its parent's. Fork from the thread that lives longest (the main
+ * thread): the parent-death signal fires when the *thread* that forked
+ * exits.
  *
  *     const char *argv[] = {"-z", hosts, "-f", "/tmp/conf", NULL};
  *     proc *b = proc_spawn("zkw-broker", argv);
@@ -51,6 +60,10 @@ typedef struct proc_options {
 proc *proc_spawn(const char *tool, const char *const argv[]);
 proc *proc_spawn_opts(const char *tool, const char *const argv[], const proc_options *o);
 
+/* proc_spawn with the arguments listed: proc_spawnl("zkw-broker", "-z",
+ * hosts, NULL) (at most 63). */
+proc *proc_spawnl(const char *tool, const char *arg, ...) __attribute__((sentinel));
+
 /* Collect the NULL-terminated string arguments first, ... of a variadic
  * wrapper into argv (NULL-terminated; aborts past cap - 1 arguments). */
 void proc_collect_args(const char **argv, size_t cap, const char *first, va_list ap);
@@ -88,13 +101,34 @@ int proc_signal(proc *p, int sig);
 
 /* Kill (SIGKILL) if still running, reap, free. Safe with NULL. */
 void proc_free(proc *p);
-/* For children a test fork()ed itself: wait up to timeout_ms for pid to
- * exit (through a pidfd, no polling), SIGKILL it past that, and reap it.
- * Returns the wait status, or -1 on timeout or error. */
-int proc_reap_pid(pid_t pid, int timeout_ms);
 
-/* Kill, reap and free every child still registered (teardowns). */
+/* Kill, reap and free every proc_spawn child not yet freed (teardowns;
+ * children of proc_fork, such as ZooKeeper servers, are left alone). */
 void proc_kill_all(void);
+
+/* ---- children forked without exec ------------------------------------ */
+
+/* fork() a registered child that dies with this process. stdio is flushed
+ * first. In the child: 0, with SIGINT/SIGTERM/SIGHUP/SIGABRT back to their
+ * default action. In the parent: the child's pid, or -errno (-EAGAIN when
+ * the registry is full; reported). */
+pid_t proc_fork(void);
+/* In a child of proc_fork: has the process that forked it gone? */
+bool proc_parent_gone(void);
+
+/* For any child (of proc_fork, or one a test fork()ed itself): wait up to
+ * timeout_ms (< 0: forever) for pid to exit (through a pidfd, no polling),
+ * SIGKILL it past that, reap it and drop it from the registry. Returns the
+ * wait status, or -1 on timeout or error. */
+int proc_reap_pid(pid_t pid, int timeout_ms);
+/* Send sig (then SIGCONT, so a stopped child can act on it) and
+ * proc_reap_pid(pid, timeout_ms). */
+int proc_stop_pid(pid_t pid, int sig, int timeout_ms);
+/* SIGKILL every pid > 0 of pids, then reap each. */
+void proc_kill_pids(const pid_t *pids, int n);
+/* Non-blocking: has pid exited? If so it is reaped (*status, may be NULL,
+ * gets the wait status) and dropped from the registry. */
+bool proc_pid_exited(pid_t pid, int *status);
 
 /* Run a tool to completion: spawn, wait up to timeout_ms, return the exit
  * status (or PROC_TIMEOUT / -1 when it cannot be spawned); the outputs are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* zkh.c - real ZooKeeper servers on loopback for tests (see zkh.h).
  *
  * tools/zk.sh stays the one place that knows how a server is configured and
@@ -6,11 +7,14 @@
  * becomes the JVM through `zk.sh exec` (bash execs java, so the pid we hold
  * is the JVM's).  The test process therefore reaps its servers itself, and a
  * test killed by anything - even SIGKILL - takes its servers with it.  On
- * top of that, exit and SIGINT/SIGTERM/SIGABRT/SIGHUP kill every registered
- * server.
+ * top of that, every member is a child of proc_fork (proc.c's registry): exit
+ * and SIGINT/SIGTERM/SIGABRT/SIGHUP kill every one still running.
  *
  * The parent-death signal fires when the *thread* that forked exits: start
  * and restart members from the main thread (cmocka runs tests there).
+ *
+ * The synchronous client helpers (zkh_set & co.) are lib/zkw_zk.c's, each on
+ * a session of its own; the four-letter-word client is here.
  */
 #include "zkh.h"
 
@@ -19,24 +23,27 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zookeeper/zookeeper.h>
+
+#include "proc.h"
+#include "zkw_clock.h"
+#include "zkw_opt.h"
+#include "zkw_zk.h"
 
 #define ZKH_MAX_NODES          5
 #define ZKH_DEFAULT_TICK_MS    200
@@ -59,132 +66,21 @@ struct zkh_cluster {
 	struct zkh_member member[ZKH_MAX_NODES];
 };
 
-/* ---- time ------------------------------------------------------------ */
-
-static int64_t zkh__now_ms(void)
+int zkh_env_int(const char *name, int fallback, int max)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void zkh__sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
-static int zkh__env_int(const char *name, int fallback)
-{
-	const char *v = getenv(name);
-	char *end;
 	long n;
 
-	if (!v || !*v)
-		return fallback;
-	n = strtol(v, &end, 10);
-	return (*end || n <= 0 || n > INT_MAX) ? fallback : (int)n;
+	return zkw_parse_long(getenv(name), 1, max, &n) == 0 ? (int)n : fallback;
 }
 
-static int zkh__start_timeout_ms(void)
+static int start_timeout_ms(void)
 {
-	return zkh__env_int("ZKW_ZK_START_TIMEOUT", 30) * 1000;
-}
-
-/* ---- the sweep: every live server pid, killable from a signal handler --- */
-
-/* Each entry packs (owner pid << 32 | server pid): a child forked by a
- * multi-process test inherits the registry and the handlers, and must not
- * kill its parent's servers when it exits. */
-#define ZKH_REGISTRY_SIZE 64
-static _Atomic uint64_t zkh__registry[ZKH_REGISTRY_SIZE];
-static pthread_once_t zkh__once = PTHREAD_ONCE_INIT;
-static struct sigaction zkh__old_action[NSIG];
-static const int zkh__fatal_signals[] = {SIGINT, SIGTERM, SIGABRT, SIGHUP};
-
-static uint64_t zkh__entry(pid_t server)
-{
-	return (uint64_t)(uint32_t)getpid() << 32 | (uint32_t)server;
-}
-
-static pid_t zkh__mine(uint64_t entry)
-{
-	return entry && (pid_t)(entry >> 32) == getpid() ? (pid_t)(uint32_t)entry : 0;
-}
-
-static void zkh__kill_all(void)
-{
-	for (int i = 0; i < ZKH_REGISTRY_SIZE; i++) {
-		pid_t pid = zkh__mine(atomic_load(&zkh__registry[i]));
-		if (pid > 0)
-			kill(pid, SIGKILL); /* async-signal-safe, as is getpid */
-	}
-}
-
-static void zkh__on_exit(void)
-{
-	for (int i = 0; i < ZKH_REGISTRY_SIZE; i++) {
-		uint64_t entry = atomic_load(&zkh__registry[i]);
-		pid_t pid = zkh__mine(entry);
-		if (pid > 0 && atomic_compare_exchange_strong(&zkh__registry[i], &entry, 0)) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-		}
-	}
-}
-
-static void zkh__on_signal(int sig)
-{
-	zkh__kill_all();
-	/* Hand the signal on to whoever had it before us (cmocka, ASan, the
-	 * default action), so the process still dies the way it would have. */
-	sigaction(sig, &zkh__old_action[sig], NULL);
-	raise(sig);
-}
-
-static void zkh__install_sweep(void)
-{
-	struct sigaction sa;
-
-	atexit(zkh__on_exit);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = zkh__on_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESETHAND;
-	for (size_t i = 0; i < sizeof(zkh__fatal_signals) / sizeof(zkh__fatal_signals[0]); i++) {
-		int sig = zkh__fatal_signals[i];
-		sigaction(sig, NULL, &zkh__old_action[sig]);
-		if (zkh__old_action[sig].sa_handler == SIG_IGN)
-			continue; /* e.g. SIGHUP under nohup: leave it ignored */
-		sigaction(sig, &sa, NULL);
-	}
-}
-
-static void zkh__register(pid_t pid)
-{
-	for (int i = 0; i < ZKH_REGISTRY_SIZE; i++) {
-		uint64_t expected = 0;
-		if (atomic_compare_exchange_strong(&zkh__registry[i], &expected, zkh__entry(pid)))
-			return;
-	}
-	/* Full: the child still has its parent-death signal. */
-	fprintf(stderr, "zkh: more than %d servers alive, pid %d not swept at exit\n", ZKH_REGISTRY_SIZE,
-	        (int)pid);
-}
-
-static void zkh__unregister(pid_t pid)
-{
-	for (int i = 0; i < ZKH_REGISTRY_SIZE; i++) {
-		uint64_t expected = zkh__entry(pid);
-		if (atomic_compare_exchange_strong(&zkh__registry[i], &expected, 0))
-			return;
-	}
+	return zkh_env_int("ZKW_ZK_START_TIMEOUT", 30, INT_MAX / 1000) * 1000;
 }
 
 /* ---- files and paths ---------------------------------------------------- */
 
-static bool zkh__is_file(const char *path)
+static bool is_file(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
@@ -192,13 +88,13 @@ static bool zkh__is_file(const char *path)
 
 /* tools/zk.sh: $ZKW_ZK_SH, else search upwards from the working directory
  * and from the test binary (build/tests/test_x or build/asan/tests/test_x). */
-static int zkh__find_zk_sh(char *out, size_t cap)
+static int find_zk_sh(char *out, size_t cap)
 {
 	const char *env = getenv("ZKW_ZK_SH");
 	char base[2][PATH_MAX];
 
 	if (env && *env)
-		return snprintf(out, cap, "%s", env) < (int)cap && zkh__is_file(out) ? 0 : -ENOENT;
+		return snprintf(out, cap, "%s", env) < (int)cap && is_file(out) ? 0 : -ENOENT;
 	if (!getcwd(base[0], sizeof(base[0])))
 		base[0][0] = '\0';
 	ssize_t n = readlink("/proc/self/exe", base[1], sizeof(base[1]) - 1);
@@ -208,7 +104,7 @@ static int zkh__find_zk_sh(char *out, size_t cap)
 		if (snprintf(dir, sizeof(dir), "%s", base[b]) >= (int)sizeof(dir))
 			continue;
 		for (int depth = 0; depth < 8 && dir[0]; depth++) {
-			if (snprintf(out, cap, "%s/tools/zk.sh", dir) < (int)cap && zkh__is_file(out))
+			if (snprintf(out, cap, "%s/tools/zk.sh", dir) < (int)cap && is_file(out))
 				return 0;
 			char *slash = strrchr(dir, '/');
 			if (!slash)
@@ -219,19 +115,19 @@ static int zkh__find_zk_sh(char *out, size_t cap)
 	return -ENOENT;
 }
 
-static int zkh__rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st, (void)flag, (void)ftw;
 	remove(path);
 	return 0;
 }
 
-static void zkh__rm_rf(const char *dir)
+static void rm_rf(const char *dir)
 {
-	nftw(dir, zkh__rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static void zkh__write_pid(const zkh_cluster *zk, int member, pid_t pid)
+static void write_pid(const zkh_cluster *zk, int member, pid_t pid)
 {
 	char path[PATH_MAX + 32];
 	FILE *f;
@@ -251,7 +147,7 @@ static void zkh__write_pid(const zkh_cluster *zk, int member, pid_t pid)
 /* ---- processes ---------------------------------------------------------- */
 
 /* Run `zk.sh ARGS...` to completion; its stdout into out (may be NULL). */
-static int zkh__run_zk_sh(const zkh_cluster *zk, char *out, size_t cap, ...)
+static int run_zk_sh(const zkh_cluster *zk, char *out, size_t cap, ...)
 {
 	const char *argv[12];
 	int argc = 0, pipefd[2], status;
@@ -300,10 +196,10 @@ static int zkh__run_zk_sh(const zkh_cluster *zk, char *out, size_t cap, ...)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
-static int zkh__spawn(zkh_cluster *zk, int member)
+static int spawn(zkh_cluster *zk, int member)
 {
 	char n[16], log_path[PATH_MAX + 32];
-	pid_t parent = getpid(), pid;
+	pid_t pid;
 	int log_fd;
 
 	snprintf(n, sizeof(n), "%d", member + 1);
@@ -313,25 +209,17 @@ static int zkh__spawn(zkh_cluster *zk, int member)
 		return -errno;
 	dprintf(log_fd, "==== zkh: start member %d\n", member);
 
-	pid = fork();
-	if (pid == -1) {
-		int err = errno;
+	pid = proc_fork(); /* dies with the test, even when it is SIGKILLed */
+	if (pid < 0) {
 		close(log_fd);
-		return -err;
+		return pid;
 	}
 	if (pid == 0) {
 		sigset_t all;
 
-		/* Die with the test, even when it is SIGKILLed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
 		/* A clean slate for the JVM: default signals, nothing blocked,
 		 * none of the test's sockets (a client connection kept open
 		 * by the server's inherited fd would hide a close). */
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
 		signal(SIGPIPE, SIG_DFL);
 		sigemptyset(&all);
 		sigprocmask(SIG_SETMASK, &all, NULL);
@@ -345,75 +233,55 @@ static int zkh__spawn(zkh_cluster *zk, int member)
 	}
 	close(log_fd);
 	zk->member[member].pid = pid;
-	zkh__register(pid);
-	zkh__write_pid(zk, member, pid);
+	write_pid(zk, member, pid);
 	return 0;
 }
 
-/* Signal a member and reap it; escalate TERM to KILL after the bound. */
-static int zkh__halt(zkh_cluster *zk, int member, int sig)
+/* Signal a member and reap it; escalate to SIGKILL after the bound. */
+static int halt(zkh_cluster *zk, int member, int sig)
 {
 	pid_t pid = zk->member[member].pid;
-	int64_t deadline;
 
 	if (pid <= 0)
 		return 0;
-	kill(pid, sig);
-	kill(pid, SIGCONT); /* a paused JVM cannot act on SIGTERM */
-	deadline = zkh__now_ms() + ZKH_STOP_TIMEOUT_MS;
-	for (;;) {
-		pid_t got = waitpid(pid, NULL, WNOHANG);
-		if (got == pid || (got == -1 && errno == ECHILD))
-			break;
-		if (zkh__now_ms() >= deadline) {
-			fprintf(stderr,
-			        "zkh: member %d (pid %d) still alive %d ms after signal %d, killing\n",
-			        member, (int)pid, ZKH_STOP_TIMEOUT_MS, sig);
-			kill(pid, SIGKILL);
-			while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
-				;
-			break;
-		}
-		zkh__sleep_ms(5);
-	}
-	zkh__unregister(pid);
+	if (proc_stop_pid(pid, sig, ZKH_STOP_TIMEOUT_MS) == -1)
+		fprintf(stderr, "zkh: member %d (pid %d) still alive %d ms after signal %d: killed\n", member,
+		        (int)pid, ZKH_STOP_TIMEOUT_MS, sig);
 	zk->member[member].pid = 0;
-	zkh__write_pid(zk, member, 0);
+	write_pid(zk, member, 0);
 	return 0;
 }
 
 /* Has this member's process exited on its own?  Reaps it if so. */
-static bool zkh__died(zkh_cluster *zk, int member)
+static bool died(zkh_cluster *zk, int member)
 {
 	pid_t pid = zk->member[member].pid;
-	int status;
 
 	if (pid <= 0)
 		return true;
-	if (waitpid(pid, &status, WNOHANG) != pid)
+	if (!proc_pid_exited(pid, NULL))
 		return false;
-	zkh__unregister(pid);
 	zk->member[member].pid = 0;
-	zkh__write_pid(zk, member, 0);
+	write_pid(zk, member, 0);
 	return true;
 }
 
 /* ---- four-letter words ---------------------------------------------------- */
 
-static int zkh__4lw_port(int port, const char *word, char *buf, int cap, int timeout_ms)
+/* Send word to sa, the reply (NUL-terminated) into buf: bytes or -errno. */
+static int four_letter_word(const struct sockaddr_in *sa, const char *word, char *buf, int cap,
+                            int timeout_ms)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	int64_t deadline = zkh__now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	int fd, used = 0, err = 0;
 	struct pollfd pfd;
 
 	if (cap <= 0)
 		return -EINVAL;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == -1) {
 		if (errno != EINPROGRESS) {
 			err = -errno;
 			goto out;
@@ -435,7 +303,7 @@ static int zkh__4lw_port(int port, const char *word, char *buf, int cap, int tim
 		goto out;
 	}
 	for (;;) {
-		int left = (int)(deadline - zkh__now_ms());
+		int left = (int)(deadline - zkw_clock_mono_ms());
 		char drain[512];
 		if (left <= 0) {
 			err = -ETIMEDOUT;
@@ -464,24 +332,86 @@ out:
 	return err ? err : used;
 }
 
+static int four_letter_word_port(int port, const char *word, char *buf, int cap, int timeout_ms)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return four_letter_word(&sa, word, buf, cap, timeout_ms);
+}
+
 int zkh_4lw(const zkh_cluster *zk, int member, const char *word, char *buf, int cap)
 {
 	if (!zk || member < 0 || member >= zk->nodes)
 		return -EINVAL;
-	return zkh__4lw_port(zk->member[member].port, word, buf, cap, 2000);
+	return four_letter_word_port(zk->member[member].port, word, buf, cap, 2000);
 }
 
-/* The `Mode:` value of a member's srvr, or "" when it does not serve. */
-static void zkh__mode(const zkh_cluster *zk, int member, char *mode, size_t cap)
+int zkh_4lw_at(const char *hosts, const char *word, char *buf, int cap, int timeout_ms)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	const char *colon = hosts ? strchr(hosts, ':') : NULL;
+	char host[64];
+	long port;
+
+	if (!colon || (size_t)(colon - hosts) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, hosts, (size_t)(colon - hosts));
+	host[colon - hosts] = '\0';
+	port = strtol(colon + 1, NULL, 10);
+	if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return -EINVAL;
+	sa.sin_port = htons((uint16_t)port);
+	return four_letter_word(&sa, word, buf, cap, timeout_ms);
+}
+
+/* Sessions in a `cons` reply: a client connection lists its sid (the
+ * four-letter-word connection itself has none). */
+static int count_sessions(const char *cons)
+{
+	int n = 0;
+
+	for (const char *at = cons; (at = strstr(at, "sid=0x")); at++)
+		n++;
+	return n;
+}
+
+int zkh_session_count(const char *hosts)
+{
+	size_t cap = 1 << 20; /* a line per connection: hundreds in the benchmarks */
+	char *reply = malloc(cap);
+	int n = -1;
+
+	if (reply && zkh_4lw_at(hosts, "cons", reply, (int)cap, 3000) > 0)
+		n = count_sessions(reply);
+	free(reply);
+	return n;
+}
+
+bool zkh_session_listed(const zkh_cluster *zk, uint64_t session_id)
+{
+	char needle[40], reply[16384];
+
+	snprintf(needle, sizeof(needle), "sid=0x%" PRIx64, session_id);
+	for (int i = 0; zk && i < zk->nodes; i++) {
+		if (zk->member[i].pid <= 0)
+			continue;
+		if (zkh_4lw(zk, i, "cons", reply, sizeof(reply)) < 0 || strstr(reply, needle))
+			return true;
+	}
+	return false;
+}
+
+void zkh_member_mode(const zkh_cluster *zk, int member, char *mode, size_t cap)
 {
 	char reply[2048];
 	const char *m;
 
 	mode[0] = '\0';
-	if (zk->member[member].pid <= 0)
+	if (!zk || member < 0 || member >= zk->nodes || zk->member[member].pid <= 0)
 		return;
 	/* Generous: a JVM just resumed or starting on a loaded machine answers late. */
-	if (zkh__4lw_port(zk->member[member].port, "srvr", reply, sizeof(reply), 3000) < 0)
+	if (four_letter_word_port(zk->member[member].port, "srvr", reply, sizeof(reply), 3000) < 0)
 		return;
 	m = strstr(reply, "Mode: ");
 	if (!m)
@@ -496,16 +426,16 @@ bool zkh_member_serving(const zkh_cluster *zk, int member)
 
 	if (!zk || member < 0 || member >= zk->nodes)
 		return false;
-	zkh__mode(zk, member, mode, sizeof(mode));
+	zkh_member_mode(zk, member, mode, sizeof(mode));
 	return mode[0] != '\0';
 }
 
-static int zkh__leader_now(const zkh_cluster *zk)
+static int leader_now(const zkh_cluster *zk)
 {
 	char mode[32];
 
 	for (int i = 0; i < zk->nodes; i++) {
-		zkh__mode(zk, i, mode, sizeof(mode));
+		zkh_member_mode(zk, i, mode, sizeof(mode));
 		if (!strcmp(mode, "leader") || !strcmp(mode, "standalone"))
 			return i;
 	}
@@ -514,42 +444,42 @@ static int zkh__leader_now(const zkh_cluster *zk)
 
 int zkh_leader(zkh_cluster *zk, int timeout_ms)
 {
-	int64_t deadline = zkh__now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	int leader;
 
 	if (!zk)
 		return -1;
-	while ((leader = zkh__leader_now(zk)) < 0 && zkh__now_ms() < deadline)
-		zkh__sleep_ms(20);
+	while ((leader = leader_now(zk)) < 0 && zkw_clock_mono_ms() < deadline)
+		zkw_clock_sleep_ms(20);
 	return leader;
 }
 
 /* Wait until one member serves; on failure say why, with its log. */
-static int zkh__wait_member(zkh_cluster *zk, int member, int timeout_ms)
+static int wait_member(zkh_cluster *zk, int member, int timeout_ms)
 {
-	int64_t deadline = zkh__now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 
 	while (!zkh_member_serving(zk, member)) {
-		if (zkh__died(zk, member)) {
+		if (died(zk, member)) {
 			fprintf(stderr, "zkh: member %d (port %d) exited during start-up\n", member,
 			        zk->member[member].port);
 			zkh_dump_log(zk, member, 40);
 			return -ECHILD;
 		}
-		if (zkh__now_ms() >= deadline) {
+		if (zkw_clock_mono_ms() >= deadline) {
 			fprintf(stderr, "zkh: member %d (port %d) not serving after %d ms\n", member,
 			        zk->member[member].port, timeout_ms);
 			zkh_dump_log(zk, member, 40);
 			return -ETIMEDOUT;
 		}
-		zkh__sleep_ms(20);
+		zkw_clock_sleep_ms(20);
 	}
 	return 0;
 }
 
 int zkh_wait_serving(zkh_cluster *zk, int timeout_ms)
 {
-	int64_t deadline = zkh__now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 
 	if (!zk)
 		return -EINVAL;
@@ -557,17 +487,17 @@ int zkh_wait_serving(zkh_cluster *zk, int timeout_ms)
 		int serving = 0;
 		for (int i = 0; i < zk->nodes; i++)
 			serving += zkh_member_serving(zk, i);
-		if (serving > zk->nodes / 2 && zkh__leader_now(zk) >= 0)
+		if (serving > zk->nodes / 2 && leader_now(zk) >= 0)
 			return 0;
-		if (zkh__now_ms() >= deadline)
+		if (zkw_clock_mono_ms() >= deadline)
 			return -ETIMEDOUT;
-		zkh__sleep_ms(20);
+		zkw_clock_sleep_ms(20);
 	}
 }
 
 /* ---- cluster lifecycle ------------------------------------------------------ */
 
-static int zkh__make_dir(zkh_cluster *zk)
+static int make_dir(zkh_cluster *zk)
 {
 	const char *rundir = getenv("ZKW_TEST_RUNDIR");
 
@@ -582,7 +512,7 @@ static int zkh__make_dir(zkh_cluster *zk)
 	return mkdtemp(zk->dir) ? 0 : -errno;
 }
 
-static int zkh__parse_hosts(zkh_cluster *zk)
+static int parse_hosts(zkh_cluster *zk)
 {
 	const char *p = zk->hosts;
 
@@ -602,7 +532,7 @@ static int zkh__parse_hosts(zkh_cluster *zk)
 	return 0;
 }
 
-static bool zkh__log_says(const zkh_cluster *zk, const char *needle)
+static bool log_says(const zkh_cluster *zk, const char *needle)
 {
 	char path[PATH_MAX + 32], line[1024];
 	bool found = false;
@@ -620,25 +550,25 @@ static bool zkh__log_says(const zkh_cluster *zk, const char *needle)
 }
 
 /* One attempt: fresh ports and configs, spawn all, wait for a leader. */
-static int zkh__try_start(zkh_cluster *zk)
+static int try_start(zkh_cluster *zk)
 {
 	char nodes[8], tick[16];
-	int timeout_ms = zkh__start_timeout_ms(), err;
+	int timeout_ms = start_timeout_ms(), err;
 
 	snprintf(nodes, sizeof(nodes), "%d", zk->nodes);
 	snprintf(tick, sizeof(tick), "%d", zk->tick_ms);
-	err = zkh__run_zk_sh(zk, zk->hosts, sizeof(zk->hosts), "prepare", zk->dir, "--nodes", nodes, "--tick",
-	                     tick, (char *)NULL);
+	err = run_zk_sh(zk, zk->hosts, sizeof(zk->hosts), "prepare", zk->dir, "--nodes", nodes, "--tick",
+	                tick, (char *)NULL);
 	zk->hosts[strcspn(zk->hosts, "\n")] = '\0';
-	if (err || zkh__parse_hosts(zk)) {
+	if (err || parse_hosts(zk)) {
 		fprintf(stderr, "zkh: `%s prepare %s` failed\n", zk->zk_sh, zk->dir);
 		return err ? err : -EINVAL;
 	}
 	for (int i = 0; i < zk->nodes; i++)
-		if ((err = zkh__spawn(zk, i)) < 0)
+		if ((err = spawn(zk, i)) < 0)
 			return err;
 	for (int i = 0; i < zk->nodes; i++)
-		if ((err = zkh__wait_member(zk, i, timeout_ms)) < 0)
+		if ((err = wait_member(zk, i, timeout_ms)) < 0)
 			return err;
 	if (zkh_leader(zk, timeout_ms) < 0) {
 		fprintf(stderr, "zkh: no leader elected after %d ms\n", timeout_ms);
@@ -658,29 +588,28 @@ zkh_cluster *zkh_start_tick(int nodes, int tick_ms)
 		fprintf(stderr, "zkh: bad cluster shape: %d nodes, tick %d ms\n", nodes, tick_ms);
 		return NULL;
 	}
-	pthread_once(&zkh__once, zkh__install_sweep);
 	zk = calloc(1, sizeof(*zk));
 	if (!zk)
 		return NULL;
 	zk->nodes = nodes;
 	zk->tick_ms = tick_ms;
-	if (zkh__find_zk_sh(zk->zk_sh, sizeof(zk->zk_sh)) < 0) {
+	if (find_zk_sh(zk->zk_sh, sizeof(zk->zk_sh)) < 0) {
 		fprintf(stderr, "zkh: tools/zk.sh not found (set ZKW_ZK_SH)\n");
 		free(zk);
 		return NULL;
 	}
-	if ((err = zkh__make_dir(zk)) < 0) {
+	if ((err = make_dir(zk)) < 0) {
 		fprintf(stderr, "zkh: cannot make a server dir: %s\n", strerror(-err));
 		free(zk);
 		return NULL;
 	}
 	for (int attempt = 1; attempt <= 3; attempt++) {
-		if ((err = zkh__try_start(zk)) == 0)
+		if ((err = try_start(zk)) == 0)
 			return zk;
 		for (int i = 0; i < zk->nodes; i++)
-			zkh__halt(zk, i, SIGKILL);
+			halt(zk, i, SIGKILL);
 		/* A port taken between picking and binding: pick again. */
-		if (!zkh__log_says(zk, "Address already in use"))
+		if (!log_says(zk, "Address already in use"))
 			break;
 		fprintf(stderr, "zkh: port clash, retrying (%d)\n", attempt);
 	}
@@ -692,7 +621,7 @@ zkh_cluster *zkh_start_tick(int nodes, int tick_ms)
 
 zkh_cluster *zkh_start(int nodes)
 {
-	return zkh_start_tick(nodes, zkh__env_int("ZKW_TEST_TICK_MS", ZKH_DEFAULT_TICK_MS));
+	return zkh_start_tick(nodes, zkh_env_int("ZKW_TEST_TICK_MS", ZKH_DEFAULT_TICK_MS, INT_MAX));
 }
 
 void zkh_stop(zkh_cluster *zk)
@@ -706,9 +635,9 @@ void zkh_stop(zkh_cluster *zk)
 			kill(zk->member[i].pid, SIGCONT);
 		}
 	for (int i = 0; i < zk->nodes; i++)
-		zkh__halt(zk, i, SIGTERM);
+		halt(zk, i, SIGTERM);
 	if (!getenv("ZKW_TEST_KEEP"))
-		zkh__rm_rf(zk->dir);
+		rm_rf(zk->dir);
 	free(zk);
 }
 
@@ -745,14 +674,14 @@ int zkh_member_stop(zkh_cluster *zk, int member)
 {
 	if (!zk || member < 0 || member >= zk->nodes)
 		return -EINVAL;
-	return zkh__halt(zk, member, SIGTERM);
+	return halt(zk, member, SIGTERM);
 }
 
 int zkh_member_kill(zkh_cluster *zk, int member)
 {
 	if (!zk || member < 0 || member >= zk->nodes)
 		return -EINVAL;
-	return zkh__halt(zk, member, SIGKILL);
+	return halt(zk, member, SIGKILL);
 }
 
 int zkh_member_start(zkh_cluster *zk, int member)
@@ -761,17 +690,17 @@ int zkh_member_start(zkh_cluster *zk, int member)
 
 	if (!zk || member < 0 || member >= zk->nodes)
 		return -EINVAL;
-	if (zk->member[member].pid > 0 && !zkh__died(zk, member))
+	if (zk->member[member].pid > 0 && !died(zk, member))
 		return -EALREADY;
-	if ((err = zkh__spawn(zk, member)) < 0)
+	if ((err = spawn(zk, member)) < 0)
 		return err;
-	return zkh__wait_member(zk, member, zkh__start_timeout_ms());
+	return wait_member(zk, member, start_timeout_ms());
 }
 
 /* Are all of pid's threads stopped (state 'T')? kill(SIGSTOP) returns before
  * the JVM's threads have stopped: on a loaded machine a "paused" server
  * could still answer for a while. */
-static bool zkh__all_threads_stopped(pid_t pid)
+static bool all_threads_stopped(pid_t pid)
 {
 	char path[64], buf[512];
 	struct dirent *e;
@@ -800,7 +729,7 @@ static bool zkh__all_threads_stopped(pid_t pid)
 	return stopped;
 }
 
-static int zkh__signal_all(zkh_cluster *zk, int sig)
+static int signal_all(zkh_cluster *zk, int sig)
 {
 	if (!zk)
 		return -EINVAL;
@@ -812,21 +741,21 @@ static int zkh__signal_all(zkh_cluster *zk, int sig)
 
 int zkh_pause(zkh_cluster *zk)
 {
-	int64_t deadline = zkh__now_ms() + 5000;
-	int rc = zkh__signal_all(zk, SIGSTOP);
+	int64_t deadline = zkw_clock_mono_ms() + 5000;
+	int rc = signal_all(zk, SIGSTOP);
 
 	for (int i = 0; rc == 0 && i < zk->nodes; i++)
-		while (zk->member[i].pid > 0 && !zkh__all_threads_stopped(zk->member[i].pid)) {
-			if (zkh__now_ms() >= deadline)
+		while (zk->member[i].pid > 0 && !all_threads_stopped(zk->member[i].pid)) {
+			if (zkw_clock_mono_ms() >= deadline)
 				return -ETIMEDOUT;
-			zkh__sleep_ms(1);
+			zkw_clock_sleep_ms(1);
 		}
 	return rc;
 }
 
 int zkh_resume(zkh_cluster *zk)
 {
-	return zkh__signal_all(zk, SIGCONT);
+	return signal_all(zk, SIGCONT);
 }
 
 void zkh_dump_log(const zkh_cluster *zk, int member, int lines)
@@ -863,192 +792,66 @@ void zkh_dump_log(const zkh_cluster *zk, int member, int lines)
 
 /* ---- synchronous client helpers ------------------------------------------- */
 
-struct zkh_session {
-	pthread_mutex_t lock;
-	pthread_cond_t changed;
-	int state;
-};
-
-static void zkh__quiet_log(const char *message)
+/* A session of its own for one call, or NULL (reported). */
+static zhandle_t *session_open(const char *hosts)
 {
-	(void)message;
-}
-
-static void zkh__session_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
-{
-	struct zkh_session *s = ctx;
-	(void)zh, (void)path;
-
-	if (type != ZOO_SESSION_EVENT)
-		return;
-	pthread_mutex_lock(&s->lock);
-	s->state = state;
-	pthread_cond_broadcast(&s->changed);
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* A connected handle, or NULL after ZKH_CONNECT_TIMEOUT_MS.  The session's
- * log goes to a no-op callback: the global log level is left alone. */
-static zhandle_t *zkh__connect(const char *hosts, struct zkh_session *s)
-{
-	struct timespec deadline;
+	char why[256];
 	zhandle_t *zh;
 
-	pthread_mutex_init(&s->lock, NULL);
-	{
-		pthread_condattr_t attr;
-		pthread_condattr_init(&attr);
-		pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-		pthread_cond_init(&s->changed, &attr);
-		pthread_condattr_destroy(&attr);
+	if (zkw_zk_connect(&zh, hosts, ZKH_CONNECT_TIMEOUT_MS, ZKH_SESSION_MS, why, sizeof(why))) {
+		fprintf(stderr, "zkh: %s\n", why);
+		return NULL;
 	}
-	s->state = 0;
-	zh = zookeeper_init2(hosts, zkh__session_watcher, ZKH_SESSION_MS, NULL, s, 0, zkh__quiet_log);
-	if (!zh)
-		goto fail;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ZKH_CONNECT_TIMEOUT_MS / 1000;
-	pthread_mutex_lock(&s->lock);
-	while (s->state != ZOO_CONNECTED_STATE && s->state != ZOO_EXPIRED_SESSION_STATE &&
-	       s->state != ZOO_AUTH_FAILED_STATE)
-		if (pthread_cond_timedwait(&s->changed, &s->lock, &deadline) == ETIMEDOUT)
-			break;
-	bool connected = s->state == ZOO_CONNECTED_STATE;
-	pthread_mutex_unlock(&s->lock);
-	if (connected)
-		return zh;
-	fprintf(stderr, "zkh: no ZooKeeper session with %s within %d ms\n", hosts, ZKH_CONNECT_TIMEOUT_MS);
-	zookeeper_close(zh);
-fail:
-	pthread_cond_destroy(&s->changed);
-	pthread_mutex_destroy(&s->lock);
-	return NULL;
-}
-
-static void zkh__disconnect(zhandle_t *zh, struct zkh_session *s)
-{
-	zookeeper_close(zh);
-	pthread_cond_destroy(&s->changed);
-	pthread_mutex_destroy(&s->lock);
-}
-
-/* Create every missing ancestor of path with empty data. */
-static int zkh__create_parents(zhandle_t *zh, const char *path)
-{
-	char prefix[1024];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(prefix))
-		return ZBADARGUMENTS;
-	for (const char *slash = strchr(path + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
-		memcpy(prefix, path, (size_t)(slash - path));
-		prefix[slash - path] = '\0';
-		int rc = zoo_create(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
-		if (rc != ZOK && rc != ZNODEEXISTS)
-			return rc;
-	}
-	return ZOK;
+	return zh;
 }
 
 int zkh_set(const char *hosts, const char *path, const void *data, int len)
 {
-	struct zkh_session s;
-	zhandle_t *zh;
-	int rc;
+	zhandle_t *zh = session_open(hosts);
+	int err;
 
-	if (!path || path[0] != '/')
-		return ZBADARGUMENTS;
-	if (!(zh = zkh__connect(hosts, &s)))
+	if (!zh)
 		return ZCONNECTIONLOSS;
-	rc = zoo_set(zh, path, data, data ? len : -1, -1);
-	if (rc == ZNONODE) {
-		rc = zkh__create_parents(zh, path);
-		if (rc == ZOK)
-			rc = zoo_create(zh, path, data, data ? len : -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
-		if (rc == ZNODEEXISTS) /* someone else created it meanwhile */
-			rc = zoo_set(zh, path, data, data ? len : -1, -1);
-	}
-	zkh__disconnect(zh, &s);
-	return rc;
+	err = zkw_zk_put(zh, path, data, len, NULL, NULL, 0);
+	zkw_zk_close(zh);
+	return zkw_zk_result(err);
 }
 
-static int zkh__delete_tree(zhandle_t *zh, const char *path, int depth)
-{
-	struct String_vector children = {0};
-	int rc;
-
-	if (depth > 64)
-		return ZBADARGUMENTS;
-	rc = zoo_get_children(zh, path, 0, &children);
-	if (rc != ZOK)
-		return rc;
-	for (int i = 0; i < children.count && rc == ZOK; i++) {
-		char child[1024];
-		int n = snprintf(child, sizeof(child), "%s/%s", strcmp(path, "/") ? path : "",
-		                 children.data[i]);
-		if (n < 0 || (size_t)n >= sizeof(child))
-			rc = ZBADARGUMENTS;
-		else if (strcmp(child, "/zookeeper") != 0)
-			rc = zkh__delete_tree(zh, child, depth + 1);
-		if (rc == ZNONODE)
-			rc = ZOK;
-	}
-	deallocate_String_vector(&children);
-	if (rc == ZOK && strcmp(path, "/") != 0)
-		rc = zoo_delete(zh, path, -1);
-	return rc;
-}
-
-/* ZNONODE when path did not exist; deleting "/" empties the tree. */
 int zkh_delete(const char *hosts, const char *path)
 {
-	struct zkh_session s;
-	zhandle_t *zh;
-	int rc;
+	zhandle_t *zh = session_open(hosts);
+	int err;
 
-	if (!path || path[0] != '/')
-		return ZBADARGUMENTS;
-	if (!(zh = zkh__connect(hosts, &s)))
+	if (!zh)
 		return ZCONNECTIONLOSS;
-	rc = zkh__delete_tree(zh, path, 0);
-	zkh__disconnect(zh, &s);
-	return rc;
+	err = zkw_zk_delete_tree(zh, path, NULL, 0);
+	zkw_zk_close(zh);
+	return zkw_zk_result(err);
 }
 
-/* *len: capacity in, content length out (-1 for a node with null data).
- * Content larger than the buffer: ZBADARGUMENTS, *len = the size needed. */
 int zkh_get(const char *hosts, const char *path, char *buf, int *len)
 {
-	struct zkh_session s;
-	struct Stat stat;
-	zhandle_t *zh;
-	int rc, cap;
+	zhandle_t *zh = session_open(hosts);
+	int err;
 
-	if (!path || path[0] != '/' || !len || *len < 0 || (*len > 0 && !buf))
-		return ZBADARGUMENTS;
-	if (!(zh = zkh__connect(hosts, &s)))
+	if (!zh)
 		return ZCONNECTIONLOSS;
-	cap = *len;
-	rc = zoo_get(zh, path, 0, buf, len, &stat);
-	if (rc == ZOK && stat.dataLength > cap) {
-		*len = stat.dataLength;
-		rc = ZBADARGUMENTS;
-	}
-	zkh__disconnect(zh, &s);
-	return rc;
+	err = zkw_zk_get(zh, path, buf, len, NULL, 0);
+	zkw_zk_close(zh);
+	return err == -EMSGSIZE ? ZBADARGUMENTS : zkw_zk_result(err);
 }
 
 bool zkh_eventually(bool (*pred)(void *), void *arg, int timeout_ms)
 {
-	int64_t deadline = zkh__now_ms() + timeout_ms;
+	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
 	int pause_ms = 1;
 
 	for (;;) {
 		if (pred(arg))
 			return true;
-		if (zkh__now_ms() >= deadline)
+		if (zkw_clock_mono_ms() >= deadline)
 			return false;
-		zkh__sleep_ms(pause_ms);
+		zkw_clock_sleep_ms(pause_ms);
 		if (pause_ms < 20)
 			pause_ms *= 2;
 	}

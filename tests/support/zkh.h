@@ -1,10 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* zkh.h - start and stop real ZooKeeper servers on loopback for tests.
  *
  * A thin C face over tools/zk.sh (the same harness the shell, the demo and
  * the benchmarks use): each server gets free ports, its own data dir and
  * zoo.cfg under a private directory, a short tickTime, and is stopped by PID.
- * Every server started here is also registered for an atexit/signal sweep,
- * so a failing or interrupted test never leaves a JVM behind.
+ * Every server started here is a child of proc_fork (proc.h): swept at exit
+ * and on a fatal signal, so a failing or interrupted test never leaves a
+ * JVM behind.
  *
  *     zkh_cluster *zk = zkh_start(1);            // standalone
  *     const char *hosts = zkh_hosts(zk);         // "127.0.0.1:PORT"
@@ -15,6 +17,8 @@
 #define ZKW_TESTS_ZKH_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct zkh_cluster zkh_cluster;
 
@@ -39,6 +43,9 @@ int zkh_member_start(zkh_cluster *zk, int member);
 int zkh_leader(zkh_cluster *zk, int timeout_ms);
 /* true when member answers `srvr` with a Mode: line. */
 bool zkh_member_serving(const zkh_cluster *zk, int member);
+/* That line's value ("leader", "follower", "standalone"), or "" when the
+ * member does not answer. */
+void zkh_member_mode(const zkh_cluster *zk, int member, char *mode, size_t cap);
 /* Wait until the cluster has a quorum serving again; 0 or -ETIMEDOUT. */
 int zkh_wait_serving(zkh_cluster *zk, int timeout_ms);
 
@@ -53,10 +60,15 @@ int zkh_tick_ms(const zkh_cluster *zk);
 /* Print the last lines of a member's log to stderr (failure messages). */
 void zkh_dump_log(const zkh_cluster *zk, int member, int lines);
 
-/* Small synchronous ZooKeeper helpers for tests (own short-lived session).
- * Return ZOK (0) or a ZooKeeper error code. */
+/* Synchronous ZooKeeper helpers for tests, each on a short-lived session of
+ * its own: lib/zkw_zk.c's zkw_zk_put, zkw_zk_delete_tree and zkw_zk_get
+ * (see there), returning ZooKeeper result codes as the tests compare them:
+ * ZOK (0), the code zkw_zk_result() gives for the error, ZCONNECTIONLOSS
+ * when no session could be had (reported on stderr). */
 int zkh_set(const char *hosts, const char *path, const void *data, int len); /* create parents as needed */
-int zkh_delete(const char *hosts, const char *path);                         /* recursive */
+int zkh_delete(const char *hosts, const char *path); /* recursive; ZNONODE when missing */
+/* *len: capacity in, length out (-1: null data); larger data: ZBADARGUMENTS
+ * and *len = the length needed. */
 int zkh_get(const char *hosts, const char *path, char *buf, int *len);
 
 /* Wait helpers: poll a predicate every ms until true or timeout; return
@@ -71,8 +83,21 @@ zkh_cluster *zkh_start_tick(int nodes, int tick_ms);
 /* The cluster's directory: DIR/N/{zoo.cfg,zk.log,pid} for member N-1, as
  * tools/zk.sh lays it out (so `tools/zk.sh status DIR` works on it). */
 const char *zkh_dir(const zkh_cluster *zk);
-/* Send a four-letter word (srvr, stat, cons, mntr, ruok) to a member; the
- * reply, NUL-terminated, in buf.  Bytes received or -errno. */
+/* The four-letter-word client (srvr, stat, cons, mntr, ruok), of the tests
+ * and the benchmarks: the reply, NUL-terminated, in buf. Bytes received or
+ * -errno. zkh_4lw asks a member (2 s bound), zkh_4lw_at the first server of
+ * a connect string ("127.0.0.1:2181,..."; IPv4 address literals). */
 int zkh_4lw(const zkh_cluster *zk, int member, const char *word, char *buf, int cap);
+int zkh_4lw_at(const char *hosts, const char *word, char *buf, int cap, int timeout_ms);
+/* Sessions among the client connections of the first server of hosts (its
+ * `cons`), -1 when it does not answer. */
+int zkh_session_count(const char *hosts);
+/* Does a running member still list session_id among its connections (or
+ * not answer)? false once every running member has dropped it. */
+bool zkh_session_listed(const zkh_cluster *zk, uint64_t session_id);
+
+/* A positive integer from the environment, at most max; fallback when the
+ * variable is unset, empty, malformed or out of range. */
+int zkh_env_int(const char *name, int fallback, int max);
 
 #endif

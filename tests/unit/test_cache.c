@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_cache.c - the liburcu reader cache (client/cache.c, zkw/cache.h)
  * against segments written in this process with broker/writer.h.
  *
@@ -25,6 +26,7 @@
 #include <zkw/client.h>
 
 #include "publish/writer.h"
+#include "zkw_clock.h"
 
 #define READERS          8
 #define STRESS_PUBLISHES 5000
@@ -32,14 +34,6 @@
 #define CAPACITY         (64u * 1024u)
 #define HEADER           16u   /* content: u64 generation, u64 checksum, payload */
 #define WAIT_MS          10000 /* bound of every wait for an event */
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ---- self-checking content ------------------------------------------------- */
 
@@ -151,7 +145,7 @@ static uint64_t publish_next(zkw_writer *w, unsigned char *buf)
 	        .content_serial = gen,
 	        .version = (int64_t)gen,
 	        .mzxid = (int64_t)gen * 10,
-	        .confirmed_ns = (uint64_t)now_ns(),
+	        .confirmed_ns = zkw_clock_mono_ns(),
 	};
 
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
@@ -161,11 +155,11 @@ static uint64_t publish_next(zkw_writer *w, unsigned char *buf)
 /* Wait (bounded) until the cache has published generation >= want. */
 static void wait_cache_generation(zkw_cache *c, uint64_t want)
 {
-	int64_t deadline = now_ns() + (int64_t)WAIT_MS * 1000000;
+	int64_t deadline = zkw_clock_mono_ms() + WAIT_MS;
 	uint64_t g;
 
 	while ((g = zkw_cache_generation(c)) < want) {
-		int left = (int)((deadline - now_ns()) / 1000000);
+		int left = (int)zkw_clock_ms_left(deadline);
 
 		if (left <= 0)
 			fail_msg("cache stuck at generation %llu, expected %llu within %d ms",
@@ -275,11 +269,9 @@ static void readers_join_and_check(struct reader *rs, int n)
 
 static void sem_wait_bounded(sem_t *sem, int count, const char *what)
 {
-	struct timespec dl;
+	struct timespec dl = zkw_clock_deadline_ms(CLOCK_REALTIME, WAIT_MS);
 	int i;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += WAIT_MS / 1000;
 	for (i = 0; i < count; i++)
 		if (sem_timedwait(sem, &dl) != 0)
 			fail_msg("%s: only %d of %d within %d ms", what, i, count, WAIT_MS);
@@ -338,11 +330,9 @@ static uint64_t changes_calls(struct changes *ch)
 /* Wait (bounded) until the callback has seen generation >= gen. */
 static void changes_wait(struct changes *ch, uint64_t gen)
 {
-	struct timespec dl;
+	struct timespec dl = zkw_clock_deadline_ms(CLOCK_REALTIME, WAIT_MS);
 	uint64_t seen;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += WAIT_MS / 1000;
 	pthread_mutex_lock(&ch->lock);
 	while (ch->last_gen < gen)
 		if (pthread_cond_timedwait(&ch->called, &ch->lock, &dl) != 0)
@@ -499,9 +489,10 @@ static void test_wait_wakes_on_change_and_times_out(void **state)
 
 	assert_int_equal(zkw_cache_open(&c, f->name, NULL), 0);
 	g = zkw_cache_generation(c);
-	t0 = now_ns();
+	t0 = (int64_t)zkw_clock_mono_ns();
 	assert_int_equal(zkw_cache_wait(c, g, 50), 0);
-	assert_true(now_ns() - t0 >= 45 * 1000000); /* a real timeout, not an early return */
+	/* a real timeout, not an early return */
+	assert_true((int64_t)zkw_clock_mono_ns() - t0 >= 45 * 1000000);
 	publish_next(f->w, f->buf);
 	assert_int_equal(zkw_cache_wait(c, g, WAIT_MS), 1);
 	assert_int_equal(zkw_cache_generation(c), g + 1);
@@ -570,14 +561,15 @@ static void *holder_main(void *arg)
 	sem_post(&h->got);
 	/* Busy, not blocked (the rule between get and put): spin until
 	 * shutdown has started, then 20 ms more. */
-	until = now_ns() + (int64_t)WAIT_MS * 1000000;
-	while (!__atomic_load_n(h->shutdown_started, __ATOMIC_ACQUIRE) && now_ns() < until)
+	until = (int64_t)zkw_clock_mono_ns() + (int64_t)WAIT_MS * 1000000;
+	while (!__atomic_load_n(h->shutdown_started, __ATOMIC_ACQUIRE) &&
+	       (int64_t)zkw_clock_mono_ns() < until)
 		zkw__cpu_relax();
-	until = now_ns() + 20 * 1000000;
-	while (now_ns() < until)
+	until = (int64_t)zkw_clock_mono_ns() + 20 * 1000000;
+	while ((int64_t)zkw_clock_mono_ns() < until)
 		zkw__cpu_relax();
 	h->bad = s ? check_snapshot(s) : "NULL before shutdown";
-	h->put_ns = now_ns();
+	h->put_ns = (int64_t)zkw_clock_mono_ns();
 	zkw_cache_put(h->c, s);
 	return NULL;
 }
@@ -616,7 +608,7 @@ static void test_shutdown_while_readers_active(void **state)
 
 	__atomic_store_n(&started, 1, __ATOMIC_RELEASE);
 	assert_int_equal(zkw_cache_shutdown(c), 0);
-	returned_ns = now_ns();
+	returned_ns = (int64_t)zkw_clock_mono_ns();
 	calls_after = changes_calls(&ch);
 
 	assert_int_equal(pthread_join(holder, NULL), 0);
@@ -674,12 +666,12 @@ static void test_shutdown_releases_waiters(void **state)
 	assert_int_equal(pthread_create(&t, NULL, waiter_main, &wt), 0);
 	sem_wait_bounded(&wt.ready, 1, "waiter started");
 	/* Whether it is already in the futex or not, it must return. */
-	t0 = now_ns();
+	t0 = (int64_t)zkw_clock_mono_ns();
 	assert_int_equal(zkw_cache_shutdown(wt.c), 0);
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(wt.rc, -ESHUTDOWN);
 	/* Prompt: the follower is woken, not polled (futex_waitv). */
-	assert_true(now_ns() - t0 < 1000 * 1000000LL);
+	assert_true((int64_t)zkw_clock_mono_ns() - t0 < 1000 * 1000000LL);
 	zkw_cache_close(wt.c);
 	sem_destroy(&wt.ready);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_pointer.c - zkw_pointer_parse: every rule of contract item 7. */
 #include <errno.h>
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_segment.c - the shared-memory segment: ABI, reader validation, the
  * single writer, the seqlock under a multi-process storm, a writer killed
  * mid-publish, futex waits, ping and the event dispatcher.
@@ -33,6 +34,7 @@
 #include <zkw/client.h>
 
 #include "proc.h"
+#include "zkw_clock.h"
 #include <zkw/segment.h>
 
 #include "publish/writer.h"
@@ -61,14 +63,6 @@ static int unlink_names(void **state)
 }
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static zkw_writer *open_writer(const char *name, uint64_t capacity)
 {
@@ -206,6 +200,104 @@ static void test_layout_matches_the_abi(void **state)
 	assert_int_equal(zkw_segment_slot_size(ZKW_DEFAULT_CAPACITY),
 	                 ZKW_SLOT_CONTENT_OFFSET + ZKW_DEFAULT_CAPACITY);
 	assert_int_equal(zkw_segment_size(4096, 2), ZKW_HEADER_SIZE + 2 * (ZKW_SLOT_CONTENT_OFFSET + 4096));
+}
+
+/* The named steps of zkw/segment.h, on a segment in private memory: the
+ * seqlock's sequence values, the slot accessor, both payload copies (the
+ * one this build uses and the portable word copy) and the hot line. */
+static void test_seqlock_steps_and_hot_line(void **state)
+{
+	size_t size = (size_t)zkw_segment_size(64, ZKW_SLOT_COUNT);
+	uint64_t slot_size = zkw_segment_slot_size(64);
+	uint8_t *base = aligned_alloc(ZKW_CACHELINE, size);
+	struct zkw_segment_hot *hot;
+	struct zkw_slot *s;
+	unsigned char src[40], dst[41];
+	uint64_t start;
+
+	(void)state;
+	assert_non_null(base);
+	memset(base, 0, size);
+	hot = &((struct zkw_segment_header *)(void *)base)->hot;
+
+	/* One accessor: generation g lives in slot g % slot_count. */
+	s = zkw_segment_slot(base, slot_size, ZKW_SLOT_COUNT, 0);
+	assert_ptr_equal(s, base + ZKW_HEADER_SIZE);
+	assert_ptr_equal(zkw_segment_slot(base, slot_size, ZKW_SLOT_COUNT, 3),
+	                 base + ZKW_HEADER_SIZE + slot_size);
+	assert_ptr_equal(zkw_segment_slot(base, slot_size, ZKW_SLOT_COUNT, 4), s);
+
+	/* Sequence: even at rest, odd inside a write; a read that began
+	 * before or during a write must retry. */
+	assert_int_equal(zkw_slot_read_begin(s), 0);
+	assert_false(zkw_slot_read_retry(s, 0));
+	start = zkw_slot_write_begin(s);
+	assert_int_equal(start, 0);
+	assert_int_equal(zkw_slot_read_begin(s), 1);
+	assert_true(zkw_slot_read_retry(s, 0));
+	zkw_slot_write_end(s, start);
+	assert_int_equal(zkw_slot_read_begin(s), 2);
+	assert_true(zkw_slot_read_retry(s, 0));
+	assert_false(zkw_slot_read_retry(s, 2));
+	/* Repair: an abandoned odd sequence becomes even, an even one stays. */
+	zkw_slot_write_repair(s);
+	assert_int_equal(zkw_slot_read_begin(s), 2);
+	(void)zkw_slot_write_begin(s);
+	zkw_slot_write_repair(s);
+	assert_int_equal(zkw_slot_read_begin(s), 4);
+	assert_false(zkw_slot_read_retry(s, 4));
+
+	/* Payload: every length round-trips through the segment, and a load
+	 * never writes past n in private memory (it may be the caller's
+	 * exact-size buffer). */
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = (unsigned char)(i * 37 + 1);
+	for (size_t n = 0; n <= sizeof(src); n++) {
+		uint8_t *content = (uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET;
+
+		memset(content, 0xee, 64);
+		memset(dst, 0xaa, sizeof(dst));
+		zkw_payload_store(content, src, n);
+		zkw_payload_load(dst, content, n);
+		assert_memory_equal(dst, src, n);
+		assert_int_equal(dst[n], 0xaa);
+
+		memset(content, 0xee, 64);
+		memset(dst, 0xaa, sizeof(dst));
+		zkw__payload_copy_words(content, src, n, ZKW__PAYLOAD_STORE);
+		zkw__payload_copy_words(dst, content, n, ZKW__PAYLOAD_LOAD);
+		assert_memory_equal(dst, src, n);
+		assert_int_equal(dst[n], 0xaa);
+		/* A partial last word is stored whole, zero-padded. */
+		for (size_t k = n; k < (n + 7) / 8 * 8; k++)
+			assert_int_equal(content[k], 0);
+	}
+
+	/* Relaxed words. */
+	zkw__store64(&s->len, 0x0123456789abcdefULL);
+	zkw__store32(&s->flags, 0x89abcdefu);
+	assert_int_equal(zkw__load64(&s->len), 0x0123456789abcdefULL);
+	assert_int_equal(zkw__load32(&s->flags), 0x89abcdefu);
+
+	/* Hot line: announce stores state and generation and bumps the word;
+	 * stopping clears RUNNING and CONNECTED only. */
+	zkw_segment_set_state(hot, ZKW_STATE_RUNNING);
+	assert_int_equal(zkw_segment_state(hot), ZKW_STATE_RUNNING);
+	assert_int_equal(zkw_segment_generation(hot), 0);
+	assert_int_equal(zkw_segment_futex_word(hot), 0);
+	zkw_segment_announce(hot, 7, ZKW_STATE_RUNNING | ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
+	assert_int_equal(zkw_segment_generation(hot), 7);
+	assert_int_equal(zkw_segment_state(hot), ZKW_STATE_RUNNING | ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
+	assert_int_equal(zkw_segment_futex_word(hot), 1);
+	zkw_segment_announce_stopped(hot);
+	assert_int_equal(zkw_segment_state(hot), ZKW_STATE_VALID);
+	assert_int_equal(zkw_segment_generation(hot), 7);
+	assert_int_equal(zkw_segment_futex_word(hot), 2);
+	zkw_segment_wake(hot);
+	assert_int_equal(zkw_segment_futex_word(hot), 3);
+	/* A stale word never sleeps. */
+	assert_int_equal(zkw_segment_futex_wait(hot, 2, NULL), -EAGAIN);
+	free(base);
 }
 
 static void test_created_segment_header_is_filled_in(void **state)
@@ -505,11 +597,11 @@ static void test_read_refuses_hostile_slots(void **state)
 			memcpy(field, &(uint32_t){(uint32_t)cases[i].value}, 4);
 		variant_end(base, len);
 		open_reader(&r, name);
-		t0 = now_ns();
+		t0 = zkw_clock_mono_ns();
 		n = zkw_reader_read(&r, &m, buf, sizeof(buf));
 		if (n != cases[i].expect)
 			fail_msg("case %zu: read returned %zd, want %zd", i, n, cases[i].expect);
-		assert_true(now_ns() - t0 < 2000000000u); /* bounded retries */
+		assert_true(zkw_clock_mono_ns() - t0 < 2000000000u); /* bounded retries */
 		zkw_reader_close(&r);
 	}
 	zkw_writer_close(w, true);
@@ -977,7 +1069,7 @@ static void stress_reader(const char *name, struct stress_report *rep, bool use_
                           int timeout_s)
 {
 	uint8_t *buf = malloc(STRESS_CAPACITY);
-	uint64_t deadline = now_ns() + (uint64_t)timeout_s * 1000000000u, last = 0;
+	uint64_t deadline = zkw_clock_mono_ns() + (uint64_t)timeout_s * 1000000000u, last = 0;
 	zkw_reader r;
 	zkw_snapshot m;
 
@@ -1020,7 +1112,7 @@ static void stress_reader(const char *name, struct stress_report *rep, bool use_
 		}
 		if (!m.valid && strcmp(m.error, STRESS_DONE) == 0)
 			break;
-		if (now_ns() > deadline)
+		if (zkw_clock_mono_ns() > deadline)
 			_exit(5); /* never saw the final marker */
 	}
 	rep->finished = 1;
@@ -1084,7 +1176,7 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 			fail_msg("stress reader %d did not start", i);
 	close(ready[0]);
 
-	t0 = now_ns();
+	t0 = zkw_clock_mono_ns();
 	writer = fork_or_fail();
 	if (writer == 0) {
 		uint64_t n;
@@ -1106,7 +1198,7 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 		_exit(0);
 	}
 	expect_exit_ok(writer, timeout_s * 1000, "stress writer");
-	double writer_s = (double)(now_ns() - t0) / 1e9;
+	double writer_s = (double)(zkw_clock_mono_ns() - t0) / 1e9;
 	int failed = 0;
 	for (int i = 0; i < STRESS_READERS; i++) {
 		int status = proc_reap_pid(readers[i], timeout_s * 1000);
@@ -1116,7 +1208,7 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 			failed = 1;
 		}
 	}
-	double total_s = (double)(now_ns() - t0) / 1e9;
+	double total_s = (double)(zkw_clock_mono_ns() - t0) / 1e9;
 
 	printf("stress: %" PRIu64 " publishes (final generation %" PRIu64
 	       ") in %.2f s, readers done after %.2f s\n",
@@ -1212,12 +1304,12 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 	assert_true(__atomic_load_n(&half->seq, __ATOMIC_RELAXED) & 1);
 	assert_int_equal(__atomic_load_n(&half->generation, __ATOMIC_RELAXED), 4);
 	/* ...and readers get the last published snapshot, at once. */
-	t0 = now_ns();
+	t0 = zkw_clock_mono_ns();
 	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 10);
 	assert_string_equal(buf, "snapshot-3");
 	assert_int_equal(m.generation, 3);
 	assert_true(m.valid);
-	assert_true(now_ns() - t0 < 1000000000u);
+	assert_true(zkw_clock_mono_ns() - t0 < 1000000000u);
 	assert_int_equal(zkw_reader_wait(&r, 3, 50), 0);
 	assert_false(zkw_reader_broker_alive(&r));
 	assert_false(zkw_reader_ping(&r));
@@ -1266,19 +1358,19 @@ static void test_wait_times_out_no_earlier_than_asked(void **state)
 	(void)state;
 	publish(w, true, true, "a", 1, NULL);
 	open_reader(&r, name);
-	t0 = now_ns();
+	t0 = zkw_clock_mono_ns();
 	assert_int_equal(zkw_reader_wait(&r, 1, 200), 0);
-	elapsed = now_ns() - t0;
+	elapsed = zkw_clock_mono_ns() - t0;
 	if (elapsed < 200000000u || elapsed > 1200000000u)
 		fail_msg("wait(200 ms) took %.1f ms", (double)elapsed / 1e6);
 	/* timeout 0 is a poll */
 	assert_int_equal(zkw_reader_wait(&r, 1, 0), 0);
 	/* Already different: returns 1 at once, whatever the timeout. */
-	t0 = now_ns();
+	t0 = zkw_clock_mono_ns();
 	assert_int_equal(zkw_reader_wait(&r, 0, 5000), 1);
 	assert_int_equal(zkw_reader_wait(&r, 0, -1), 1);
 	assert_int_equal(zkw_reader_wait(&r, 0, 0), 1);
-	assert_true(now_ns() - t0 < 100000000u);
+	assert_true(zkw_clock_mono_ns() - t0 < 100000000u);
 	/* A clean close wakes waiters but moves no generation: still a timeout. */
 	zkw_writer_close(w, false);
 	assert_int_equal(zkw_reader_wait(&r, 1, 50), 0);
@@ -1337,14 +1429,14 @@ static pid_t publish_when_parent_sleeps(zkw_writer *w, const char *content, uint
 	pid_t parent = getpid(), pid = fork_or_fail();
 
 	if (pid == 0) {
-		uint64_t until = now_ns() + 5000000000u;
+		uint64_t until = zkw_clock_mono_ns() + 5000000000u;
 		zkw_publication p = {.valid = true,
 		                     .connected = true,
 		                     .content = content,
 		                     .len = strlen(content),
 		                     .content_serial = serial};
 
-		while (!process_sleeping(parent) && now_ns() < until)
+		while (!process_sleeping(parent) && zkw_clock_mono_ns() < until)
 			usleep(1000); /* no event says "blocked in futex"; poll /proc */
 		_exit(zkw_writer_publish(w, &p) == 0 ? 0 : 1);
 	}
@@ -1405,12 +1497,12 @@ static void test_wait_returns_eintr_on_a_signal(void **state)
 	install_alarm_handler();
 	alarms = 0;
 	arm_timer_ms(100);
-	t0 = now_ns();
+	t0 = zkw_clock_mono_ns();
 	rc = zkw_reader_wait(&r, 1, 10000);
 	arm_timer_ms(0);
 	assert_int_equal(rc, -EINTR);
 	assert_int_equal(alarms, 1);
-	assert_true(now_ns() - t0 < 5000000000u);
+	assert_true(zkw_clock_mono_ns() - t0 < 5000000000u);
 	zkw_reader_close(&r);
 	zkw_writer_close(w, true);
 }
@@ -1592,6 +1684,7 @@ static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 /* ---- C++ ---------------------------------------------------------------- */
 
 static const char cxx_program[] =
+        "#include <zkw/segment.h>\n" /* on its own first: the writer's view */
         "#include <zkw/client.h>\n"
         "#include <cstdio>\n"
         "static void on_valid(void *, bool) {}\n"
@@ -1637,13 +1730,14 @@ static void test_client_header_compiles_as_cxx(void **state)
 	status = pclose(p);
 	signal(SIGPIPE, SIG_DFL);
 	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fail_msg("client.h does not compile as C++17 (%s)", cmd);
+		fail_msg("segment.h or client.h does not compile as C++17 (%s)", cmd);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_teardown(test_layout_matches_the_abi, unlink_names),
+	        cmocka_unit_test_teardown(test_seqlock_steps_and_hot_line, unlink_names),
 	        cmocka_unit_test_teardown(test_created_segment_header_is_filled_in, unlink_names),
 	        cmocka_unit_test_teardown(test_shm_names_are_normalised, unlink_names),
 	        cmocka_unit_test_teardown(test_open_refuses_missing_truncated_and_corrupt_segments,
