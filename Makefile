@@ -9,7 +9,7 @@
 #   broker/zk/       the ZooKeeper watch library  -> libzkw.a (exports watcher.h only)
 #                    sees include/ and lib/: nothing about shared memory
 #   broker/publish/  the segment writer            sees include/ only: nothing about ZooKeeper
-#   broker/daemon/   zkw-broker                    sees include/ and broker/: wires zk to publish
+#   broker/daemon/   zkw-broker                    sees include/, broker/ and lib/: wires zk to publish
 #   client/          libzkw-cache.{a,so}, client/python/ -> libzkw-client.so
 #                    see include/ only
 #   lib/             internal helpers of the tools and tests (never installed)
@@ -79,7 +79,7 @@ BENCHES    := $(patsubst %.c,$(BUILD)/bench/%,$(notdir $(BENCH_SRC)))
 # Include paths, one per part.
 $(BUILD)/broker/zk/%.o:      INC := -Iinclude -Ilib
 $(BUILD)/broker/publish/%.o: INC := -Iinclude
-$(BUILD)/broker/daemon/%.o:  INC := -Iinclude -Ibroker
+$(BUILD)/broker/daemon/%.o:  INC := -Iinclude -Ibroker -Ilib
 $(BUILD)/client/%.o:         INC := -Iinclude
 $(BUILD)/lib/%.o:            INC := -Iinclude -Ilib
 $(BUILD)/tools/%.o:          INC := -Iinclude -Ilib
@@ -126,7 +126,7 @@ $(BUILD)/libzkw-cache.so: $(call obj,$(CACHE_SRC))
 $(LIBCLIENT): $(call obj,$(PY_SRC))
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/zkw-broker: $(call obj,broker/daemon/main.c) $(DAEMON_A) $(PUBLISH_A) $(LIBZKW)
+$(BUILD)/zkw-broker: $(call obj,broker/daemon/main.c) $(DAEMON_A) $(PUBLISH_A) $(LIB_A) $(LIBZKW)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)
 
 $(TOOLS): $(BUILD)/%: $(BUILD)/tools/%.o $(LIB_A) $(LIBZKW)

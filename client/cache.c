@@ -78,6 +78,8 @@
 #define CACHE_FALLBACK_POLL_MS 100
 /* Attempts at a stable read when opening before giving up with -EAGAIN. */
 #define CACHE_OPEN_READ_ATTEMPTS 64
+/* follower_wait(): the segment was replaced, reopen it. */
+#define FOLLOW_RETIRED 2
 /* A node whose buffer exceeds its content by more than this is shrunk. */
 #define CACHE_SLACK_MAX (64u * 1024u)
 
@@ -107,6 +109,7 @@ struct zkw_cache {
 	pthread_mutex_t shutdown_lock; /* serialises concurrent shutdowns */
 	zkw_reader reader;
 	zkw_cache_options opt;
+	char name[ZKW_SHM_NAME_MAX + 1]; /* to reopen a retired segment */
 };
 
 /* ---- thread registration -------------------------------------------------
@@ -288,8 +291,9 @@ static void follower_backoff(zkw_cache *c, int ms)
 	futex_private(&c->stop, FUTEX_WAIT_BITSET, 0, zkw__deadline(&dl, ms));
 }
 
-/* Block until the segment's generation differs from seen (1) or shutdown
- * is asked (0); -errno on an unexpected error. One futex_waitv(2) waits on
+/* Block until the segment's generation differs from seen (1), the segment
+ * is retired (FOLLOW_RETIRED) or shutdown is asked (0); -errno on an
+ * unexpected error. One futex_waitv(2) waits on
  * the segment's shared word and our private stop word at once, so
  * shutdown wakes exactly this thread, without a wakeup for the segment's
  * other readers and without a polling period. */
@@ -309,6 +313,10 @@ static int follower_wait(zkw_cache *c, uint64_t seen)
 			return 0;
 		if (zkw_reader_generation(&c->reader) != seen)
 			return 1;
+		/* The retiring broker stores the state before it bumps the
+		 * word: a wake we slept through shows here. */
+		if (zkw_reader_retired(&c->reader))
+			return FOLLOW_RETIRED;
 #ifdef SYS_futex_waitv
 		if (!c->no_waitv) {
 			struct futex_waitv w[2] = {
@@ -330,9 +338,40 @@ static int follower_wait(zkw_cache *c, uint64_t seen)
 #endif
 		/* Old kernels: a bounded wait, so the stop flag is seen. */
 		rc = zkw_reader_wait(&c->reader, seen, CACHE_FALLBACK_POLL_MS);
-		if (rc < 0 && rc != -EINTR)
+		if (rc < 0 && rc != -EINTR && rc != -ESTALE)
 			return rc;
 	}
+}
+
+/* The owner policy of zkw_cache_options, as reader options. */
+static zkw_reader_options cache_reader_options(const zkw_cache *c)
+{
+	zkw_reader_options ropt = {.expected_uid = (uid_t)-1}; /* the default policy */
+
+	if (c->opt.require_uid)
+		ropt.expected_uid = c->opt.expected_uid;
+	return ropt;
+}
+
+/* The broker replaced the segment: open the name again, under the same
+ * owner policy, and follow the new one (it continues the generations).
+ * 0, or -errno (the follower tries again after a back-off). Only the
+ * follower uses c->reader, so it may swap it. */
+static int follower_reopen(zkw_cache *c)
+{
+	zkw_reader_options ropt = cache_reader_options(c);
+	zkw_reader fresh;
+	int err = zkw_reader_open_ex(&fresh, c->name, &ropt);
+
+	if (err)
+		return err;
+	if (zkw_reader_retired(&fresh)) { /* replaced again meanwhile */
+		zkw_reader_close(&fresh);
+		return -ESTALE;
+	}
+	zkw_reader_close(&c->reader);
+	c->reader = fresh; /* why is NULL after a successful open: nothing points into fresh */
+	return 0;
 }
 
 static void follower_call(zkw_cache *c, const struct cache_node *node)
@@ -354,6 +393,13 @@ static void *follower_main(void *arg)
 
 		if (rc == 0)
 			break;
+		if (rc == FOLLOW_RETIRED) {
+			rc = follower_reopen(c);
+			__atomic_store_n(&c->follower_error, rc, __ATOMIC_RELAXED);
+			if (rc)
+				follower_backoff(c, CACHE_FALLBACK_POLL_MS);
+			continue;
+		}
 		if (rc < 0) {
 			__atomic_store_n(&c->follower_error, rc, __ATOMIC_RELAXED);
 			follower_backoff(c, 10);
@@ -382,7 +428,7 @@ static void *follower_main(void *arg)
 
 int zkw_cache_open(zkw_cache **out, const char *shm_name, const zkw_cache_options *opt)
 {
-	zkw_reader_options ropt = {.expected_uid = (uid_t)-1};
+	zkw_reader_options ropt;
 	struct cache_node *node = NULL;
 	sigset_t all, saved;
 	zkw_cache *c;
@@ -399,9 +445,10 @@ int zkw_cache_open(zkw_cache **out, const char *shm_name, const zkw_cache_option
 		return -ENOMEM;
 	if (opt)
 		c->opt = *opt;
-	if (c->opt.require_uid)
-		ropt.expected_uid = c->opt.expected_uid;
+	ropt = cache_reader_options(c);
 	err = zkw_reader_open_ex(&c->reader, shm_name, &ropt);
+	if (!err)
+		zkw_shm_name(c->name, sizeof(c->name), shm_name); /* valid: the open took it */
 	if (err) {
 		free(c);
 		return err;

@@ -3,6 +3,7 @@
 #include "zkw_opt.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,5 +148,32 @@ int zkw_opt_no_operands(struct zkw_opt *o)
 	if (o->index >= o->argc)
 		return 0;
 	fprintf(stderr, "%s: unexpected argument \"%s\"\n", o->prog, o->argv[o->index]);
+	return -EINVAL;
+}
+
+int zkw_opt_uid(struct zkw_opt *o, uid_t *out)
+{
+	char opt[ZKW_OPT_NAME_MAX + 2];
+	const char *why = "no such user";
+	struct passwd *pw;
+	long v;
+	int err = zkw_parse_long(o->arg, 0, (long)(uid_t)-2, &v);
+
+	if (err == 0) {
+		*out = (uid_t)v;
+		return 0;
+	}
+	if (err == -ERANGE) {
+		why = "out of range";
+	} else if (o->arg && o->arg[0]) {
+		pw = getpwnam(o->arg);
+		if (pw) {
+			*out = pw->pw_uid;
+			return 0;
+		}
+	}
+	label(o, opt, sizeof(opt));
+	fprintf(stderr, "%s: %s wants a user name or uid, not \"%s\" (%s)\n", o->prog, opt,
+	        o->arg ? o->arg : "", why);
 	return -EINVAL;
 }

@@ -37,6 +37,7 @@
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define ZKW_OPT_MAX      24  /* options in a spec */
 #define ZKW_OPT_NAME_MAX 24  /* bytes of a long name, with its NUL */
@@ -80,6 +81,12 @@ int zkw_opt_long(struct zkw_opt *o, const char *what, long min, long max, long *
 /* 0 when argv holds no operand after the options; else -EINVAL after
  * `PROG: unexpected argument "ARG"` on stderr. */
 int zkw_opt_no_operands(struct zkw_opt *o);
+
+/* The current option's argument as a user: a uid (whole decimal number
+ * below (uid_t)-1) or a user name known to getpwnam(). 0, or -EINVAL after
+ * `PROG: OPT wants a user name or uid, not "ARG"` (with the reason) on
+ * stderr. */
+int zkw_opt_uid(struct zkw_opt *o, uid_t *out);
 
 /* The strict number parser underneath: s whole (strtol's leading blanks and
  * sign allowed, nothing after), base 10, within [min, max]. 0 and *out, or

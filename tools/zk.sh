@@ -42,6 +42,8 @@ usage: zk.sh COMMAND DIR [ARGS]
   stop DIR                              stop every member (TERM, KILL after 5 s)
   member-stop|member-kill DIR N         SIGTERM|SIGKILL one member, wait until gone
   member-start DIR N                    start one member, wait until it serves
+  member-wipe DIR N                     empty a stopped member's data dir (keeps
+                                        myid): a reset or rebuilt server
   wait DIR [N]                          wait until N (default: all) serve
   leader DIR                            print the member number of the leader
   hosts DIR                             print the connect string
@@ -356,6 +358,11 @@ main() {
 	stop) cmd_stop "$dir" ;;
 	member-stop) need_member "$dir" "${1:-}"; stop_member "$dir" "$1" TERM ;;
 	member-kill) need_member "$dir" "${1:-}"; stop_member "$dir" "$1" KILL ;;
+	member-wipe)
+		need_member "$dir" "${1:-}"
+		! member_pid "$dir" "$1" >/dev/null || die "member $1 is running; stop it first"
+		find "$dir/$1/data" -mindepth 1 -maxdepth 1 ! -name myid -exec rm -rf -- {} +
+		;;
 	member-start)
 		need_member "$dir" "${1:-}"
 		dir=$(cd "$dir" && pwd)

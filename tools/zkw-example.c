@@ -10,6 +10,9 @@
  * It prints exactly the seed's lines: "Valid File? True", "Contents: ...",
  * "The valid state is now True", "Your file contents: ...", "An error was
  * thrown: ...", "Use a keyboard interrupt to shut down the process."
+ * Content and error texts come from outside (a segment, a ZooKeeper node):
+ * they are printed through lib/zkw_text.h, lines kept, every other control
+ * byte, escape sequence and invalid UTF-8 byte shown as \xNN.
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,6 +26,7 @@
 #include <zkw/watcher.h>
 
 #include "zkw_opt.h"
+#include "zkw_text.h"
 
 #define EXIT_USAGE 2
 
@@ -31,6 +35,8 @@ struct example {
 	bool pointer, valid_init, poll, event;
 	int sleep_s;
 	int exit_after_s; /* 0 = until interrupted */
+	uid_t owner;      /* --owner; (uid_t)-1: the reader's default policy */
+	bool owner_set;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -59,7 +65,7 @@ static void change_file(void *ctx, const void *content, size_t len)
 	(void)ctx;
 	flockfile(stdout);
 	fputs("Your file contents: ", stdout);
-	fwrite(content, 1, len, stdout);
+	zkw_text_put(stdout, content, len, ZKW_TEXT_LINES);
 	fputc('\n', stdout);
 	funlockfile(stdout);
 }
@@ -67,32 +73,40 @@ static void change_file(void *ctx, const void *content, size_t len)
 static void error_file(void *ctx, const char *message)
 {
 	(void)ctx;
-	printf("An error was thrown: %s\n", message);
+	flockfile(stdout);
+	fputs("An error was thrown: ", stdout);
+	zkw_text_puts(stdout, message, ZKW_TEXT_LINES);
+	fputc('\n', stdout);
+	funlockfile(stdout);
 }
 
 static void print_poll(bool valid, const void *content, size_t len)
 {
 	flockfile(stdout);
 	printf("Valid File? %s\nContents: ", py_bool(valid));
-	fwrite(content, 1, len, stdout);
+	zkw_text_put(stdout, content, len, ZKW_TEXT_LINES);
 	fputc('\n', stdout);
 	funlockfile(stdout);
 }
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: zkw-example (-z HOSTS -f PATH | --shm NAME) [-p] [-s SEC] [-v] --poll|--event\n"
-	             "The Zookeeper Watcher example: print the watched file as it changes.\n"
-	             "  -z, --zoo-keeper HOSTS  ZooKeeper connect string (in-process watcher)\n"
-	             "  -f, --file PATH         the file to watch in ZooKeeper\n"
-	             "      --shm NAME          attach to a zkw-broker's segment instead of ZooKeeper\n"
-	             "  -p, --pointer           the file holds the path of the real config file\n"
-	             "  -s, --sleep SEC         seconds between poll checks (default 1)\n"
-	             "  -v, --valid-init        do NOT require ZooKeeper to be up at start\n"
-	             "      --poll              polling example\n"
-	             "      --event             event driven example\n"
-	             "      --exit-after SEC    stop by itself after SEC seconds (default: on Ctrl-C)\n"
-	             "  -h, --help              this help\n");
+	fprintf(out,
+	        "usage: zkw-example (-z HOSTS -f PATH | --shm NAME [--owner USER|UID]) [-p] [-s SEC] [-v]\n"
+	        "                   --poll|--event\n"
+	        "The Zookeeper Watcher example: print the watched file as it changes.\n"
+	        "  -z, --zoo-keeper HOSTS  ZooKeeper connect string (in-process watcher)\n"
+	        "  -f, --file PATH         the file to watch in ZooKeeper\n"
+	        "      --shm NAME          attach to a zkw-broker's segment instead of ZooKeeper\n"
+	        "      --owner USER|UID    with --shm: accept the segment only if this user owns it\n"
+	        "                          (default: root or yourself, or $ZKW_SEGMENT_OWNER)\n"
+	        "  -p, --pointer           the file holds the path of the real config file\n"
+	        "  -s, --sleep SEC         seconds between poll checks (default 1)\n"
+	        "  -v, --valid-init        do NOT require ZooKeeper to be up at start\n"
+	        "      --poll              polling example\n"
+	        "      --event             event driven example\n"
+	        "      --exit-after SEC    stop by itself after SEC seconds (default: on Ctrl-C)\n"
+	        "  -h, --help              this help\n");
 }
 
 static int parse_args(int argc, char **argv, struct example *ex)
@@ -102,7 +116,7 @@ static int parse_args(int argc, char **argv, struct example *ex)
 
 	zkw_opt_init(&o, argc, argv, "zkw-example",
 	             "z|zoo-keeper: f|file: p|pointer s|sleep: v|valid-init P=poll E=event S=shm: "
-	             "X=exit-after: h|help",
+	             "X=exit-after: O=owner: h|help",
 	             usage);
 	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
@@ -113,6 +127,11 @@ static int parse_args(int argc, char **argv, struct example *ex)
 		case 'P': ex->poll = true; break;
 		case 'E': ex->event = true; break;
 		case 'S': ex->shm = o.arg; break;
+		case 'O':
+			if (zkw_opt_uid(&o, &ex->owner))
+				return EXIT_USAGE;
+			ex->owner_set = true;
+			break;
 		case 's':
 			if (zkw_opt_int(&o, "a number of seconds", 1, 86400, &ex->sleep_s))
 				return EXIT_USAGE;
@@ -132,6 +151,10 @@ static int parse_args(int argc, char **argv, struct example *ex)
 	}
 	if (!ex->shm && (!ex->hosts || !ex->path)) {
 		fprintf(stderr, "zkw-example: give -z HOSTS and -f PATH, or --shm NAME\n");
+		return EXIT_USAGE;
+	}
+	if (ex->owner_set && !ex->shm) {
+		fprintf(stderr, "zkw-example: --owner goes with --shm (a segment's owner)\n");
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -182,25 +205,59 @@ static int run_in_process(const struct example *ex, time_t start)
 	return 0;
 }
 
+/* The broker replaced the segment (retired): open the name again into the
+ * same reader, which the dispatcher goes on with (generations and
+ * content_gen continue: nothing is delivered twice), and grow the buffer
+ * if the new segment holds more. 0, or -errno after saying why. */
+static int reopen(const struct example *ex, zkw_reader *r, zkw_dispatcher *d, char **buf, size_t *cap)
+{
+	zkw_reader_options ropt = {.expected_uid = ex->owner};
+	int rc;
+
+	zkw_reader_close(r);
+	rc = zkw_reader_open_ex(r, ex->shm, &ropt);
+	if (rc) {
+		fprintf(stderr, "zkw-example: segment %s was replaced by its broker; reopening it: %s\n",
+		        ex->shm, r->why);
+		return rc;
+	}
+	if (zkw_reader_capacity(r) > *cap) {
+		char *bigger = realloc(*buf, (size_t)zkw_reader_capacity(r) + 1);
+
+		if (!bigger) {
+			fprintf(stderr, "zkw-example: segment %s: out of memory\n", ex->shm);
+			return -ENOMEM;
+		}
+		*buf = bigger;
+		*cap = (size_t)zkw_reader_capacity(r);
+	}
+	d->buf = *buf;
+	d->cap = *cap;
+	return 0;
+}
+
 static int run_shm(const struct example *ex, time_t start)
 {
 	zkw_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
+	zkw_reader_options ropt = {.expected_uid = ex->owner};
 	zkw_dispatcher d;
 	zkw_snapshot meta;
 	zkw_reader r;
 	char *buf;
-	int rc = zkw_reader_open(&r, ex->shm);
+	size_t cap;
+	int rc = zkw_reader_open_ex(&r, ex->shm, &ropt);
 
 	if (rc) {
 		fprintf(stderr, "zkw-example: segment %s: %s\n", ex->shm, r.why);
 		return 1;
 	}
-	buf = malloc(zkw_reader_capacity(&r) + 1);
+	cap = (size_t)zkw_reader_capacity(&r);
+	buf = malloc(cap + 1);
 	if (!buf) {
 		zkw_reader_close(&r);
 		return 1;
 	}
-	zkw_dispatcher_init(&d, &r, &h, buf, zkw_reader_capacity(&r));
+	zkw_dispatcher_init(&d, &r, &h, buf, cap);
 	if (ex->event)
 		zkw_dispatch(&d, 0); /* the current state, before the banner */
 	printf("Use a keyboard interrupt to shut down the process.\n");
@@ -208,9 +265,14 @@ static int run_shm(const struct example *ex, time_t start)
 		if (ex->event) {
 			/* Wake at least once a second to notice --exit-after. */
 			rc = zkw_dispatch(&d, 1000);
+			if (rc == -ESTALE && (rc = reopen(ex, &r, &d, &buf, &cap)) < 0)
+				break;
 		} else {
-			ssize_t n = zkw_reader_read(&r, &meta, buf, zkw_reader_capacity(&r));
+			ssize_t n;
 
+			if (zkw_reader_retired(&r) && (rc = reopen(ex, &r, &d, &buf, &cap)) < 0)
+				break;
+			n = zkw_reader_read(&r, &meta, buf, cap);
 			rc = n < 0 ? (int)n : 0;
 			print_poll(n >= 0 && meta.valid, buf, n > 0 ? (size_t)n : 0);
 			nap(ex->sleep_s);
@@ -227,7 +289,7 @@ static int run_shm(const struct example *ex, time_t start)
 
 int main(int argc, char **argv)
 {
-	struct example ex = {.valid_init = true, .sleep_s = 1};
+	struct example ex = {.valid_init = true, .sleep_s = 1, .owner = (uid_t)-1};
 	struct sigaction sa;
 	int rc;
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* zkw-inspect - show what a zkw shared-memory segment holds.
  *
- *     zkw-inspect NAME [--json] [--watch] [--content]
+ *     zkw-inspect NAME [--json] [--watch] [--content] [--owner USER|UID]
  *
  * A reader like any worker: it uses zkw/client.h only, maps the segment
  * read-only and never takes the broker's lock, so inspecting a live broker
@@ -9,8 +9,15 @@
  * (zkw_reader_read); the identity block and the per-slot fixed fields are
  * shown as raw relaxed loads, labelled "raw": a slot may be mid-write.
  *
+ * Everything the segment says is untrusted: every string from it (watched
+ * path, error, pointer, content preview) goes through lib/zkw_text.h, so
+ * no control byte, escape sequence or invalid UTF-8 reaches the terminal,
+ * and every loop bound is a value zkw_reader_open() validated and cached
+ * (r->slot_count), never one read from the segment again.
+ *
  * Output modes:
- *   (default)        human-readable report
+ *   (default)        human-readable report; strings escaped as zkw_text.h
+ *                    says (\xNN for controls and invalid UTF-8)
  *   --json           one JSON object; bytes outside printable ASCII in
  *                    strings are written as \u00XX (each byte as the code
  *                    point of the same value, i.e. read as Latin-1)
@@ -36,19 +43,22 @@
 
 #include "zkw_clock.h"
 #include "zkw_opt.h"
+#include "zkw_text.h"
 
 #define PREVIEW_MAX   200
 #define READ_ATTEMPTS 64   /* of zkw_reader_read, each already retrying */
 #define WATCH_TICK_MS 1000 /* liveness re-check; also bounds a missed signal */
 
 static const char usage_text[] =
-        "Usage: zkw-inspect NAME [--json] [--watch] [--content]\n"
+        "Usage: zkw-inspect NAME [--json] [--watch] [--content] [--owner USER|UID]\n"
         "Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\").\n"
         "\n"
         "  -j, --json     one JSON object (with --watch: one per line)\n"
         "  -w, --watch    print one line per change until SIGINT/SIGTERM\n"
         "  -c, --content  write the content bytes raw to stdout and nothing else\n"
         "                 (with --json: add \"content_base64\" to the object)\n"
+        "      --owner USER|UID  accept the segment only if this user owns it\n"
+        "                 (default: root or yourself, or $ZKW_SEGMENT_OWNER)\n"
         "  -h, --help     this text\n"
         "\n"
         "Exit status: 0 success, 1 failure, 2 bad usage.\n";
@@ -58,6 +68,7 @@ struct options {
 	bool json;
 	bool watch;
 	bool content;
+	uid_t owner; /* (uid_t)-1: the reader's default policy */
 };
 
 /* The identity block, loaded field by field (relaxed: the broker restamps
@@ -82,6 +93,7 @@ struct slot_view {
 /* What one look at the segment shows. */
 struct report {
 	struct ident_view id;
+	uint32_t slot_count; /* the reader's, cached at open: bounds slots[] */
 	struct slot_view slots[ZKW_SLOT_COUNT_MAX];
 	uint32_t state;
 	bool alive;
@@ -154,8 +166,12 @@ static int read_snapshot(const zkw_reader *r, zkw_snapshot *m, void *buf, size_t
 
 static int take_report(const zkw_reader *r, struct report *rep, void *buf, size_t cap)
 {
+	memset(rep, 0, sizeof(*rep));
 	load_ident(r, &rep->id);
-	for (uint32_t i = 0; i < r->slot_count; i++)
+	/* The count validated at open, not id.slot_count: the segment's own
+	 * field may have changed since (a hostile or broken writer). */
+	rep->slot_count = r->slot_count < ZKW_SLOT_COUNT_MAX ? r->slot_count : ZKW_SLOT_COUNT_MAX;
+	for (uint32_t i = 0; i < rep->slot_count; i++)
 		load_slot(r, i, &rep->slots[i]);
 	rep->state = zkw_reader_state(r);
 	rep->alive = zkw_reader_broker_alive(r);
@@ -206,46 +222,18 @@ static const char *format_age(char *out, size_t cap, uint64_t ns, uint64_t now)
 	return out;
 }
 
-/* Bytes as a quoted string: printable ASCII as is, the usual escapes, and
- * every other byte with `other` (a printf format taking the byte). */
-static void print_quoted(FILE *f, const void *data, size_t len, const char *other)
+/* A string from the segment in the text report: escaped, unquoted. */
+static void print_text_string(const char *s, const char *none)
 {
-	const unsigned char *p = data;
-
-	fputc('"', f);
-	for (size_t i = 0; i < len; i++) {
-		switch (p[i]) {
-		case '"': fputs("\\\"", f); break;
-		case '\\': fputs("\\\\", f); break;
-		case '\n': fputs("\\n", f); break;
-		case '\r': fputs("\\r", f); break;
-		case '\t': fputs("\\t", f); break;
-		default:
-			if (p[i] >= 0x20 && p[i] < 0x7f)
-				fputc(p[i], f);
-			else
-				fprintf(f, other, p[i]);
-		}
-	}
-	fputc('"', f);
-}
-
-/* A C-like string for people: \xNN for other bytes. */
-static void print_escaped(FILE *f, const void *data, size_t len)
-{
-	print_quoted(f, data, len, "\\x%02x");
-}
-
-/* A JSON string: non-ASCII and control bytes as \u00XX, so any byte
- * sequence yields valid JSON (each byte read as Latin-1). */
-static void json_string(FILE *f, const void *data, size_t len)
-{
-	print_quoted(f, data, len, "\\u%04x");
+	if (s[0])
+		zkw_text_puts(stdout, s, 0);
+	else
+		fputs(none, stdout);
 }
 
 static void json_cstring(FILE *f, const char *s)
 {
-	json_string(f, s, strlen(s));
+	zkw_text_puts(f, s, ZKW_TEXT_JSON);
 }
 
 static void json_base64(FILE *f, const unsigned char *p, size_t len)
@@ -307,7 +295,9 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	printf("slot count       %" PRIu32 "\n", id->slot_count);
 	printf("slot size        %" PRIu64 " bytes\n", id->slot_size);
 	printf("capacity         %" PRIu64 " bytes\n", id->capacity);
-	printf("watched path     %s\n", id->watch_path[0] ? id->watch_path : "(not set)");
+	printf("watched path     ");
+	print_text_string(id->watch_path, "(not set)");
+	printf("\n");
 	printf("broker           %s (pid %" PRIu32 ")\n", rep->alive ? "alive" : "dead", id->broker_pid);
 	printf("broker epoch     0x%016" PRIx64 "\n", id->broker_epoch);
 	print_when("broker started", id->broker_started_ns, now);
@@ -329,13 +319,16 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	printf(" at generation %" PRIu64 "\n", m->content_gen);
 	printf("version          %" PRId64 "\n", m->version);
 	printf("mzxid            0x%" PRIx64 "\n", (uint64_t)m->mzxid);
-	printf("error            %s\n", m->error[0] ? m->error : "(none)");
-	printf("pointer          %s\n", m->pointer[0] ? m->pointer : "(none)");
+	printf("error            ");
+	print_text_string(m->error, "(none)");
+	printf("\npointer          ");
+	print_text_string(m->pointer, "(none)");
+	printf("\n");
 	printf("content size     %zu bytes\n", rep->len);
 	printf("preview          ");
-	print_escaped(stdout, content, preview);
+	zkw_text_put(stdout, content, preview, ZKW_TEXT_QUOTE | ZKW_TEXT_ASCII);
 	printf("%s\n", preview < rep->len ? " ..." : "");
-	for (uint32_t i = 0; i < id->slot_count && i < ZKW_SLOT_COUNT_MAX; i++) {
+	for (uint32_t i = 0; i < rep->slot_count; i++) {
 		const struct slot_view *s = &rep->slots[i];
 
 		printf("slot %-2" PRIu32 " (raw)     seq %" PRIu64 "%s generation %" PRIu64
@@ -396,14 +389,14 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 	printf(",\"pointer\":");
 	json_cstring(stdout, m->pointer);
 	printf(",\"len\":%zu,\"preview\":", rep->len);
-	json_string(stdout, content, preview);
+	zkw_text_put(stdout, content, preview, ZKW_TEXT_JSON);
 	printf(",\"preview_truncated\":%s", preview < rep->len ? "true" : "false");
 	if (with_content) {
 		printf(",\"content_base64\":");
 		json_base64(stdout, content, rep->len);
 	}
 	printf(",\"slots\":[");
-	for (uint32_t i = 0; i < id->slot_count && i < ZKW_SLOT_COUNT_MAX; i++) {
+	for (uint32_t i = 0; i < rep->slot_count; i++) {
 		const struct slot_view *s = &rep->slots[i];
 
 		printf("%s{\"index\":%" PRIu32 ",\"raw\":true,\"seq\":%" PRIu64 ",\"generation\":%" PRIu64
@@ -453,7 +446,7 @@ static void print_watch_line(const zkw_snapshot *m, size_t len, bool alive, bool
 		printf("%s generation=%" PRIu64 " valid=%s connected=%s broker=%s len=%zu error=", t,
 		       m->generation, m->valid ? "true" : "false", m->connected ? "true" : "false",
 		       alive ? "alive" : "dead", len);
-		print_escaped(stdout, m->error, strlen(m->error));
+		zkw_text_put(stdout, m->error, strlen(m->error), ZKW_TEXT_QUOTE | ZKW_TEXT_ASCII);
 		printf("\n");
 	}
 	fflush(stdout); /* a line per change, also through a pipe */
@@ -485,6 +478,13 @@ static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, b
 
 		if (stop_requested)
 			break;
+		if (rc == -ESTALE) {
+			fprintf(stderr,
+			        "zkw-inspect: %s: replaced by its broker (the segment watched is retired); "
+			        "run zkw-inspect again to follow the new one\n",
+			        name);
+			return 1;
+		}
 		if (rc < 0 && rc != -EINTR) {
 			fprintf(stderr, "zkw-inspect: %s: wait failed: %s\n", name, strerror(-rc));
 			return 1;
@@ -519,12 +519,17 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	zkw_opt_init(&opt, argc, argv, "zkw-inspect", "j|json w|watch c|content h|help", usage);
+	o->owner = (uid_t)-1;
+	zkw_opt_init(&opt, argc, argv, "zkw-inspect", "j|json w|watch c|content O=owner: h|help", usage);
 	while ((c = zkw_opt_next(&opt)) != -1) {
 		switch (c) {
 		case 'j': o->json = true; break;
 		case 'w': o->watch = true; break;
 		case 'c': o->content = true; break;
+		case 'O':
+			if (zkw_opt_uid(&opt, &o->owner))
+				return -1;
+			break;
 		default: return -1; /* reported */
 		}
 	}
@@ -545,6 +550,7 @@ int main(int argc, char **argv)
 {
 	struct options o;
 	struct report rep;
+	zkw_reader_options ropt;
 	zkw_reader r;
 	unsigned char *buf;
 	size_t cap;
@@ -552,7 +558,9 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
-	err = zkw_reader_open(&r, o.name);
+	memset(&ropt, 0, sizeof(ropt));
+	ropt.expected_uid = o.owner;
+	err = zkw_reader_open_ex(&r, o.name, &ropt);
 	if (err) {
 		fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open",
 		        strerror(-err));

@@ -5,6 +5,12 @@
  *     zkw-push -f settings.txt -i myconfig -p /tmp/ -z 127.0.0.1:2181
  *     echo /tmp/myconfig | zkw-push -f - -i pointer1 -p /tmp_pointers -z ...
  *     zkw-push -w -i myconfig -p /tmp -z ...        # wipe: null data
+ *
+ * All or nothing: a file that cannot be read whole (an I/O error, no memory
+ * for the buffer, larger than --max-bytes) pushes nothing. --max-bytes
+ * defaults to ZooKeeper's default limit and goes up to INT_MAX, the largest
+ * length the ZooKeeper client takes (for servers with a larger
+ * jute.maxbuffer).
  */
 #include <errno.h>
 #include <limits.h>
@@ -30,14 +36,17 @@ static void usage(FILE *out)
 	        "  -z, --zookeeper HOSTS connect string, e.g. 127.0.0.1:2181[,host:port...][/chroot]\n"
 	        "  -w, --wipe            set the node's data to null instead of pushing a file\n"
 	        "      --timeout MS      connect timeout (default %d)\n"
-	        "      --max-bytes N     refuse content larger than N (default %d, ZooKeeper's limit)\n"
+	        "      --max-bytes N     refuse content larger than N (default %d, ZooKeeper's limit;\n"
+	        "                        at most %d)\n"
 	        "  -h, --help            this help\n",
-	        ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_ZK_DATA_MAX);
+	        ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_ZK_DATA_MAX, INT_MAX);
 }
 
 /* Read all of a file (or stdin) into a heap buffer, refusing more than max
- * bytes. 0 or -errno; -EFBIG when too large (*len = bytes seen so far). */
-static int slurp(const char *file, long max, char **data, long *len)
+ * bytes. 0 or -errno; -EFBIG when too large (*len = bytes seen so far);
+ * -ENOMEM when the buffer cannot grow (*len = bytes read, *need = the size
+ * asked for). Never a partial success. */
+static int slurp(const char *file, long max, char **data, long *len, size_t *need)
 {
 	FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "rb");
 	size_t cap = 65536, n = 0, got;
@@ -46,6 +55,7 @@ static int slurp(const char *file, long max, char **data, long *len)
 
 	if (!f)
 		return -errno;
+	*need = cap;
 	buf = malloc(cap);
 	while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
 		n += got;
@@ -54,10 +64,14 @@ static int slurp(const char *file, long max, char **data, long *len)
 			break;
 		}
 		if (n == cap) {
-			char *bigger = realloc(buf, cap * 2);
+			char *bigger;
 
-			if (!bigger)
+			*need = cap * 2;
+			bigger = realloc(buf, *need);
+			if (!bigger) {
+				err = -ENOMEM; /* buf and its n bytes stay: the caller frees */
 				break;
+			}
 			buf = bigger;
 			cap *= 2;
 		}
@@ -99,7 +113,12 @@ static int parse_args(int argc, char **argv, struct push_args *a)
 				return EXIT_USAGE;
 			break;
 		case 'M':
-			if (zkw_opt_long(&o, "a byte count", 0, LONG_MAX, &a->max_bytes))
+			/* The ZooKeeper client takes an int length: a larger limit
+			 * would wrap, not allow more. */
+			if (zkw_opt_long(&o,
+			                 "a byte count from 0 to 2147483647 (the largest node data a "
+			                 "ZooKeeper client can write)",
+			                 0, INT_MAX, &a->max_bytes))
 				return EXIT_USAGE;
 			break;
 		default: return EXIT_USAGE;
@@ -169,6 +188,10 @@ static int push(zhandle_t *zh, const char *path, const char *data, long len)
 	char why[256];
 	int created = 0;
 
+	if (len < 0 || len > INT_MAX) { /* parse_args caps --max-bytes: cannot happen */
+		fprintf(stderr, "zkw-push: %ld bytes is more than a ZooKeeper node can take\n", len);
+		return 1;
+	}
 	if (zkw_zk_put(zh, path, data, (int)len, &created, why, sizeof(why))) {
 		fprintf(stderr, "zkw-push: cannot write %s: %s\n", path, why);
 		return 1;
@@ -183,6 +206,7 @@ int main(int argc, char **argv)
 	char path[ZKW_POINTER_MAX], why[512];
 	char *data = NULL;
 	long len = 0;
+	size_t need = 0;
 	zhandle_t *zh;
 	int rc;
 
@@ -193,11 +217,19 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc;
 	if (a.file) {
-		rc = slurp(a.file, a.max_bytes, &data, &len);
+		rc = slurp(a.file, a.max_bytes, &data, &len, &need);
 		if (rc == -EFBIG) {
+			fprintf(stderr, "zkw-push: %s is larger than %ld bytes (%s); nothing pushed\n",
+			        a.file, a.max_bytes,
+			        a.max_bytes == ZKW_ZK_DATA_MAX ? "ZooKeeper's limit" : "--max-bytes");
+			free(data);
+			return 1;
+		}
+		if (rc == -ENOMEM) {
 			fprintf(stderr,
-			        "zkw-push: %s is larger than %ld bytes (ZooKeeper's limit); nothing pushed\n",
-			        a.file, a.max_bytes);
+			        "zkw-push: cannot read %s: out of memory growing the buffer to %zu bytes "
+			        "(%ld bytes read); nothing pushed\n",
+			        a.file, need, len);
 			free(data);
 			return 1;
 		}

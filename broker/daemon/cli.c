@@ -5,8 +5,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "log.h"
 
 /* How long the broker waits for a first ZooKeeper server at start (valid
  * init): longer than a library user's ZKW_INIT_TIMEOUT_MS_DEFAULT, since a
@@ -31,12 +34,15 @@ void zkw__cli_usage(FILE *out)
 	        "      --init-timeout MS     with valid init: give up after MS (default %d)\n"
 	        "      --session-timeout MS  ZooKeeper session timeout (default %d)\n"
 	        "      --reconcile SECONDS   re-check every watch this often, jittered (default %d; 0 off)\n"
-	        "      --mode MODE           segment permissions, octal (default 0640)\n"
+	        "      --reconnect-max MS    after an outage longer than the session timeout, wait at\n"
+	        "                            most MS between new sessions (default %d)\n"
+	        "      --mode MODE           octal segment mode, no group/other write (default 0640)\n"
 	        "      --group GROUP         segment group, name or gid\n"
 	        "      --unlink-on-exit      remove the segments when stopping\n"
 	        "  -v, --verbose             log ZooKeeper client details too\n"
 	        "  -h, --help                this help\n",
-	        BROKER_INIT_TIMEOUT_MS, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_RECONCILE_S_DEFAULT);
+	        BROKER_INIT_TIMEOUT_MS, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_RECONCILE_S_DEFAULT,
+	        ZKW_RECONNECT_MAX_MS_DEFAULT);
 }
 
 struct cli_why {
@@ -44,8 +50,109 @@ struct cli_why {
 	size_t len;
 };
 
-/* -EINVAL with the reason in why. */
-#define bad_usage(why, ...) zkw__errorf((why)->buf, (why)->len, -EINVAL, __VA_ARGS__)
+/* -EINVAL with the reason in why, escaped as the log escapes its lines
+ * (zkw__log_escape): reasons quote argv, which may hold any byte, and the
+ * broker prints them on a terminal or into a journal. */
+static int bad_usage(struct cli_why *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad_usage(struct cli_why *why, const char *fmt, ...)
+{
+	char raw[2048];
+	va_list ap;
+
+	if (!why->buf || !why->len)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	va_end(ap);
+	zkw__log_escape(why->buf, why->len, raw, strlen(raw));
+	return -EINVAL;
+}
+
+/* zkw_pointer_parse's answer for "/" + the first n bytes of comp + tail:
+ * the length it keeps, or -errno. */
+static int probe_path(const char *comp, size_t n, const char *tail)
+{
+	char probe[ZKW_POINTER_MAX + 2], out[ZKW_POINTER_MAX];
+	size_t tn = strlen(tail);
+
+	if (n + tn + 1 >= sizeof(probe))
+		return -ENAMETOOLONG;
+	probe[0] = '/';
+	memcpy(probe + 1, comp, n);
+	memcpy(probe + 1 + n, tail, tn);
+	return zkw_pointer_parse(probe, n + tn + 1, out, sizeof(out), NULL);
+}
+
+/* Is "/" + comp[0..n) + "x" a path, as given? */
+static bool probe_prefix(const char *comp, size_t n)
+{
+	return probe_path(comp, n, "x") == (int)n + 2;
+}
+
+/* Where in an absolute path (len bytes, known to be refused by
+ * zkw_pointer_parse) the parser's complaint lies: the first component it
+ * refuses, and in it the first byte after the longest prefix it accepts.
+ * The parser stays the one judge of what a path may hold. A component is
+ * refused when "/" + it is (its trailing blanks trimmed: inside a path they
+ * are followed by more) or "/" + it + "x" is (a control byte at its end);
+ * in it the parser is asked about "/" + a prefix + "x" (the "x" keeps a
+ * prefix from ending in a trimmed blank or being "." or ".."). A component
+ * refused only as a whole ("." or "..") is pointed at from its start, an
+ * empty one at its '/'. len when nothing is found. */
+static size_t path_bad_byte(const char *path, size_t len)
+{
+	size_t comp = 1;
+
+	while (comp <= len) {
+		const char *slash = memchr(path + comp, '/', len - comp);
+		size_t stop = slash ? (size_t)(slash - path) : len, n = stop - comp, k;
+
+		if (n == 0)
+			return comp == len ? len - 1 : comp; /* trailing '/', or the second of "//" */
+		if (probe_path(path + comp, n, "") < 0 || !probe_prefix(path + comp, n)) {
+			if (probe_prefix(path + comp, n))
+				return comp; /* "." or "..": the whole component */
+			for (k = n; k-- > 0;)
+				if (probe_prefix(path + comp, k))
+					return comp + k;
+			return comp;
+		}
+		comp = stop + 1;
+	}
+	return len;
+}
+
+/* A path the watch library will take as given (zkw_session_watch applies the
+ * pointer rules untrimmed), or -EINVAL naming the first bad byte. what is
+ * the option ("-f"), for the message. */
+static int check_path(const char *what, const char *path, struct cli_why *why)
+{
+	char out[ZKW_POINTER_MAX];
+	const char *reason = "";
+	size_t len = strlen(path), bad;
+	int rc;
+
+	if (path[0] != '/')
+		return bad_usage(why, "%s %s: the path must be absolute (start with '/')", what, path);
+	rc = zkw_pointer_parse(path, len, out, sizeof(out), &reason);
+	if (rc >= 0 && (size_t)rc == len)
+		return 0;
+	if (rc == -ENAMETOOLONG)
+		return bad_usage(why, "%s %.40s...: path too long (%zu bytes, at most %d)", what, path, len,
+		                 ZKW_POINTER_MAX - 1);
+	if (len == 1)
+		return bad_usage(why, "%s %s: %s", what, path, reason);
+	if (rc >= 0) {
+		/* Accepted only once trimmed: what follows the path is blank. */
+		bad = (size_t)rc;
+		reason = path[bad] == ' ' ? "trailing space" : "control character in path";
+	} else {
+		bad = path_bad_byte(path, len);
+	}
+	if (bad >= len)
+		return bad_usage(why, "%s %s: %s", what, path, reason);
+	return bad_usage(why, "%s %s: %s at byte %zu ('%c')", what, path, reason, bad + 1, path[bad]);
+}
 
 static int parse_capacity(const char *s, uint64_t *out)
 {
@@ -108,6 +215,7 @@ enum {
 	OPT_CAPACITY,
 	OPT_SESSION_TIMEOUT,
 	OPT_RECONCILE,
+	OPT_RECONNECT_MAX,
 	OPT_MODE,
 	OPT_GROUP,
 	OPT_UNLINK,
@@ -128,7 +236,9 @@ static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, cons
 			return bad_usage(why,
 			                 "--shm %s: a segment name is one component of at most %d characters",
 			                 arg, ZKW_SHM_NAME_MAX - 1);
-		return 0;
+		/* "/name" is a one-component path: the same characters as a
+		 * ZooKeeper path, so no control byte reaches /dev/shm or a log. */
+		return check_path("--shm", w->shm, why);
 	default: /* OPT_CAPACITY */
 		if (parse_capacity(arg, &w->capacity) < 0)
 			return bad_usage(
@@ -142,11 +252,12 @@ static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, cons
 static int add_watch(zkw_cli *c, const zkw_cli_watch *defaults, const char *path, struct cli_why *why)
 {
 	zkw_cli_watch *w;
+	int rc;
 
 	if (c->nwatches == ZKW_CLI_MAX_WATCHES)
 		return bad_usage(why, "at most %d watches per broker", ZKW_CLI_MAX_WATCHES);
-	if (path[0] != '/')
-		return bad_usage(why, "-f %s: the path must be absolute (start with '/')", path);
+	if ((rc = check_path("-f", path, why)) < 0)
+		return rc;
 	w = &c->watches[c->nwatches++];
 	*w = *defaults;
 	w->path = path;
@@ -197,6 +308,7 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 	        {"capacity", required_argument, NULL, OPT_CAPACITY},
 	        {"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
 	        {"reconcile", required_argument, NULL, OPT_RECONCILE},
+	        {"reconnect-max", required_argument, NULL, OPT_RECONNECT_MAX},
 	        {"mode", required_argument, NULL, OPT_MODE},
 	        {"group", required_argument, NULL, OPT_GROUP},
 	        {"unlink-on-exit", no_argument, NULL, OPT_UNLINK},
@@ -218,7 +330,13 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 	while ((ch = getopt_long(argc, argv, ":z:f:pvh", opts, NULL)) != -1) {
 		rc = 0;
 		switch (ch) {
-		case 'z': c->hosts = optarg; break;
+		case 'z':
+			c->hosts = optarg;
+			for (const char *p = optarg; *p; p++)
+				if ((unsigned char)*p < 0x20 || *p == 0x7f)
+					return bad_usage(&why, "-z %s: control character at byte %zu ('%c')",
+					                 optarg, (size_t)(p - optarg) + 1, *p);
+			break;
 		case 'f': rc = add_watch(c, &defaults, optarg, &why); break;
 		case 'p':
 		case OPT_ENSURE:
@@ -241,11 +359,24 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 				                 optarg);
 			c->session.reconcile_s = (int)v;
 			break;
+		case OPT_RECONNECT_MAX:
+			if (parse_int(optarg, 100, 3600000, &v) < 0)
+				return bad_usage(&why,
+				                 "--reconnect-max %s: want milliseconds from 100 to 3600000",
+				                 optarg);
+			c->session.reconnect_max_ms = (int)v;
+			break;
 		case OPT_MODE:
 			v = strtol(optarg, &end, 8);
 			if (*end || end == optarg || v <= 0 || v > 0777)
 				return bad_usage(&why, "--mode %s: want octal permissions such as 0640",
 				                 optarg);
+			if (v & 022)
+				return bad_usage(&why,
+				                 "--mode %s: group/other write permission (%04lo) refused: "
+				                 "whoever may write a segment can crash or fool its readers "
+				                 "(read bits are fine: 0640, 0644)",
+				                 optarg, v & 022);
 			c->segment.mode = (mode_t)v;
 			break;
 		case OPT_GROUP:

@@ -53,7 +53,14 @@ typedef struct zkw_cli {
  * ZKW_SESSION_TIMEOUT_MS_DEFAULT, a longer init timeout, reconcile
  * ZKW_RECONCILE_S_DEFAULT). 0 (see cli->help), or -EINVAL on bad usage with
  * a one-line reason in why (exit 2). Uses getopt_long (resets optind): not
- * thread-safe. */
+ * thread-safe.
+ *
+ * What comes out is safe to create, log and publish: every -f path obeys
+ * zkw_pointer_parse's rules untrimmed (as zkw_session_watch demands), and so
+ * does every segment name ("/name"); -z holds no control byte; --mode has no
+ * group or other write bit. A refusal names the first bad byte by its
+ * position, and the reason is escaped with zkw__log_escape (no raw control
+ * byte, whatever argv held). */
 int zkw__cli_parse(zkw_cli *cli, int argc, char **argv, char *why, size_t whylen);
 
 void zkw__cli_usage(FILE *out);

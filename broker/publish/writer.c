@@ -6,26 +6,57 @@
  * zkw_segment_announce() releases g into the hot line, bumps the futex word
  * and wakes every waiter. Both halves of that protocol, and the reads they
  * pair with, are in zkw/segment.h: the writer knows the ABI, not the reader.
+ *
+ * Opening (docs/design.md, "Liveness and the single writer" and "Broker
+ * restart and stop"):
+ *   1. The broker lock: an OFD write lock on /dev/shm/.zkw-lock.<name>, a
+ *      0600 file that only our uid can open. Brokers exclude each other
+ *      there, so no lock a reader takes on the segment can keep a broker
+ *      from starting.
+ *   2. The segment. An existing one that is ours, sane, not writable by
+ *      group or others, and whose write lock (the liveness lock) we get is
+ *      adopted in place: readers carry on without reopening. Otherwise a
+ *      new one is made: an unnamed object (O_TMPFILE: nobody else can open
+ *      or lock it), allocated up front with posix_fallocate(), write-locked,
+ *      initialised - continuing the generation and the validated last
+ *      snapshot of the one it replaces - then linked under the name. A
+ *      replaced segment is marked ZKW_STATE_RETIRED and woken a last time.
+ * Everything read back from an existing segment is validated first; a
+ * segment others might still write is read with pread(2), which cannot
+ * fault, and retired with pwrite(2).
  */
 #include "writer.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <zkw/segment.h>
 
 #define ZKW_RESTART_ERROR "zkw-broker restarted, connecting to Zookeeper"
 
+#define SHM_DIR        "/dev/shm" /* where glibc's shm_open() puts "/name" */
+#define LOCK_PREFIX    ".zkw-lock."
+#define NEW_PREFIX     ".zkw-new."
+#define OPEN_ATTEMPTS  8    /* the name changed under us: look again */
+#define LOOK_AGAIN     1    /* internal: the name changed under us */
+#define HOLDER_WAIT_MS 2000 /* a dying broker's segment lock outlives its broker lock briefly */
+
 struct zkw_writer {
 	char name[ZKW_SHM_NAME_MAX + 1];
-	int fd;
+	char lock_path[sizeof(SHM_DIR) + sizeof(LOCK_PREFIX) + ZKW_SHM_NAME_MAX];
+	int fd;      /* the segment; holds the liveness (write) lock */
+	int lock_fd; /* the broker lock file */
 	uint8_t *base;
 	size_t size;
 	uint64_t capacity;
@@ -34,6 +65,18 @@ struct zkw_writer {
 	uint64_t generation;     /* last published */
 	uint64_t content_serial; /* of the last publication */
 	bool compare_content;    /* next publication compares bytes */
+	bool drop_kept;          /* the published slot failed validation: keep nothing */
+	char notice[512];        /* what the open repaired or replaced ("" if nothing) */
+};
+
+/* The fields a keep_content publication carries over, loaded once. */
+struct kept {
+	uint64_t len;
+	uint32_t pointer_len;
+	int64_t version;
+	int64_t mzxid;
+	uint64_t changed_ns;
+	uint64_t content_gen;
 };
 
 void (*zkw_writer_fault_hook)(void);
@@ -57,21 +100,182 @@ static uint64_t new_epoch(void)
 	return epoch | 1; /* never 0: 0 means "no broker ever" */
 }
 
-static int lock_segment(zkw_writer *w, char *why, size_t whylen)
+static void note(zkw_writer *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void note(zkw_writer *w, const char *fmt, ...)
+{
+	size_t used = strlen(w->notice);
+	va_list ap;
+
+	if (used && used + 2 < sizeof(w->notice)) {
+		memcpy(w->notice + used, "; ", 3);
+		used += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(w->notice + used, sizeof(w->notice) - used, fmt, ap);
+	va_end(ap);
+}
+
+/* "uid N (name)", or "uid N" when the name is unknown. */
+static const char *uid_text(char *buf, size_t cap, uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char scratch[1024];
+
+	if (getpwuid_r(uid, &pw, scratch, sizeof(scratch), &found) == 0 && found && found->pw_name)
+		snprintf(buf, cap, "uid %u (%.32s)", (unsigned)uid, found->pw_name);
+	else
+		snprintf(buf, cap, "uid %u", (unsigned)uid);
+	return buf;
+}
+
+static int foreign_owner(const char *what, const char *path, uid_t uid, char *why, size_t whylen)
+{
+	char owner[64];
+
+	return zkw__errorf(why, whylen, -EPERM,
+	                   "%s %s is owned by %s, not by us (uid %u); refusing it (another user may have "
+	                   "created it first: remove it)",
+	                   what, path, uid_text(owner, sizeof(owner), uid), (unsigned)geteuid());
+}
+
+/* ---- the broker lock ---------------------------------------------------- */
+
+/* SHM_DIR/.zkw-lock.<name>, or with a hash in front of a cut name when
+ * that would exceed NAME_MAX. */
+static void make_lock_path(zkw_writer *w)
+{
+	const char *base = w->name + 1;
+	size_t n = strlen(base), room = NAME_MAX - (sizeof(LOCK_PREFIX) - 1);
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+
+	if (n <= room) {
+		snprintf(w->lock_path, sizeof(w->lock_path), SHM_DIR "/" LOCK_PREFIX "%s", base);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)base[i]) * 0x100000001b3ULL;
+	snprintf(w->lock_path, sizeof(w->lock_path), SHM_DIR "/" LOCK_PREFIX "%016llx.%.*s",
+	         (unsigned long long)h, (int)(room - 17), base);
+}
+
+/* The pid the segment names, for a message; 0 if unknown. */
+static uint32_t segment_pid(const zkw_writer *w)
+{
+	uint32_t pid = 0;
+	int fd = shm_open(w->name, O_RDONLY | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &pid, sizeof(pid), offsetof(struct zkw_segment_ident, broker_pid)) != sizeof(pid))
+		pid = 0;
+	close(fd);
+	return pid;
+}
+
+static int held_by_another(zkw_writer *w, char *why, size_t whylen)
+{
+	return zkw__errorf(why, whylen, -EBUSY, "segment %s is held by another zkw-broker (pid %u)", w->name,
+	                   segment_pid(w));
+}
+
+static int write_lock(int fd)
 {
 	struct flock fl;
-	uint32_t pid = 0;
 
 	memset(&fl, 0, sizeof(fl));
 	fl.l_type = F_WRLCK;
 	fl.l_whence = SEEK_SET;
-	if (fcntl(w->fd, F_OFD_SETLK, &fl) == 0)
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+static int lock_broker_once(zkw_writer *w, char *why, size_t whylen);
+
+/* Take the broker lock: exclusion between brokers of this name. 0 with
+ * w->lock_fd held, or -EBUSY (another broker), -EPERM (the file is not
+ * ours), -errno, with w->lock_fd closed (never unlink a file we do not
+ * hold: it may be another broker's, or another user's). */
+static int lock_broker(zkw_writer *w, char *why, size_t whylen)
+{
+	int err;
+
+	make_lock_path(w);
+	err = lock_broker_once(w, why, whylen);
+	if (err && w->lock_fd >= 0) {
+		close(w->lock_fd);
+		w->lock_fd = -1;
+	}
+	return err;
+}
+
+static int lock_broker_once(zkw_writer *w, char *why, size_t whylen)
+{
+	struct stat st, named;
+	int attempt, err;
+
+	for (attempt = 0; attempt < OPEN_ATTEMPTS; attempt++) {
+		w->lock_fd = open(w->lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (w->lock_fd < 0) {
+			err = errno;
+			if (lstat(w->lock_path, &st) == 0 && st.st_uid != geteuid())
+				return foreign_owner("broker lock", w->lock_path, st.st_uid, why, whylen);
+			return zkw__errorf(why, whylen, -err, "cannot open the broker lock %s: %s",
+			                   w->lock_path, strerror(err));
+		}
+		if (fstat(w->lock_fd, &st) < 0)
+			return zkw__errorf(why, whylen, -errno, "cannot stat the broker lock %s: %s",
+			                   w->lock_path, strerror(errno));
+		if (st.st_uid != geteuid())
+			return foreign_owner("broker lock", w->lock_path, st.st_uid, why, whylen);
+		if (!S_ISREG(st.st_mode))
+			return zkw__errorf(why, whylen, -EEXIST,
+			                   "broker lock %s is not a regular file; remove it", w->lock_path);
+		if (st.st_mode & 077) {
+			/* Ours, but not made by a broker (they make it 0600):
+			 * others may have it open and hold a lock on it.
+			 * Replace it with a private one. */
+			unlink(w->lock_path);
+			close(w->lock_fd);
+			w->lock_fd = -1;
+			continue;
+		}
+		err = write_lock(w->lock_fd);
+		if (err == -EAGAIN || err == -EACCES)
+			return held_by_another(w, why, whylen);
+		if (err)
+			return zkw__errorf(why, whylen, err, "cannot lock %s: %s", w->lock_path,
+			                   strerror(-err));
+		/* A broker that stops unlinks the file while it holds the lock:
+		 * ours counts only if it still has the name. */
+		if (lstat(w->lock_path, &named) == 0 && named.st_dev == st.st_dev &&
+		    named.st_ino == st.st_ino)
+			return 0;
+		close(w->lock_fd);
+		w->lock_fd = -1;
+	}
+	return zkw__errorf(why, whylen, -EAGAIN, "cannot take the broker lock %s: it keeps being replaced",
+	                   w->lock_path);
+}
+
+/* ---- creating, checking, carrying over ----------------------------------- */
+
+/* Allocate every page of the object now: too little memory is an error
+ * here, not a SIGBUS at some later publish. */
+static int allocate(zkw_writer *w, int fd, uint64_t size, char *why, size_t whylen)
+{
+	struct statvfs vfs;
+	int err = posix_fallocate(fd, 0, (off_t)size);
+
+	if (err == 0)
 		return 0;
-	if (errno != EAGAIN && errno != EACCES)
-		return zkw__errorf(why, whylen, -errno, "cannot lock segment %s: %s", w->name, strerror(errno));
-	if (pread(w->fd, &pid, sizeof(pid), offsetof(struct zkw_segment_ident, broker_pid)) != sizeof(pid))
-		pid = 0;
-	return zkw__errorf(why, whylen, -EBUSY, "segment %s is held by another zkw-broker (pid %u)", w->name, pid);
+	if ((err == ENOSPC || err == ENOMEM) && fstatvfs(fd, &vfs) == 0)
+		return zkw__errorf(why, whylen, -ENOSPC,
+		                   "not enough space in " SHM_DIR " for segment %s: it needs %llu bytes, "
+		                   "%llu are free (make room, or a smaller --capacity)",
+		                   w->name, (unsigned long long)size,
+		                   (unsigned long long)vfs.f_bavail * (unsigned long long)vfs.f_frsize);
+	return zkw__errorf(why, whylen, -err, "cannot allocate %llu bytes for segment %s: %s",
+	                   (unsigned long long)size, w->name, strerror(err));
 }
 
 static int map_segment(zkw_writer *w, size_t size, char *why, size_t whylen)
@@ -83,6 +287,17 @@ static int map_segment(zkw_writer *w, size_t size, char *why, size_t whylen)
 	w->base = map;
 	w->size = size;
 	return 0;
+}
+
+/* Let go of a segment being set up (the caller may try another). */
+static void discard(zkw_writer *w)
+{
+	if (w->base)
+		munmap(w->base, w->size);
+	if (w->fd >= 0)
+		close(w->fd);
+	w->base = NULL;
+	w->fd = -1;
 }
 
 static void set_watch_path(zkw_writer *w, const char *path)
@@ -97,7 +312,8 @@ static void set_watch_path(zkw_writer *w, const char *path)
 	zkw__store64(&h->watch_path_len, len);
 }
 
-/* Stamp this broker's identity: pid, a fresh epoch, the start time. */
+/* Stamp this broker's identity: pid, a fresh epoch, the start time, and
+ * the ABI minor this writer maintains. */
 static void stamp_broker(zkw_writer *w)
 {
 	struct zkw_segment_ident *id = &writer_header(w)->ident;
@@ -105,129 +321,430 @@ static void stamp_broker(zkw_writer *w)
 	zkw__store32(&id->broker_pid, (uint32_t)getpid());
 	zkw__store64(&id->broker_epoch, new_epoch());
 	zkw__store64(&id->broker_started_ns, zkw__now_ns(CLOCK_REALTIME));
+	__atomic_store_n(&id->abi_minor, (uint16_t)ZKW_ABI_MINOR, __ATOMIC_RELAXED);
 }
 
-static int init_segment(zkw_writer *w, char *why, size_t whylen)
-{
-	struct zkw_segment_ident *id;
-	uint64_t size = zkw_segment_size(w->capacity, ZKW_SLOT_COUNT);
-	int err;
+static bool explain(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-	if (ftruncate(w->fd, (off_t)size) < 0)
-		return zkw__errorf(why, whylen, -errno, "cannot size segment %s to %llu bytes: %s", w->name,
-		            (unsigned long long)size, strerror(errno));
-	err = map_segment(w, size, why, whylen);
-	if (err)
-		return err;
-	id = &writer_header(w)->ident;
+static bool explain(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (buf && cap) {
+		va_start(ap, fmt);
+		vsnprintf(buf, cap, fmt, ap);
+		va_end(ap);
+	}
+	return false;
+}
+
+/* Load, once, what a keep_content publication carries over from slot s,
+ * which should hold generation gen, and check it: true when it is sane,
+ * else false with the reason in buf (may be NULL). A segment is read back
+ * only through this check, so whatever it holds stays within its fields. */
+static bool load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t gen, struct kept *k, char *buf,
+                      size_t cap)
+{
+	uint64_t seq = zkw__load64(&s->seq), slot_gen = zkw__load64(&s->generation);
+	uint32_t error_len = zkw__load32(&s->error_len);
+
+	k->len = zkw__load64(&s->len);
+	k->pointer_len = zkw__load32(&s->pointer_len);
+	k->version = (int64_t)zkw__load64(&s->version);
+	k->mzxid = (int64_t)zkw__load64(&s->mzxid);
+	k->changed_ns = zkw__load64(&s->changed_ns);
+	k->content_gen = zkw__load64(&s->content_gen);
+	if (seq & 1)
+		return explain(buf, cap, "its sequence %llu is odd (a write that never ended)",
+		               (unsigned long long)seq);
+	if (slot_gen != gen)
+		return explain(buf, cap, "it holds generation %llu, not the published %llu",
+		               (unsigned long long)slot_gen, (unsigned long long)gen);
+	if (k->len > w->capacity)
+		return explain(buf, cap, "its content length %llu exceeds the capacity %llu",
+		               (unsigned long long)k->len, (unsigned long long)w->capacity);
+	if (k->pointer_len >= ZKW_POINTER_MAX)
+		return explain(buf, cap, "its pointer length %u is not below %u", k->pointer_len,
+		               ZKW_POINTER_MAX);
+	if (error_len >= ZKW_ERROR_MAX)
+		return explain(buf, cap, "its error length %u is not below %u", error_len, ZKW_ERROR_MAX);
+	if (k->content_gen > gen)
+		return explain(buf, cap, "its content generation %llu is newer than the slot's %llu",
+		               (unsigned long long)k->content_gen, (unsigned long long)gen);
+	return true;
+}
+
+/* The identity block of a segment we create; the magic goes last. */
+static void init_identity(zkw_writer *w, uint64_t size)
+{
+	struct zkw_segment_ident *id = &writer_header(w)->ident;
+
 	id->abi_major = ZKW_ABI_MAJOR;
-	id->abi_minor = ZKW_ABI_MINOR;
 	id->header_size = ZKW_HEADER_SIZE;
 	id->segment_size = size;
 	id->slot_size = w->slot_size;
 	id->capacity = w->capacity;
 	id->slot_count = w->slot_count;
 	stamp_broker(w);
-	/* A reader that maps the segment now sees magic 0 and refuses it; once
-	 * it sees the magic, every other identity field is there. The release
-	 * store pairs with the acquire load of the magic in
-	 * zkw__reader_validate() (zkw/client.h). */
-	__atomic_store_n(&id->magic, ZKW_SEGMENT_MAGIC, __ATOMIC_RELEASE);
+}
+
+static int pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t n = pread(fd, buf, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf = (uint8_t *)buf + n;
+		len -= (size_t)n;
+		off += n;
+	}
 	return 0;
 }
 
-/* Check an existing segment against what we would create. */
-static int adopt_segment(zkw_writer *w, const struct stat *st, char *why, size_t whylen)
+/* Continue from the segment we replace (`old`, its header already
+ * checked): its generation, and its published slot once validated - or an
+ * empty invalid snapshot in its place, named in the notice. Read with
+ * pread(2) into the new object, which nobody else can reach yet. */
+static void carry_over(zkw_writer *w, int old_fd, const struct zkw_segment_header *old)
 {
-	const struct zkw_segment_ident *id;
-	uint64_t expect = zkw_segment_size(w->capacity, ZKW_SLOT_COUNT);
-	uint32_t i;
-	int err;
+	uint64_t gen = old->hot.generation;
+	struct zkw_slot *s = writer_slot(w, gen);
+	off_t off = (off_t)ZKW_HEADER_SIZE + (off_t)(gen % w->slot_count) * (off_t)w->slot_size;
+	char problem[200] = "it cannot be read";
+	struct kept k;
 
-	if ((uint64_t)st->st_size < ZKW_HEADER_SIZE)
-		return zkw__errorf(why, whylen, -EEXIST,
-		            "segment %s exists but is not a zkw segment (%lld bytes); remove it", w->name,
-		            (long long)st->st_size);
-	err = map_segment(w, (size_t)st->st_size, why, whylen);
-	if (err)
-		return err;
-	id = &writer_header(w)->ident;
-	if (id->magic != ZKW_SEGMENT_MAGIC || id->abi_major != ZKW_ABI_MAJOR ||
-	    id->header_size != ZKW_HEADER_SIZE)
-		return zkw__errorf(why, whylen, -EEXIST,
-		            "segment %s exists but is not a zkw segment of ABI %u; remove it", w->name,
-		            ZKW_ABI_MAJOR);
-	if (id->capacity != w->capacity)
-		return zkw__errorf(why, whylen, -EEXIST,
-		            "segment %s exists with capacity %llu bytes, not %llu; use that capacity or "
-		            "remove it",
-		            w->name, (unsigned long long)id->capacity, (unsigned long long)w->capacity);
-	if (id->slot_count != w->slot_count || id->slot_size != w->slot_size || id->segment_size != expect ||
-	    (uint64_t)st->st_size < expect)
-		return zkw__errorf(why, whylen, -EEXIST, "segment %s exists but its layout is corrupt; remove it",
-		            w->name);
-
-	/* A broker killed mid-publish left that slot odd; it was never
-	 * published, so make it even and let the next publish overwrite it. */
-	for (i = 0; i < w->slot_count; i++)
-		zkw_slot_write_repair(writer_slot(w, i));
-	/* Only a writer stores the generation, and we hold the lock. */
-	w->generation = zkw__load64(&writer_header(w)->hot.generation);
-	stamp_broker(w);
-	return 0;
+	if (pread_full(old_fd, s, w->slot_size, off) != 0 ||
+	    !load_kept(w, s, gen, &k, problem, sizeof(problem))) {
+		memset(s, 0, w->slot_size);
+		s->generation = gen;
+		s->content_gen = gen;
+		s->version = -1;
+		note(w, "the last snapshot of segment %s was dropped: %s", w->name, problem);
+	}
+	s->flags = 0; /* this broker is not connected yet */
+	zkw__store64(&writer_header(w)->hot.generation, gen);
+	w->generation = gen;
 }
 
-static int open_fd(zkw_writer *w, mode_t mode, bool *created, char *why, size_t whylen)
+/* Mark a replaced segment retired and wake its waiters, through syscalls
+ * only: whoever else may still write it cannot make us fault. Only the
+ * state word's low byte changes, so pwrite(2) cannot tear it; the state
+ * goes before the futex word (two syscalls in order), as in
+ * zkw_segment_announce(). */
+static void retire_segment(int fd)
 {
-	w->fd = shm_open(w->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-	*created = w->fd >= 0;
-	if (w->fd < 0 && errno == EEXIST)
-		w->fd = shm_open(w->name, O_RDWR | O_CLOEXEC, 0);
-	if (w->fd < 0)
-		return zkw__errorf(why, whylen, -errno, "cannot open segment %s: %s", w->name, strerror(errno));
-	return 0;
+	const off_t state_off = offsetof(struct zkw_segment_header, hot.state);
+	const off_t futex_off = offsetof(struct zkw_segment_header, hot.futex);
+	uint32_t state = 0, word = 0;
+	void *map;
+
+	if (pread(fd, &state, sizeof(state), state_off) != sizeof(state))
+		return;
+	state = (state & ~(uint32_t)(ZKW_STATE_RUNNING | ZKW_STATE_CONNECTED)) | ZKW_STATE_RETIRED;
+	if (pwrite(fd, &state, sizeof(state), state_off) != sizeof(state))
+		return;
+	if (pread(fd, &word, sizeof(word), futex_off) == sizeof(word)) {
+		word++;
+		if (pwrite(fd, &word, sizeof(word), futex_off) != sizeof(word))
+			return;
+	}
+	/* FUTEX_WAKE needs an address: a read-only view of the first page.
+	 * The kernel answers EFAULT, never SIGBUS, if the page is gone. */
+	map = mmap(NULL, ZKW_HEADER_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return;
+	zkw__futex((const uint32_t *)(const void *)((const uint8_t *)map + futex_off), FUTEX_WAKE, INT_MAX,
+	           NULL, 0);
+	munmap(map, ZKW_HEADER_SIZE);
 }
 
 static int apply_permissions(zkw_writer *w, mode_t mode, gid_t group, char *why, size_t whylen)
 {
 	if (fchmod(w->fd, mode) < 0)
-		return zkw__errorf(why, whylen, -errno, "cannot chmod segment %s to %o: %s", w->name, (unsigned)mode,
-		            strerror(errno));
+		return zkw__errorf(why, whylen, -errno, "cannot chmod segment %s to %o: %s", w->name,
+		                   (unsigned)mode, strerror(errno));
 	if (group != (gid_t)-1 && fchown(w->fd, (uid_t)-1, group) < 0)
 		return zkw__errorf(why, whylen, -errno, "cannot give segment %s to group %u: %s", w->name,
-		            (unsigned)group, strerror(errno));
+		                   (unsigned)group, strerror(errno));
 	return 0;
+}
+
+/* linkat(2) of an unnamed object: through /proc (any user), else
+ * AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH). -1 with errno on failure. */
+static int link_object(int fd, const char *dst)
+{
+	char proc[64];
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -1;
+	return linkat(fd, "", AT_FDCWD, dst, AT_EMPTY_PATH);
+}
+
+/* Give the new object its name: fresh, only if the name is still free
+ * (LOOK_AGAIN if it is not); replacing, atomically over the old one (a
+ * temporary name, then rename(2)). */
+static int name_segment(zkw_writer *w, bool replace, char *why, size_t whylen)
+{
+	char dst[sizeof(SHM_DIR) + NAME_MAX + 1], tmp[sizeof(SHM_DIR) + 64];
+	uint64_t r;
+	int attempt, err;
+
+	snprintf(dst, sizeof(dst), SHM_DIR "/%s", w->name + 1);
+	if (!replace) {
+		if (link_object(w->fd, dst) == 0)
+			return 0;
+		if (errno == EEXIST)
+			return LOOK_AGAIN;
+		return zkw__errorf(why, whylen, -errno, "cannot name segment %s: %s", w->name,
+		                   strerror(errno));
+	}
+	for (attempt = 0;; attempt++) {
+		r = new_epoch();
+		snprintf(tmp, sizeof(tmp), SHM_DIR "/" NEW_PREFIX "%016llx", (unsigned long long)r);
+		if (link_object(w->fd, tmp) == 0)
+			break;
+		if (errno != EEXIST || attempt == OPEN_ATTEMPTS)
+			return zkw__errorf(why, whylen, -errno, "cannot name the new segment %s: %s", tmp,
+			                   strerror(errno));
+	}
+	if (rename(tmp, dst) < 0) {
+		err = errno;
+		unlink(tmp);
+		return zkw__errorf(why, whylen, -err, "cannot put the new segment in place of %s: %s",
+		                   w->name, strerror(err));
+	}
+	return 0;
+}
+
+/* A new segment, created where nobody else can reach it, then named.
+ * old_fd >= 0: it replaces that segment (continuing from its header `old`
+ * when given, then retiring it). 0, LOOK_AGAIN, or -errno; on failure
+ * nothing is left behind. */
+static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_header *old, mode_t mode,
+                          gid_t group, char *why, size_t whylen)
+{
+	uint64_t size = zkw_segment_size(w->capacity, w->slot_count);
+	int err;
+
+	w->fd = open(SHM_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (w->fd < 0)
+		return zkw__errorf(why, whylen, -errno, "cannot create a segment in " SHM_DIR ": %s",
+		                   strerror(errno));
+	err = allocate(w, w->fd, size, why, whylen);
+	if (!err && write_lock(w->fd) != 0) /* nobody else can reach it: cannot fail */
+		err = zkw__errorf(why, whylen, -EIO, "cannot lock the new segment %s", w->name);
+	if (!err)
+		err = map_segment(w, size, why, whylen);
+	if (err)
+		goto fail;
+	init_identity(w, size);
+	if (old)
+		carry_over(w, old_fd, old);
+	zkw_segment_set_state(&writer_header(w)->hot, ZKW_STATE_RUNNING);
+	/* A reader that sees the magic sees every identity field. The release
+	 * store pairs with the acquire load of the magic in
+	 * zkw__reader_validate() (zkw/client.h). No reader can map the
+	 * object before it has a name, but the rule costs nothing. */
+	__atomic_store_n(&writer_header(w)->ident.magic, ZKW_SEGMENT_MAGIC, __ATOMIC_RELEASE);
+	err = apply_permissions(w, mode, group, why, whylen);
+	if (!err)
+		err = name_segment(w, old_fd >= 0, why, whylen);
+	if (err)
+		goto fail;
+	if (old)
+		retire_segment(old_fd);
+	return 0;
+fail:
+	discard(w);
+	w->generation = 0;
+	w->notice[0] = '\0';
+	return err;
+}
+
+/* Check a segment's header (read with pread) against what we would
+ * create. 0, or -EEXIST naming the difference. */
+static int check_header(zkw_writer *w, int fd, const struct stat *st, struct zkw_segment_header *h, char *why,
+                        size_t whylen)
+{
+	uint64_t expect = zkw_segment_size(w->capacity, w->slot_count);
+	const struct zkw_segment_ident *id = &h->ident;
+
+	if ((uint64_t)st->st_size < ZKW_HEADER_SIZE || pread_full(fd, h, sizeof(*h), 0) != 0)
+		return zkw__errorf(why, whylen, -EEXIST,
+		                   "segment %s exists but is not a zkw segment (%lld bytes); remove it",
+		                   w->name, (long long)st->st_size);
+	if (id->magic != ZKW_SEGMENT_MAGIC || id->abi_major != ZKW_ABI_MAJOR ||
+	    id->header_size != ZKW_HEADER_SIZE)
+		return zkw__errorf(why, whylen, -EEXIST,
+		                   "segment %s exists but is not a zkw segment of ABI %u; remove it", w->name,
+		                   ZKW_ABI_MAJOR);
+	if (id->capacity != w->capacity)
+		return zkw__errorf(
+		        why, whylen, -EEXIST,
+		        "segment %s exists with capacity %llu bytes, not %llu; use that capacity or "
+		        "remove it",
+		        w->name, (unsigned long long)id->capacity, (unsigned long long)w->capacity);
+	if (id->slot_count != w->slot_count || id->slot_size != w->slot_size || id->segment_size != expect ||
+	    (uint64_t)st->st_size < expect)
+		return zkw__errorf(why, whylen, -EEXIST,
+		                   "segment %s exists but its layout is corrupt; remove it", w->name);
+	if (h->hot.generation > ZKW_GENERATION_MAX)
+		return zkw__errorf(why, whylen, -EEXIST,
+		                   "segment %s exists but its generation %llu is corrupt; remove it", w->name,
+		                   (unsigned long long)h->hot.generation);
+	return 0;
+}
+
+/* Take over the segment in place (its write lock is ours): readers carry
+ * on without reopening. */
+static int adopt_segment(zkw_writer *w, char *why, size_t whylen)
+{
+	uint64_t size = zkw_segment_size(w->capacity, w->slot_count);
+	char problem[200];
+	struct kept k;
+	uint32_t i;
+	int err;
+
+	/* A segment from an older broker may have been sized only: give it
+	 * its pages now, not at a publish. */
+	err = allocate(w, w->fd, size, why, whylen);
+	if (!err)
+		err = map_segment(w, size, why, whylen);
+	if (err)
+		return err;
+	/* Only a writer stores the generation, and we hold the lock. */
+	w->generation = zkw__load64(&writer_header(w)->hot.generation);
+	if (w->generation > ZKW_GENERATION_MAX)
+		return zkw__errorf(why, whylen, -EEXIST, "segment %s: generation %llu is corrupt; remove it",
+		                   w->name, (unsigned long long)w->generation);
+	/* Checked before the repair below, which would make an odd
+	 * published slot look even. */
+	if (!load_kept(w, writer_slot(w, w->generation), w->generation, &k, problem, sizeof(problem))) {
+		w->drop_kept = true;
+		note(w, "the last snapshot of segment %s was dropped: %s", w->name, problem);
+	}
+	/* A broker killed mid-publish left that slot odd; it was never
+	 * published, so make it even and let the next publish overwrite it. */
+	for (i = 0; i < w->slot_count; i++)
+		zkw_slot_write_repair(writer_slot(w, i));
+	stamp_broker(w);
+	return 0;
+}
+
+/* Find the segment the name holds and take it: adopt it, replace it, or
+ * create it. 0, LOOK_AGAIN (the name changed under us), or -errno. */
+static int take_segment(zkw_writer *w, mode_t mode, gid_t group, char *why, size_t whylen)
+{
+	char path[sizeof(SHM_DIR) + NAME_MAX + 1];
+	struct zkw_segment_header h;
+	const char *replace_why = NULL;
+	struct stat st;
+	struct flock fl;
+	int fd, err;
+
+	fd = shm_open(w->name, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0 && errno == ENOENT)
+		return create_segment(w, -1, NULL, mode, group, why, whylen);
+	if (fd < 0) {
+		err = errno;
+		snprintf(path, sizeof(path), SHM_DIR "/%s", w->name + 1);
+		if (lstat(path, &st) == 0 && st.st_uid != geteuid())
+			return foreign_owner("segment", w->name, st.st_uid, why, whylen);
+		return zkw__errorf(why, whylen, -err, "cannot open segment %s: %s", w->name, strerror(err));
+	}
+	if (fstat(fd, &st) < 0) {
+		err = zkw__errorf(why, whylen, -errno, "cannot stat segment %s: %s", w->name,
+		                  strerror(errno));
+		close(fd);
+		return err;
+	}
+	if (st.st_uid != geteuid()) {
+		close(fd);
+		return foreign_owner("segment", w->name, st.st_uid, why, whylen);
+	}
+	if (st.st_size == 0) { /* ours but empty: nothing to continue from */
+		err = create_segment(w, fd, NULL, mode, group, why, whylen);
+		close(fd);
+		return err;
+	}
+	err = check_header(w, fd, &st, &h, why, whylen);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		replace_why = "it was writable by group or others";
+	} else {
+		int64_t deadline = (int64_t)(zkw__now_ns(CLOCK_MONOTONIC) / 1000000u) + HOLDER_WAIT_MS;
+
+		while ((err = write_lock(fd)) == -EAGAIN || err == -EACCES) {
+			memset(&fl, 0, sizeof(fl));
+			fl.l_type = F_WRLCK;
+			fl.l_whence = SEEK_SET;
+			if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_RDLCK) {
+				replace_why = "another process holds a read lock on it";
+				break;
+			}
+			/* A write lock (or one released meanwhile): a broker that
+			 * does not use the broker lock (an older zkw-broker), or
+			 * one still dying - its descriptors close one by one. */
+			if ((int64_t)(zkw__now_ns(CLOCK_MONOTONIC) / 1000000u) > deadline) {
+				close(fd);
+				return held_by_another(w, why, whylen);
+			}
+			if (fl.l_type != F_UNLCK)
+				usleep(5000);
+		}
+		if (!replace_why && err) {
+			close(fd);
+			return zkw__errorf(why, whylen, err, "cannot lock segment %s: %s", w->name,
+			                   strerror(-err));
+		}
+	}
+	if (!replace_why) {
+		w->fd = fd;
+		err = apply_permissions(w, mode, group, why, whylen);
+		return err ? err : adopt_segment(w, why, whylen);
+	}
+	err = create_segment(w, fd, &h, mode, group, why, whylen);
+	close(fd);
+	if (err == 0)
+		note(w, "segment %s replaced because %s; readers of the old one are told to reopen it",
+		     w->name, replace_why);
+	return err;
 }
 
 static int writer_setup(zkw_writer *w, const zkw_writer_options *opt, char *why, size_t whylen)
 {
 	mode_t mode = opt && opt->mode ? opt->mode : 0640;
 	gid_t group = opt ? opt->group : (gid_t)-1;
-	struct stat st;
-	bool created;
-	int err;
+	int attempt, err;
 
-	err = open_fd(w, mode, &created, why, whylen);
-	if (err)
-		return err;
-	if (fstat(w->fd, &st) < 0)
-		return zkw__errorf(why, whylen, -errno, "cannot stat segment %s: %s", w->name, strerror(errno));
-	if (st.st_uid != geteuid())
-		return zkw__errorf(why, whylen, -EPERM,
-		            "segment %s is owned by uid %u, not by us (uid %u); refusing it", w->name,
-		            (unsigned)st.st_uid, (unsigned)geteuid());
-	err = lock_segment(w, why, whylen);
-	if (err)
-		return err;
-	err = apply_permissions(w, mode, group, why, whylen);
-	if (err)
-		return err;
-	/* An empty object is one we (or a racing broker that lost the lock)
-	 * just created: initialise it. */
-	if (created || st.st_size == 0)
-		err = init_segment(w, why, whylen);
-	else
-		err = adopt_segment(w, &st, why, whylen);
+	if (mode & ~(mode_t)0777)
+		return zkw__errorf(why, whylen, -EINVAL,
+		                   "mode %04o for segment %s: only permission bits (0777) apply",
+		                   (unsigned)mode, w->name);
+	if (mode & (S_IWGRP | S_IWOTH))
+		return zkw__errorf(
+		        why, whylen, -EINVAL,
+		        "mode %04o would let group or others write segment %s and change what every "
+		        "reader sees; refused (readers refuse such segments too)",
+		        (unsigned)mode, w->name);
+	err = lock_broker(w, why, whylen);
+	for (attempt = 0; !err && attempt < OPEN_ATTEMPTS; attempt++) {
+		err = take_segment(w, mode, group, why, whylen);
+		if (err != LOOK_AGAIN)
+			break;
+	}
+	if (err == LOOK_AGAIN)
+		err = zkw__errorf(why, whylen, -EAGAIN, "segment %s keeps changing under us; giving up",
+		                  w->name);
 	if (err)
 		return err;
 	set_watch_path(w, opt ? opt->watch_path : NULL);
@@ -245,24 +762,27 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 	if (!w)
 		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
 	w->fd = -1;
+	w->lock_fd = -1;
 	w->capacity = opt && opt->capacity ? opt->capacity : ZKW_DEFAULT_CAPACITY;
 	w->slot_count = ZKW_SLOT_COUNT;
 	w->slot_size = zkw_segment_slot_size(w->capacity);
 	w->compare_content = true;
 	err = zkw_shm_name(w->name, sizeof(w->name), shm_name);
 	if (err)
-		zkw__errorf(why, whylen, err, "invalid segment name \"%s\": one component, at most %d characters",
-		     shm_name ? shm_name : "", ZKW_SHM_NAME_MAX - 1);
+		zkw__errorf(why, whylen, err,
+		            "invalid segment name \"%s\": one component, at most %d characters",
+		            shm_name ? shm_name : "", ZKW_SHM_NAME_MAX - 1);
 	else if (w->capacity > ZKW_CAPACITY_MAX)
 		err = zkw__errorf(why, whylen, -EINVAL, "capacity %llu exceeds the maximum %u",
-		           (unsigned long long)w->capacity, ZKW_CAPACITY_MAX);
+		                  (unsigned long long)w->capacity, ZKW_CAPACITY_MAX);
 	else
 		err = writer_setup(w, opt, why, whylen);
 	if (err) {
-		if (w->base)
-			munmap(w->base, w->size);
-		if (w->fd >= 0)
-			close(w->fd);
+		discard(w);
+		if (w->lock_fd >= 0) { /* ours: unlinked while locked, as in close */
+			unlink(w->lock_path);
+			close(w->lock_fd);
+		}
 		free(w);
 		return err;
 	}
@@ -290,26 +810,43 @@ static void copy_text(char *dst, uint32_t *len_field, const char *text, uint32_t
 }
 
 /* Content, its identity and its pointer: fresh from p, or carried over
- * from the published slot `cur` (the last good value). */
+ * from the published slot `cur` (the last good value). What is read back
+ * from cur is loaded once and checked (load_kept()): a slot that fails the
+ * check is carried over as empty content, a change, never as bytes out of
+ * its bounds. */
 static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slot *cur,
                          const zkw_publication *p, uint64_t gen)
 {
+	struct kept k;
+	bool kept_ok = !w->drop_kept && load_kept(w, cur, w->generation, &k, NULL, 0);
 	bool changed;
 
-	if (p->keep_content) {
-		zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET,
-		                  (const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, cur->len);
-		zkw_payload_store(s->pointer, cur->pointer, cur->pointer_len);
-		zkw__store32(&s->pointer_len, cur->pointer_len);
-		zkw__store64(&s->len, cur->len);
-		zkw__store64(&s->version, (uint64_t)cur->version);
-		zkw__store64(&s->mzxid, (uint64_t)cur->mzxid);
-		zkw__store64(&s->changed_ns, cur->changed_ns);
-		zkw__store64(&s->content_gen, cur->content_gen);
+	w->drop_kept = false;
+	if (p->keep_content && !kept_ok) {
+		zkw__store32(&s->pointer_len, 0);
+		zkw__store64(&s->len, 0);
+		zkw__store64(&s->version, (uint64_t)-1);
+		zkw__store64(&s->mzxid, 0);
+		zkw__store64(&s->changed_ns, zkw__now_ns(CLOCK_REALTIME));
+		zkw__store64(&s->content_gen, gen);
 		return;
 	}
-	if (w->compare_content)
-		changed = w->generation == 0 || cur->len != p->len ||
+	if (p->keep_content) {
+		zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET,
+		                  (const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, k.len);
+		zkw_payload_store(s->pointer, cur->pointer, k.pointer_len);
+		zkw__store32(&s->pointer_len, k.pointer_len);
+		zkw__store64(&s->len, k.len);
+		zkw__store64(&s->version, (uint64_t)k.version);
+		zkw__store64(&s->mzxid, (uint64_t)k.mzxid);
+		zkw__store64(&s->changed_ns, k.changed_ns);
+		zkw__store64(&s->content_gen, k.content_gen);
+		return;
+	}
+	if (!kept_ok)
+		changed = true;
+	else if (w->compare_content)
+		changed = w->generation == 0 || k.len != p->len ||
 		          memcmp((const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len) != 0;
 	else
 		changed = p->content_serial != w->content_serial;
@@ -320,8 +857,8 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 	zkw__store64(&s->len, p->len);
 	zkw__store64(&s->version, (uint64_t)p->version);
 	zkw__store64(&s->mzxid, (uint64_t)p->mzxid);
-	zkw__store64(&s->changed_ns, changed ? zkw__now_ns(CLOCK_REALTIME) : cur->changed_ns);
-	zkw__store64(&s->content_gen, changed ? gen : cur->content_gen);
+	zkw__store64(&s->changed_ns, changed ? zkw__now_ns(CLOCK_REALTIME) : k.changed_ns);
+	zkw__store64(&s->content_gen, changed ? gen : k.content_gen);
 }
 
 int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
@@ -375,6 +912,11 @@ const char *zkw_writer_name(const zkw_writer *w)
 	return w->name;
 }
 
+const char *zkw_writer_notice(const zkw_writer *w)
+{
+	return w->notice;
+}
+
 void zkw_writer_close(zkw_writer *w, bool unlink_segment)
 {
 	if (!w)
@@ -383,6 +925,12 @@ void zkw_writer_close(zkw_writer *w, bool unlink_segment)
 	if (unlink_segment)
 		shm_unlink(w->name);
 	munmap(w->base, w->size);
-	close(w->fd); /* releases the lock */
+	/* The segment's lock first, then the broker lock: a broker that gets
+	 * the broker lock finds the segment free. The lock file is unlinked
+	 * while still locked (lock_broker() checks that the file it locked
+	 * still has the name). */
+	close(w->fd);
+	unlink(w->lock_path);
+	close(w->lock_fd);
 	free(w);
 }

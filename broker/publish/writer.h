@@ -22,7 +22,7 @@ typedef struct zkw_writer zkw_writer;
 
 typedef struct zkw_writer_options {
 	uint64_t capacity;      /* content bytes; 0 = ZKW_DEFAULT_CAPACITY */
-	mode_t mode;            /* 0 = 0640 */
+	mode_t mode;            /* 0 = 0640; group or other write bits are refused */
 	gid_t group;            /* (gid_t)-1 = leave as created */
 	const char *watch_path; /* informational, shown by zkw-inspect */
 } zkw_writer_options;
@@ -49,14 +49,27 @@ typedef struct zkw_publication {
 	uint64_t confirmed_ns; /* 0 = keep the published one */
 } zkw_publication;
 
-/* Create or re-open a segment and take its exclusive lock. 0 or -errno:
- * -EBUSY another broker holds it; -EPERM owned by another uid; -EEXIST it
- * exists with another capacity or is not a zkw segment; -EINVAL bad name
- * or capacity. `why` receives a one-line reason. A re-opened segment keeps
- * its generation rising, gets a new epoch, has any odd slot repaired, and
- * publishes "broker restarted" (last content kept, invalid, disconnected). */
+/* Take the broker lock (/dev/shm/.zkw-lock.<name>), then create, adopt or
+ * replace the segment and hold its write lock (the liveness readers see).
+ * 0 or -errno: -EBUSY another broker holds it; -EPERM the segment or the
+ * lock file is owned by another uid; -EEXIST it exists with another
+ * capacity, is not a zkw segment or is corrupt; -EINVAL bad name, capacity
+ * or mode (group or other write bits are refused); -ENOSPC /dev/shm cannot
+ * hold it (the message gives the size wanted and the space free). `why`
+ * receives a one-line reason. A segment is allocated in full at creation.
+ * An existing segment is adopted in place when it can be: its generation
+ * keeps rising, it gets a new epoch, any odd slot is repaired, and it
+ * publishes "broker restarted" (last content kept, invalid, disconnected).
+ * When a reader holds a lock on it, or group or others could write it, it
+ * is replaced instead by a new one continuing its generation and content,
+ * and retired (ZKW_STATE_RETIRED). What is read back from it is validated:
+ * a last snapshot that fails is dropped (published as empty content). */
 int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_options *opt, char *why,
                     size_t whylen);
+
+/* What the open repaired or replaced, in words, for the log ("" if
+ * nothing): a replaced segment, a dropped last snapshot. */
+const char *zkw_writer_notice(const zkw_writer *w);
 
 /* Publish a snapshot: fill the unpublished slot, publish it, bump the futex
  * word and wake every waiter. 0, or -EMSGSIZE when content exceeds the
@@ -69,7 +82,8 @@ uint64_t zkw_writer_capacity(const zkw_writer *w);
 const char *zkw_writer_name(const zkw_writer *w);
 
 /* Mark the broker stopped (state RUNNING cleared, readers woken), release
- * the lock and unmap; unlink the segment too when asked. NULL is fine. */
+ * the locks (the lock file is removed) and unmap; unlink the segment too
+ * when asked. NULL is fine. */
 void zkw_writer_close(zkw_writer *w, bool unlink_segment);
 
 /* Test seam: when set, called between zkw_slot_write_begin() and

@@ -94,7 +94,13 @@ struct zkw_session {
 	bool closing;
 	int init_errno;                 /* last zookeeper_init failure, 0 = none */
 	char conn_error[ZKW_ERROR_MAX]; /* the error of a disconnected watch */
-	unsigned backoff_ms;
+	unsigned backoff_ms;            /* retry of a failed zookeeper_init */
+
+	/* Recovery (session.c, control_give_up): CLOCK_MONOTONIC ms. */
+	int64_t down_since;    /* no session connected since; 0 = connected */
+	int64_t give_up_at;    /* close the current handle then unless connected; 0 = no deadline */
+	int timeout_ms;        /* the last negotiated session timeout, else the requested one */
+	unsigned reconnect_ms; /* nominal wait before the next new handle; 0 = none since connected */
 
 	struct zkw_watch *watches;
 

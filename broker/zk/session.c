@@ -9,11 +9,13 @@
  *    joins the control thread.
  *  - the control thread (one per session, ours): creates the ZooKeeper
  *    handle, re-creates it after ZOO_EXPIRED_SESSION_STATE (zookeeper_close
- *    of the old one happens here, never in a callback), retries a failed
- *    zookeeper_init with backoff, fires the reconcile timer, and tears the
- *    handle down at close. It never holds the lock across zookeeper_init or
- *    zookeeper_close: both wait for ZooKeeper threads that may be waiting
- *    for the lock.
+ *    of the old one happens here, never in a callback), closes a handle
+ *    that has not been connected for a session timeout and starts a new
+ *    one after a backoff spent with no handle (control_give_up), retries a
+ *    failed zookeeper_init with backoff, fires the reconcile timer, and
+ *    tears the handle down at close. It never holds the lock across
+ *    zookeeper_init or zookeeper_close: both wait for ZooKeeper threads
+ *    that may be waiting for the lock.
  *  - the ZooKeeper completion thread (one per handle, the client's): the
  *    session watcher below, node watchers and completions (watch.c),
  *    and so on_state. Everything there is non-blocking: it takes the
@@ -168,6 +170,10 @@ static void session_connected(struct zkw_session *s, zhandle_t *zh)
 		                 (unsigned long long)id->client_id, zoo_recv_timeout(zh));
 	s->connected = true;
 	s->backoff_ms = 0;
+	s->reconnect_ms = 0;
+	s->down_since = 0;
+	s->give_up_at = 0;
+	s->timeout_ms = zoo_recv_timeout(zh); /* negotiated */
 	snprintf(s->conn_error, sizeof s->conn_error, "%s", ZKW_ERR_CONNECTION);
 	/* Re-read everything: a change while we were away may or may not have
 	 * fired a watch; content comparison makes the re-read harmless. */
@@ -182,6 +188,13 @@ static void session_lost(struct zkw_session *s, bool expired)
 		zkw__session_log(s, expired ? ZKW_LOG_WARN : ZKW_LOG_INFO, "%s",
 		                 expired ? "ZooKeeper session expired, starting a new one"
 		                         : "connection to ZooKeeper lost, reconnecting");
+	if (s->connected) {
+		/* The client reconnects on its own; past one session timeout the
+		 * session is gone and the control thread takes over. */
+		s->down_since = zkw_clock_mono_ms();
+		s->give_up_at = s->down_since + s->timeout_ms + 1;
+		pthread_cond_signal(&s->control_cond);
+	}
 	s->connected = false;
 	snprintf(s->conn_error, sizeof s->conn_error, "%s", ZKW_ERR_CONNECTION);
 	if (expired) {
@@ -285,7 +298,38 @@ static void control_init_failed(struct zkw_session *s, int e, int64_t *retry_at)
 	pthread_cond_broadcast(&s->state_cond);
 }
 
-/* Replace the handle (first start, or after expiry). Lock held. */
+/* The current handle has not been connected for longer than the session
+ * timeout. Its session is gone (the servers expire a session not heard of
+ * for that long), or it is refused: a server whose data was reset answers
+ * "client has seen zxid ..., our last zxid is ..." to every reconnection of
+ * a session that saw newer data, and only a new session (last zxid 0) gets
+ * in. Meanwhile the client retries the host list every timeout/60 ms, so
+ * close the handle and wait with none at all: b = the session timeout,
+ * doubling up to reconnect_max_ms, each wait drawn from [b/2, b]. A
+ * connection resets b (session_connected). Lock held; dropped around
+ * zookeeper_close. */
+static void control_give_up(struct zkw_session *s, int64_t now, int64_t *retry_at)
+{
+	unsigned max = (unsigned)s->opt.reconnect_max_ms, wait;
+	int64_t lost_ms = now - s->down_since;
+
+	if (!s->reconnect_ms)
+		s->reconnect_ms = (unsigned)s->timeout_ms;
+	else
+		s->reconnect_ms = s->reconnect_ms > max / 2 ? max : s->reconnect_ms * 2;
+	if (s->reconnect_ms > max)
+		s->reconnect_ms = max;
+	wait = s->reconnect_ms / 2 + (unsigned)(jitter_rand(s) % (s->reconnect_ms / 2 + 1));
+	zkw__session_log(s, ZKW_LOG_WARN, "session lost for %lld ms (> %d ms timeout): new session in %u ms",
+	                 (long long)lost_ms, s->timeout_ms, wait);
+	s->give_up_at = 0;
+	s->need_handle = true;
+	control_drop_handle(s);
+	*retry_at = zkw_clock_mono_ms() + wait;
+}
+
+/* Replace the handle (first start, after expiry, after control_give_up).
+ * Lock held. */
 static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 {
 	zhandle_t *zh;
@@ -294,6 +338,10 @@ static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 	control_drop_handle(s);
 	if (s->closing)
 		return;
+	/* The new handle gets one session timeout to connect. */
+	if (!s->down_since)
+		s->down_since = zkw_clock_mono_ms();
+	s->give_up_at = zkw_clock_mono_ms() + s->timeout_ms + 1;
 	s->initializing = true;
 	pthread_mutex_unlock(&s->lock);
 	errno = 0;
@@ -302,6 +350,7 @@ static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 	pthread_mutex_lock(&s->lock);
 	s->initializing = false;
 	if (!zh) {
+		s->give_up_at = 0;
 		control_init_failed(s, e, retry_at);
 		return;
 	}
@@ -331,6 +380,10 @@ static void *control_main(void *arg)
 			control_new_handle(s, &retry_at);
 			continue;
 		}
+		if (s->zh && !s->connected && s->give_up_at && now >= s->give_up_at) {
+			control_give_up(s, now, &retry_at);
+			continue;
+		}
 		if (now >= reconcile_at) {
 			for (struct zkw_watch *w = s->watches; w && s->connected; w = w->next)
 				zkw__watch_reconcile(w);
@@ -339,6 +392,8 @@ static void *control_main(void *arg)
 		}
 		if (s->need_handle && retry_at < wake)
 			wake = retry_at;
+		if (s->zh && !s->connected && s->give_up_at && s->give_up_at < wake)
+			wake = s->give_up_at;
 		if (wake == NEVER) {
 			pthread_cond_wait(&s->control_cond, &s->lock);
 		} else {
@@ -377,6 +432,9 @@ static int session_alloc(struct zkw_session **out, const char *hosts, const zkw_
 		s->opt.session_timeout_ms = ZKW_SESSION_TIMEOUT_MS_DEFAULT;
 	if (s->opt.init_timeout_ms <= 0)
 		s->opt.init_timeout_ms = ZKW_INIT_TIMEOUT_MS_DEFAULT;
+	if (s->opt.reconnect_max_ms <= 0)
+		s->opt.reconnect_max_ms = ZKW_RECONNECT_MAX_MS_DEFAULT;
+	s->timeout_ms = s->opt.session_timeout_ms;
 	s->hosts = strdup(hosts);
 	if (!s->hosts) {
 		free(s);

@@ -10,27 +10,46 @@
  * and the error and pointer texts through accessors.
  *
  *     struct zkw_py_reader *h;
- *     int err = zkw_py_open(&h, "/zkw.tmp.myconfig", -1, &why);  // 0 or -errno
+ *     char why[512];
+ *     int err = zkw_py_open(&h, "/zkw.tmp.myconfig", -1, why, sizeof(why)); // 0 or -errno
  *     zkw_py_meta m;
  *     int64_t n = zkw_py_read(h, &m, buf, cap);   // -ENOBUFS: m.len needed
  *     const char *e = zkw_py_error(h);            // of that read
- *     zkw_py_close(h);
+ *     zkw_py_shutdown(h);                         // any thread: waits return -ECANCELED
+ *     zkw_py_close(h);                            // once no call is in flight
  *
  * Event mode: the binding keeps a zeroed buffer of zkw_py_delivery_size()
  * bytes (8-byte aligned) per event loop, and for every snapshot asks
  * zkw_py_delivery_next() which handlers are due (ZKW_DELIVER_* bits of
  * zkw/common.h); it calls them in bit order. The rule lives in C only.
  *
- * A handle is not for concurrent use by several threads, except
- * zkw_py_generation/is_valid/ping/wait, which only read the segment.
+ * Threads: zkw_py_generation/is_valid/ping/broker_alive/capacity/wait may
+ * run in several threads at once (they only read the segment); zkw_py_read
+ * and the texts of the last read (zkw_py_error/pointer) need one caller at
+ * a time. zkw_py_shutdown() may be called while other threads are in any
+ * of these: it makes every zkw_py_wait in flight, and every later one,
+ * return -ECANCELED at once. zkw_py_close() frees the handle and unmaps
+ * the segment: the binding calls it only once no call is in flight (zkw.py
+ * counts its calls under a lock: shutdown, wait for the count to drop to
+ * zero, close).
  * Errors follow zkw/common.h: 0 or -errno, results through out-parameters.
  */
 #include <zkw/client.h>
 #include <zkw/common.h>
 
+#include <limits.h>
+#include <linux/futex.h>
+#include <linux/time_types.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
-#define ZKW_PY_ABI 2 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
+#define ZKW_PY_ABI 3 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
+
+/* Where futex_waitv(2) (Linux 5.16) is missing, a wait sleeps on the
+ * segment alone in slices this long and re-checks the shutdown word. */
+#define ZKW_PY_FALLBACK_SLICE_MS 20
 
 typedef struct zkw_py_meta {
 	uint64_t generation;
@@ -49,14 +68,17 @@ _Static_assert(sizeof(zkw_py_meta) == 64, "zkw_py_meta is mirrored in zkw.py");
 struct zkw_py_reader {
 	zkw_reader reader;
 	zkw_snapshot snap; /* of the last read: error and pointer texts */
+	uint32_t closing;  /* private futex word: 1 once zkw_py_shutdown() ran */
+	int no_waitv;      /* the kernel lacks futex_waitv(2) (atomic: waits race) */
 };
 
 /* Prototypes: exported API (-Wmissing-prototypes; no public header, the
  * bindings declare them). */
 ZKW_API int zkw_py_abi(void);
 ZKW_API int zkw_py_meta_size(void);
-ZKW_API int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid,
-                        const char **why);
+ZKW_API int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid, char *why,
+                        size_t whylen);
+ZKW_API void zkw_py_shutdown(struct zkw_py_reader *h);
 ZKW_API void zkw_py_close(struct zkw_py_reader *h);
 ZKW_API uint64_t zkw_py_generation(const struct zkw_py_reader *h);
 ZKW_API int zkw_py_is_valid(const struct zkw_py_reader *h);
@@ -66,7 +88,7 @@ ZKW_API uint64_t zkw_py_capacity(const struct zkw_py_reader *h);
 ZKW_API int64_t zkw_py_read(struct zkw_py_reader *h, zkw_py_meta *meta, void *buf, size_t cap);
 ZKW_API const char *zkw_py_error(const struct zkw_py_reader *h);
 ZKW_API const char *zkw_py_pointer(const struct zkw_py_reader *h);
-ZKW_API int zkw_py_wait(const struct zkw_py_reader *h, uint64_t seen, int timeout_ms);
+ZKW_API int zkw_py_wait(struct zkw_py_reader *h, uint64_t seen, int timeout_ms);
 ZKW_API int zkw_py_default_name(const char *zk_path, char *out, size_t cap);
 ZKW_API int zkw_py_delivery_size(void);
 ZKW_API unsigned zkw_py_delivery_next(zkw_delivery *d, int valid, uint64_t content_gen, const char *error);
@@ -81,28 +103,49 @@ int zkw_py_meta_size(void)
 	return (int)sizeof(zkw_py_meta);
 }
 
-/* Open a segment into *out; expected_uid < 0 accepts any owner. 0, or
- * -errno (*out = NULL) with *why = a static text naming the cause. */
-int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid, const char **why)
+/* Open a segment into *out; expected_uid >= 0 demands that owner,
+ * expected_uid < 0 applies the reader's default owner policy
+ * (zkw_reader_options.expected_uid = (uid_t)-1, see zkw/client.h). 0, or
+ * -errno (*out = NULL) with the cause in words in why (whylen bytes, always
+ * NUL-terminated; r->why may point into the reader, so it is copied). */
+int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid, char *why,
+                size_t whylen)
 {
-	zkw_reader_options opt = {.expected_uid = expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid};
+	zkw_reader_options opt;
 	struct zkw_py_reader *h = calloc(1, sizeof(*h));
 	int rc;
 
 	*out = NULL;
+	if (why && whylen)
+		why[0] = '\0';
 	if (!h) {
-		*why = "out of memory";
+		if (why && whylen)
+			snprintf(why, whylen, "out of memory");
 		return -ENOMEM;
 	}
+	memset(&opt, 0, sizeof(opt));
+	opt.expected_uid = expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid;
 	rc = zkw_reader_open_ex(&h->reader, shm_name, &opt);
 	if (rc) {
-		*why = h->reader.why ? h->reader.why : "cannot open segment";
+		if (why && whylen)
+			snprintf(why, whylen, "%s", h->reader.why ? h->reader.why : "cannot open segment");
 		free(h);
 		return rc;
 	}
-	*why = "";
 	*out = h;
 	return 0;
+}
+
+/* Make every zkw_py_wait on h, in flight or later, return -ECANCELED at
+ * once. Safe while other threads are in any zkw_py_* call on h except
+ * zkw_py_close. Idempotent. */
+void zkw_py_shutdown(struct zkw_py_reader *h)
+{
+	/* The release store pairs with the acquire load in zkw_py_wait(); the
+	 * wake reaches a waiter already asleep in futex_waitv (the kernel
+	 * re-checks the word before sleeping, so none sleeps past it). */
+	__atomic_store_n(&h->closing, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &h->closing, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 void zkw_py_close(struct zkw_py_reader *h)
@@ -168,11 +211,75 @@ const char *zkw_py_pointer(const struct zkw_py_reader *h)
 	return h->snap.pointer;
 }
 
-/* 1 changed, 0 timeout, -EINTR on a signal (the binding checks its own
- * signal handlers then), -errno. */
-int zkw_py_wait(const struct zkw_py_reader *h, uint64_t seen, int timeout_ms)
+static int shutting_down(const struct zkw_py_reader *h)
 {
-	return zkw_reader_wait(&h->reader, seen, timeout_ms);
+	return __atomic_load_n(&h->closing, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* zkw_reader_wait() that zkw_py_shutdown() interrupts: 1 changed, 0
+ * timeout, -ECANCELED after zkw_py_shutdown(), -ESTALE when the segment is
+ * retired (as zkw_reader_wait: reopen the name), -EINTR on a signal (the
+ * binding checks its own signal handlers then), -errno. One futex_waitv(2)
+ * sleeps on the segment's shared word and the handle's private shutdown
+ * word at once, so shutdown wakes exactly this handle's waiters. */
+int zkw_py_wait(struct zkw_py_reader *h, uint64_t seen, int timeout_ms)
+{
+	const struct zkw_segment_hot *hot = &zkw__header(&h->reader)->hot;
+	struct timespec deadline;
+	const struct timespec *dl = zkw__deadline(&deadline, timeout_ms);
+	uint64_t end_ns = dl ? (uint64_t)dl->tv_sec * 1000000000u + (uint64_t)dl->tv_nsec : 0;
+
+	for (;;) {
+		/* Loaded before the generation, as in zkw_reader_wait(): the
+		 * acquire load pairs with the release increment in
+		 * zkw_segment_wake() (zkw/segment.h). */
+		uint32_t word_seen = zkw_segment_futex_word(hot);
+		uint64_t now;
+		int rc, slice;
+
+		if (shutting_down(h))
+			return -ECANCELED;
+		if (zkw_reader_generation(&h->reader) != seen)
+			return 1;
+		if (zkw_reader_retired(&h->reader))
+			return -ESTALE; /* the retiring broker bumped the word after the bit */
+		now = zkw__now_ns(CLOCK_MONOTONIC);
+		if (dl && now >= end_ns)
+			return 0;
+#ifdef SYS_futex_waitv
+		if (!__atomic_load_n(&h->no_waitv, __ATOMIC_RELAXED)) {
+			/* futex_waitv takes the 64-bit kernel timespec on every ABI */
+			struct __kernel_timespec kdl = {.tv_sec = dl ? dl->tv_sec : 0,
+			                                .tv_nsec = dl ? dl->tv_nsec : 0};
+			struct futex_waitv w[2] = {
+			        {.val = word_seen, .uaddr = (uintptr_t)&hot->futex, .flags = FUTEX_32},
+			        {.val = 0,
+			         .uaddr = (uintptr_t)&h->closing,
+			         .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG},
+			};
+
+			/* The kernel re-checks both words before sleeping: a
+			 * publish or a shutdown after our loads makes it return.
+			 * The deadline is absolute, so wakeups do not stretch it. */
+			if (syscall(SYS_futex_waitv, w, 2, 0, dl ? &kdl : NULL, CLOCK_MONOTONIC) >= 0 ||
+			    errno == EAGAIN || errno == ETIMEDOUT)
+				continue; /* the checks above decide */
+			if (errno == EINTR)
+				return -EINTR;
+			if (errno != ENOSYS && errno != EINVAL)
+				return -errno;
+			__atomic_store_n(&h->no_waitv, 1, __ATOMIC_RELAXED);
+		}
+#endif
+		/* Old kernels: the segment alone, in slices, re-checking the
+		 * shutdown word between them. */
+		slice = ZKW_PY_FALLBACK_SLICE_MS;
+		if (dl && end_ns - now < (uint64_t)slice * 1000000u)
+			slice = (int)((end_ns - now + 999999u) / 1000000u);
+		rc = zkw_reader_wait(&h->reader, seen, slice);
+		if (rc != 0)
+			return rc;
+	}
 }
 
 /* "/tmp/myconfig" -> "/zkw.tmp.myconfig". 0 or -EINVAL/-ENAMETOOLONG. */

@@ -93,9 +93,16 @@ typedef struct zkw_cache_snapshot {
 } zkw_cache_snapshot;
 
 /* Zero-initialised options are the defaults (hence require_uid rather than
- * client.h's (uid_t)-1 convention: {0} must not mean "owned by root"). */
+ * client.h's (uid_t)-1 convention: {0} must not mean "owned by root").
+ *
+ * Owner policy, as zkw_reader_open() in zkw/client.h: by default a segment
+ * is accepted only from root, the caller's effective uid, or the uid that
+ * ZKW_SEGMENT_OWNER names (exactly that one, when set); with require_uid,
+ * only from expected_uid. A segment writable by group or others is always
+ * refused (-EPERM). A segment the broker replaces (ZKW_STATE_RETIRED) is
+ * reopened by name under the same policy, without a gap in generations. */
 typedef struct zkw_cache_options {
-	bool require_uid; /* refuse a segment not owned by expected_uid */
+	bool require_uid; /* trust exactly expected_uid instead of the default owners */
 	uid_t expected_uid;
 	/* Called on the follower thread with the snapshot current at open
 	 * (once the follower starts) and then once per published snapshot.
@@ -109,9 +116,10 @@ typedef struct zkw_cache_options {
 
 /* Map the segment, read the current snapshot, start the follower thread.
  * 0 or -errno: -ENOENT no such segment (is zkw-broker running?), -EACCES,
- * -EPERM owner is not the expected uid, -EBADMSG corrupt, -EPROTO ABI
- * mismatch, -EINVAL bad name, -ENOMEM, -EAGAIN (could not get a stable
- * read, or create the thread). opt may be NULL. */
+ * -EPERM owner not trusted or segment writable by group or others (see
+ * zkw_cache_options), -EBADMSG corrupt, -EPROTO ABI mismatch, -EINVAL bad
+ * name or a ZKW_SEGMENT_OWNER naming no user, -ENOMEM, -EAGAIN (could not
+ * get a stable read, or create the thread). opt may be NULL. */
 ZKW_API int zkw_cache_open(zkw_cache **out, const char *shm_name, const zkw_cache_options *opt);
 
 /* Begin reading: the current snapshot, never NULL while the cache is open;
@@ -134,7 +142,9 @@ ZKW_API uint64_t zkw_cache_generation(const zkw_cache *c);
 ZKW_API int zkw_cache_wait(zkw_cache *c, uint64_t seen, int timeout_ms);
 
 /* The follower's last read error (0 if its last read succeeded): -EBADMSG
- * for a corrupt slot, for instance. The cache keeps its last snapshot. */
+ * for a corrupt slot, for instance, or what reopening a replaced segment
+ * failed with (-ENOENT, -EPERM: it retries every 100 ms). The cache keeps
+ * its last snapshot. */
 ZKW_API int zkw_cache_follower_error(const zkw_cache *c);
 
 /* Stop following and unpublish (see "Stopping" above). 0, or -EDEADLK when

@@ -23,17 +23,36 @@
  * The protocol's steps (seqlock, slot accessor, payload copy, hot line)
  * are in zkw/segment.h, shared with the writer.
  *
+ * Trust: a segment's owner decides what readers see and could shrink the
+ * object under their mapping (every access would then fault with SIGBUS),
+ * so zkw_reader_open() accepts a segment only from a known owner - root,
+ * the caller's effective uid, or the one uid it was told (the environment
+ * variable ZKW_SEGMENT_OWNER, a uid or a user name, for every reader of a
+ * process; zkw_reader_options.expected_uid for one open, which takes
+ * precedence) - and never one that group or others may write. r->why then
+ * names the owner and how to trust it.
+ *
+ * Replacement: a broker that cannot take over a segment in place (a reader
+ * holds a lock on it, or it was writable by others) replaces it under the
+ * same name and marks the old one ZKW_STATE_RETIRED: zkw_reader_retired()
+ * turns true, zkw_reader_wait() and zkw_dispatch() return -ESTALE. Close
+ * the reader and open the name again; the new segment continues the
+ * generations and content_gen, so a dispatcher carries on without
+ * delivering anything twice.
+ *
  * Caveats, as with libc: zkw_reader_wait() returns -EINTR when a signal
- * arrives; a reader trusts the segment's owner not to shrink it (demand the
- * owner uid with zkw_reader_open_ex() when the name is not yours).
+ * arrives.
  */
 #ifndef ZKW_CLIENT_H
 #define ZKW_CLIENT_H
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -51,6 +70,10 @@ extern "C" {
 #define F_OFD_GETLK 36
 #endif
 
+/* The environment variable naming the one owner (a uid or a user name) that
+ * every reader of the process trusts, instead of root or itself. */
+#define ZKW_OWNER_ENV "ZKW_SEGMENT_OWNER"
+
 #ifndef ZKW_READ_RETRIES
 #define ZKW_READ_RETRIES 4096 /* seqlock retries before -EAGAIN */
 #endif
@@ -62,7 +85,11 @@ typedef struct zkw_reader {
 	uint32_t slot_count; /* cached at open: never re-read from the */
 	uint64_t slot_size;  /* segment, so a hostile writer cannot */
 	uint64_t capacity;   /* steer a reader out of bounds */
-	const char *why;     /* static text naming the last open error */
+	/* The last open error in words: a static text, or why_buf for a
+	 * refused owner or mode. It may point into r itself: copy the text,
+	 * not the pointer, before freeing or moving r. */
+	const char *why;
+	char why_buf[256];
 } zkw_reader;
 
 typedef struct zkw_snapshot {
@@ -80,7 +107,11 @@ typedef struct zkw_snapshot {
 } zkw_snapshot;
 
 typedef struct zkw_reader_options {
-	/* refuse a segment not owned by this uid; (uid_t)-1 accepts any */
+	/* The one owner to trust: the segment must be owned by exactly this
+	 * uid (ZKW_SEGMENT_OWNER is then not consulted). (uid_t)-1 = not
+	 * told: ZKW_SEGMENT_OWNER if set (exactly that uid), else root or the
+	 * caller's effective uid. Group- or other-writable segments are
+	 * refused whatever the owner. */
 	uid_t expected_uid;
 } zkw_reader_options;
 
@@ -159,10 +190,104 @@ static inline int zkw__reader_validate(zkw_reader *r, const struct stat *st)
 	return 0;
 }
 
+/* "uid N (name)", or "uid N" when the name is unknown, into buf. */
+static inline void zkw__uid_text(char *buf, size_t cap, uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char scratch[1024];
+
+	if (getpwuid_r(uid, &pw, scratch, sizeof(scratch), &found) == 0 && found && found->pw_name)
+		snprintf(buf, cap, "uid %u (%.32s)", (unsigned)uid, found->pw_name);
+	else
+		snprintf(buf, cap, "uid %u", (unsigned)uid);
+}
+
+/* The owner ZKW_SEGMENT_OWNER names, a uid or a user name: 0 with *uid
+ * set; 1 when it is unset or empty, or the process is set-id (whoever
+ * started it must not widen its trust, as secure_getenv(3)); -EINVAL when
+ * it names no user. */
+static inline int zkw__owner_from_env(uid_t *uid)
+{
+	struct passwd pw, *found = NULL;
+	char scratch[1024], *end;
+	const char *v;
+	unsigned long n;
+
+	if (getuid() != geteuid() || getgid() != getegid())
+		return 1;
+	v = getenv(ZKW_OWNER_ENV);
+	if (!v || !*v)
+		return 1;
+	if (*v >= '0' && *v <= '9') {
+		errno = 0;
+		n = strtoul(v, &end, 10);
+		if (*end || errno || n >= (unsigned long)(uid_t)-1)
+			return -EINVAL;
+		*uid = (uid_t)n;
+		return 0;
+	}
+	if (getpwnam_r(v, &pw, scratch, sizeof(scratch), &found) != 0 || !found)
+		return -EINVAL;
+	*uid = found->pw_uid;
+	return 0;
+}
+
+/* The trust policy (see the top of this file), on the open segment's
+ * stat. 0, or -EPERM / -EINVAL with the reason in r->why_buf. */
+static inline int zkw__reader_trust(zkw_reader *r, const struct stat *st, const zkw_reader_options *opt)
+{
+	uid_t told = opt ? opt->expected_uid : (uid_t)-1;
+	bool from_env = false;
+	char owner[64];
+	bool trusted;
+
+	if (told == (uid_t)-1) {
+		int rc = zkw__owner_from_env(&told);
+
+		if (rc < 0) {
+			snprintf(r->why_buf, sizeof(r->why_buf),
+			         ZKW_OWNER_ENV "=%.64s names no user (want a uid or a user name)",
+			         getenv(ZKW_OWNER_ENV));
+			return -EINVAL;
+		}
+		if (rc > 0)
+			told = (uid_t)-1;
+		from_env = rc == 0;
+	}
+	trusted = told == (uid_t)-1 ? st->st_uid == 0 || st->st_uid == geteuid() : st->st_uid == told;
+	if (!trusted) {
+		zkw__uid_text(owner, sizeof(owner), st->st_uid);
+		if (told == (uid_t)-1)
+			snprintf(r->why_buf, sizeof(r->why_buf),
+			         "segment owner is %s, not root or you (uid %u): to trust it, "
+			         "set " ZKW_OWNER_ENV "=%u or pass expected_uid",
+			         owner, (unsigned)geteuid(), (unsigned)st->st_uid);
+		else if (from_env)
+			snprintf(r->why_buf, sizeof(r->why_buf),
+			         "segment owner is %s, not uid %u named by " ZKW_OWNER_ENV, owner,
+			         (unsigned)told);
+		else
+			snprintf(r->why_buf, sizeof(r->why_buf),
+			         "segment owner is %s, not the expected uid %u", owner, (unsigned)told);
+		return -EPERM;
+	}
+	if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+		zkw__uid_text(owner, sizeof(owner), st->st_uid);
+		snprintf(r->why_buf, sizeof(r->why_buf),
+		         "segment is writable by group or others (mode %04o, owner %s): whoever may write it "
+		         "could change what you read; refused",
+		         (unsigned)(st->st_mode & 07777), owner);
+		return -EPERM;
+	}
+	return 0;
+}
+
 /* Open and validate a segment by name ("name" or "/name"). 0 or -errno:
- * -ENOENT no such segment, -EACCES no permission, -EPERM owner is not the
- * expected uid, -EBADMSG truncated or corrupt, -EPROTO incompatible ABI,
- * -EINVAL bad name. r->why names the cause in words. */
+ * -ENOENT no such segment, -EACCES no permission, -EPERM owner not trusted
+ * or segment writable by group or others, -EBADMSG truncated or corrupt,
+ * -EPROTO incompatible ABI, -EINVAL bad name or a ZKW_SEGMENT_OWNER that
+ * names no user. r->why names the cause in words (for a refused owner: the
+ * owner, and how to trust it). */
 static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name, const zkw_reader_options *opt)
 {
 	char name[ZKW_SHM_NAME_MAX + 1];
@@ -185,8 +310,9 @@ static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name, const 
 	}
 	if (fstat(r->fd, &st) < 0)
 		return zkw__reader_fail(r, -errno, "cannot stat segment");
-	if (opt && opt->expected_uid != (uid_t)-1 && st.st_uid != opt->expected_uid)
-		return zkw__reader_fail(r, -EPERM, "segment owner is not the expected uid");
+	err = zkw__reader_trust(r, &st, opt);
+	if (err)
+		return zkw__reader_fail(r, err, r->why_buf);
 	if ((uint64_t)st.st_size < ZKW_HEADER_SIZE + 2 * (uint64_t)ZKW_SLOT_CONTENT_OFFSET)
 		return zkw__reader_fail(r, -EBADMSG, "truncated segment: smaller than a header");
 	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, r->fd, 0);
@@ -225,18 +351,29 @@ static inline bool zkw_reader_is_valid(const zkw_reader *r)
 	return (zkw_reader_state(r) & ZKW_STATE_VALID) != 0;
 }
 
-/* Is a broker holding the segment's lock? Probes with F_OFD_GETLK, which
- * never takes the lock, so a reader cannot get in a restarting broker's way. */
+/* Has a broker replaced this segment by a new one under the same name
+ * (ZKW_STATE_RETIRED)? One load. Nothing is published here any more:
+ * close the reader and open the name again. */
+static inline bool zkw_reader_retired(const zkw_reader *r)
+{
+	return (zkw_reader_state(r) & ZKW_STATE_RETIRED) != 0;
+}
+
+/* Is a broker holding the segment? The running broker holds a write lock
+ * on it. The probe asks F_OFD_GETLK whether a READ lock could be taken,
+ * which only a write lock prevents: a read lock (all that a read-only
+ * descriptor can take) never counts, so nobody but the broker can make
+ * this true. The probe takes no lock itself. */
 static inline bool zkw_reader_broker_alive(const zkw_reader *r)
 {
 	struct flock fl;
 
 	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
+	fl.l_type = F_RDLCK;
 	fl.l_whence = SEEK_SET;
 	if (fcntl(r->fd, F_OFD_GETLK, &fl) < 0)
 		return false;
-	return fl.l_type != F_UNLCK;
+	return fl.l_type == F_WRLCK;
 }
 
 /* True when the broker is alive and its ZooKeeper session is connected. */
@@ -336,7 +473,9 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
 /* ---- wait ------------------------------------------------------------- */
 
 /* Block until the published generation differs from `seen`. Returns 1 when
- * it does, 0 on timeout, -EINTR on a signal. timeout_ms < 0 waits forever.
+ * it does, 0 on timeout, -EINTR on a signal, -ESTALE when the segment is
+ * retired (zkw_reader_retired(): reopen the name; a new generation is still
+ * reported first). timeout_ms < 0 waits forever.
  * Never misses a wakeup: the futex word is loaded before the generation,
  * and the kernel compares it again before sleeping; the writer stores the
  * generation before bumping the word (zkw_segment_announce()). */
@@ -352,6 +491,10 @@ static inline int zkw_reader_wait(const zkw_reader *r, uint64_t seen, int timeou
 
 		if (zkw_reader_generation(r) != seen)
 			return 1;
+		/* The retiring broker stores the state, then bumps the word
+		 * and wakes: seeing the new word means seeing the bit. */
+		if (zkw_reader_retired(r))
+			return -ESTALE;
 		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline,
 		 * so spurious wakeups and EAGAIN do not stretch the timeout. */
 		rc = zkw_segment_futex_wait(hot, word_seen, dl);
@@ -390,7 +533,10 @@ static inline void zkw_dispatcher_init(zkw_dispatcher *d, const zkw_reader *r, c
 
 /* Wait up to timeout_ms for a new generation and deliver it. Returns the
  * number of handler calls (0 also on timeout), or -errno from read/wait
- * (-ENOBUFS: d->snap.len is the size needed). */
+ * (-ENOBUFS: d->snap.len is the size needed; -ESTALE: the segment was
+ * replaced - zkw_reader_close() the reader, zkw_reader_open() the name
+ * into the same zkw_reader and go on dispatching with this dispatcher:
+ * generations and content_gen continue, nothing is delivered twice). */
 static inline int zkw_dispatch(zkw_dispatcher *d, int timeout_ms)
 {
 	ssize_t n;

@@ -25,6 +25,13 @@
  * Generation 0 is "nothing published yet": slot 0 is all zero, which reads
  * as an empty, invalid, disconnected snapshot.
  *
+ * Liveness: the running broker holds an open-file-description WRITE lock
+ * (F_OFD_SETLK, F_WRLCK) on the whole segment; a reader asks with
+ * F_OFD_GETLK and l_type F_RDLCK, which only a write lock answers. A
+ * read-only descriptor cannot take a write lock, so no reader can fake a
+ * live broker, and a read lock taken by a reader makes the next broker
+ * replace the segment (ZKW_STATE_RETIRED) rather than wait.
+ *
  * Every field a reader may load while the writer stores is accessed with
  * __atomic builtins (relaxed for the payload, see "the seqlock" below),
  * never plain loads, so the header also compiles as C++.
@@ -60,7 +67,7 @@ extern "C" {
 
 #define ZKW_SEGMENT_MAGIC 0x31474553574b5a7fULL /* "\x7fZKWSEG1" little-endian */
 #define ZKW_ABI_MAJOR     1u                    /* incompatible layout change: readers refuse */
-#define ZKW_ABI_MINOR     0u                    /* compatible additions: readers accept newer */
+#define ZKW_ABI_MINOR     1u                    /* compatible additions: readers accept newer */
 
 #define ZKW_CACHELINE        64u
 #define ZKW_SLOT_COUNT       2u              /* slots this writer creates */
@@ -71,10 +78,21 @@ extern "C" {
 #define ZKW_WATCH_PATH_MAX   1024u
 
 /* Bits of zkw_segment_hot.state: a summary of the published slot plus the
- * broker's own state, so polling readers need one load. */
+ * broker's own state, so polling readers need one load. Every bit lives in
+ * the word's low byte (the writer sets RETIRED with pwrite(2), see
+ * broker/publish/writer.c: a one-byte change is never torn). */
 #define ZKW_STATE_VALID     0x1u /* published snapshot is valid */
 #define ZKW_STATE_CONNECTED 0x2u /* broker's ZooKeeper session is connected */
 #define ZKW_STATE_RUNNING   0x4u /* broker started and has not exited cleanly */
+/* ABI minor 1: a broker replaced this segment with a new one under the
+ * same name (RUNNING and CONNECTED are cleared, the generation no longer
+ * moves, waiters got a last wake): close it and open the name again. The
+ * new segment continues the generations. */
+#define ZKW_STATE_RETIRED 0x8u
+
+/* Generations above this are corrupt (a writer would need 2^62 publishes):
+ * a broker refuses to continue from one. */
+#define ZKW_GENERATION_MAX (1ull << 62)
 
 /* Bits of zkw_slot.flags. */
 #define ZKW_SLOT_VALID     0x1u

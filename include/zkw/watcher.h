@@ -52,6 +52,7 @@ extern "C" {
 #define ZKW_SESSION_TIMEOUT_MS_DEFAULT 10000 /* asked of the server, which clamps it */
 #define ZKW_INIT_TIMEOUT_MS_DEFAULT    5000  /* valid_init: wait this long for a server */
 #define ZKW_RECONCILE_S_DEFAULT        60    /* from zkw_session_options_init */
+#define ZKW_RECONNECT_MAX_MS_DEFAULT   60000 /* longest wait between new sessions */
 
 /* Log levels of zkw_session_options.log (same order as syslog's idea). */
 enum { ZKW_LOG_ERROR = 1, ZKW_LOG_WARN = 2, ZKW_LOG_INFO = 3, ZKW_LOG_DEBUG = 4 };
@@ -98,6 +99,13 @@ typedef struct zkw_session_options {
 	 * messages go to the most recently opened session that has a log. */
 	void (*log)(void *log_ctx, int level, const char *message);
 	void *log_ctx;
+	/* Recovery (contract 5): a handle that has not been connected for one
+	 * session timeout (the negotiated one once known) is closed - its
+	 * session is gone, or the servers refuse it - and a new session is
+	 * started after a wait with no handle at all: b = the session timeout
+	 * first, doubling up to reconnect_max_ms, each wait drawn from [b/2, b];
+	 * a connection resets b. 0 = ZKW_RECONNECT_MAX_MS_DEFAULT. */
+	int reconnect_max_ms;
 } zkw_session_options;
 
 /* The whole state of one watch, handed to on_state. Pointers are valid

@@ -5,7 +5,10 @@
  * parser must never crash or exit, must answer 0 (maybe --help) or -EINVAL
  * (with a reason), and an accepted command line must be one the broker can run:
  * hosts given, 1..64 watches, absolute paths, distinct well-formed segment
- * names, capacities and timeouts in range.
+ * names, capacities and timeouts in range. Nothing from outside gets through
+ * raw: accepted paths and segment names obey zkw_pointer_parse untrimmed, the
+ * hosts hold no control byte, the mode no group or other write bit, and a
+ * refusal's reason holds no control byte whatever argv held.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -26,7 +29,15 @@ static void fuzz_cli_check_ok(const zkw_cli *c)
 		const zkw_cli_watch *w = &c->watches[i];
 		char again[ZKW_SHM_NAME_MAX + 1];
 
+		char parsed[ZKW_POINTER_MAX];
+
 		FUZZ_CHECK(w->path && w->path[0] == '/', "absolute path");
+		FUZZ_CHECK(zkw_pointer_parse(w->path, strlen(w->path), parsed, sizeof(parsed), NULL) ==
+		                   (int)strlen(w->path),
+		           "path valid for ZooKeeper, untrimmed");
+		FUZZ_CHECK(zkw_pointer_parse(w->shm, strlen(w->shm), parsed, sizeof(parsed), NULL) ==
+		                   (int)strlen(w->shm),
+		           "segment name without control bytes");
 		FUZZ_CHECK(w->shm[0] == '/' && strlen(w->shm) <= ZKW_SHM_NAME_MAX, "normalised segment name");
 		FUZZ_CHECK(zkw_shm_name(again, sizeof(again), w->shm) == 0 && strcmp(again, w->shm) == 0,
 		           "segment name stable under normalisation");
@@ -39,6 +50,9 @@ static void fuzz_cli_check_ok(const zkw_cli *c)
 	FUZZ_CHECK(c->session.init_timeout_ms >= 1 && c->session.init_timeout_ms <= 3600000, "init timeout");
 	FUZZ_CHECK(c->session.reconcile_s >= 0 && c->session.reconcile_s <= 86400, "reconcile");
 	FUZZ_CHECK(c->segment.mode <= 0777, "mode");
+	FUZZ_CHECK((c->segment.mode & 022) == 0, "no group or other write bit");
+	for (const char *p = c->hosts; *p; p++)
+		FUZZ_CHECK((unsigned char)*p >= 0x20 && *p != 0x7f, "hosts without control bytes");
 }
 
 static int fuzz_cli(const uint8_t *data, size_t size)
@@ -63,8 +77,11 @@ static int fuzz_cli(const uint8_t *data, size_t size)
 	rc = zkw__cli_parse(&cli, argc, argv, why, sizeof(why));
 	help = cli.help;
 	FUZZ_CHECK(rc == 0 || rc == -EINVAL, "documented results");
-	if (rc == -EINVAL)
+	if (rc == -EINVAL) {
 		FUZZ_CHECK(why[0] != '\0' && memchr(why, 0, sizeof(why)), "a reason for bad usage");
+		for (const char *p = why; *p; p++)
+			FUZZ_CHECK((unsigned char)*p >= 0x20 && *p != 0x7f, "a reason without control bytes");
+	}
 	if (rc == 0 && !help)
 		fuzz_cli_check_ok(&cli);
 	/* Parsing twice gives the same answer (getopt state is reset). */

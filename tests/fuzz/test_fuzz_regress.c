@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "fuzz_adopt.c"
 #include "fuzz_cli.c"
 #include "fuzz_pointer.c"
 #include "fuzz_segment.c"
@@ -97,6 +98,12 @@ static void test_replay_segment(void **state)
 	replay("segment", fuzz_segment);
 }
 
+static void test_replay_adopt(void **state)
+{
+	(void)state;
+	replay("adopt", fuzz_adopt);
+}
+
 static void test_replay_cli(void **state)
 {
 	(void)state;
@@ -128,6 +135,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_replay_pointer),
 	        cmocka_unit_test(test_replay_segment),
+	        cmocka_unit_test(test_replay_adopt),
 	        cmocka_unit_test(test_replay_cli),
 	        cmocka_unit_test(test_capacity_suffix_overflow_refused),
 	};

@@ -74,10 +74,32 @@ static void unlink_segments(void)
 
 static bool segment_exists(const char *name)
 {
-	char path[128];
+	char path[ZKW_SHM_NAME_MAX + 16];
 
 	snprintf(path, sizeof(path), "/dev/shm/%s", name);
 	return access(path, F_OK) == 0;
+}
+
+/* Remember a segment name made elsewhere (a broker's default name) for the
+ * teardown. */
+static void remember_segment(const char *name)
+{
+	assert_true(nsegments < MAX_SEGMENTS);
+	snprintf(segments[nsegments++], sizeof(segments[0]), "%s", name);
+}
+
+/* Text a broker wrote for a terminal or a journal: no raw control byte but
+ * the newline ending each line (no CR, ESC, TAB, DEL), no C1 control (UTF-8
+ * C2 80..C2 9F) - what came from outside is escaped. */
+static void assert_clean_text(const char *what, const char *text, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		if ((c < 0x20 && c != '\n') || c == 0x7f ||
+		    (c == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] <= 0x9f))
+			fail_msg("%s: raw byte 0x%02x at offset %zu of:\n%.*s", what, c, i, (int)len, text);
+	}
 }
 
 static void put(const char *path, const char *content)
@@ -1103,6 +1125,343 @@ static void test_bad_command_lines(void **state)
 	free(err);
 }
 
+/* ---- signals (docs/design.md, "Signals") -------------------------------- */
+
+/* The broker is alive and serving: its segment says running, connected and
+ * valid, and it still follows the node. */
+static void assert_serving(struct seg *s, proc *b, const char *path, const char *content, const char *after)
+{
+	int status;
+
+	if (proc_exited(b, &status)) {
+		proc_dump(b, "the broker exited");
+		fail_msg("the broker exited (status %d) %s", status, after);
+	}
+	put(path, content);
+	WAIT_FOR(s, "still following the node", .valid = YES, .content = content);
+	assert_true(s->snap.connected);
+	assert_true(zkw_reader_ping(&s->r));
+	assert_int_equal(zkw_reader_state(&s->r) &
+	                         (ZKW_STATE_RUNNING | ZKW_STATE_CONNECTED | ZKW_STATE_VALID),
+	                 ZKW_STATE_RUNNING | ZKW_STATE_CONNECTED | ZKW_STATE_VALID);
+}
+
+/* Send sig; the broker logs it once ("received NAME from pid <ours>") and
+ * goes on serving. */
+static void signal_ignored(struct seg *s, proc *b, const char *path, int sig, const char *name)
+{
+	char line[96], content[96];
+
+	snprintf(line, sizeof(line), "received %s from pid %d ", name, (int)getpid());
+	assert_int_equal(proc_signal(b, sig), 0);
+	if (!proc_wait_output(b, PROC_STDERR, line, WAIT_MS))
+		fail_msg("%s: no log line \"%s\"", name, line);
+	snprintf(line, sizeof(line), "received %s ", name);
+	assert_int_equal(proc_count(b, PROC_STDERR, line), 1);
+	snprintf(content, sizeof(content), "after %s", name);
+	assert_serving(s, b, path, content, name);
+}
+
+/* Events of one signal in the log: a line per signal logged ("received NAME
+ * from ...") and the counts of the summaries ("received NAME N more
+ * times"); returns the signals accounted for, *lines the lines. */
+static int signals_accounted(proc *b, const char *name, int *lines)
+{
+	char *err = proc_output(b, PROC_STDERR, NULL), from[64], more[64];
+	const char *p;
+	int total = 0;
+
+	snprintf(from, sizeof(from), "received %s from ", name);
+	snprintf(more, sizeof(more), "received %s ", name);
+	*lines = 0;
+	for (p = err; (p = strstr(p, more)); p += strlen(more)) {
+		unsigned n;
+
+		(*lines)++;
+		if (strncmp(p, from, strlen(from)) == 0)
+			total++;
+		else if (sscanf(p + strlen(more), "%u more time", &n) == 1)
+			total += (int)n;
+		else
+			fail_msg("unexpected line about %s: %.80s", name, p);
+	}
+	free(err);
+	return total;
+}
+
+static void test_signals_logged_and_ignored(void **state)
+{
+	static const struct {
+		int sig;
+		const char *name;
+	} ignored[] = {
+	        {SIGHUP, "SIGHUP"},       {SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"}, {SIGALRM, "SIGALRM"},
+	        {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGIO, "SIGIO"},     {SIGPWR, "SIGPWR"},
+	        {SIGSTKFLT, "SIGSTKFLT"}, {SIGXFSZ, "SIGXFSZ"}, {SIGTTIN, "SIGTTIN"}, {SIGTTOU, "SIGTTOU"},
+	};
+	enum { FLOOD = 200 };
+	char path[128], rt[32], line[96];
+	const char *shm = seg_name("signals");
+	int64_t start;
+	int lines = 0, total = 0;
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "signals");
+	put(path, "before any signal");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "before any signal");
+
+	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+		signal_ignored(&s, b, path, ignored[i].sig, ignored[i].name);
+	assert_true(proc_count(b, PROC_STDERR, "configuration reload is not implemented yet") == 1);
+	snprintf(rt, sizeof(rt), "SIGRTMIN+%d", 1);
+	signal_ignored(&s, b, path, SIGRTMIN + 1, rt);
+	assert_int_equal(proc_signal(b, SIGRTMAX), 0);
+	snprintf(line, sizeof(line), "received SIGRTMIN+%d from pid %d ", SIGRTMAX - SIGRTMIN, (int)getpid());
+	assert_true(proc_wait_output(b, PROC_STDERR, line, WAIT_MS));
+
+	/* A flood: real-time signals queue, so each one reaches the broker.
+	 * One line a second at most for them, and every one counted. Then a
+	 * higher real-time signal, delivered after every lower pending one:
+	 * once it is logged, the whole flood has been taken. */
+	start = zkw_clock_mono_ms();
+	for (int i = 0; i < FLOOD; i++)
+		assert_int_equal(sigqueue(proc_pid(b), SIGRTMIN + 2, (union sigval){.sival_int = i}), 0);
+	assert_int_equal(proc_signal(b, SIGRTMIN + 3), 0);
+	snprintf(line, sizeof(line), "received SIGRTMIN+%d from pid %d ", 3, (int)getpid());
+	assert_true(proc_wait_output(b, PROC_STDERR, line, WAIT_MS));
+	snprintf(rt, sizeof(rt), "SIGRTMIN+%d", 2);
+	snprintf(line, sizeof(line), "received %s ", rt);
+	while ((total = signals_accounted(b, rt, &lines)) < FLOOD)
+		if (!proc_wait_output_count(b, PROC_STDERR, line, lines + 1, WAIT_MS))
+			fail_msg("%d %s sent, %d logged or counted", FLOOD, rt, total);
+	assert_int_equal(total, FLOOD);
+	/* At most one line a second, plus the summary of the last one. */
+	if (lines > 2 + (int)((zkw_clock_mono_ms() - start) / 1000)) {
+		proc_dump(b, "flooded");
+		fail_msg("%d lines for %d %s in %lld ms", lines, FLOOD, rt,
+		         (long long)(zkw_clock_mono_ms() - start));
+	}
+	assert_serving(&s, b, path, "after the flood", "after the flood");
+
+	{
+		char *err = proc_output(b, PROC_STDERR, NULL);
+
+		assert_clean_text("the broker's log", err, strlen(err));
+		free(err);
+	}
+
+	/* And SIGTERM still stops it cleanly. */
+	assert_int_equal(proc_signal(b, SIGTERM), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
+	assert_int_equal(proc_count(b, PROC_STDERR, "stopping on SIGTERM from pid "), 1);
+	seg_read(&s);
+	assert_false(s.snap.valid);
+	assert_string_equal(s.snap.error, "zkw-broker stopped");
+	assert_string_equal(s.buf, "after the flood");
+	assert_false(zkw_reader_ping(&s.r));
+	proc_free(b);
+	seg_close(&s);
+}
+
+/* SIGQUIT and SIGXCPU (the soft CPU limit, before the SIGKILL of the hard
+ * one) stop the broker as SIGTERM does: logged, segment "stopped". */
+static void test_signals_that_stop(void **state)
+{
+	static const struct {
+		int sig;
+		const char *name;
+	} stops[] = {{SIGQUIT, "SIGQUIT"}, {SIGXCPU, "SIGXCPU"}};
+	char path[128], line[64];
+	const char *shm = seg_name("signal-stop");
+	struct seg s;
+
+	(void)state;
+	node_path(path, sizeof(path), "signal-stop");
+	put(path, "stop me");
+	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+		proc *b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+		int status;
+
+		wait_segment_created(b, shm);
+		seg_open(&s, shm, b);
+		WAIT_FOR(&s, "valid", .valid = YES, .content = "stop me");
+		assert_int_equal(proc_signal(b, stops[i].sig), 0);
+		status = proc_wait(b, EXIT_WAIT_MS);
+		if (status != 0) {
+			proc_dump(b, "expected a clean stop");
+			fail_msg("%s: exit status %d, want 0", stops[i].name, status);
+		}
+		snprintf(line, sizeof(line), "stopping on %s from pid ", stops[i].name);
+		assert_int_equal(proc_count(b, PROC_STDERR, line), 1);
+		seg_read(&s);
+		assert_false(s.snap.valid);
+		assert_string_equal(s.snap.error, "zkw-broker stopped");
+		assert_string_equal(s.buf, "stop me");
+		assert_false(zkw_reader_ping(&s.r));
+		proc_free(b);
+		seg_close(&s);
+	}
+}
+
+/* ---- input from outside: refused, or escaped ------------------------------ */
+
+/* Hostile watched paths, segment names, hosts and groups: refused at once
+ * (exit 2) with one line naming the bad byte, no raw control byte in it, and
+ * nothing created in /dev/shm. */
+static void test_hostile_names_refused(void **state)
+{
+	char esc_path[128], default_name[ZKW_SHM_NAME_MAX + 1], bad_shm[64];
+	const char *shm = seg_name("hostile");
+	struct {
+		const char *what;
+		const char *argv[12];
+		const char *says; /* in the message */
+	} cases[] = {
+	        {"-f with ESC",
+	         {"-z", hosts, "-f", "/zkwtb/a\x1b[31mred", "--shm", shm, NULL},
+	         "byte 9 ('\\x1b')"},
+	        {"-f with CR",
+	         {"-z", hosts, "-f", "/zkwtb/fake\r2026-01-01 error: x", "--shm", shm, NULL},
+	         "byte 12"},
+	        {"-f with LF", {"-z", hosts, "-f", "/zkwtb/a\nb", "--shm", shm, NULL}, "byte 9"},
+	        {"-f with a space, then ESC",
+	         {"-z", hosts, "-f", "/zkwtb/a b/c\x1b", "--shm", shm, NULL},
+	         "byte 13"},
+	        {"-f with TAB", {"-z", hosts, "-f", "/zkwtb/a\tb", "--shm", shm, NULL}, "byte 9"},
+	        {"-f with DEL", {"-z", hosts, "-f", "/zkwtb/a\x7f", "--shm", shm, NULL}, "byte 9"},
+	        {"-f with a C1 CSI", {"-z", hosts, "-f", "/zkwtb/\xc2\x9bJ", "--shm", shm, NULL}, "byte 8"},
+	        {"-f with invalid UTF-8", {"-z", hosts, "-f", "/zkwtb/\xc3(", "--shm", shm, NULL}, "byte 8"},
+	        {"-f ending in CR", {"-z", hosts, "-f", "/zkwtb/a\r", "--shm", shm, NULL}, "byte 9"},
+	        {"-f ending in a space", {"-z", hosts, "-f", "/zkwtb/a ", "--shm", shm, NULL}, "byte 9"},
+	        {"-f with //", {"-z", hosts, "-f", "/zkwtb//a", "--shm", shm, NULL}, "byte 8"},
+	        {"-f ending in /", {"-z", hosts, "-f", "/zkwtb/", "--shm", shm, NULL}, "byte 7"},
+	        {"-f with ..", {"-z", hosts, "-f", "/zkwtb/../a", "--shm", shm, NULL}, "byte 8"},
+	        {"-f with .", {"-z", hosts, "-f", "/zkwtb/./a", "--shm", shm, NULL}, "byte 8"},
+	        {"-f /", {"-z", hosts, "-f", "/", "--shm", shm, NULL}, "root"},
+	        {"-f with ESC, default segment name", {"-z", hosts, "-f", esc_path, NULL}, "\\x1b"},
+	        {"--shm with ESC", {"-z", hosts, "-f", "/zkwtb/x", "--shm", bad_shm, NULL}, "\\x1b"},
+	        {"-z with ESC",
+	         {"-z", "127.0.0.1:1\x1b[2J", "-f", "/zkwtb/x", "--shm", shm, NULL},
+	         "byte 12"},
+	        {"--group with ESC",
+	         {"-z", hosts, "-f", "/zkwtb/x", "--shm", shm, "--group", "\x1b[2Jx", NULL},
+	         "\\x1b[2Jx"},
+	        {"unknown option with CR", {"-z", hosts, "-f", "/zkwtb/x", "--\r", NULL}, "\\x0d"},
+	};
+	char *out, *err;
+	int status;
+
+	(void)state;
+	snprintf(esc_path, sizeof(esc_path), "%s/esc\x1b[31m", root);
+	assert_int_equal(zkw_shm_default_name(default_name, sizeof(default_name), esc_path), 0);
+	remember_segment(default_name);
+	snprintf(bad_shm, sizeof(bad_shm), "%s\x1b[2J", seg_name("hostile-shm"));
+	remember_segment(bad_shm);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		status = proc_run("zkw-broker", cases[i].argv, NULL, EXIT_WAIT_MS, &out, &err);
+		if (status != 2 || strncmp(err, "zkw-broker: ", 12) != 0 ||
+		    strchr(err, '\n') != err + strlen(err) - 1 || !strstr(err, cases[i].says)) {
+			fprintf(stderr,
+			        "%s: stderr (want one line \"zkw-broker: ...\" saying \"%s\"): \"%s\"\n",
+			        cases[i].what, cases[i].says, err);
+			free(out);
+			free(err);
+			fail_msg("%s: exit %d (want 2)", cases[i].what, status);
+		}
+		assert_clean_text(cases[i].what, err, strlen(err));
+		assert_string_equal(out, "");
+		free(out);
+		free(err);
+		assert_false(segment_exists(shm));
+		assert_false(segment_exists(default_name + 1));
+		assert_false(segment_exists(bad_shm));
+	}
+}
+
+/* --mode: group and other write bits refused (whoever may write a segment
+ * can crash or fool its readers); read bits are fine. */
+static void test_mode_write_bits_refused(void **state)
+{
+	static const char *refused[] = {"0666", "0620", "0622", "0660", "0602", "0642"};
+	char path[128], *out, *err;
+	const char *shm = seg_name("mode-write"), *ok = seg_name("mode-0644");
+	int status;
+	proc *b;
+
+	(void)state;
+	node_path(path, sizeof(path), "mode-write");
+	put(path, "x");
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		const char *argv[] = {"-z", hosts, "-f", path, "--shm", shm, "--mode", refused[i], NULL};
+
+		status = proc_run("zkw-broker", argv, NULL, EXIT_WAIT_MS, &out, &err);
+		if (status != 2 || !strstr(err, "--mode") || !strstr(err, "write") ||
+		    strchr(err, '\n') != err + strlen(err) - 1) {
+			fprintf(stderr, "--mode %s: stderr: \"%s\"\n", refused[i], err);
+			free(out);
+			free(err);
+			fail_msg("--mode %s: exit %d (want 2, one line about write permission)", refused[i],
+			         status);
+		}
+		free(out);
+		free(err);
+		assert_false(segment_exists(shm));
+	}
+
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", ok, "--mode", "0644", NULL);
+	wait_segment_created(b, ok);
+	assert_int_equal(segment_mode(ok), 0644);
+	stop_broker(b);
+}
+
+/* What ZooKeeper and the watch library hand the broker reaches its log
+ * escaped: a pointer node holding ESC, CR and LF makes the watch invalid,
+ * the broker logs why on one line, and no raw byte gets through. */
+static void test_watch_errors_logged_escaped(void **state)
+{
+	char pointer[128], target[128], hostile[256], line[160];
+	const char *shm = seg_name("hostile-pointer");
+	char *err;
+	struct seg s;
+	proc *b;
+
+	(void)state;
+	node_path(pointer, sizeof(pointer), "hostile/pointer");
+	node_path(target, sizeof(target), "hostile/target");
+	put(target, "the real config");
+	put(pointer, target);
+	b = broker_spawn("-z", hosts, "-f", pointer, "-p", "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid through the pointer", .valid = YES, .content = "the real config");
+
+	snprintf(hostile, sizeof(hostile),
+	         "%s\x1b]0;owned\x07\x1b[2J\r\n2026-01-01T00:00:00.000Z zkw-broker[1] info: fake\r", target);
+	put(pointer, hostile);
+	WAIT_FOR(&s, "invalid pointer, last good content kept", .valid = NO, .error = ZKW_ERR_POINTER,
+	         .content = "the real config");
+	snprintf(line, sizeof(line), "%s: invalid: %s", pointer, ZKW_ERR_POINTER);
+	if (!proc_wait_output(b, PROC_STDERR, line, WAIT_MS))
+		fail_msg("the broker did not log the watch's error (\"%s\")", line);
+
+	put(pointer, target);
+	WAIT_FOR(&s, "valid again", .valid = YES, .content = "the real config", .pointer = target);
+	assert_int_equal(proc_signal(b, SIGTERM), 0);
+	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
+
+	err = proc_output(b, PROC_STDERR, NULL);
+	proc_free(b);
+	assert_clean_text("the broker's log", err, strlen(err));
+	assert_null(strstr(err, "\n2026-01-01T00:00:00.000Z zkw-broker[1]")); /* no forged line */
+	free(err);
+	seg_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1121,6 +1480,11 @@ int main(void)
 	        cmocka_unit_test_teardown(test_zookeeper_down_at_start, test_teardown),
 	        cmocka_unit_test_teardown(test_acl_protected_node, test_teardown),
 	        cmocka_unit_test_teardown(test_segment_permissions, test_teardown),
+	        cmocka_unit_test_teardown(test_signals_logged_and_ignored, test_teardown),
+	        cmocka_unit_test_teardown(test_signals_that_stop, test_teardown),
+	        cmocka_unit_test_teardown(test_hostile_names_refused, test_teardown),
+	        cmocka_unit_test_teardown(test_mode_write_bits_refused, test_teardown),
+	        cmocka_unit_test_teardown(test_watch_errors_logged_escaped, test_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -4,7 +4,9 @@
  * Runs the real binary ($ZKW_BUILD/zkw-inspect, ZKW_BUILD defaults to
  * "build", relative to the source root the tests run from) and checks its
  * text, JSON (parsed by /usr/bin/python3), raw content, watch mode and exit
- * statuses. Every child is waited for with a bound.
+ * statuses; against a hostile segment too (escape sequences in its strings,
+ * a slot count flipped under it, an unexpected owner). Also the escaper
+ * the tools share, lib/zkw_text.h. Every child is waited for with a bound.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +32,7 @@
 
 #include "proc.h"
 #include "zkw_clock.h"
+#include "zkw_text.h"
 
 #include "publish/writer.h"
 
@@ -204,6 +207,13 @@ static void run_inspect(struct run *r, const char *a1, const char *a2, const cha
 	run_as(r, NULL, 0, (uid_t)-1, argv);
 }
 
+static void run_inspect4(struct run *r, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	char *argv[] = {inspect_path, (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
+
+	run_as(r, NULL, 0, (uid_t)-1, argv);
+}
+
 static void expect_exit(const struct run *r, int code, const char *what)
 {
 	if (r->status == -1)
@@ -279,15 +289,16 @@ static void test_text_report_shows_every_field(void **state)
 {
 	const char *name = new_name();
 	zkw_writer *w = make_segment(name, true);
-	char pid[32];
+	char pid[32], abi[64];
 	struct run r;
 
 	(void)state;
 	run_inspect(&r, name, NULL, NULL);
 	expect_exit(&r, 0, "text report");
 	snprintf(pid, sizeof(pid), "alive (pid %d)", (int)getpid());
+	snprintf(abi, sizeof(abi), "abi              %u.%u", ZKW_ABI_MAJOR, ZKW_ABI_MINOR);
 	const char *fields[] = {"magic            0x31474553574b5a7f",
-	                        "abi              1.0",
+	                        abi,
 	                        "header size      2048",
 	                        "slot count       2",
 	                        "capacity         8192",
@@ -577,6 +588,313 @@ static void test_watch_json_prints_an_object_per_change(void **state)
 	watch_case(true);
 }
 
+/* ---- hostile segments ----------------------------------------------------------- */
+
+/* The first byte a terminal could act on in the n bytes of s (C0 controls
+ * but newline, DEL, and any byte >= 0x80: the hostile strings below hold no
+ * valid UTF-8 of their own), or -1. */
+static long raw_control_at(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if ((c < 0x20 && c != '\n') || c >= 0x7f)
+			return (long)i;
+	}
+	return -1;
+}
+
+static void expect_no_raw_control(const struct run *r, const char *what)
+{
+	long at = raw_control_at(r->out.data, r->out.len);
+
+	if (at >= 0)
+		fail_msg("%s: raw byte 0x%02x reaches the terminal at offset %ld:\n%s", what,
+		         (unsigned char)r->out.data[at], at, r->out.data);
+}
+
+#define HOSTILE_PATH                                                                                         \
+	"/tmp/\x1b[31mred\r\a\x9b"                                                                           \
+	"2J"
+#define HOSTILE_ERROR "Invalid get on file path\x1b]0;owned\a\r\x1b[2K"
+#define HOSTILE_POINTER                                                                                      \
+	"/p\x1b[H\x1b[2J\xc2\x9b"                                                                            \
+	"31m\x7f"
+
+static zkw_writer *make_hostile_segment(const char *name)
+{
+	zkw_writer_options opt = {.capacity = 8192, .group = (gid_t)-1, .watch_path = HOSTILE_PATH};
+	zkw_publication p = {
+	        .valid = false,
+	        .connected = true,
+	        .content = "\x1b[5mblink\r\a",
+	        .len = 11,
+	        .content_serial = 1,
+	        .version = 3,
+	        .pointer = HOSTILE_POINTER,
+	        .error = HOSTILE_ERROR,
+	};
+	zkw_writer *w;
+	char why[256];
+
+	if (zkw_writer_open(&w, name, &opt, why, sizeof(why)) != 0)
+		fail_msg("writer: %s", why);
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	return w;
+}
+
+/* A segment's path, error, pointer and content carry ESC, CR, BEL, DEL, a
+ * C1 control and invalid UTF-8: the text report and the watch line show
+ * them escaped, never raw (before, path, error and pointer went out raw). */
+static void test_text_escapes_what_the_segment_says(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_hostile_segment(name);
+	char *argv[] = {inspect_path, (char *)name, "--watch", NULL};
+	char line[2048];
+	int out, err;
+	pid_t pid;
+	struct run r;
+
+	(void)state;
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "hostile text report");
+	expect_no_raw_control(&r, "hostile text report");
+	expect_contains(r.out.data, "watched path     /tmp/\\x1b[31mred\\r\\x07\\x9b2J\n", "escaped path");
+	expect_contains(r.out.data,
+	                "error            Invalid get on file path\\x1b]0;owned\\x07\\r\\x1b[2K\n",
+	                "escaped error");
+	expect_contains(r.out.data, "pointer          /p\\x1b[H\\x1b[2J\\xc2\\x9b31m\\x7f\n",
+	                "escaped pointer");
+	expect_contains(r.out.data, "preview          \"\\x1b[5mblink\\r\\x07\"", "escaped preview");
+	run_free(&r);
+
+	/* JSON keeps its own escaping, and parses to the exact strings. */
+	run_inspect(&r, name, "--json", NULL);
+	expect_exit(&r, 0, "hostile --json");
+	expect_no_raw_control(&r, "hostile --json");
+	expect_json(r.out.data, "{\"error\": \"Invalid get on file path\\u001b]0;owned\\u0007\\r\\u001b[2K\","
+	                        " \"watch_path\": \"/tmp/\\u001b[31mred\\r\\u0007\\u009b2J\"}");
+	run_free(&r);
+
+	/* The watch line. */
+	pid = spawn(argv, &out, &err, NULL, (uid_t)-1);
+	if (!read_line(out, line, sizeof(line), 5000)) {
+		proc_reap_pid(pid, 0);
+		fail_msg("--watch printed no line: \"%s\"", line);
+	}
+	kill(pid, SIGINT);
+	proc_reap_pid(pid, 5000);
+	close(out);
+	close(err);
+	if (raw_control_at(line, strlen(line) - 1) >= 0)
+		fail_msg("--watch line carries a raw control byte: %s", line);
+	expect_contains(line, "error=\"Invalid get on file path\\x1b]0;owned\\x07\\r\\x1b[2K\"",
+	                "watch line");
+	zkw_writer_close(w, true);
+}
+
+/* Flip the identity's slot_count between 2 and 16 as fast as possible until
+ * killed (a child of proc_fork). */
+static void flip_slot_count_forever(const char *name)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	uint8_t *base;
+	uint32_t *count;
+
+	if (fd < 0)
+		_exit(3);
+	base = mmap(NULL, ZKW_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED)
+		_exit(4);
+	count = (uint32_t *)(void *)(base + offsetof(struct zkw_segment_header, ident.slot_count));
+	for (unsigned i = 0; !proc_parent_gone(); i++)
+		for (int k = 0; k < 4096; k++)
+			__atomic_store_n(count, (i + (unsigned)k) & 1 ? 16u : 2u, __ATOMIC_RELAXED);
+	_exit(0);
+}
+
+static int count(const char *haystack, const char *needle)
+{
+	int n = 0;
+
+	for (const char *at = haystack; (at = strstr(at, needle)); at += strlen(needle))
+		n++;
+	return n;
+}
+
+/* Another process flips the segment's slot_count while zkw-inspect prints.
+ * The tool opens the segment when the field says 2 (else the open refuses
+ * it: exit 1), and must then print exactly the 2 slots it validated and
+ * read: before, the print loops re-read the field and printed up to 16
+ * slots, 14 of them uninitialised stack bytes. */
+static void test_flipped_slot_count_prints_only_validated_slots(void **state)
+{
+	enum { RUNS = 300, WANT_OPENED = 20 };
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	int opened = 0, refused = 0;
+	pid_t flipper;
+
+	(void)state;
+	flipper = proc_fork();
+	assert_true(flipper >= 0);
+	if (flipper == 0)
+		flip_slot_count_forever(name);
+	for (int i = 0; i < RUNS; i++) {
+		bool json = i % 2;
+		struct run r;
+		int slots;
+
+		run_inspect(&r, name, json ? "--json" : NULL, NULL);
+		if (r.status != -1 && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 1) {
+			/* The open saw 16: refused as it must be, and said so. */
+			if (!strstr(r.err.data, "slot count") && !strstr(r.err.data, "segment size")) {
+				proc_reap_pid(flipper, 0);
+				fail_msg("run %d refused for another reason: %s", i, r.err.data);
+			}
+			refused++;
+			run_free(&r);
+			continue;
+		}
+		if (r.status == -1 || !WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0) {
+			proc_reap_pid(flipper, 0);
+			fail_msg("run %d: status 0x%x\nstdout: %s\nstderr: %s", i, r.status, r.out.data,
+			         r.err.data);
+		}
+		opened++;
+		slots = json ? count(r.out.data, "{\"index\":") : count(r.out.data, " (raw)     seq ");
+		if (slots != 2) {
+			proc_reap_pid(flipper, 0);
+			fail_msg("run %d (%s) printed %d slots, the segment was opened with 2:\n%s", i,
+			         json ? "--json" : "text", slots, r.out.data);
+		}
+		run_free(&r);
+	}
+	proc_reap_pid(flipper, 0);
+	print_message("%d runs opened the segment, %d were refused (slot count seen as 16)\n", opened,
+	              refused);
+	/* The test proves something only if the tool printed often enough
+	 * while the field was flipping. */
+	assert_true(opened >= WANT_OPENED);
+	zkw_writer_close(w, true);
+}
+
+/* --owner USER|UID: the owner is demanded; a segment of another owner is
+ * refused by default (include/zkw/client.h's policy: root or yourself), and
+ * accepted when that owner is named. */
+static void test_owner_option(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	char uid_text[32];
+	struct run r;
+	int fd;
+
+	(void)state;
+	snprintf(uid_text, sizeof(uid_text), "%u", (unsigned)geteuid());
+	run_inspect(&r, name, "--owner", uid_text);
+	expect_exit(&r, 0, "--owner <own uid>");
+	expect_contains(r.out.data, "generation       2", "--owner <own uid>");
+	run_free(&r);
+	if (geteuid() == 0) {
+		run_inspect(&r, "--owner", "root", name);
+		expect_exit(&r, 0, "--owner root");
+		run_free(&r);
+	}
+	run_inspect(&r, name, "--owner", "65534");
+	expect_exit(&r, 1, "--owner 65534 on a segment that is not its");
+	expect_contains(r.err.data, name, "--owner 65534");
+	expect_contains(r.err.data, "owner", "--owner 65534");
+	assert_int_equal(r.out.len, 0);
+	run_free(&r);
+	run_inspect(&r, name, "--owner", "no-such-user-zkw");
+	expect_exit(&r, 2, "--owner no-such-user-zkw");
+	expect_contains(r.err.data, "--owner wants a user name or uid, not \"no-such-user-zkw\"",
+	                "bad --owner");
+	run_free(&r);
+	run_inspect(&r, name, "--owner", "-1");
+	expect_exit(&r, 2, "--owner -1");
+	run_free(&r);
+
+	/* A segment someone else owns (a squatter on the name). */
+	if (geteuid() == 0) {
+		fd = shm_open(name, O_RDWR, 0);
+		assert_true(fd >= 0);
+		assert_int_equal(fchown(fd, 65534, 65534), 0);
+		close(fd);
+		run_inspect(&r, name, NULL, NULL);
+		expect_exit(&r, 1, "a segment owned by uid 65534, by default");
+		expect_contains(r.err.data, "65534", "default owner policy");
+		run_free(&r);
+		run_inspect4(&r, name, "--owner", "65534", "--json");
+		expect_exit(&r, 0, "--owner 65534 on its segment");
+		expect_json(r.out.data, "{\"generation\": 2}");
+		run_free(&r);
+	}
+	zkw_writer_close(w, true);
+}
+
+/* ---- lib/zkw_text.h ------------------------------------------------------------ */
+
+static void expect_escaped(const char *in, size_t len, unsigned flags, const char *want)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+
+	assert_non_null(f);
+	zkw_text_put(f, in, len, flags);
+	assert_int_equal(fclose(f), 0);
+	if (strcmp(buf, want) != 0) {
+		char got[512];
+
+		snprintf(got, sizeof(got), "%s", buf);
+		free(buf);
+		fail_msg("zkw_text_put(flags 0x%x): got [%s], want [%s]", flags, got, want);
+	}
+	free(buf);
+}
+
+#define ESCAPED(in, flags, want) expect_escaped(in, sizeof(in) - 1, flags, want)
+
+static void test_text_escaper(void **state)
+{
+	(void)state;
+	ESCAPED("plain /path-1.2", 0, "plain /path-1.2");
+	ESCAPED("a\\b", 0, "a\\\\b");
+	ESCAPED("\x1b[31m", 0, "\\x1b[31m");
+	ESCAPED("\r\n\t", 0, "\\r\\n\\t");
+	ESCAPED("\a\x7f\x00z", 0, "\\x07\\x7f\\x00z");
+	ESCAPED("caf\xc3\xa9 \xf0\x9f\x98\x80 \xe2\x82\xac", 0, "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe2\x82\xac");
+	ESCAPED("\xc3", 0, "\\xc3");                            /* truncated sequence */
+	ESCAPED("\xc3z", 0, "\\xc3z");                          /* missing continuation */
+	ESCAPED("\xa9", 0, "\\xa9");                            /* stray continuation */
+	ESCAPED("\xc0\xaf", 0, "\\xc0\\xaf");                   /* overlong '/' */
+	ESCAPED("\xe0\x80\xaf", 0, "\\xe0\\x80\\xaf");          /* overlong, 3 bytes */
+	ESCAPED("\xed\xa0\x80", 0, "\\xed\\xa0\\x80");          /* surrogate */
+	ESCAPED("\xf4\x90\x80\x80", 0, "\\xf4\\x90\\x80\\x80"); /* above U+10FFFF */
+	ESCAPED("\xf5\x80", 0, "\\xf5\\x80");
+	ESCAPED("\xc2\x9b"
+	        "2J",
+	        0, "\\xc2\\x9b2J");         /* C1 CSI */
+	ESCAPED("\xc2\xa0", 0, "\xc2\xa0"); /* U+00A0 is printable */
+	ESCAPED("a\xe2\x80\xae"
+	        "b",
+	        0, "a\\xe2\\x80\\xaeb");               /* RIGHT-TO-LEFT OVERRIDE */
+	ESCAPED("\xe2\x81\xa6", 0, "\\xe2\\x81\\xa6"); /* LEFT-TO-RIGHT ISOLATE */
+	ESCAPED("\xe2\x80\xa8", 0, "\\xe2\\x80\\xa8"); /* LINE SEPARATOR */
+	ESCAPED("caf\xc3\xa9", ZKW_TEXT_ASCII, "caf\\xc3\\xa9");
+	ESCAPED("say \"hi\"", 0, "say \"hi\"");
+	ESCAPED("say \"hi\"", ZKW_TEXT_QUOTE, "\"say \\\"hi\\\"\"");
+	ESCAPED("a\\b\nc\td\r\x1b", ZKW_TEXT_LINES, "a\\b\nc\td\\r\\x1b");
+	ESCAPED("\x00\xff\"\\\n\xc3\xa9", ZKW_TEXT_JSON, "\"\\u0000\\u00ff\\\"\\\\\\n\\u00c3\\u00a9\"");
+	ESCAPED("", ZKW_TEXT_QUOTE, "\"\"");
+	assert_int_equal(zkw_text_shown((const unsigned char *)"\xf0\x9f\x98\x80", 4), 4);
+	assert_int_equal(zkw_text_shown((const unsigned char *)"\xf0\x9f\x98\x80", 3), 0);
+	assert_int_equal(zkw_text_shown((const unsigned char *)"", 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -587,6 +905,10 @@ int main(void)
 	        cmocka_unit_test_teardown(test_bad_usage_exits_2_and_help_exits_0, unlink_names),
 	        cmocka_unit_test_teardown(test_watch_prints_a_line_per_change, unlink_names),
 	        cmocka_unit_test_teardown(test_watch_json_prints_an_object_per_change, unlink_names),
+	        cmocka_unit_test_teardown(test_text_escapes_what_the_segment_says, unlink_names),
+	        cmocka_unit_test_teardown(test_flipped_slot_count_prints_only_validated_slots, unlink_names),
+	        cmocka_unit_test_teardown(test_owner_option, unlink_names),
+	        cmocka_unit_test(test_text_escaper),
 	};
 
 	return cmocka_run_group_tests(tests, find_inspect, unlink_names);

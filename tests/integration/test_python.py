@@ -11,8 +11,12 @@ failure, not a skip.
 """
 
 import atexit
+import logging
+import mmap
 import os
+import pwd
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -405,6 +409,307 @@ class TestEvents(BrokerTest):
         self.assertTrue(done.wait(WAIT_S))
         holder["w"]._thread.join(WAIT_S)
         self.assertFalse(holder["w"]._thread.is_alive())
+
+
+class LogRecords(logging.Handler):
+    """The records of the "zkw" logger, awaitable."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self.cond = threading.Condition()
+
+    def emit(self, record):
+        with self.cond:
+            self.records.append(record)
+            self.cond.notify_all()
+
+    def at(self, level):
+        with self.cond:
+            return [r.getMessage() for r in self.records if r.levelno == level]
+
+    def __enter__(self):
+        log = logging.getLogger("zkw")
+        self._level = log.level
+        log.setLevel(logging.DEBUG)
+        log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        log = logging.getLogger("zkw")
+        log.removeHandler(self)
+        log.setLevel(self._level)
+        return False
+
+
+def _call_in_thread(fn, what, timeout=WAIT_S):
+    """Run fn() in a thread, bounded: a call that hangs fails the test
+    instead of hanging it. Returns fn's result."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise AssertionError("%s did not return within %.0f s" % (what, timeout))
+    return out[0] if out else None
+
+
+class SegmentForger(object):
+    """Writes a segment as a hostile (or broken) writer would, through a
+    read-write mapping of /dev/shm (the tests run as root): the layout of
+    include/zkw/segment.h, docs/design.md "The segment ABI"."""
+
+    HEADER = 2048
+
+    def __init__(self, shm):
+        fd = os.open("/dev/shm" + shm, os.O_RDWR)
+        try:
+            self.map = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+
+    def u64(self, off, value=None):
+        if value is None:
+            return struct.unpack_from("<Q", self.map, off)[0]
+        struct.pack_into("<Q", self.map, off, value)
+
+    def u32(self, off, value=None):
+        if value is None:
+            return struct.unpack_from("<I", self.map, off)[0]
+        struct.pack_into("<I", self.map, off, value)
+
+    def publish_corrupt(self):
+        """Publish generation g + 1 as a stable slot whose content length
+        exceeds the capacity: every read of it fails with -EBADMSG until
+        the real writer publishes g + 1 itself (it overwrites that slot).
+        Returns the forged generation."""
+        slot_size, capacity, slots = self.u64(24), self.u64(32), self.u32(40)
+        gen = self.u64(64) + 1
+        slot = self.HEADER + (gen % slots) * slot_size
+        seq = self.u64(slot) | 1
+        self.u64(slot, seq)  # odd: being written
+        self.u64(slot + 8, gen)
+        self.u64(slot + 24, capacity + 1)  # len > capacity
+        self.u64(slot, seq + 1)  # even: stable
+        self.u64(64, gen)
+        self.u32(72, (self.u32(72) + 1) & 0xffffffff)
+        return gen
+
+    def close(self):
+        self.map.close()
+
+
+class TestThreads(BrokerTest):
+    """A Reader shared between threads: close() in one while others are in
+    wait() or snapshot() (docs/design.md, "Threads and who may block
+    where"). Before, close() freed the handle under them: heap-use-after-
+    free, or a crash on the unmapped segment."""
+
+    ITERATIONS = 60
+    THREADS = 3
+
+    def test_close_during_wait_in_other_threads(self):
+        push(self.base, "cfg", "waited on")
+        self.start_broker(self.base + "/cfg")
+        self.wait_content(self.reader(), "waited on")
+        for i in range(self.ITERATIONS):
+            r = zkw.Reader(self.shm)
+            entered = [threading.Event() for _ in range(self.THREADS)]
+            results = [None] * self.THREADS
+
+            def waiter(k):
+                entered[k].set()  # holds the GIL until wait() releases it in C
+                try:
+                    results[k] = r.wait(None if k % 2 == 0 else 3600.0)  # forever, or long
+                except ValueError as e:
+                    results[k] = e
+            threads = [threading.Thread(target=waiter, args=(k,), daemon=True) for k in range(self.THREADS)]
+            for t in threads:
+                t.start()
+            for e in entered:
+                self.assertTrue(e.wait(WAIT_S), "a waiter thread did not start")
+            _call_in_thread(r.close, "iteration %d: close() with wait() in %d threads" % (i, self.THREADS))
+            for k, t in enumerate(threads):
+                t.join(WAIT_S)
+                self.assertFalse(t.is_alive(), "iteration %d: wait() still blocked after close()" % i)
+                self.assertIsInstance(results[k], ValueError, "iteration %d: wait() gave %r" % (i, results[k]))
+                self.assertIn("closed", str(results[k]))
+            # Every call after close(): a clear error, never a crash.
+            for call in (lambda: r.generation, r.is_valid, r.ping, r.broker_alive, r.snapshot,
+                         lambda: r.wait(0), lambda: r.wait_for(0, 0), r.get_file_bytes):
+                with self.assertRaises(ValueError) as cm:
+                    call()
+                self.assertIn("is closed", str(cm.exception))
+            r.close()  # idempotent
+            self.assertIn("closed", repr(r))
+
+    def test_close_during_snapshot_in_other_threads(self):
+        content = ("snapshot " * 4000).encode()  # 36 KB: a copy takes a while
+        push(self.base, "cfg", content)
+        self.start_broker(self.base + "/cfg")
+        self.wait_content(self.reader(), content)
+        for i in range(self.ITERATIONS):
+            r = zkw.Reader(self.shm)
+            read_once = [threading.Event() for _ in range(self.THREADS)]
+            results = [None] * self.THREADS
+
+            def reader(k):
+                try:
+                    while True:
+                        snap = r.snapshot()
+                        if snap.content != content:
+                            results[k] = AssertionError("torn or wrong snapshot: %r" % (snap.content[:60],))
+                            return
+                        read_once[k].set()
+                except ValueError as e:
+                    results[k] = e
+                finally:
+                    read_once[k].set()
+            threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(self.THREADS)]
+            for t in threads:
+                t.start()
+            for e in read_once:
+                self.assertTrue(e.wait(WAIT_S), "a reader thread did not read")
+            _call_in_thread(r.close, "iteration %d: close() with snapshot() in %d threads" % (i, self.THREADS))
+            for k, t in enumerate(threads):
+                t.join(WAIT_S)
+                self.assertFalse(t.is_alive(), "iteration %d: snapshot() loop still running" % i)
+                self.assertIsInstance(results[k], ValueError, "iteration %d: %r" % (i, results[k]))
+                self.assertIn("is closed", str(results[k]))
+
+    def test_close_of_a_watcher_while_its_reader_is_used(self):
+        push(self.base, "cfg", "shared")
+        self.start_broker(self.base + "/cfg")
+        self.wait_content(self.reader(), "shared")
+        ev = Events()
+        for i in range(10):
+            w = zkw.ZookeeperWatcher(HOSTS, self.base + "/cfg", shm=self.shm, config_handler=ev.handler("config"))
+            stop = threading.Event()
+            errors = []
+
+            def poll():
+                try:
+                    while not stop.is_set():
+                        w.get_file_contents()
+                        w.is_valid()
+                except ValueError as e:
+                    errors.append(e)
+            t = threading.Thread(target=poll, daemon=True)
+            t.start()
+            ev.wait_count(i + 1)
+            _call_in_thread(w.close, "watcher close() while another thread polls")
+            stop.set()
+            t.join(WAIT_S)
+            self.assertFalse(t.is_alive())
+            self.assertTrue(all("closed" in str(e) for e in errors), errors)
+
+
+class TestEventThreadSurvives(BrokerTest):
+    """The event thread used to die for good on its first failed read."""
+
+    def test_event_thread_survives_failed_reads_and_recovers(self):
+        push(self.base, "cfg", "v1")
+        self.start_broker(self.base + "/cfg")
+        r = self.reader()
+        self.wait_content(r, "v1")
+        ev = Events()
+        with LogRecords() as logs:
+            w = self.watcher(self.base + "/cfg", config_handler=ev.handler("config"),
+                             error_handler=ev.handler("error"))
+            self.assertEqual(ev.wait_count(1), [("config", "v1")])
+            forger = SegmentForger(self.shm)
+            self.addCleanup(forger.close)
+            for streak, content in enumerate(("v2", "v3"), start=1):
+                # The broker paused (it would repair the slot at its next
+                # publish), a corrupt generation published in its place.
+                self.broker.send_signal(signal.SIGSTOP)
+                try:
+                    failures = getattr(w, "_read_failures", 0)
+                    forger.publish_corrupt()
+                    with self.assertRaises(zkw.ZkwError):
+                        r.snapshot()  # the read really fails: -EBADMSG
+
+                    def retried():
+                        if not w._thread.is_alive():
+                            raise AssertionError("the event thread died on a failed read; log: %r"
+                                                 % logs.at(logging.ERROR))
+                        return getattr(w, "_read_failures", 0) >= failures + 4
+                    # Several attempts with backoff (10, 20, 40 ms ...),
+                    # and one warning for the whole run of failures.
+                    wait_until(retried, "4 failed reads in streak %d" % streak)
+                    warnings = logs.at(logging.WARNING)
+                    self.assertEqual(len(warnings), streak, warnings)
+                    self.assertIn(self.shm, warnings[-1])
+                    self.assertIn("retrying", warnings[-1])
+                    self.assertEqual(logs.at(logging.ERROR), [])
+                finally:
+                    self.broker.send_signal(signal.SIGCONT)
+                # Reads work again once the broker publishes: handlers resume.
+                push(self.base, "cfg", content)
+                self.assertEqual(ev.wait_count(streak + 1)[streak], ("config", content))
+                self.assertTrue(any("works again" in m for m in logs.at(logging.INFO)), logs.at(logging.INFO))
+            self.assertEqual(len(logs.at(logging.WARNING)), 2)
+            self.assertEqual(ev.snapshot(), [("config", "v1"), ("config", "v2"), ("config", "v3")])
+            t0 = time.monotonic()
+            w.close()
+            self.assertLess(time.monotonic() - t0, 5.0)
+            self.assertFalse(w._thread.is_alive())
+
+
+class TestOwner(BrokerTest):
+    def test_expected_uid_as_uid_or_user_name(self):
+        push(self.base, "cfg", "owned")
+        self.start_broker(self.base + "/cfg")
+        self.wait_content(self.reader(), "owned")
+        owner = os.stat("/dev/shm" + self.shm).st_uid
+        name = pwd.getpwuid(owner).pw_name
+        for told in (owner, name, str(owner)):
+            with zkw.Reader(self.shm, expected_uid=told) as r:
+                self.assertEqual(r.get_file_contents(), "owned")
+        w = zkw.ZookeeperWatcher(HOSTS, self.base + "/cfg", shm=self.shm, expected_uid=name)
+        self.assertEqual(w.get_file_contents(), "owned")
+        w.close()
+        other = 65534 if owner != 65534 else 65533
+        with self.assertRaises(PermissionError) as cm:
+            zkw.Reader(self.shm, expected_uid=other)
+        self.assertIn(self.shm, str(cm.exception))
+        self.assertIn("owner", str(cm.exception))
+        with self.assertRaises(PermissionError):
+            zkw.ZookeeperWatcher(HOSTS, self.base + "/cfg", shm=self.shm, expected_uid=other)
+        with self.assertRaises(ValueError) as cm:
+            zkw.Reader(self.shm, expected_uid="no-such-user-zkw")
+        self.assertIn("no such user", str(cm.exception))
+        with self.assertRaises(TypeError):
+            zkw.Reader(self.shm, expected_uid=1.5)
+
+
+class TestRetired(BrokerTest):
+    def test_event_thread_reopens_a_segment_its_broker_replaced(self):
+        push(self.base, "cfg", "v1")
+        self.start_broker(self.base + "/cfg")
+        self.wait_content(self.reader(), "v1")
+        ev = Events()
+        with LogRecords() as logs:
+            w = self.watcher(self.base + "/cfg", config_handler=ev.handler("config"))
+            self.assertEqual(ev.wait_count(1), [("config", "v1")])
+            first = w._reader
+            path = "/dev/shm" + self.shm
+            inode = os.stat(path).st_ino
+            self.stop_broker()
+            # Group-writable: the next broker does not adopt it but makes a
+            # new segment under the name and retires this one.
+            os.chmod(path, 0o660)
+            self.start_broker(self.base + "/cfg")
+            wait_until(lambda: os.stat(path).st_ino != inode, "the broker to replace %s" % path)
+            wait_until(lambda: w._reader is not first, "the event thread to reopen %s" % self.shm)
+            push(self.base, "cfg", "v2")
+            self.assertEqual(ev.wait_count(2), [("config", "v1"), ("config", "v2")])
+            self.assertEqual(w.get_file_contents(), "v2")
+            self.assertTrue(w._thread.is_alive())
+            self.assertTrue(any("reopened" in m for m in logs.at(logging.INFO)), logs.at(logging.INFO))
+            self.assertEqual(logs.at(logging.ERROR), [])
+            with self.assertRaises(ValueError):
+                first.generation  # the old reader was closed
 
 
 if __name__ == "__main__":

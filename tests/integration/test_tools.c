@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* test_tools.c - zkw-push and zkw-example, the real binaries against a real
- * ZooKeeper (zkh), run through proc. Nodes live under /zkwtt<pid>; the one
- * segment (zkw-example --shm) is named after the pid and unlinked.
+ * ZooKeeper (zkh), run through proc. Nodes live under /zkwtt<pid>; the
+ * segments (zkw-example --shm) are named after the pid and unlinked.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +27,8 @@
 #include "zkh.h"
 #include "zkw_clock.h"
 
+#include "publish/writer.h"
+
 #define WAIT_MS  20000
 #define DATA_MAX 2000000
 
@@ -33,6 +37,9 @@ static const char *hosts;
 static char root[64];
 static char tmpdir[256];
 static char shm[64];
+static char hostile_shm[64];
+static char owned_shm[64];
+static char replaced_shm[64];
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -148,6 +155,9 @@ static int group_setup(void **state)
 	(void)state;
 	snprintf(root, sizeof(root), "/zkwtt%d", (int)getpid());
 	snprintf(shm, sizeof(shm), "zkwtt.%d.example", (int)getpid());
+	snprintf(hostile_shm, sizeof(hostile_shm), "zkwtt.%d.hostile", (int)getpid());
+	snprintf(owned_shm, sizeof(owned_shm), "zkwtt.%d.owned", (int)getpid());
+	snprintf(replaced_shm, sizeof(replaced_shm), "zkwtt.%d.replaced", (int)getpid());
 	snprintf(tmpdir, sizeof(tmpdir), "%s/zkwtt.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(tmpdir))
 		return -1;
@@ -165,6 +175,9 @@ static int group_teardown(void **state)
 	(void)state;
 	proc_kill_all();
 	shm_unlink(shm);
+	shm_unlink(hostile_shm);
+	shm_unlink(owned_shm);
+	shm_unlink(replaced_shm);
 	if (zk) {
 		zkh_delete(hosts, root);
 		zkh_stop(zk);
@@ -409,6 +422,96 @@ static void test_push_unreachable_server(void **state)
 	run_free(&r);
 }
 
+/* The read buffer cannot grow (the allocator really refuses: an address
+ * space limit, or the sanitizer's allocation cap in a sanitizer build):
+ * a clear error, exit 1, nothing pushed. Before, the loop stopped at the
+ * failed realloc and went on to push the part read so far. */
+static void test_push_out_of_memory_pushes_nothing(void **state)
+{
+	const size_t size = 24u << 20; /* the buffer doubles 64 KiB .. 16 MiB: 16 MiB fails */
+	char file[512], parent[128], path[160], buf[16], push_path[512];
+	char *data = malloc(size);
+	const char *line;
+	struct run r;
+
+	(void)state;
+	assert_non_null(data);
+	memset(data, 'm', size);
+	local_file(file, sizeof(file), "nomem.bin", data, size);
+	free(data);
+	node(parent, sizeof(parent), "nomem");
+	snprintf(path, sizeof(path), "%s/conf", parent);
+	proc_tool_path("zkw-push", push_path, sizeof(push_path));
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	{
+		/* A sanitizer needs an unlimited address space: its allocator
+		 * refuses allocations above 8 MiB instead. */
+#if defined(__SANITIZE_ADDRESS__)
+		const char *var = "ASAN_OPTIONS";
+#else
+		const char *var = "TSAN_OPTIONS";
+#endif
+		char opts[1024];
+		const char *env[] = {opts, NULL};
+		proc_options o = {.env = env};
+
+		snprintf(opts, sizeof(opts), "%s=%s%sallocator_may_return_null=1:max_allocation_size_mb=8",
+		         var, getenv(var) ? getenv(var) : "", getenv(var) && *getenv(var) ? ":" : "");
+		r = run_tool("zkw-push", &o, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+		             "--max-bytes", "33554432", NULL);
+	}
+#else
+	{
+		/* 16 MiB of address space: the process needs about 3 MiB before
+		 * its buffer, which can then grow to 8 MiB but not to 16. */
+		proc_options o = {.literal_path = true};
+
+		if (access("/usr/bin/prlimit", X_OK) != 0)
+			fail_msg("/usr/bin/prlimit (util-linux) is needed to limit zkw-push's memory");
+		r = run_tool("/usr/bin/prlimit", &o, "--as=16777216", "--", push_path, "-f", file, "-i",
+		             "conf", "-p", parent, "-z", hosts, "--max-bytes", "33554432", NULL);
+	}
+#endif
+	EXPECT_RUN(r, 1);
+	/* One line of ours (a sanitizer may add its own warning before it). */
+	line = strstr(r.err, "zkw-push: ");
+	if (!line || (line != r.err && line[-1] != '\n') || count(r.err, "zkw-push: ") != 1 ||
+	    !strstr(line, "out of memory") || !strstr(line, "nothing pushed") ||
+	    strchr(line, '\n') != line + strlen(line) - 1)
+		fail_free(r.out, r.err, "want one line naming the memory shortage: \"%s\"", r.err);
+	run_free(&r);
+	assert_int_equal(node_data(path, buf, sizeof(buf)), -2);
+	assert_int_equal(node_data(parent, buf, sizeof(buf)), -2);
+}
+
+/* --max-bytes is capped at INT_MAX, the largest length the ZooKeeper client
+ * takes: a larger value is refused by name instead of wrapping. */
+static void test_push_max_bytes_is_capped(void **state)
+{
+	char file[512], parent[128], path[160];
+	struct run r;
+
+	(void)state;
+	local_file(file, sizeof(file), "capped.txt", "capped", 6);
+	node(parent, sizeof(parent), "capped");
+	snprintf(path, sizeof(path), "%s/conf", parent);
+	const char *too_big[] = {"2147483648", "4294967302", "9223372036854775807", "-1"};
+	for (size_t i = 0; i < sizeof(too_big) / sizeof(too_big[0]); i++) {
+		r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+		             "--max-bytes", too_big[i], NULL);
+		EXPECT_RUN(r, 2);
+		if (!strstr(r.err, "--max-bytes wants a byte count from 0 to 2147483647") ||
+		    !strstr(r.err, too_big[i]))
+			fail_free(r.out, r.err, "--max-bytes %s: unclear error \"%s\"", too_big[i], r.err);
+		run_free(&r);
+	}
+	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, "--max-bytes",
+	             "2147483647", NULL);
+	EXPECT_RUN(r, 0);
+	run_free(&r);
+	assert_node(path, "capped");
+}
+
 /* ---- zkw-example -------------------------------------------------------- */
 
 /* zkw-example with the given arguments (NULL-terminated). */
@@ -576,6 +679,191 @@ static void test_example_bad_usage(void **state)
 	run_free(&r);
 }
 
+/* Content and error texts as a hostile segment (or ZooKeeper node) may hold
+ * them: escape sequences, CR, BEL, DEL, a C1 control, invalid UTF-8. */
+#define HOSTILE_CONTENT                                                                                      \
+	"red \x1b[31mALERT\x1b[0m\r\a\nline two\t\xff\x7f\xc2\x9b"                                           \
+	"2J"
+#define SHOWN_CONTENT "red \\x1b[31mALERT\\x1b[0m\\r\\x07\nline two\t\\xff\\x7f\\xc2\\x9b2J"
+#define HOSTILE_ERROR "Invalid get on file path: /x\x1b]0;owned\a\r\x1b[2K"
+#define SHOWN_ERROR   "Invalid get on file path: /x\\x1b]0;owned\\x07\\r\\x1b[2K"
+
+/* The first byte a terminal could act on (a control but newline and tab,
+ * DEL, anything >= 0x80: the texts above hold no valid UTF-8), or -1. */
+static long raw_control_at(const char *s)
+{
+	for (size_t i = 0; s[i]; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if ((c < 0x20 && c != '\n' && c != '\t') || c >= 0x7f)
+			return (long)i;
+	}
+	return -1;
+}
+
+static zkw_writer *hostile_segment(const char *name)
+{
+	zkw_writer_options opt = {.capacity = 4096, .group = (gid_t)-1, .watch_path = "/hostile"};
+	zkw_publication p = {.valid = true,
+	                     .connected = true,
+	                     .content = HOSTILE_CONTENT,
+	                     .len = sizeof(HOSTILE_CONTENT) - 1,
+	                     .content_serial = 1,
+	                     .version = 1};
+	zkw_writer *w;
+	char why[256];
+
+	if (zkw_writer_open(&w, name, &opt, why, sizeof(why)) != 0)
+		fail_msg("writer: %s", why);
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	return w;
+}
+
+/* zkw-example prints the content and the error escaped, lines kept as the
+ * seed prints them. Before, every byte went to the terminal raw. */
+static void test_example_escapes_what_it_prints(void **state)
+{
+	zkw_writer *w = hostile_segment(hostile_shm);
+	zkw_publication bad = {.valid = false,
+	                       .connected = true,
+	                       .content = HOSTILE_CONTENT,
+	                       .len = sizeof(HOSTILE_CONTENT) - 1,
+	                       .content_serial = 1,
+	                       .version = 1,
+	                       .error = HOSTILE_ERROR};
+	char *out;
+	long at;
+	proc *p;
+
+	(void)state;
+	p = example("--shm", hostile_shm, "--event", NULL);
+	assert_true(proc_wait_output(p, PROC_STDOUT, "The valid state is now True\n", WAIT_MS));
+	assert_int_equal(zkw_writer_publish(w, &bad), 0);
+	assert_true(proc_wait_output(p, PROC_STDOUT, "An error was thrown: " SHOWN_ERROR "\n", WAIT_MS));
+	stop_example(p);
+	out = proc_output(p, PROC_STDOUT, NULL);
+	if ((at = raw_control_at(out)) >= 0 || !strstr(out, "Your file contents: " SHOWN_CONTENT "\n"))
+		fail_free(out, NULL, "--event: raw byte at %ld, or content not shown escaped:\n%s", at, out);
+	free(out);
+	proc_free(p);
+
+	p = example("--shm", hostile_shm, "--poll", NULL);
+	assert_true(proc_wait_output(p, PROC_STDOUT, "Valid File? False\nContents: " SHOWN_CONTENT "\n",
+	                             WAIT_MS));
+	stop_example(p);
+	out = proc_output(p, PROC_STDOUT, NULL);
+	if ((at = raw_control_at(out)) >= 0)
+		fail_free(out, NULL, "--poll: raw byte at %ld:\n%s", at, out);
+	free(out);
+	proc_free(p);
+	zkw_writer_close(w, true);
+}
+
+/* --owner USER|UID with --shm: the segment must be that user's. */
+static void test_example_owner(void **state)
+{
+	zkw_writer *w = hostile_segment(owned_shm);
+	char uid_text[32];
+	struct run r;
+	proc *p;
+	int fd;
+
+	(void)state;
+	snprintf(uid_text, sizeof(uid_text), "%u", (unsigned)geteuid());
+	p = example("--shm", owned_shm, "--owner", uid_text, "--poll", NULL);
+	assert_true(proc_wait_output(p, PROC_STDOUT, "Valid File? True\n", WAIT_MS));
+	stop_example(p);
+	proc_free(p);
+
+	r = run_tool("zkw-example", NULL, "--shm", owned_shm, "--owner", "65534", "--poll", NULL);
+	EXPECT_RUN(r, 1);
+	if (!strstr(r.err, owned_shm) || !strstr(r.err, "owner"))
+		fail_free(r.out, r.err, "--owner 65534: unclear refusal \"%s\"", r.err);
+	run_free(&r);
+	r = run_tool("zkw-example", NULL, "--shm", owned_shm, "--owner", "no-such-user-zkw", "--poll", NULL);
+	EXPECT_RUN(r, 2);
+	if (!strstr(r.err, "--owner wants a user name or uid, not \"no-such-user-zkw\""))
+		fail_free(r.out, r.err, "bad --owner: unclear error \"%s\"", r.err);
+	run_free(&r);
+	r = run_tool("zkw-example", NULL, "-z", hosts, "-f", "/x", "--owner", "0", "--poll", NULL);
+	EXPECT_RUN(r, 2);
+	if (!strstr(r.err, "--owner goes with --shm"))
+		fail_free(r.out, r.err, "--owner without --shm: unclear error \"%s\"", r.err);
+	run_free(&r);
+
+	/* Another user's segment: refused by default, accepted when named. */
+	if (geteuid() == 0) {
+		fd = shm_open(owned_shm, O_RDWR, 0);
+		assert_true(fd >= 0);
+		assert_int_equal(fchown(fd, 65534, 65534), 0);
+		close(fd);
+		r = run_tool("zkw-example", NULL, "--shm", owned_shm, "--poll", NULL);
+		EXPECT_RUN(r, 1);
+		if (!strstr(r.err, "65534"))
+			fail_free(r.out, r.err, "another owner's segment: refusal does not name it \"%s\"",
+			          r.err);
+		run_free(&r);
+		p = example("--shm", owned_shm, "--owner", "65534", "--poll", NULL);
+		assert_true(proc_wait_output(p, PROC_STDOUT, "Valid File? True\n", WAIT_MS));
+		stop_example(p);
+		proc_free(p);
+	}
+	zkw_writer_close(w, true);
+}
+
+static proc *start_broker_on(const char *path, const char *name)
+{
+	char line[160];
+	proc *broker =
+	        proc_spawn("zkw-broker", (const char *[]){"-z", hosts, "-f", path, "--shm", name, NULL});
+
+	assert_non_null(broker);
+	snprintf(line, sizeof(line), "into segment /%s ", name);
+	assert_true(proc_wait_output(broker, PROC_STDERR, line, WAIT_MS));
+	return broker;
+}
+
+/* A broker that cannot adopt a segment (here: made group-writable while it
+ * was down) replaces it and retires the old one: zkw-example --event opens
+ * the name again and goes on, without delivering anything twice. */
+static void test_example_follows_a_replaced_segment(void **state)
+{
+	char path[128], dev[128];
+	struct stat before, after;
+	proc *broker, *p;
+	char *out;
+
+	(void)state;
+	node(path, sizeof(path), "example/replaced");
+	snprintf(dev, sizeof(dev), "/dev/shm/%s", replaced_shm);
+	assert_int_equal(zkh_set(hosts, path, "before the restart", 18), ZOK);
+	broker = start_broker_on(path, replaced_shm);
+	p = example("--shm", replaced_shm, "--event", NULL);
+	assert_true(proc_wait_output(p, PROC_STDOUT, "Your file contents: before the restart\n", WAIT_MS));
+
+	assert_int_equal(proc_signal(broker, SIGTERM), 0);
+	assert_int_equal(proc_wait(broker, WAIT_MS), 0);
+	proc_free(broker);
+	assert_int_equal(stat(dev, &before), 0);
+	assert_int_equal(chmod(dev, 0660), 0);
+	broker = start_broker_on(path, replaced_shm);
+	assert_int_equal(stat(dev, &after), 0);
+	assert_true(after.st_ino != before.st_ino); /* replaced, not adopted */
+
+	assert_int_equal(zkh_set(hosts, path, "after the restart", 17), ZOK);
+	assert_true(proc_wait_output(p, PROC_STDOUT, "Your file contents: after the restart\n", WAIT_MS));
+	stop_example(p);
+	out = proc_output(p, PROC_STDOUT, NULL);
+	if (count(out, "Your file contents: before the restart\n") != 1)
+		fail_free(out, NULL, "content delivered again after the reopen:\n%s", out);
+	free(out);
+	proc_free(p);
+	assert_int_equal(proc_signal(broker, SIGTERM), 0);
+	assert_int_equal(proc_wait(broker, WAIT_MS), 0);
+	proc_free(broker);
+	shm_unlink(replaced_shm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -586,11 +874,16 @@ int main(void)
 	        cmocka_unit_test_teardown(test_push_refuses_oversized, test_teardown),
 	        cmocka_unit_test_teardown(test_push_bad_usage, test_teardown),
 	        cmocka_unit_test_teardown(test_push_unreachable_server, test_teardown),
+	        cmocka_unit_test_teardown(test_push_out_of_memory_pushes_nothing, test_teardown),
+	        cmocka_unit_test_teardown(test_push_max_bytes_is_capped, test_teardown),
 	        cmocka_unit_test_teardown(test_example_poll, test_teardown),
 	        cmocka_unit_test_teardown(test_example_poll_first_line_valid, test_teardown),
 	        cmocka_unit_test_teardown(test_example_event_in_process, test_teardown),
 	        cmocka_unit_test_teardown(test_example_event_shm, test_teardown),
 	        cmocka_unit_test_teardown(test_example_bad_usage, test_teardown),
+	        cmocka_unit_test_teardown(test_example_escapes_what_it_prints, test_teardown),
+	        cmocka_unit_test_teardown(test_example_owner, test_teardown),
+	        cmocka_unit_test_teardown(test_example_follows_a_replaced_segment, test_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

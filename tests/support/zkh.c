@@ -697,6 +697,18 @@ int zkh_member_start(zkh_cluster *zk, int member)
 	return wait_member(zk, member, start_timeout_ms());
 }
 
+int zkh_member_wipe(zkh_cluster *zk, int member)
+{
+	char n[16];
+
+	if (!zk || member < 0 || member >= zk->nodes)
+		return -EINVAL;
+	if (zk->member[member].pid > 0 && !died(zk, member))
+		return -EBUSY;
+	snprintf(n, sizeof(n), "%d", member + 1);
+	return run_zk_sh(zk, NULL, 0, "member-wipe", zk->dir, n, (char *)NULL);
+}
+
 /* Are all of pid's threads stopped (state 'T')? kill(SIGSTOP) returns before
  * the JVM's threads have stopped: on a loaded machine a "paused" server
  * could still answer for a while. */

@@ -38,6 +38,10 @@ int zkh_pid(const zkh_cluster *zk, int member);  /* 0 when stopped */
 int zkh_member_stop(zkh_cluster *zk, int member); /* SIGTERM, reaped */
 int zkh_member_kill(zkh_cluster *zk, int member); /* SIGKILL, reaped */
 int zkh_member_start(zkh_cluster *zk, int member);
+/* Empty a stopped member's data directory (`zk.sh member-wipe`): started
+ * again, it is a reset server, at zxid 0, knowing no session. -EBUSY while
+ * it runs. */
+int zkh_member_wipe(zkh_cluster *zk, int member);
 /* Member index of the current leader (ensemble) or 0 (standalone); -1 when
  * none answers within timeout_ms. */
 int zkh_leader(zkh_cluster *zk, int timeout_ms);

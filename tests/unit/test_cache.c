@@ -8,15 +8,20 @@
  * asserts (not thread-safe): they record their first failure, and the main
  * thread asserts after joining them. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -129,6 +134,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	zkw_writer_close(f->w, true);
+	shm_unlink(f->name); /* a test that failed without its writer */
 	free(f);
 	return 0;
 }
@@ -386,6 +392,101 @@ static void test_expected_uid(void **state)
 	assert_int_equal(zkw_cache_open(&c, f->name, &wrong), -EPERM);
 	assert_int_equal(zkw_cache_open(&c, f->name, &right), 0);
 	zkw_cache_close(c);
+}
+
+/* The default owner policy of zkw/client.h: root, ourselves or the uid of
+ * ZKW_SEGMENT_OWNER; require_uid trusts exactly expected_uid; never a
+ * segment group or others may write. */
+static void test_owner_policy(void **state)
+{
+	struct fixture *f = *state;
+	zkw_cache_options told = {.require_uid = true, .expected_uid = 65534};
+	zkw_cache_options told_root = {.require_uid = true, .expected_uid = 0};
+	zkw_cache *c = NULL;
+	int fd;
+
+	if (geteuid() != 0) {
+		print_message("not root: cannot give the segment away; skipped\n");
+		skip();
+	}
+	publish_next(f->w, f->buf);
+	fd = shm_open(f->name, O_RDWR, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(fchown(fd, 65534, 65534), 0);
+	unsetenv(ZKW_OWNER_ENV);
+	assert_int_equal(zkw_cache_open(&c, f->name, NULL), -EPERM);
+	assert_null(c);
+	assert_int_equal(zkw_cache_open(&c, f->name, &told_root), -EPERM);
+	assert_int_equal(zkw_cache_open(&c, f->name, &told), 0);
+	zkw_cache_close(c);
+	setenv(ZKW_OWNER_ENV, "65534", 1);
+	assert_int_equal(zkw_cache_open(&c, f->name, NULL), 0);
+	zkw_cache_close(c);
+	unsetenv(ZKW_OWNER_ENV);
+	assert_int_equal(fchown(fd, 0, 0), 0);
+	assert_int_equal(fchmod(fd, 0660), 0);
+	assert_int_equal(zkw_cache_open(&c, f->name, NULL), -EPERM);
+	assert_int_equal(zkw_cache_open(&c, f->name, &told_root), -EPERM);
+	assert_int_equal(fchmod(fd, 0640), 0);
+	close(fd);
+	assert_int_equal(zkw_cache_open(&c, f->name, NULL), 0);
+	zkw_cache_close(c);
+}
+
+/* A writer that finds a reader's lock on the segment replaces it: the
+ * cache reopens the name by itself and follows the new segment, with
+ * rising generations. */
+static void test_follows_a_replaced_segment(void **state)
+{
+	struct fixture *f = *state;
+	zkw_writer_options opt = {.capacity = CAPACITY, .group = (gid_t)-1};
+	const zkw_cache_snapshot *s;
+	uint64_t gen;
+	char why[512], report = 0;
+	zkw_cache *c;
+	int up[2], status;
+	pid_t locker;
+
+	gen = publish_next(f->w, f->buf);
+	assert_int_equal(zkw_cache_open(&c, f->name, NULL), 0);
+	wait_cache_generation(c, gen);
+	zkw_writer_close(f->w, false);
+	f->w = NULL;
+
+	assert_int_equal(pipe(up), 0);
+	locker = fork();
+	assert_true(locker >= 0);
+	if (locker == 0) {
+		struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+		int fd = shm_open(f->name, O_RDONLY, 0);
+		char c1 = fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 'L' : 'E';
+
+		if (write(up[1], &c1, 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	assert_int_equal(read(up[0], &report, 1), 1);
+	assert_int_equal(report, 'L');
+
+	if (zkw_writer_open(&f->w, f->name, &opt, why, sizeof(why)) != 0)
+		fail_msg("writer could not replace the locked segment: %s", why);
+	assert_non_null(strstr(zkw_writer_notice(f->w), "replaced"));
+	gen = publish_next(f->w, f->buf);
+	wait_cache_generation(c, gen);
+	s = zkw_cache_get(c);
+	assert_non_null(s);
+	assert_int_equal(s->generation, gen);
+	assert_null(check_snapshot(s));
+	zkw_cache_put(c, s);
+	assert_int_equal(zkw_cache_follower_error(c), 0);
+	gen = publish_next(f->w, f->buf);
+	wait_cache_generation(c, gen);
+	zkw_cache_close(c);
+	kill(locker, SIGKILL);
+	assert_int_equal(waitpid(locker, &status, 0), locker);
+	close(up[0]);
+	close(up[1]);
 }
 
 static void test_empty_segment_reads_as_generation_zero(void **state)
@@ -757,6 +858,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_open_missing_segment_is_enoent),
 	        cmocka_unit_test_setup_teardown(test_expected_uid, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_owner_policy, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_follows_a_replaced_segment, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_empty_segment_reads_as_generation_zero, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_snapshot_fields_and_circuit_breaker, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_get_put_nest, setup, teardown),

@@ -4,8 +4,8 @@
  * mid-publish, futex waits, ping and the event dispatcher.
  *
  * Every test uses its own segment name ("/zkw.test.<pid>.<n>"); the per-test
- * teardown unlinks every name handed out, so a failing test leaves nothing
- * in /dev/shm. Children never call cmocka: they report through their exit
+ * teardown unlinks every name handed out and its broker lock file, so a
+ * failing test leaves nothing in /dev/shm. Children never call cmocka: they report through their exit
  * status (checked by the parent) or a shared anonymous mapping.
  */
 #include <errno.h>
@@ -55,9 +55,15 @@ static const char *new_name(void)
 
 static int unlink_names(void **state)
 {
+	char lock[128];
+
 	(void)state;
-	for (int i = 0; i < names_used; i++)
+	for (int i = 0; i < names_used; i++) {
 		shm_unlink(names[i]); /* ENOENT is fine: the test unlinked it */
+		/* The broker lock file a killed writer leaves behind. */
+		snprintf(lock, sizeof(lock), "/dev/shm/.zkw-lock.%s", names[i] + 1);
+		unlink(lock);
+	}
 	names_used = 0;
 	return 0;
 }
