@@ -30,7 +30,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,27 +115,15 @@ static void note(zkw_writer *w, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* "uid N (name)", or "uid N" when the name is unknown. */
-static const char *uid_text(char *buf, size_t cap, uid_t uid)
-{
-	struct passwd pw, *found = NULL;
-	char scratch[1024];
-
-	if (getpwuid_r(uid, &pw, scratch, sizeof(scratch), &found) == 0 && found && found->pw_name)
-		snprintf(buf, cap, "uid %u (%.32s)", (unsigned)uid, found->pw_name);
-	else
-		snprintf(buf, cap, "uid %u", (unsigned)uid);
-	return buf;
-}
-
 static int foreign_owner(const char *what, const char *path, uid_t uid, char *why, size_t whylen)
 {
 	char owner[64];
 
+	zkw__uid_text(owner, sizeof(owner), uid);
 	return zkw__errorf(why, whylen, -EPERM,
 	                   "%s %s is owned by %s, not by us (uid %u); refusing it (another user may have "
 	                   "created it first: remove it)",
-	                   what, path, uid_text(owner, sizeof(owner), uid), (unsigned)geteuid());
+	                   what, path, owner, (unsigned)geteuid());
 }
 
 /* ---- the broker lock ---------------------------------------------------- */
@@ -324,25 +311,11 @@ static void stamp_broker(zkw_writer *w)
 	__atomic_store_n(&id->abi_minor, (uint16_t)ZKW_ABI_MINOR, __ATOMIC_RELAXED);
 }
 
-static bool explain(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static bool explain(char *buf, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (buf && cap) {
-		va_start(ap, fmt);
-		vsnprintf(buf, cap, fmt, ap);
-		va_end(ap);
-	}
-	return false;
-}
-
 /* Load, once, what a keep_content publication carries over from slot s,
- * which should hold generation gen, and check it: true when it is sane,
- * else false with the reason in buf (may be NULL). A segment is read back
+ * which should hold generation gen, and check it: 0 when it is sane, else
+ * -EBADMSG with the reason in buf (may be NULL). A segment is read back
  * only through this check, so whatever it holds stays within its fields. */
-static bool load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t gen, struct kept *k, char *buf,
+static int load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t gen, struct kept *k, char *buf,
                       size_t cap)
 {
 	uint64_t seq = zkw__load64(&s->seq), slot_gen = zkw__load64(&s->generation);
@@ -355,23 +328,23 @@ static bool load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t ge
 	k->changed_ns = zkw__load64(&s->changed_ns);
 	k->content_gen = zkw__load64(&s->content_gen);
 	if (seq & 1)
-		return explain(buf, cap, "its sequence %llu is odd (a write that never ended)",
+		return zkw__errorf(buf, cap, -EBADMSG, "its sequence %llu is odd (a write that never ended)",
 		               (unsigned long long)seq);
 	if (slot_gen != gen)
-		return explain(buf, cap, "it holds generation %llu, not the published %llu",
+		return zkw__errorf(buf, cap, -EBADMSG, "it holds generation %llu, not the published %llu",
 		               (unsigned long long)slot_gen, (unsigned long long)gen);
 	if (k->len > w->capacity)
-		return explain(buf, cap, "its content length %llu exceeds the capacity %llu",
+		return zkw__errorf(buf, cap, -EBADMSG, "its content length %llu exceeds the capacity %llu",
 		               (unsigned long long)k->len, (unsigned long long)w->capacity);
 	if (k->pointer_len >= ZKW_POINTER_MAX)
-		return explain(buf, cap, "its pointer length %u is not below %u", k->pointer_len,
+		return zkw__errorf(buf, cap, -EBADMSG, "its pointer length %u is not below %u", k->pointer_len,
 		               ZKW_POINTER_MAX);
 	if (error_len >= ZKW_ERROR_MAX)
-		return explain(buf, cap, "its error length %u is not below %u", error_len, ZKW_ERROR_MAX);
+		return zkw__errorf(buf, cap, -EBADMSG, "its error length %u is not below %u", error_len, ZKW_ERROR_MAX);
 	if (k->content_gen > gen)
-		return explain(buf, cap, "its content generation %llu is newer than the slot's %llu",
+		return zkw__errorf(buf, cap, -EBADMSG, "its content generation %llu is newer than the slot's %llu",
 		               (unsigned long long)k->content_gen, (unsigned long long)gen);
-	return true;
+	return 0;
 }
 
 /* The identity block of a segment we create; the magic goes last. */
@@ -417,7 +390,7 @@ static void carry_over(zkw_writer *w, int old_fd, const struct zkw_segment_heade
 	struct kept k;
 
 	if (pread_full(old_fd, s, w->slot_size, off) != 0 ||
-	    !load_kept(w, s, gen, &k, problem, sizeof(problem))) {
+	    load_kept(w, s, gen, &k, problem, sizeof(problem)) < 0) {
 		memset(s, 0, w->slot_size);
 		s->generation = gen;
 		s->content_gen = gen;
@@ -625,7 +598,7 @@ static int adopt_segment(zkw_writer *w, char *why, size_t whylen)
 		                   w->name, (unsigned long long)w->generation);
 	/* Checked before the repair below, which would make an odd
 	 * published slot look even. */
-	if (!load_kept(w, writer_slot(w, w->generation), w->generation, &k, problem, sizeof(problem))) {
+	if (load_kept(w, writer_slot(w, w->generation), w->generation, &k, problem, sizeof(problem)) < 0) {
 		w->drop_kept = true;
 		note(w, "the last snapshot of segment %s was dropped: %s", w->name, problem);
 	}
@@ -818,7 +791,7 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
                          const zkw_publication *p, uint64_t gen)
 {
 	struct kept k;
-	bool kept_ok = !w->drop_kept && load_kept(w, cur, w->generation, &k, NULL, 0);
+	bool kept_ok = !w->drop_kept && load_kept(w, cur, w->generation, &k, NULL, 0) == 0;
 	bool changed;
 
 	w->drop_kept = false;

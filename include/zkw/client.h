@@ -190,18 +190,6 @@ static inline int zkw__reader_validate(zkw_reader *r, const struct stat *st)
 	return 0;
 }
 
-/* "uid N (name)", or "uid N" when the name is unknown, into buf. */
-static inline void zkw__uid_text(char *buf, size_t cap, uid_t uid)
-{
-	struct passwd pw, *found = NULL;
-	char scratch[1024];
-
-	if (getpwuid_r(uid, &pw, scratch, sizeof(scratch), &found) == 0 && found && found->pw_name)
-		snprintf(buf, cap, "uid %u (%.32s)", (unsigned)uid, found->pw_name);
-	else
-		snprintf(buf, cap, "uid %u", (unsigned)uid);
-}
-
 /* The owner ZKW_SEGMENT_OWNER names, a uid or a user name: 0 with *uid
  * set; 1 when it is unset or empty, or the process is set-id (whoever
  * started it must not widen its trust, as secure_getenv(3)); -EINVAL when

@@ -37,6 +37,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <pwd.h>
+#include <sys/types.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ZKW_API           __attribute__((visibility("default")))
@@ -69,6 +71,20 @@ static inline int zkw__errorf(char *errbuf, size_t errlen, int err, const char *
 		va_end(ap);
 	}
 	return err;
+}
+
+/* An owner as people read it, for the messages of the reader's and the
+ * writer's owner checks. */
+/* "uid N (name)", or "uid N" when the name is unknown, into buf. */
+static inline void zkw__uid_text(char *buf, size_t cap, uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char scratch[1024];
+
+	if (getpwuid_r(uid, &pw, scratch, sizeof(scratch), &found) == 0 && found && found->pw_name)
+		snprintf(buf, cap, "uid %u (%.32s)", (unsigned)uid, found->pw_name);
+	else
+		snprintf(buf, cap, "uid %u", (unsigned)uid);
 }
 
 /* ---- handlers --------------------------------------------------------- */
