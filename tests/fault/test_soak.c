@@ -228,7 +228,14 @@ static void converge(struct soak *s)
 	put(s, s->conf);
 	put(s, s->target[s->current]);
 	int n = snprintf(p, sizeof(p), "%s", s->target[s->current]);
-	assert_int_equal(zkh_set(s->hosts, s->ptr, p, n), ZOK);
+	/* Serving is not yet answering writes within one session timeout
+	 * after a fault: retry (bounded), as put() does. */
+	int64_t until = zkw_clock_mono_ms() + QUORUM_MS;
+	int rc;
+
+	while ((rc = zkh_set(s->hosts, s->ptr, p, n)) != ZOK && zkw_clock_mono_ms() < until)
+		zkw_clock_sleep_ms(100);
+	assert_int_equal(rc, ZOK);
 	assert_int_equal(chaos_zk_seq(s->hosts, s->conf, &want_conf, QUORUM_MS), 0);
 	assert_int_equal(chaos_zk_seq(s->hosts, s->target[s->current], &want_ptr, QUORUM_MS), 0);
 	if (!chaos_readers_wait_seq(s->fleet_conf, want_conf, CONVERGE_MS)) {
