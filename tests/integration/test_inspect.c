@@ -716,11 +716,7 @@ static void flip_slot_count_forever(const char *name)
 
 static int count(const char *haystack, const char *needle)
 {
-	int n = 0;
-
-	for (const char *at = haystack; (at = strstr(at, needle)); at += strlen(needle))
-		n++;
-	return n;
+	return proc_count_in(haystack, strlen(haystack), needle);
 }
 
 /* Another process flips the segment's slot_count while zkw-inspect prints.

@@ -141,11 +141,7 @@ static void run_free(struct run *r)
 
 static int count(const char *haystack, const char *needle)
 {
-	int n = 0;
-
-	for (const char *at = haystack; (at = strstr(at, needle)); at += strlen(needle))
-		n++;
-	return n;
+	return proc_count_in(haystack, strlen(haystack), needle);
 }
 
 /* ---- fixtures --------------------------------------------------------- */

@@ -718,19 +718,24 @@ bool proc_exited(proc *p, int *status)
 	return reaped;
 }
 
-static int count_locked(const struct proc_buf *b, const char *needle)
+int proc_count_in(const char *data, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
 	const char *at, *end;
 	int count = 0;
 
-	if (!b->data || !n)
+	if (!data || !n)
 		return 0;
-	end = b->data + b->len;
+	end = data + len;
 	/* memmem, not strstr: the output may hold NUL bytes. */
-	for (at = b->data; at < end && (at = memmem(at, (size_t)(end - at), needle, n)); at += n)
+	for (at = data; at < end && (at = memmem(at, (size_t)(end - at), needle, n)); at += n)
 		count++;
 	return count;
+}
+
+static int count_locked(const struct proc_buf *b, const char *needle)
+{
+	return proc_count_in(b->data, b->len, needle);
 }
 
 int proc_count(proc *p, enum proc_stream s, const char *needle)

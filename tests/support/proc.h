@@ -90,6 +90,9 @@ bool proc_wait_output(proc *p, enum proc_stream s, const char *needle, int timeo
 bool proc_wait_output_count(proc *p, enum proc_stream s, const char *needle, int count, int timeout_ms);
 /* Occurrences of needle in what the stream has received so far. */
 int proc_count(proc *p, enum proc_stream s, const char *needle);
+/* Occurrences of needle in len bytes of data (NULs allowed), e.g. in the
+ * output proc_run() returned. */
+int proc_count_in(const char *data, size_t len, const char *needle);
 /* A malloc'd, NUL-terminated copy of what the stream has received so far
  * (NULs inside are kept; *len, if given, is the byte count). free() it. */
 char *proc_output(proc *p, enum proc_stream s, size_t *len);
