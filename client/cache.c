@@ -170,7 +170,8 @@ void zkw_cache_thread_exit(void)
 /* 0 or -errno, like zkw_segment_futex_wait() on the segment's shared word. */
 static int futex_private(uint32_t *word, int op, uint32_t val, const struct timespec *deadline)
 {
-	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, deadline, NULL, FUTEX_BITSET_MATCH_ANY) < 0
+	return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, deadline, NULL,
+	               FUTEX_BITSET_MATCH_ANY) < 0
 	               ? -errno
 	               : 0;
 }

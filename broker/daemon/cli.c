@@ -28,7 +28,8 @@ void zkw__cli_usage(FILE *out)
 	        "  -p, --pointer             the node holds the path of the node to watch\n"
 	        "      --ensure              create the node (and parents) empty if missing\n"
 	        "      --shm NAME            segment name (default zkw + PATH with '/' -> '.')\n"
-	        "      --capacity BYTES      content capacity, suffix k or m allowed (default 1m)\n"
+	        "      --capacity BYTES      largest content; segments start at 8k and grow to it\n"
+	        "                            (k and m suffixes allowed; default 1m)\n"
 	        "options:\n"
 	        "      --no-valid-init       start even when ZooKeeper does not answer; retry\n"
 	        "      --init-timeout MS     with valid init: give up after MS (default %d)\n"
@@ -293,6 +294,7 @@ static void cli_defaults(zkw_cli *c)
 	c->session.session_timeout_ms = ZKW_SESSION_TIMEOUT_MS_DEFAULT;
 	c->session.init_timeout_ms = BROKER_INIT_TIMEOUT_MS;
 	c->segment.group = (gid_t)-1;
+	c->segment.grow = true; /* --capacity is the maximum a segment grows to */
 }
 
 int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen)

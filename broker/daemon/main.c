@@ -112,14 +112,29 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	        .error = st->error,
 	        .confirmed_ns = st->confirmed_ns,
 	};
+	char grow_error[ZKW_ERROR_MAX];
+	uint64_t capacity = zkw_writer_capacity(w->writer);
 	int rc;
 
 	rc = zkw_writer_publish(w->writer, &p);
+	if (zkw_writer_capacity(w->writer) != capacity)
+		zkw__log_printf(ZKW_LOG_INFO, "%s: segment %s grown to a capacity of %llu bytes",
+		                w->cfg->path, w->cfg->shm,
+		                (unsigned long long)zkw_writer_capacity(w->writer));
 	if (rc == -EMSGSIZE) {
 		/* The watcher checks max_len; this is the backstop. */
 		p.valid = false;
 		p.keep_content = true;
 		p.error = "Content too large for the segment";
+		rc = zkw_writer_publish(w->writer, &p);
+	} else if (rc < 0 && *zkw_writer_error(w->writer)) {
+		/* The segment could not grow to the content (/dev/shm full):
+		 * the last good content stays, invalid, with the reason. */
+		snprintf(grow_error, sizeof(grow_error), "Cannot grow the segment: %s",
+		         zkw_writer_error(w->writer));
+		p.valid = false;
+		p.keep_content = true;
+		p.error = grow_error;
 		rc = zkw_writer_publish(w->writer, &p);
 	}
 	log_state(w, &p);
@@ -167,11 +182,13 @@ static int open_segments(struct broker *b)
 		}
 		if (*zkw_writer_notice(w->writer)) /* a replaced segment, a dropped snapshot */
 			zkw__log_printf(ZKW_LOG_WARN, "%s", zkw_writer_notice(w->writer));
-		zkw__log_printf(ZKW_LOG_INFO,
-		                "publishing %s%s into segment %s (capacity %llu, generation %llu)",
-		                w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
-		                (unsigned long long)w->cfg->capacity,
-		                (unsigned long long)zkw_writer_generation(w->writer));
+		zkw__log_printf(
+		        ZKW_LOG_INFO,
+		        "publishing %s%s into segment %s (capacity %llu of at most %llu, generation %llu)",
+		        w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
+		        (unsigned long long)zkw_writer_capacity(w->writer),
+		        (unsigned long long)w->cfg->capacity,
+		        (unsigned long long)zkw_writer_generation(w->writer));
 	}
 	return 0;
 }

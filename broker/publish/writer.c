@@ -21,6 +21,11 @@
  *      initialised - continuing the generation and the validated last
  *      snapshot of the one it replaces - then linked under the name. A
  *      replaced segment is marked ZKW_STATE_RETIRED and woken a last time.
+ *   3. Growth (zkw_writer_options.grow): a segment starts at
+ *      ZKW_WRITER_MIN_CAPACITY; content that does not fit makes the writer
+ *      replace it, as in 2., by a larger one (zkw_writer_sized_capacity()),
+ *      then publish into the new one. Capacity is per segment: readers
+ *      cache it at open and reopen the name when the old one is retired.
  * Everything read back from an existing segment is validated first; a
  * segment others might still write is read with pread(2), which cannot
  * fault, and retired with pwrite(2).
@@ -58,7 +63,12 @@ struct zkw_writer {
 	int lock_fd; /* the broker lock file */
 	uint8_t *base;
 	size_t size;
-	uint64_t capacity;
+	uint64_t capacity;     /* of the current segment */
+	uint64_t max_capacity; /* what a growing writer grows to */
+	bool grow;
+	mode_t mode; /* for the segments growth creates */
+	gid_t group;
+	char watch_path[ZKW_WATCH_PATH_MAX];
 	uint64_t slot_size;
 	uint32_t slot_count;
 	uint64_t generation;     /* last published */
@@ -66,6 +76,7 @@ struct zkw_writer {
 	bool compare_content;    /* next publication compares bytes */
 	bool drop_kept;          /* the published slot failed validation: keep nothing */
 	char notice[512];        /* what the open repaired or replaced ("" if nothing) */
+	char error[256];         /* why the last growth failed ("" if it did not) */
 };
 
 /* The fields a keep_content publication carries over, loaded once. */
@@ -270,7 +281,8 @@ static int map_segment(zkw_writer *w, size_t size, char *why, size_t whylen)
 	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, w->fd, 0);
 
 	if (map == MAP_FAILED)
-		return zkw__errorf(why, whylen, -errno, "cannot map segment %s: %s", w->name, strerror(errno));
+		return zkw__errorf(why, whylen, -errno, "cannot map segment %s: %s", w->name,
+		                   strerror(errno));
 	w->base = map;
 	w->size = size;
 	return 0;
@@ -316,7 +328,7 @@ static void stamp_broker(zkw_writer *w)
  * -EBADMSG with the reason in buf (may be NULL). A segment is read back
  * only through this check, so whatever it holds stays within its fields. */
 static int load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t gen, struct kept *k, char *buf,
-                      size_t cap)
+                     size_t cap)
 {
 	uint64_t seq = zkw__load64(&s->seq), slot_gen = zkw__load64(&s->generation);
 	uint32_t error_len = zkw__load32(&s->error_len);
@@ -329,21 +341,23 @@ static int load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t gen
 	k->content_gen = zkw__load64(&s->content_gen);
 	if (seq & 1)
 		return zkw__errorf(buf, cap, -EBADMSG, "its sequence %llu is odd (a write that never ended)",
-		               (unsigned long long)seq);
+		                   (unsigned long long)seq);
 	if (slot_gen != gen)
 		return zkw__errorf(buf, cap, -EBADMSG, "it holds generation %llu, not the published %llu",
-		               (unsigned long long)slot_gen, (unsigned long long)gen);
+		                   (unsigned long long)slot_gen, (unsigned long long)gen);
 	if (k->len > w->capacity)
 		return zkw__errorf(buf, cap, -EBADMSG, "its content length %llu exceeds the capacity %llu",
-		               (unsigned long long)k->len, (unsigned long long)w->capacity);
+		                   (unsigned long long)k->len, (unsigned long long)w->capacity);
 	if (k->pointer_len >= ZKW_POINTER_MAX)
-		return zkw__errorf(buf, cap, -EBADMSG, "its pointer length %u is not below %u", k->pointer_len,
-		               ZKW_POINTER_MAX);
+		return zkw__errorf(buf, cap, -EBADMSG, "its pointer length %u is not below %u",
+		                   k->pointer_len, ZKW_POINTER_MAX);
 	if (error_len >= ZKW_ERROR_MAX)
-		return zkw__errorf(buf, cap, -EBADMSG, "its error length %u is not below %u", error_len, ZKW_ERROR_MAX);
+		return zkw__errorf(buf, cap, -EBADMSG, "its error length %u is not below %u", error_len,
+		                   ZKW_ERROR_MAX);
 	if (k->content_gen > gen)
-		return zkw__errorf(buf, cap, -EBADMSG, "its content generation %llu is newer than the slot's %llu",
-		               (unsigned long long)k->content_gen, (unsigned long long)gen);
+		return zkw__errorf(buf, cap, -EBADMSG,
+		                   "its content generation %llu is newer than the slot's %llu",
+		                   (unsigned long long)k->content_gen, (unsigned long long)gen);
 	return 0;
 }
 
@@ -381,23 +395,34 @@ static int pread_full(int fd, void *buf, size_t len, off_t off)
  * checked): its generation, and its published slot once validated - or an
  * empty invalid snapshot in its place, named in the notice. Read with
  * pread(2) into the new object, which nobody else can reach yet. */
-static void carry_over(zkw_writer *w, int old_fd, const struct zkw_segment_header *old)
+static void carry_over(zkw_writer *w, int old_fd, const struct zkw_segment_header *old, bool growing)
 {
 	uint64_t gen = old->hot.generation;
 	struct zkw_slot *s = writer_slot(w, gen);
-	off_t off = (off_t)ZKW_HEADER_SIZE + (off_t)(gen % w->slot_count) * (off_t)w->slot_size;
+	/* The old segment's own layout (checked): its capacity may differ. */
+	uint64_t old_slot_size = old->ident.slot_size;
+	off_t off = (off_t)ZKW_HEADER_SIZE + (off_t)(gen % w->slot_count) * (off_t)old_slot_size;
 	char problem[200] = "it cannot be read";
 	struct kept k;
+	int bad =
+	        pread_full(old_fd, s, old_slot_size < w->slot_size ? old_slot_size : w->slot_size, off) != 0;
 
-	if (pread_full(old_fd, s, w->slot_size, off) != 0 ||
-	    load_kept(w, s, gen, &k, problem, sizeof(problem)) < 0) {
+	if (!bad)
+		bad = load_kept(w, s, gen, &k, problem, sizeof(problem)) < 0;
+	if (!bad && k.len > old->ident.capacity) {
+		snprintf(problem, sizeof(problem), "its content length %llu exceeds its capacity %llu",
+		         (unsigned long long)k.len, (unsigned long long)old->ident.capacity);
+		bad = 1;
+	}
+	if (bad) {
 		memset(s, 0, w->slot_size);
 		s->generation = gen;
 		s->content_gen = gen;
 		s->version = -1;
 		note(w, "the last snapshot of segment %s was dropped: %s", w->name, problem);
 	}
-	s->flags = 0; /* this broker is not connected yet */
+	if (!growing)
+		s->flags = 0; /* this broker is not connected yet */
 	zkw__store64(&writer_header(w)->hot.generation, gen);
 	w->generation = gen;
 }
@@ -495,12 +520,40 @@ static int name_segment(zkw_writer *w, bool replace, char *why, size_t whylen)
 	return 0;
 }
 
+static void set_capacity(zkw_writer *w, uint64_t capacity)
+{
+	w->capacity = capacity;
+	w->slot_size = zkw_segment_slot_size(capacity);
+}
+
+uint64_t zkw_writer_sized_capacity(uint64_t len, uint64_t max)
+{
+	uint64_t c = ZKW_WRITER_MIN_CAPACITY;
+
+	while (c < max && c / 2 < len)
+		c *= 2;
+	return c < max ? c : max;
+}
+
+/* The content length of the published slot of a segment whose header `h`
+ * was checked, read with pread(2); 0 if it cannot be read. */
+static uint64_t published_len(int fd, const struct zkw_segment_header *h)
+{
+	off_t off = (off_t)ZKW_HEADER_SIZE +
+	            (off_t)(h->hot.generation % h->ident.slot_count) * (off_t)h->ident.slot_size;
+	uint64_t len = 0;
+
+	if (pread_full(fd, &len, sizeof(len), off + (off_t)offsetof(struct zkw_slot, len)) != 0)
+		return 0;
+	return len;
+}
+
 /* A new segment, created where nobody else can reach it, then named.
  * old_fd >= 0: it replaces that segment (continuing from its header `old`
  * when given, then retiring it). 0, LOOK_AGAIN, or -errno; on failure
  * nothing is left behind. */
-static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_header *old, mode_t mode,
-                          gid_t group, char *why, size_t whylen)
+static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_header *old, bool growing,
+                          mode_t mode, gid_t group, char *why, size_t whylen)
 {
 	uint64_t size = zkw_segment_size(w->capacity, w->slot_count);
 	int err;
@@ -518,8 +571,17 @@ static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_he
 		goto fail;
 	init_identity(w, size);
 	if (old)
-		carry_over(w, old_fd, old);
-	zkw_segment_set_state(&writer_header(w)->hot, ZKW_STATE_RUNNING);
+		carry_over(w, old_fd, old, growing);
+	if (growing) { /* the same broker goes on: its identity and state too */
+		zkw__store32(&writer_header(w)->ident.broker_pid, old->ident.broker_pid);
+		zkw__store64(&writer_header(w)->ident.broker_epoch, old->ident.broker_epoch);
+		zkw__store64(&writer_header(w)->ident.broker_started_ns, old->ident.broker_started_ns);
+		set_watch_path(w, w->watch_path);
+	}
+	zkw_segment_set_state(&writer_header(w)->hot,
+	                      growing ? old->hot.state &
+	                                        (ZKW_STATE_RUNNING | ZKW_STATE_VALID | ZKW_STATE_CONNECTED)
+	                              : ZKW_STATE_RUNNING);
 	/* A reader that sees the magic sees every identity field. The release
 	 * store pairs with the acquire load of the magic in
 	 * zkw__reader_validate() (zkw/client.h). No reader can map the
@@ -535,18 +597,21 @@ static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_he
 	return 0;
 fail:
 	discard(w);
-	w->generation = 0;
-	w->notice[0] = '\0';
+	if (!growing) {
+		w->generation = 0;
+		w->notice[0] = '\0';
+	}
 	return err;
 }
 
 /* Check a segment's header (read with pread) against what we would
- * create. 0, or -EEXIST naming the difference. */
+ * create: its own capacity (any, for a growing writer) and the layout
+ * that capacity implies. 0, or -EEXIST naming the difference. */
 static int check_header(zkw_writer *w, int fd, const struct stat *st, struct zkw_segment_header *h, char *why,
                         size_t whylen)
 {
-	uint64_t expect = zkw_segment_size(w->capacity, w->slot_count);
 	const struct zkw_segment_ident *id = &h->ident;
+	uint64_t expect;
 
 	if ((uint64_t)st->st_size < ZKW_HEADER_SIZE || pread_full(fd, h, sizeof(*h), 0) != 0)
 		return zkw__errorf(why, whylen, -EEXIST,
@@ -557,14 +622,19 @@ static int check_header(zkw_writer *w, int fd, const struct stat *st, struct zkw
 		return zkw__errorf(why, whylen, -EEXIST,
 		                   "segment %s exists but is not a zkw segment of ABI %u; remove it", w->name,
 		                   ZKW_ABI_MAJOR);
-	if (id->capacity != w->capacity)
+	if (!w->grow && id->capacity != w->capacity)
 		return zkw__errorf(
 		        why, whylen, -EEXIST,
 		        "segment %s exists with capacity %llu bytes, not %llu; use that capacity or "
 		        "remove it",
 		        w->name, (unsigned long long)id->capacity, (unsigned long long)w->capacity);
-	if (id->slot_count != w->slot_count || id->slot_size != w->slot_size || id->segment_size != expect ||
-	    (uint64_t)st->st_size < expect)
+	if (id->capacity < 1 || id->capacity > ZKW_CAPACITY_MAX)
+		return zkw__errorf(why, whylen, -EEXIST,
+		                   "segment %s exists but its capacity %llu is corrupt; remove it", w->name,
+		                   (unsigned long long)id->capacity);
+	expect = zkw_segment_size(id->capacity, w->slot_count);
+	if (id->slot_count != w->slot_count || id->slot_size != zkw_segment_slot_size(id->capacity) ||
+	    id->segment_size != expect || (uint64_t)st->st_size < expect)
 		return zkw__errorf(why, whylen, -EEXIST,
 		                   "segment %s exists but its layout is corrupt; remove it", w->name);
 	if (h->hot.generation > ZKW_GENERATION_MAX)
@@ -617,13 +687,16 @@ static int take_segment(zkw_writer *w, mode_t mode, gid_t group, char *why, size
 	char path[sizeof(SHM_DIR) + NAME_MAX + 1];
 	struct zkw_segment_header h;
 	const char *replace_why = NULL;
+	char too_large[160];
 	struct stat st;
 	struct flock fl;
 	int fd, err;
 
+	/* A new segment's capacity (an existing one brings its own). */
+	set_capacity(w, w->grow ? zkw_writer_sized_capacity(0, w->max_capacity) : w->max_capacity);
 	fd = shm_open(w->name, O_RDWR | O_CLOEXEC, 0);
 	if (fd < 0 && errno == ENOENT)
-		return create_segment(w, -1, NULL, mode, group, why, whylen);
+		return create_segment(w, -1, NULL, false, mode, group, why, whylen);
 	if (fd < 0) {
 		err = errno;
 		snprintf(path, sizeof(path), SHM_DIR "/%s", w->name + 1);
@@ -642,7 +715,7 @@ static int take_segment(zkw_writer *w, mode_t mode, gid_t group, char *why, size
 		return foreign_owner("segment", w->name, st.st_uid, why, whylen);
 	}
 	if (st.st_size == 0) { /* ours but empty: nothing to continue from */
-		err = create_segment(w, fd, NULL, mode, group, why, whylen);
+		err = create_segment(w, fd, NULL, false, mode, group, why, whylen);
 		close(fd);
 		return err;
 	}
@@ -680,12 +753,27 @@ static int take_segment(zkw_writer *w, mode_t mode, gid_t group, char *why, size
 			                   strerror(-err));
 		}
 	}
+	/* Its own capacity, when it is within what we may grow to (without
+	 * grow, check_header() made sure it is ours). A larger one is replaced
+	 * by one sized for its content (dropped if above the maximum). */
+	if (h.ident.capacity <= w->max_capacity) {
+		set_capacity(w, h.ident.capacity);
+	} else if (!replace_why) {
+		snprintf(too_large, sizeof(too_large), "its capacity %llu exceeds the maximum %llu",
+		         (unsigned long long)h.ident.capacity, (unsigned long long)w->max_capacity);
+		replace_why = too_large;
+	}
+	if (h.ident.capacity > w->max_capacity) {
+		uint64_t len = published_len(fd, &h);
+
+		set_capacity(w, zkw_writer_sized_capacity(len <= w->max_capacity ? len : 0, w->max_capacity));
+	}
 	if (!replace_why) {
 		w->fd = fd;
 		err = apply_permissions(w, mode, group, why, whylen);
 		return err ? err : adopt_segment(w, why, whylen);
 	}
-	err = create_segment(w, fd, &h, mode, group, why, whylen);
+	err = create_segment(w, fd, &h, false, mode, group, why, whylen);
 	close(fd);
 	if (err == 0)
 		note(w, "segment %s replaced because %s; readers of the old one are told to reopen it",
@@ -709,6 +797,22 @@ static int writer_setup(zkw_writer *w, const zkw_writer_options *opt, char *why,
 		        "mode %04o would let group or others write segment %s and change what every "
 		        "reader sees; refused (readers refuse such segments too)",
 		        (unsigned)mode, w->name);
+	w->mode = mode;
+	w->group = group;
+	if (w->grow) { /* a maximum that can never fit: say so now, not at a growth */
+		uint64_t most = zkw_segment_size(w->max_capacity, w->slot_count);
+		struct statvfs vfs;
+
+		if (statvfs(SHM_DIR, &vfs) == 0 && vfs.f_blocks > 0 &&
+		    most > (uint64_t)vfs.f_blocks * (uint64_t)vfs.f_frsize)
+			return zkw__errorf(
+			        why, whylen, -ENOSPC,
+			        "not enough space in " SHM_DIR " for segment %s at its maximum "
+			        "capacity %llu: it needs %llu bytes, " SHM_DIR " holds %llu in all "
+			        "(a smaller --capacity, or a larger " SHM_DIR ")",
+			        w->name, (unsigned long long)w->max_capacity, (unsigned long long)most,
+			        (unsigned long long)vfs.f_blocks * (unsigned long long)vfs.f_frsize);
+	}
 	err = lock_broker(w, why, whylen);
 	for (attempt = 0; !err && attempt < OPEN_ATTEMPTS; attempt++) {
 		err = take_segment(w, mode, group, why, whylen);
@@ -720,7 +824,7 @@ static int writer_setup(zkw_writer *w, const zkw_writer_options *opt, char *why,
 		                  w->name);
 	if (err)
 		return err;
-	set_watch_path(w, opt ? opt->watch_path : NULL);
+	set_watch_path(w, w->watch_path);
 	return 0;
 }
 
@@ -736,18 +840,19 @@ int zkw_writer_open(zkw_writer **out, const char *shm_name, const zkw_writer_opt
 		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
 	w->fd = -1;
 	w->lock_fd = -1;
-	w->capacity = opt && opt->capacity ? opt->capacity : ZKW_DEFAULT_CAPACITY;
+	w->max_capacity = opt && opt->capacity ? opt->capacity : ZKW_DEFAULT_CAPACITY;
+	w->grow = opt && opt->grow;
 	w->slot_count = ZKW_SLOT_COUNT;
-	w->slot_size = zkw_segment_slot_size(w->capacity);
 	w->compare_content = true;
+	snprintf(w->watch_path, sizeof(w->watch_path), "%s", opt && opt->watch_path ? opt->watch_path : "");
 	err = zkw_shm_name(w->name, sizeof(w->name), shm_name);
 	if (err)
 		zkw__errorf(why, whylen, err,
 		            "invalid segment name \"%s\": one component, at most %d characters",
 		            shm_name ? shm_name : "", ZKW_SHM_NAME_MAX - 1);
-	else if (w->capacity > ZKW_CAPACITY_MAX)
+	else if (w->max_capacity > ZKW_CAPACITY_MAX)
 		err = zkw__errorf(why, whylen, -EINVAL, "capacity %llu exceeds the maximum %u",
-		                  (unsigned long long)w->capacity, ZKW_CAPACITY_MAX);
+		                  (unsigned long long)w->max_capacity, ZKW_CAPACITY_MAX);
 	else
 		err = writer_setup(w, opt, why, whylen);
 	if (err) {
@@ -834,20 +939,72 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 	zkw__store64(&s->content_gen, changed ? gen : k.content_gen);
 }
 
+/* Replace the segment by a larger one for content of len bytes: created
+ * where nobody can reach it, continuing this one's generation, published
+ * snapshot, state and broker identity, renamed over the name; this one is
+ * then retired (readers reopen the name) and let go. 0, or -errno with
+ * the reason in w->error and this segment kept. */
+static int grow_segment(zkw_writer *w, uint64_t len)
+{
+	struct zkw_segment_header old;
+	int old_fd = w->fd;
+	uint8_t *old_base = w->base;
+	size_t old_size = w->size;
+	uint64_t old_capacity = w->capacity;
+	gid_t group = w->group;
+	struct stat st;
+	int err;
+
+	memset(&old, 0, sizeof(old));
+	old.ident = writer_header(w)->ident; /* only we write it */
+	old.hot.generation = w->generation;
+	old.hot.state = zkw_segment_state(&writer_header(w)->hot);
+	/* Left as created (no --group): keep the group the segment has. */
+	if (group == (gid_t)-1 && fstat(old_fd, &st) == 0 && st.st_gid != getegid())
+		group = st.st_gid;
+	set_capacity(w, zkw_writer_sized_capacity(len, w->max_capacity));
+	w->fd = -1;
+	w->base = NULL;
+	err = create_segment(w, old_fd, &old, true, w->mode, group, w->error, sizeof(w->error));
+	if (err == LOOK_AGAIN) /* only a fresh name can be taken */
+		err = zkw__errorf(w->error, sizeof(w->error), -EIO, "cannot replace segment %s", w->name);
+	if (err) {
+		w->fd = old_fd;
+		w->base = old_base;
+		w->size = old_size;
+		set_capacity(w, old_capacity);
+		return err;
+	}
+	munmap(old_base, old_size);
+	close(old_fd); /* its write lock goes with it; it is retired */
+	return 0;
+}
+
 int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 {
 	uint64_t gen = w->generation + 1;
-	struct zkw_slot *s = writer_slot(w, gen);
-	const struct zkw_slot *cur = writer_slot(w, w->generation);
+	struct zkw_slot *s;
+	const struct zkw_slot *cur;
 	uint32_t flags = (p->valid ? ZKW_SLOT_VALID : 0) | (p->connected ? ZKW_SLOT_CONNECTED : 0);
 	uint32_t state = ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
 	                 (p->connected ? ZKW_STATE_CONNECTED : 0);
 	uint64_t start;
+	int err;
 
-	if (!p->keep_content && p->len > w->capacity)
-		return -EMSGSIZE;
+	w->error[0] = '\0';
+	if (!p->keep_content && p->len > w->capacity) {
+		if (!w->grow || p->len > w->max_capacity)
+			return -EMSGSIZE;
+		if (p->len && !p->content)
+			return -EINVAL;
+		err = grow_segment(w, p->len);
+		if (err)
+			return err;
+	}
 	if (!p->keep_content && p->len && !p->content)
 		return -EINVAL;
+	s = writer_slot(w, gen);
+	cur = writer_slot(w, w->generation);
 
 	/* The seqlock's write side (zkw/segment.h): begin, relaxed payload
 	 * stores, end. */
@@ -890,10 +1047,21 @@ const char *zkw_writer_notice(const zkw_writer *w)
 	return w->notice;
 }
 
+const char *zkw_writer_error(const zkw_writer *w)
+{
+	return w->error;
+}
+
 void zkw_writer_close(zkw_writer *w, bool unlink_segment)
 {
 	if (!w)
 		return;
+	/* A segment about to lose its name is retired first: the wake below
+	 * tells its waiters (-ESTALE) instead of leaving them on a segment
+	 * nobody can reach again. The release fetch-or pairs with the
+	 * acquire load in zkw_segment_state(); the wake comes after it. */
+	if (unlink_segment)
+		__atomic_fetch_or(&writer_header(w)->hot.state, ZKW_STATE_RETIRED, __ATOMIC_RELEASE);
 	zkw_segment_announce_stopped(&writer_header(w)->hot);
 	if (unlink_segment)
 		shm_unlink(w->name);

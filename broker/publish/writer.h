@@ -20,8 +20,24 @@
 
 typedef struct zkw_writer zkw_writer;
 
+/* The sizing rule of a growing segment (zkw_writer_options.grow): it starts
+ * at ZKW_WRITER_MIN_CAPACITY content bytes (most configuration files fit:
+ * they never cause a replacement; the segment is 24 KiB of /dev/shm);
+ * content longer than the segment's capacity makes the writer replace it
+ * by one of zkw_writer_sized_capacity(len, max): the smallest power of two
+ * from ZKW_WRITER_MIN_CAPACITY up that holds twice len, never above max. */
+#define ZKW_WRITER_MIN_CAPACITY 8192u
+
 typedef struct zkw_writer_options {
-	uint64_t capacity;      /* content bytes; 0 = ZKW_DEFAULT_CAPACITY */
+	/* Content bytes; 0 = ZKW_DEFAULT_CAPACITY. Without grow, every
+	 * segment has exactly this capacity; with grow it is the maximum. */
+	uint64_t capacity;
+	/* Start at the sizing rule's capacity and grow (a replacement, see
+	 * zkw_writer_publish()) up to `capacity`; an existing segment of any
+	 * capacity up to it is adopted, a larger one replaced. The open
+	 * refuses (-ENOSPC) a maximum whose segment /dev/shm could not hold
+	 * even empty. */
+	bool grow;
 	mode_t mode;            /* 0 = 0640; group or other write bits are refused */
 	gid_t group;            /* (gid_t)-1 = leave as created */
 	const char *watch_path; /* informational, shown by zkw-inspect */
@@ -53,7 +69,7 @@ typedef struct zkw_publication {
  * replace the segment and hold its write lock (the liveness readers see).
  * 0 or -errno: -EBUSY another broker holds it; -EPERM the segment or the
  * lock file is owned by another uid; -EEXIST it exists with another
- * capacity, is not a zkw segment or is corrupt; -EINVAL bad name, capacity
+ * capacity (without grow), is not a zkw segment or is corrupt; -EINVAL bad name, capacity
  * or mode (group or other write bits are refused); -ENOSPC /dev/shm cannot
  * hold it (the message gives the size wanted and the space free). `why`
  * receives a one-line reason. A segment is allocated in full at creation.
@@ -73,17 +89,34 @@ const char *zkw_writer_notice(const zkw_writer *w);
 
 /* Publish a snapshot: fill the unpublished slot, publish it, bump the futex
  * word and wake every waiter. 0, or -EMSGSIZE when content exceeds the
- * capacity (nothing published: the caller publishes an invalid state). */
+ * capacity (the maximum of a growing writer), or, for a growing writer
+ * whose segment is too small, the -errno of a failed growth (-ENOSPC ...,
+ * the reason in zkw_writer_error()): nothing published, the old segment
+ * kept, and the caller publishes an invalid state. Growth is a
+ * replacement: a new segment of zkw_writer_sized_capacity() continuing
+ * the generation and the published snapshot, renamed over the name, the
+ * old one retired (ZKW_STATE_RETIRED, a last wake: readers reopen), then
+ * the publish into the new one. Segments never shrink. */
 int zkw_writer_publish(zkw_writer *w, const zkw_publication *p);
+
+/* Capacity of a growing segment for content of len bytes (len <= max). */
+uint64_t zkw_writer_sized_capacity(uint64_t len, uint64_t max);
+
+/* Why the last zkw_writer_publish() failed to grow the segment ("" if it
+ * did not). */
+const char *zkw_writer_error(const zkw_writer *w);
 
 /* Generation of the last publication. */
 uint64_t zkw_writer_generation(const zkw_writer *w);
+/* Capacity of the current segment (of a growing writer: up to the maximum). */
 uint64_t zkw_writer_capacity(const zkw_writer *w);
 const char *zkw_writer_name(const zkw_writer *w);
 
 /* Mark the broker stopped (state RUNNING cleared, readers woken), release
  * the locks (the lock file is removed) and unmap; unlink the segment too
- * when asked. NULL is fine. */
+ * when asked, retiring it first (ZKW_STATE_RETIRED with that last wake:
+ * waiting readers get -ESTALE instead of waiting on a segment nobody can
+ * reach). NULL is fine. */
 void zkw_writer_close(zkw_writer *w, bool unlink_segment);
 
 /* Test seam: when set, called between zkw_slot_write_begin() and

@@ -75,7 +75,7 @@ extern "C" {
 #define ZKW_DEFAULT_CAPACITY (1024u * 1024u) /* ZooKeeper's jute.maxbuffer */
 #define ZKW_CAPACITY_MAX     (256u * 1024u * 1024u)
 #include <zkw/common.h> /* ZKW_ERROR_MAX, ZKW_POINTER_MAX */
-#define ZKW_WATCH_PATH_MAX   1024u
+#define ZKW_WATCH_PATH_MAX 1024u
 
 /* Bits of zkw_segment_hot.state: a summary of the published slot plus the
  * broker's own state, so polling readers need one load. Every bit lives in
@@ -491,7 +491,7 @@ static inline int zkw_segment_futex_wait(const struct zkw_segment_hot *hot, uint
                                          const struct timespec *deadline)
 {
 	return zkw__futex(&hot->futex, FUTEX_WAIT_BITSET, seen, deadline, FUTEX_BITSET_MATCH_ANY) < 0 ? -errno
-	                                                                                               : 0;
+	                                                                                              : 0;
 }
 
 /* Writer: store the state bits. The release store pairs with the acquire

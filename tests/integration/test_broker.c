@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -1462,6 +1463,257 @@ static void test_watch_errors_logged_escaped(void **state)
 	seg_close(&s);
 }
 
+/* ---- segments that follow their content ----------------------------------- */
+
+/* Content of step k (1-based): "kk." then a pattern, len bytes. */
+static void grow_content(char *buf, size_t len, unsigned k)
+{
+	snprintf(buf, len + 1, "%02u.", k);
+	for (size_t i = 3; i < len; i++)
+		buf[i] = (char)('a' + (k * 7 + i) % 26);
+	buf[len] = '\0';
+}
+
+static const size_t grow_steps[] = {10, 100, 1000, 5000, 9000, 20000, 70000, 300000, 600000, 900 * 1024};
+#define GROW_STEPS (sizeof(grow_steps) / sizeof(grow_steps[0]))
+
+struct grow_report {
+	int bad;
+	char why[200];
+	int configs, reopens;
+};
+
+struct grow_follower {
+	struct grow_report *rep;
+	int ack_fd;
+	unsigned last;
+	char *expect;
+};
+
+static void grow_on_config(void *ctx, const void *content, size_t len)
+{
+	struct grow_follower *f = ctx;
+	unsigned k = 0;
+
+	f->rep->configs++;
+	if (len >= 3 && sscanf((const char *)content, "%2u.", &k) == 1 && k >= 1 && k <= GROW_STEPS &&
+	    len == grow_steps[k - 1]) {
+		grow_content(f->expect, len, k);
+		if (memcmp(content, f->expect, len) != 0)
+			k = 0;
+	} else {
+		k = 0;
+	}
+	if (!f->rep->bad && k == 0) {
+		f->rep->bad = 1;
+		snprintf(f->rep->why, sizeof(f->rep->why), "a wrong content of %zu bytes after step %u", len,
+		         f->last);
+	} else if (!f->rep->bad && k != f->last + 1) {
+		f->rep->bad = 1;
+		snprintf(f->rep->why, sizeof(f->rep->why), "step %u delivered after step %u", k, f->last);
+	}
+	f->last = k;
+	if (write(f->ack_fd, &k, sizeof(k)) != (ssize_t)sizeof(k))
+		f->rep->bad = 1;
+}
+
+/* A dispatcher process: every config once, reopening on -ESTALE. */
+static int grow_follower_main(const char *shm, struct grow_report *rep, int ack_fd)
+{
+	struct grow_follower f = {.rep = rep, .ack_fd = ack_fd, .expect = malloc(CONTENT_CAP)};
+	zkw_handlers h = {.config = grow_on_config, .ctx = &f};
+	zkw_dispatcher d;
+	zkw_reader r;
+	int rc;
+
+	if (!f.expect || zkw_reader_open(&r, shm) != 0)
+		return 10;
+	zkw_dispatcher_init(&d, &r, &h, dispatch_buf, CONTENT_CAP);
+	while (!rep->bad && f.last < GROW_STEPS) {
+		rc = zkw_dispatch(&d, WAIT_MS);
+		if (rc == -ESTALE) {
+			zkw_reader_close(&r);
+			if (zkw_reader_open(&r, shm) != 0)
+				return 11;
+			rep->reopens++;
+		} else if (rc < 0 && rc != -EAGAIN && rc != -EINTR) {
+			snprintf(rep->why, sizeof(rep->why), "zkw_dispatch: %d", rc);
+			return 12;
+		}
+	}
+	zkw_reader_close(&r);
+	return rep->bad ? 13 : 0;
+}
+
+static void await_step(int fd, unsigned k, struct grow_report *rep, proc *b)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	unsigned got = 0;
+
+	if (poll(&pfd, 1, WAIT_MS) != 1 || read(fd, &got, sizeof(got)) != (ssize_t)sizeof(got)) {
+		proc_dump(b, "the follower did not deliver");
+		fail_msg("step %u (%zu bytes) not delivered within %d ms (%s)", k, grow_steps[k - 1], WAIT_MS,
+		         rep->bad ? rep->why : "no error");
+	}
+	if (got != k)
+		fail_msg("step %u delivered as %u (%s)", k, got, rep->bad ? rep->why : "");
+}
+
+/* A node growing from 10 bytes to 900 KiB: the segment starts at 8 KiB
+ * (kilobytes of /dev/shm, not megabytes), grows as the content does, and
+ * a dispatcher process sees every config exactly once, reopening the
+ * name once per growth. */
+static void test_segment_grows_with_the_node(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("grow");
+	char *content = malloc(CONTENT_CAP);
+	struct grow_report *rep =
+	        mmap(NULL, sizeof(*rep), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct stat st;
+	struct seg s;
+	int ack[2], status;
+	pid_t pid;
+	proc *b;
+
+	(void)state;
+	assert_non_null(content);
+	assert_true(rep != MAP_FAILED);
+	memset(rep, 0, sizeof(*rep));
+	node_path(path, sizeof(path), "grow");
+	grow_content(content, grow_steps[0], 1);
+	put(path, content);
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "step 1", .valid = YES, .content = content);
+	assert_int_equal(zkw_reader_capacity(&s.r), 8192);
+	assert_int_equal(fstat(s.r.fd, &st), 0);
+	print_message("a %zu-byte node: %llu bytes of /dev/shm\n", grow_steps[0],
+	              (unsigned long long)st.st_blocks * 512u);
+	assert_true((uint64_t)st.st_blocks * 512u <= 32 * 1024); /* not 2 x 1 MiB */
+	seg_close(&s);
+
+	assert_int_equal(pipe2(ack, O_CLOEXEC), 0);
+	pid = proc_fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(ack[0]);
+		_exit(grow_follower_main(shm, rep, ack[1]));
+	}
+	close(ack[1]);
+	await_step(ack[0], 1, rep, b); /* the follower is on the segment */
+	for (unsigned k = 2; k <= GROW_STEPS; k++) {
+		grow_content(content, grow_steps[k - 1], k);
+		put(path, content);
+		await_step(ack[0], k, rep, b);
+	}
+	status = proc_reap_pid(pid, WAIT_MS);
+	if (status != 0)
+		fail_msg("follower: status 0x%x: %s", status, rep->why);
+	assert_int_equal(rep->configs, GROW_STEPS);
+	assert_int_equal(rep->reopens, 3); /* 8 KiB -> 32 KiB (9000) -> 256 KiB (70000) -> 1 MiB */
+	close(ack[0]);
+	assert_true(proc_wait_output(b, PROC_STDERR, "grown to a capacity of 1048576 bytes", WAIT_MS));
+
+	seg_open(&s, shm, b);
+	assert_int_equal(zkw_reader_capacity(&s.r), 1024 * 1024);
+	WAIT_FOR(&s, "the last step", .valid = YES, .content = content);
+	seg_close(&s);
+	stop_broker(b);
+	munmap(rep, sizeof(*rep));
+	free(content);
+}
+
+static bool mentions_max(const struct seg *s, void *arg)
+{
+	(void)arg;
+	return strstr(s->snap.error, "70000") && strstr(s->snap.error, "65536");
+}
+
+/* --capacity is the maximum: growth up to it, refusal above it with the
+ * last good content kept; --unlink-on-exit retires the segment, so a
+ * waiting reader is told (-ESTALE) rather than left waiting for ever. */
+static void test_capacity_is_the_maximum_and_unlink_retires(void **state)
+{
+	char path[128];
+	const char *shm = seg_name("growmax");
+	char *content = malloc(70001), *big = malloc(70001);
+	struct seg s;
+	int ready[2], status;
+	char c;
+	pid_t pid;
+	proc *b;
+
+	(void)state;
+	assert_non_null(content);
+	assert_non_null(big);
+	node_path(path, sizeof(path), "growmax");
+	put(path, "small");
+	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--capacity", "64k", "--unlink-on-exit",
+	                 NULL);
+	wait_segment_created(b, shm);
+	seg_open(&s, shm, b);
+	WAIT_FOR(&s, "valid", .valid = YES, .content = "small");
+	assert_int_equal(zkw_reader_capacity(&s.r), 8192);
+	seg_close(&s);
+
+	memset(content, 'g', 50000);
+	content[50000] = '\0';
+	put(path, content);
+	seg_open(&s, shm, b);
+	if (zkw_reader_capacity(&s.r) != 65536) { /* opened before the growth */
+		seg_close(&s);
+		assert_true(proc_wait_output(b, PROC_STDERR, "grown to a capacity of 65536 bytes", WAIT_MS));
+		seg_open(&s, shm, b);
+	}
+	assert_int_equal(zkw_reader_capacity(&s.r), 65536);
+	WAIT_FOR(&s, "grown: valid", .valid = YES, .content = content);
+
+	memset(big, 'x', 70000);
+	big[70000] = '\0';
+	put(path, big);
+	WAIT_FOR(&s, "invalid: above the maximum, last good kept", .valid = NO, .content = content,
+	         .pred = mentions_max);
+	assert_false(zkw_reader_retired(&s.r));
+
+	/* A reader waiting when the broker stops with --unlink-on-exit. */
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	pid = proc_fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		zkw_reader r;
+		uint64_t seen;
+		int rc;
+
+		close(ready[0]);
+		if (zkw_reader_open(&r, shm) != 0)
+			_exit(10);
+		seen = zkw_reader_generation(&r);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(11);
+		/* "zkw-broker stopped" is one more generation; then the retirement. */
+		while ((rc = zkw_reader_wait(&r, seen, WAIT_MS)) == 1)
+			seen = zkw_reader_generation(&r);
+		if (rc != -ESTALE) {
+			fprintf(stderr, "waiting on a segment unlinked at exit: %d, not -ESTALE\n", rc);
+			_exit(12);
+		}
+		_exit(zkw_reader_retired(&r) ? 0 : 13);
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	seg_close(&s);
+	stop_broker(b);
+	status = proc_reap_pid(pid, 2 * WAIT_MS);
+	if (status != 0)
+		fail_msg("the waiting reader: status 0x%x", status);
+	assert_false(segment_exists(shm));
+	free(content);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1476,6 +1728,8 @@ int main(void)
 	        cmocka_unit_test_teardown(test_sigterm, test_teardown),
 	        cmocka_unit_test_teardown(test_sigterm_while_zookeeper_paused, test_teardown),
 	        cmocka_unit_test_teardown(test_oversized_content, test_teardown),
+	        cmocka_unit_test_teardown(test_segment_grows_with_the_node, test_teardown),
+	        cmocka_unit_test_teardown(test_capacity_is_the_maximum_and_unlink_retires, test_teardown),
 	        cmocka_unit_test_teardown(test_unknown_host, test_teardown),
 	        cmocka_unit_test_teardown(test_zookeeper_down_at_start, test_teardown),
 	        cmocka_unit_test_teardown(test_acl_protected_node, test_teardown),

@@ -221,6 +221,19 @@ static void reader_main(struct chaos_shared *sh, int idx, const char *shm)
 			count_add(slot, C_HANG, 1);
 			note(slot, "zkw_dispatch hung, ms/gen", (uint64_t)dt, d.seen);
 		}
+		if (rc == -ESTALE) {
+			/* The broker replaced the segment (it grew, or a reader
+			 * lock was in its way): reopen the name and go on with
+			 * the same dispatcher, as client.h says; generations and
+			 * content_gen continue, so nothing is delivered twice. */
+			zkw_reader_close(&r);
+			while (zkw_reader_open(&r, shm) != 0) {
+				if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
+					_exit(0);
+				zkw_clock_sleep_ms(20);
+			}
+			continue;
+		}
 		if (rc < 0 && rc != -EINTR) {
 			count_add(slot, C_ERR, 1);
 			note(slot, "zkw_dispatch error, -errno/gen", (uint64_t)-rc, d.seen);
