@@ -177,10 +177,12 @@ class BrokerTest(unittest.TestCase):
         for close in reversed(self.closers):
             close()
         self.stop_broker()
-        try:
-            os.unlink("/dev/shm" + self.shm)
-        except FileNotFoundError:
-            pass
+        # The segment, and the broker lock a killed broker leaves behind.
+        for leftover in (self.shm, "/.zkw-lock." + self.shm[1:]):
+            try:
+                os.unlink("/dev/shm" + leftover)
+            except FileNotFoundError:
+                pass
 
     def start_broker(self, path, *extra):
         self.log = open(os.path.join(RUNDIR, "broker%s.log" % self.shm.replace("/", "_")), "w+")
