@@ -141,20 +141,34 @@ static int foreign_owner(const char *what, const char *path, uid_t uid, char *wh
 
 /* SHM_DIR/.zkw-lock.<name>, or with a hash in front of a cut name when
  * that would exceed NAME_MAX. */
-static void make_lock_path(zkw_writer *w)
+static void make_lock_path(char *out, size_t cap, const char *name)
 {
-	const char *base = w->name + 1;
+	const char *base = name + 1;
 	size_t n = strlen(base), room = NAME_MAX - (sizeof(LOCK_PREFIX) - 1);
 	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
 
 	if (n <= room) {
-		snprintf(w->lock_path, sizeof(w->lock_path), SHM_DIR "/" LOCK_PREFIX "%s", base);
+		snprintf(out, cap, SHM_DIR "/" LOCK_PREFIX "%s", base);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ (uint8_t)base[i]) * 0x100000001b3ULL;
-	snprintf(w->lock_path, sizeof(w->lock_path), SHM_DIR "/" LOCK_PREFIX "%016llx.%.*s",
-	         (unsigned long long)h, (int)(room - 17), base);
+	snprintf(out, cap, SHM_DIR "/" LOCK_PREFIX "%016llx.%.*s", (unsigned long long)h, (int)(room - 17),
+	         base);
+}
+
+int zkw_writer_remove(const char *shm_name)
+{
+	char name[ZKW_SHM_NAME_MAX + 1], lock[sizeof(SHM_DIR) + sizeof(LOCK_PREFIX) + ZKW_SHM_NAME_MAX];
+	int err = zkw_shm_name(name, sizeof(name), shm_name);
+
+	if (err)
+		return err;
+	make_lock_path(lock, sizeof(lock), name);
+	err = shm_unlink(name) < 0 && errno != ENOENT ? -errno : 0;
+	if (unlink(lock) < 0 && errno != ENOENT && !err)
+		err = -errno;
+	return err;
 }
 
 /* The pid the segment names, for a message; 0 if unknown. */
@@ -197,7 +211,7 @@ static int lock_broker(zkw_writer *w, char *why, size_t whylen)
 {
 	int err;
 
-	make_lock_path(w);
+	make_lock_path(w->lock_path, sizeof(w->lock_path), w->name);
 	err = lock_broker_once(w, why, whylen);
 	if (err && w->lock_fd >= 0) {
 		close(w->lock_fd);

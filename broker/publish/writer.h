@@ -119,6 +119,11 @@ const char *zkw_writer_name(const zkw_writer *w);
  * reach). NULL is fine. */
 void zkw_writer_close(zkw_writer *w, bool unlink_segment);
 
+/* Remove the segment shm_name and the broker lock a killed broker leaves
+ * beside it (both may be missing), once no broker runs on it: for tests and
+ * clean-ups. 0 or -errno. */
+int zkw_writer_remove(const char *shm_name);
+
 /* Test seam: when set, called between zkw_slot_write_begin() and
  * zkw_slot_write_end() (a publish "in the middle": the slot's sequence is
  * odd), e.g. to kill the writer. */

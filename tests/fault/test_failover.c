@@ -43,6 +43,7 @@
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
+#include "publish/writer.h"
 
 #define SESSION_MS           4000 /* broker session timeout for ensemble faults */
 #define EXPIRY_SESSION_MS    2000
@@ -137,7 +138,7 @@ static void scene_finish(struct scene *s, bool strict)
 		proc_free(s->broker);
 		s->broker = NULL;
 	}
-	shm_unlink(s->shm);
+	zkw_writer_remove(s->shm);
 	assert_true(chaos_totals_clean(&t, strict, s->path));
 	assert_true(t.configs > 0);
 }

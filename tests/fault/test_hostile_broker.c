@@ -71,7 +71,7 @@ static void names_for(struct names *n, const char *tag)
 
 static void names_remove(const struct names *n)
 {
-	shm_unlink(n->shm);
+	zkw_writer_remove(n->shm);
 	unlink(n->lock); /* left by a killed broker */
 }
 

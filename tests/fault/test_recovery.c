@@ -48,6 +48,7 @@
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
+#include "publish/writer.h"
 
 #define SESSION_MS           2000 /* the broker's; within the server's 2..20 ticks of 200 ms */
 #define CONVERGE_MS(session) ((session) + 2000)
@@ -150,7 +151,7 @@ static void scene_finish(struct scene *s, chaos_totals *t)
 	assert_int_equal(proc_wait(s->broker, 15000), 0);
 	proc_free(s->broker);
 	s->broker = NULL;
-	shm_unlink(s->shm);
+	zkw_writer_remove(s->shm);
 }
 
 static void read_snapshot(struct scene *s, zkw_snapshot *snap)
@@ -338,7 +339,7 @@ static int group_teardown(void **state)
 	proc_kill_all();
 	for (int i = 0; i < 2; i++) { /* left by a failed test */
 		snprintf(shm, sizeof(shm), "/zkwrc.%d.%s", (int)getpid(), i ? "outage" : "reset");
-		shm_unlink(shm);
+		zkw_writer_remove(shm);
 	}
 	zkh_stop(zk);
 	zk = NULL;

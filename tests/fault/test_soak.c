@@ -36,6 +36,7 @@
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
+#include "publish/writer.h"
 
 #define SESSION_MS  4000
 #define QUORUM_MS   60000
@@ -297,8 +298,8 @@ static void test_soak(void **state)
 	proc_signal(s.broker, SIGTERM);
 	int broker_rc = proc_wait(s.broker, 15000);
 	proc_free(s.broker);
-	shm_unlink(s.shm_conf);
-	shm_unlink(s.shm_ptr);
+	zkw_writer_remove(s.shm_conf);
+	zkw_writer_remove(s.shm_ptr);
 	zkh_stop(s.zk);
 
 	printf("soak: seed=%" PRIu64 " seconds=%d rounds=%" PRIu64 " readers=%d\n", seed0, seconds, s.rounds,

@@ -36,6 +36,7 @@
 #include "zkh.h"
 #include "zkw_clock.h"
 #include "zkw_zk.h"
+#include "publish/writer.h"
 
 #define WAIT_MS      20000 /* any single expected change */
 #define EXIT_WAIT_MS 20000 /* a broker asked to stop, or failing at start */
@@ -56,7 +57,7 @@ static const char *seg_name(const char *tag)
 {
 	assert_true(nsegments < MAX_SEGMENTS);
 	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtb.%d.%s", (int)getpid(), tag);
-	shm_unlink(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
+	zkw_writer_remove(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
 	return segments[nsegments++];
 }
 
@@ -69,7 +70,7 @@ static const char *node_path(char *buf, size_t cap, const char *tag)
 static void unlink_segments(void)
 {
 	for (int i = 0; i < nsegments; i++)
-		shm_unlink(segments[i]);
+		zkw_writer_remove(segments[i]);
 	nsegments = 0;
 }
 

@@ -56,7 +56,7 @@ static int unlink_names(void **state)
 {
 	(void)state;
 	for (int i = 0; i < names_used; i++)
-		shm_unlink(names[i]);
+		zkw_writer_remove(names[i]);
 	names_used = 0;
 	return 0;
 }

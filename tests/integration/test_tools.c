@@ -170,10 +170,10 @@ static int group_teardown(void **state)
 
 	(void)state;
 	proc_kill_all();
-	shm_unlink(shm);
-	shm_unlink(hostile_shm);
-	shm_unlink(owned_shm);
-	shm_unlink(replaced_shm);
+	zkw_writer_remove(shm);
+	zkw_writer_remove(hostile_shm);
+	zkw_writer_remove(owned_shm);
+	zkw_writer_remove(replaced_shm);
 	if (zk) {
 		zkh_delete(hosts, root);
 		zkh_stop(zk);
@@ -635,7 +635,7 @@ static void test_example_event_shm(void **state)
 	assert_int_equal(proc_signal(broker, SIGTERM), 0);
 	assert_int_equal(proc_wait(broker, WAIT_MS), 0);
 	proc_free(broker);
-	shm_unlink(shm);
+	zkw_writer_remove(shm);
 }
 
 static void test_example_bad_usage(void **state)
@@ -857,7 +857,7 @@ static void test_example_follows_a_replaced_segment(void **state)
 	assert_int_equal(proc_signal(broker, SIGTERM), 0);
 	assert_int_equal(proc_wait(broker, WAIT_MS), 0);
 	proc_free(broker);
-	shm_unlink(replaced_shm);
+	zkw_writer_remove(replaced_shm);
 }
 
 int main(void)

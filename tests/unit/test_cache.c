@@ -134,7 +134,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	zkw_writer_close(f->w, true);
-	shm_unlink(f->name); /* a test that failed without its writer */
+	zkw_writer_remove(f->name); /* a test that failed without its writer */
 	free(f);
 	return 0;
 }

@@ -65,7 +65,7 @@ static int unlink_names(void **state)
 
 	(void)state;
 	for (int i = 0; i < names_used; i++) {
-		shm_unlink(names[i]);
+		zkw_writer_remove(names[i]);
 		snprintf(lock, sizeof(lock), "/dev/shm/.zkw-lock.%s", names[i] + 1);
 		unlink(lock);
 	}

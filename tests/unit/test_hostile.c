@@ -73,7 +73,7 @@ static int remove_names(void **state)
 
 	(void)state;
 	for (int i = 0; i < names_used; i++) {
-		shm_unlink(names[i]);
+		zkw_writer_remove(names[i]);
 		lock_path(path, sizeof(path), names[i]);
 		unlink(path); /* left by a writer that was killed */
 	}

@@ -59,7 +59,7 @@ static int unlink_names(void **state)
 
 	(void)state;
 	for (int i = 0; i < names_used; i++) {
-		shm_unlink(names[i]); /* ENOENT is fine: the test unlinked it */
+		zkw_writer_remove(names[i]); /* ENOENT is fine: the test unlinked it */
 		/* The broker lock file a killed writer leaves behind. */
 		snprintf(lock, sizeof(lock), "/dev/shm/.zkw-lock.%s", names[i] + 1);
 		unlink(lock);
