@@ -43,6 +43,7 @@
 
 #include "proc.h"
 #include "publish/writer.h"
+#include "segtest.h"
 
 #define NOBODY  65534
 #define WAIT_MS 10000 /* bound of every wait for a child's event */
@@ -84,18 +85,6 @@ static int remove_names(void **state)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static zkw_writer *open_writer(const char *name, uint64_t capacity)
-{
-	zkw_writer_options opt = {.capacity = capacity, .group = (gid_t)-1, .watch_path = "/test/hostile"};
-	zkw_writer *w = NULL;
-	char why[512] = "";
-	int err = zkw_writer_open(&w, name, &opt, why, sizeof(why));
-
-	if (err)
-		fail_msg("zkw_writer_open(%s): %d (%s)", name, err, why);
-	return w;
-}
-
 static void publish(zkw_writer *w, bool valid, const char *content, uint64_t serial)
 {
 	zkw_publication p = {
@@ -114,72 +103,14 @@ static void publish(zkw_writer *w, bool valid, const char *content, uint64_t ser
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 }
 
-static void open_reader(zkw_reader *r, const char *name)
-{
-	int err = zkw_reader_open(r, name);
-
-	if (err)
-		fail_msg("zkw_reader_open(%s): %d (%s)", name, err, r->why ? r->why : "?");
-}
-
-static ssize_t read_text(const zkw_reader *r, zkw_snapshot *m, char *buf, size_t cap)
-{
-	ssize_t n = zkw_reader_read(r, m, buf, cap - 1);
-
-	if (n >= 0)
-		buf[n] = '\0';
-	return n;
-}
-
 static void expect_contains(const char *text, const char *part, const char *what)
 {
 	if (!text || !strstr(text, part))
 		fail_msg("%s: \"%s\" does not mention \"%s\"", what, text ? text : "(null)", part);
 }
 
-static pid_t fork_or_fail(void)
-{
-	pid_t pid = proc_fork();
-
-	if (pid < 0)
-		fail_msg("fork: %s", strerror((int)-pid));
-	return pid;
-}
-
 /* One byte through a pipe: the events between parent and children. */
-static void send_byte(int fd, char c)
-{
-	while (write(fd, &c, 1) < 0 && errno == EINTR)
-		;
-}
-
 /* The next byte, or 0 on timeout or end of file. */
-static char recv_byte(int fd, int timeout_ms)
-{
-	struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
-	fd_set set;
-	char c;
-
-	FD_ZERO(&set);
-	FD_SET(fd, &set);
-	if (pselect(fd + 1, &set, NULL, NULL, &ts, NULL) != 1 || read(fd, &c, 1) != 1)
-		return 0;
-	return c;
-}
-
-static void expect_exit_ok(pid_t pid, const char *what)
-{
-	int status = proc_reap_pid(pid, WAIT_MS);
-
-	if (status == -1)
-		fail_msg("%s: child %d did not end within %d ms (killed)", what, (int)pid, WAIT_MS);
-	if (WIFSIGNALED(status))
-		fail_msg("%s: child %d died of signal %d (%s)", what, (int)pid, WTERMSIG(status),
-		         strsignal(WTERMSIG(status)));
-	if (WEXITSTATUS(status) != 0)
-		fail_msg("%s: child %d exited with %d", what, (int)pid, WEXITSTATUS(status));
-}
-
 /* In a forked child that runs writer code: a fault kills the child (which
  * the parent reports), instead of landing in cmocka's handler inherited
  * from the parent, which would carry on with the parent's tests. */
@@ -213,12 +144,12 @@ static pid_t start_read_locker(const char *name, int *report)
 	pid_t pid;
 
 	assert_int_equal(pipe(up), 0);
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
 		int fd = shm_open(name, O_RDONLY, 0);
 
-		send_byte(up[1], fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 'L' : 'E');
+		segtest_send_byte(up[1], fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 'L' : 'E');
 		for (;;)
 			pause();
 	}
@@ -251,42 +182,12 @@ static struct zkw_slot *slot_at(uint8_t *base, uint64_t capacity, uint64_t gener
 
 /* ---- (b) a read lock neither fakes liveness nor blocks a writer ---------- */
 
-struct event_log {
-	char text[1024];
-};
-
-static void log_event(struct event_log *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void log_event(struct event_log *log, const char *fmt, ...)
-{
-	size_t used = strlen(log->text);
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(log->text + used, sizeof(log->text) - used, fmt, ap);
-	va_end(ap);
-}
-
-static void on_valid(void *ctx, bool valid)
-{
-	log_event(ctx, "valid(%s) ", valid ? "true" : "false");
-}
-
-static void on_config(void *ctx, const void *content, size_t len)
-{
-	log_event(ctx, "config(%.*s) ", (int)len, (const char *)content);
-}
-
-static void on_error(void *ctx, const char *message)
-{
-	log_event(ctx, "error(%.20s) ", message);
-}
 
 static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **state)
 {
 	const char *name = new_name();
-	struct event_log log = {""};
-	zkw_handlers h = {.valid = on_valid, .config = on_config, .error = on_error, .ctx = &log};
+	struct segtest_calls log = {""};
+	zkw_handlers h = segtest_calls_handlers(&log);
 	char buf[256], content[256];
 	int up[2], locked, status;
 	zkw_reader r, late;
@@ -298,7 +199,7 @@ static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **sta
 	(void)state;
 	/* A writer process publishes, a reader follows it... */
 	assert_int_equal(pipe(up), 0);
-	writer = fork_or_fail();
+	writer = segtest_fork();
 	if (writer == 0) {
 		zkw_writer *w;
 		zkw_publication p = {.valid = true,
@@ -312,18 +213,18 @@ static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **sta
 		                    NULL, 0) != 0 ||
 		    zkw_writer_publish(w, &p) != 0)
 			_exit(2);
-		send_byte(up[1], 'r');
+		segtest_send_byte(up[1], 'r');
 		for (;;)
 			pause();
 	}
-	if (recv_byte(up[0], WAIT_MS) != 'r')
+	if (segtest_recv_byte(up[0], WAIT_MS) != 'r')
 		fail_msg("writer child did not publish");
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	zkw_dispatcher_init(&d, &r, &h, content, sizeof(content));
 	assert_int_equal(zkw_dispatch(&d, 0), 2);
 	assert_string_equal(log.text, "config(config one) valid(true) ");
 	assert_true(zkw_reader_ping(&r));
-	assert_int_equal(read_text(&r, &before, buf, sizeof(buf)), 10);
+	assert_int_equal(segtest_read_text(&r, &before, buf, sizeof(buf)), 10);
 
 	/* ...the writer dies, and a process that can only read takes a read
 	 * lock on the segment. */
@@ -331,13 +232,13 @@ static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **sta
 	status = proc_reap_pid(writer, WAIT_MS);
 	assert_true(status != -1 && WIFSIGNALED(status));
 	locker = start_read_locker(name, &locked);
-	if (recv_byte(locked, WAIT_MS) != 'L')
+	if (segtest_recv_byte(locked, WAIT_MS) != 'L')
 		fail_msg("a read-only descriptor could not take a read lock on the dead writer's segment");
 
 	/* No false liveness: a read lock is not a broker, for a reader that
 	 * was there or one that comes now. And the next writer starts: it
 	 * replaces the read-locked segment. (Both checked before failing.) */
-	open_reader(&late, name);
+	segtest_open_reader(&late, name);
 	bool fake = zkw_reader_broker_alive(&r) || zkw_reader_ping(&r) || zkw_reader_broker_alive(&late) ||
 	            zkw_reader_ping(&late);
 	char why[512] = "";
@@ -369,11 +270,11 @@ static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **sta
 	 * segment continues the generations and content_gen, so the content
 	 * is not delivered again. */
 	zkw_reader_close(&r);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	assert_false(zkw_reader_retired(&r));
 	assert_true(zkw_reader_broker_alive(&r));
 	assert_int_equal(zkw_reader_generation(&r), gen + 1);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 10);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 10);
 	assert_string_equal(buf, "config one");
 	assert_false(m.valid);
 	expect_contains(m.error, "restarted", "first publication of the new segment");
@@ -381,7 +282,7 @@ static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **sta
 	assert_int_equal(m.changed_ns, before.changed_ns);
 	assert_int_equal(m.version, before.version);
 	assert_int_equal(zkw_dispatch(&d, WAIT_MS), 2);
-	assert_string_equal(log.text, "valid(false) error(zkw-broker restarted) ");
+	assert_string_equal(log.text, "valid(false) error(zkw-broker restarted, connecting to Zookeeper) ");
 	publish(w, true, "config one", 7); /* compared byte for byte: no change */
 	log.text[0] = '\0';
 	assert_int_equal(zkw_dispatch(&d, WAIT_MS), 1);
@@ -410,7 +311,7 @@ static void test_read_lock_neither_fakes_liveness_nor_blocks_a_writer(void **sta
 static void test_restart_keeps_the_segment_unless_a_reader_locks_it(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	struct stat first, again;
 	char path[128];
 	zkw_reader r;
@@ -419,9 +320,9 @@ static void test_restart_keeps_the_segment_unless_a_reader_locks_it(void **state
 	snprintf(path, sizeof(path), "/dev/shm%s", name);
 	publish(w, true, "kept", 1);
 	assert_int_equal(stat(path, &first), 0);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	zkw_writer_close(w, false);
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	assert_int_equal(stat(path, &again), 0);
 	assert_int_equal(again.st_ino, first.st_ino);
 	assert_string_equal(zkw_writer_notice(w), "");
@@ -515,7 +416,7 @@ static void expect_accepted(const char *name, const zkw_reader_options *opt)
 		fail_msg("open %s (expected_uid %d, %s=%s): got %d (%s), want 0", name,
 		         opt ? (int)opt->expected_uid : -1, ZKW_OWNER_ENV,
 		         getenv(ZKW_OWNER_ENV) ? getenv(ZKW_OWNER_ENV) : "unset", got, r.why ? r.why : "-");
-	assert_int_equal(read_text(&r, NULL, buf, sizeof(buf)), 8);
+	assert_int_equal(segtest_read_text(&r, NULL, buf, sizeof(buf)), 8);
 	assert_string_equal(buf, "squatted");
 	zkw_reader_close(&r);
 }
@@ -523,7 +424,7 @@ static void expect_accepted(const char *name, const zkw_reader_options *opt)
 static void test_readers_trust_only_known_owners(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader_options told_nobody = {.expected_uid = NOBODY}, told_root = {.expected_uid = 0},
 	                   not_told = {.expected_uid = (uid_t)-1};
 	struct passwd *pw;
@@ -575,7 +476,7 @@ static void test_readers_trust_only_known_owners(void **state)
 	expect_accepted(name, NULL);
 
 	/* An unprivileged reader trusts root and itself, nobody else. */
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		zkw_reader r;
 
@@ -586,9 +487,9 @@ static void test_readers_trust_only_known_owners(void **state)
 		zkw_reader_close(&r);
 		_exit(0);
 	}
-	expect_exit_ok(pid, "reader as uid 65534 on root's segment");
+	segtest_expect_exit_ok(pid, WAIT_MS, "reader as uid 65534 on root's segment");
 	chown_segment(name, NOBODY, 0600);
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		zkw_reader r;
 
@@ -599,9 +500,9 @@ static void test_readers_trust_only_known_owners(void **state)
 		zkw_reader_close(&r);
 		_exit(0);
 	}
-	expect_exit_ok(pid, "reader as uid 65534 on its own segment");
+	segtest_expect_exit_ok(pid, WAIT_MS, "reader as uid 65534 on its own segment");
 	chown_segment(name, 1, 0644);
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		zkw_reader r;
 
@@ -609,7 +510,7 @@ static void test_readers_trust_only_known_owners(void **state)
 			_exit(10);
 		_exit(zkw_reader_open(&r, name) == -EPERM && strstr(r.why, "uid 1") ? 0 : 13);
 	}
-	expect_exit_ok(pid, "reader as uid 65534 on uid 1's segment");
+	segtest_expect_exit_ok(pid, WAIT_MS, "reader as uid 65534 on uid 1's segment");
 }
 
 /* ---- (d) the writer: modes and hostile segments --------------------------- */
@@ -724,7 +625,7 @@ static void test_adopting_hostile_lengths_never_crashes_the_writer(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *name = new_name();
-		zkw_writer *w = open_writer(name, 4096);
+		zkw_writer *w = segtest_open_writer(name, 4096);
 		uint8_t *base, *field;
 		size_t len;
 		pid_t pid;
@@ -741,7 +642,7 @@ static void test_adopting_hostile_lengths_never_crashes_the_writer(void **state)
 			memcpy(field, &(uint32_t){(uint32_t)cases[i].value}, 4);
 		munmap(base, len);
 
-		pid = fork_or_fail();
+		pid = segtest_fork();
 		if (pid == 0)
 			_exit(adopt_hostile(name, cases[i].notice));
 		status = proc_reap_pid(pid, WAIT_MS);
@@ -757,7 +658,7 @@ static void test_adopting_hostile_lengths_never_crashes_the_writer(void **state)
 
 	/* A generation no writer can have reached: refused, named. */
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	char why[512];
 	size_t len;
 
@@ -779,7 +680,7 @@ static void test_adopting_hostile_lengths_never_crashes_the_writer(void **state)
 static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	int to_attacker[2], from_attacker[2], to_writer[2], from_writer[2];
 	pid_t attacker, writer;
 	char path[128], buf[64];
@@ -798,7 +699,7 @@ static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 	assert_int_equal(pipe(from_writer), 0);
 
 	/* Another user opens it read-write while it is 0666. */
-	attacker = fork_or_fail();
+	attacker = segtest_fork();
 	if (attacker == 0) {
 		int fd;
 		struct stat ast;
@@ -809,8 +710,8 @@ static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 		map = mmap(NULL, (size_t)ast.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (map == MAP_FAILED)
 			_exit(11);
-		send_byte(from_attacker[1], 'o');
-		if (recv_byte(to_attacker[0], WAIT_MS) != 'g')
+		segtest_send_byte(from_attacker[1], 'o');
+		if (segtest_recv_byte(to_attacker[0], WAIT_MS) != 'g')
 			_exit(12);
 		/* Hostile lengths into both slots of what it can reach. */
 		for (uint64_t g = 0; g < 2; g++) {
@@ -818,21 +719,21 @@ static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 			s->len = 1ull << 40;
 			s->pointer_len = 4000000000u;
 		}
-		send_byte(from_attacker[1], 'w');
-		if (recv_byte(to_attacker[0], WAIT_MS) != 't')
+		segtest_send_byte(from_attacker[1], 'w');
+		if (segtest_recv_byte(to_attacker[0], WAIT_MS) != 't')
 			_exit(13);
 		munmap(map, (size_t)ast.st_size);
 		if (ftruncate(fd, 0) < 0) /* what would SIGBUS a writer still using it */
 			_exit(14);
-		send_byte(from_attacker[1], 'T');
+		segtest_send_byte(from_attacker[1], 'T');
 		for (;;)
 			pause();
 	}
-	if (recv_byte(from_attacker[0], WAIT_MS) != 'o')
+	if (segtest_recv_byte(from_attacker[0], WAIT_MS) != 'o')
 		fail_msg("the attacker could not open the 0666 segment read-write");
 
 	/* The writer, in a child so that a crash fails the test cleanly. */
-	writer = fork_or_fail();
+	writer = segtest_fork();
 	if (writer == 0) {
 		zkw_writer *cw;
 		char why[512];
@@ -844,11 +745,11 @@ static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 			fprintf(stderr, "writer: %s\n", why);
 			_exit(20);
 		}
-		send_byte(from_writer[1], 'o');
-		while (recv_byte(to_writer[0], WAIT_MS) == 'p') {
+		segtest_send_byte(from_writer[1], 'o');
+		while (segtest_recv_byte(to_writer[0], WAIT_MS) == 'p') {
 			if (zkw_writer_publish(cw, &keep) != 0)
 				_exit(22);
-			send_byte(from_writer[1], 'P');
+			segtest_send_byte(from_writer[1], 'P');
 		}
 		if (!strstr(zkw_writer_notice(cw), "writable by group or others")) {
 			fprintf(stderr, "writer: notice \"%s\"\n", zkw_writer_notice(cw));
@@ -857,8 +758,8 @@ static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 		zkw_writer_close(cw, false);
 		_exit(0);
 	}
-	if (recv_byte(from_writer[0], WAIT_MS) != 'o') {
-		expect_exit_ok(writer, "writer adopting a 0666 segment");
+	if (segtest_recv_byte(from_writer[0], WAIT_MS) != 'o') {
+		segtest_expect_exit_ok(writer, WAIT_MS, "writer adopting a 0666 segment");
 		fail_msg("writer did not open");
 	}
 	snprintf(path, sizeof(path), "/dev/shm%s", name);
@@ -867,27 +768,27 @@ static void test_group_writable_segment_is_replaced_not_adopted(void **state)
 
 	/* The attacker writes hostile lengths, then truncates, through its
 	 * descriptor: the writer keeps publishing the last good content. */
-	send_byte(to_attacker[1], 'g');
-	assert_int_equal(recv_byte(from_attacker[0], WAIT_MS), 'w');
-	send_byte(to_writer[1], 'p');
-	if (recv_byte(from_writer[0], WAIT_MS) != 'P') {
-		expect_exit_ok(writer, "writer after the attacker's write");
+	segtest_send_byte(to_attacker[1], 'g');
+	assert_int_equal(segtest_recv_byte(from_attacker[0], WAIT_MS), 'w');
+	segtest_send_byte(to_writer[1], 'p');
+	if (segtest_recv_byte(from_writer[0], WAIT_MS) != 'P') {
+		segtest_expect_exit_ok(writer, WAIT_MS, "writer after the attacker's write");
 		fail_msg("writer did not publish");
 	}
-	send_byte(to_attacker[1], 't');
-	assert_int_equal(recv_byte(from_attacker[0], WAIT_MS), 'T');
-	send_byte(to_writer[1], 'p');
-	if (recv_byte(from_writer[0], WAIT_MS) != 'P') {
-		expect_exit_ok(writer, "writer after the attacker's truncation");
+	segtest_send_byte(to_attacker[1], 't');
+	assert_int_equal(segtest_recv_byte(from_attacker[0], WAIT_MS), 'T');
+	segtest_send_byte(to_writer[1], 'p');
+	if (segtest_recv_byte(from_writer[0], WAIT_MS) != 'P') {
+		segtest_expect_exit_ok(writer, WAIT_MS, "writer after the attacker's truncation");
 		fail_msg("writer did not publish");
 	}
-	open_reader(&r, name);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 4);
+	segtest_open_reader(&r, name);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 4);
 	assert_string_equal(buf, "good");
 	assert_false(m.valid);
 	zkw_reader_close(&r);
-	send_byte(to_writer[1], 'q');
-	expect_exit_ok(writer, "writer");
+	segtest_send_byte(to_writer[1], 'q');
+	segtest_expect_exit_ok(writer, WAIT_MS, "writer");
 	proc_kill_pids(&attacker, 1);
 	close(to_attacker[0]);
 	close(to_attacker[1]);
@@ -980,7 +881,7 @@ static void test_too_little_shm_is_a_clear_error_at_open(void **state)
 	int status;
 
 	(void)state;
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0)
 		_exit(small_shm_child());
 	status = proc_reap_pid(pid, 30000);

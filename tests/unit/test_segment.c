@@ -38,6 +38,7 @@
 #include <zkw/segment.h>
 
 #include "publish/writer.h"
+#include "segtest.h"
 
 /* ---- fixture: unique names, unlinked after every test ------------------ */
 
@@ -70,18 +71,6 @@ static int unlink_names(void **state)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static zkw_writer *open_writer(const char *name, uint64_t capacity)
-{
-	zkw_writer_options opt = {.capacity = capacity, .group = (gid_t)-1, .watch_path = "/tmp/test"};
-	zkw_writer *w = NULL;
-	char why[256] = "";
-	int err = zkw_writer_open(&w, name, &opt, why, sizeof(why));
-
-	if (err)
-		fail_msg("zkw_writer_open(%s): %d (%s)", name, err, why);
-	return w;
-}
-
 static void publish(zkw_writer *w, bool valid, bool connected, const char *content, uint64_t serial,
                     const char *error)
 {
@@ -107,70 +96,10 @@ static void publish_keep(zkw_writer *w, const char *error)
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 }
 
-static void open_reader(zkw_reader *r, const char *name)
-{
-	int err = zkw_reader_open(r, name);
-
-	if (err)
-		fail_msg("zkw_reader_open(%s): %d (%s)", name, err, r->why ? r->why : "?");
-}
-
 /* Read the current snapshot as a NUL-terminated string. */
-static ssize_t read_text(const zkw_reader *r, zkw_snapshot *m, char *buf, size_t cap)
-{
-	ssize_t n = zkw_reader_read(r, m, buf, cap - 1);
-
-	if (n >= 0)
-		buf[n] = '\0';
-	return n;
-}
-
 /* Wait for a child to end, at most timeout_ms (a pidfd is the event); a
  * child still running then is killed. The wait status, or -1 on timeout. */
-static void expect_exit_ok(pid_t pid, int timeout_ms, const char *what)
-{
-	int status = proc_reap_pid(pid, timeout_ms);
-
-	if (status == -1)
-		fail_msg("%s: child %d did not end within %d ms (killed)", what, (int)pid, timeout_ms);
-	if (WIFSIGNALED(status))
-		fail_msg("%s: child %d died of signal %d", what, (int)pid, WTERMSIG(status));
-	if (WEXITSTATUS(status) != 0)
-		fail_msg("%s: child %d exited with %d", what, (int)pid, WEXITSTATUS(status));
-}
-
 /* One byte through a pipe: the event between parent and child. */
-static void send_byte(int fd, char c)
-{
-	while (write(fd, &c, 1) < 0 && errno == EINTR)
-		;
-}
-
-static int recv_byte(int fd, int timeout_ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	char c;
-	int n;
-
-	do
-		n = poll(&p, 1, timeout_ms);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0 || read(fd, &c, 1) != 1)
-		return -1;
-	return (unsigned char)c;
-}
-
-static pid_t fork_or_fail(void)
-{
-	pid_t pid;
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	assert_true(pid >= 0);
-	return pid;
-}
-
 /* ---- layout and names --------------------------------------------------- */
 
 static void test_layout_matches_the_abi(void **state)
@@ -309,14 +238,14 @@ static void test_seqlock_steps_and_hot_line(void **state)
 static void test_created_segment_header_is_filled_in(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	struct stat st;
 	char path[128];
 	uint64_t t0 = (uint64_t)time(NULL);
 
 	(void)state;
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	const struct zkw_segment_ident *id =
 	        &((const struct zkw_segment_header *)(const void *)r.base)->ident;
 	snprintf(path, sizeof(path), "/dev/shm%s", name);
@@ -499,7 +428,7 @@ static void expect_corrupt_field(const char *good, size_t size, enum ident_field
 static void test_open_refuses_missing_truncated_and_corrupt_segments(void **state)
 {
 	const char *good = new_name();
-	zkw_writer *w = open_writer(good, 4096);
+	zkw_writer *w = segtest_open_writer(good, 4096);
 	uint64_t slot = zkw_segment_slot_size(4096), size = zkw_segment_size(4096, 2);
 	const char *name;
 	size_t len;
@@ -556,8 +485,8 @@ static void test_open_refuses_missing_truncated_and_corrupt_segments(void **stat
 	variant_end(variant_begin(good, name, size + 4096, &len), len);
 	zkw_reader r;
 	char buf[64];
-	open_reader(&r, name);
-	assert_int_equal(read_text(&r, NULL, buf, sizeof(buf)), 12);
+	segtest_open_reader(&r, name);
+	assert_int_equal(segtest_read_text(&r, NULL, buf, sizeof(buf)), 12);
 	assert_string_equal(buf, "good content");
 	zkw_reader_close(&r);
 	zkw_writer_close(w, true);
@@ -568,7 +497,7 @@ static void test_open_refuses_missing_truncated_and_corrupt_segments(void **stat
 static void test_read_refuses_hostile_slots(void **state)
 {
 	const char *good = new_name();
-	zkw_writer *w = open_writer(good, 4096);
+	zkw_writer *w = segtest_open_writer(good, 4096);
 	uint64_t slot = zkw_segment_slot_size(4096), size = zkw_segment_size(4096, 2);
 	struct {
 		size_t field; /* offset in the slot */
@@ -602,7 +531,7 @@ static void test_read_refuses_hostile_slots(void **state)
 		else
 			memcpy(field, &(uint32_t){(uint32_t)cases[i].value}, 4);
 		variant_end(base, len);
-		open_reader(&r, name);
+		segtest_open_reader(&r, name);
 		t0 = zkw_clock_mono_ns();
 		n = zkw_reader_read(&r, &m, buf, sizeof(buf));
 		if (n != cases[i].expect)
@@ -637,7 +566,7 @@ static void test_open_checks_owner_and_permissions(void **state)
 
 	/* Permission denied: an unrelated user on a 0600 segment. As root,
 	 * become nobody in a child; otherwise chmod the segment to 0. */
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		int err;
 
@@ -653,7 +582,7 @@ static void test_open_checks_owner_and_permissions(void **state)
 		err = zkw_reader_open(&r, name);
 		_exit(err == -EACCES && r.why && strstr(r.why, "permission") ? 0 : 12);
 	}
-	expect_exit_ok(pid, 10000, "reader without permission");
+	segtest_expect_exit_ok(pid, 10000, "reader without permission");
 	zkw_writer_close(w, true);
 
 	/* The writer refuses a pre-existing segment owned by somebody else. */
@@ -672,19 +601,19 @@ static void test_open_checks_owner_and_permissions(void **state)
 static void test_reader_mapping_is_read_only(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	pid_t pid;
 	int status;
 
 	(void)state;
 	publish(w, true, true, "x", 1, NULL);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	/* The fd is read-only, so the mapping cannot be made writable either. */
 	assert_int_equal(mprotect((void *)r.base, r.map_size, PROT_READ | PROT_WRITE), -1);
 	assert_int_equal(errno, EACCES);
 
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		/* Die of the fault itself, not of a sanitizer's SEGV report. */
 		struct sigaction sa = {.sa_handler = SIG_DFL};
@@ -705,7 +634,7 @@ static void test_reader_mapping_is_read_only(void **state)
 static void test_read_reports_enobufs_without_touching_the_buffer(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	zkw_snapshot m;
 	uint8_t buf[200], fill[200];
@@ -715,7 +644,7 @@ static void test_read_reports_enobufs_without_touching_the_buffer(void **state)
 	memset(content, 'c', 100);
 	content[100] = '\0';
 	publish(w, true, true, content, 1, NULL);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	memset(buf, 0xAA, sizeof(buf));
 	memset(fill, 0xAA, sizeof(fill));
 	memset(&m, 0, sizeof(m));
@@ -739,7 +668,7 @@ static void test_read_reports_enobufs_without_touching_the_buffer(void **state)
 static void test_second_writer_is_refused_naming_the_holder(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096), *w2 = NULL;
+	zkw_writer *w = segtest_open_writer(name, 4096), *w2 = NULL;
 	zkw_writer_options opt = {.capacity = 4096, .group = (gid_t)-1};
 	char why[256], pidtext[32];
 	pid_t pid;
@@ -753,13 +682,13 @@ static void test_second_writer_is_refused_naming_the_holder(void **state)
 	if (!strstr(why, pidtext))
 		fail_msg("EBUSY message \"%s\" does not name %s", why, pidtext);
 
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		int err = zkw_writer_open(&w2, name, &opt, why, sizeof(why));
 
 		_exit(err == -EBUSY && strstr(why, pidtext) ? 0 : 1);
 	}
-	expect_exit_ok(pid, 10000, "second writer in another process");
+	segtest_expect_exit_ok(pid, 10000, "second writer in another process");
 	zkw_writer_close(w, true);
 }
 
@@ -778,15 +707,15 @@ static void test_writer_rejects_bad_capacity_and_oversized_content(void **state)
 	assert_int_equal(zkw_writer_open(&w, "a/b", NULL, why, sizeof(why)), -EINVAL);
 	assert_int_equal(zkw_writer_open(&w, "", NULL, why, sizeof(why)), -EINVAL);
 
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	publish(w, true, true, "small", 1, NULL);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	memset(big, 'b', sizeof(big));
 	zkw_publication p = {.valid = true, .content = big, .len = 4097, .content_serial = 2};
 	assert_int_equal(zkw_writer_publish(w, &p), -EMSGSIZE);
 	assert_int_equal(zkw_writer_generation(w), 1);
 	assert_int_equal(zkw_reader_generation(&r), 1);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 5);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 5);
 	assert_string_equal(buf, "small");
 	/* Exactly the capacity fits. */
 	p.len = 4096;
@@ -816,7 +745,7 @@ static void test_writer_modes_unlink_and_capacity_mismatch(void **state)
 	mode_t old = umask(077); /* the mode must not depend on the umask */
 
 	(void)state;
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	assert_int_equal(shm_mode(name), 0640);
 	zkw_writer_close(w, false);
 	assert_int_equal(shm_mode(name), 0640); /* kept without unlink */
@@ -846,7 +775,7 @@ static void test_writer_modes_unlink_and_capacity_mismatch(void **state)
 static void test_reopened_writer_continues_and_keeps_content(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	zkw_snapshot m, before;
 	char buf[64];
@@ -855,18 +784,18 @@ static void test_reopened_writer_continues_and_keeps_content(void **state)
 	(void)state;
 	publish(w, true, true, "content one", 1, NULL);
 	publish(w, true, true, "content two", 2, NULL);
-	open_reader(&r, name);
-	assert_int_equal(read_text(&r, &before, buf, sizeof(buf)), 11);
+	segtest_open_reader(&r, name);
+	assert_int_equal(segtest_read_text(&r, &before, buf, sizeof(buf)), 11);
 	assert_int_equal(before.content_gen, 2);
 	epoch = zkw_reader_broker_epoch(&r);
 	zkw_writer_close(w, false);
 
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	assert_int_equal(zkw_writer_generation(w), 3);
 	assert_true(zkw_reader_broker_epoch(&r) != epoch);
 	/* The "restarted" publication: last content kept, invalid, named. */
 	assert_int_equal(zkw_reader_generation(&r), 3);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 11);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 11);
 	assert_string_equal(buf, "content two");
 	assert_false(m.valid);
 	assert_false(m.connected);
@@ -879,7 +808,7 @@ static void test_reopened_writer_continues_and_keeps_content(void **state)
 	/* First publication after a reopen compares bytes: identical content
 	 * under an unrelated serial is not a change... */
 	publish(w, true, true, "content two", 77, NULL);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 11);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 11);
 	assert_true(m.valid);
 	assert_string_equal(m.error, "");
 	assert_int_equal(m.generation, 4);
@@ -887,18 +816,18 @@ static void test_reopened_writer_continues_and_keeps_content(void **state)
 	/* ...after it the serial decides: same serial, no change; a new one,
 	 * a change (even with the same bytes: the serial is the contract). */
 	publish(w, true, true, "content two", 77, NULL);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 11);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 11);
 	assert_int_equal(m.content_gen, before.content_gen);
 	publish(w, true, true, "content two", 78, NULL);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 11);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 11);
 	assert_int_equal(m.content_gen, 6);
 	zkw_writer_close(w, false);
 
 	/* Reopen, then different bytes: a change at once. */
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	assert_int_equal(zkw_writer_generation(w), 7);
 	publish(w, true, true, "content three", 78, NULL);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 13);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 13);
 	assert_int_equal(m.content_gen, 8);
 	assert_int_equal(m.generation, 8);
 	zkw_reader_close(&r);
@@ -1083,7 +1012,7 @@ static void stress_reader(const char *name, struct stress_report *rep, bool use_
 	pin_to_cpu(use_wait ? 0 : 1); /* the writer is on CPU 0 */
 	if (!buf || zkw_reader_open(&r, name) != 0)
 		_exit(2);
-	send_byte(ready_fd, 'r');
+	segtest_send_byte(ready_fd, 'r');
 	for (;;) {
 		ssize_t n;
 
@@ -1165,12 +1094,12 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 
 	/* Create the segment with one stress-formatted snapshot, then let it
 	 * go: the readers must not inherit the writer's lock or mapping. */
-	w = open_writer(name, STRESS_CAPACITY);
+	w = segtest_open_writer(name, STRESS_CAPACITY);
 	assert_int_equal(stress_publish(w, buf, true, NULL), 0);
 	zkw_writer_close(w, false);
 
 	for (int i = 0; i < STRESS_READERS; i++) {
-		readers[i] = fork_or_fail();
+		readers[i] = segtest_fork();
 		if (readers[i] == 0) {
 			close(ready[0]);
 			stress_reader(name, &sh->reader[i], i % 2 == 1, ready[1], timeout_s);
@@ -1178,12 +1107,12 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 	}
 	close(ready[1]);
 	for (int i = 0; i < STRESS_READERS; i++)
-		if (recv_byte(ready[0], 10000) != 'r')
+		if (segtest_recv_byte(ready[0], 10000) != 'r')
 			fail_msg("stress reader %d did not start", i);
 	close(ready[0]);
 
 	t0 = zkw_clock_mono_ns();
-	writer = fork_or_fail();
+	writer = segtest_fork();
 	if (writer == 0) {
 		uint64_t n;
 
@@ -1203,7 +1132,7 @@ static void test_stress_readers_never_see_a_torn_snapshot(void **state)
 		zkw_writer_close(w, false);
 		_exit(0);
 	}
-	expect_exit_ok(writer, timeout_s * 1000, "stress writer");
+	segtest_expect_exit_ok(writer, timeout_s * 1000, "stress writer");
 	double writer_s = (double)(zkw_clock_mono_ns() - t0) / 1e9;
 	int failed = 0;
 	for (int i = 0; i < STRESS_READERS; i++) {
@@ -1266,7 +1195,7 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 	(void)state;
 	assert_int_equal(pipe(up), 0);
 	assert_int_equal(pipe(down), 0);
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		zkw_writer *w;
 		zkw_publication p = {.valid = true, .connected = true};
@@ -1283,8 +1212,8 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 			p.version = i;
 			zkw_writer_publish(w, &p);
 		}
-		send_byte(up[1], 'r');
-		if (recv_byte(down[0], 10000) != 'g')
+		segtest_send_byte(up[1], 'r');
+		if (segtest_recv_byte(down[0], 10000) != 'g')
 			_exit(3);
 		zkw_writer_fault_hook = die_mid_publish;
 		p.content = "half-written, never published";
@@ -1293,14 +1222,14 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 		zkw_writer_publish(w, &p);
 		_exit(4); /* not reached */
 	}
-	if (recv_byte(up[0], 10000) != 'r') {
+	if (segtest_recv_byte(up[0], 10000) != 'r') {
 		proc_reap_pid(pid, 0);
 		fail_msg("writer child did not publish");
 	}
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	assert_true(zkw_reader_ping(&r));
 	assert_int_equal(zkw_reader_broker_pid(&r), (uint32_t)pid);
-	send_byte(down[1], 'g');
+	segtest_send_byte(down[1], 'g');
 	status = proc_reap_pid(pid, 10000);
 	assert_true(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
@@ -1311,7 +1240,7 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 	assert_int_equal(__atomic_load_n(&half->generation, __ATOMIC_RELAXED), 4);
 	/* ...and readers get the last published snapshot, at once. */
 	t0 = zkw_clock_mono_ns();
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 10);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 10);
 	assert_string_equal(buf, "snapshot-3");
 	assert_int_equal(m.generation, 3);
 	assert_true(m.valid);
@@ -1322,7 +1251,7 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 
 	/* A new writer takes over: generation continues, the odd slot is
 	 * repaired, and the same open reader follows. */
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	assert_int_equal(zkw_writer_generation(w), 4);
 	for (uint32_t i = 0; i < 2; i++) {
 		const struct zkw_slot *s =
@@ -1331,14 +1260,14 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 	}
 	assert_true(zkw_reader_broker_alive(&r));
 	assert_false(zkw_reader_ping(&r)); /* not connected yet */
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 10);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 10);
 	assert_string_equal(buf, "snapshot-3");
 	assert_int_equal(m.generation, 4);
 	assert_false(m.valid);
 	assert_non_null(strstr(m.error, "restarted"));
 	assert_int_equal(m.content_gen, 3);
 	publish(w, true, true, "snapshot-5", 5, NULL);
-	assert_int_equal(read_text(&r, &m, buf, sizeof(buf)), 10);
+	assert_int_equal(segtest_read_text(&r, &m, buf, sizeof(buf)), 10);
 	assert_string_equal(buf, "snapshot-5");
 	assert_int_equal(m.generation, 5);
 	assert_true(m.valid);
@@ -1357,13 +1286,13 @@ static void test_writer_killed_mid_publish_leaves_last_snapshot(void **state)
 static void test_wait_times_out_no_earlier_than_asked(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	uint64_t t0, elapsed;
 
 	(void)state;
 	publish(w, true, true, "a", 1, NULL);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	t0 = zkw_clock_mono_ns();
 	assert_int_equal(zkw_reader_wait(&r, 1, 200), 0);
 	elapsed = zkw_clock_mono_ns() - t0;
@@ -1432,7 +1361,7 @@ static void arm_timer_ms(int ms)
  * sleeps (the mapping is shared, so the child's publish is the real thing). */
 static pid_t publish_when_parent_sleeps(zkw_writer *w, const char *content, uint64_t serial)
 {
-	pid_t parent = getpid(), pid = fork_or_fail();
+	pid_t parent = getpid(), pid = segtest_fork();
 
 	if (pid == 0) {
 		uint64_t until = zkw_clock_mono_ns() + 5000000000u;
@@ -1452,19 +1381,19 @@ static pid_t publish_when_parent_sleeps(zkw_writer *w, const char *content, uint
 static void test_wait_wakes_on_publish(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	pid_t pid;
 	int rc;
 
 	(void)state;
 	publish(w, true, true, "a", 1, NULL);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	install_alarm_handler();
 
 	pid = publish_when_parent_sleeps(w, "b", 2);
 	rc = zkw_reader_wait(&r, 1, 10000);
-	expect_exit_ok(pid, 10000, "publisher");
+	segtest_expect_exit_ok(pid, 10000, "publisher");
 	assert_int_equal(rc, 1);
 	assert_int_equal(zkw_reader_generation(&r), 2);
 
@@ -1472,7 +1401,7 @@ static void test_wait_wakes_on_publish(void **state)
 	 * says 1. Re-open the writer so it picks the generation up from the
 	 * segment (its restart publication is generation 3). */
 	zkw_writer_close(w, false);
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	assert_int_equal(zkw_writer_generation(w), 3);
 
 	/* Forever (-1), with a watchdog: SIGALRM would turn a hang into -EINTR. */
@@ -1481,7 +1410,7 @@ static void test_wait_wakes_on_publish(void **state)
 	pid = publish_when_parent_sleeps(w, "c", 4);
 	rc = zkw_reader_wait(&r, 3, -1);
 	arm_timer_ms(0);
-	expect_exit_ok(pid, 10000, "publisher");
+	segtest_expect_exit_ok(pid, 10000, "publisher");
 	if (rc != 1)
 		fail_msg("wait(-1) returned %d (alarms %d): no wakeup", rc, (int)alarms);
 	assert_int_equal(zkw_reader_generation(&r), 4);
@@ -1492,14 +1421,14 @@ static void test_wait_wakes_on_publish(void **state)
 static void test_wait_returns_eintr_on_a_signal(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
+	zkw_writer *w = segtest_open_writer(name, 4096);
 	zkw_reader r;
 	uint64_t t0;
 	int rc;
 
 	(void)state;
 	publish(w, true, true, "a", 1, NULL);
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	install_alarm_handler();
 	alarms = 0;
 	arm_timer_ms(100);
@@ -1524,22 +1453,22 @@ static void test_ping_follows_the_writer_process(void **state)
 
 	(void)state;
 	assert_int_equal(pipe(up), 0);
-	pid = fork_or_fail();
+	pid = segtest_fork();
 	if (pid == 0) {
 		zkw_writer *w;
 		zkw_publication p = {.valid = true, .connected = true, .content = "x", .len = 1};
 
 		if (zkw_writer_open(&w, name, NULL, NULL, 0) != 0 || zkw_writer_publish(w, &p) != 0)
 			_exit(2);
-		send_byte(up[1], 'r');
+		segtest_send_byte(up[1], 'r');
 		pause(); /* until the parent kills us */
 		_exit(3);
 	}
-	if (recv_byte(up[0], 10000) != 'r') {
+	if (segtest_recv_byte(up[0], 10000) != 'r') {
 		proc_reap_pid(pid, 0);
 		fail_msg("writer child did not start");
 	}
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	assert_true(zkw_reader_broker_alive(&r));
 	assert_true(zkw_reader_ping(&r));
 	assert_true(zkw_reader_is_valid(&r));
@@ -1555,8 +1484,8 @@ static void test_ping_follows_the_writer_process(void **state)
 	close(up[1]);
 
 	/* In-process writer: a disconnected publish, then a clean close. */
-	zkw_writer *w = open_writer(name, ZKW_DEFAULT_CAPACITY);
-	open_reader(&r, name);
+	zkw_writer *w = segtest_open_writer(name, ZKW_DEFAULT_CAPACITY);
+	segtest_open_reader(&r, name);
 	assert_false(zkw_reader_ping(&r)); /* restarted: not connected */
 	publish(w, false, false, NULL, 1, "Connection interrupted with Zookeeper, re-establishing");
 	assert_true(zkw_reader_broker_alive(&r));
@@ -1572,39 +1501,9 @@ static void test_ping_follows_the_writer_process(void **state)
 
 /* ---- event dispatcher ----------------------------------------------------- */
 
-struct event_log {
-	char text[1024];
-};
-
-static void log_event(struct event_log *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void log_event(struct event_log *log, const char *fmt, ...)
-{
-	size_t used = strlen(log->text);
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(log->text + used, sizeof(log->text) - used, fmt, ap);
-	va_end(ap);
-}
-
-static void on_valid(void *ctx, bool valid)
-{
-	log_event(ctx, "valid(%s) ", valid ? "true" : "false");
-}
-
-static void on_config(void *ctx, const void *content, size_t len)
-{
-	log_event(ctx, "config(%.*s) ", (int)len, (const char *)content);
-}
-
-static void on_error(void *ctx, const char *message)
-{
-	log_event(ctx, "error(%s) ", message);
-}
 
 /* Dispatch the next publication and compare the exact handler calls. */
-static void expect_events(zkw_dispatcher *d, struct event_log *log, const char *want, int calls)
+static void expect_events(zkw_dispatcher *d, struct segtest_calls *log, const char *want, int calls)
 {
 	int rc;
 
@@ -1617,15 +1516,15 @@ static void expect_events(zkw_dispatcher *d, struct event_log *log, const char *
 static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 {
 	const char *name = new_name();
-	zkw_writer *w = open_writer(name, 4096);
-	struct event_log log = {""};
-	zkw_handlers h = {.valid = on_valid, .config = on_config, .error = on_error, .ctx = &log};
+	zkw_writer *w = segtest_open_writer(name, 4096);
+	struct segtest_calls log = {""};
+	zkw_handlers h = segtest_calls_handlers(&log);
 	zkw_dispatcher d;
 	zkw_reader r;
 	char buf[16];
 
 	(void)state;
-	open_reader(&r, name);
+	segtest_open_reader(&r, name);
 	zkw_dispatcher_init(&d, &r, &h, buf, sizeof(buf));
 	assert_int_equal(zkw_dispatch(&d, 0), 0); /* nothing published yet */
 	assert_string_equal(log.text, "");
@@ -1652,7 +1551,7 @@ static void test_dispatcher_calls_each_handler_once_per_change(void **state)
 
 	/* Broker restart: the kept content is not a change. */
 	zkw_writer_close(w, false);
-	w = open_writer(name, 4096);
+	w = segtest_open_writer(name, 4096);
 	expect_events(&d, &log, "valid(false) error(zkw-broker restarted, connecting to Zookeeper) ", 2);
 	publish(w, true, true, "B", 99, NULL); /* same bytes after restart */
 	expect_events(&d, &log, "valid(true) ", 1);
