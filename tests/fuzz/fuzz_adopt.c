@@ -49,27 +49,7 @@ static const uint8_t *fuzz_adopt_shape(const uint8_t *data, size_t *size, uint8_
 	}
 	*capacity =
 	        1 + (*size >= 3 ? ((uint64_t)data[1] | (uint64_t)data[2] << 8) % FUZZ_ADOPT_CAPACITY_MAX : 0);
-	total = zkw_segment_size(*capacity, ZKW_SLOT_COUNT);
-	if (total > seg_cap) {
-		free(seg);
-		if (!(seg = malloc(total)))
-			abort();
-		seg_cap = total;
-	}
-	memset(seg, 0, total);
-	memset(&id, 0, sizeof(id));
-	id.magic = ZKW_SEGMENT_MAGIC;
-	id.abi_major = ZKW_ABI_MAJOR;
-	id.abi_minor = ZKW_ABI_MINOR;
-	id.header_size = ZKW_HEADER_SIZE;
-	id.segment_size = total;
-	id.slot_size = zkw_segment_slot_size(*capacity);
-	id.capacity = *capacity;
-	id.slot_count = ZKW_SLOT_COUNT;
-	memcpy(seg, &id, sizeof(id));
-	if (*size > 3)
-		memcpy(seg + sizeof(id), data + 3,
-		       *size - 3 < total - sizeof(id) ? *size - 3 : total - sizeof(id));
+	total = fuzz_segment_image(&seg, &seg_cap, *capacity, data + 3, *size > 3 ? *size - 3 : 0);
 	if (!(mode & 4)) {
 		struct zkw_segment_header *h = (struct zkw_segment_header *)(void *)seg;
 
