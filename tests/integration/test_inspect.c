@@ -35,6 +35,7 @@
 #include "zkw_text.h"
 
 #include "publish/writer.h"
+#include "segtest.h"
 
 #define PYTHON         "/usr/bin/python3"
 #define RUN_TIMEOUT_MS 10000
@@ -634,11 +635,8 @@ static zkw_writer *make_hostile_segment(const char *name)
 	        .pointer = HOSTILE_POINTER,
 	        .error = HOSTILE_ERROR,
 	};
-	zkw_writer *w;
-	char why[256];
+	zkw_writer *w = segtest_open_writer_opt(name, &opt);
 
-	if (zkw_writer_open(&w, name, &opt, why, sizeof(why)) != 0)
-		fail_msg("writer: %s", why);
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	return w;
 }

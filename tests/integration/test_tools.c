@@ -28,6 +28,7 @@
 #include "zkw_clock.h"
 
 #include "publish/writer.h"
+#include "segtest.h"
 
 #define WAIT_MS  20000
 #define DATA_MAX 2000000
@@ -706,11 +707,8 @@ static zkw_writer *hostile_segment(const char *name)
 	                     .len = sizeof(HOSTILE_CONTENT) - 1,
 	                     .content_serial = 1,
 	                     .version = 1};
-	zkw_writer *w;
-	char why[256];
+	zkw_writer *w = segtest_open_writer_opt(name, &opt);
 
-	if (zkw_writer_open(&w, name, &opt, why, sizeof(why)) != 0)
-		fail_msg("writer: %s", why);
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	return w;
 }

@@ -15,16 +15,22 @@
 
 #include "proc.h"
 
-zkw_writer *segtest_open_writer(const char *name, uint64_t capacity)
+zkw_writer *segtest_open_writer_opt(const char *name, const zkw_writer_options *opt)
 {
-	zkw_writer_options opt = {.capacity = capacity, .group = (gid_t)-1, .watch_path = "/tmp/test"};
 	zkw_writer *w = NULL;
 	char why[512] = "";
-	int err = zkw_writer_open(&w, name, &opt, why, sizeof(why));
+	int err = zkw_writer_open(&w, name, opt, why, sizeof(why));
 
 	if (err)
 		fail_msg("zkw_writer_open(%s): %d (%s)", name, err, why);
 	return w;
+}
+
+zkw_writer *segtest_open_writer(const char *name, uint64_t capacity)
+{
+	zkw_writer_options opt = {.capacity = capacity, .group = (gid_t)-1, .watch_path = "/tmp/test"};
+
+	return segtest_open_writer_opt(name, &opt);
 }
 
 void segtest_open_reader(zkw_reader *r, const char *name)

@@ -24,6 +24,8 @@
 /* zkw_writer_open with capacity (watched path "/tmp/test"); fails the test
  * with the writer's reason. */
 zkw_writer *segtest_open_writer(const char *name, uint64_t capacity);
+/* The same with the caller's options. */
+zkw_writer *segtest_open_writer_opt(const char *name, const zkw_writer_options *opt);
 /* zkw_reader_open; fails the test with r->why. */
 void segtest_open_reader(zkw_reader *r, const char *name);
 /* zkw_reader_read into buf (cap - 1 bytes of content), NUL-terminated. */
