@@ -239,6 +239,18 @@ static uint64_t jitter_rand(struct zkw_session *s)
 	return s->rng;
 }
 
+/* One step of a jittered exponential backoff: the nominal wait *b starts
+ * at first, doubles, and stops at max; the wait returned is drawn from
+ * [*b/2, *b], so a fleet that lost the ensemble together does not come
+ * back together. */
+static unsigned backoff_next(struct zkw_session *s, unsigned *b, unsigned first, unsigned max)
+{
+	*b = !*b ? first : *b > max / 2 ? max : *b * 2;
+	if (*b > max)
+		*b = max;
+	return *b / 2 + (unsigned)(jitter_rand(s) % (*b / 2 + 1));
+}
+
 /* Next reconcile: reconcile_s +-20%, so a fleet does not herd the ensemble. */
 static int64_t next_reconcile(struct zkw_session *s, int64_t now)
 {
@@ -289,11 +301,7 @@ static void control_init_failed(struct zkw_session *s, int e, int64_t *retry_at)
 	         ZKW_ERR_CONNECTING ": cannot start a session for '%s': %s", s->hosts, init_strerror(e));
 	if (first)
 		zkw__session_log(s, ZKW_LOG_ERROR, "%s", s->conn_error);
-	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-	if (s->backoff_ms > BACKOFF_MAX_MS)
-		s->backoff_ms = BACKOFF_MAX_MS;
-	*retry_at =
-	        zkw_clock_mono_ms() + s->backoff_ms / 2 + (int64_t)(jitter_rand(s) % (s->backoff_ms / 2 + 1));
+	*retry_at = zkw_clock_mono_ms() + backoff_next(s, &s->backoff_ms, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 	evaluate_all(s);
 	pthread_cond_broadcast(&s->state_cond);
 }
@@ -310,16 +318,9 @@ static void control_init_failed(struct zkw_session *s, int e, int64_t *retry_at)
  * zookeeper_close. */
 static void control_give_up(struct zkw_session *s, int64_t now, int64_t *retry_at)
 {
-	unsigned max = (unsigned)s->opt.reconnect_max_ms, wait;
+	unsigned wait =
+	        backoff_next(s, &s->reconnect_ms, (unsigned)s->timeout_ms, (unsigned)s->opt.reconnect_max_ms);
 	int64_t lost_ms = now - s->down_since;
-
-	if (!s->reconnect_ms)
-		s->reconnect_ms = (unsigned)s->timeout_ms;
-	else
-		s->reconnect_ms = s->reconnect_ms > max / 2 ? max : s->reconnect_ms * 2;
-	if (s->reconnect_ms > max)
-		s->reconnect_ms = max;
-	wait = s->reconnect_ms / 2 + (unsigned)(jitter_rand(s) % (s->reconnect_ms / 2 + 1));
 	zkw__session_log(s, ZKW_LOG_WARN, "session lost for %lld ms (> %d ms timeout): new session in %u ms",
 	                 (long long)lost_ms, s->timeout_ms, wait);
 	s->give_up_at = 0;
