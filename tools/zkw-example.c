@@ -15,6 +15,7 @@
  * byte, escape sequence and invalid UTF-8 byte shown as \xNN.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,12 +40,20 @@ struct example {
 	bool owner_set;
 };
 
-static volatile sig_atomic_t stop_requested;
+/* SIGINT and SIGTERM stay blocked in every thread and are taken with
+ * sigtimedwait: no handler, so none can be lost between a check and a
+ * sleep, and none is deferred by a sanitizer's runtime. */
+static sigset_t stop_signals;
+static bool stop_requested;
 
-static void on_stop_signal(int sig)
+/* Has a stop signal arrived? Waits for one up to ms (0: just look). */
+static bool stop_signal_within(long ms)
 {
-	(void)sig;
-	stop_requested = 1;
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+
+	if (!stop_requested && sigtimedwait(&stop_signals, NULL, &ts) > 0)
+		stop_requested = true;
+	return stop_requested;
 }
 
 static const char *py_bool(bool b)
@@ -162,15 +171,13 @@ static int parse_args(int argc, char **argv, struct example *ex)
 
 static bool time_is_up(const struct example *ex, time_t start)
 {
-	return stop_requested || (ex->exit_after_s && time(NULL) - start >= ex->exit_after_s);
+	return stop_signal_within(0) || (ex->exit_after_s && time(NULL) - start >= ex->exit_after_s);
 }
 
-/* Sleep up to seconds, returning early on a stop signal (no SA_RESTART). */
+/* Sleep up to seconds, returning early on a stop signal. */
 static void nap(int seconds)
 {
-	struct timespec ts = {.tv_sec = seconds};
-
-	nanosleep(&ts, NULL);
+	stop_signal_within((long)seconds * 1000);
 }
 
 static int run_in_process(const struct example *ex, time_t start)
@@ -263,8 +270,9 @@ static int run_shm(const struct example *ex, time_t start)
 	printf("Use a keyboard interrupt to shut down the process.\n");
 	while (!time_is_up(ex, start)) {
 		if (ex->event) {
-			/* Wake at least once a second to notice --exit-after. */
-			rc = zkw_dispatch(&d, 1000);
+			/* Wake five times a second to notice a stop signal
+			 * (blocked: it cannot interrupt the wait) and --exit-after. */
+			rc = zkw_dispatch(&d, 200);
 			if (rc == -ESTALE && (rc = reopen(ex, &r, &d, &buf, &cap)) < 0)
 				break;
 		} else {
@@ -290,16 +298,16 @@ static int run_shm(const struct example *ex, time_t start)
 int main(int argc, char **argv)
 {
 	struct example ex = {.valid_init = true, .sleep_s = 1, .owner = (uid_t)-1};
-	struct sigaction sa;
 	int rc;
 
 	rc = parse_args(argc, argv, &ex);
 	if (rc)
 		return rc;
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal; /* no SA_RESTART: sleeps and waits return */
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	/* Before any thread exists, so that every thread inherits the mask. */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	return ex.shm ? run_shm(&ex, time(NULL)) : run_in_process(&ex, time(NULL));
 }
