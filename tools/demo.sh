@@ -109,9 +109,10 @@ echo "My configuration string here. Typically YAML or JSON" >"$work/settings.txt
 push "$work/settings.txt" myconfig /tmp/
 
 say "Starting zkw-broker: one session, two watches, two segments"
-echo "    $ zkw-broker -z $hosts -f /tmp/myconfig --shm $shm_conf -f /tmp_pointers/pointer1 -p --shm $shm_pointer"
+echo "    $ zkw-broker -z $hosts -f /tmp/myconfig --shm $shm_conf -f /tmp_pointers/pointer1 -p --shm $shm_pointer --socket $work/broker.sock"
 "$bin/zkw-broker" -z "$hosts" -f /tmp/myconfig --shm "$shm_conf" \
-	-f /tmp_pointers/pointer1 -p --shm "$shm_pointer" --unlink-on-exit 2>"$work/broker.log" &
+	-f /tmp_pointers/pointer1 -p --shm "$shm_pointer" --unlink-on-exit \
+	--socket "$work/broker.sock" 2>"$work/broker.log" &
 broker_pid=$!
 wait_for "$work/broker.log" "publishing /tmp_pointers/pointer1"
 

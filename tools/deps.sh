@@ -17,10 +17,12 @@ packages=(
 	# uses slf4j-simple from libslf4j-java for its log)
 	zookeeper default-jre-headless libslf4j-java
 	# the harness and the runner: setpriv (util-linux), timeout (coreutils),
-	# pgrep (procps), nc for humans and benchmarks
-	util-linux coreutils procps findutils netcat-openbsd
-	# benchmark baseline (run with /usr/bin/python3)
-	python3 python3-kazoo
+	# pgrep (procps), nc for humans and benchmarks, socat to talk to the
+	# broker's control socket by hand (and the test that shows it works)
+	util-linux coreutils procps findutils netcat-openbsd socat
+	# benchmark baseline (run with /usr/bin/python3); gnuplot draws the
+	# benchmark plots (gnuplot-nox: no X, its svg terminal is built in)
+	python3 python3-kazoo gnuplot-nox
 )
 
 missing=()

@@ -6,8 +6,10 @@
  * A reader like any worker: it uses zkw/client.h only, maps the segment
  * read-only and never takes the broker's lock, so inspecting a live broker
  * cannot disturb it. The published snapshot is read through the seqlock
- * (zkw_reader_read); the identity block and the per-slot fixed fields are
- * shown as raw relaxed loads, labelled "raw": a slot may be mid-write.
+ * (zkw_reader_read: its confirmation time is the newer of the slot's and
+ * the hot line's); the identity block, the hot line's confirmation time
+ * and the per-slot fixed fields are shown as raw relaxed loads, labelled
+ * "raw": a slot may be mid-write.
  *
  * Everything the segment says is untrusted: every string from it (watched
  * path, error, pointer, content preview) goes through lib/zkw_text.h, so
@@ -50,13 +52,17 @@
 #define WATCH_TICK_MS 1000 /* liveness re-check; also bounds a missed signal */
 
 static const char usage_text[] =
-        "Usage: zkw-inspect NAME [--json] [--watch] [--content] [--owner USER|UID]\n"
+        "Usage: zkw-inspect NAME [--json] [--watch] [--content] [--readers [--socket PATH]] [--owner USER|UID]\n"
         "Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\").\n"
         "\n"
         "  -j, --json     one JSON object (with --watch: one per line)\n"
         "  -w, --watch    print one line per change until SIGINT/SIGTERM\n"
         "  -c, --content  write the content bytes raw to stdout and nothing else\n"
         "                 (with --json: add \"content_base64\" to the object)\n"
+        "  -r, --readers  ask the broker which processes subscribe to NAME and which\n"
+        "                 generation each has taken (and when)\n"
+        "      --socket PATH  the broker's control socket (default $ZKW_SOCKET, else\n"
+        "                 " ZKW_SOCKET_DEFAULT ")\n"
         "      --owner USER|UID  accept the segment only if this user owns it\n"
         "                 (default: root or yourself, or $ZKW_SEGMENT_OWNER)\n"
         "  -h, --help     this text\n"
@@ -65,6 +71,8 @@ static const char usage_text[] =
 
 struct options {
 	const char *name;
+	const char *socket; /* --socket, NULL = $ZKW_SOCKET or the default */
+	bool readers;
 	bool json;
 	bool watch;
 	bool content;
@@ -97,6 +105,11 @@ struct report {
 	struct slot_view slots[ZKW_SLOT_COUNT_MAX];
 	uint32_t state;
 	bool alive;
+	/* ABI minor 2: the hot line's confirmation time (raw), which a
+	 * confirmation alone moves; hot_confirmed_kept false when the
+	 * segment's writer is older and does not keep it. */
+	uint64_t hot_confirmed_ns;
+	bool hot_confirmed_kept;
 	zkw_snapshot snap;
 	size_t len;
 };
@@ -175,6 +188,9 @@ static int take_report(const zkw_reader *r, struct report *rep, void *buf, size_
 		load_slot(r, i, &rep->slots[i]);
 	rep->state = zkw_reader_state(r);
 	rep->alive = zkw_reader_broker_alive(r);
+	rep->hot_confirmed_kept = r->abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED;
+	if (rep->hot_confirmed_kept)
+		rep->hot_confirmed_ns = zkw_reader_confirmed_ns(r); /* one raw load */
 	return read_snapshot(r, &rep->snap, buf, cap, &rep->len);
 }
 
@@ -315,6 +331,13 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	       m->generation ? "" : " (nothing published yet)");
 	print_when("confirmed", m->confirmed_ns, now);
 	printf("\n");
+	if (rep->hot_confirmed_kept) {
+		print_when("hot confirmed", rep->hot_confirmed_ns, now);
+		printf(" (raw)\n");
+	} else {
+		printf("%-17snot kept (a broker of ABI minor %u: confirmed above is the slot's)\n",
+		       "hot confirmed", id->abi_minor);
+	}
 	print_when("content changed", m->changed_ns, now);
 	printf(" at generation %" PRIu64 "\n", m->content_gen);
 	printf("version          %" PRId64 "\n", m->version);
@@ -380,6 +403,10 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 	       m->valid ? "true" : "false", m->generation);
 	printf(",\"confirmed_ns\":%" PRIu64, m->confirmed_ns);
 	json_age("age_confirmed_s", m->confirmed_ns, now);
+	if (rep->hot_confirmed_kept)
+		printf(",\"hot_confirmed_ns\":%" PRIu64, rep->hot_confirmed_ns);
+	else
+		printf(",\"hot_confirmed_ns\":null");
 	printf(",\"changed_ns\":%" PRIu64, m->changed_ns);
 	json_age("age_changed_s", m->changed_ns, now);
 	printf(",\"content_gen\":%" PRIu64 ",\"version\":%" PRId64 ",\"mzxid\":%" PRId64, m->content_gen,
@@ -504,6 +531,137 @@ static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, b
 	return 0;
 }
 
+/* ---- --readers ------------------------------------------------------------ */
+
+/* One line from the broker into line (NUL-terminated, no newline); the
+ * bytes after it stay in *pend (pending, *plen). 0, or -1 on EOF/error. */
+static int broker_line(int fd, char *pend, size_t *plen, size_t cap, char *line, size_t linecap)
+{
+	for (;;) {
+		char *nl = memchr(pend, '\n', *plen);
+		ssize_t n;
+
+		if (nl) {
+			size_t len = (size_t)(nl - pend);
+
+			snprintf(line, linecap, "%.*s", (int)len, pend);
+			memmove(pend, nl + 1, *plen - len - 1);
+			*plen -= len + 1;
+			return 0;
+		}
+		if (*plen == cap)
+			return -1;
+		n = recv(fd, pend + *plen, cap - *plen, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		*plen += (size_t)n;
+	}
+}
+
+/* Ask the broker serving NAME who subscribes to it (READERS, docs/design.md
+ * "The control socket"), and print it next to the segment's generation. */
+static int readers(const struct options *o, const zkw_reader *r)
+{
+	const char *path = o->socket;
+	char pend[2 * ZKW_PROTO_LINE_MAX], line[ZKW_PROTO_LINE_MAX], req[ZKW_PROTO_LINE_MAX], name[ZKW_SHM_NAME_MAX + 1];
+	char comm[64], pid[32], uid[32], gen_s[32], at_s[32], count_s[32];
+	zkw_reader_options ropt = {o->owner};
+	zkw_reader probe;
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct ucred cred;
+	socklen_t credlen = sizeof(cred);
+	uint64_t now_gen = zkw_reader_generation(r);
+	size_t plen = 0;
+	unsigned long count;
+	int fd, err;
+
+	if (!path) {
+		const char *env = getenv(ZKW_SOCKET_ENV);
+
+		path = env && *env ? env : ZKW_SOCKET_DEFAULT;
+	}
+	zkw_shm_name(name, sizeof(name), o->name);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		fprintf(stderr, "zkw-inspect: cannot reach the broker's socket %s: %s (give --socket)\n", path,
+		        strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	/* The same trust as the segment's: the broker must be root, you, or
+	 * the owner named. */
+	memset(&probe, 0, sizeof(probe));
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0 ||
+	    (err = zkw__reader_trust_uid(&probe, cred.uid, &ropt, "broker")) != 0) {
+		fprintf(stderr, "zkw-inspect: %s: %s\n", path, probe.why_buf);
+		close(fd);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "READERS ");
+	zkw__proto_escape(req + 8, sizeof(req) - 9, name);
+	strcat(req, "\n");
+	if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0 || broker_line(fd, pend, &plen, sizeof(pend), line, sizeof(line)) < 0) {
+		fprintf(stderr, "zkw-inspect: %s: no answer from the broker\n", path);
+		close(fd);
+		return 1;
+	}
+	if (strncmp(line, "OK", 2) != 0 || !zkw__proto_value(line, "count", count_s, sizeof(count_s))) {
+		fprintf(stderr, "zkw-inspect: %s: the broker says: %s\n", name, line);
+		close(fd);
+		return 1;
+	}
+	count = strtoul(count_s, NULL, 10);
+	if (o->json)
+		printf("{\"segment\":\"%s\",\"generation\":%llu,\"readers\":[", name, (unsigned long long)now_gen);
+	else
+		printf("%s: generation %llu, %lu subscriber%s\n%8s %6s %-16s %12s  %s\n", name,
+		       (unsigned long long)now_gen, count, count == 1 ? "" : "s", "PID", "UID", "PROCESS", "GENERATION",
+		       "TAKEN");
+	for (unsigned long i = 0; i < count; i++) {
+		unsigned long long gen, at;
+
+		if (broker_line(fd, pend, &plen, sizeof(pend), line, sizeof(line)) < 0) {
+			fprintf(stderr, "zkw-inspect: %s: the broker's answer ends early\n", path);
+			close(fd);
+			return 1;
+		}
+		if (!zkw__proto_value(line, "pid", pid, sizeof(pid)) || !zkw__proto_value(line, "uid", uid, sizeof(uid)) ||
+		    !zkw__proto_value(line, "comm", comm, sizeof(comm)) ||
+		    !zkw__proto_value(line, "generation", gen_s, sizeof(gen_s)) ||
+		    !zkw__proto_value(line, "at", at_s, sizeof(at_s)))
+			continue;
+		gen = strtoull(gen_s, NULL, 10);
+		at = strtoull(at_s, NULL, 10);
+		for (char *p = comm; *p; p++) /* the process chose its name: show it tame */
+			if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
+				*p = '?';
+		if (o->json) {
+			printf("%s{\"pid\":%s,\"uid\":%s,\"process\":\"%s\",\"generation\":%llu,\"taken_ns\":%llu,\"current\":%s}",
+			       i ? "," : "", pid, uid, comm, gen, at, gen == now_gen ? "true" : "false");
+		} else {
+			char when[64] = "never";
+
+			if (at) {
+				time_t t = (time_t)(at / 1000000000ull);
+				struct tm tm;
+
+				gmtime_r(&t, &tm);
+				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			}
+			printf("%8s %6s %-16s %12llu  %s%s\n", pid, uid, comm, gen, when,
+			       gen == now_gen ? "" : gen < now_gen ? "  (behind)" : "");
+		}
+	}
+	if (o->json)
+		printf("]}\n");
+	close(fd);
+	return 0;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void usage(FILE *out)
@@ -520,12 +678,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->owner = (uid_t)-1;
-	zkw_opt_init(&opt, argc, argv, "zkw-inspect", "j|json w|watch c|content O=owner: h|help", usage);
+	zkw_opt_init(&opt, argc, argv, "zkw-inspect", "j|json w|watch c|content r|readers S=socket: O=owner: h|help", usage);
 	while ((c = zkw_opt_next(&opt)) != -1) {
 		switch (c) {
 		case 'j': o->json = true; break;
 		case 'w': o->watch = true; break;
 		case 'c': o->content = true; break;
+		case 'r': o->readers = true; break;
+		case 'S': o->socket = opt.arg; break;
 		case 'O':
 			if (zkw_opt_uid(&opt, &o->owner))
 				return -1;
@@ -537,6 +697,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 		bad = opt.index == argc ? "missing segment NAME" : "too many arguments";
 	else if (o->watch && o->content)
 		bad = "--content and --watch do not go together";
+	else if (o->readers && (o->watch || o->content))
+		bad = "--readers goes with neither --watch nor --content";
+	else if (o->socket && !o->readers)
+		bad = "--socket is for --readers";
 	if (bad) {
 		fprintf(stderr, "zkw-inspect: %s\n", bad);
 		usage(stderr);
@@ -573,7 +737,9 @@ int main(int argc, char **argv)
 		zkw_reader_close(&r);
 		return 1;
 	}
-	if (o.watch) {
+	if (o.readers) {
+		status = readers(&o, &r);
+	} else if (o.watch) {
 		status = watch(o.name, &r, buf, cap, o.json);
 	} else if ((err = take_report(&r, &rep, buf, cap)) != 0) {
 		fprintf(stderr, "zkw-inspect: %s: cannot read the published snapshot: %s\n", o.name,

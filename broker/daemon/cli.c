@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +22,12 @@
 void zkw__cli_usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: zkw-broker -z HOSTS -f PATH [watch options] [-f PATH [watch options]]... [options]\n"
-	        "Watch ZooKeeper nodes over one session and publish each into shared memory.\n"
+	        "usage: zkw-broker -z HOSTS [-f PATH [watch options]]... [options]\n"
+	        "Watch ZooKeeper nodes over one session and publish each into shared memory;\n"
+	        "workers subscribe to more through the control socket.\n"
 	        "\n"
 	        "  -z, --zookeeper HOSTS     connect string: host:port[,host:port...][/chroot]\n"
-	        "  -f, --file PATH           a node to watch; repeat for several watches\n"
+	        "  -f, --file PATH           a node to watch for good; repeat for several watches\n"
 	        "watch options (apply to the preceding -f; before any -f, to every watch):\n"
 	        "  -p, --pointer             the node holds the path of the node to watch\n"
 	        "      --ensure              create the node (and parents) empty if missing\n"
@@ -35,15 +39,34 @@ void zkw__cli_usage(FILE *out)
 	        "      --init-timeout MS     with valid init: give up after MS (default %d)\n"
 	        "      --session-timeout MS  ZooKeeper session timeout (default %d)\n"
 	        "      --reconcile SECONDS   re-check every watch this often, jittered (default %d; 0 off)\n"
+	        "      --reconcile-rate N    at most N re-check requests a second, spread evenly; a\n"
+	        "                            longer round when the watches need it (default %d)\n"
 	        "      --reconnect-max MS    after an outage longer than the session timeout, wait at\n"
 	        "                            most MS between new sessions (default %d)\n"
 	        "      --mode MODE           octal segment mode, no group/other write (default 0640)\n"
 	        "      --group GROUP         segment group, name or gid\n"
 	        "      --unlink-on-exit      remove the segments when stopping\n"
+	        "control socket (docs/design.md, \"The control socket\"):\n"
+	        "      --socket PATH|none    listen there (default $ZKW_SOCKET, else %s)\n"
+	        "      --socket-mode MODE    octal mode of the socket (default %04o)\n"
+	        "      --socket-group GROUP  group of the socket, name or gid\n"
+	        "      --allow SUBJECT=PREFIX\n"
+	        "                            SUBJECT (uid:N user:NAME gid:N group:NAME any) may\n"
+	        "                            subscribe to PREFIX and below; without any rule, all may\n"
+	        "      --allow-ensure SUBJECT=PREFIX  the same, and may ask ensure (without any\n"
+	        "                            rule, only root and the broker's own uid may)\n"
+	        "      --max-watches N       watches in all, -f included (default %d)\n"
+	        "      --max-peer-subscriptions N  per uid, over its connections (default %d)\n"
+	        "      --max-connections N   open connections (default %d)\n"
+	        "      --linger SECONDS      keep a watch added on demand this long after its last\n"
+	        "                            subscriber left (default %d)\n"
+	        "      --subscribe-timeout MS  answer a subscription after at most MS even when\n"
+	        "                            ZooKeeper has not answered yet (default %d)\n"
 	        "  -v, --verbose             log ZooKeeper client details too\n"
 	        "  -h, --help                this help\n",
 	        BROKER_INIT_TIMEOUT_MS, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_RECONCILE_S_DEFAULT,
-	        ZKW_RECONNECT_MAX_MS_DEFAULT);
+	        ZKW_RECONCILE_RATE_DEFAULT, ZKW_RECONNECT_MAX_MS_DEFAULT, ZKW_SOCKET_DEFAULT, ZKW_CLI_SOCKET_MODE, ZKW_CLI_MAX_WATCHES,
+	        ZKW_CLI_MAX_PEER_SUBS, ZKW_CLI_MAX_CONNECTIONS, ZKW_CLI_LINGER_S, ZKW_CLI_SUBSCRIBE_TIMEOUT);
 }
 
 struct cli_why {
@@ -220,7 +243,105 @@ enum {
 	OPT_MODE,
 	OPT_GROUP,
 	OPT_UNLINK,
+	OPT_SOCKET,
+	OPT_SOCKET_MODE,
+	OPT_SOCKET_GROUP,
+	OPT_ALLOW,
+	OPT_ALLOW_ENSURE,
+	OPT_MAX_WATCHES,
+	OPT_MAX_PEER_SUBS,
+	OPT_MAX_CONNECTIONS,
+	OPT_LINGER,
+	OPT_SUBSCRIBE_TIMEOUT,
+	OPT_RECONCILE_RATE,
 };
+
+static int parse_mode(const char *opt, const char *arg, mode_t *out, struct cli_why *why)
+{
+	char *end;
+	long v = strtol(arg, &end, 8);
+
+	if (*end || end == arg || v <= 0 || v > 0777)
+		return bad_usage(why, "%s %s: want octal permissions such as 0640", opt, arg);
+	*out = (mode_t)v;
+	return 0;
+}
+
+static int parse_user(const char *s, uid_t *out)
+{
+	struct passwd *pw = getpwnam(s);
+	long uid;
+
+	if (pw) {
+		*out = pw->pw_uid;
+		return 0;
+	}
+	if (parse_int(s, 0, 0x7fffffff, &uid) < 0)
+		return -EINVAL;
+	*out = (uid_t)uid;
+	return 0;
+}
+
+/* --allow[-ensure] SUBJECT=PREFIX */
+static int add_rule(zkw_cli *c, const char *opt, const char *arg, bool ensure, struct cli_why *why)
+{
+	const char *eq = strchr(arg, '='), *name;
+	zkw_cli_rule r = {.ensure = ensure, .text = arg};
+	char subject[64];
+	size_t n;
+	int rc;
+
+	if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(subject))
+		return bad_usage(why, "%s %s: want SUBJECT=PREFIX (uid:N, user:NAME, gid:N, group:NAME or any)",
+		                 opt, arg);
+	n = (size_t)(eq - arg);
+	memcpy(subject, arg, n);
+	subject[n] = '\0';
+	r.prefix = eq + 1;
+	if (strcmp(r.prefix, "/") != 0 && (rc = check_path(opt, r.prefix, why)) < 0)
+		return rc;
+	name = strchr(subject, ':');
+	if (strcmp(subject, "any") == 0) {
+		r.kind = ZKW_RULE_ANY;
+	} else if (name && (strncmp(subject, "uid:", 4) == 0 || strncmp(subject, "user:", 5) == 0)) {
+		uid_t uid;
+
+		if (parse_user(name + 1, &uid) < 0)
+			return bad_usage(why, "%s %s: no such user '%s'", opt, arg, name + 1);
+		r.kind = ZKW_RULE_UID;
+		r.id = (uint32_t)uid;
+	} else if (name && (strncmp(subject, "gid:", 4) == 0 || strncmp(subject, "group:", 6) == 0)) {
+		gid_t gid;
+
+		if (parse_group(name + 1, &gid) < 0)
+			return bad_usage(why, "%s %s: no such group '%s'", opt, arg, name + 1);
+		r.kind = ZKW_RULE_GID;
+		r.id = (uint32_t)gid;
+	} else {
+		return bad_usage(why, "%s %s: unknown subject '%s' (uid:N, user:NAME, gid:N, group:NAME or any)",
+		                 opt, arg, subject);
+	}
+	if (c->nrules == c->rules_cap) {
+		int cap = c->rules_cap ? c->rules_cap * 2 : 8;
+		zkw_cli_rule *p = realloc(c->rules, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return bad_usage(why, "out of memory");
+		c->rules = p;
+		c->rules_cap = cap;
+	}
+	c->rules[c->nrules++] = r;
+	return 0;
+}
+
+void zkw__cli_free(zkw_cli *c)
+{
+	free(c->watches);
+	free(c->rules);
+	c->watches = NULL;
+	c->rules = NULL;
+	c->nwatches = c->watches_cap = c->nrules = c->rules_cap = 0;
+}
 
 /* A watch option applies to the preceding -f; before the first -f, to the
  * defaults (a watch without a path) that every -f starts from. */
@@ -255,33 +376,76 @@ static int add_watch(zkw_cli *c, const zkw_cli_watch *defaults, const char *path
 	zkw_cli_watch *w;
 	int rc;
 
-	if (c->nwatches == ZKW_CLI_MAX_WATCHES)
-		return bad_usage(why, "at most %d watches per broker", ZKW_CLI_MAX_WATCHES);
 	if ((rc = check_path("-f", path, why)) < 0)
 		return rc;
+	if (c->nwatches == c->watches_cap) {
+		int cap = c->watches_cap ? c->watches_cap * 2 : 16;
+		zkw_cli_watch *p = realloc(c->watches, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return bad_usage(why, "out of memory");
+		c->watches = p;
+		c->watches_cap = cap;
+	}
 	w = &c->watches[c->nwatches++];
 	*w = *defaults;
 	w->path = path;
 	return 0;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The two watches that would share segment name, in the order given. */
+static int share_error(const zkw_cli *c, const char *name, struct cli_why *why)
+{
+	const char *first = NULL;
+	int i;
+
+	for (i = 0; i < c->nwatches; i++) {
+		if (strcmp(c->watches[i].shm, name) != 0)
+			continue;
+		if (first)
+			return bad_usage(why, "watches %s and %s would share segment %s; give each its own --shm",
+			                 first, c->watches[i].path, name);
+		first = c->watches[i].path;
+	}
+	return bad_usage(why, "two watches would share segment %s", name);
+}
+
 /* Default segment names, and no two watches on one segment. */
 static int finish_watches(zkw_cli *c, struct cli_why *why)
 {
-	int i, j;
+	int i;
 
+	if (c->nwatches > c->max_watches)
+		return bad_usage(why, "%d watches given, more than --max-watches %d", c->nwatches,
+		                 c->max_watches);
 	for (i = 0; i < c->nwatches; i++) {
 		zkw_cli_watch *w = &c->watches[i];
 
 		if (!w->shm[0] && zkw_shm_default_name(w->shm, sizeof(w->shm), w->path) < 0)
 			return bad_usage(why, "-f %s: path too long for a default segment name; give --shm",
 			                 w->path);
-		for (j = 0; j < i; j++)
-			if (strcmp(c->watches[j].shm, w->shm) == 0)
-				return bad_usage(
-				        why,
-				        "watches %s and %s would share segment %s; give each its own --shm",
-				        c->watches[j].path, w->path, w->shm);
+	}
+	/* No two watches on one segment: sort a copy of the names (a broker
+	 * may have thousands of -f). */
+	if (c->nwatches > 1) {
+		const char **names = malloc((size_t)c->nwatches * sizeof(*names));
+		int rc = 0;
+
+		if (!names)
+			return bad_usage(why, "out of memory");
+		for (i = 0; i < c->nwatches; i++)
+			names[i] = c->watches[i].shm;
+		qsort(names, (size_t)c->nwatches, sizeof(*names), cmp_name);
+		for (i = 1; i < c->nwatches && !rc; i++)
+			if (strcmp(names[i - 1], names[i]) == 0)
+				rc = share_error(c, names[i], why);
+		free(names);
+		return rc;
 	}
 	return 0;
 }
@@ -295,6 +459,18 @@ static void cli_defaults(zkw_cli *c)
 	c->session.init_timeout_ms = BROKER_INIT_TIMEOUT_MS;
 	c->segment.group = (gid_t)-1;
 	c->segment.grow = true; /* --capacity is the maximum a segment grows to */
+	/* $ZKW_SOCKET, which readers use too, else the default; "none" = none. */
+	c->socket_path = getenv(ZKW_SOCKET_ENV) && *getenv(ZKW_SOCKET_ENV) ? getenv(ZKW_SOCKET_ENV)
+	                                                                   : ZKW_SOCKET_DEFAULT;
+	if (strcmp(c->socket_path, "none") == 0)
+		c->socket_path = NULL;
+	c->socket_mode = ZKW_CLI_SOCKET_MODE;
+	c->socket_group = (gid_t)-1;
+	c->max_watches = ZKW_CLI_MAX_WATCHES;
+	c->max_peer_subscriptions = ZKW_CLI_MAX_PEER_SUBS;
+	c->max_connections = ZKW_CLI_MAX_CONNECTIONS;
+	c->linger_s = ZKW_CLI_LINGER_S;
+	c->subscribe_timeout_ms = ZKW_CLI_SUBSCRIBE_TIMEOUT;
 }
 
 int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen)
@@ -314,6 +490,17 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 	        {"mode", required_argument, NULL, OPT_MODE},
 	        {"group", required_argument, NULL, OPT_GROUP},
 	        {"unlink-on-exit", no_argument, NULL, OPT_UNLINK},
+	        {"socket", required_argument, NULL, OPT_SOCKET},
+	        {"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
+	        {"socket-group", required_argument, NULL, OPT_SOCKET_GROUP},
+	        {"allow", required_argument, NULL, OPT_ALLOW},
+	        {"allow-ensure", required_argument, NULL, OPT_ALLOW_ENSURE},
+	        {"max-watches", required_argument, NULL, OPT_MAX_WATCHES},
+	        {"max-peer-subscriptions", required_argument, NULL, OPT_MAX_PEER_SUBS},
+	        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+	        {"linger", required_argument, NULL, OPT_LINGER},
+	        {"subscribe-timeout", required_argument, NULL, OPT_SUBSCRIBE_TIMEOUT},
+	        {"reconcile-rate", required_argument, NULL, OPT_RECONCILE_RATE},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
@@ -321,7 +508,6 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 	zkw_cli_watch defaults = {.capacity = ZKW_DEFAULT_CAPACITY};
 	struct cli_why why = {whybuf, whylen};
 	long v;
-	char *end;
 	int ch, rc;
 
 	cli_defaults(c);
@@ -361,6 +547,11 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 				                 optarg);
 			c->session.reconcile_s = (int)v;
 			break;
+		case OPT_RECONCILE_RATE:
+			if (parse_int(optarg, 1, 100000, &v) < 0)
+				return bad_usage(&why, "--reconcile-rate %s: want requests a second (1 to 100000)", optarg);
+			c->session.reconcile_rate = (int)v;
+			break;
 		case OPT_RECONNECT_MAX:
 			if (parse_int(optarg, 100, 3600000, &v) < 0)
 				return bad_usage(&why,
@@ -368,11 +559,49 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 				                 optarg);
 			c->session.reconnect_max_ms = (int)v;
 			break;
+		case OPT_SOCKET:
+			if (strcmp(optarg, "none") == 0) {
+				c->socket_path = NULL;
+				break;
+			}
+			if (optarg[0] != '/' || strlen(optarg) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+				return bad_usage(&why, "--socket %s: want an absolute path of at most %zu bytes, or none",
+				                 optarg, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			c->socket_path = optarg;
+			break;
+		case OPT_SOCKET_MODE: rc = parse_mode("--socket-mode", optarg, &c->socket_mode, &why); break;
+		case OPT_SOCKET_GROUP:
+			if (parse_group(optarg, &c->socket_group) < 0)
+				return bad_usage(&why, "--socket-group %s: no such group", optarg);
+			break;
+		case OPT_ALLOW:
+		case OPT_ALLOW_ENSURE:
+			rc = add_rule(c, ch == OPT_ALLOW ? "--allow" : "--allow-ensure", optarg, ch == OPT_ALLOW_ENSURE,
+			              &why);
+			break;
+		case OPT_MAX_WATCHES:
+		case OPT_MAX_PEER_SUBS:
+		case OPT_MAX_CONNECTIONS:
+			if (parse_int(optarg, 1, 1000000, &v) < 0)
+				return bad_usage(&why, "%s %s: want a count from 1 to 1000000", argv[optind - 1], optarg);
+			*(ch == OPT_MAX_WATCHES       ? &c->max_watches
+			  : ch == OPT_MAX_PEER_SUBS   ? &c->max_peer_subscriptions
+			                              : &c->max_connections) = (int)v;
+			break;
+		case OPT_LINGER:
+			if (parse_int(optarg, 0, 30 * 86400, &v) < 0)
+				return bad_usage(&why, "--linger %s: want seconds (0 to 2592000)", optarg);
+			c->linger_s = (int)v;
+			break;
+		case OPT_SUBSCRIBE_TIMEOUT:
+			if (parse_int(optarg, 1, 600000, &v) < 0)
+				return bad_usage(&why, "--subscribe-timeout %s: want milliseconds (1 to 600000)", optarg);
+			c->subscribe_timeout_ms = (int)v;
+			break;
 		case OPT_MODE:
-			v = strtol(optarg, &end, 8);
-			if (*end || end == optarg || v <= 0 || v > 0777)
-				return bad_usage(&why, "--mode %s: want octal permissions such as 0640",
-				                 optarg);
+			if ((rc = parse_mode("--mode", optarg, &c->segment.mode, &why)) < 0)
+				return rc;
+			v = (long)c->segment.mode;
 			if (v & 022)
 				return bad_usage(&why,
 				                 "--mode %s: group/other write permission (%04lo) refused: "
@@ -398,7 +627,8 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 		return bad_usage(&why, "unexpected argument \"%s\"", argv[optind]);
 	if (!c->hosts)
 		return bad_usage(&why, "missing -z HOSTS");
-	if (!c->nwatches)
-		return bad_usage(&why, "missing -f PATH");
+	if (!c->nwatches && !c->socket_path)
+		return bad_usage(&why, "nothing to serve: give -f PATH, or a control socket (not --socket none)");
+	c->demand = defaults;
 	return finish_watches(c, &why);
 }

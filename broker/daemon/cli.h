@@ -2,14 +2,8 @@
 /* cli.h - zkw-broker's command line, parsed into a configuration.
  *
  * Kept out of main.c so that it can be unit-tested and fuzzed: it never
- * exits, never prints and never allocates; every string in the result
- * points into argv.
- *
- *     zkw_cli cli;
- *     char why[512];
- *     if (zkw__cli_parse(&cli, argc, argv, why, sizeof(why)) < 0) {
- *             fprintf(stderr, "zkw-broker: %s (try --help)\n", why); return 2; }
- *     if (cli.help) { zkw__cli_usage(stdout); return 0; }
+ * exits and never prints; every string in the result points into argv; the
+ * watch and rule arrays are allocated: zkw__cli_free releases them.
  *
  * Naming: the daemon's functions shared between its .c files (and its
  * tests) are zkw__<module>_*; errors follow zkw/common.h.
@@ -26,7 +20,14 @@
 
 #include "publish/writer.h"
 
-#define ZKW_CLI_MAX_WATCHES 64
+/* Defaults of the control socket and its policy (docs/design.md, "The
+ * control socket"). */
+#define ZKW_CLI_SOCKET_MODE       0660
+#define ZKW_CLI_MAX_WATCHES       10000
+#define ZKW_CLI_MAX_PEER_SUBS     256
+#define ZKW_CLI_MAX_CONNECTIONS   1024
+#define ZKW_CLI_LINGER_S          600
+#define ZKW_CLI_SUBSCRIBE_TIMEOUT 5000 /* ms */
 
 /* One watched path and the segment it is published into. */
 typedef struct zkw_cli_watch {
@@ -37,10 +38,29 @@ typedef struct zkw_cli_watch {
 	uint64_t capacity;
 } zkw_cli_watch;
 
+/* One --allow / --allow-ensure rule. */
+typedef enum { ZKW_RULE_ANY, ZKW_RULE_UID, ZKW_RULE_GID } zkw_rule_kind;
+typedef struct zkw_cli_rule {
+	zkw_rule_kind kind;
+	uint32_t id;        /* uid or gid (names resolved at parse time) */
+	bool ensure;        /* --allow-ensure */
+	const char *prefix; /* absolute path, whole components */
+	const char *text;   /* the rule as given, for refusals ("gid:100=/app") */
+} zkw_cli_rule;
+
 typedef struct zkw_cli {
 	const char *hosts;
-	zkw_cli_watch watches[ZKW_CLI_MAX_WATCHES];
-	int nwatches;
+	zkw_cli_watch *watches; /* -f, in order */
+	int nwatches, watches_cap;
+	zkw_cli_watch demand; /* what a watch added on demand starts from (capacity) */
+	/* The control socket: path, or NULL for none (--socket none). */
+	const char *socket_path;
+	mode_t socket_mode;
+	gid_t socket_group; /* (gid_t)-1 = the broker's */
+	zkw_cli_rule *rules;
+	int nrules, rules_cap;
+	int max_watches, max_peer_subscriptions, max_connections;
+	int linger_s, subscribe_timeout_ms;
 	zkw_session_options session; /* log left NULL */
 	zkw_writer_options segment;  /* capacity, watch_path per watch */
 	bool unlink_on_exit;
@@ -64,5 +84,9 @@ typedef struct zkw_cli {
 int zkw__cli_parse(zkw_cli *cli, int argc, char **argv, char *why, size_t whylen);
 
 void zkw__cli_usage(FILE *out);
+
+/* Release what zkw__cli_parse allocated: call it after every parse, failed
+ * or not (and it may be called twice). */
+void zkw__cli_free(zkw_cli *cli);
 
 #endif

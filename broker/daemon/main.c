@@ -8,7 +8,8 @@
  * The watch library (broker/zk/) knows ZooKeeper and nothing of shared memory; the
  * writer (broker/publish/) knows the segment and nothing of ZooKeeper. This file
  * wires each watch's state changes into its writer, and owns signals, logs
- * and the command line.
+ * and the command line; control.c serves the control socket, through
+ * which workers add watches on demand (broker.h says who touches what).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,31 +27,169 @@
 
 #include <zkw_clock.h>
 
+#include "daemon/broker.h"
 #include "daemon/cli.h"
 #include "daemon/log.h"
 #include "publish/writer.h"
 
 #define STOPPED_ERROR "zkw-broker stopped"
 #define EXIT_USAGE    2 /* bad command line */
+/* File descriptors a watch holds: its segment and its broker lock file
+ * (a growth opens one more for a moment: FDS_SPARE covers it). */
+#define FDS_PER_WATCH 2
+#define FDS_SPARE     64 /* ZooKeeper, logs, the socket, epoll, growth */
 
-/* One watch at run time: its configuration and what serves it. */
-struct broker_watch {
-	const zkw_cli_watch *cfg;
-	zkw_writer *writer;
-	zkw_watch *watch;
-	/* What the log last said of it (log_state), touched only by
-	 * publish_state, which the session serialises. */
-	bool logged;
-	bool logged_valid;
-	char logged_error[ZKW_ERROR_MAX];
-	zkw__log_limit log_limit;
-};
+/* Serialises the pub_error copies between publish_state and the control
+ * thread: held for a memcpy, never while waiting. */
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
 
-struct broker {
-	zkw_cli cli;
-	struct broker_watch watches[ZKW_CLI_MAX_WATCHES];
-	int nwatches;
-};
+/* ---- the watch index --------------------------------------------------
+ *
+ * A broker may hold 10,000 watches and add them one by one from the socket:
+ * look-ups by (path, mode) and by segment name are hashed. Both live in one
+ * open-addressing table per key, rebuilt at twice the size when half full,
+ * with backward-shift deletion. Control thread (or main before/after it). */
+
+typedef struct index_table {
+	broker_watch **slot;
+	size_t cap; /* power of two, or 0 */
+	size_t used;
+} index_table;
+
+static index_table by_key, by_name;
+
+static uint64_t hash_bytes(const char *s, uint64_t h)
+{
+	/* FNV-1a: fine for a table whose keys the broker owns. */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	return h;
+}
+
+static uint64_t key_hash(const char *path, bool pointer)
+{
+	return hash_bytes(path, pointer ? 0xcbf29ce484222325ull ^ 0x5a : 0xcbf29ce484222325ull);
+}
+
+static uint64_t watch_hash(const index_table *t, const broker_watch *w)
+{
+	return t == &by_key ? key_hash(w->path, w->pointer) : hash_bytes(w->shm, 0xcbf29ce484222325ull);
+}
+
+static int index_put(index_table *t, broker_watch *w);
+
+static int index_grow(index_table *t)
+{
+	index_table old = *t;
+	size_t cap = old.cap ? old.cap * 2 : 64;
+
+	t->slot = calloc(cap, sizeof(*t->slot));
+	if (!t->slot) {
+		*t = old;
+		return -ENOMEM;
+	}
+	t->cap = cap;
+	t->used = 0;
+	for (size_t i = 0; i < old.cap; i++)
+		if (old.slot[i])
+			index_put(t, old.slot[i]);
+	free(old.slot);
+	return 0;
+}
+
+static int index_put(index_table *t, broker_watch *w)
+{
+	size_t i;
+
+	if ((t->used + 1) * 2 > t->cap && index_grow(t) < 0)
+		return -ENOMEM;
+	for (i = watch_hash(t, w) & (t->cap - 1); t->slot[i]; i = (i + 1) & (t->cap - 1))
+		;
+	t->slot[i] = w;
+	t->used++;
+	return 0;
+}
+
+static void index_del(index_table *t, broker_watch *w)
+{
+	size_t i, j, home;
+
+	if (!t->cap)
+		return;
+	for (i = watch_hash(t, w) & (t->cap - 1); t->slot[i] != w; i = (i + 1) & (t->cap - 1))
+		if (!t->slot[i])
+			return;
+	t->slot[i] = NULL;
+	t->used--;
+	/* Backward shift: pull later entries of the run into the hole when
+	 * their home slot does not lie between the hole and them. */
+	for (j = (i + 1) & (t->cap - 1); t->slot[j]; j = (j + 1) & (t->cap - 1)) {
+		home = watch_hash(t, t->slot[j]) & (t->cap - 1);
+		if (((j - home) & (t->cap - 1)) >= ((j - i) & (t->cap - 1))) {
+			t->slot[i] = t->slot[j];
+			t->slot[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+broker_watch *broker_watch_find(broker *b, const char *path, bool pointer)
+{
+	(void)b;
+	if (!by_key.cap)
+		return NULL;
+	for (size_t i = key_hash(path, pointer) & (by_key.cap - 1); by_key.slot[i]; i = (i + 1) & (by_key.cap - 1))
+		if (by_key.slot[i]->pointer == pointer && strcmp(by_key.slot[i]->path, path) == 0)
+			return by_key.slot[i];
+	return NULL;
+}
+
+broker_watch *broker_watch_by_name(broker *b, const char *name)
+{
+	(void)b;
+	if (!by_name.cap)
+		return NULL;
+	for (size_t i = hash_bytes(name, 0xcbf29ce484222325ull) & (by_name.cap - 1); by_name.slot[i];
+	     i = (i + 1) & (by_name.cap - 1))
+		if (strcmp(by_name.slot[i]->shm, name) == 0)
+			return by_name.slot[i];
+	return NULL;
+}
+
+static bool name_taken(const char *name)
+{
+	if (!by_name.cap)
+		return false;
+	for (size_t i = hash_bytes(name, 0xcbf29ce484222325ull) & (by_name.cap - 1); by_name.slot[i];
+	     i = (i + 1) & (by_name.cap - 1))
+		if (strcmp(by_name.slot[i]->shm, name) == 0)
+			return true;
+	return false;
+}
+
+/* The segment name of a watch added on demand (docs/design.md, "Lifetime
+ * of a watch added on demand"). 0 or -ENAMETOOLONG. */
+static int demand_name(char *out, size_t cap, const char *path, bool pointer)
+{
+	char base[ZKW_SHM_NAME_MAX + 1];
+	size_t n;
+
+	if (zkw_shm_default_name(base, sizeof(base), path) == 0 &&
+	    strlen(base) + (pointer ? 8 : 0) <= ZKW_SHM_NAME_MAX) {
+		snprintf(out, cap, "%s%s", base, pointer ? "@pointer" : "");
+		if (!name_taken(out))
+			return 0;
+	}
+	snprintf(base, sizeof(base), "/zkw.h%016llx", (unsigned long long)key_hash(path, pointer));
+	n = strlen(base);
+	snprintf(out, cap, "%s", base);
+	for (unsigned k = 2; name_taken(out); k++) {
+		if (n + 12 > cap)
+			return -ENAMETOOLONG;
+		snprintf(out, cap, "%s-%u", base, k);
+	}
+	return 0;
+}
 
 /* ---- publishing ------------------------------------------------------- */
 
@@ -62,7 +202,7 @@ struct broker {
  * the watch's next state, at the latest at the next reconcile. */
 #define STATE_LOG_BURST 10
 
-static void log_state(struct broker_watch *w, const zkw_publication *st)
+static void log_state(broker_watch *w, const zkw_publication *st)
 {
 	const char *error = st->error ? st->error : "";
 	bool changed;
@@ -83,11 +223,41 @@ static void log_state(struct broker_watch *w, const zkw_publication *st)
 		snprintf(more, sizeof(more), " (%u earlier change%s not logged)", missed,
 		         missed == 1 ? "" : "s");
 	if (st->valid)
-		zkw__log_printf(ZKW_LOG_INFO, "%s: valid, version %lld, %zu bytes%s%s%s", w->cfg->path,
+		zkw__log_printf(ZKW_LOG_INFO, "%s: valid, version %lld, %zu bytes%s%s%s", w->path,
 		                (long long)st->version, st->len, st->pointer && *st->pointer ? " from " : "",
 		                st->pointer ? st->pointer : "", more);
 	else
-		zkw__log_printf(ZKW_LOG_WARN, "%s: invalid: %s%s", w->cfg->path, error, more);
+		zkw__log_printf(ZKW_LOG_WARN, "%s: invalid: %s%s", w->path, error, more);
+}
+
+int broker_evaluated_fd = -1;
+
+/* What the control thread may read of w without touching the writer. */
+static void share_state(broker_watch *w, const zkw_publication *p)
+{
+	pthread_mutex_lock(&pub_lock);
+	snprintf(w->pub_error, sizeof(w->pub_error), "%s", p->valid || !p->error ? "" : p->error);
+	pthread_mutex_unlock(&pub_lock);
+	__atomic_store_n(&w->pub_valid, p->valid ? 1u : 0u, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->pub_generation, zkw_writer_generation(w->writer), __ATOMIC_RELAXED);
+	__atomic_store_n(&w->pub_capacity, zkw_writer_capacity(w->writer), __ATOMIC_RELAXED);
+	if (!p->keep_content)
+		__atomic_store_n(&w->pub_len, (uint64_t)p->len, __ATOMIC_RELAXED);
+	if (!__atomic_exchange_n(&w->pub_evaluated, 1u, __ATOMIC_RELEASE) && broker_evaluated_fd >= 0) {
+		uint64_t one = 1;
+
+		/* An eventfd: never blocks short of 2^64 - 2 wakes. */
+		if (write(broker_evaluated_fd, &one, sizeof(one)) < 0) {
+			/* the control thread also re-checks on its timer */
+		}
+	}
+}
+
+void broker_watch_error(broker_watch *w, char *buf, size_t cap)
+{
+	pthread_mutex_lock(&pub_lock);
+	snprintf(buf, cap, "%s", w->pub_error);
+	pthread_mutex_unlock(&pub_lock);
 }
 
 /* Called by the watcher, possibly on the ZooKeeper completion thread: copy
@@ -96,7 +266,7 @@ static void log_state(struct broker_watch *w, const zkw_publication *st)
  * the writer's single-writer rule needs: no lock of our own. */
 static void publish_state(void *ctx, const zkw_watch_state *st)
 {
-	struct broker_watch *w = ctx;
+	broker_watch *w = ctx;
 	zkw_publication p = {
 	        .valid = st->valid,
 	        .connected = st->connected,
@@ -116,10 +286,17 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	uint64_t capacity = zkw_writer_capacity(w->writer);
 	int rc;
 
+	/* A reconcile that found nothing changed: the confirmation time moves
+	 * (one word of the hot line), no generation, no reader woken. */
+	if (st->confirm_only && st->confirmed_ns && zkw_writer_generation(w->writer) && !w->degraded &&
+	    zkw_writer_confirm(w->writer, st->confirmed_ns) == 0) {
+		zkw__log_printf(ZKW_LOG_DEBUG, "%s: confirmed (generation %llu unchanged)", w->path,
+		                (unsigned long long)zkw_writer_generation(w->writer));
+		return;
+	}
 	rc = zkw_writer_publish(w->writer, &p);
 	if (zkw_writer_capacity(w->writer) != capacity)
-		zkw__log_printf(ZKW_LOG_INFO, "%s: segment %s grown to a capacity of %llu bytes",
-		                w->cfg->path, w->cfg->shm,
+		zkw__log_printf(ZKW_LOG_INFO, "%s: segment %s grown to a capacity of %llu bytes", w->path, w->shm,
 		                (unsigned long long)zkw_writer_capacity(w->writer));
 	if (rc == -EMSGSIZE) {
 		/* The watcher checks max_len; this is the backstop. */
@@ -137,83 +314,198 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		p.error = grow_error;
 		rc = zkw_writer_publish(w->writer, &p);
 	}
+	/* What the segment shows is not the watch's state (content too large,
+	 * no room to grow): the next confirmation publishes in full, and so
+	 * retries. */
+	w->degraded = rc != 0 || p.valid != st->valid;
 	log_state(w, &p);
+	share_state(w, &p);
 	if (rc)
-		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->cfg->path, w->cfg->shm,
-		                strerror(-rc));
+		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm, strerror(-rc));
 	else
-		zkw__log_printf(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)",
-		                w->cfg->path, (unsigned long long)zkw_writer_generation(w->writer), st->valid,
-		                st->len);
+		zkw__log_printf(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->path,
+		                (unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
 }
 
-static void stop_publishing(struct broker *b)
+/* ---- watches ---------------------------------------------------------- */
+
+static void watch_free(broker_watch *w)
 {
-	int i;
-
-	for (i = 0; i < b->nwatches; i++) {
-		struct broker_watch *w = &b->watches[i];
-		zkw_publication stopped = {.keep_content = true, .error = STOPPED_ERROR};
-
-		if (!w->writer)
-			continue;
-		zkw_writer_publish(w->writer, &stopped);
-		zkw_writer_close(w->writer, b->cli.unlink_on_exit);
-		w->writer = NULL;
-	}
+	free(w->path);
+	free(w);
 }
 
-/* 0 or -errno (logged). */
-static int open_segments(struct broker *b)
+int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+                     uint64_t capacity, broker_watch **out, char *why, size_t whylen)
 {
-	char why[512];
-	int i, rc;
+	zkw_writer_options o = b->cli.segment;
+	broker_watch *w;
+	int rc;
 
-	for (i = 0; i < b->nwatches; i++) {
-		struct broker_watch *w = &b->watches[i];
-		zkw_writer_options o = b->cli.segment;
+	*out = NULL;
+	if (b->nwatches == b->watches_cap) {
+		size_t cap = b->watches_cap ? b->watches_cap * 2 : 64;
+		broker_watch **p = realloc(b->watches, cap * sizeof(*p));
 
-		o.capacity = w->cfg->capacity;
-		o.watch_path = w->cfg->path;
-		rc = zkw_writer_open(&w->writer, w->cfg->shm, &o, why, sizeof(why));
-		if (rc < 0) {
-			zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
-			return rc;
-		}
-		if (*zkw_writer_notice(w->writer)) /* a replaced segment, a dropped snapshot */
-			zkw__log_printf(ZKW_LOG_WARN, "%s", zkw_writer_notice(w->writer));
-		zkw__log_printf(
-		        ZKW_LOG_INFO,
-		        "publishing %s%s into segment %s (capacity %llu of at most %llu, generation %llu)",
-		        w->cfg->path, w->cfg->pointer ? " (pointer)" : "", w->cfg->shm,
-		        (unsigned long long)zkw_writer_capacity(w->writer),
-		        (unsigned long long)w->cfg->capacity,
-		        (unsigned long long)zkw_writer_generation(w->writer));
+		if (!p)
+			return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
+		b->watches = p;
+		b->watches_cap = cap;
 	}
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->path = strdup(path))) {
+		free(w);
+		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
+	}
+	w->pointer = pointer;
+	w->ensure = ensure;
+	w->permanent = permanent;
+	w->capacity = capacity;
+	w->log_limit.burst = STATE_LOG_BURST;
+	if (name)
+		snprintf(w->shm, sizeof(w->shm), "%s", name);
+	else if (demand_name(w->shm, sizeof(w->shm), path, pointer) < 0) {
+		watch_free(w);
+		return zkw__errorf(why, whylen, -ENAMETOOLONG, "no free segment name for %s", path);
+	}
+	o.capacity = capacity;
+	o.watch_path = w->path;
+	rc = zkw_writer_open(&w->writer, w->shm, &o, why, whylen);
+	if (rc < 0) {
+		watch_free(w);
+		return rc;
+	}
+	if (index_put(&by_key, w) < 0 || index_put(&by_name, w) < 0) {
+		index_del(&by_key, w);
+		zkw_writer_close(w->writer, false);
+		watch_free(w);
+		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
+	}
+	__atomic_store_n(&w->pub_generation, zkw_writer_generation(w->writer), __ATOMIC_RELAXED);
+	__atomic_store_n(&w->pub_capacity, zkw_writer_capacity(w->writer), __ATOMIC_RELAXED);
+	if (*zkw_writer_notice(w->writer)) /* a replaced segment, a dropped snapshot */
+		zkw__log_printf(ZKW_LOG_WARN, "%s", zkw_writer_notice(w->writer));
+	zkw__log_printf(ZKW_LOG_INFO,
+	                "publishing %s%s into segment %s (%s; capacity %llu of at most %llu, generation %llu)",
+	                w->path, w->pointer ? " (pointer)" : "", w->shm, permanent ? "-f" : "on demand",
+	                (unsigned long long)zkw_writer_capacity(w->writer), (unsigned long long)capacity,
+	                (unsigned long long)zkw_writer_generation(w->writer));
+	w->index = b->nwatches;
+	b->watches[b->nwatches++] = w;
+	if (!permanent)
+		b->ndemand++;
+	*out = w;
 	return 0;
 }
 
-/* 0 or -errno (logged). */
-static int start_watches(struct broker *b, zkw_session *s)
+int broker_watch_start(broker *b, broker_watch *w)
 {
-	int i, rc;
+	zkw_watch_options o = {
+	        .pointer = w->pointer,
+	        .ensure = w->ensure,
+	        .max_len = w->capacity,
+	        .on_state = publish_state,
+	        .ctx = w,
+	};
+	int rc = zkw_session_watch(b->session, w->path, &o, &w->watch);
 
-	for (i = 0; i < b->nwatches; i++) {
-		struct broker_watch *w = &b->watches[i];
-		zkw_watch_options o = {
-		        .pointer = w->cfg->pointer,
-		        .ensure = w->cfg->ensure,
-		        .max_len = w->cfg->capacity,
-		        .on_state = publish_state,
-		        .ctx = w,
-		};
+	if (rc < 0)
+		zkw__log_printf(ZKW_LOG_ERROR, "cannot watch %s: %s", w->path, strerror(-rc));
+	return rc;
+}
 
-		rc = zkw_session_watch(s, w->cfg->path, &o, &w->watch);
-		if (rc < 0) {
-			zkw__log_printf(ZKW_LOG_ERROR, "cannot watch %s: %s", w->cfg->path, strerror(-rc));
-			return rc;
+/* Out of the table and the indexes; the caller frees or closes. */
+static void watch_unlink(broker *b, broker_watch *w)
+{
+	size_t i = w->index;
+
+	index_del(&by_key, w);
+	index_del(&by_name, w);
+	b->watches[i] = b->watches[--b->nwatches];
+	b->watches[i]->index = i;
+	if (!w->permanent)
+		b->ndemand--;
+}
+
+void broker_watch_remove(broker *b, broker_watch *w, const char *error)
+{
+	zkw_publication gone = {.keep_content = true, .error = error};
+
+	zkw_watch_remove(w->watch); /* no publish_state for w after this */
+	w->watch = NULL;
+	watch_unlink(b, w);
+	zkw_writer_publish(w->writer, &gone);
+	zkw_writer_close(w->writer, true); /* retired (readers see -ESTALE), then unlinked */
+	zkw__log_printf(ZKW_LOG_INFO, "%s%s: watch removed, segment %s retired (%s)", w->path,
+	                w->pointer ? " (pointer)" : "", w->shm, error);
+	watch_free(w);
+}
+
+/* At stop, after the session is closed: every segment says the broker
+ * stopped; those added on demand are retired and unlinked (their
+ * subscribers subscribe again to a new broker), the others only with
+ * --unlink-on-exit. */
+static void stop_publishing(broker *b)
+{
+	while (b->nwatches) {
+		broker_watch *w = b->watches[b->nwatches - 1];
+		zkw_publication stopped = {.keep_content = true, .error = STOPPED_ERROR};
+
+		watch_unlink(b, w);
+		zkw_writer_publish(w->writer, &stopped);
+		zkw_writer_close(w->writer, b->cli.unlink_on_exit || !w->permanent);
+		watch_free(w);
+	}
+	free(b->watches);
+	free(by_key.slot);
+	free(by_name.slot);
+}
+
+/* Descriptors: raise the soft limit to what --max-watches and
+ * --max-connections need, up to the hard limit. When the hard limit is
+ * lower, say so once and let b->fd_watch_cap (the watches it leaves room
+ * for) refuse subscriptions beyond it, by name; -EMFILE (logged) when even
+ * the -f watches do not fit. */
+static int raise_fd_limit(broker *b)
+{
+	struct rlimit rl;
+	rlim_t fixed = (rlim_t)b->cli.max_connections + FDS_SPARE;
+	rlim_t want = (rlim_t)b->cli.max_watches * FDS_PER_WATCH + fixed;
+
+	b->fd_watch_cap = (size_t)b->cli.max_watches;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		struct rlimit up = {want, want};
+
+		/* A privileged broker (CAP_SYS_RESOURCE) may raise the hard
+		 * limit itself, up to fs.nr_open; otherwise up to the hard one. */
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want && setrlimit(RLIMIT_NOFILE, &up) == 0) {
+			rl = up;
+		} else {
+			rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				getrlimit(RLIMIT_NOFILE, &rl);
 		}
 	}
+	b->fd_limit = rl.rlim_cur == RLIM_INFINITY ? 0 : (unsigned long long)rl.rlim_cur;
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return 0;
+	b->fd_watch_cap = rl.rlim_cur > fixed ? (size_t)((rl.rlim_cur - fixed) / FDS_PER_WATCH) : 0;
+	if (b->fd_watch_cap < (size_t)b->cli.nwatches) {
+		zkw__log_printf(ZKW_LOG_ERROR,
+		                "the open file limit (ulimit -Hn: %llu) is too low for %d watches (%llu descriptors "
+		                "needed): raise it (LimitNOFILE= in a systemd unit)",
+		                (unsigned long long)rl.rlim_max, b->cli.nwatches,
+		                (unsigned long long)((rlim_t)b->cli.nwatches * FDS_PER_WATCH + fixed));
+		return -EMFILE;
+	}
+	zkw__log_printf(ZKW_LOG_WARN,
+	                "the open file limit (ulimit -Hn: %llu) leaves room for %zu watches, not --max-watches %d "
+	                "(%llu descriptors needed): subscriptions beyond are refused; raise LimitNOFILE= or lower "
+	                "--max-watches",
+	                (unsigned long long)rl.rlim_max, b->fd_watch_cap, b->cli.max_watches,
+	                (unsigned long long)want);
 	return 0;
 }
 
@@ -404,53 +696,59 @@ static int wait_for_stop_signal(const sigset_t *set)
 
 int main(int argc, char **argv)
 {
-	static struct broker b;
+	static broker b;
 	char why[512] = "";
-	zkw_session *session = NULL;
 	sigset_t set;
-	int i;
+	int i, rc;
 
 	if (zkw__cli_parse(&b.cli, argc, argv, why, sizeof(why)) < 0) {
 		fprintf(stderr, "zkw-broker: %s (try --help)\n", why);
+		zkw__cli_free(&b.cli);
 		return EXIT_USAGE;
 	}
 	if (b.cli.help) {
 		zkw__cli_usage(stdout);
+		zkw__cli_free(&b.cli);
 		return 0;
 	}
 	zkw__log_verbose = b.cli.verbose;
-	b.nwatches = b.cli.nwatches;
-	for (i = 0; i < b.nwatches; i++) {
-		b.watches[i].cfg = &b.cli.watches[i];
-		b.watches[i].log_limit.burst = STATE_LOG_BURST;
-	}
 	b.cli.session.log = zkw__log_sink;
+	b.started_ms = zkw_clock_mono_ms();
 	arm_fault_injection();
 
-	/* Every thread (ZooKeeper's, the watcher's) inherits a mask with the
-	 * signals blocked; the main thread collects them with sigwaitinfo. */
+	/* Every thread (ZooKeeper's, the watcher's, the control thread)
+	 * inherits a mask with the signals blocked; the main thread collects
+	 * them with sigwaitinfo. */
 	signals_block(&set);
 
-	zkw__log_printf(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms",
-	                b.cli.hosts, b.nwatches, b.nwatches == 1 ? "" : "es",
-	                b.cli.session.session_timeout_ms);
-	if (open_segments(&b) < 0) {
-		stop_publishing(&b);
-		return 1;
+	zkw__log_printf(ZKW_LOG_INFO, "starting: ZooKeeper %s, %d watch%s, session timeout %d ms%s%s",
+	                b.cli.hosts, b.cli.nwatches, b.cli.nwatches == 1 ? "" : "es",
+	                b.cli.session.session_timeout_ms, b.cli.socket_path ? ", socket " : "",
+	                b.cli.socket_path ? b.cli.socket_path : "");
+	rc = raise_fd_limit(&b);
+	for (i = 0; i < b.cli.nwatches && rc == 0; i++) {
+		const zkw_cli_watch *c = &b.cli.watches[i];
+		broker_watch *w;
+
+		rc = broker_watch_add(&b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, &w, why,
+		                      sizeof(why));
+		if (rc < 0)
+			zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
 	}
-	if (zkw_session_open(&session, b.cli.hosts, &b.cli.session, why, sizeof(why)) < 0) {
+	if (rc == 0 && (rc = zkw_session_open(&b.session, b.cli.hosts, &b.cli.session, why, sizeof(why))) < 0)
 		zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
-		stop_publishing(&b);
-		return 1;
-	}
-	if (start_watches(&b, session) < 0) {
-		zkw_session_close(session);
-		stop_publishing(&b);
-		return 1;
-	}
-	wait_for_stop_signal(&set);
-	zkw_session_close(session); /* no publish_state after this returns */
+	for (size_t k = 0; k < b.nwatches && rc == 0; k++)
+		rc = broker_watch_start(&b, b.watches[k]);
+	if (rc == 0 && b.cli.socket_path)
+		rc = control_start(&b);
+	if (rc == 0)
+		wait_for_stop_signal(&set);
+	control_stop();             /* no watch added or removed after this */
+	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);
+	zkw__cli_free(&b.cli);
+	if (rc)
+		return 1;
 	zkw__log_printf(ZKW_LOG_INFO, "stopped%s", b.cli.unlink_on_exit ? ", segments removed" : "");
 	return 0;
 }

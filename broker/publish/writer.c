@@ -72,6 +72,7 @@ struct zkw_writer {
 	uint64_t slot_size;
 	uint32_t slot_count;
 	uint64_t generation;     /* last published */
+	uint64_t confirmed_ns;   /* last confirmation stored (hot line; 0 = none) */
 	uint64_t content_serial; /* of the last publication */
 	bool compare_content;    /* next publication compares bytes */
 	bool drop_kept;          /* the published slot failed validation: keep nothing */
@@ -326,7 +327,10 @@ static void set_watch_path(zkw_writer *w, const char *path)
 }
 
 /* Stamp this broker's identity: pid, a fresh epoch, the start time, and
- * the ABI minor this writer maintains. */
+ * the ABI minor this writer maintains. The minor goes last, with release:
+ * a reader that sees minor 2 (its acquire load at open, zkw/client.h)
+ * sees the hot line's confirmation time stored before it
+ * (take_confirmed()). */
 static void stamp_broker(zkw_writer *w)
 {
 	struct zkw_segment_ident *id = &writer_header(w)->ident;
@@ -334,7 +338,27 @@ static void stamp_broker(zkw_writer *w)
 	zkw__store32(&id->broker_pid, (uint32_t)getpid());
 	zkw__store64(&id->broker_epoch, new_epoch());
 	zkw__store64(&id->broker_started_ns, zkw__now_ns(CLOCK_REALTIME));
-	__atomic_store_n(&id->abi_minor, (uint16_t)ZKW_ABI_MINOR, __ATOMIC_RELAXED);
+	__atomic_store_n(&id->abi_minor, (uint16_t)ZKW_ABI_MINOR, __ATOMIC_RELEASE);
+}
+
+/* The last confirmation a segment holds, from what its last writer kept
+ * up: the hot line's word when that writer was of minor 2 or later (a
+ * zero there - nothing stored yet - defers to the slot), else the
+ * published slot's (an older writer leaves the word 0, or stale when it
+ * adopted a newer writer's segment). */
+static uint64_t segment_confirmed(unsigned abi_minor, uint64_t hot_confirmed, uint64_t slot_confirmed)
+{
+	if (abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED && hot_confirmed)
+		return hot_confirmed;
+	return slot_confirmed;
+}
+
+/* Make confirmed_ns this writer's, in the hot line too (before the minor
+ * is stamped: see stamp_broker()). */
+static void take_confirmed(zkw_writer *w, uint64_t confirmed_ns)
+{
+	w->confirmed_ns = confirmed_ns;
+	zkw_segment_set_confirmed(&writer_header(w)->hot, confirmed_ns);
 }
 
 /* Load, once, what a keep_content publication carries over from slot s,
@@ -439,6 +463,7 @@ static void carry_over(zkw_writer *w, int old_fd, const struct zkw_segment_heade
 		s->flags = 0; /* this broker is not connected yet */
 	zkw__store64(&writer_header(w)->hot.generation, gen);
 	w->generation = gen;
+	take_confirmed(w, segment_confirmed(old->ident.abi_minor, old->hot.confirmed_ns, s->confirmed_ns));
 }
 
 /* Mark a replaced segment retired and wake its waiters, through syscalls
@@ -663,6 +688,7 @@ static int check_header(zkw_writer *w, int fd, const struct stat *st, struct zkw
 static int adopt_segment(zkw_writer *w, char *why, size_t whylen)
 {
 	uint64_t size = zkw_segment_size(w->capacity, w->slot_count);
+	struct zkw_segment_header *h;
 	char problem[200];
 	struct kept k;
 	uint32_t i;
@@ -690,6 +716,12 @@ static int adopt_segment(zkw_writer *w, char *why, size_t whylen)
 	 * published, so make it even and let the next publish overwrite it. */
 	for (i = 0; i < w->slot_count; i++)
 		zkw_slot_write_repair(writer_slot(w, i));
+	/* The confirmation time goes on from what the last writer kept up,
+	 * into the hot line before stamp_broker() raises the minor. */
+	h = writer_header(w);
+	take_confirmed(w, segment_confirmed(__atomic_load_n(&h->ident.abi_minor, __ATOMIC_RELAXED),
+	                                    zkw__load64(&h->hot.confirmed_ns),
+	                                    zkw__load64(&writer_slot(w, w->generation)->confirmed_ns)));
 	stamp_broker(w);
 	return 0;
 }
@@ -973,6 +1005,7 @@ static int grow_segment(zkw_writer *w, uint64_t len)
 	old.ident = writer_header(w)->ident; /* only we write it */
 	old.hot.generation = w->generation;
 	old.hot.state = zkw_segment_state(&writer_header(w)->hot);
+	old.hot.confirmed_ns = w->confirmed_ns;
 	/* Left as created (no --group): keep the group the segment has. */
 	if (group == (gid_t)-1 && fstat(old_fd, &st) == 0 && st.st_gid != getegid())
 		group = st.st_gid;
@@ -1002,7 +1035,7 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 	uint32_t flags = (p->valid ? ZKW_SLOT_VALID : 0) | (p->connected ? ZKW_SLOT_CONNECTED : 0);
 	uint32_t state = ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
 	                 (p->connected ? ZKW_STATE_CONNECTED : 0);
-	uint64_t start;
+	uint64_t start, confirmed;
 	int err;
 
 	w->error[0] = '\0';
@@ -1019,6 +1052,10 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 		return -EINVAL;
 	s = writer_slot(w, gen);
 	cur = writer_slot(w, w->generation);
+	/* A publication without a confirmation of its own carries the last
+	 * one stored over - a zkw_writer_confirm()'s too, which the published
+	 * slot does not hold. */
+	confirmed = p->confirmed_ns ? p->confirmed_ns : w->confirmed_ns;
 
 	/* The seqlock's write side (zkw/segment.h): begin, relaxed payload
 	 * stores, end. */
@@ -1026,7 +1063,7 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 
 	zkw__store64(&s->generation, gen);
 	zkw__store32(&s->flags, flags);
-	zkw__store64(&s->confirmed_ns, p->confirmed_ns ? p->confirmed_ns : cur->confirmed_ns);
+	zkw__store64(&s->confirmed_ns, confirmed);
 	copy_text(s->error, &s->error_len, p->valid ? NULL : p->error, ZKW_ERROR_MAX);
 	fill_content(w, s, cur, p, gen);
 
@@ -1035,9 +1072,19 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 
 	zkw_slot_write_end(s, start);
 
-	/* State, generation, futex word, wake: the hot line of zkw/segment.h. */
+	/* Confirmation time, then state, generation, futex word, wake: the
+	 * hot line of zkw/segment.h. */
+	take_confirmed(w, confirmed);
 	zkw_segment_announce(&writer_header(w)->hot, gen, state);
 	w->generation = gen;
+	return 0;
+}
+
+int zkw_writer_confirm(zkw_writer *w, uint64_t confirmed_ns)
+{
+	if (confirmed_ns == 0)
+		return -EINVAL;
+	take_confirmed(w, confirmed_ns);
 	return 0;
 }
 

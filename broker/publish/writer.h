@@ -60,9 +60,12 @@ typedef struct zkw_publication {
 	uint64_t content_serial;
 	int64_t version;
 	int64_t mzxid;
-	const char *pointer;   /* NULL or "" when not in pointer mode */
-	const char *error;     /* NULL or "" when valid */
-	uint64_t confirmed_ns; /* 0 = keep the published one */
+	const char *pointer; /* NULL or "" when not in pointer mode */
+	const char *error;   /* NULL or "" when valid */
+	/* CLOCK_REALTIME ns of the last confirmation by ZooKeeper, stored in
+	 * the slot and the hot line; 0 = keep the last one stored (by a
+	 * publish or zkw_writer_confirm()). */
+	uint64_t confirmed_ns;
 } zkw_publication;
 
 /* Take the broker lock (/dev/shm/.zkw-lock.<name>), then create, adopt or
@@ -98,6 +101,14 @@ const char *zkw_writer_notice(const zkw_writer *w);
  * old one retired (ZKW_STATE_RETIRED, a last wake: readers reopen), then
  * the publish into the new one. Segments never shrink. */
 int zkw_writer_publish(zkw_writer *w, const zkw_publication *p);
+
+/* ZooKeeper confirmed what is published and nothing changed: store
+ * confirmed_ns (CLOCK_REALTIME ns) in the hot line's confirmation word
+ * only - no slot, no generation, no futex bump, no wake. Readers see it
+ * with one load (zkw_reader_confirmed_ns()) and in the confirmed_ns of
+ * zkw_reader_read(); readers of ABI minor 1 see it at the next publish,
+ * which carries it into the slot. 0, or -EINVAL for 0. Never blocks. */
+int zkw_writer_confirm(zkw_writer *w, uint64_t confirmed_ns);
 
 /* Capacity of a growing segment for content of len bytes (len <= max). */
 uint64_t zkw_writer_sized_capacity(uint64_t len, uint64_t max);

@@ -34,8 +34,9 @@ enum zkw__node_status {
 
 /* One watched znode: the watch's path, or (pointer mode) its target.
  * Its address is the ZooKeeper watcher context and completion context, so
- * it must stay put for the session's lifetime (it does: watches are only
- * freed after the last ZooKeeper handle is closed). */
+ * it must stay put for the session's lifetime: a removed watch is never
+ * freed, only recycled (see struct zkw_watch), and every struct is freed
+ * after the last ZooKeeper handle is closed. watch never changes. */
 struct zkw__node {
 	struct zkw_watch *watch;
 	char *path; /* "" = unused (no target yet) */
@@ -54,9 +55,31 @@ struct zkw__node {
 	int64_t mzxid;
 };
 
+/* Where a watch struct is in its life. A handle may call into a removed
+ * watch for as long as it lives: answers to requests in flight (counted,
+ * below) and ZooKeeper watchers registered with its nodes (not counted: a
+ * watcher stays registered until its node changes, and one left on an old
+ * pointer target cannot even be named). So zkw_watch_remove never frees:
+ *
+ *   ACTIVE --remove--> DRAINING --last answer in--> SPARE --watch--> ACTIVE
+ *
+ * An inactive watch ignores every answer and event (no request, no
+ * on_state); once nothing of it is in flight it becomes a spare, which the
+ * next zkw_session_watch recycles. A stale watcher that fires later on a
+ * recycled struct only re-reads when its path is the new watch's path: a
+ * harmless re-read, since content is compared. Memory is bounded by the
+ * peak number of watches; zkw_session_close frees them all. */
+enum zkw__watch_life { ZKW__WATCH_ACTIVE, ZKW__WATCH_DRAINING, ZKW__WATCH_SPARE };
+
+struct zkw__watch_list {
+	struct zkw_watch *head, *tail;
+	unsigned count;
+};
+
 struct zkw_watch {
-	struct zkw_session *session;
-	struct zkw_watch *next;
+	struct zkw_session *session;   /* never changes, even when recycled */
+	struct zkw_watch *prev, *next; /* in the list of its life stage */
+	enum zkw__watch_life life;
 	zkw_watch_options opt;
 	size_t max_len;           /* opt.max_len, 0 mapped to SIZE_MAX */
 	bool ensure_pending;      /* ensure runs once, at the first missing read */
@@ -77,6 +100,10 @@ struct zkw_watch {
 	/* Reconcile round in progress. */
 	unsigned reconcile_waiting;
 	bool force_publish; /* next evaluation calls on_state even if equal */
+	/* ensure's creates in flight (create_done's context is the watch). A
+	 * watch is idle - recyclable once removed - when this and both nodes'
+	 * outstanding (which count reconcile requests too) are 0. */
+	unsigned creates;
 };
 
 struct zkw_session {
@@ -102,7 +129,21 @@ struct zkw_session {
 	int timeout_ms;        /* the last negotiated session timeout, else the requested one */
 	unsigned reconnect_ms; /* nominal wait before the next new handle; 0 = none since connected */
 
-	struct zkw_watch *watches;
+	struct zkw__watch_list watches; /* ACTIVE, in the order they were added */
+	struct zkw__watch_list draining, spare;
+
+	/* Reconcile rotation (session.c, reconcile_step): a round walks the
+	 * watches once, one request every round_ms / planned ms. */
+	struct zkw_watch *rc_cursor; /* next watch of the round; NULL = between rounds */
+	int64_t rc_round_start;      /* CLOCK_MONOTONIC ms */
+	int64_t rc_round_ms;         /* this round's length */
+	int64_t rc_next_round;       /* when the next round starts (cursor NULL) */
+	unsigned rc_planned;         /* requests the round was planned for (>= 1) */
+	unsigned rc_sent;            /* requests sent in this round */
+	bool rc_stretch_logged;
+	/* Test hook: called for each reconcile request sent (lock held). */
+	void (*rc_hook)(void *ctx, const char *path);
+	void *rc_hook_ctx;
 
 	/* Ping: requests and answers counted per handle (answers come in order). */
 	uint64_t ping_sent, ping_answered;
@@ -115,8 +156,20 @@ struct zkw_session {
 /* watch.c: called with session->lock held. */
 void zkw__watch_read_all(struct zkw_watch *w);
 void zkw__watch_evaluate(struct zkw_watch *w);
-void zkw__watch_reconcile(struct zkw_watch *w);
+/* Send the reconcile requests of w; returns how many (0: skipped). */
+unsigned zkw__watch_reconcile(struct zkw_watch *w);
+/* What zkw__watch_reconcile would send: 1, or 2 with a pointer target. */
+unsigned zkw__watch_reconcile_cost(const struct zkw_watch *w);
 void zkw__watch_reset_handle(struct zkw_watch *w);
+/* Set w up as a new watch of path (fresh from calloc, or a spare being
+ * recycled: its buffers are reused). 0 or -ENOMEM. */
+int zkw__watch_init(struct zkw_watch *w, const char *path, const zkw_watch_options *o);
+/* Nothing of w in flight on the current handle. */
+bool zkw__watch_idle(const struct zkw_watch *w);
+/* An inactive watch has drained: drop what the handle still holds for it
+ * (its ZooKeeper watchers, locally) and its content buffers. */
+void zkw__watch_retire(struct zkw_watch *w);
+void zkw__watch_ensure(struct zkw_watch *w);
 void zkw__watch_free(struct zkw_watch *w);
 /* Store n bytes into a growable buffer (*buf of *cap bytes, *len used).
  * 0, or -ENOMEM (buffer kept). No lock needed: it touches only its args. */
@@ -125,6 +178,15 @@ int zkw__watch_buf_set(void **buf, size_t *cap, size_t *len, const void *src, si
 /* session.c */
 void zkw__session_log(struct zkw_session *s, int level, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
+/* An inactive watch just became idle: retire it to the spares. Lock held. */
+void zkw__session_watch_drained(struct zkw_watch *w);
+
+/* Test hooks (session.c). The watch structs of each life stage. */
+void zkw__session_watch_counts(struct zkw_session *s, unsigned *active, unsigned *draining, unsigned *spare);
+/* Call hook(ctx, path) for every reconcile request sent, on the control
+ * thread with the session lock held (hook NULL: off). */
+void zkw__session_set_reconcile_hook(struct zkw_session *s, void (*hook)(void *ctx, const char *path),
+                                     void *ctx);
 
 /* Test hook: drop our ZooKeeper watches on the watch's nodes locally (the
  * server still fires, the client has nobody to tell) - a missed watch, for

@@ -3,17 +3,18 @@
  *
  * Threads, and what each one runs:
  *
- *  - caller threads: zkw_session_open / _watch / _ping / _identity / _close.
- *    They take the session lock briefly; ping waits (bounded) on state_cond;
- *    open with valid_init waits (bounded) for the first connection; close
- *    joins the control thread.
+ *  - caller threads: zkw_session_open / _watch / _ping / _identity / _close,
+ *    zkw_watch_remove / _ensure. They take the session lock briefly; ping
+ *    waits (bounded) on state_cond; open with valid_init waits (bounded)
+ *    for the first connection; close joins the control thread.
  *  - the control thread (one per session, ours): creates the ZooKeeper
  *    handle, re-creates it after ZOO_EXPIRED_SESSION_STATE (zookeeper_close
  *    of the old one happens here, never in a callback), closes a handle
  *    that has not been connected for a session timeout and starts a new
  *    one after a backoff spent with no handle (control_give_up), retries a
- *    failed zookeeper_init with backoff, fires the reconcile timer, and
- *    tears the handle down at close. It never holds the lock across
+ *    failed zookeeper_init with backoff, runs the reconcile rotation (a
+ *    slice of the watches at each tick, reconcile_step), and tears the
+ *    handle down at close. It never holds the lock across
  *    zookeeper_init or zookeeper_close: both wait for ZooKeeper threads
  *    that may be waiting for the lock.
  *  - the ZooKeeper completion thread (one per handle, the client's): the
@@ -27,6 +28,7 @@
  * it held, which serialises on_state calls per session.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,8 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
 #define PING_MAX_MS    2000
+/* The reconcile rotation sends what is due at most every this often. */
+#define RECONCILE_TICK_MS 100
 /* ZooKeeper client messages forwarded per minute; the rest are counted. */
 #define ZK_LOG_BURST 20
 /* "No deadline" in the control thread's CLOCK_MONOTONIC milliseconds. */
@@ -153,11 +157,63 @@ static void registry_remove(struct zkw_session *s)
 	pthread_mutex_unlock(&registry_lock);
 }
 
+/* ----------------------------------------------------------- watch lists */
+
+static void list_append(struct zkw__watch_list *l, struct zkw_watch *w)
+{
+	w->prev = l->tail;
+	w->next = NULL;
+	if (l->tail)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+	l->count++;
+}
+
+static void list_unlink(struct zkw__watch_list *l, struct zkw_watch *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		l->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		l->tail = w->prev;
+	w->prev = w->next = NULL;
+	l->count--;
+}
+
+static void list_free(struct zkw__watch_list *l)
+{
+	struct zkw_watch *w = l->head;
+
+	while (w) {
+		struct zkw_watch *next = w->next;
+
+		zkw__watch_free(w);
+		w = next;
+	}
+	l->head = l->tail = NULL;
+	l->count = 0;
+}
+
+void zkw__session_watch_drained(struct zkw_watch *w)
+{
+	struct zkw_session *s = w->session;
+
+	list_unlink(&s->draining, w);
+	zkw__watch_retire(w);
+	w->life = ZKW__WATCH_SPARE;
+	list_append(&s->spare, w);
+}
+
 /* --------------------------------------------------------- session state */
 
 static void evaluate_all(struct zkw_session *s)
 {
-	for (struct zkw_watch *w = s->watches; w; w = w->next)
+	for (struct zkw_watch *w = s->watches.head; w; w = w->next)
 		zkw__watch_evaluate(w);
 }
 
@@ -177,9 +233,10 @@ static void session_connected(struct zkw_session *s, zhandle_t *zh)
 	snprintf(s->conn_error, sizeof s->conn_error, "%s", ZKW_ERR_CONNECTION);
 	/* Re-read everything: a change while we were away may or may not have
 	 * fired a watch; content comparison makes the re-read harmless. */
-	for (struct zkw_watch *w = s->watches; w; w = w->next)
+	for (struct zkw_watch *w = s->watches.head; w; w = w->next)
 		zkw__watch_read_all(w);
 	pthread_cond_broadcast(&s->state_cond);
+	pthread_cond_signal(&s->control_cond); /* the reconcile rotation resumes */
 }
 
 static void session_lost(struct zkw_session *s, bool expired)
@@ -251,14 +308,101 @@ static unsigned backoff_next(struct zkw_session *s, unsigned *b, unsigned first,
 	return *b / 2 + (unsigned)(jitter_rand(s) % (*b / 2 + 1));
 }
 
-/* Next reconcile: reconcile_s +-20%, so a fleet does not herd the ensemble. */
-static int64_t next_reconcile(struct zkw_session *s, int64_t now)
+/* ---------------------------------------------------- reconcile rotation
+ *
+ * Contract 11, spread and capped. A round walks the watch list once and
+ * sends each watch's exists requests (zkw__watch_reconcile), evenly spaced
+ * over the round: request k of a round of length L planned for N requests
+ * is due at start + k * L / N. L is reconcile_s +-20% (so a fleet does not
+ * herd the ensemble), stretched to N / reconcile_rate seconds (plus up to
+ * 20%) when the period is too short for the rate. A watch added meanwhile
+ * is appended to the list, so it joins this round or the next; a removed
+ * one leaves it (zkw_watch_remove moves the cursor). The control thread
+ * wakes at the next due time, or every RECONCILE_TICK_MS when requests are
+ * closer than that, and sends what is due. After a pause (disconnected, or
+ * the thread was late) the schedule slips rather than catching up in a
+ * burst, so no second ever sees much more than the rate. */
+
+/* One round's nominal length: reconcile_s +-20%, in ms. */
+static int64_t reconcile_period(struct zkw_session *s)
 {
 	uint64_t base = (uint64_t)s->opt.reconcile_s * 1000u;
 
-	if (s->opt.reconcile_s <= 0)
-		return NEVER;
-	return now + (int64_t)(base * 8 / 10 + jitter_rand(s) % (base * 4 / 10 + 1));
+	return (int64_t)(base * 8 / 10 + jitter_rand(s) % (base * 4 / 10 + 1));
+}
+
+static int64_t reconcile_due(const struct zkw_session *s)
+{
+	return s->rc_round_start + (int64_t)((uint64_t)s->rc_sent * (uint64_t)s->rc_round_ms / s->rc_planned);
+}
+
+static void reconcile_round_start(struct zkw_session *s, int64_t now)
+{
+	uint64_t planned = 0, need_ms, rate = (uint64_t)s->opt.reconcile_rate;
+	int64_t period = reconcile_period(s);
+
+	for (struct zkw_watch *w = s->watches.head; w; w = w->next)
+		planned += zkw__watch_reconcile_cost(w);
+	if (!planned) {
+		s->rc_next_round = now + period;
+		return;
+	}
+	need_ms = (planned * 1000 + rate - 1) / rate;
+	if ((int64_t)need_ms > period) {
+		if (!s->rc_stretch_logged && need_ms > (uint64_t)s->opt.reconcile_s * 1000u) {
+			zkw__session_log(
+			        s, ZKW_LOG_INFO,
+			        "reconcile: %llu requests a round at %llu a second take %.1f s, more "
+			        "than the %d s period: rounds last that long (reconcile rate)",
+			        (unsigned long long)planned, (unsigned long long)rate,
+			        (double)need_ms / 1000.0, s->opt.reconcile_s);
+			s->rc_stretch_logged = true;
+		}
+		period = (int64_t)(need_ms + jitter_rand(s) % (need_ms / 5 + 1));
+	}
+	s->rc_cursor = s->watches.head;
+	s->rc_round_start = now;
+	s->rc_round_ms = period;
+	s->rc_planned = planned > UINT_MAX ? UINT_MAX : (unsigned)planned;
+	s->rc_sent = 0;
+}
+
+/* Send the reconcile requests due by now; returns when the next are due.
+ * Lock held. */
+static int64_t reconcile_step(struct zkw_session *s, int64_t now)
+{
+	int64_t due, end;
+
+	if (s->opt.reconcile_s <= 0 || !s->connected)
+		return NEVER; /* session_connected wakes us */
+	if (!s->rc_cursor) {
+		if (now < s->rc_next_round)
+			return s->rc_next_round;
+		reconcile_round_start(s, now);
+		if (!s->rc_cursor)
+			return s->rc_next_round;
+	}
+	due = reconcile_due(s);
+	if (due < now - RECONCILE_TICK_MS) {
+		s->rc_round_start += now - RECONCILE_TICK_MS - due; /* slip, do not burst */
+		due = now - RECONCILE_TICK_MS;
+	}
+	while (s->rc_cursor && due <= now) {
+		struct zkw_watch *w = s->rc_cursor;
+
+		s->rc_cursor = w->next;
+		s->rc_sent += zkw__watch_reconcile(w);
+		due = reconcile_due(s);
+	}
+	if (!s->rc_cursor) {
+		/* Next round: one period after this one started, or one spacing
+		 * after its last request when watches added meanwhile made it
+		 * longer. */
+		end = s->rc_round_start + s->rc_round_ms;
+		s->rc_next_round = due > end ? due : end;
+		return s->rc_next_round;
+	}
+	return due > now + RECONCILE_TICK_MS ? due : now + RECONCILE_TICK_MS;
 }
 
 /* Close the current handle. Called and returns with the lock held; drops
@@ -276,9 +420,14 @@ static void control_drop_handle(struct zkw_session *s)
 	pthread_mutex_unlock(&s->lock);
 	zookeeper_close(old);
 	pthread_mutex_lock(&s->lock);
-	/* Every callback of the old handle has run (or never will). */
-	for (struct zkw_watch *w = s->watches; w; w = w->next)
+	/* Every callback of the old handle has run (or never will): removed
+	 * watches still waiting for one are done. */
+	for (struct zkw_watch *w = s->watches.head; w; w = w->next)
 		zkw__watch_reset_handle(w);
+	while (s->draining.head) {
+		zkw__watch_reset_handle(s->draining.head);
+		zkw__session_watch_drained(s->draining.head);
+	}
 	s->ping_answered = s->ping_sent;
 }
 
@@ -369,12 +518,13 @@ static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 static void *control_main(void *arg)
 {
 	struct zkw_session *s = arg;
-	int64_t retry_at = 0, reconcile_at;
+	int64_t retry_at = 0;
 
 	pthread_mutex_lock(&s->lock);
-	reconcile_at = next_reconcile(s, zkw_clock_mono_ms());
+	if (s->opt.reconcile_s > 0)
+		s->rc_next_round = zkw_clock_mono_ms() + reconcile_period(s);
 	while (!s->closing) {
-		int64_t now = zkw_clock_mono_ms(), wake = reconcile_at;
+		int64_t now = zkw_clock_mono_ms(), wake;
 		struct timespec ts;
 
 		if (s->need_handle && now >= retry_at) {
@@ -385,12 +535,9 @@ static void *control_main(void *arg)
 			control_give_up(s, now, &retry_at);
 			continue;
 		}
-		if (now >= reconcile_at) {
-			for (struct zkw_watch *w = s->watches; w && s->connected; w = w->next)
-				zkw__watch_reconcile(w);
-			reconcile_at = next_reconcile(s, now);
+		wake = reconcile_step(s, now);
+		if (wake <= now)
 			continue;
-		}
 		if (s->need_handle && retry_at < wake)
 			wake = retry_at;
 		if (s->zh && !s->connected && s->give_up_at && s->give_up_at < wake)
@@ -435,6 +582,8 @@ static int session_alloc(struct zkw_session **out, const char *hosts, const zkw_
 		s->opt.init_timeout_ms = ZKW_INIT_TIMEOUT_MS_DEFAULT;
 	if (s->opt.reconnect_max_ms <= 0)
 		s->opt.reconnect_max_ms = ZKW_RECONNECT_MAX_MS_DEFAULT;
+	if (s->opt.reconcile_rate <= 0)
+		s->opt.reconcile_rate = ZKW_RECONCILE_RATE_DEFAULT;
 	s->timeout_ms = s->opt.session_timeout_ms;
 	s->hosts = strdup(hosts);
 	if (!s->hosts) {
@@ -464,14 +613,9 @@ static int session_alloc(struct zkw_session **out, const char *hosts, const zkw_
 
 static void session_free(struct zkw_session *s)
 {
-	struct zkw_watch *w = s->watches;
-
-	while (w) {
-		struct zkw_watch *next = w->next;
-
-		zkw__watch_free(w);
-		w = next;
-	}
+	list_free(&s->watches);
+	list_free(&s->draining);
+	list_free(&s->spare);
 	pthread_cond_destroy(&s->control_cond);
 	pthread_cond_destroy(&s->state_cond);
 	pthread_mutex_destroy(&s->lock);
@@ -528,41 +672,31 @@ int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_opt
 	return 0;
 }
 
-static int watch_alloc(struct zkw_watch **out, struct zkw_session *s, const char *path,
-                       const zkw_watch_options *o)
+/* A spare struct to recycle, else a new one. Lock held (a stale watcher
+ * may be looking at a spare). NULL when out of memory. */
+static struct zkw_watch *watch_take(struct zkw_session *s)
 {
-	struct zkw_watch *w = calloc(1, sizeof *w);
+	struct zkw_watch *w = s->spare.head;
 
-	*out = NULL;
+	if (w) {
+		list_unlink(&s->spare, w);
+		return w;
+	}
+	w = calloc(1, sizeof *w);
 	if (!w)
-		return -ENOMEM;
+		return NULL;
 	w->session = s;
-	if (o)
-		w->opt = *o;
-	w->max_len = w->opt.max_len ? w->opt.max_len : SIZE_MAX;
-	w->ensure_pending = w->opt.ensure;
+	w->life = ZKW__WATCH_SPARE;
 	for (int i = 0; i < 2; i++)
 		w->node[i].watch = w;
-	w->node[0].path = strdup(path);
-	w->node[1].path = calloc(1, 1);
-	w->node[1].path_cap = 1;
-	if (!w->node[0].path || !w->node[1].path) {
-		zkw__watch_free(w);
-		return -ENOMEM;
-	}
-	w->node[0].path_cap = strlen(path) + 1;
-	snprintf(w->error, sizeof w->error, "%s", ZKW_ERR_CONNECTING);
-	w->st.pointer = w->pointer;
-	w->st.error = w->error;
-	*out = w;
-	return 0;
+	return w;
 }
 
 int zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o, zkw_watch **out)
 {
 	char check[ZKW_POINTER_MAX];
-	struct zkw_watch *w, **tail;
-	int rc;
+	struct zkw_watch *w;
+	int rc = 0;
 
 	if (out)
 		*out = NULL;
@@ -570,18 +704,74 @@ int zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options 
 	if (!s || !path || zkw_pointer_parse(path, strlen(path), check, sizeof check, NULL) < 0 ||
 	    strcmp(check, path) != 0)
 		return -EINVAL;
-	if ((rc = watch_alloc(&w, s, path, o)) < 0)
-		return rc;
 	pthread_mutex_lock(&s->lock);
-	for (tail = &s->watches; *tail; tail = &(*tail)->next)
-		;
-	*tail = w;
-	if (s->connected)
-		zkw__watch_read_all(w);
+	if (!(w = watch_take(s))) {
+		rc = -ENOMEM;
+	} else if ((rc = zkw__watch_init(w, path, o)) < 0) {
+		list_append(&s->spare, w); /* kept for later, freed at close */
+	} else {
+		w->life = ZKW__WATCH_ACTIVE;
+		list_append(&s->watches, w);
+		if (s->connected)
+			zkw__watch_read_all(w);
+		if (out)
+			*out = w;
+	}
 	pthread_mutex_unlock(&s->lock);
-	if (out)
-		*out = w;
-	return 0;
+	return rc;
+}
+
+void zkw_watch_remove(zkw_watch *w)
+{
+	struct zkw_session *s;
+
+	if (!w)
+		return;
+	s = w->session;
+	pthread_mutex_lock(&s->lock);
+	if (w->life == ZKW__WATCH_ACTIVE) {
+		if (s->rc_cursor == w)
+			s->rc_cursor = w->next;
+		list_unlink(&s->watches, w);
+		w->life = ZKW__WATCH_DRAINING;
+		list_append(&s->draining, w);
+		if (zkw__watch_idle(w))
+			zkw__session_watch_drained(w);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int zkw_watch_ensure(zkw_watch *w)
+{
+	int rc = 0;
+
+	if (!w)
+		return -EINVAL;
+	pthread_mutex_lock(&w->session->lock);
+	if (w->life == ZKW__WATCH_ACTIVE)
+		zkw__watch_ensure(w);
+	else
+		rc = -EINVAL;
+	pthread_mutex_unlock(&w->session->lock);
+	return rc;
+}
+
+void zkw__session_watch_counts(struct zkw_session *s, unsigned *active, unsigned *draining, unsigned *spare)
+{
+	pthread_mutex_lock(&s->lock);
+	*active = s->watches.count;
+	*draining = s->draining.count;
+	*spare = s->spare.count;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void zkw__session_set_reconcile_hook(struct zkw_session *s, void (*hook)(void *ctx, const char *path),
+                                     void *ctx)
+{
+	pthread_mutex_lock(&s->lock);
+	s->rc_hook = hook;
+	s->rc_hook_ctx = ctx;
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void ping_done(int rc, const struct Stat *stat, const void *ctx)

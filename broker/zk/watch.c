@@ -14,6 +14,11 @@
  * A node moves through: get (data watch) -> OK, or ZNONODE -> exists (exists
  * watch, noticed on creation) -> MISSING until the watch fires. Pointer mode
  * chains two nodes: node[0]'s data, once parsed, names node[1].
+ *
+ * A removed watch (life != ACTIVE, see internal.h) still gets the answers
+ * and events of what it left in flight: every callback here counts the
+ * answer, then drops it - no request, no on_state - and hands the watch to
+ * the spares once nothing is left (watch_settle).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -63,6 +68,19 @@ static int node_set_path(struct zkw__node *n, const char *path)
 	return rc;
 }
 
+static bool watch_active(const struct zkw_watch *w)
+{
+	return w->life == ZKW__WATCH_ACTIVE;
+}
+
+/* An answer for a removed watch came in: once it was the last one, the
+ * struct may be recycled. */
+static void watch_settle(struct zkw_watch *w)
+{
+	if (w->life == ZKW__WATCH_DRAINING && zkw__watch_idle(w))
+		zkw__session_watch_drained(w);
+}
+
 /* A request was refused before reaching the wire (no completion will come). */
 static void node_issue_failed(struct zkw__node *n, const char *what, int rc)
 {
@@ -103,13 +121,19 @@ static void node_exists(struct zkw__node *n)
 
 static void create_done(int rc, const char *value, const void *ctx)
 {
-	const struct zkw_watch *w = ctx;
+	struct zkw_watch *w = (struct zkw_watch *)ctx;
 
 	(void)value;
+	pthread_mutex_lock(&w->session->lock);
+	if (w->creates)
+		w->creates--; /* 0: answer of a torn-down handle */
 	/* Losing a creation race is success; anything else shows up as the
 	 * node staying missing, logged here with its cause. */
-	if (rc != ZOK && rc != ZNODEEXISTS && !rc_is_connection(rc))
+	if (!watch_active(w))
+		watch_settle(w);
+	else if (rc != ZOK && rc != ZNODEEXISTS && !rc_is_connection(rc))
 		zkw__session_log(w->session, ZKW_LOG_WARN, "ensure %s: %s", w->node[0].path, zerror(rc));
+	pthread_mutex_unlock(&w->session->lock);
 }
 
 /* ensure: create every prefix, then read. All in one batch: ZooKeeper
@@ -132,7 +156,8 @@ static void node_ensure(struct zkw__node *n)
 			continue;
 		memcpy(prefix, n->path, i);
 		prefix[i] = '\0';
-		zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, create_done, n->watch);
+		if (zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, create_done, n->watch) == ZOK)
+			n->watch->creates++;
 	}
 	free(prefix);
 	node_get(n);
@@ -195,9 +220,15 @@ static void data_done(int rc, const char *value, int value_len, const struct Sta
 {
 	struct zkw__node *n = (struct zkw__node *)ctx;
 	struct zkw_watch *w = n->watch;
+	bool current;
 
 	pthread_mutex_lock(&w->session->lock);
-	if (!node_answer_current(n))
+	current = node_answer_current(n);
+	if (!watch_active(w)) {
+		watch_settle(w);
+		goto out;
+	}
+	if (!current)
 		goto out;
 	n->rc = rc;
 	if (rc == ZOK) {
@@ -229,10 +260,16 @@ static void exists_done(int rc, const struct Stat *stat, const void *ctx)
 {
 	struct zkw__node *n = (struct zkw__node *)ctx;
 	struct zkw_watch *w = n->watch;
+	bool current;
 
 	(void)stat;
 	pthread_mutex_lock(&w->session->lock);
-	if (!node_answer_current(n))
+	current = node_answer_current(n);
+	if (!watch_active(w)) {
+		watch_settle(w);
+		goto out;
+	}
+	if (!current)
 		goto out;
 	if (rc == ZOK) {
 		/* Created between our get and this exists: read it now. When not
@@ -261,8 +298,11 @@ static void node_watcher(zhandle_t *zh, int type, int state, const char *path, v
 	if (type != ZOO_CHANGED_EVENT && type != ZOO_CREATED_EVENT && type != ZOO_DELETED_EVENT)
 		return;
 	pthread_mutex_lock(&s->lock);
-	/* A stale handle, or a watch left on a previous pointer target. */
-	if (zh == s->zh && !s->closing && path && n->path[0] && strcmp(path, n->path) == 0)
+	/* A removed watch, a stale handle, or a watcher left on a previous
+	 * pointer target (or by a previous life of a recycled struct: when the
+	 * path is the same, the re-read is harmless). */
+	if (watch_active(n->watch) && zh == s->zh && !s->closing && path && n->path[0] &&
+	    strcmp(path, n->path) == 0)
 		node_get(n);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -295,6 +335,9 @@ static bool node_error(const struct zkw__node *n, char *err)
 
 static void watch_publish(struct zkw_watch *w)
 {
+	/* Removed: the caller may have freed ctx. */
+	if (!watch_active(w))
+		return;
 	w->st.content = w->content ? w->content : ""; /* never NULL, even empty */
 	w->published = true;
 	w->force_publish = false;
@@ -303,7 +346,8 @@ static void watch_publish(struct zkw_watch *w)
 }
 
 /* Move the published state to (valid, connected, error); call on_state when
- * anything a reader can see changed (or a confirmation is due). */
+ * anything a reader can see changed (or a confirmation is due: then, with
+ * nothing changed, the call is confirm_only). */
 static void watch_transition(struct zkw_watch *w, bool valid, bool connected, const char *error, bool changed)
 {
 	changed |= !w->published || w->st.valid != valid || w->st.connected != connected ||
@@ -312,8 +356,10 @@ static void watch_transition(struct zkw_watch *w, bool valid, bool connected, co
 	w->st.connected = connected;
 	if (w->error != error)
 		snprintf(w->error, sizeof w->error, "%s", error);
-	if (changed || w->force_publish)
+	if (changed || w->force_publish) {
+		w->st.confirm_only = !changed;
 		watch_publish(w);
+	}
 }
 
 /* Adopt a valid content node's bytes and stat. true when something changed. */
@@ -348,6 +394,7 @@ void zkw__watch_evaluate(struct zkw_watch *w)
 	bool changed = false;
 
 	if (!s->connected || watch_has_node(w, ZKW__NODE_DISCONNECTED)) {
+		w->force_publish = false; /* nothing was confirmed */
 		watch_transition(w, false, false, s->conn_error, false);
 		return;
 	}
@@ -398,6 +445,7 @@ void zkw__watch_reset_handle(struct zkw_watch *w)
 	w->node[0].outstanding = 0;
 	w->node[1].outstanding = 0;
 	w->reconcile_waiting = 0;
+	w->creates = 0;
 }
 
 static void reconcile_done(int rc, const struct Stat *stat, const void *ctx)
@@ -407,6 +455,13 @@ static void reconcile_done(int rc, const struct Stat *stat, const void *ctx)
 	bool same;
 
 	pthread_mutex_lock(&w->session->lock);
+	if (!watch_active(w)) {
+		node_answer_current(n);
+		if (w->reconcile_waiting)
+			w->reconcile_waiting--;
+		watch_settle(w);
+		goto unlock;
+	}
 	if (!node_answer_current(n))
 		goto out; /* a newer read is in flight: it confirms instead */
 	same = (rc == ZOK && n->status == ZKW__NODE_OK && stat->mzxid == n->mzxid &&
@@ -433,29 +488,117 @@ unlock:
 	pthread_mutex_unlock(&w->session->lock);
 }
 
-static void node_reconcile(struct zkw__node *n)
+static unsigned node_reconcile(struct zkw__node *n)
 {
 	struct zkw_watch *w = n->watch;
-	int rc;
+	struct zkw_session *s = w->session;
 
-	if (!n->path[0])
-		return;
-	rc = zoo_aexists(w->session->zh, n->path, 0, reconcile_done, n);
-	if (rc != ZOK)
-		return;
+	if (!n->path[0] || zoo_aexists(s->zh, n->path, 0, reconcile_done, n) != ZOK)
+		return 0;
 	n->outstanding++;
 	w->reconcile_waiting++;
+	if (s->rc_hook)
+		s->rc_hook(s->rc_hook_ctx, n->path);
+	return 1;
 }
 
 /* A cheap check of every node (contract 11). Skipped while a read is in
  * flight: its answer is a confirmation already. */
-void zkw__watch_reconcile(struct zkw_watch *w)
+unsigned zkw__watch_reconcile(struct zkw_watch *w)
 {
+	unsigned sent;
+
 	if (w->reconcile_waiting || w->node[0].outstanding || w->node[1].outstanding)
-		return;
-	node_reconcile(&w->node[0]);
+		return 0;
+	sent = node_reconcile(&w->node[0]);
 	if (w->opt.pointer)
-		node_reconcile(&w->node[1]);
+		sent += node_reconcile(&w->node[1]);
+	return sent;
+}
+
+unsigned zkw__watch_reconcile_cost(const struct zkw_watch *w)
+{
+	return 1u + (w->opt.pointer && w->node[1].path[0]);
+}
+
+/* ------------------------------------------------------------- life cycle */
+
+int zkw__watch_init(struct zkw_watch *w, const char *path, const zkw_watch_options *o)
+{
+	/* session, prev, next, life and node[].watch belong to session.c; the
+	 * path buffers of a recycled struct are reused. */
+	if (node_set_path(&w->node[0], path) < 0 || node_set_path(&w->node[1], "") < 0)
+		return -ENOMEM;
+	w->opt = o ? *o : (zkw_watch_options){0};
+	w->max_len = w->opt.max_len ? w->opt.max_len : SIZE_MAX;
+	w->ensure_pending = w->opt.ensure;
+	w->pointer_why = NULL;
+	for (int i = 0; i < 2; i++) {
+		struct zkw__node *n = &w->node[i];
+
+		n->status = ZKW__NODE_UNKNOWN;
+		n->rc = 0;
+		n->outstanding = 0;
+		n->len = 0;
+		n->version = 0;
+		n->mzxid = 0;
+	}
+	memset(&w->st, 0, sizeof w->st);
+	w->published = false;
+	w->pointer[0] = '\0';
+	snprintf(w->error, sizeof w->error, "%s", ZKW_ERR_CONNECTING);
+	w->st.pointer = w->pointer;
+	w->st.error = w->error;
+	w->reconcile_waiting = 0;
+	w->force_publish = false;
+	w->creates = 0;
+	return 0;
+}
+
+bool zkw__watch_idle(const struct zkw_watch *w)
+{
+	return !w->node[0].outstanding && !w->node[1].outstanding && !w->creates;
+}
+
+void zkw__watch_retire(struct zkw_watch *w)
+{
+	zhandle_t *zh = w->session->zh;
+
+	for (int i = 0; i < 2; i++) {
+		struct zkw__node *n = &w->node[i];
+
+		/* Our watchers on the nodes' current paths, dropped locally so
+		 * the client does not keep (and re-arm after a reconnect) them
+		 * for nobody. Watchers left on earlier pointer targets, or whose
+		 * event is already queued, stay: node_watcher ignores them. Local
+		 * removal never waits for the server. */
+		if (zh && n->path && n->path[0])
+			(void)zoo_remove_watches(zh, n->path, ZWATCHTYPE_ANY, node_watcher, n, 1);
+		free(n->data);
+		n->data = NULL;
+		n->len = n->cap = 0;
+	}
+	free(w->content);
+	w->content = NULL;
+	w->content_cap = 0;
+	w->st.len = 0;
+}
+
+void zkw__watch_ensure(struct zkw_watch *w)
+{
+	struct zkw__node *n = &w->node[0];
+
+	w->opt.ensure = true;
+	if (n->status == ZKW__NODE_OK || n->status == ZKW__NODE_NOAUTH)
+		return; /* it exists */
+	if (n->status == ZKW__NODE_MISSING && w->session->connected) {
+		w->ensure_pending = false;
+		node_ensure(n);
+		return;
+	}
+	/* Not known yet (a read in flight, disconnected, an error): the next
+	 * read that finds it missing creates it, as at a first read. */
+	w->ensure_pending = true;
 }
 
 void zkw__watch_free(struct zkw_watch *w)

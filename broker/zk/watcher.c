@@ -51,6 +51,11 @@ static void watcher_on_state(void *ctx, const zkw_watch_state *st)
 {
 	struct zkw_watcher *w = ctx;
 
+	/* A reconcile that changed nothing: no handler could be due, so the
+	 * dispatch thread is not even woken (confirm_only is never a first
+	 * call, so first_state has been signalled already). */
+	if (st->confirm_only)
+		return;
 	pthread_mutex_lock(&w->lock);
 	w->valid = st->valid;
 	/* Out of memory: the old content stays, and the next state retries. */

@@ -12,6 +12,8 @@
  *     struct zkw_py_reader *h;
  *     char why[512];
  *     int err = zkw_py_open(&h, "/zkw.tmp.myconfig", -1, why, sizeof(why)); // 0 or -errno
+ *     // or through the broker's control socket (NULL: $ZKW_SOCKET, else the default):
+ *     err = zkw_py_subscribe(&h, NULL, "/tmp/myconfig", ZKW_SUBSCRIBE_POINTER, 0, -1, why, sizeof(why));
  *     zkw_py_meta m;
  *     int64_t n = zkw_py_read(h, &m, buf, cap);   // -ENOBUFS: m.len needed
  *     const char *e = zkw_py_error(h);            // of that read
@@ -22,6 +24,12 @@
  * bytes (8-byte aligned) per event loop, and for every snapshot asks
  * zkw_py_delivery_next() which handlers are due (ZKW_DELIVER_* bits of
  * zkw/common.h); it calls them in bit order. The rule lives in C only.
+ *
+ * Polling without a call: zkw_py_hot_layout() gives the offsets of the
+ * generation and state words in the segment's header and the state bits;
+ * a binding maps the header of zkw_py_fd() read-only itself and loads them
+ * (a mapping of its own, which it keeps alive while any thread loads from
+ * it, whatever zkw_py_close does).
  *
  * Threads: zkw_py_generation/is_valid/ping/broker_alive/capacity/wait may
  * run in several threads at once (they only read the segment); zkw_py_read
@@ -40,12 +48,13 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <linux/time_types.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define ZKW_PY_ABI 3 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
+#define ZKW_PY_ABI 4 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
 
 /* Where futex_waitv(2) (Linux 5.16) is missing, a wait sleeps on the
  * segment alone in slices this long and re-checks the shutdown word. */
@@ -72,12 +81,22 @@ struct zkw_py_reader {
 	int no_waitv;      /* the kernel lacks futex_waitv(2) (atomic: waits race) */
 };
 
+/* zkw_py_hot_layout(): header size, generation offset, state offset,
+ * ZKW_STATE_VALID, ZKW_STATE_RETIRED, ZKW_SUBSCRIBE_POINTER,
+ * ZKW_SUBSCRIBE_ENSURE. */
+#define ZKW_PY_HOT_LAYOUT_WORDS 7
+
 /* Prototypes: exported API (-Wmissing-prototypes; no public header, the
  * bindings declare them). */
 ZKW_API int zkw_py_abi(void);
 ZKW_API int zkw_py_meta_size(void);
 ZKW_API int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expected_uid, char *why,
                         size_t whylen);
+ZKW_API int zkw_py_subscribe(struct zkw_py_reader **out, const char *socket_path, const char *zk_path,
+                             unsigned flags, int timeout_ms, int64_t expected_uid, char *why, size_t whylen);
+ZKW_API int zkw_py_segment_name(const struct zkw_py_reader *h, char *out, size_t cap);
+ZKW_API int zkw_py_fd(const struct zkw_py_reader *h);
+ZKW_API void zkw_py_hot_layout(uint32_t out[ZKW_PY_HOT_LAYOUT_WORDS]);
 ZKW_API void zkw_py_shutdown(struct zkw_py_reader *h);
 ZKW_API void zkw_py_close(struct zkw_py_reader *h);
 ZKW_API uint64_t zkw_py_generation(const struct zkw_py_reader *h);
@@ -103,6 +122,41 @@ int zkw_py_meta_size(void)
 	return (int)sizeof(zkw_py_meta);
 }
 
+static void why_set(char *why, size_t whylen, const char *text)
+{
+	if (why && whylen)
+		snprintf(why, whylen, "%s", text);
+}
+
+/* A reader of the binding's own, or NULL (why says so). */
+static struct zkw_py_reader *reader_new(char *why, size_t whylen)
+{
+	struct zkw_py_reader *h = calloc(1, sizeof(*h));
+
+	why_set(why, whylen, h ? "" : "out of memory");
+	return h;
+}
+
+/* After a zkw_reader_open_ex/_subscribe_ex that returned rc: *out = h, or
+ * h freed and the cause copied into why (r->why may point into h). */
+static int reader_done(struct zkw_py_reader **out, struct zkw_py_reader *h, int rc, const char *what,
+                       char *why, size_t whylen)
+{
+	if (rc) {
+		why_set(why, whylen, h->reader.why ? h->reader.why : what);
+		zkw_reader_close(&h->reader);
+		free(h);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
+static uid_t uid_or_policy(int64_t expected_uid)
+{
+	return expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid;
+}
+
 /* Open a segment into *out; expected_uid >= 0 demands that owner,
  * expected_uid < 0 applies the reader's default owner policy
  * (zkw_reader_options.expected_uid = (uid_t)-1, see zkw/client.h). 0, or
@@ -112,28 +166,86 @@ int zkw_py_open(struct zkw_py_reader **out, const char *shm_name, int64_t expect
                 size_t whylen)
 {
 	zkw_reader_options opt;
-	struct zkw_py_reader *h = calloc(1, sizeof(*h));
-	int rc;
+	struct zkw_py_reader *h = reader_new(why, whylen);
 
 	*out = NULL;
-	if (why && whylen)
-		why[0] = '\0';
-	if (!h) {
-		if (why && whylen)
-			snprintf(why, whylen, "out of memory");
+	if (!h)
 		return -ENOMEM;
-	}
 	memset(&opt, 0, sizeof(opt));
-	opt.expected_uid = expected_uid < 0 ? (uid_t)-1 : (uid_t)expected_uid;
-	rc = zkw_reader_open_ex(&h->reader, shm_name, &opt);
-	if (rc) {
-		if (why && whylen)
-			snprintf(why, whylen, "%s", h->reader.why ? h->reader.why : "cannot open segment");
-		free(h);
-		return rc;
+	opt.expected_uid = uid_or_policy(expected_uid);
+	return reader_done(out, h, zkw_reader_open_ex(&h->reader, shm_name, &opt), "cannot open segment", why,
+	                   whylen);
+}
+
+/* Subscribe to zk_path through the broker's control socket
+ * (zkw_reader_subscribe_ex): socket_path NULL or "" means $ZKW_SOCKET, else
+ * ZKW_SOCKET_DEFAULT; flags are ZKW_SUBSCRIBE_* bits; timeout_ms <= 0 the
+ * client's default; expected_uid as in zkw_py_open (it names the broker's
+ * uid, which must own the segment). 0 or -errno, as zkw_py_open; the
+ * subscription lasts until zkw_py_close. */
+int zkw_py_subscribe(struct zkw_py_reader **out, const char *socket_path, const char *zk_path, unsigned flags,
+                     int timeout_ms, int64_t expected_uid, char *why, size_t whylen)
+{
+	zkw_subscribe_options opt;
+	struct zkw_py_reader *h = reader_new(why, whylen);
+
+	*out = NULL;
+	if (!h)
+		return -ENOMEM;
+	memset(&opt, 0, sizeof(opt));
+	opt.timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+	opt.expected_uid = uid_or_policy(expected_uid);
+	return reader_done(out, h, zkw_reader_subscribe_ex(&h->reader, socket_path, zk_path, flags, &opt),
+	                   "cannot subscribe", why, whylen);
+}
+
+/* The segment's name as /proc/self/fd shows it ("/zkw.tmp.myconfig": the
+ * /dev/shm prefix and an unlinked name's " (deleted)" dropped); informative
+ * only: a subscriber never opens it. 0 or -errno. */
+int zkw_py_segment_name(const struct zkw_py_reader *h, char *out, size_t cap)
+{
+	static const char shm_dir[] = "/dev/shm", deleted[] = " (deleted)";
+	char link[64], target[PATH_MAX];
+	const char *name = target;
+	ssize_t n;
+	size_t len;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", h->reader.fd);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return -errno;
+	target[n] = '\0';
+	len = (size_t)n;
+	if (len > sizeof(deleted) - 1 && strcmp(target + len - (sizeof(deleted) - 1), deleted) == 0)
+		target[len -= sizeof(deleted) - 1] = '\0';
+	if (strncmp(target, shm_dir, sizeof(shm_dir) - 1) == 0 && target[sizeof(shm_dir) - 1] == '/') {
+		name += sizeof(shm_dir) - 1;
+		len -= sizeof(shm_dir) - 1;
 	}
-	*out = h;
+	if (len + 1 > cap)
+		return -ENAMETOOLONG;
+	memcpy(out, name, len + 1);
 	return 0;
+}
+
+/* The segment's descriptor (read-only), owned by h: a binding may map its
+ * header, never close it. */
+int zkw_py_fd(const struct zkw_py_reader *h)
+{
+	return h->reader.fd;
+}
+
+/* What a binding needs to poll the hot line of its own mapping of the
+ * header, and the subscribe flags (ZKW_PY_HOT_LAYOUT_WORDS words). */
+void zkw_py_hot_layout(uint32_t out[ZKW_PY_HOT_LAYOUT_WORDS])
+{
+	out[0] = ZKW_HEADER_SIZE;
+	out[1] = (uint32_t)offsetof(struct zkw_segment_header, hot.generation);
+	out[2] = (uint32_t)offsetof(struct zkw_segment_header, hot.state);
+	out[3] = ZKW_STATE_VALID;
+	out[4] = ZKW_STATE_RETIRED;
+	out[5] = ZKW_SUBSCRIBE_POINTER;
+	out[6] = ZKW_SUBSCRIBE_ENSURE;
 }
 
 /* Make every zkw_py_wait on h, in flight or later, return -ECANCELED at

@@ -54,8 +54,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,12 +88,29 @@ typedef struct zkw_reader {
 	uint32_t slot_count; /* cached at open: never re-read from the */
 	uint64_t slot_size;  /* segment, so a hostile writer cannot */
 	uint64_t capacity;   /* steer a reader out of bounds */
+	uint16_t abi_minor;  /* cached at open: which hot-line words to believe */
 	/* The last open error in words: a static text, or why_buf for a
 	 * refused owner or mode. It may point into r itself: copy the text,
 	 * not the pointer, before freeing or moving r. */
 	const char *why;
 	char why_buf[256];
+	/* A reader from zkw_reader_subscribe: the connection that holds the
+	 * subscription (has_sock) and the acknowledgement page (ack, NULL
+	 * otherwise). Both are released by zkw_reader_close. */
+	bool has_sock;
+	int sock;
+	struct zkw_ack *ack;
 } zkw_reader;
+
+/* The acknowledgement page of a subscription (docs/design.md, "The control
+ * socket"): the subscriber's own 4 KiB page, which the broker only reads.
+ * zkw_reader_read stores each new generation it returns: taken_ns first,
+ * then the generation with a release store. */
+struct zkw_ack {
+	uint64_t generation; /* the last generation this subscriber took */
+	uint64_t taken_ns;   /* CLOCK_REALTIME when it took it */
+};
+#define ZKW_ACK_PAGE_SIZE 4096u
 
 typedef struct zkw_snapshot {
 	uint64_t generation;
@@ -140,7 +160,20 @@ static inline void zkw_reader_close(zkw_reader *r)
 		munmap((void *)r->base, r->map_size);
 	if (r->fd >= 0)
 		close(r->fd);
+	if (r->ack)
+		munmap(r->ack, ZKW_ACK_PAGE_SIZE);
+	if (r->has_sock)
+		close(r->sock);
 	r->base = NULL;
+	r->fd = -1;
+	r->ack = NULL;
+	r->has_sock = false;
+}
+
+/* An empty reader (what zkw_reader_close leaves behind). */
+static inline void zkw__reader_init(zkw_reader *r)
+{
+	memset(r, 0, sizeof(*r));
 	r->fd = -1;
 }
 
@@ -187,6 +220,10 @@ static inline int zkw__reader_validate(zkw_reader *r, const struct stat *st)
 	r->capacity = capacity;
 	r->slot_size = slot_size;
 	r->slot_count = slots;
+	/* Pairs with the release store of the minor in the writer's
+	 * stamp_broker(): a writer raising the minor stored the hot line's
+	 * words of that minor first. */
+	r->abi_minor = __atomic_load_n(&id->abi_minor, __ATOMIC_ACQUIRE);
 	return 0;
 }
 
@@ -220,9 +257,10 @@ static inline int zkw__owner_from_env(uid_t *uid)
 	return 0;
 }
 
-/* The trust policy (see the top of this file), on the open segment's
- * stat. 0, or -EPERM / -EINVAL with the reason in r->why_buf. */
-static inline int zkw__reader_trust(zkw_reader *r, const struct stat *st, const zkw_reader_options *opt)
+/* Is uid (the owner of what we are about to read: "segment owner" or
+ * "broker" in `what`) trusted? The policy of the top of this file: 0, or
+ * -EPERM / -EINVAL with the reason in r->why_buf. */
+static inline int zkw__reader_trust_uid(zkw_reader *r, uid_t uid, const zkw_reader_options *opt, const char *what)
 {
 	uid_t told = opt ? opt->expected_uid : (uid_t)-1;
 	bool from_env = false;
@@ -242,32 +280,64 @@ static inline int zkw__reader_trust(zkw_reader *r, const struct stat *st, const 
 			told = (uid_t)-1;
 		from_env = rc == 0;
 	}
-	trusted = told == (uid_t)-1 ? st->st_uid == 0 || st->st_uid == geteuid() : st->st_uid == told;
-	if (!trusted) {
-		zkw__uid_text(owner, sizeof(owner), st->st_uid);
-		if (told == (uid_t)-1)
-			snprintf(r->why_buf, sizeof(r->why_buf),
-			         "segment owner is %s, not root or you (uid %u): to trust it, "
-			         "set " ZKW_OWNER_ENV "=%u or pass expected_uid",
-			         owner, (unsigned)geteuid(), (unsigned)st->st_uid);
-		else if (from_env)
-			snprintf(r->why_buf, sizeof(r->why_buf),
-			         "segment owner is %s, not uid %u named by " ZKW_OWNER_ENV, owner,
-			         (unsigned)told);
-		else
-			snprintf(r->why_buf, sizeof(r->why_buf),
-			         "segment owner is %s, not the expected uid %u", owner, (unsigned)told);
-		return -EPERM;
-	}
-	if (st->st_mode & (S_IWGRP | S_IWOTH)) {
-		zkw__uid_text(owner, sizeof(owner), st->st_uid);
+	trusted = told == (uid_t)-1 ? uid == 0 || uid == geteuid() : uid == told;
+	if (trusted)
+		return 0;
+	zkw__uid_text(owner, sizeof(owner), uid);
+	if (told == (uid_t)-1)
 		snprintf(r->why_buf, sizeof(r->why_buf),
-		         "segment is writable by group or others (mode %04o, owner %s): whoever may write it "
-		         "could change what you read; refused",
-		         (unsigned)(st->st_mode & 07777), owner);
-		return -EPERM;
-	}
-	return 0;
+		         "%s is %s, not root or you (uid %u): to trust it, "
+		         "set " ZKW_OWNER_ENV "=%u or pass expected_uid",
+		         what, owner, (unsigned)geteuid(), (unsigned)uid);
+	else if (from_env)
+		snprintf(r->why_buf, sizeof(r->why_buf), "%s is %s, not uid %u named by " ZKW_OWNER_ENV, what,
+		         owner, (unsigned)told);
+	else
+		snprintf(r->why_buf, sizeof(r->why_buf), "%s is %s, not the expected uid %u", what, owner,
+		         (unsigned)told);
+	return -EPERM;
+}
+
+/* A segment no one but its owner may write. 0, or -EPERM with the reason
+ * in r->why_buf. */
+static inline int zkw__reader_trust_mode(zkw_reader *r, const struct stat *st)
+{
+	char owner[64];
+
+	if (!(st->st_mode & (S_IWGRP | S_IWOTH)))
+		return 0;
+	zkw__uid_text(owner, sizeof(owner), st->st_uid);
+	snprintf(r->why_buf, sizeof(r->why_buf),
+	         "segment is writable by group or others (mode %04o, owner %s): whoever may write it "
+	         "could change what you read; refused",
+	         (unsigned)(st->st_mode & 07777), owner);
+	return -EPERM;
+}
+
+/* The trust policy (see the top of this file), on the open segment's
+ * stat. 0, or -EPERM / -EINVAL with the reason in r->why_buf. */
+static inline int zkw__reader_trust(zkw_reader *r, const struct stat *st, const zkw_reader_options *opt)
+{
+	int err = zkw__reader_trust_uid(r, st->st_uid, opt, "segment owner");
+
+	return err ? err : zkw__reader_trust_mode(r, st);
+}
+
+/* Map r->fd (trusted already, st its stat) read-only and validate it. */
+static inline int zkw__reader_map(zkw_reader *r, const struct stat *st)
+{
+	void *map;
+
+	if (!S_ISREG(st->st_mode))
+		return zkw__reader_fail(r, -EBADMSG, "not a shared-memory segment");
+	if ((uint64_t)st->st_size < ZKW_HEADER_SIZE + 2 * (uint64_t)ZKW_SLOT_CONTENT_OFFSET)
+		return zkw__reader_fail(r, -EBADMSG, "truncated segment: smaller than a header");
+	map = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, r->fd, 0);
+	if (map == MAP_FAILED)
+		return zkw__reader_fail(r, -errno, "cannot map segment");
+	r->base = (const uint8_t *)map;
+	r->map_size = (size_t)st->st_size;
+	return zkw__reader_validate(r, st);
 }
 
 /* Open and validate a segment by name ("name" or "/name"). 0 or -errno:
@@ -280,11 +350,9 @@ static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name, const 
 {
 	char name[ZKW_SHM_NAME_MAX + 1];
 	struct stat st;
-	void *map;
 	int err;
 
-	memset(r, 0, sizeof(*r));
-	r->fd = -1;
+	zkw__reader_init(r);
 	err = zkw_shm_name(name, sizeof(name), shm_name);
 	if (err)
 		return zkw__reader_fail(r, err, "invalid segment name");
@@ -301,19 +369,362 @@ static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name, const 
 	err = zkw__reader_trust(r, &st, opt);
 	if (err)
 		return zkw__reader_fail(r, err, r->why_buf);
-	if ((uint64_t)st.st_size < ZKW_HEADER_SIZE + 2 * (uint64_t)ZKW_SLOT_CONTENT_OFFSET)
-		return zkw__reader_fail(r, -EBADMSG, "truncated segment: smaller than a header");
-	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, r->fd, 0);
-	if (map == MAP_FAILED)
-		return zkw__reader_fail(r, -errno, "cannot map segment");
-	r->base = (const uint8_t *)map;
-	r->map_size = (size_t)st.st_size;
-	return zkw__reader_validate(r, &st);
+	return zkw__reader_map(r, &st);
 }
 
 static inline int zkw_reader_open(zkw_reader *r, const char *shm_name)
 {
 	return zkw_reader_open_ex(r, shm_name, NULL);
+}
+
+/* ---- subscribe through the broker's control socket --------------------
+ *
+ * The broker's protocol is in docs/design.md ("The control socket"). A
+ * subscription asks the broker for a ZooKeeper path: it adds the watch if
+ * it has none, and hands over the segment as a read-only descriptor, so
+ * the reader never looks the name up in /dev/shm (which a container may not
+ * even see). The subscription lives as long as the reader: its connection
+ * is kept in r and closed by zkw_reader_close. */
+
+#define ZKW_SOCKET_DEFAULT    "/run/zkw/broker.sock"
+#define ZKW_SOCKET_ENV        "ZKW_SOCKET" /* overrides the default path */
+#define ZKW_SUBSCRIBE_POINTER 0x1u         /* the node holds the path of the real one */
+#define ZKW_SUBSCRIBE_ENSURE  0x2u         /* create it (empty) if missing; needs a policy rule */
+#define ZKW_SUBSCRIBE_TIMEOUT_MS_DEFAULT 15000
+#define ZKW_PROTO_LINE_MAX    4096 /* a request or an answer line, '\n' included */
+
+typedef struct zkw_subscribe_options {
+	/* The whole request, connect to answer; 0 = the default above (the
+	 * broker answers within its own --subscribe-timeout, 5 s unless set). */
+	int timeout_ms;
+	/* The broker's uid must be this one; (uid_t)-1 = the reader's policy:
+	 * ZKW_SEGMENT_OWNER if set, else root or yourself. The segment handed
+	 * over must belong to the broker's uid. */
+	uid_t expected_uid;
+} zkw_subscribe_options;
+
+/* %XX-escape src into dst (cap bytes, NUL-terminated): every byte outside
+ * '!'..'~' and '%' itself. -ENAMETOOLONG when it does not fit. */
+static inline int zkw__proto_escape(char *dst, size_t cap, const char *src)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+
+	for (; *src; src++) {
+		unsigned char c = (unsigned char)*src;
+
+		if (o + 4 > cap)
+			return -ENAMETOOLONG;
+		if (c <= ' ' || c >= 0x7f || c == '%') {
+			dst[o++] = '%';
+			dst[o++] = hex[c >> 4];
+			dst[o++] = hex[c & 15];
+		} else {
+			dst[o++] = (char)c;
+		}
+	}
+	if (o + 1 > cap)
+		return -ENAMETOOLONG;
+	dst[o] = '\0';
+	return 0;
+}
+
+/* Undo zkw__proto_escape on the word at src (up to a space or the end)
+ * into dst (cap bytes, NUL-terminated, truncated to fit; a NUL byte is
+ * kept out). Returns the number of bytes of src consumed. */
+static inline size_t zkw__proto_unescape(char *dst, size_t cap, const char *src)
+{
+	size_t i = 0, o = 0;
+
+	while (src[i] && src[i] != ' ' && src[i] != '\n') {
+		char c = src[i++];
+		int hi, lo;
+
+		if (c == '%' && src[i] && src[i + 1]) {
+			hi = src[i] >= 'A' ? (src[i] | 0x20) - 'a' + 10 : src[i] - '0';
+			lo = src[i + 1] >= 'A' ? (src[i + 1] | 0x20) - 'a' + 10 : src[i + 1] - '0';
+			if (hi >= 0 && hi < 16 && lo >= 0 && lo < 16 && (hi || lo)) {
+				c = (char)(hi << 4 | lo);
+				i += 2;
+			}
+		}
+		if (o + 1 < cap)
+			dst[o++] = c;
+	}
+	if (cap)
+		dst[o] = '\0';
+	return i;
+}
+
+/* The value of "key=" among the words of line (escaped), into dst; false
+ * when the key is absent. */
+static inline bool zkw__proto_value(const char *line, const char *key, char *dst, size_t cap)
+{
+	size_t klen = strlen(key);
+	const char *p = line;
+
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			zkw__proto_unescape(dst, cap, p + klen + 1);
+			return true;
+		}
+		while (*p && *p != ' ')
+			p++;
+	}
+	return false;
+}
+
+static inline int zkw__ms_left(const struct timespec *deadline)
+{
+	struct timespec now;
+	int64_t ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+	return ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* Read one answer line (NUL-terminated, '\n' dropped) and the descriptors
+ * that came with it (at most fds_max; others are closed). 0, -ETIMEDOUT,
+ * -ECONNRESET (the broker closed), -EPROTO (a line too long) or -errno. */
+static inline int zkw__proto_answer(int sock, char *line, size_t cap, int *fds, int fds_max, int *nfds,
+                                    const struct timespec *deadline)
+{
+	size_t len = 0;
+
+	*nfds = 0;
+	for (;;) {
+		union {
+			struct cmsghdr align;
+			char buf[CMSG_SPACE(4 * sizeof(int))];
+		} control;
+		struct iovec iov;
+		struct msghdr msg;
+		struct cmsghdr *c;
+		struct pollfd pfd;
+		ssize_t n;
+		char *nl;
+		int rc;
+
+		pfd.fd = sock;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		rc = poll(&pfd, 1, zkw__ms_left(deadline));
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc < 0)
+			return -errno;
+		if (rc == 0)
+			return -ETIMEDOUT;
+		if (len + 1 >= cap)
+			return -EPROTO;
+		/* Byte by byte up to the newline would cost a syscall each: the
+		 * broker writes one answer per request and waits for the next
+		 * request, so nothing after the newline is ours to lose. */
+		iov.iov_base = line + len;
+		iov.iov_len = cap - 1 - len;
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = control.buf;
+		msg.msg_controllen = sizeof(control.buf);
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+			const unsigned char *data;
+			size_t count, i;
+
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			data = CMSG_DATA(c);
+			count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (i = 0; i < count; i++) {
+				int fd;
+
+				memcpy(&fd, data + i * sizeof(int), sizeof(int));
+				if (*nfds < fds_max)
+					fds[(*nfds)++] = fd;
+				else
+					close(fd);
+			}
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		len += (size_t)n;
+		line[len] = '\0';
+		nl = (char *)memchr(line, '\n', len);
+		if (nl) {
+			*nl = '\0';
+			if (nl > line && nl[-1] == '\r')
+				nl[-1] = '\0';
+			return 0;
+		}
+	}
+}
+
+/* The errno an ERR answer's reason word stands for. */
+static inline int zkw__proto_errno(const char *reason)
+{
+	if (strncmp(reason, "policy", 6) == 0)
+		return -EACCES;
+	if (strncmp(reason, "limit", 5) == 0)
+		return -ENOSPC;
+	if (strncmp(reason, "usage", 5) == 0 || strncmp(reason, "path", 4) == 0)
+		return -EINVAL;
+	if (strncmp(reason, "busy", 4) == 0)
+		return -EAGAIN;
+	return -EPROTO;
+}
+
+/* Subscribe to zk_path through the broker at socket_path (NULL: $ZKW_SOCKET,
+ * else ZKW_SOCKET_DEFAULT) and open the segment it hands over into r.
+ * flags: ZKW_SUBSCRIBE_POINTER, ZKW_SUBSCRIBE_ENSURE. opt may be NULL.
+ * Once it returns 0, r reads as after zkw_reader_open (the broker answered
+ * after the watch's first evaluation: valid, or invalid with its reason),
+ * and acknowledges each generation zkw_reader_read returns (see struct
+ * zkw_ack). When a wait says -ESTALE, zkw_reader_close and subscribe again.
+ *
+ * 0 or -errno, with r->why in words: -ENOENT / -ECONNREFUSED no broker on
+ * that socket, -EPERM a broker or segment owner not trusted (as
+ * zkw_reader_open), -EACCES refused by the broker's policy, -ENOSPC a
+ * broker's cap reached, -EINVAL a bad path or flags (also refused by the
+ * broker), -ETIMEDOUT no answer in time, -EPROTO an answer not understood,
+ * and the errors of zkw_reader_open for the segment itself. Blocks for at
+ * most opt->timeout_ms. */
+static inline int zkw_reader_subscribe_ex(zkw_reader *r, const char *socket_path, const char *zk_path,
+                                          unsigned flags, const zkw_subscribe_options *opt)
+{
+	char request[ZKW_PROTO_LINE_MAX], answer[ZKW_PROTO_LINE_MAX], path[ZKW_PROTO_LINE_MAX];
+	zkw_reader_options ropt = {opt ? opt->expected_uid : (uid_t)-1};
+	struct sockaddr_un addr;
+	struct timespec deadline;
+	struct ucred cred;
+	socklen_t credlen = sizeof(cred);
+	struct stat st;
+	int fds[2], nfds = 0, sock, err, timeout_ms;
+	const char *env;
+	size_t plen, rlen;
+
+	zkw__reader_init(r);
+	timeout_ms = opt && opt->timeout_ms > 0 ? opt->timeout_ms : ZKW_SUBSCRIBE_TIMEOUT_MS_DEFAULT;
+	zkw__deadline(&deadline, timeout_ms);
+	if (!socket_path || !*socket_path) {
+		env = getuid() == geteuid() && getgid() == getegid() ? getenv(ZKW_SOCKET_ENV) : NULL;
+		socket_path = env && *env ? env : ZKW_SOCKET_DEFAULT;
+	}
+	if (!zk_path || zk_path[0] != '/' || (flags & ~(ZKW_SUBSCRIBE_POINTER | ZKW_SUBSCRIBE_ENSURE)))
+		return zkw__reader_fail(r, -EINVAL, "bad subscription: want an absolute ZooKeeper path and "
+		                                    "ZKW_SUBSCRIBE_* flags");
+	plen = strlen(socket_path);
+	if (plen >= sizeof(addr.sun_path))
+		return zkw__reader_fail(r, -ENAMETOOLONG, "socket path too long");
+	if (zkw__proto_escape(path, sizeof(path) - 64, zk_path) < 0)
+		return zkw__reader_fail(r, -ENAMETOOLONG, "ZooKeeper path too long");
+	rlen = (size_t)snprintf(request, sizeof(request), "SUBSCRIBE %s%s%s\n", path,
+	                        flags & ZKW_SUBSCRIBE_POINTER ? " pointer" : "",
+	                        flags & ZKW_SUBSCRIBE_ENSURE ? " ensure" : "");
+
+	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return zkw__reader_fail(r, -errno, "cannot create a socket");
+	r->sock = sock;
+	r->has_sock = true;
+	memset(&addr, 0, sizeof(addr));
+	addr.sun_family = AF_UNIX;
+	memcpy(addr.sun_path, socket_path, plen + 1);
+	if (connect(sock, (const struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		err = -errno;
+		snprintf(r->why_buf, sizeof(r->why_buf), "cannot connect to the broker at %.120s: %.40s%s",
+		         socket_path, strerror(-err),
+		         err == -ENOENT || err == -ECONNREFUSED ? " (is zkw-broker running with its socket?)" : "");
+		return zkw__reader_fail(r, err, r->why_buf);
+	}
+	/* The kernel says who listens; the segment must be theirs. */
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0)
+		return zkw__reader_fail(r, -errno, "cannot identify the broker (SO_PEERCRED)");
+	err = zkw__reader_trust_uid(r, cred.uid, &ropt, "broker");
+	if (err)
+		return zkw__reader_fail(r, err, r->why_buf);
+	if (send(sock, request, rlen, MSG_NOSIGNAL) != (ssize_t)rlen)
+		return zkw__reader_fail(r, errno ? -errno : -EIO, "cannot send the request to the broker");
+	err = zkw__proto_answer(sock, answer, sizeof(answer), fds, 2, &nfds, &deadline);
+	if (err) {
+		while (nfds > 0)
+			close(fds[--nfds]);
+		return zkw__reader_fail(r, err,
+		                        err == -ETIMEDOUT    ? "the broker did not answer in time"
+		                        : err == -ECONNRESET ? "the broker closed the connection"
+		                                             : "cannot read the broker's answer");
+	}
+	if (strncmp(answer, "ERR ", 4) == 0) {
+		while (nfds > 0)
+			close(fds[--nfds]);
+		snprintf(r->why_buf, sizeof(r->why_buf), "broker refused: %.200s", answer + 4);
+		return zkw__reader_fail(r, zkw__proto_errno(answer + 4), r->why_buf);
+	}
+	if (strncmp(answer, "OK", 2) != 0 || nfds < 1) {
+		while (nfds > 0)
+			close(fds[--nfds]);
+		return zkw__reader_fail(r, -EPROTO, "the broker's answer carries no segment");
+	}
+	r->fd = fds[0];
+	if (fstat(r->fd, &st) < 0) {
+		err = -errno;
+		if (nfds > 1)
+			close(fds[1]);
+		return zkw__reader_fail(r, err, "cannot stat segment");
+	}
+	if (st.st_uid != cred.uid) {
+		snprintf(r->why_buf, sizeof(r->why_buf), "segment owner uid %u is not the broker's uid %u",
+		         (unsigned)st.st_uid, (unsigned)cred.uid);
+		err = -EPERM;
+	} else {
+		err = zkw__reader_trust_mode(r, &st);
+	}
+	if (err) {
+		if (nfds > 1)
+			close(fds[1]);
+		return zkw__reader_fail(r, err, r->why_buf);
+	}
+	/* The acknowledgement page is optional: without one, nothing is acked. */
+	if (nfds > 1) {
+		struct stat ast;
+
+		if (fstat(fds[1], &ast) == 0 && S_ISREG(ast.st_mode) && ast.st_size >= (off_t)ZKW_ACK_PAGE_SIZE) {
+			void *page = mmap(NULL, ZKW_ACK_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+
+			if (page != MAP_FAILED)
+				r->ack = (struct zkw_ack *)page;
+		}
+		close(fds[1]);
+	}
+	return zkw__reader_map(r, &st);
+}
+
+static inline int zkw_reader_subscribe(zkw_reader *r, const char *socket_path, const char *zk_path, unsigned flags)
+{
+	return zkw_reader_subscribe_ex(r, socket_path, zk_path, flags, NULL);
+}
+
+/* Report that this subscriber took generation gen (zkw_reader_read does it
+ * for you): one store into its own page, read by the broker for
+ * `zkw-inspect --readers`. A reader without a subscription has no page:
+ * nothing happens. */
+static inline void zkw_reader_ack(const zkw_reader *r, uint64_t gen)
+{
+	struct timespec now;
+
+	if (!r->ack || __atomic_load_n(&r->ack->generation, __ATOMIC_RELAXED) == gen)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	__atomic_store_n(&r->ack->taken_ns, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
+	                 __ATOMIC_RELAXED);
+	__atomic_store_n(&r->ack->generation, gen, __ATOMIC_RELEASE);
 }
 
 /* ---- poll ------------------------------------------------------------- */
@@ -387,6 +798,47 @@ static inline uint64_t zkw_reader_capacity(const zkw_reader *r)
 	return r->capacity;
 }
 
+/* The published slot's confirmation time, through the seqlock: for
+ * segments of writers before ABI minor 2. After ZKW_READ_RETRIES laps,
+ * the last value loaded (a real confirmation, of a neighbouring
+ * generation). */
+static inline uint64_t zkw__slot_confirmed_ns(const zkw_reader *r)
+{
+	uint64_t confirmed = 0;
+	int tries;
+
+	for (tries = 0; tries < ZKW_READ_RETRIES; tries++) {
+		uint64_t gen = zkw_reader_generation(r);
+		const struct zkw_slot *s = zkw_segment_slot(r->base, r->slot_size, r->slot_count, gen);
+		uint64_t seq0 = zkw_slot_read_begin(s), slot_gen;
+
+		if (!(seq0 & 1)) {
+			slot_gen = zkw__load64(&s->generation);
+			confirmed = zkw__load64(&s->confirmed_ns);
+			if (!zkw_slot_read_retry(s, seq0) && slot_gen == gen)
+				break;
+		}
+		zkw__cpu_relax();
+	}
+	return confirmed;
+}
+
+/* CLOCK_REALTIME ns of the last confirmation by ZooKeeper that what is
+ * published is current (0 = never). One load of the hot line on a segment
+ * of ABI minor 2 or later, whose broker stores it at every publish and
+ * also when a reconcile finds nothing changed - that moves no generation
+ * and wakes nobody, so poll this for freshness. On an older broker's
+ * segment, the published slot's value, through the seqlock. The minor is
+ * the one seen at open: reopen to follow a broker upgrade (until then the
+ * slot is read, still right) or a downgrade (until then the value stays
+ * at the newer broker's last confirmation). */
+static inline uint64_t zkw_reader_confirmed_ns(const zkw_reader *r)
+{
+	if (r->abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED)
+		return zkw_segment_confirmed_ns(&zkw__header(r)->hot);
+	return zkw__slot_confirmed_ns(r);
+}
+
 /* ---- read ------------------------------------------------------------- */
 
 static inline void zkw__copy_text(char *dst, const char *src, uint32_t len, uint32_t max)
@@ -450,9 +902,19 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
 		m->generation = gen;
 		m->valid = (flags & ZKW_SLOT_VALID) != 0;
 		m->connected = (flags & ZKW_SLOT_CONNECTED) != 0;
+		if (r->abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED) {
+			/* A confirmation alone moves only the hot line:
+			 * report the newer. */
+			uint64_t confirmed = zkw_segment_confirmed_ns(&zkw__header(r)->hot);
+
+			if (confirmed > m->confirmed_ns)
+				m->confirmed_ns = confirmed;
+		}
 		m->len = (size_t)len;
 		if (len > cap)
 			return -ENOBUFS;
+		if (r->ack)
+			zkw_reader_ack(r, gen);
 		return (ssize_t)len;
 	}
 	return -EAGAIN;

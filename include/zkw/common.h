@@ -55,6 +55,9 @@ extern "C" {
 /* Longest pointer target, including the terminating NUL. */
 #define ZKW_POINTER_MAX 1024
 /* Longest error text, including the terminating NUL (longer ones are cut). */
+/* The release this tree is (broker --version, the control socket's HELLO). */
+#define ZKW_VERSION "0.12.0"
+
 #define ZKW_ERROR_MAX 1280
 
 /* The failure path of the convention, for zkw's own sources: the reason

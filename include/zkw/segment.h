@@ -9,7 +9,8 @@
  *   | sizes, pid, epoch)      |
  *   +-------------------------+ 64
  *   | hot line: generation,   |    written at every publish
- *   | futex word, state       |
+ *   | futex word, state,      |    (confirmed_ns also at a
+ *   | confirmed_ns            |    confirmation alone)
  *   +-------------------------+ 128
  *   | watched path            |    informational
  *   +-------------------------+ ZKW_HEADER_SIZE
@@ -40,7 +41,8 @@
  * seqlock of a slot (zkw_slot_read_begin/_retry, zkw_slot_write_begin/_end),
  * the one slot accessor (zkw_segment_slot), the one payload copy
  * (zkw_payload_load/_store) and the hot line (zkw_segment_announce, paired
- * with zkw_segment_generation/_state/_futex_word). zkw/client.h is the
+ * with zkw_segment_generation/_state/_futex_word; zkw_segment_set_confirmed
+ * with zkw_segment_confirmed_ns). zkw/client.h is the
  * reader built on them; broker/publish/writer.c is the writer.
  */
 #ifndef ZKW_SEGMENT_H
@@ -67,7 +69,7 @@ extern "C" {
 
 #define ZKW_SEGMENT_MAGIC 0x31474553574b5a7fULL /* "\x7fZKWSEG1" little-endian */
 #define ZKW_ABI_MAJOR     1u                    /* incompatible layout change: readers refuse */
-#define ZKW_ABI_MINOR     1u                    /* compatible additions: readers accept newer */
+#define ZKW_ABI_MINOR     2u                    /* compatible additions: readers accept newer */
 
 #define ZKW_CACHELINE        64u
 #define ZKW_SLOT_COUNT       2u              /* slots this writer creates */
@@ -119,8 +121,17 @@ struct zkw_segment_hot {
 	uint64_t generation; /* last published; release store by the writer */
 	uint32_t futex;      /* bumped after each publish; FUTEX_WAKE all */
 	uint32_t state;      /* ZKW_STATE_* */
-	uint8_t pad_[ZKW_CACHELINE - 16];
+	/* ABI minor 2: CLOCK_REALTIME ns of the last confirmation by
+	 * ZooKeeper, stored at every publish (the published slot's value) and
+	 * by a confirmation that changes nothing else (no generation, no
+	 * wake). Believe it only when ident.abi_minor >= 2: an older writer
+	 * leaves it 0, or stale when it adopted a newer writer's segment. */
+	uint64_t confirmed_ns;
+	uint8_t pad_[ZKW_CACHELINE - 24];
 };
+
+/* The first ABI minor whose writers keep zkw_segment_hot.confirmed_ns. */
+#define ZKW_ABI_MINOR_HOT_CONFIRMED 2u
 
 #define ZKW_HEADER_SIZE 2048u
 struct zkw_segment_header {
@@ -167,6 +178,8 @@ ZKW_STATIC_ASSERT(offsetof(struct zkw_segment_header, hot) == ZKW_CACHELINE, "ho
 ZKW_STATIC_ASSERT(offsetof(struct zkw_segment_header, hot.generation) == 64, "gen");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_segment_header, hot.futex) == 72, "futex");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_segment_header, hot.state) == 76, "state");
+ZKW_STATIC_ASSERT(offsetof(struct zkw_segment_header, hot.confirmed_ns) == 80, "confirmed");
+ZKW_STATIC_ASSERT(sizeof(struct zkw_segment_hot) == ZKW_CACHELINE, "hot line size");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_segment_header, watch_path) == 136, "path");
 ZKW_STATIC_ASSERT(sizeof(struct zkw_segment_header) == ZKW_HEADER_SIZE, "header");
 ZKW_STATIC_ASSERT(offsetof(struct zkw_slot, generation) == 8, "slot");
@@ -458,7 +471,9 @@ ZKW__ALWAYS_INLINE void zkw_payload_store(void *segment_dst, const void *src, si
  * announces a publish by storing the state, then the generation, then
  * bumping the futex word and waking every waiter. A waiter loads the word
  * before the generation, and the kernel compares the word again before
- * sleeping, so no wakeup is missed. */
+ * sleeping, so no wakeup is missed. The confirmation time (minor 2) is
+ * stored before the generation at a publish, and alone when ZooKeeper
+ * confirms what is published: then nobody is woken. */
 
 /* The last published generation: one acquire load. Pairs with the release
  * store in zkw_segment_announce(): a reader that sees generation g sees
@@ -499,6 +514,25 @@ static inline int zkw_segment_futex_wait(const struct zkw_segment_hot *hot, uint
 ZKW__ALWAYS_INLINE void zkw_segment_set_state(struct zkw_segment_hot *hot, uint32_t state)
 {
 	__atomic_store_n(&hot->state, state, __ATOMIC_RELEASE);
+}
+
+/* The last confirmation by ZooKeeper (CLOCK_REALTIME ns; 0 = none), on a
+ * segment whose ident.abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED: one load.
+ * A lone timestamp, nothing is read through it, so relaxed suffices; a
+ * reader that acquired generation g (zkw_segment_generation) sees at
+ * least the value stored before g was announced. */
+ZKW__ALWAYS_INLINE uint64_t zkw_segment_confirmed_ns(const struct zkw_segment_hot *hot)
+{
+	return __atomic_load_n(&hot->confirmed_ns, __ATOMIC_RELAXED);
+}
+
+/* Writer: store the confirmation time. At a publish it goes before
+ * zkw_segment_announce(), whose release store of the generation orders it;
+ * alone (a confirmation that changes nothing) it moves no generation and
+ * wakes nobody: pollers see it at their next load. */
+ZKW__ALWAYS_INLINE void zkw_segment_set_confirmed(struct zkw_segment_hot *hot, uint64_t confirmed_ns)
+{
+	__atomic_store_n(&hot->confirmed_ns, confirmed_ns, __ATOMIC_RELAXED);
 }
 
 /* Writer: bump the futex word and wake every waiter. The release increment

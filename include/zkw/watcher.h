@@ -12,8 +12,10 @@
  *         if (zkw_session_open(&s, "127.0.0.1:2181", NULL, why, sizeof why) < 0)
  *                 fail(why);
  *         zkw_watch_options o = { .on_state = publish, .ctx = seg };
- *         int rc = zkw_session_watch(s, "/tmp/myconfig", &o, NULL);   // 0 or -errno
+ *         zkw_watch *w;
+ *         int rc = zkw_session_watch(s, "/tmp/myconfig", &o, &w);     // 0 or -errno
  *         ...
+ *         zkw_watch_remove(w);           // optional: no callback of w after this
  *         zkw_session_close(s);          // no callback after this returns
  *
  *  2. zkw_watcher: the seed's ZookeeperWatcher class in C (one path, three
@@ -52,6 +54,7 @@ extern "C" {
 #define ZKW_SESSION_TIMEOUT_MS_DEFAULT 10000 /* asked of the server, which clamps it */
 #define ZKW_INIT_TIMEOUT_MS_DEFAULT    5000  /* valid_init: wait this long for a server */
 #define ZKW_RECONCILE_S_DEFAULT        60    /* from zkw_session_options_init */
+#define ZKW_RECONCILE_RATE_DEFAULT     50    /* reconcile exists requests a second */
 #define ZKW_RECONNECT_MAX_MS_DEFAULT   60000 /* longest wait between new sessions */
 
 /* Log levels of zkw_session_options.log (same order as syslog's idea). */
@@ -87,10 +90,11 @@ typedef struct zkw_session_options {
 	 * returns at once and connects in the background with backoff. */
 	bool valid_init;
 	int init_timeout_ms; /* 0 = ZKW_INIT_TIMEOUT_MS_DEFAULT; only with valid_init */
-	/* Periodic reconcile (contract 11): every reconcile_s seconds +-20%,
-	 * a cheap exists() per watched node; re-read only when it changed.
-	 * 0 = off. zkw_session_options_init (and opt == NULL) give
-	 * ZKW_RECONCILE_S_DEFAULT. */
+	/* Periodic reconcile (contract 11): a cheap exists() per watched node,
+	 * each node once a round; re-read only when it changed. A round lasts
+	 * reconcile_s seconds +-20%, its requests spread evenly over it (never
+	 * all watches at once). 0 = off. zkw_session_options_init (and
+	 * opt == NULL) give ZKW_RECONCILE_S_DEFAULT. */
 	int reconcile_s;
 	/* Log sink for the session's own events and, rate-limited, the
 	 * ZooKeeper client's messages (>= WARN). Called from any thread, must
@@ -106,6 +110,11 @@ typedef struct zkw_session_options {
 	 * first, doubling up to reconnect_max_ms, each wait drawn from [b/2, b];
 	 * a connection resets b. 0 = ZKW_RECONNECT_MAX_MS_DEFAULT. */
 	int reconnect_max_ms;
+	/* The most reconcile exists requests a second (a pointer watch sends
+	 * two). When a round's requests do not fit in reconcile_s at this
+	 * rate, the round stretches to what the rate allows (+ up to 20%
+	 * jitter), said once in the log at INFO. 0 = ZKW_RECONCILE_RATE_DEFAULT. */
+	int reconcile_rate;
 } zkw_session_options;
 
 /* The whole state of one watch, handed to on_state. Pointers are valid
@@ -121,6 +130,11 @@ typedef struct zkw_watch_state {
 	const char *pointer;     /* "" unless pointer mode: parsed target path */
 	const char *error;       /* "" when valid */
 	uint64_t confirmed_ns;   /* CLOCK_REALTIME ns, last confirmation by ZooKeeper; 0 = never */
+	/* A reconcile found every node of the watch unchanged: this call only
+	 * moves confirmed_ns, every other field equals the previous call's
+	 * (content bytes included). A publisher may refresh its confirmed-at
+	 * time without announcing anything new. Never true on a first call. */
+	bool confirm_only;
 } zkw_watch_state;
 
 typedef struct zkw_watch_options {
@@ -128,7 +142,8 @@ typedef struct zkw_watch_options {
 	bool ensure;    /* create path (and parents) empty if missing at the first read */
 	size_t max_len; /* content limit in bytes; 0 = no limit */
 	/* Called for every change of state (valid, connected, content, version,
-	 * mzxid, pointer, error) and on each reconcile confirmation.
+	 * mzxid, pointer, error) and on each reconcile confirmation (with
+	 * confirm_only when nothing else changed).
 	 *
 	 * Runs on the ZooKeeper completion thread (or the session's control
 	 * thread), with the session's lock held: calls for one session never
@@ -159,11 +174,32 @@ ZKW_API int zkw_session_open(zkw_session **out, const char *hosts, const zkw_ses
                              char *errbuf, size_t errlen);
 
 /* Watch path (relative to the chroot, if any). Works before or after the
- * session connects. The watch lives until zkw_session_close. o is copied;
- * o may be NULL and o->on_state may be NULL. 0 with the watch in *out
- * (out may be NULL), or -EINVAL (s NULL, or path is not a valid absolute
- * ZooKeeper path: the rules of zkw_pointer_parse, untrimmed) or -ENOMEM. */
+ * session connects, from any thread but on_state. The watch lives until
+ * zkw_watch_remove or zkw_session_close. o is copied; o may be NULL and
+ * o->on_state may be NULL. 0 with the watch in *out (out may be NULL), or
+ * -EINVAL (s NULL, or path is not a valid absolute ZooKeeper path: the
+ * rules of zkw_pointer_parse, untrimmed) or -ENOMEM. */
 ZKW_API int zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options *o, zkw_watch **out);
+
+/* Remove one watch while its session runs. When it returns, no on_state of
+ * w is running and none will ever start: its ctx may be freed at once.
+ * Requests of w still in flight and ZooKeeper watchers still registered
+ * for it are answered into a retired struct that ignores them; the struct
+ * is recycled by a later zkw_session_watch (which may return the same
+ * address) and freed by zkw_session_close, so memory stays bounded by the
+ * peak number of watches. w must not be used after this (not even removed
+ * again). NULL is a no-op. Takes the session lock: never call it from
+ * on_state (it would deadlock), nor concurrently with zkw_session_close. */
+ZKW_API void zkw_watch_remove(zkw_watch *w);
+
+/* Turn ensure on for a running watch (as zkw_watch_options.ensure at
+ * creation): if the watched node (the pointer node itself, in pointer
+ * mode) is missing now, create it and its parents with empty data; if its
+ * state is not known yet (first read in flight, disconnected), the next
+ * read that finds it missing does. A node that exists is left alone, and
+ * one deleted later is not re-created. 0, or -EINVAL when w is NULL.
+ * Never from on_state. */
+ZKW_API int zkw_watch_ensure(zkw_watch *w);
 
 /* Connection alive: connected, and a round trip to the server (exists "/")
  * answers within min(session timeout / 3, 2 s). Blocks the caller for at

@@ -24,7 +24,8 @@
 static void fuzz_cli_check_ok(const zkw_cli *c)
 {
 	FUZZ_CHECK(c->hosts != NULL, "hosts given");
-	FUZZ_CHECK(c->nwatches >= 1 && c->nwatches <= ZKW_CLI_MAX_WATCHES, "watch count in range");
+	FUZZ_CHECK((c->nwatches >= 1 || c->socket_path) && c->nwatches <= c->max_watches,
+	           "something to serve, within --max-watches");
 	for (int i = 0; i < c->nwatches; i++) {
 		const zkw_cli_watch *w = &c->watches[i];
 		char again[ZKW_SHM_NAME_MAX + 1];
@@ -84,9 +85,11 @@ static int fuzz_cli(const uint8_t *data, size_t size)
 	}
 	if (rc == 0 && !help)
 		fuzz_cli_check_ok(&cli);
+	zkw__cli_free(&cli);
 	/* Parsing twice gives the same answer (getopt state is reset). */
 	FUZZ_CHECK(zkw__cli_parse(&cli, argc, argv2, why, sizeof(why)) == rc && cli.help == help,
 	           "parse is repeatable");
+	zkw__cli_free(&cli);
 	free(copy);
 	return 0;
 }

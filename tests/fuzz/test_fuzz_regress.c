@@ -124,10 +124,14 @@ static void test_capacity_suffix_overflow_refused(void **state)
 	(void)state;
 	assert_int_equal(zkw__cli_parse(&cli, 7, big, why, sizeof(why)), -EINVAL);
 	assert_non_null(strstr(why, "--capacity"));
+	zkw__cli_free(&cli);
 	assert_int_equal(zkw__cli_parse(&cli, 7, bigm, why, sizeof(why)), -EINVAL);
+	zkw__cli_free(&cli);
 	assert_int_equal(zkw__cli_parse(&cli, 7, over, why, sizeof(why)), -EINVAL);
+	zkw__cli_free(&cli);
 	assert_int_equal(zkw__cli_parse(&cli, 7, max, why, sizeof(why)), 0);
 	assert_int_equal(cli.watches[0].capacity, 256u * 1024 * 1024);
+	zkw__cli_free(&cli);
 }
 
 int main(void)

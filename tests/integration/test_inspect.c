@@ -374,6 +374,60 @@ static void test_json_report_parses_with_the_right_values(void **state)
 	zkw_writer_close(w, true);
 }
 
+/* The hot line's confirmation time (ABI minor 2): a confirmation alone
+ * moves it, and "confirmed" shows the newer of it and the slot's; on an
+ * older broker's segment (minor 1) it is "not kept" and the slot's is
+ * shown. 1700000000 s is 2023-11-14T22:13:20Z. */
+static void test_confirmation_time_shown_from_the_hot_line(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = segtest_open_writer(name, 8192);
+	zkw_publication p = {.valid = true,
+	                     .connected = true,
+	                     .content = "x",
+	                     .len = 1,
+	                     .content_serial = 1,
+	                     .confirmed_ns = 1700000000ull * 1000000000u};
+	struct zkw_segment_header *h;
+	struct run r;
+	int fd;
+
+	(void)state;
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	assert_int_equal(zkw_writer_confirm(w, 1700000100ull * 1000000000u + 500000000u), 0);
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report after a confirmation");
+	expect_contains(r.out.data, "confirmed        2023-11-14T22:15:00.500Z", "newest confirmation");
+	expect_contains(r.out.data, "hot confirmed    2023-11-14T22:15:00.500Z", "hot line");
+	run_free(&r);
+	run_inspect(&r, name, "--json", NULL);
+	expect_exit(&r, 0, "--json after a confirmation");
+	expect_json(r.out.data, "{\"generation\": 1, \"confirmed_ns\": 1700000100500000000,"
+	                        " \"hot_confirmed_ns\": 1700000100500000000}");
+	run_free(&r);
+	zkw_writer_close(w, false);
+
+	/* What an older broker leaves: minor 1, a word it does not keep. */
+	fd = shm_open(name, O_RDWR, 0);
+	assert_true(fd >= 0);
+	h = mmap(NULL, ZKW_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	h->ident.abi_minor = 1;
+	h->hot.confirmed_ns = 1800000000ull * 1000000000u;
+	munmap(h, ZKW_HEADER_SIZE);
+	close(fd);
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report, minor 1");
+	expect_contains(r.out.data, "confirmed        2023-11-14T22:13:20.000Z", "slot's confirmation");
+	expect_contains(r.out.data, "hot confirmed    not kept (a broker of ABI minor 1", "minor 1");
+	run_free(&r);
+	run_inspect(&r, name, "--json", NULL);
+	expect_exit(&r, 0, "--json, minor 1");
+	expect_json(r.out.data,
+	            "{\"abi_minor\": 1, \"confirmed_ns\": 1700000000000000000, \"hot_confirmed_ns\": null}");
+	run_free(&r);
+}
+
 static void test_content_is_written_raw_and_exact(void **state)
 {
 	const char *name = new_name();
@@ -894,6 +948,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_teardown(test_text_report_shows_every_field, unlink_names),
 	        cmocka_unit_test_teardown(test_json_report_parses_with_the_right_values, unlink_names),
+	        cmocka_unit_test_teardown(test_confirmation_time_shown_from_the_hot_line, unlink_names),
 	        cmocka_unit_test_teardown(test_content_is_written_raw_and_exact, unlink_names),
 	        cmocka_unit_test_teardown(test_missing_corrupt_and_forbidden_segments_fail, unlink_names),
 	        cmocka_unit_test_teardown(test_bad_usage_exits_2_and_help_exits_0, unlink_names),

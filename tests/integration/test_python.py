@@ -11,6 +11,7 @@ failure, not a skip.
 """
 
 import atexit
+import errno
 import logging
 import mmap
 import os
@@ -68,6 +69,9 @@ if "ZKW_PY_PRELOADED" in CHILD_ENV:
     CHILD_ENV["LD_PRELOAD"] = CHILD_ENV.pop("ZKW_PY_ORIG_LD_PRELOAD", "")
     if not CHILD_ENV["LD_PRELOAD"]:
         del CHILD_ENV["LD_PRELOAD"]
+# A broker listens on no control socket (the default, /run/zkw/broker.sock,
+# is one per host) unless a test gives it --socket.
+CHILD_ENV["ZKW_SOCKET"] = "none"
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 import zkw  # noqa: E402
 
@@ -157,6 +161,12 @@ class Events(object):
                                      % (n, timeout, self.calls))
             return list(self.calls)
 
+    def wait_for(self, pred, what, timeout=WAIT_S):
+        with self.cond:
+            if not self.cond.wait_for(lambda: pred(self.calls), timeout):
+                raise AssertionError("expected %s within %.0f s, got %r" % (what, timeout, self.calls))
+            return list(self.calls)
+
     def snapshot(self):
         with self.cond:
             return list(self.calls)
@@ -226,7 +236,9 @@ class BrokerTest(unittest.TestCase):
         return w
 
     def wait_content(self, r, want, timeout=WAIT_S):
-        """Wait (on the segment's futex) until r shows valid content want."""
+        """Wait (on the segment's futex) until r shows valid content want.
+        A segment that grows is replaced (retired): then its name is
+        opened again, and waited on."""
         deadline = time.monotonic() + timeout
         while True:
             seen = r.generation
@@ -234,7 +246,15 @@ class BrokerTest(unittest.TestCase):
             if snap.valid and snap.content == (want.encode() if isinstance(want, str) else want):
                 return snap
             left = deadline - time.monotonic()
-            if left <= 0 or (not r.wait_for(seen, left) and time.monotonic() >= deadline):
+            try:
+                changed = left > 0 and r.wait_for(seen, left)
+            except zkw.ZkwError as e:
+                if e.errno != errno.ESTALE:
+                    raise
+                r = zkw.Reader(r.name)
+                self.closers.append(r.close)
+                continue
+            if not changed and time.monotonic() >= deadline:
                 self.fail("segment %s never showed %r (last: %r)\nbroker log:\n%s"
                           % (self.shm, want, snap, self.broker_log()))
 
@@ -246,7 +266,8 @@ class TestOpen(unittest.TestCase):
         self.assertIn("/zkw.pytest.does-not-exist", str(cm.exception))
         self.assertIn("is zkw-broker running?", str(cm.exception))
         with self.assertRaises(FileNotFoundError) as cm:
-            zkw.ZookeeperWatcher("ignored:2181", "/zkwpy/no/such/file")
+            zkw.ZookeeperWatcher("ignored:2181", "/zkwpy/no/such/file",
+                                 shm=zkw.default_segment_name("/zkwpy/no/such/file"))
         self.assertIn("/zkw.zkwpy.no.such.file", str(cm.exception))
 
     def test_default_segment_name(self):
@@ -332,7 +353,9 @@ class TestEvents(BrokerTest):
         ev = Events()
         self.watcher(self.base + "/cfg", valid_handler=ev.handler("valid"),
                      config_handler=ev.handler("config"), error_handler=ev.handler("error"))
-        self.assertEqual(ev.wait_count(2), [("config", "v1"), ("valid", True)])
+        # As the seed's: the first state reaches the handlers before the
+        # constructor returns.
+        self.assertEqual(ev.snapshot(), [("config", "v1"), ("valid", True)])
 
         push(self.base, "cfg", "v2")
         self.assertEqual(ev.wait_count(3)[2:], [("config", "v2")])
@@ -399,15 +422,14 @@ class TestEvents(BrokerTest):
         self.start_broker(self.base + "/cfg")
         self.wait_content(self.reader(), "x")
         done = threading.Event()
-        assigned = threading.Event()
         holder = {}
 
         def on_config(text):
-            assigned.wait(WAIT_S)  # the handler may run before the assignment below
-            holder["w"].close()
-            done.set()
+            if text == "y":  # "x" comes first, before the constructor returns
+                holder["w"].close()
+                done.set()
         holder["w"] = zkw.ZookeeperWatcher(HOSTS, self.base + "/cfg", shm=self.shm, config_handler=on_config)
-        assigned.set()
+        push(self.base, "cfg", "y")
         self.assertTrue(done.wait(WAIT_S))
         holder["w"]._thread.join(WAIT_S)
         self.assertFalse(holder["w"]._thread.is_alive())
@@ -712,6 +734,348 @@ class TestRetired(BrokerTest):
             self.assertEqual(logs.at(logging.ERROR), [])
             with self.assertRaises(ValueError):
                 first.generation  # the old reader was closed
+
+
+class TestEnsemble(unittest.TestCase):
+    """zkw.same_ensemble: what ZookeeperWatcher's hosts check accepts."""
+
+    def test_same_servers_written_differently(self):
+        same = [
+            ("127.0.0.1:2181,127.0.0.2:2181", "127.0.0.2,127.0.0.1:2181"),  # order, default port
+            ("127.0.0.1:2181", "127.0.0.1:2181,127.0.0.1"),  # duplicates
+            ("localhost:2181", "127.0.0.1:2181"),  # a name and its address
+            ("LocalHost", "127.0.0.1"),
+            ("[::1]:2181", "::1"),
+            ("127.0.0.1:2181/app", "127.0.0.1/app"),
+            (" 127.0.0.1:2181 , 127.0.0.2 ", "127.0.0.2:2181,127.0.0.1:2181"),
+        ]
+        for a, b in same:
+            self.assertTrue(zkw.same_ensemble(a, b), (a, b))
+            self.assertTrue(zkw.same_ensemble(b, a), (b, a))
+
+    def test_another_ensemble(self):
+        other = [
+            ("127.0.0.1:2181", "127.0.0.1:2182"),  # another port
+            ("127.0.0.1:2181", "127.0.0.2:2181"),
+            ("127.0.0.1,127.0.0.2", "127.0.0.1"),  # a server more
+            ("127.0.0.1/app", "127.0.0.1"),  # the chroot must match exactly
+            ("127.0.0.1/app", "127.0.0.1/app/"),
+            ("127.0.0.1/app", "127.0.0.1/App"),
+        ]
+        for a, b in other:
+            self.assertFalse(zkw.same_ensemble(a, b), (a, b))
+            self.assertFalse(zkw.same_ensemble(b, a), (b, a))
+        for bad in ("", ",", "host:port", "[::1"):
+            with self.assertRaises(ValueError):
+                zkw.same_ensemble(bad, "127.0.0.1")
+
+
+class SocketBroker(object):
+    """A zkw-broker started with no -f at all: it serves what workers
+    subscribe to through its control socket (in the run dir)."""
+
+    def __init__(self, *extra):
+        _serial[0] += 1
+        self.sock = os.path.join(RUNDIR, "b%d.sock" % _serial[0])
+        self.extra = list(extra)
+        self.proc = None
+        self.log = None
+
+    def start(self):
+        self.log = open(self.sock + ".log", "w+")
+        self.proc = subprocess.Popen([BROKER, "-z", HOSTS, "--socket", self.sock, "--unlink-on-exit"] + self.extra,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=CHILD_ENV)
+        _brokers.append(self.proc)
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError("zkw-broker exited with %s:\n%s" % (self.proc.returncode, self.tail()))
+            try:
+                return zkw.broker_status(self.sock, timeout=2)["proto"] == "1"
+            except zkw.BrokerUnavailable:
+                return False
+        wait_until(answers, "zkw-broker to answer STATUS on %s" % self.sock)
+        return self
+
+    def tail(self):
+        if not self.log:
+            return ""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()[-3000:]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.log:
+            self.log.close()
+            self.log = None
+
+
+class SocketTest(BrokerTest):
+    """Watchers that subscribe through a broker's control socket."""
+
+    def setUp(self):
+        super().setUp()
+        self.socket_brokers = []
+
+    def tearDown(self):
+        for close in reversed(self.closers):
+            close()
+        self.closers = []
+        for b in self.socket_brokers:
+            b.stop()
+        super().tearDown()
+        # On-demand segments (and broker locks) a killed broker left behind.
+        mark = "zkwpy.%s." % self.base.split("/")[-1]
+        for name in os.listdir("/dev/shm"):
+            if mark in name:
+                os.unlink(os.path.join("/dev/shm", name))
+
+    def socket_broker(self, *extra, start=True):
+        b = SocketBroker(*extra)
+        self.socket_brokers.append(b)
+        return b.start() if start else b
+
+    def subscriber(self, broker, path, hosts=None, **kw):
+        sock = broker.sock if isinstance(broker, SocketBroker) else broker
+        w = zkw.ZookeeperWatcher(HOSTS if hosts is None else hosts, path, socket_path=sock, **kw)
+        self.closers.append(w.close)
+        return w
+
+    def wait_watcher(self, w, want, timeout=WAIT_S):
+        """Wait until the poll API of w shows valid content want: on the
+        segment's futex, in slices (the watcher may move to a new one)."""
+        deadline = time.monotonic() + timeout
+        while not (w.is_valid() and w.get_file_contents() == want):
+            reader = w._reader
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.fail("watcher of %s never showed %r (last: valid=%r %r, error %r)"
+                          % (w.filepath, want, w.is_valid(), w.get_file_contents()[:80], w.get_error()))
+            if reader is None:
+                w._closing.wait(min(left, 0.05))  # not subscribed yet: nothing to wait on
+                continue
+            try:
+                reader.wait_for(reader.generation, min(left, 0.2))
+            except (zkw.ReaderClosed, zkw.ZkwError):
+                pass  # retired or replaced: look again
+
+
+class TestSubscribe(SocketTest):
+    def test_any_path_from_a_broker_without_f(self):
+        path = self.base + "/cfg"
+        push(self.base, "cfg", "stuff here")
+        b = self.socket_broker()
+        w = self.subscriber(b, path)
+        self.assertTrue(w.is_valid())
+        self.assertEqual(w.get_file_contents(), "stuff here")
+        self.assertEqual(w.get_error(), "")
+        self.assertTrue(w.ping())
+        self.assertEqual(w.segment, zkw.default_segment_name(path))
+        status = zkw.broker_status(b.sock)
+        self.assertEqual((status["watches"], status["demand"], status["hosts"]), ("1", "1", HOSTS))
+        push(self.base, "cfg", "NEW stuff here")
+        self.wait_watcher(w, "NEW stuff here")
+        # The direct API subscribes too, and shares the watch.
+        with zkw.Reader.subscribe(path, socket_path=b.sock) as r:
+            self.assertEqual(r.get_file_contents(), "NEW stuff here")
+            self.assertEqual(r.name, w.segment)
+        self.assertEqual(zkw.broker_status(b.sock)["watches"], "1")
+
+    def test_socket_from_the_environment(self):
+        push(self.base, "cfg", "found through $ZKW_SOCKET")
+        b = self.socket_broker()
+        old = os.environ.get("ZKW_SOCKET")
+        os.environ["ZKW_SOCKET"] = b.sock
+        try:
+            w = zkw.ZookeeperWatcher(HOSTS, self.base + "/cfg")
+            self.closers.append(w.close)
+        finally:
+            if old is None:
+                del os.environ["ZKW_SOCKET"]
+            else:
+                os.environ["ZKW_SOCKET"] = old
+        self.assertEqual(w.socket_path, b.sock)
+        self.assertEqual(w.get_file_contents(), "found through $ZKW_SOCKET")
+
+    def test_hosts_written_differently_accepted_another_ensemble_refused(self):
+        path = self.base + "/cfg"
+        push(self.base, "cfg", "one ensemble")
+        port = int(HOSTS.rsplit(":", 1)[1])
+        b = self.socket_broker()
+        for hosts in ("localhost:%d" % port, "127.0.0.1:%d,localhost:%d,127.0.0.1:%d" % (port, port, port),
+                      " 127.0.0.1:%d " % port):
+            w = self.subscriber(b, path, hosts=hosts)
+            self.assertEqual(w.get_file_contents(), "one ensemble", hosts)
+            w.close()
+        for other in ("127.0.0.1:%d" % (port + 1), "127.0.0.1:%d,127.0.0.2:%d" % (port, port),
+                      "127.0.0.1:%d/chroot" % port):
+            with self.assertRaises(zkw.EnsembleMismatch) as cm:
+                self.subscriber(b, path, hosts=other)
+            self.assertIn(repr(other), str(cm.exception))
+            self.assertIn(repr(HOSTS), str(cm.exception))
+            self.assertIn(b.sock, str(cm.exception))
+        # valid_init=False: started, invalid, saying why.
+        ev = Events()
+        w = self.subscriber(b, path, hosts="127.0.0.1:%d" % (port + 1), valid_init=False,
+                            error_handler=ev.handler("error"), config_handler=ev.handler("config"))
+        self.assertFalse(w.is_valid())
+        self.assertEqual(w.get_file_contents(), "")
+        self.assertIn(repr(HOSTS), w.get_error())
+        calls = ev.wait_count(1)
+        self.assertEqual(calls[0][0], "error")
+        self.assertIn("another ensemble", calls[0][1])
+
+    def test_valid_init_false_before_the_broker_then_content(self):
+        path = self.base + "/cfg"
+        b = self.socket_broker(start=False)
+        ev = Events()
+        with LogRecords() as logs:
+            w = self.subscriber(b, path, valid_init=False, valid_handler=ev.handler("valid"),
+                                config_handler=ev.handler("config"), error_handler=ev.handler("error"))
+            self.assertFalse(w.is_valid())
+            self.assertFalse(w.ping())
+            self.assertEqual(w.get_file_contents(), "")
+            self.assertIn(b.sock, w.get_error())
+            self.assertIn("is zkw-broker running", w.get_error())
+            first = ev.snapshot()  # told before the constructor returned
+            self.assertEqual(len(first), 1, first)
+            self.assertEqual(first[0][0], "error")  # never valid yet: no valid(False)
+            self.assertIn(b.sock, first[0][1])
+            push(self.base, "cfg", "arrived")
+            b.start()
+            calls = ev.wait_for(lambda calls: ("valid", True) in calls, "valid(True)")
+        # Only errors before (a broker starting may refuse a connection
+        # before it listens: another reason, told once more), then the seed's
+        # order, each once.
+        self.assertEqual(calls[-2:], [("config", "arrived"), ("valid", True)])
+        self.assertEqual([kind for kind, _ in calls[:-2]], ["error"] * (len(calls) - 2), calls)
+        self.assertTrue(w.is_valid())
+        self.assertEqual(w.get_file_contents(), "arrived")
+        self.assertEqual(w.get_error(), "")
+        warnings = [m for m in logs.at(logging.WARNING) if b.sock in m]
+        self.assertTrue(warnings)
+        self.assertEqual(len(warnings), len(set(warnings)), warnings)  # once per reason, not per attempt
+
+    def test_valid_init_true_raises_without_broker_or_when_refused(self):
+        sock = os.path.join(RUNDIR, "nobody-%d.sock" % _serial[0])
+        with self.assertRaises(zkw.BrokerUnavailable) as cm:
+            self.subscriber(sock, self.base + "/cfg")
+        self.assertIsInstance(cm.exception, ConnectionError)
+        self.assertIn(sock, str(cm.exception))
+        self.assertIn("is zkw-broker running", str(cm.exception))
+        push(self.base, "one", "1")
+        push(self.base, "two", "2")
+        b = self.socket_broker("--max-watches", "1")
+        self.assertEqual(self.subscriber(b, self.base + "/one").get_file_contents(), "1")
+        with self.assertRaises(zkw.SubscriptionRefused) as cm:
+            self.subscriber(b, self.base + "/two")
+        self.assertIn("--max-watches 1", str(cm.exception))
+        self.assertIn(self.base + "/two", str(cm.exception))
+        w = self.subscriber(b, self.base + "/two", valid_init=False)
+        self.assertFalse(w.is_valid())
+        self.assertIn("--max-watches 1", w.get_error())
+        with self.assertRaises(ValueError):
+            zkw.ZookeeperWatcher(HOSTS, "relative/path", socket_path=b.sock, valid_init=False)
+
+    def test_node_missing_then_created(self):
+        path = self.base + "/later"
+        b = self.socket_broker()
+        ev = Events()
+        w = self.subscriber(b, path, valid_handler=ev.handler("valid"), config_handler=ev.handler("config"),
+                            error_handler=ev.handler("error"))
+        self.assertFalse(w.is_valid())
+        self.assertTrue(w.get_error().startswith("Invalid get on file path"), w.get_error())
+        self.assertEqual(ev.wait_count(1)[0][0], "error")
+        push(self.base, "later", "now here")
+        self.assertEqual(ev.wait_count(3)[1:], [("config", "now here"), ("valid", True)])
+
+    def test_pointer_and_ensure_are_honoured(self):
+        push(self.base, "cfg1", "first config")
+        push(self.base, "cfg2", "second config")
+        push(self.base, "ptr", self.base + "/cfg1")
+        b = self.socket_broker()
+        ev = Events()
+        p = self.subscriber(b, self.base + "/ptr", pointer=True, config_handler=ev.handler("config"))
+        self.assertEqual(p.get_file_contents(), "first config")
+        self.assertEqual(p.get_file_contents(pointer=True), self.base + "/cfg1")
+        plain = self.subscriber(b, self.base + "/ptr")  # the same node, not a pointer: another watch
+        self.assertEqual(plain.get_file_contents(), self.base + "/cfg1")
+        self.assertNotEqual(plain.segment, p.segment)
+        push(self.base, "ptr", self.base + "/cfg2")
+        self.assertEqual(ev.wait_count(2), [("config", "first config"), ("config", "second config")])
+        self.wait_watcher(plain, self.base + "/cfg2")
+
+        # ensure creates a missing node (empty); without it, it stays missing.
+        missing = self.subscriber(b, self.base + "/made/not")
+        self.assertFalse(missing.is_valid())
+        made = self.subscriber(b, self.base + "/made/here", ensure=True)
+        self.assertTrue(made.is_valid())
+        self.assertEqual(made.get_file_contents(), "")
+        # The node is in ZooKeeper, not only in that broker: a new broker
+        # finds it without ensure.
+        for w in (missing, made, p, plain):
+            w.close()
+        b.stop()
+        again = self.socket_broker()
+        self.assertTrue(self.subscriber(again, self.base + "/made/here").is_valid())
+        self.assertFalse(self.subscriber(again, self.base + "/made/not").is_valid())
+
+    def test_retired_segment_is_followed(self):
+        path = self.base + "/cfg"
+        push(self.base, "cfg", "small")
+        b = self.socket_broker()
+        ev = Events()
+        with LogRecords() as logs:
+            w = self.subscriber(b, path, valid_handler=ev.handler("valid"), config_handler=ev.handler("config"),
+                                error_handler=ev.handler("error"))
+            poller = self.subscriber(b, path)  # no handlers: its thread follows all the same
+            self.assertEqual(ev.wait_count(2), [("config", "small"), ("valid", True)])
+            first, first_poller = w._reader, poller._reader
+            big = "grown " * 20000  # 120 kB: far past the 8 KiB a new segment holds
+            push(self.base, "cfg", big)
+            self.assertEqual(ev.wait_count(3)[2], ("config", big))
+            self.wait_watcher(poller, big)
+            self.assertIsNot(w._reader, first)
+            self.assertIsNot(poller._reader, first_poller)
+            with self.assertRaises(ValueError):
+                first.generation  # the retired segment was let go
+            push(self.base, "cfg", big + "again")
+            self.assertEqual(ev.wait_count(4)[3], ("config", big + "again"))
+            self.assertEqual(len(ev.snapshot()), 4)  # nothing delivered twice
+            self.wait_watcher(poller, big + "again")
+            self.assertTrue(any("subscribed again" in m for m in logs.at(logging.INFO)), logs.at(logging.INFO))
+            self.assertEqual(logs.at(logging.ERROR), [])
+
+    def test_get_file_contents_cached_per_generation(self):
+        path = self.base + "/cfg"
+        push(self.base, "cfg", "cached")
+        b = self.socket_broker()
+        w = self.subscriber(b, path)
+        first = w.get_file_contents()
+        self.assertEqual(first, "cached")
+        self.assertIs(w.get_file_contents(), first)  # nothing changed: the same object
+        r = zkw.Reader.subscribe(path, socket_path=b.sock)
+        self.closers.append(r.close)
+        text, raw = r.get_file_contents(), r.get_file_bytes()
+        self.assertIs(r.get_file_contents(), text)
+        self.assertIs(r.get_file_bytes(), raw)
+        self.assertEqual(raw, b"cached")
+        push(self.base, "cfg", "changed")
+        self.wait_content(r, "changed")
+        self.wait_watcher(w, "changed")
+        changed = w.get_file_contents()
+        self.assertEqual(changed, "changed")
+        self.assertIs(w.get_file_contents(), changed)
+        self.assertEqual(r.get_file_contents(), "changed")
+        self.assertEqual(r.get_file_bytes(), b"changed")
+        self.assertEqual(first, "cached")  # what a caller holds never changes under it
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@
 #include <cmocka.h>
 #include <zookeeper/zookeeper.h>
 
-#include "zk/internal.h" /* zkw__watch_forget_zk_watches (reconcile test) */
+#include "zk/internal.h" /* test hooks: zkw__watch_forget_zk_watches, zkw__session_* */
 #include "zkh.h"
 #include <zkw/watcher.h>
 #include <zkw_clock.h>
+#include <zkw_zk.h>
 
 #define WAIT_MS 15000
 /* Session timeout for most tests: the harness's tickTime is short, so the
@@ -210,8 +211,10 @@ struct rec {
 	int calls;
 	int disconnects;    /* transitions to connected == false */
 	int serial_changes; /* content_serial bumps seen */
-	bool closed;        /* set after zkw_session_close returned */
+	bool closed;        /* set after zkw_session_close / zkw_watch_remove returned */
 	int calls_after_close;
+	int confirm_only_calls;
+	int confirm_violations; /* confirm_only calls that changed more than confirmed_ns */
 	bool valid, connected;
 	char *content;
 	size_t len;
@@ -243,6 +246,16 @@ static void rec_on_state(void *ctx, const zkw_watch_state *st)
 	struct rec *r = ctx;
 
 	pthread_mutex_lock(&r->lock);
+	/* confirm_only: the same state as the previous call but confirmed_ns. */
+	if (st->confirm_only) {
+		r->confirm_only_calls++;
+		if (r->calls == 0 || st->valid != r->valid || st->connected != r->connected ||
+		    st->content_serial != r->serial || st->len != r->len ||
+		    (st->len && memcmp(st->content, r->content, st->len) != 0) || st->version != r->version ||
+		    st->mzxid != r->mzxid || strcmp(st->pointer, r->pointer) != 0 ||
+		    strcmp(st->error, r->error) != 0 || st->confirmed_ns < r->confirmed_ns)
+			r->confirm_violations++;
+	}
 	r->calls++;
 	r->calls_after_close += r->closed;
 	if (r->connected && !st->connected)
@@ -392,12 +405,131 @@ static zkw_watch *watch(zkw_session *s, const char *path, struct rec *r, bool po
 	return w;
 }
 
+/* What a failing test leaves running - a session whose on_state contexts
+ * live in the failed test's frame, a writer thread (below) - is stopped by
+ * each_teardown, so the next tests do not run on a corrupted heap. */
+static zkw_session *cleanup_session;
+
 static void close_session(zkw_session *s, struct rec *r)
 {
+	if (cleanup_session == s)
+		cleanup_session = NULL;
 	zkw_session_close(s);
 	pthread_mutex_lock(&r->lock);
 	r->closed = true;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* Remove a watch; from then on r counts calls as calls_after_close. */
+static void remove_watch(zkw_watch *w, struct rec *r)
+{
+	zkw_watch_remove(w);
+	pthread_mutex_lock(&r->lock);
+	r->closed = true;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static int rec_int(struct rec *r, const int *field)
+{
+	int v;
+
+	pthread_mutex_lock(&r->lock);
+	v = *field;
+	pthread_mutex_unlock(&r->lock);
+	return v;
+}
+
+static struct writer *cleanup_writer;
+
+static zkw_session *open_session_cleanup(void)
+{
+	cleanup_session = open_session();
+	return cleanup_session;
+}
+
+static void close_session_cleanup(zkw_session *s)
+{
+	cleanup_session = NULL;
+	zkw_session_close(s);
+}
+
+/* A writer thread: its own handle, setting its nodes round-robin to
+ * "<path> <n>" as fast as the server answers, until stopped. */
+struct writer {
+	pthread_t thread;
+	const char *const *paths;
+	int npaths;
+	bool stop; /* atomic */
+	unsigned long writes;
+	char last[8][64]; /* the last value written to each path */
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *wr = arg;
+	char why[256];
+	zhandle_t *zh;
+
+	if (zkw_zk_connect(&zh, hosts, WAIT_MS, SESSION_MS, why, sizeof why) < 0) {
+		print_error("writer: %s\n", why);
+		return NULL;
+	}
+	while (!__atomic_load_n(&wr->stop, __ATOMIC_ACQUIRE)) {
+		int i = (int)(wr->writes % (unsigned long)wr->npaths);
+		char v[64];
+
+		snprintf(v, sizeof v, "%s %lu", wr->paths[i], wr->writes);
+		if (zkw_zk_set(zh, wr->paths[i], v, (int)strlen(v), why, sizeof why) == 0)
+			snprintf(wr->last[i], sizeof wr->last[i], "%s", v);
+		wr->writes++;
+	}
+	zkw_zk_close(zh);
+	return NULL;
+}
+
+static void writer_start(struct writer *wr, const char *const *paths, int npaths)
+{
+	memset(wr, 0, sizeof *wr);
+	assert_true(npaths <= 8);
+	wr->paths = paths;
+	wr->npaths = npaths;
+	for (int i = 0; i < npaths; i++) {
+		zsets(paths[i], "start");
+		snprintf(wr->last[i], sizeof wr->last[i], "start");
+	}
+	assert_int_equal(pthread_create(&wr->thread, NULL, writer_main, wr), 0);
+	cleanup_writer = wr;
+}
+
+static void writer_join(struct writer *wr)
+{
+	__atomic_store_n(&wr->stop, true, __ATOMIC_RELEASE);
+	pthread_join(wr->thread, NULL);
+	cleanup_writer = NULL;
+}
+
+/* Stop and join; the last values are in wr->last. */
+static void writer_stop(struct writer *wr)
+{
+	writer_join(wr);
+	assert_true(wr->writes > 0);
+}
+
+struct counts {
+	unsigned active, draining, spare;
+};
+
+static struct counts watch_counts(zkw_session *s)
+{
+	struct counts c;
+
+	zkw__session_watch_counts(s, &c.active, &c.draining, &c.spare);
+	return c;
+}
+
+static bool nothing_draining(void *s)
+{
+	return watch_counts(s).draining == 0;
 }
 
 /* Expire our session for real: a second handle attaches to the same session
@@ -1391,7 +1523,7 @@ static void test_c11_reconcile(void **state)
 	o.session_timeout_ms = SESSION_MS;
 	o.valid_init = true;
 	o.reconcile_s = 1;
-	s = open_session_opt(hosts, &o);
+	s = cleanup_session = open_session_opt(hosts, &o);
 	w = watch(s, "/c11/node", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "first");
 	pthread_mutex_lock(&r.lock);
@@ -1400,10 +1532,13 @@ static void test_c11_reconcile(void **state)
 	calls = rec_calls(&r);
 	changes = rec_serial_changes(&r);
 	/* Unchanged node: each reconcile confirms (on_state, newer confirmed_ns)
-	 * and delivers no content. */
+	 * and delivers no content: confirm_only, nothing else moved (checked by
+	 * rec_on_state against the previous call). */
 	WAIT_STATE(&r, 5000, .valid = YES, .min_calls = calls + 2);
 	pthread_mutex_lock(&r.lock);
 	assert_true(r.confirmed_ns > confirmed);
+	assert_true(r.confirm_only_calls >= 2);
+	assert_int_equal(r.confirm_violations, 0);
 	pthread_mutex_unlock(&r.lock);
 	assert_int_equal(rec_serial_changes(&r), changes);
 
@@ -1413,6 +1548,9 @@ static void test_c11_reconcile(void **state)
 	 * a sleep); found by the next reconcile, within its period + jitter. */
 	WAIT_STATE(&r, 5000, .valid = YES, .content = "second");
 	assert_int_equal(rec_serial_changes(&r), changes + 1);
+	/* ... by a normal call: a confirm_only one with new content would
+	 * count as a violation. */
+	assert_int_equal(rec_int(&r, &r.confirm_violations), 0);
 	/* And the watch is armed again by that re-read. */
 	zsets("/c11/node", "third");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "third");
@@ -1623,6 +1761,380 @@ static void test_log_callback(void **state)
 	zkw_session_close(s);
 }
 
+/* 1 (remove): zkw_watch_remove under traffic - a writer keeps the nodes
+ * changing, so the removed watches have reads in flight - and no on_state
+ * of a watch once its remove returned. Half the recorders are freed right
+ * after the remove, as the broker frees its ctx: under ASan a late call is
+ * a use-after-free; the other half count late calls. */
+static void test_remove_under_traffic(void **state)
+{
+	enum { ROUNDS = 120 };
+	static const char *const paths[] = {"/rm/a", "/rm/b"};
+	struct rec *kept[ROUNDS / 2];
+	struct writer wr;
+	struct counts c;
+	zkw_session *s;
+	int draining_seen = 0, nkept = 0, calls = 0;
+
+	(void)state;
+	writer_start(&wr, paths, 2);
+	s = open_session_cleanup();
+	for (int i = 0; i < ROUNDS; i++) {
+		struct rec *r = malloc(sizeof *r);
+		zkw_watch *w;
+
+		assert_non_null(r);
+		rec_init(r);
+		w = watch(s, paths[i % 2], r, false, 0);
+		/* Odd rounds remove at once (the first read in flight), even
+		 * rounds once the watch re-reads under the writer's changes. */
+		if (i % 2 == 0)
+			WAIT_STATE(r, WAIT_MS, .valid = YES, .min_calls = 3);
+		remove_watch(w, r);
+		c = watch_counts(s);
+		draining_seen += c.draining > 0;
+		assert_int_equal(c.active, 0);
+		calls += rec_calls(r);
+		/* The removed watch's answers still come in, and retire it. */
+		assert_true(zkh_eventually(nothing_draining, s, WAIT_MS));
+		if (i % 4 < 2) {
+			rec_destroy(r); /* the broker frees ctx right after the remove */
+			free(r);
+		} else {
+			kept[nkept++] = r;
+		}
+	}
+	/* Traffic goes on for the removed watches' ZooKeeper watchers. */
+	sleep_ms(300); /* prove nothing reaches a removed watch meanwhile */
+	writer_stop(&wr);
+	assert_true(zkh_eventually(nothing_draining, s, WAIT_MS));
+	c = watch_counts(s);
+	close_session_cleanup(s);
+	for (int i = 0; i < nkept; i++) {
+		assert_int_equal(kept[i]->calls_after_close, 0);
+		rec_destroy(kept[i]);
+		free(kept[i]);
+	}
+	print_message("remove under traffic: %d removes with reads in flight, %d states, %lu writes, "
+	              "%u structs\n",
+	              draining_seen, calls, wr.writes, c.spare);
+	assert_true(draining_seen > 0); /* the in-flight path was taken */
+	assert_true(calls > 0);
+	/* One watch at a time, retired before the next: one struct serves all. */
+	assert_int_equal(c.active + c.draining, 0);
+	assert_int_equal(c.spare, 1);
+}
+
+/* 1 (remove): a pointer watch whose target moved several times leaves
+ * ZooKeeper watchers on every old target, registered with its node. Remove
+ * it, recycle its struct for new watches (one on an old target, a pointer
+ * to another), and keep changing the old targets: the stale watchers fire
+ * into the recycled struct, which must neither crash (ASan) nor mislead
+ * the new watches, and the removed watch's ctx (freed) is never called. */
+static void test_remove_pointer_after_switches(void **state)
+{
+	struct rec *old = malloc(sizeof *old);
+	struct rec r1, r2;
+	char path[32], text[32];
+	zkw_watch *w, *w1, *w2;
+	zkw_session *s;
+
+	(void)state;
+	assert_non_null(old);
+	rec_init(old);
+	rec_init(&r1);
+	rec_init(&r2);
+	for (int i = 1; i <= 4; i++) {
+		snprintf(path, sizeof path, "/rp/t%d", i);
+		snprintf(text, sizeof text, "t%d", i);
+		zsets(path, text);
+	}
+	zsets("/rp/ptr", "/rp/t1");
+	zsets("/rp/ptr2", "/rp/t3");
+	s = open_session_cleanup();
+	w = watch(s, "/rp/ptr", old, true, 0);
+	WAIT_STATE(old, WAIT_MS, .valid = YES, .content = "t1", .pointer = "/rp/t1");
+	for (int i = 2; i <= 4; i++) {
+		snprintf(path, sizeof path, "/rp/t%d", i);
+		snprintf(text, sizeof text, "t%d", i);
+		zsets("/rp/ptr", path);
+		WAIT_STATE(old, WAIT_MS, .valid = YES, .content = text, .pointer = path);
+	}
+	zkw_watch_remove(w);
+	rec_destroy(old);
+	free(old); /* any later call into it: use-after-free */
+	assert_true(zkh_eventually(nothing_draining, s, WAIT_MS));
+	assert_int_equal(watch_counts(s).spare, 1);
+
+	/* The struct comes back for the next watch. */
+	w1 = watch(s, "/rp/t2", &r1, false, 0);
+	assert_ptr_equal(w1, w);
+	w2 = watch(s, "/rp/ptr2", &r2, true, 0);
+	WAIT_STATE(&r1, WAIT_MS, .valid = YES, .content = "t2");
+	WAIT_STATE(&r2, WAIT_MS, .valid = YES, .content = "t3", .pointer = "/rp/t3");
+	for (int round = 0; round < 3; round++) {
+		for (int i = 1; i <= 4; i++) {
+			snprintf(path, sizeof path, "/rp/t%d", i);
+			snprintf(text, sizeof text, "t%d.%d", i, round);
+			zsets(path, text);
+		}
+		zsets("/rp/ptr", round % 2 ? "/rp/t1" : "/rp/t2");
+		snprintf(text, sizeof text, "t2.%d", round);
+		WAIT_STATE(&r1, WAIT_MS, .valid = YES, .content = text);
+		snprintf(text, sizeof text, "t3.%d", round);
+		WAIT_STATE(&r2, WAIT_MS, .valid = YES, .content = text, .pointer = "/rp/t3");
+	}
+	/* Each new watch saw its own node's bytes only: one serial per value. */
+	assert_int_equal(rec_serial_changes(&r1), 4);
+	assert_int_equal(rec_serial_changes(&r2), 4);
+	zkw_watch_remove(w2);
+	zkw_watch_remove(NULL); /* no-op */
+	close_session_cleanup(s);
+	assert_int_equal(r1.confirm_violations + r2.confirm_violations, 0);
+	rec_destroy(&r1);
+	rec_destroy(&r2);
+}
+
+/* 1 (remove): 2,000 watches added and removed over a few busy nodes, at
+ * most K alive at once: structs are recycled, so their number stays at the
+ * peak of live plus draining watches, not 2,000. Every removed recorder is
+ * freed at once (ASan: no late call); the last K watches still converge. */
+static void test_remove_churn_recycles(void **state)
+{
+	enum { N = 2000, K = 16, SETTLE_EVERY = 10 };
+	static const char *const paths[] = {"/churn/n0", "/churn/n1", "/churn/n2", "/churn/n3"};
+	static struct rec *recs[N];
+	static zkw_watch *ws[N];
+	struct writer wr;
+	struct counts c;
+	zkw_session *s;
+	unsigned peak = 0;
+
+	(void)state;
+	writer_start(&wr, paths, 4);
+	s = open_session_cleanup();
+	for (int i = 0; i < N; i++) {
+		recs[i] = malloc(sizeof *recs[i]);
+		assert_non_null(recs[i]);
+		rec_init(recs[i]);
+		ws[i] = watch(s, paths[i % 4], recs[i], false, 0);
+		if (i >= K) {
+			zkw_watch_remove(ws[i - K]);
+			rec_destroy(recs[i - K]);
+			free(recs[i - K]);
+			recs[i - K] = NULL;
+		}
+		c = watch_counts(s);
+		if (c.active + c.draining + c.spare > peak)
+			peak = c.active + c.draining + c.spare;
+		/* Bound the draining backlog a slow completion thread could build. */
+		if (i % SETTLE_EVERY == 0)
+			assert_true(zkh_eventually(nothing_draining, s, WAIT_MS));
+	}
+	writer_stop(&wr);
+	for (int i = N - K; i < N; i++)
+		WAIT_STATE(recs[i], WAIT_MS, .valid = YES, .content = wr.last[i % 4]);
+	for (int i = N - K; i < N; i++)
+		zkw_watch_remove(ws[i]);
+	assert_true(zkh_eventually(nothing_draining, s, WAIT_MS));
+	c = watch_counts(s);
+	print_message("churn: %d watches, %u structs (peak %u), %lu writes\n", N, c.spare, peak, wr.writes);
+	assert_int_equal(c.active, 0);
+	assert_true(c.spare == peak);
+	assert_true(peak <= K + SETTLE_EVERY + 1);
+	close_session_cleanup(s);
+	for (int i = N - K; i < N; i++) {
+		assert_int_equal(recs[i]->calls_after_close, 0);
+		rec_destroy(recs[i]);
+		free(recs[i]);
+	}
+}
+
+/* 6 (ensure at run time): zkw_watch_ensure creates a missing node (and
+ * parents) empty, at once or at the first read in flight; leaves an
+ * existing node alone; acts once (a later deletion is not undone). */
+static void test_c6_watch_ensure(void **state)
+{
+	struct rec r1, r2, r3;
+	zkw_watch *w1, *w2, *w3;
+	zkw_session *s;
+	char buf[16];
+	int len;
+
+	(void)state;
+	rec_init(&r1);
+	rec_init(&r2);
+	rec_init(&r3);
+	zdel("/ens");
+	zsets("/ens/here", "keep");
+	s = open_session_cleanup();
+	w1 = watch(s, "/ens/a/b/node", &r1, false, 0);
+	WAIT_STATE(&r1, WAIT_MS, .valid = NO, .error = ZKW_ERR_NO_NODE ": /ens/a/b/node");
+	assert_int_equal(zkw_watch_ensure(w1), 0);
+	WAIT_STATE(&r1, WAIT_MS, .valid = YES, .content = "");
+	len = sizeof buf;
+	assert_int_equal(zkh_get(hosts, "/ens/a/b/node", buf, &len), ZOK);
+	assert_int_equal(len, 0);
+
+	/* Asked before the first answer: that answer's ZNONODE creates it. */
+	w2 = watch(s, "/ens/c", &r2, false, 0);
+	assert_int_equal(zkw_watch_ensure(w2), 0);
+	WAIT_STATE(&r2, WAIT_MS, .valid = YES, .content = "");
+
+	/* An existing node is left alone. */
+	w3 = watch(s, "/ens/here", &r3, false, 0);
+	WAIT_STATE(&r3, WAIT_MS, .valid = YES, .content = "keep");
+	assert_int_equal(zkw_watch_ensure(w3), 0);
+	zsets("/ens/here", "changed");
+	WAIT_STATE(&r3, WAIT_MS, .valid = YES, .content = "changed");
+
+	/* Ensure acts once: deleted later, the node stays missing. */
+	zdel("/ens/a/b/node");
+	WAIT_STATE(&r1, WAIT_MS, .valid = NO, .error = ZKW_ERR_NO_NODE ": /ens/a/b/node");
+	sleep_ms(300); /* prove it is not re-created */
+	len = sizeof buf;
+	assert_int_equal(zkh_get(hosts, "/ens/a/b/node", buf, &len), ZNONODE);
+	pthread_mutex_lock(&r1.lock);
+	assert_false(r1.valid);
+	pthread_mutex_unlock(&r1.lock);
+
+	assert_int_equal(zkw_watch_ensure(NULL), -EINVAL);
+	close_session_cleanup(s);
+	rec_destroy(&r1);
+	rec_destroy(&r2);
+	rec_destroy(&r3);
+}
+
+/* 11 (spread and capped): 300 watches, reconcile_s 1, at most 100 exists
+ * requests a second. A round needs 3 s, so it stretches (said once at
+ * INFO); its requests are spread over it, no second sees more than the
+ * cap (plus one tick's slack), every watch is checked once a round and
+ * gets a confirmation within the stretched period. */
+enum { SPREAD_N = 300, SPREAD_RATE = 100, SPREAD_MAX = 4096 };
+
+struct spread {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int n;
+	int64_t at[SPREAD_MAX];
+	int watch[SPREAD_MAX];
+	int stretch_logs;
+};
+
+static void spread_hook(void *ctx, const char *path)
+{
+	struct spread *sp = ctx;
+	int i = -1;
+
+	pthread_mutex_lock(&sp->lock);
+	if (sp->n < SPREAD_MAX && sscanf(path, "/spread/n%d", &i) == 1) {
+		sp->at[sp->n] = now_ms();
+		sp->watch[sp->n++] = i;
+		pthread_cond_broadcast(&sp->cond);
+	}
+	pthread_mutex_unlock(&sp->lock);
+}
+
+static void spread_log(void *ctx, int level, const char *message)
+{
+	struct spread *sp = ctx;
+
+	if (level == ZKW_LOG_INFO && strstr(message, "reconcile:") && strstr(message, "rounds last")) {
+		pthread_mutex_lock(&sp->lock);
+		sp->stretch_logs++;
+		pthread_mutex_unlock(&sp->lock);
+	}
+}
+
+static bool all_confirmed(void *arg)
+{
+	struct rec *r = arg;
+
+	for (int i = 0; i < SPREAD_N; i++)
+		if (rec_int(&r[i], &r[i].confirm_only_calls) == 0)
+			return false;
+	return true;
+}
+
+static void test_c11_reconcile_spread_and_capped(void **state)
+{
+	static struct spread sp = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+	static struct rec r[SPREAD_N];
+	static bool seen[SPREAD_N];
+	zkw_session_options o;
+	struct timespec ts;
+	zhandle_t *zh;
+	zkw_session *s;
+	char why[256], path[64];
+	int worst = 0, first_round_ms, confirmed_late = 0;
+
+	(void)state;
+	assert_int_equal(zkw_zk_connect(&zh, hosts, WAIT_MS, SESSION_MS, why, sizeof why), 0);
+	for (int i = 0; i < SPREAD_N; i++) {
+		snprintf(path, sizeof path, "/spread/n%d", i);
+		assert_int_equal(zkw_zk_put(zh, path, "v", 1, NULL, why, sizeof why), 0);
+	}
+	zkw_zk_close(zh);
+	zkw_session_options_init(&o);
+	o.session_timeout_ms = SESSION_MS;
+	o.valid_init = true;
+	o.reconcile_s = 1;
+	o.reconcile_rate = SPREAD_RATE;
+	o.log = spread_log;
+	o.log_ctx = &sp;
+	s = cleanup_session = open_session_opt(hosts, &o);
+	zkw__session_set_reconcile_hook(s, spread_hook, &sp);
+	/* All in before the first round (0.8 s at the earliest). */
+	for (int i = 0; i < SPREAD_N; i++) {
+		rec_init(&r[i]);
+		snprintf(path, sizeof path, "/spread/n%d", i);
+		watch(s, path, &r[i], false, 0);
+	}
+	/* One round and a bit: at 100/s at least 3 s. */
+	ts = deadline_after(WAIT_MS);
+	pthread_mutex_lock(&sp.lock);
+	while (sp.n < SPREAD_N + 30 && pthread_cond_timedwait(&sp.cond, &sp.lock, &ts) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&sp.lock);
+	zkw__session_set_reconcile_hook(s, NULL, NULL);
+	if (sp.n < SPREAD_N + 30)
+		fail_msg("only %d reconcile requests within %d ms", sp.n, WAIT_MS);
+
+	/* The most requests in any one second. */
+	for (int i = 0, j = 0; i < sp.n; i++) {
+		while (sp.at[i] - sp.at[j] >= 1000)
+			j++;
+		if (i - j + 1 > worst)
+			worst = i - j + 1;
+	}
+	/* The first round: every watch once, spread over the stretched period. */
+	for (int i = 0; i < SPREAD_N; i++) {
+		assert_true(sp.watch[i] >= 0 && sp.watch[i] < SPREAD_N);
+		if (seen[sp.watch[i]])
+			fail_msg("watch %d checked twice in the first round", sp.watch[i]);
+		seen[sp.watch[i]] = true;
+	}
+	first_round_ms = (int)(sp.at[SPREAD_N] - sp.at[0]);
+	/* Every watch was confirmed (a confirm_only call) within that round:
+	 * the last answers are at most a round trip behind. */
+	zkh_eventually(all_confirmed, r, 2000);
+	for (int i = 0; i < SPREAD_N; i++) {
+		confirmed_late += rec_int(&r[i], &r[i].confirm_only_calls) == 0;
+		assert_int_equal(rec_int(&r[i], &r[i].confirm_violations), 0);
+	}
+	print_message("spread: %d requests, at most %d in a second, first round %d ms, %d stretch log(s)\n",
+	              sp.n, worst, first_round_ms, sp.stretch_logs);
+	assert_true(worst <= SPREAD_RATE + SPREAD_RATE / 10 + 2);
+	/* N / rate = 3 s, + up to 20% jitter, + the scheduler's tick. */
+	assert_true(first_round_ms >= SPREAD_N * 1000 / SPREAD_RATE - 200);
+	assert_true(first_round_ms <= SPREAD_N * 1000 / SPREAD_RATE * 6 / 5 + 500);
+	assert_int_equal(confirmed_late, 0);
+	assert_int_equal(sp.stretch_logs, 1);
+	close_session_cleanup(s);
+	for (int i = 0; i < SPREAD_N; i++)
+		rec_destroy(&r[i]);
+}
+
 static int each_setup(void **state)
 {
 	(void)state;
@@ -1635,6 +2147,10 @@ static int each_setup(void **state)
 static int each_teardown(void **state)
 {
 	(void)state;
+	if (cleanup_writer)
+		writer_join(cleanup_writer);
+	if (cleanup_session)
+		close_session_cleanup(cleanup_session);
 	zkh_resume(zk);
 	return 0;
 }
@@ -1681,6 +2197,13 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_c10_close, each_setup, each_teardown),
 	        cmocka_unit_test_setup_teardown(test_c11_reconcile, each_setup, each_teardown),
 	        cmocka_unit_test_setup_teardown(test_c11_reconcile_off_misses, each_setup, each_teardown),
+	        cmocka_unit_test_setup_teardown(test_c11_reconcile_spread_and_capped, each_setup,
+	                                        each_teardown),
+	        cmocka_unit_test_setup_teardown(test_c6_watch_ensure, each_setup, each_teardown),
+	        cmocka_unit_test_setup_teardown(test_remove_under_traffic, each_setup, each_teardown),
+	        cmocka_unit_test_setup_teardown(test_remove_pointer_after_switches, each_setup,
+	                                        each_teardown),
+	        cmocka_unit_test_setup_teardown(test_remove_churn_recycles, each_setup, each_teardown),
 	        cmocka_unit_test_setup_teardown(test_session_many_watches, each_setup, each_teardown),
 	        cmocka_unit_test_setup_teardown(test_update_storm_converges, each_setup, each_teardown),
 	        cmocka_unit_test_setup_teardown(test_no_leak_across_cycles, each_setup, each_teardown),

@@ -405,7 +405,7 @@ static char **child_env(const proc_options *o)
 		n++;
 	while (o && o->env && o->env[extra])
 		extra++;
-	env = calloc(n + extra + 1, sizeof(*env));
+	env = calloc(n + extra + 2, sizeof(*env));
 	if (!env)
 		return NULL;
 	/* getenv returns the first match: the extras win. */
@@ -413,6 +413,10 @@ static char **child_env(const proc_options *o)
 		env[i] = (char *)o->env[i];
 	for (i = 0; i < n; i++)
 		env[extra + i] = environ[i];
+	/* Last, so anything above wins: a broker a test starts listens on no
+	 * control socket (the default, /run/zkw/broker.sock, is one per host)
+	 * unless the test gives --socket or ZKW_SOCKET. */
+	env[extra + n] = (char *)"ZKW_SOCKET=none";
 	return env;
 }
 

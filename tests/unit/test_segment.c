@@ -115,6 +115,7 @@ static void test_layout_matches_the_abi(void **state)
 	assert_int_equal(offsetof(struct zkw_segment_ident, broker_pid), 44);
 	assert_int_equal(offsetof(struct zkw_segment_ident, broker_started_ns), 56);
 	assert_int_equal(sizeof(struct zkw_segment_hot), ZKW_CACHELINE);
+	assert_int_equal(offsetof(struct zkw_segment_header, hot.confirmed_ns), 80); /* minor 2 */
 	assert_int_equal(offsetof(struct zkw_segment_header, watch_path_len), 128);
 	assert_int_equal(offsetof(struct zkw_slot, seq), 0);
 	assert_int_equal(offsetof(struct zkw_slot, flags), 16);
@@ -1442,6 +1443,314 @@ static void test_wait_returns_eintr_on_a_signal(void **state)
 	zkw_writer_close(w, true);
 }
 
+/* ---- the confirmation time (ABI minor 2) --------------------------------- */
+
+/* CLOCK_REALTIME-like values, far apart so no two can be confused. */
+#define CONFIRMED(s) ((uint64_t)(1700000000u + (s)) * 1000000000u)
+
+static void publish_confirmed(zkw_writer *w, const char *content, uint64_t serial, uint64_t confirmed_ns)
+{
+	zkw_publication p = {
+	        .valid = true,
+	        .connected = true,
+	        .content = content,
+	        .len = strlen(content),
+	        .content_serial = serial,
+	        .version = (int64_t)serial,
+	        .confirmed_ns = confirmed_ns,
+	};
+
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+}
+
+static const struct zkw_segment_hot *reader_hot(const zkw_reader *r)
+{
+	return &((const struct zkw_segment_header *)(const void *)r->base)->hot;
+}
+
+/* What the published slot says, raw (all a reader of minor 1 looks at). */
+static uint64_t slot_confirmed(const zkw_reader *r)
+{
+	return zkw__load64(&zkw_segment_slot(r->base, r->slot_size, r->slot_count, zkw_reader_generation(r))
+	                            ->confirmed_ns);
+}
+
+/* The confirmation time of a full read (content too large for buf is
+ * fine: the snapshot's fields are filled in). */
+static uint64_t read_confirmed(const zkw_reader *r)
+{
+	zkw_snapshot m;
+	char buf[64];
+	ssize_t n = zkw_reader_read(r, &m, buf, sizeof(buf));
+
+	if (n < 0 && n != -ENOBUFS)
+		fail_msg("zkw_reader_read: %zd", n);
+	return m.confirmed_ns;
+}
+
+/* Fork a child that confirms through the inherited writer (the mapping is
+ * shared: its store is the real thing) once the parent sleeps. It exits 0
+ * when the parent still sleeps after the confirmation, which therefore
+ * came during the parent's wait; 2 when the parent was awake by then. */
+static pid_t confirm_when_parent_sleeps(zkw_writer *w, uint64_t confirmed_ns)
+{
+	pid_t parent = getpid(), pid = segtest_fork();
+
+	if (pid == 0) {
+		uint64_t until = zkw_clock_mono_ns() + 5000000000u;
+
+		while (!process_sleeping(parent) && zkw_clock_mono_ns() < until)
+			usleep(1000); /* no event says "blocked in futex"; poll /proc */
+		if (zkw_writer_confirm(w, confirmed_ns) != 0)
+			_exit(1);
+		_exit(process_sleeping(parent) ? 0 : 2);
+	}
+	return pid;
+}
+
+/* A reconcile that finds nothing changed: zkw_writer_confirm() moves the
+ * hot line's confirmation time only. Readers see it with one load and in
+ * a full read; the generation, the state and the futex word stay, and a
+ * waiter asleep on the word is not woken (it times out). */
+static void test_confirm_moves_confirmed_at_and_wakes_nobody(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = segtest_open_writer(name, 4096);
+	const struct zkw_segment_hot *hot;
+	uint32_t word, st;
+	uint64_t gen;
+	zkw_reader r;
+	int attempt, rc = 0, child = 2;
+
+	(void)state;
+	publish_confirmed(w, "a", 1, CONFIRMED(0));
+	segtest_open_reader(&r, name);
+	hot = reader_hot(&r);
+	assert_int_equal(r.abi_minor, ZKW_ABI_MINOR);
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(0));
+	assert_int_equal(read_confirmed(&r), CONFIRMED(0));
+	gen = zkw_reader_generation(&r);
+	st = zkw_reader_state(&r);
+	word = zkw_segment_futex_word(hot);
+
+	/* A confirmation while the reader sleeps on the futex word: the
+	 * sleep must end by its timeout (-ETIMEDOUT), not by a wake (0) nor
+	 * because the word moved (-EAGAIN). A confirmation that came only
+	 * after the timeout proves nothing: try again. */
+	for (attempt = 0; attempt < 5 && child == 2; attempt++) {
+		struct timespec ts;
+		pid_t pid = confirm_when_parent_sleeps(w, CONFIRMED(10 + attempt));
+
+		rc = zkw_segment_futex_wait(hot, word, zkw__deadline(&ts, 300));
+		child = proc_reap_pid(pid, 10000);
+		if (child == -1 || !WIFEXITED(child) || (WEXITSTATUS(child) != 0 && WEXITSTATUS(child) != 2))
+			fail_msg("confirming child: wait status 0x%x", child);
+		child = WEXITSTATUS(child);
+		if (rc != -ETIMEDOUT)
+			fail_msg(
+			        "a waiter on the futex word got %d (%s) from a confirmation, want -ETIMEDOUT",
+			        rc,
+			        rc == 0         ? "woken"
+			        : rc == -EAGAIN ? "the word moved"
+			                        : strerror(-rc));
+	}
+	if (child != 0)
+		fail_msg("the confirmation never came while the waiter slept (%d attempts)", attempt);
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(10 + attempt - 1));
+	assert_int_equal(zkw_reader_generation(&r), gen);
+	assert_int_equal(zkw_reader_state(&r), st);
+	assert_int_equal(zkw_segment_futex_word(hot), word);
+	assert_int_equal(zkw_reader_wait(&r, gen, 20), 0);
+
+	/* In-process, the same: one word moves, in the hot line. The slot
+	 * keeps what was published; a full read reports the newer. */
+	assert_int_equal(zkw_writer_confirm(w, CONFIRMED(20)), 0);
+	assert_int_equal(zkw_segment_confirmed_ns(hot), CONFIRMED(20));
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(20));
+	assert_int_equal(slot_confirmed(&r), CONFIRMED(0));
+	assert_int_equal(read_confirmed(&r), CONFIRMED(20));
+	assert_int_equal(zkw_reader_generation(&r), gen);
+	assert_int_equal(zkw_writer_generation(w), gen);
+	assert_int_equal(zkw_segment_futex_word(hot), word);
+	assert_int_equal(zkw_writer_confirm(w, 0), -EINVAL);
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(20));
+	zkw_reader_close(&r);
+	zkw_writer_close(w, true);
+}
+
+/* A publish after a confirmation: without a confirmation of its own it
+ * keeps the confirmation's (newer than the published slot's) and puts it
+ * in its slot, where readers of minor 1 see it; with one, that. A
+ * restarted writer carries it on. */
+static void test_publish_after_confirm_keeps_the_newer(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = segtest_open_writer(name, 4096);
+	zkw_reader r;
+
+	(void)state;
+	publish_confirmed(w, "a", 1, CONFIRMED(0));
+	segtest_open_reader(&r, name);
+	assert_int_equal(zkw_writer_confirm(w, CONFIRMED(5)), 0);
+	publish_keep(w, "Connection interrupted with Zookeeper, re-establishing");
+	assert_int_equal(slot_confirmed(&r), CONFIRMED(5));
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(5));
+	assert_int_equal(read_confirmed(&r), CONFIRMED(5));
+	publish_confirmed(w, "b", 2, 0);
+	assert_int_equal(slot_confirmed(&r), CONFIRMED(5));
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(5));
+	publish_confirmed(w, "c", 3, CONFIRMED(9));
+	assert_int_equal(slot_confirmed(&r), CONFIRMED(9));
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(9));
+	assert_int_equal(read_confirmed(&r), CONFIRMED(9));
+
+	/* Confirmed after the last publish, then restarted: the restart
+	 * publication carries the confirmation on, slot and hot line. */
+	assert_int_equal(zkw_writer_confirm(w, CONFIRMED(12)), 0);
+	zkw_writer_close(w, false);
+	w = segtest_open_writer(name, 4096);
+	assert_int_equal(zkw_writer_generation(w), 5);
+	assert_int_equal(slot_confirmed(&r), CONFIRMED(12));
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(12));
+	assert_int_equal(read_confirmed(&r), CONFIRMED(12));
+	zkw_reader_close(&r);
+	zkw_writer_close(w, true);
+}
+
+/* Make the segment `name` (its writer closed) look like one an older
+ * broker (ABI minor 1) left: that minor in the identity, and in the hot
+ * line's confirmation word what such a broker leaves there - 0, or the
+ * stale value of a newer broker it took the segment over from. */
+static void make_minor_1(const char *name, uint64_t hot_confirmed)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	struct zkw_segment_header *h;
+
+	assert_true(fd >= 0);
+	h = mmap(NULL, ZKW_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(h != MAP_FAILED);
+	h->ident.abi_minor = 1;
+	h->hot.confirmed_ns = hot_confirmed;
+	munmap(h, ZKW_HEADER_SIZE);
+	close(fd);
+}
+
+/* An older broker's segment (minor 1): readers take the confirmation time
+ * from the published slot, never from the hot line's word, which such a
+ * broker does not keep up. A writer adopting it - in place, or replacing
+ * it when a reader holds a lock - writes minor 2 and starts the word from
+ * the slot. */
+static void test_minor_1_segment_read_through_the_slot_and_upgraded(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = segtest_open_writer(name, 4096);
+	zkw_reader old_r, new_r;
+
+	(void)state;
+	publish_confirmed(w, "old broker", 1, CONFIRMED(0));
+	zkw_writer_close(w, false);
+
+	/* Minor 1 as an older broker leaves it: the word is 0. */
+	make_minor_1(name, 0);
+	segtest_open_reader(&old_r, name);
+	assert_int_equal(old_r.abi_minor, 1);
+	assert_int_equal(zkw_reader_confirmed_ns(&old_r), CONFIRMED(0));
+	assert_int_equal(read_confirmed(&old_r), CONFIRMED(0));
+	zkw_reader_close(&old_r);
+	/* An older broker that took over a newer one's segment: a stale
+	 * word, here later than the slot, is not believed either. */
+	make_minor_1(name, CONFIRMED(1000));
+	segtest_open_reader(&old_r, name);
+	assert_int_equal(zkw_reader_confirmed_ns(&old_r), CONFIRMED(0));
+	assert_int_equal(read_confirmed(&old_r), CONFIRMED(0));
+
+	/* Adopted in place: minor 2, the word from the slot (not the stale
+	 * one), before any publish of ours. */
+	w = segtest_open_writer(name, 4096);
+	assert_string_equal(zkw_writer_notice(w), "");
+	assert_false(zkw_reader_retired(&old_r));
+	segtest_open_reader(&new_r, name);
+	assert_int_equal(new_r.abi_minor, ZKW_ABI_MINOR);
+	assert_int_equal(((const struct zkw_segment_header *)(const void *)new_r.base)->ident.abi_minor,
+	                 ZKW_ABI_MINOR);
+	assert_int_equal(zkw_segment_confirmed_ns(reader_hot(&new_r)), CONFIRMED(0));
+	assert_int_equal(zkw_reader_confirmed_ns(&new_r), CONFIRMED(0));
+	assert_int_equal(read_confirmed(&new_r), CONFIRMED(0));
+	/* A confirmation: one load for the reader opened on minor 2; the one
+	 * opened on minor 1 reads the slot, which the next publish brings up
+	 * to date. */
+	assert_int_equal(zkw_writer_confirm(w, CONFIRMED(30)), 0);
+	assert_int_equal(zkw_reader_confirmed_ns(&new_r), CONFIRMED(30));
+	assert_int_equal(zkw_reader_confirmed_ns(&old_r), CONFIRMED(0));
+	publish_keep(w, "Connection interrupted with Zookeeper, re-establishing");
+	assert_int_equal(zkw_reader_confirmed_ns(&old_r), CONFIRMED(30));
+	assert_int_equal(read_confirmed(&old_r), CONFIRMED(30));
+	zkw_reader_close(&new_r);
+	zkw_writer_close(w, false);
+
+	/* Replaced: a reader's lock keeps the writer from adopting it. The
+	 * new segment is minor 2 and starts the word from the old slot. */
+	make_minor_1(name, CONFIRMED(1000));
+	int fd = shm_open(name, O_RDONLY, 0);
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	w = segtest_open_writer(name, 4096);
+	assert_non_null(strstr(zkw_writer_notice(w), "replaced"));
+	assert_true(zkw_reader_retired(&old_r));
+	segtest_open_reader(&new_r, name);
+	assert_int_equal(new_r.abi_minor, ZKW_ABI_MINOR);
+	assert_int_equal(zkw_reader_confirmed_ns(&new_r), CONFIRMED(30));
+	assert_int_equal(read_confirmed(&new_r), CONFIRMED(30));
+	close(fd);
+	zkw_reader_close(&new_r);
+	zkw_reader_close(&old_r);
+	zkw_writer_close(w, true);
+}
+
+/* A segment replaced - grown by its writer, or by the next writer because
+ * a reader holds a lock on it - hands its confirmation time on to the new
+ * one: a confirmation's too, which its published slot does not hold. */
+static void test_replacement_carries_the_confirmation_over(void **state)
+{
+	const char *name = new_name();
+	zkw_writer_options opt = {
+	        .capacity = 65536, .grow = true, .group = (gid_t)-1, .watch_path = "/tmp/test"};
+	zkw_writer *w = segtest_open_writer_opt(name, &opt);
+	static char big[20000];
+	zkw_reader r;
+
+	(void)state;
+	publish_confirmed(w, "small", 1, CONFIRMED(0));
+	assert_int_equal(zkw_writer_confirm(w, CONFIRMED(40)), 0);
+	memset(big, 'x', sizeof(big) - 1);
+	publish_confirmed(w, big, 2, 0); /* grows: 8 KiB -> 64 KiB */
+	assert_int_equal(zkw_writer_capacity(w), 65536);
+	segtest_open_reader(&r, name);
+	assert_int_equal(zkw_reader_capacity(&r), 65536);
+	assert_int_equal(slot_confirmed(&r), CONFIRMED(40));
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(40));
+
+	/* Confirmed after the last publish; the next writer finds a reader's
+	 * lock and replaces the segment. */
+	assert_int_equal(zkw_writer_confirm(w, CONFIRMED(41)), 0);
+	zkw_writer_close(w, false);
+	int fd = shm_open(name, O_RDONLY, 0);
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	w = segtest_open_writer_opt(name, &opt);
+	assert_non_null(strstr(zkw_writer_notice(w), "replaced"));
+	assert_true(zkw_reader_retired(&r));
+	zkw_reader_close(&r);
+	segtest_open_reader(&r, name);
+	assert_int_equal(zkw_reader_confirmed_ns(&r), CONFIRMED(41));
+	assert_int_equal(read_confirmed(&r), CONFIRMED(41));
+	close(fd);
+	zkw_reader_close(&r);
+	zkw_writer_close(w, true);
+}
+
 /* ---- ping --------------------------------------------------------------- */
 
 static void test_ping_follows_the_writer_process(void **state)
@@ -1662,6 +1971,11 @@ int main(void)
 	        cmocka_unit_test_teardown(test_wait_times_out_no_earlier_than_asked, unlink_names),
 	        cmocka_unit_test_teardown(test_wait_wakes_on_publish, unlink_names),
 	        cmocka_unit_test_teardown(test_wait_returns_eintr_on_a_signal, unlink_names),
+	        cmocka_unit_test_teardown(test_confirm_moves_confirmed_at_and_wakes_nobody, unlink_names),
+	        cmocka_unit_test_teardown(test_publish_after_confirm_keeps_the_newer, unlink_names),
+	        cmocka_unit_test_teardown(test_minor_1_segment_read_through_the_slot_and_upgraded,
+	                                  unlink_names),
+	        cmocka_unit_test_teardown(test_replacement_carries_the_confirmation_over, unlink_names),
 	        cmocka_unit_test_teardown(test_ping_follows_the_writer_process, unlink_names),
 	        cmocka_unit_test_teardown(test_dispatcher_calls_each_handler_once_per_change, unlink_names),
 	        cmocka_unit_test_teardown(test_client_header_compiles_as_cxx, unlink_names),
