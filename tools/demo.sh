@@ -165,6 +165,21 @@ expect_count "$work/pointer.log" "The valid state is now True" 1
 say "What the segment holds (zkw-inspect)"
 "$bin/zkw-inspect" "$shm_pointer" | sed 's/^/    /'
 
+say "On demand: a worker subscribes to a path no -f named, through the broker's socket"
+echo "a config nobody configured the broker for" >"$work/settings3.txt"
+push "$work/settings3.txt" ondemand /tmp/
+start_example "$work/demand.log" -f /tmp/ondemand --broker --socket "$work/broker.sock" --event
+wait_for "$work/demand.log" "Your file contents: a config nobody configured"
+wait_for "$work/demand.log" "Use a keyboard interrupt"
+echo "a config nobody configured the broker for, CHANGED" >"$work/settings3.txt"
+push "$work/settings3.txt" ondemand /tmp/
+wait_for "$work/demand.log" "Your file contents: a config nobody configured the broker for, CHANGED"
+echo "    $ echo LIST | socat - UNIX-CONNECT:$work/broker.sock"
+echo LIST | socat - "UNIX-CONNECT:$work/broker.sock" | sed 's/^/    /'
+stop_example
+show "$work/demand.log"
+expect_count "$work/demand.log" "Your file contents: a config nobody configured the broker for, CHANGED" 1
+
 say "Stopping the broker (SIGTERM)"
 kill -TERM "$broker_pid"
 wait "$broker_pid" || true

@@ -33,6 +33,8 @@
 
 struct example {
 	const char *hosts, *path, *shm;
+	const char *socket; /* --socket; with --broker alone: $ZKW_SOCKET or the default */
+	bool broker;        /* subscribe to -f PATH through a zkw-broker's control socket */
 	bool pointer, valid_init, poll, event;
 	int sleep_s;
 	int exit_after_s; /* 0 = until interrupted */
@@ -101,13 +103,17 @@ static void print_poll(bool valid, const void *content, size_t len)
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: zkw-example (-z HOSTS -f PATH | --shm NAME [--owner USER|UID]) [-p] [-s SEC] [-v]\n"
+	        "usage: zkw-example (-z HOSTS -f PATH | -f PATH --broker [--socket PATH] | --shm NAME)\n"
+	        "                   [--owner USER|UID] [-p] [-s SEC] [-v]\n"
 	        "                   --poll|--event\n"
 	        "The Zookeeper Watcher example: print the watched file as it changes.\n"
 	        "  -z, --zoo-keeper HOSTS  ZooKeeper connect string (in-process watcher)\n"
 	        "  -f, --file PATH         the file to watch in ZooKeeper\n"
-	        "      --shm NAME          attach to a zkw-broker's segment instead of ZooKeeper\n"
-	        "      --owner USER|UID    with --shm: accept the segment only if this user owns it\n"
+	        "      --broker            subscribe to -f PATH through a zkw-broker instead of ZooKeeper\n"
+	        "      --socket PATH       the broker's control socket (implies --broker; default\n"
+	        "                          $ZKW_SOCKET, else " ZKW_SOCKET_DEFAULT ")\n"
+	        "      --shm NAME          attach to a zkw-broker's segment by name instead\n"
+	        "      --owner USER|UID    with --shm or --broker: trust only this owner\n"
 	        "                          (default: root or yourself, or $ZKW_SEGMENT_OWNER)\n"
 	        "  -p, --pointer           the file holds the path of the real config file\n"
 	        "  -s, --sleep SEC         seconds between poll checks (default 1)\n"
@@ -125,7 +131,7 @@ static int parse_args(int argc, char **argv, struct example *ex)
 
 	zkw_opt_init(&o, argc, argv, "zkw-example",
 	             "z|zoo-keeper: f|file: p|pointer s|sleep: v|valid-init P=poll E=event S=shm: "
-	             "X=exit-after: O=owner: h|help",
+	             "X=exit-after: O=owner: B=broker K=socket: h|help",
 	             usage);
 	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
@@ -136,6 +142,11 @@ static int parse_args(int argc, char **argv, struct example *ex)
 		case 'P': ex->poll = true; break;
 		case 'E': ex->event = true; break;
 		case 'S': ex->shm = o.arg; break;
+		case 'B': ex->broker = true; break;
+		case 'K':
+			ex->broker = true;
+			ex->socket = o.arg;
+			break;
 		case 'O':
 			if (zkw_opt_uid(&o, &ex->owner))
 				return EXIT_USAGE;
@@ -158,12 +169,16 @@ static int parse_args(int argc, char **argv, struct example *ex)
 		fprintf(stderr, "zkw-example: give exactly one of --poll and --event\n");
 		return EXIT_USAGE;
 	}
-	if (!ex->shm && (!ex->hosts || !ex->path)) {
-		fprintf(stderr, "zkw-example: give -z HOSTS and -f PATH, or --shm NAME\n");
+	if (ex->broker && (ex->shm || ex->hosts || !ex->path)) {
+		fprintf(stderr, "zkw-example: --broker takes -f PATH, and neither -z nor --shm\n");
 		return EXIT_USAGE;
 	}
-	if (ex->owner_set && !ex->shm) {
-		fprintf(stderr, "zkw-example: --owner goes with --shm (a segment's owner)\n");
+	if (!ex->shm && !ex->broker && (!ex->hosts || !ex->path)) {
+		fprintf(stderr, "zkw-example: give -z HOSTS and -f PATH, -f PATH --broker, or --shm NAME\n");
+		return EXIT_USAGE;
+	}
+	if (ex->owner_set && !ex->shm && !ex->broker) {
+		fprintf(stderr, "zkw-example: --owner goes with --shm or --broker (a segment's owner)\n");
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -212,20 +227,30 @@ static int run_in_process(const struct example *ex, time_t start)
 	return 0;
 }
 
+/* The segment, by name (--shm) or through the broker's socket (--broker). */
+static int open_segment(const struct example *ex, zkw_reader *r)
+{
+	zkw_reader_options ropt = {.expected_uid = ex->owner};
+	zkw_subscribe_options sopt = {.timeout_ms = 0, .expected_uid = ex->owner};
+
+	if (!ex->broker)
+		return zkw_reader_open_ex(r, ex->shm, &ropt);
+	return zkw_reader_subscribe_ex(r, ex->socket, ex->path, ex->pointer ? ZKW_SUBSCRIBE_POINTER : 0, &sopt);
+}
+
 /* The broker replaced the segment (retired): open the name again into the
  * same reader, which the dispatcher goes on with (generations and
  * content_gen continue: nothing is delivered twice), and grow the buffer
  * if the new segment holds more. 0, or -errno after saying why. */
 static int reopen(const struct example *ex, zkw_reader *r, zkw_dispatcher *d, char **buf, size_t *cap)
 {
-	zkw_reader_options ropt = {.expected_uid = ex->owner};
 	int rc;
 
 	zkw_reader_close(r);
-	rc = zkw_reader_open_ex(r, ex->shm, &ropt);
+	rc = open_segment(ex, r);
 	if (rc) {
 		fprintf(stderr, "zkw-example: segment %s was replaced by its broker; reopening it: %s\n",
-		        ex->shm, r->why);
+		        ex->shm ? ex->shm : ex->path, r->why);
 		return rc;
 	}
 	if (zkw_reader_capacity(r) > *cap) {
@@ -246,16 +271,16 @@ static int reopen(const struct example *ex, zkw_reader *r, zkw_dispatcher *d, ch
 static int run_shm(const struct example *ex, time_t start)
 {
 	zkw_handlers h = {.valid = valid_file, .config = change_file, .error = error_file};
-	zkw_reader_options ropt = {.expected_uid = ex->owner};
+	const char *what = ex->shm ? ex->shm : ex->path;
 	zkw_dispatcher d;
 	zkw_snapshot meta;
 	zkw_reader r;
 	char *buf;
 	size_t cap;
-	int rc = zkw_reader_open_ex(&r, ex->shm, &ropt);
+	int rc = open_segment(ex, &r);
 
 	if (rc) {
-		fprintf(stderr, "zkw-example: segment %s: %s\n", ex->shm, r.why);
+		fprintf(stderr, "zkw-example: %s %s: %s\n", ex->shm ? "segment" : "subscription to", what, r.why);
 		return 1;
 	}
 	cap = (size_t)zkw_reader_capacity(&r);
@@ -286,7 +311,7 @@ static int run_shm(const struct example *ex, time_t start)
 			nap(ex->sleep_s);
 		}
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN) {
-			fprintf(stderr, "zkw-example: reading %s: %s\n", ex->shm, strerror(-rc));
+			fprintf(stderr, "zkw-example: reading %s: %s\n", what, strerror(-rc));
 			break;
 		}
 	}
@@ -309,5 +334,5 @@ int main(int argc, char **argv)
 	sigaddset(&stop_signals, SIGINT);
 	sigaddset(&stop_signals, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-	return ex.shm ? run_shm(&ex, time(NULL)) : run_in_process(&ex, time(NULL));
+	return ex.shm || ex.broker ? run_shm(&ex, time(NULL)) : run_in_process(&ex, time(NULL));
 }

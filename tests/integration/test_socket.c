@@ -889,6 +889,39 @@ static void test_open_file_limit(void **state)
 	rmdir(dir);
 }
 
+/* The C example as a subscriber: -f PATH --broker, event mode, each change
+ * once, and it follows the segment when it grows and moves (a retirement:
+ * it subscribes again). */
+static void test_example_subscribes(void **state)
+{
+	char path[128], big[40000];
+	const char *argv[] = {"-f", path, "--broker", "--socket", sock, "--event", NULL};
+	proc *ex;
+
+	(void)state;
+	node(path, sizeof(path), "example");
+	put(path, "first");
+	start_broker(NULL);
+	ex = proc_spawn("zkw-example", argv);
+	assert_non_null(ex);
+	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: first", WAIT_MS));
+	assert_true(proc_wait_output(ex, PROC_STDOUT, "Use a keyboard interrupt", WAIT_MS));
+	put(path, "second");
+	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: second", WAIT_MS));
+	memset(big, 'g', sizeof(big) - 1); /* more than the 8 KiB a segment starts with */
+	big[sizeof(big) - 1] = '\0';
+	put(path, big);
+	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: ggggg", WAIT_MS));
+	put(path, "third");
+	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: third", WAIT_MS));
+	assert_int_equal(proc_count(ex, PROC_STDOUT, "Your file contents: second"), 1);
+	assert_int_equal(proc_count(ex, PROC_STDOUT, "Your file contents: ggggg"), 1);
+	proc_signal(ex, SIGINT);
+	assert_int_equal(proc_wait(ex, WAIT_MS), 0);
+	proc_free(ex);
+	stop_broker();
+}
+
 static int setup_each(void **state)
 {
 	static int n;
@@ -954,6 +987,7 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_reconcile_confirms_without_a_generation, setup_each,
 	                                        teardown_each),
 	        cmocka_unit_test_setup_teardown(test_open_file_limit, setup_each, teardown_each),
+	        cmocka_unit_test_setup_teardown(test_example_subscribes, setup_each, teardown_each),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
