@@ -168,9 +168,19 @@ static void on_config(void *ctx, const void *content, size_t len)
 		count_add(c->slot, C_TORN, 1);
 		note(c->slot, "config() with torn content, len/gen", len, c->d->snap.generation);
 	}
+	/* The same bytes twice in a row: a duplicate when the content did not
+	 * change in between (content_gen did not rise); when it did, the
+	 * content went to something else and back faster than this reader
+	 * dispatched (a pointer switched A -> B -> A): a return to an earlier
+	 * content, counted with the sequence regressions, which only pointer
+	 * readers may see. */
 	if (c->any_config && len == c->last_len && crc == c->last_crc) {
-		count_add(c->slot, C_DUP, 1);
-		note(c->slot, "config() twice for one content, seq/gen", seq, c->d->snap.generation);
+		if (cgen <= c->last_cgen) {
+			count_add(c->slot, C_DUP, 1);
+			note(c->slot, "config() twice for one content, seq/gen", seq, c->d->snap.generation);
+		} else {
+			count_add(c->slot, C_SEQREG, 1);
+		}
 	}
 	if (c->any_config && cgen <= c->last_cgen) {
 		count_add(c->slot, C_CGENREG, 1);
