@@ -41,6 +41,7 @@ ZKW_CFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS  += -pthread $(SANFLAGS)
 ZK_LIBS  := -lzookeeper_mt
 URCU_LIBS := -lurcu-memb -lurcu-common
+DAEMON_LIBS := -linih
 LDLIBS   += -lrt
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -127,7 +128,7 @@ $(LIBCLIENT): $(call obj,$(PY_SRC))
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/zkw-broker: $(call obj,broker/daemon/main.c) $(DAEMON_A) $(PUBLISH_A) $(LIB_A) $(LIBZKW)
-	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(DAEMON_LIBS) $(LDLIBS)
 
 $(TOOLS): $(BUILD)/%: $(BUILD)/tools/%.o $(LIB_A) $(LIBZKW)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)
@@ -138,7 +139,7 @@ $(TESTS): $(TEST_LIBS)
 $(BENCHES): $(BENCH_A) $(TEST_LIBS)
 $(TESTS) $(BENCHES):
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) -lcmocka $(ZK_LIBS) $(URCU_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) -lcmocka $(ZK_LIBS) $(URCU_LIBS) $(DAEMON_LIBS) $(LDLIBS)
 define test_rule
 $(BUILD)/tests/$(notdir $(1:.c=)): $(call obj,$(1))
 endef

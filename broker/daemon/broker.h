@@ -92,5 +92,8 @@ void broker_watch_error(broker_watch *w, char *buf, size_t cap);
  * control_stop, which joins its thread. */
 int control_start(broker *b);
 void control_stop(void);
+/* Run fn(arg) where the watch table may change: on the control thread,
+ * waiting for it to finish; directly when there is no control thread. */
+void control_call(void (*fn)(void *), void *arg);
 
 #endif

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ini.h>
+#include <strings.h>
+
 #include "log.h"
 
 /* How long the broker waits for a first ZooKeeper server at start (valid
@@ -62,7 +65,11 @@ void zkw__cli_usage(FILE *out)
 	        "                            subscriber left (default %d)\n"
 	        "      --subscribe-timeout MS  answer a subscription after at most MS even when\n"
 	        "                            ZooKeeper has not answered yet (default %d)\n"
+	        "  -c, --config FILE         read the configuration file FILE (see zkw-broker.conf(5));\n"
+	        "                            the command line overrides it\n"
+	        "      --check-config        check the configuration, print it as it would run, exit\n"
 	        "  -v, --verbose             log ZooKeeper client details too\n"
+	        "  -V, --version             print the version\n"
 	        "  -h, --help                this help\n",
 	        BROKER_INIT_TIMEOUT_MS, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_RECONCILE_S_DEFAULT,
 	        ZKW_RECONCILE_RATE_DEFAULT, ZKW_RECONNECT_MAX_MS_DEFAULT, ZKW_SOCKET_DEFAULT, ZKW_CLI_SOCKET_MODE, ZKW_CLI_MAX_WATCHES,
@@ -254,7 +261,10 @@ enum {
 	OPT_LINGER,
 	OPT_SUBSCRIBE_TIMEOUT,
 	OPT_RECONCILE_RATE,
+	OPT_CHECK_CONFIG,
 };
+
+#define SHORT_OPTS ":z:f:pvhc:V"
 
 static int parse_mode(const char *opt, const char *arg, mode_t *out, struct cli_why *why)
 {
@@ -336,20 +346,20 @@ static int add_rule(zkw_cli *c, const char *opt, const char *arg, bool ensure, s
 
 void zkw__cli_free(zkw_cli *c)
 {
+	for (int i = 0; i < c->nowned; i++)
+		free(c->owned[i]);
+	free(c->owned);
 	free(c->watches);
 	free(c->rules);
+	c->owned = NULL;
 	c->watches = NULL;
 	c->rules = NULL;
-	c->nwatches = c->watches_cap = c->nrules = c->rules_cap = 0;
+	c->nowned = c->owned_cap = c->nwatches = c->watches_cap = c->nrules = c->rules_cap = 0;
 }
 
-/* A watch option applies to the preceding -f; before the first -f, to the
- * defaults (a watch without a path) that every -f starts from. */
-static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, const char *arg,
-                              struct cli_why *why)
+/* -p, --ensure, --shm or --capacity for watch w. */
+static int apply_watch_option_to(zkw_cli_watch *w, int opt, const char *arg, struct cli_why *why)
 {
-	zkw_cli_watch *w = c->nwatches ? &c->watches[c->nwatches - 1] : defaults;
-
 	switch (opt) {
 	case 'p': w->pointer = true; return 0;
 	case OPT_ENSURE: w->ensure = true; return 0;
@@ -369,6 +379,23 @@ static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, cons
 			        arg, ZKW_CAPACITY_MAX);
 		return 0;
 	}
+}
+
+/* A watch option applies to the preceding command-line -f; before the
+ * first, to the defaults (a watch without a path) that every -f starts
+ * from, and --capacity there is the broker's default (for the file's
+ * watches and those added on demand too). */
+static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, const char *arg,
+                              struct cli_why *why)
+{
+	int rc;
+
+	if (c->nwatches > c->cli_first_watch)
+		return apply_watch_option_to(&c->watches[c->nwatches - 1], opt, arg, why);
+	rc = apply_watch_option_to(defaults, opt, arg, why);
+	if (rc == 0 && opt == OPT_CAPACITY)
+		c->default_capacity = defaults->capacity;
+	return rc;
 }
 
 static int add_watch(zkw_cli *c, const zkw_cli_watch *defaults, const char *path, struct cli_why *why)
@@ -430,6 +457,9 @@ static int finish_watches(zkw_cli *c, struct cli_why *why)
 			return bad_usage(why, "-f %s: path too long for a default segment name; give --shm",
 			                 w->path);
 	}
+	for (i = 0; i < c->nwatches; i++)
+		if (!c->watches[i].capacity)
+			c->watches[i].capacity = c->default_capacity ? c->default_capacity : ZKW_DEFAULT_CAPACITY;
 	/* No two watches on one segment: sort a copy of the names (a broker
 	 * may have thousands of -f). */
 	if (c->nwatches > 1) {
@@ -473,162 +503,561 @@ static void cli_defaults(zkw_cli *c)
 	c->subscribe_timeout_ms = ZKW_CLI_SUBSCRIBE_TIMEOUT;
 }
 
+static const struct option opts[] = {
+        {"zookeeper", required_argument, NULL, 'z'},
+        {"file", required_argument, NULL, 'f'},
+        {"pointer", no_argument, NULL, 'p'},
+        {"ensure", no_argument, NULL, OPT_ENSURE},
+        {"no-valid-init", no_argument, NULL, OPT_NO_VALID_INIT},
+        {"init-timeout", required_argument, NULL, OPT_INIT_TIMEOUT},
+        {"shm", required_argument, NULL, OPT_SHM},
+        {"capacity", required_argument, NULL, OPT_CAPACITY},
+        {"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
+        {"reconcile", required_argument, NULL, OPT_RECONCILE},
+        {"reconnect-max", required_argument, NULL, OPT_RECONNECT_MAX},
+        {"mode", required_argument, NULL, OPT_MODE},
+        {"group", required_argument, NULL, OPT_GROUP},
+        {"unlink-on-exit", no_argument, NULL, OPT_UNLINK},
+        {"socket", required_argument, NULL, OPT_SOCKET},
+        {"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
+        {"socket-group", required_argument, NULL, OPT_SOCKET_GROUP},
+        {"allow", required_argument, NULL, OPT_ALLOW},
+        {"allow-ensure", required_argument, NULL, OPT_ALLOW_ENSURE},
+        {"max-watches", required_argument, NULL, OPT_MAX_WATCHES},
+        {"max-peer-subscriptions", required_argument, NULL, OPT_MAX_PEER_SUBS},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"linger", required_argument, NULL, OPT_LINGER},
+        {"subscribe-timeout", required_argument, NULL, OPT_SUBSCRIBE_TIMEOUT},
+        {"reconcile-rate", required_argument, NULL, OPT_RECONCILE_RATE},
+        {"verbose", no_argument, NULL, 'v'},
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+};
+
+/* One option (ch, as getopt_long returns it; name for messages) with its
+ * value, from the command line or the configuration file. */
+static int apply_option(zkw_cli *c, zkw_cli_watch *defaults, int ch, const char *arg, const char *name,
+                        struct cli_why *why)
+{
+	long v;
+	int rc = 0;
+
+	switch (ch) {
+	case 'z':
+		c->hosts = arg;
+		for (const char *p = arg; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				return bad_usage(why, "-z %s: control character at byte %zu ('%c')",
+				                 arg, (size_t)(p - arg) + 1, *p);
+		break;
+	case 'f': rc = add_watch(c, defaults, arg, why); break;
+	case 'p':
+	case OPT_ENSURE:
+	case OPT_SHM:
+	case OPT_CAPACITY: rc = apply_watch_option(c, defaults, ch, arg, why); break;
+	case OPT_NO_VALID_INIT: c->session.valid_init = false; break;
+	case OPT_INIT_TIMEOUT:
+		if (parse_int(arg, 1, 3600000, &v) < 0)
+			return bad_usage(why, "--init-timeout %s: want milliseconds", arg);
+		c->session.init_timeout_ms = (int)v;
+		break;
+	case OPT_SESSION_TIMEOUT:
+		if (parse_int(arg, 1, 3600000, &v) < 0)
+			return bad_usage(why, "--session-timeout %s: want milliseconds", arg);
+		c->session.session_timeout_ms = (int)v;
+		break;
+	case OPT_RECONCILE:
+		if (parse_int(arg, 0, 86400, &v) < 0)
+			return bad_usage(why, "--reconcile %s: want seconds (0 turns it off)",
+			                 arg);
+		c->session.reconcile_s = (int)v;
+		break;
+	case OPT_RECONCILE_RATE:
+		if (parse_int(arg, 1, 100000, &v) < 0)
+			return bad_usage(why, "--reconcile-rate %s: want requests a second (1 to 100000)", arg);
+		c->session.reconcile_rate = (int)v;
+		break;
+	case OPT_RECONNECT_MAX:
+		if (parse_int(arg, 100, 3600000, &v) < 0)
+			return bad_usage(why,
+			                 "--reconnect-max %s: want milliseconds from 100 to 3600000",
+			                 arg);
+		c->session.reconnect_max_ms = (int)v;
+		break;
+	case OPT_SOCKET:
+		if (strcmp(arg, "none") == 0) {
+			c->socket_path = NULL;
+			break;
+		}
+		if (arg[0] != '/' || strlen(arg) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return bad_usage(why, "--socket %s: want an absolute path of at most %zu bytes, or none",
+			                 arg, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		c->socket_path = arg;
+		break;
+	case OPT_SOCKET_MODE: rc = parse_mode("--socket-mode", arg, &c->socket_mode, why); break;
+	case OPT_SOCKET_GROUP:
+		if (parse_group(arg, &c->socket_group) < 0)
+			return bad_usage(why, "--socket-group %s: no such group", arg);
+		break;
+	case OPT_ALLOW:
+	case OPT_ALLOW_ENSURE:
+		rc = add_rule(c, ch == OPT_ALLOW ? "--allow" : "--allow-ensure", arg, ch == OPT_ALLOW_ENSURE,
+		              why);
+		break;
+	case OPT_MAX_WATCHES:
+	case OPT_MAX_PEER_SUBS:
+	case OPT_MAX_CONNECTIONS:
+		if (parse_int(arg, 1, 1000000, &v) < 0)
+			return bad_usage(why, "%s %s: want a count from 1 to 1000000", name, arg);
+		*(ch == OPT_MAX_WATCHES       ? &c->max_watches
+		  : ch == OPT_MAX_PEER_SUBS   ? &c->max_peer_subscriptions
+		                              : &c->max_connections) = (int)v;
+		break;
+	case OPT_LINGER:
+		if (parse_int(arg, 0, 30 * 86400, &v) < 0)
+			return bad_usage(why, "--linger %s: want seconds (0 to 2592000)", arg);
+		c->linger_s = (int)v;
+		break;
+	case OPT_SUBSCRIBE_TIMEOUT:
+		if (parse_int(arg, 1, 600000, &v) < 0)
+			return bad_usage(why, "--subscribe-timeout %s: want milliseconds (1 to 600000)", arg);
+		c->subscribe_timeout_ms = (int)v;
+		break;
+	case OPT_MODE:
+		if ((rc = parse_mode("--mode", arg, &c->segment.mode, why)) < 0)
+			return rc;
+		v = (long)c->segment.mode;
+		if (v & 022)
+			return bad_usage(why,
+			                 "--mode %s: group/other write permission (%04lo) refused: "
+			                 "whoever may write a segment can crash or fool its readers "
+			                 "(read bits are fine: 0640, 0644)",
+			                 arg, v & 022);
+		c->segment.mode = (mode_t)v;
+		break;
+	case OPT_GROUP:
+		if (parse_group(arg, &c->segment.group) < 0)
+			return bad_usage(why, "--group %s: no such group", arg);
+		break;
+	case OPT_UNLINK: c->unlink_on_exit = true; break;
+	case 'v': c->verbose = true; break;
+	default: return bad_usage(why, "unknown option %s", name);
+	}
+	return rc;
+}
+
+/* The long option called name. */
+static const struct option *option_by_name(const char *name)
+{
+	for (const struct option *o = opts; o->name; o++)
+		if (strcmp(o->name, name) == 0)
+			return o;
+	return NULL;
+}
+
+/* ---- the configuration file (docs/design.md, "The configuration file") */
+
+/* Keep a copy of a value from the file for as long as the configuration. */
+static const char *keep(zkw_cli *c, const char *text)
+{
+	char *copy = strdup(text), **p;
+
+	if (!copy)
+		return NULL;
+	if (c->nowned == c->owned_cap) {
+		int cap = c->owned_cap ? c->owned_cap * 2 : 32;
+
+		p = realloc(c->owned, (size_t)cap * sizeof(*p));
+		if (!p) {
+			free(copy);
+			return NULL;
+		}
+		c->owned = p;
+		c->owned_cap = cap;
+	}
+	c->owned[c->nowned++] = copy;
+	return copy;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(v, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+struct file_state {
+	zkw_cli *c;
+	zkw_cli_watch *defaults;
+	char reason[1024]; /* the first refusal, without its place */
+	int line;          /* its line when known here (0: libinih tells) */
+};
+
+static int file_refuse(struct file_state *st, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int file_refuse(struct file_state *st, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (st->reason[0])
+		return 0; /* the first reason is the one told */
+	va_start(ap, fmt);
+	vsnprintf(st->reason, sizeof(st->reason), fmt, ap);
+	va_end(ap);
+	st->line = line;
+	return 0;
+}
+
+static zkw_cli_watch *file_watch(zkw_cli *c, const char *label)
+{
+	for (int i = 0; i < c->nwatches; i++)
+		if (c->watches[i].label && strcmp(c->watches[i].label, label) == 0)
+			return &c->watches[i];
+	return NULL;
+}
+
+/* The keys of [broker] and [socket]: the long option of the same meaning. */
+static const struct option *file_option(const char *section, const char *key)
+{
+	static const char *const broker_keys[] = {"zookeeper", "session-timeout", "init-timeout", "reconcile",
+	                                           "reconcile-rate", "reconnect-max", "capacity", "mode", "group",
+	                                           "verbose", "unlink-on-exit", NULL};
+	static const char *const socket_keys[] = {"linger", "subscribe-timeout", "max-watches",
+	                                           "max-peer-subscriptions", "max-connections", "allow",
+	                                           "allow-ensure", NULL};
+	const char *const *keys = strcmp(section, "socket") == 0 ? socket_keys : broker_keys;
+
+	if (strcmp(section, "socket") == 0) {
+		if (strcmp(key, "path") == 0)
+			return option_by_name("socket");
+		if (strcmp(key, "mode") == 0)
+			return option_by_name("socket-mode");
+		if (strcmp(key, "group") == 0)
+			return option_by_name("socket-group");
+	}
+	for (; *keys; keys++)
+		if (strcmp(*keys, key) == 0)
+			return option_by_name(key);
+	return NULL;
+}
+
+/* libinih's handler: one key. 1 = fine, 0 = refused (the reason kept). */
+static int file_key(void *user, const char *section, const char *key, const char *raw)
+{
+	struct file_state *st = user;
+	char why[1024] = "";
+	struct cli_why w = {why, sizeof(why)};
+	const struct option *o;
+	const char *value;
+	zkw_cli *c = st->c;
+	bool flag;
+	int rc;
+
+	if (st->reason[0])
+		return 1; /* refused already: say the first reason only */
+	value = keep(c, raw);
+	if (!value)
+		return file_refuse(st, 0, "out of memory");
+	if (strncmp(section, "watch ", 6) == 0) {
+		zkw_cli_watch *cw = file_watch(c, section + 6);
+
+		if (!cw)
+			return file_refuse(st, 0, "[%s]: not a watch section", section);
+		if (strcmp(key, "path") == 0) {
+			if (check_path("path", value, &w) < 0)
+				return file_refuse(st, 0, "%s", why);
+			cw->path = value;
+			return 1;
+		}
+		if (strcmp(key, "pointer") == 0 || strcmp(key, "ensure") == 0) {
+			if (parse_bool(value, &flag) < 0)
+				return file_refuse(st, 0, "%s = %s: want true or false", key, raw);
+			if (key[0] == 'p')
+				cw->pointer = flag;
+			else
+				cw->ensure = flag;
+			return 1;
+		}
+		if (strcmp(key, "shm") == 0 || strcmp(key, "capacity") == 0) {
+			rc = apply_watch_option_to(cw, key[0] == 's' ? OPT_SHM : OPT_CAPACITY, value, &w);
+			return rc < 0 ? file_refuse(st, 0, "%s", why) : 1;
+		}
+		return file_refuse(st, 0, "unknown key '%s' in [%s] (path, pointer, ensure, shm, capacity)", key,
+		                   section);
+	}
+	if (strcmp(section, "broker") != 0 && strcmp(section, "socket") != 0)
+		return file_refuse(st, 0, "key '%s' outside a known section", key);
+	if (strcmp(section, "broker") == 0 && strcmp(key, "valid-init") == 0) {
+		if (parse_bool(value, &flag) < 0)
+			return file_refuse(st, 0, "valid-init = %s: want true or false", raw);
+		c->session.valid_init = flag;
+		return 1;
+	}
+	o = file_option(section, key);
+	if (!o)
+		return file_refuse(st, 0, "unknown key '%s' in [%s]", key, section);
+	if (o->has_arg == no_argument) {
+		if (parse_bool(value, &flag) < 0)
+			return file_refuse(st, 0, "%s = %s: want true or false", key, raw);
+		if (o->val == OPT_UNLINK)
+			c->unlink_on_exit = flag;
+		else
+			c->verbose = flag;
+		return 1;
+	}
+	if (o->val == OPT_CAPACITY) {
+		rc = apply_watch_option_to(st->defaults, OPT_CAPACITY, value, &w);
+		if (rc == 0)
+			c->default_capacity = st->defaults->capacity;
+	} else {
+		rc = apply_option(c, st->defaults, o->val, value, o->name, &w);
+	}
+	return rc < 0 ? file_refuse(st, 0, "%s", why) : 1;
+}
+
+/* The sections, in order, with their lines: libinih calls back for keys
+ * only, and a [watch PATH] needs none. Each [watch LABEL] becomes a watch
+ * here; its keys come through file_key. */
+static void file_sections(struct file_state *st, FILE *f)
+{
+	char line[4096];
+	int n = 0;
+
+	while (!st->reason[0] && fgets(line, sizeof(line), f)) {
+		char *p = line, *end, why[1024] = "";
+		struct cli_why w = {why, sizeof(why)};
+		const char *label;
+		zkw_cli_watch *cw;
+
+		n++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p != '[')
+			continue;
+		end = strchr(p, ']');
+		if (!end) {
+			file_refuse(st, n, "a section header without ']'");
+			break;
+		}
+		*end = '\0';
+		p++;
+		if (strcmp(p, "broker") == 0 || strcmp(p, "socket") == 0)
+			continue;
+		if (strncmp(p, "watch ", 6) != 0 || !p[6]) {
+			file_refuse(st, n, "unknown section [%s] (broker, socket, watch PATH)", p);
+			break;
+		}
+		label = keep(st->c, p + 6);
+		if (!label) {
+			file_refuse(st, n, "out of memory");
+			break;
+		}
+		if (file_watch(st->c, label)) {
+			file_refuse(st, n, "a second [watch %s]", label);
+			break;
+		}
+		/* A label that is a path is the watch's path ("path =" may
+		 * still say otherwise); any other label wants a path key. */
+		if (add_watch(st->c, &(zkw_cli_watch){0}, label[0] == '/' ? label : "/x", &w) < 0) {
+			file_refuse(st, n, "[watch %s]: %s", label, why);
+			break;
+		}
+		cw = &st->c->watches[st->c->nwatches - 1];
+		cw->label = label;
+		cw->line = n;
+		cw->from_file = true;
+		if (label[0] != '/')
+			cw->path = NULL;
+	}
+}
+
+/* Read FILE into c, on top of the defaults. 0, or -EINVAL with
+ * "FILE:LINE: reason" (escaped) in why. */
+static int read_file(zkw_cli *c, zkw_cli_watch *defaults, const char *file, struct cli_why *why)
+{
+	struct file_state st = {.c = c, .defaults = defaults};
+	FILE *f = fopen(file, "re");
+	int rc;
+
+	if (!f)
+		return bad_usage(why, "--config %s: %s", file, strerror(errno));
+	file_sections(&st, f);
+	if (!st.reason[0]) {
+		rewind(f);
+		rc = ini_parse_file(f, file_key, &st);
+		if (rc < 0 && !st.reason[0])
+			file_refuse(&st, 0, "cannot read the file");
+		else if (rc > 0 && !st.reason[0])
+			file_refuse(&st, rc, "neither a [section], a key = value nor a comment");
+		if (rc > 0 && !st.line)
+			st.line = rc;
+	}
+	fclose(f);
+	for (int i = 0; i < c->nwatches && !st.reason[0]; i++)
+		if (c->watches[i].from_file && !c->watches[i].path)
+			file_refuse(&st, c->watches[i].line, "[watch %s] has no path (path = /...)", c->watches[i].label);
+	if (st.reason[0])
+		return bad_usage(why, "%s:%d: %s", file, st.line, st.reason);
+	return 0;
+}
+
+/* --config, --help and --version first: they decide what else is read. */
+static int scan_argv(zkw_cli *c, int argc, char **argv, const char **config, struct cli_why *why)
+{
+	int ch;
+
+	*config = NULL;
+	opterr = 0;
+	optind = 0; /* glibc: full re-initialisation, so the parser can run again */
+	while ((ch = getopt_long(argc, argv, SHORT_OPTS, opts, NULL)) != -1) {
+		if (ch == 'c')
+			*config = strcmp(optarg, "none") == 0 ? NULL : optarg;
+		else if (ch == 'h')
+			c->help = true;
+		else if (ch == 'V')
+			c->version = true;
+		else if (ch == ':')
+			return bad_usage(why, "option %s needs a value", argv[optind - 1]);
+		else if (ch == '?')
+			return bad_usage(why, "unknown option %s", argv[optind - 1]);
+	}
+	if (optind < argc)
+		return bad_usage(why, "unexpected argument \"%s\"", argv[optind]);
+	return 0;
+}
+
+/* A command-line -f replaces the file's watch of the same path and mode. */
+static void drop_replaced_watches(zkw_cli *c)
+{
+	int i, j, k = 0, first = c->cli_first_watch;
+
+	for (i = 0; i < c->nwatches; i++) {
+		bool replaced = false;
+
+		for (j = first; i < first && j < c->nwatches && !replaced; j++)
+			replaced = c->watches[j].pointer == c->watches[i].pointer &&
+			           strcmp(c->watches[j].path, c->watches[i].path) == 0;
+		if (!replaced)
+			c->watches[k++] = c->watches[i];
+		else if (i < first)
+			c->cli_first_watch--;
+	}
+	first = c->cli_first_watch;
+	c->nwatches = k;
+}
+
 int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whylen)
 {
-	static const struct option opts[] = {
-	        {"zookeeper", required_argument, NULL, 'z'},
-	        {"file", required_argument, NULL, 'f'},
-	        {"pointer", no_argument, NULL, 'p'},
-	        {"ensure", no_argument, NULL, OPT_ENSURE},
-	        {"no-valid-init", no_argument, NULL, OPT_NO_VALID_INIT},
-	        {"init-timeout", required_argument, NULL, OPT_INIT_TIMEOUT},
-	        {"shm", required_argument, NULL, OPT_SHM},
-	        {"capacity", required_argument, NULL, OPT_CAPACITY},
-	        {"session-timeout", required_argument, NULL, OPT_SESSION_TIMEOUT},
-	        {"reconcile", required_argument, NULL, OPT_RECONCILE},
-	        {"reconnect-max", required_argument, NULL, OPT_RECONNECT_MAX},
-	        {"mode", required_argument, NULL, OPT_MODE},
-	        {"group", required_argument, NULL, OPT_GROUP},
-	        {"unlink-on-exit", no_argument, NULL, OPT_UNLINK},
-	        {"socket", required_argument, NULL, OPT_SOCKET},
-	        {"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
-	        {"socket-group", required_argument, NULL, OPT_SOCKET_GROUP},
-	        {"allow", required_argument, NULL, OPT_ALLOW},
-	        {"allow-ensure", required_argument, NULL, OPT_ALLOW_ENSURE},
-	        {"max-watches", required_argument, NULL, OPT_MAX_WATCHES},
-	        {"max-peer-subscriptions", required_argument, NULL, OPT_MAX_PEER_SUBS},
-	        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-	        {"linger", required_argument, NULL, OPT_LINGER},
-	        {"subscribe-timeout", required_argument, NULL, OPT_SUBSCRIBE_TIMEOUT},
-	        {"reconcile-rate", required_argument, NULL, OPT_RECONCILE_RATE},
-	        {"verbose", no_argument, NULL, 'v'},
-	        {"help", no_argument, NULL, 'h'},
-	        {NULL, 0, NULL, 0},
-	};
-	zkw_cli_watch defaults = {.capacity = ZKW_DEFAULT_CAPACITY};
+	zkw_cli_watch defaults = {0};
 	struct cli_why why = {whybuf, whylen};
-	long v;
-	int ch, rc;
+	const char *config;
+	int ch, rc, file_rules;
 
 	cli_defaults(c);
 	if (whybuf && whylen)
 		whybuf[0] = '\0';
-	opterr = 0;
-	optind = 0; /* glibc: full re-initialisation, so the parser can run again */
-	while ((ch = getopt_long(argc, argv, ":z:f:pvh", opts, NULL)) != -1) {
-		rc = 0;
-		switch (ch) {
-		case 'z':
-			c->hosts = optarg;
-			for (const char *p = optarg; *p; p++)
-				if ((unsigned char)*p < 0x20 || *p == 0x7f)
-					return bad_usage(&why, "-z %s: control character at byte %zu ('%c')",
-					                 optarg, (size_t)(p - optarg) + 1, *p);
-			break;
-		case 'f': rc = add_watch(c, &defaults, optarg, &why); break;
-		case 'p':
-		case OPT_ENSURE:
-		case OPT_SHM:
-		case OPT_CAPACITY: rc = apply_watch_option(c, &defaults, ch, optarg, &why); break;
-		case OPT_NO_VALID_INIT: c->session.valid_init = false; break;
-		case OPT_INIT_TIMEOUT:
-			if (parse_int(optarg, 1, 3600000, &v) < 0)
-				return bad_usage(&why, "--init-timeout %s: want milliseconds", optarg);
-			c->session.init_timeout_ms = (int)v;
-			break;
-		case OPT_SESSION_TIMEOUT:
-			if (parse_int(optarg, 1, 3600000, &v) < 0)
-				return bad_usage(&why, "--session-timeout %s: want milliseconds", optarg);
-			c->session.session_timeout_ms = (int)v;
-			break;
-		case OPT_RECONCILE:
-			if (parse_int(optarg, 0, 86400, &v) < 0)
-				return bad_usage(&why, "--reconcile %s: want seconds (0 turns it off)",
-				                 optarg);
-			c->session.reconcile_s = (int)v;
-			break;
-		case OPT_RECONCILE_RATE:
-			if (parse_int(optarg, 1, 100000, &v) < 0)
-				return bad_usage(&why, "--reconcile-rate %s: want requests a second (1 to 100000)", optarg);
-			c->session.reconcile_rate = (int)v;
-			break;
-		case OPT_RECONNECT_MAX:
-			if (parse_int(optarg, 100, 3600000, &v) < 0)
-				return bad_usage(&why,
-				                 "--reconnect-max %s: want milliseconds from 100 to 3600000",
-				                 optarg);
-			c->session.reconnect_max_ms = (int)v;
-			break;
-		case OPT_SOCKET:
-			if (strcmp(optarg, "none") == 0) {
-				c->socket_path = NULL;
-				break;
-			}
-			if (optarg[0] != '/' || strlen(optarg) >= sizeof(((struct sockaddr_un *)0)->sun_path))
-				return bad_usage(&why, "--socket %s: want an absolute path of at most %zu bytes, or none",
-				                 optarg, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-			c->socket_path = optarg;
-			break;
-		case OPT_SOCKET_MODE: rc = parse_mode("--socket-mode", optarg, &c->socket_mode, &why); break;
-		case OPT_SOCKET_GROUP:
-			if (parse_group(optarg, &c->socket_group) < 0)
-				return bad_usage(&why, "--socket-group %s: no such group", optarg);
-			break;
-		case OPT_ALLOW:
-		case OPT_ALLOW_ENSURE:
-			rc = add_rule(c, ch == OPT_ALLOW ? "--allow" : "--allow-ensure", optarg, ch == OPT_ALLOW_ENSURE,
-			              &why);
-			break;
-		case OPT_MAX_WATCHES:
-		case OPT_MAX_PEER_SUBS:
-		case OPT_MAX_CONNECTIONS:
-			if (parse_int(optarg, 1, 1000000, &v) < 0)
-				return bad_usage(&why, "%s %s: want a count from 1 to 1000000", argv[optind - 1], optarg);
-			*(ch == OPT_MAX_WATCHES       ? &c->max_watches
-			  : ch == OPT_MAX_PEER_SUBS   ? &c->max_peer_subscriptions
-			                              : &c->max_connections) = (int)v;
-			break;
-		case OPT_LINGER:
-			if (parse_int(optarg, 0, 30 * 86400, &v) < 0)
-				return bad_usage(&why, "--linger %s: want seconds (0 to 2592000)", optarg);
-			c->linger_s = (int)v;
-			break;
-		case OPT_SUBSCRIBE_TIMEOUT:
-			if (parse_int(optarg, 1, 600000, &v) < 0)
-				return bad_usage(&why, "--subscribe-timeout %s: want milliseconds (1 to 600000)", optarg);
-			c->subscribe_timeout_ms = (int)v;
-			break;
-		case OPT_MODE:
-			if ((rc = parse_mode("--mode", optarg, &c->segment.mode, &why)) < 0)
-				return rc;
-			v = (long)c->segment.mode;
-			if (v & 022)
-				return bad_usage(&why,
-				                 "--mode %s: group/other write permission (%04lo) refused: "
-				                 "whoever may write a segment can crash or fool its readers "
-				                 "(read bits are fine: 0640, 0644)",
-				                 optarg, v & 022);
-			c->segment.mode = (mode_t)v;
-			break;
-		case OPT_GROUP:
-			if (parse_group(optarg, &c->segment.group) < 0)
-				return bad_usage(&why, "--group %s: no such group", optarg);
-			break;
-		case OPT_UNLINK: c->unlink_on_exit = true; break;
-		case 'v': c->verbose = true; break;
-		case 'h': c->help = true; return 0;
-		case ':': return bad_usage(&why, "option %s needs a value", argv[optind - 1]);
-		default: return bad_usage(&why, "unknown option %s", argv[optind - 1]);
+	if ((rc = scan_argv(c, argc, argv, &config, &why)) < 0)
+		return rc;
+	if (c->help || c->version)
+		return 0;
+	c->config_path = config;
+	if (config && (rc = read_file(c, &defaults, config, &why)) < 0)
+		return rc;
+	file_rules = c->nrules;
+	/* The command line's own watch defaults start empty; its --capacity
+	 * before any -f still overrides the file's default capacity. */
+	memset(&defaults, 0, sizeof(defaults));
+	c->cli_first_watch = c->nwatches;
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, SHORT_OPTS, opts, NULL)) != -1) {
+		if (ch == 'c' || ch == 'h' || ch == 'V')
+			continue;
+		if (ch == OPT_CHECK_CONFIG) {
+			c->check_config = true;
+			continue;
 		}
-		if (rc)
+		/* Rules given on the command line replace the file's. */
+		if ((ch == OPT_ALLOW || ch == OPT_ALLOW_ENSURE) && file_rules) {
+			c->nrules = 0;
+			file_rules = 0;
+		}
+		rc = apply_option(c, &defaults, ch, optarg, argv[optind - 1], &why);
+		if (rc < 0)
 			return rc;
 	}
-	if (optind < argc)
-		return bad_usage(&why, "unexpected argument \"%s\"", argv[optind]);
 	if (!c->hosts)
-		return bad_usage(&why, "missing -z HOSTS");
+		return bad_usage(&why, "missing -z HOSTS%s", config ? " (or zookeeper = in [broker])" : "");
+	drop_replaced_watches(c);
 	if (!c->nwatches && !c->socket_path)
 		return bad_usage(&why, "nothing to serve: give -f PATH, or a control socket (not --socket none)");
-	c->demand = defaults;
+	c->demand.capacity = c->default_capacity ? c->default_capacity : ZKW_DEFAULT_CAPACITY;
 	return finish_watches(c, &why);
+}
+
+static void print_group(FILE *out, const char *key, gid_t gid)
+{
+	struct group *gr;
+
+	if (gid == (gid_t)-1)
+		return;
+	gr = getgrgid(gid);
+	if (gr)
+		fprintf(out, "%s = %s\n", key, gr->gr_name);
+	else
+		fprintf(out, "%s = %u\n", key, (unsigned)gid);
+}
+
+/* Paths and names hold no control byte (checked at the parse): printed as
+ * they are. */
+void zkw__cli_print(FILE *out, const zkw_cli *c)
+{
+	fprintf(out, "; zkw-broker %s: the effective configuration%s%s\n", ZKW_VERSION,
+	        c->config_path ? " from " : " (command line only)", c->config_path ? c->config_path : "");
+	fprintf(out, "[broker]\nzookeeper = %s\n", c->hosts);
+	fprintf(out, "session-timeout = %d\n", c->session.session_timeout_ms);
+	fprintf(out, "init-timeout = %d\n", c->session.init_timeout_ms);
+	fprintf(out, "valid-init = %s\n", c->session.valid_init ? "true" : "false");
+	fprintf(out, "reconcile = %d\n", c->session.reconcile_s);
+	fprintf(out, "reconcile-rate = %d\n",
+	        c->session.reconcile_rate ? c->session.reconcile_rate : ZKW_RECONCILE_RATE_DEFAULT);
+	fprintf(out, "reconnect-max = %d\n",
+	        c->session.reconnect_max_ms ? c->session.reconnect_max_ms : ZKW_RECONNECT_MAX_MS_DEFAULT);
+	fprintf(out, "capacity = %llu\n", (unsigned long long)c->demand.capacity);
+	fprintf(out, "mode = %04o\n", (unsigned)(c->segment.mode ? c->segment.mode : 0640));
+	print_group(out, "group", c->segment.group);
+	fprintf(out, "unlink-on-exit = %s\n", c->unlink_on_exit ? "true" : "false");
+	fprintf(out, "verbose = %s\n", c->verbose ? "true" : "false");
+	fprintf(out, "\n[socket]\npath = %s\n", c->socket_path ? c->socket_path : "none");
+	fprintf(out, "mode = %04o\n", (unsigned)c->socket_mode);
+	print_group(out, "group", c->socket_group);
+	fprintf(out, "linger = %d\n", c->linger_s);
+	fprintf(out, "subscribe-timeout = %d\n", c->subscribe_timeout_ms);
+	fprintf(out, "max-watches = %d\n", c->max_watches);
+	fprintf(out, "max-peer-subscriptions = %d\n", c->max_peer_subscriptions);
+	fprintf(out, "max-connections = %d\n", c->max_connections);
+	for (int i = 0; i < c->nrules; i++)
+		fprintf(out, "%s = %s\n", c->rules[i].ensure ? "allow-ensure" : "allow", c->rules[i].text);
+	for (int i = 0; i < c->nwatches; i++) {
+		const zkw_cli_watch *w = &c->watches[i];
+
+		/* A pointer watch and a plain one may share a path: not a label. */
+		fprintf(out, "\n[watch %s%s]%s\n", w->pointer ? "pointer " : "", w->path, w->from_file ? "" : " ; -f");
+		if (w->pointer)
+			fprintf(out, "path = %s\npointer = true\n", w->path);
+		if (w->ensure)
+			fprintf(out, "ensure = true\n");
+		fprintf(out, "shm = %s\ncapacity = %llu\n", w->shm + 1, (unsigned long long)w->capacity);
+	}
 }

@@ -35,7 +35,11 @@ typedef struct zkw_cli_watch {
 	bool pointer;
 	bool ensure;
 	char shm[ZKW_SHM_NAME_MAX + 1]; /* normalised ("/name"); never empty after a parse */
-	uint64_t capacity;
+	uint64_t capacity;              /* never 0 after a parse */
+	/* From the configuration file: its [watch LABEL] and line. */
+	bool from_file;
+	const char *label;
+	int line;
 } zkw_cli_watch;
 
 /* One --allow / --allow-ensure rule. */
@@ -50,9 +54,14 @@ typedef struct zkw_cli_rule {
 
 typedef struct zkw_cli {
 	const char *hosts;
-	zkw_cli_watch *watches; /* -f, in order */
+	const char *config_path; /* --config FILE, NULL = none */
+	zkw_cli_watch *watches;  /* the file's, then the command line's -f, in order */
 	int nwatches, watches_cap;
-	zkw_cli_watch demand; /* what a watch added on demand starts from (capacity) */
+	int cli_first_watch;       /* watches[cli_first_watch..] came from -f */
+	uint64_t default_capacity; /* [broker] capacity / --capacity before -f; 0 = ZKW_DEFAULT_CAPACITY */
+	zkw_cli_watch demand;      /* what a watch added on demand starts from (capacity) */
+	char **owned;              /* strings read from the file */
+	int nowned, owned_cap;
 	/* The control socket: path, or NULL for none (--socket none). */
 	const char *socket_path;
 	mode_t socket_mode;
@@ -65,7 +74,9 @@ typedef struct zkw_cli {
 	zkw_writer_options segment;  /* capacity, watch_path per watch */
 	bool unlink_on_exit;
 	bool verbose;
-	bool help; /* --help: print zkw__cli_usage(stdout), exit 0; nothing else is set */
+	bool help;         /* --help: print zkw__cli_usage(stdout), exit 0; nothing else is set */
+	bool version;      /* --version: print ZKW_VERSION, exit 0; nothing else is set */
+	bool check_config; /* --check-config: print zkw__cli_print, exit 0 */
 } zkw_cli;
 
 /* Parse argv (argv[0] is the program) into *cli, which is fully initialised
@@ -84,6 +95,10 @@ typedef struct zkw_cli {
 int zkw__cli_parse(zkw_cli *cli, int argc, char **argv, char *why, size_t whylen);
 
 void zkw__cli_usage(FILE *out);
+
+/* The effective configuration, in the configuration file's format (what
+ * --check-config prints). */
+void zkw__cli_print(FILE *out, const zkw_cli *cli);
 
 /* Release what zkw__cli_parse allocated: call it after every parse, failed
  * or not (and it may be called twice). */

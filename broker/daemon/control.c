@@ -98,7 +98,56 @@ static struct control {
 } ctl = {.listen_fd = -1, .epoll_fd = -1, .stop_fd = -1};
 
 /* epoll tags for the descriptors that are not connections. */
-static char tag_listen, tag_evaluated, tag_stop;
+static char tag_listen, tag_evaluated, tag_stop, tag_call;
+
+/* control_call's one request at a time: posted by the caller, run by the
+ * control thread, done signalled back. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t done_cond;
+	int fd; /* eventfd */
+	void (*fn)(void *);
+	void *arg;
+	bool done;
+} call = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, NULL, NULL, false};
+
+void control_call(void (*fn)(void *), void *arg)
+{
+	uint64_t one = 1;
+
+	if (!ctl.running) {
+		fn(arg);
+		return;
+	}
+	pthread_mutex_lock(&call.lock);
+	call.fn = fn;
+	call.arg = arg;
+	call.done = false;
+	if (write(call.fd, &one, sizeof(one)) < 0) {
+		/* an eventfd far from its maximum: cannot fail */
+	}
+	while (!call.done)
+		pthread_cond_wait(&call.done_cond, &call.lock);
+	call.fn = NULL;
+	pthread_mutex_unlock(&call.lock);
+}
+
+/* On the control thread: run the posted call, if any. */
+static void run_call(void)
+{
+	uint64_t count;
+
+	if (read(call.fd, &count, sizeof(count)) < 0) {
+		/* EAGAIN: nothing posted */
+	}
+	pthread_mutex_lock(&call.lock);
+	if (call.fn && !call.done) {
+		call.fn(call.arg);
+		call.done = true;
+		pthread_cond_broadcast(&call.done_cond);
+	}
+	pthread_mutex_unlock(&call.lock);
+}
 
 /* ---- answers ---------------------------------------------------------- */
 
@@ -898,7 +947,9 @@ static void *control_main(void *arg)
 
 			if (p == &tag_stop)
 				return NULL;
-			if (p == &tag_listen) {
+			if (p == &tag_call) {
+				run_call();
+			} else if (p == &tag_listen) {
 				accept_all(b);
 			} else if (p == &tag_evaluated) {
 				uint64_t count;
@@ -1002,7 +1053,8 @@ int control_start(broker *b)
 	ctl.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	ctl.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	broker_evaluated_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (ctl.listen_fd < 0 || ctl.epoll_fd < 0 || ctl.stop_fd < 0 || broker_evaluated_fd < 0) {
+	call.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctl.listen_fd < 0 || ctl.epoll_fd < 0 || ctl.stop_fd < 0 || broker_evaluated_fd < 0 || call.fd < 0) {
 		zkw__log_printf(ZKW_LOG_ERROR, "control socket: %s", strerror(errno));
 		return -errno;
 	}
@@ -1027,7 +1079,8 @@ int control_start(broker *b)
 	ctl.dev = st.st_dev;
 	ctl.ino = st.st_ino;
 	if (listen(ctl.listen_fd, 128) < 0 || (rc = add_fd(ctl.listen_fd, &tag_listen)) < 0 ||
-	    (rc = add_fd(ctl.stop_fd, &tag_stop)) < 0 || (rc = add_fd(broker_evaluated_fd, &tag_evaluated)) < 0) {
+	    (rc = add_fd(ctl.stop_fd, &tag_stop)) < 0 || (rc = add_fd(broker_evaluated_fd, &tag_evaluated)) < 0 ||
+	    (rc = add_fd(call.fd, &tag_call)) < 0) {
 		rc = rc ? rc : -errno;
 		zkw__log_printf(ZKW_LOG_ERROR, "control socket %s: %s", path, strerror(-rc));
 		unlink(path);

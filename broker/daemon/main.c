@@ -573,7 +573,8 @@ static const struct sig_rule sig_rules[] = {
         {SIGQUIT, "SIGQUIT", true, NULL},
         /* The soft RLIMIT_CPU: SIGKILL follows at the hard one. */
         {SIGXCPU, "SIGXCPU", true, NULL},
-        {SIGHUP, "SIGHUP", false, " (configuration reload is not implemented yet)"},
+        /* Not a stop: it reloads the configuration file (reload_config). */
+        {SIGHUP, "SIGHUP", false, NULL},
         {SIGUSR1, "SIGUSR1", false, NULL},
         {SIGUSR2, "SIGUSR2", false, NULL},
         {SIGALRM, "SIGALRM", false, NULL},
@@ -642,8 +643,8 @@ static void sig_sender(const siginfo_t *info, char *out, size_t cap)
 
 /* Log every ignored signal, at most one line per signal a second (a flood
  * is counted, and the count logged when its second is over), until a stop
- * signal comes: that one is returned. */
-static int wait_for_stop_signal(const sigset_t *set)
+ * signal or SIGHUP comes: that one is returned. */
+static int wait_for_signal(const sigset_t *set)
 {
 	static zkw__log_limit limits[NSIG];
 	char name[32], from[64];
@@ -685,11 +686,166 @@ static int wait_for_stop_signal(const sigset_t *set)
 			zkw__log_printf(ZKW_LOG_INFO, "stopping on %s%s", name, from);
 			return sig;
 		}
+		if (sig == SIGHUP) {
+			zkw__log_printf(ZKW_LOG_INFO, "reloading the configuration on SIGHUP%s", from);
+			return sig;
+		}
 		/* Counts were flushed above: missed is 0 here. */
 		if (zkw__log_limit_event(&limits[sig], now, &missed))
 			zkw__log_printf(ZKW_LOG_WARN, "received %s%s: ignored%s", name, from,
 			                rule->note ? rule->note : "");
 	}
+}
+
+/* ---- reload (docs/design.md, "Reload (SIGHUP)") ----------------------- */
+
+static bool same_text(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* What a running broker keeps until it restarts: the next configuration
+ * gets the running values, and the log says what was not applied. */
+static void keep_restart_settings(const zkw_cli *run, zkw_cli *next)
+{
+	struct {
+		bool changed;
+		const char *what;
+	} fixed[] = {
+	        {!same_text(run->hosts, next->hosts), "zookeeper"},
+	        {run->session.session_timeout_ms != next->session.session_timeout_ms ||
+	                 run->session.init_timeout_ms != next->session.init_timeout_ms ||
+	                 run->session.valid_init != next->session.valid_init ||
+	                 run->session.reconcile_s != next->session.reconcile_s ||
+	                 run->session.reconcile_rate != next->session.reconcile_rate ||
+	                 run->session.reconnect_max_ms != next->session.reconnect_max_ms,
+	         "the session settings"},
+	        {!same_text(run->socket_path, next->socket_path) || run->socket_mode != next->socket_mode ||
+	                 run->socket_group != next->socket_group,
+	         "the socket's path, mode or group"},
+	        {run->segment.mode != next->segment.mode || run->segment.group != next->segment.group,
+	         "the segments' mode or group"},
+	        {run->unlink_on_exit != next->unlink_on_exit, "unlink-on-exit"},
+	};
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (fixed[i].changed)
+			zkw__log_printf(ZKW_LOG_WARN, "reload: %s changed: needs a restart, the running value stays",
+			                fixed[i].what);
+	next->hosts = run->hosts;
+	next->session = run->session;
+	next->socket_path = run->socket_path;
+	next->socket_mode = run->socket_mode;
+	next->socket_group = run->socket_group;
+	next->segment = run->segment;
+	next->unlink_on_exit = run->unlink_on_exit;
+}
+
+struct reload {
+	broker *b;
+	zkw_cli next; /* becomes b->cli; the old one is freed */
+	unsigned added, removed, recreated, kept, demoted;
+};
+
+static const zkw_cli_watch *next_watch(const zkw_cli *c, const char *path, bool pointer)
+{
+	for (int i = 0; i < c->nwatches; i++)
+		if (c->watches[i].pointer == pointer && strcmp(c->watches[i].path, path) == 0)
+			return &c->watches[i];
+	return NULL;
+}
+
+/* Runs where the watch table may change (the control thread, or main when
+ * there is none). */
+static void reload_apply(void *arg)
+{
+	struct reload *r = arg;
+	broker *b = r->b;
+	zkw_cli old;
+	char why[512];
+
+	/* Watches the file no longer has, or has otherwise. */
+	for (size_t i = 0; i < b->nwatches;) {
+		broker_watch *w = b->watches[i];
+		const zkw_cli_watch *nw = w->permanent ? next_watch(&r->next, w->path, w->pointer) : NULL;
+
+		if (!w->permanent || (nw && strcmp(nw->shm, w->shm) == 0 && nw->capacity == w->capacity &&
+		                      nw->ensure == w->ensure)) {
+			r->kept += w->permanent;
+			i++;
+			continue;
+		}
+		if (!nw && w->subscribers) {
+			/* Subscribers use it: it lives on as a watch on demand. */
+			w->permanent = false;
+			b->ndemand++;
+			r->demoted++;
+			zkw__log_printf(ZKW_LOG_INFO, "reload: %s is no longer configured; kept on demand for its %u "
+			                              "subscriber%s",
+			                w->path, w->subscribers, w->subscribers == 1 ? "" : "s");
+			i++;
+			continue;
+		}
+		broker_watch_remove(b, w, nw ? "Watch re-created: its configuration changed"
+		                             : "Watch removed from the configuration");
+		r->removed++;
+		/* b->watches[i] now holds another watch: look at it next. */
+	}
+	/* Watches new to the file (or re-created above). */
+	for (int i = 0; i < r->next.nwatches; i++) {
+		const zkw_cli_watch *c = &r->next.watches[i];
+		broker_watch *w = broker_watch_find(b, c->path, c->pointer);
+
+		if (w && w->permanent)
+			continue;
+		if (w && strcmp(w->shm, c->shm) == 0 && w->capacity == c->capacity && w->ensure == c->ensure) {
+			w->permanent = true; /* a watch on demand, now configured */
+			b->ndemand--;
+			r->kept++;
+			continue;
+		}
+		if (w)
+			broker_watch_remove(b, w, "Watch re-created: now configured");
+		if (broker_watch_add(b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, &w, why,
+		                     sizeof(why)) < 0) {
+			zkw__log_printf(ZKW_LOG_ERROR, "reload: %s", why);
+			continue;
+		}
+		if (broker_watch_start(b, w) < 0) {
+			broker_watch_remove(b, w, "Watch could not start");
+			continue;
+		}
+		r->added++;
+	}
+	/* The socket's policy applies from the next request on. */
+	old = b->cli;
+	b->cli = r->next;
+	zkw__cli_free(&old);
+}
+
+/* SIGHUP: read the configuration again (argv as at start: the command line
+ * keeps overriding the file) and apply the difference. A refused file is
+ * logged and changes nothing. */
+static void reload_config(broker *b, int argc, char **argv)
+{
+	struct reload r = {.b = b};
+	char why[1024];
+
+	if (!b->cli.config_path) {
+		zkw__log_printf(ZKW_LOG_WARN, "reload: no configuration file (--config): nothing to reload");
+		return;
+	}
+	if (zkw__cli_parse(&r.next, argc, argv, why, sizeof(why)) < 0) {
+		zkw__log_printf(ZKW_LOG_ERROR, "reload refused, the running configuration stays: %s", why);
+		zkw__cli_free(&r.next);
+		return;
+	}
+	r.next.session.log = zkw__log_sink;
+	keep_restart_settings(&b->cli, &r.next);
+	control_call(reload_apply, &r);
+	zkw__log_printf(ZKW_LOG_INFO, "reloaded %s: %u watch%s added, %u removed or re-created, %u unchanged%s",
+	                b->cli.config_path, r.added, r.added == 1 ? "" : "es", r.removed, r.kept,
+	                r.demoted ? " (some kept on demand)" : "");
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -706,10 +862,15 @@ int main(int argc, char **argv)
 		zkw__cli_free(&b.cli);
 		return EXIT_USAGE;
 	}
-	if (b.cli.help) {
-		zkw__cli_usage(stdout);
+	if (b.cli.help || b.cli.version || b.cli.check_config) {
+		if (b.cli.help)
+			zkw__cli_usage(stdout);
+		else if (b.cli.version)
+			printf("zkw-broker %s\n", ZKW_VERSION);
+		else
+			zkw__cli_print(stdout, &b.cli);
 		zkw__cli_free(&b.cli);
-		return 0;
+		return fflush(stdout) == 0 ? 0 : 1;
 	}
 	zkw__log_verbose = b.cli.verbose;
 	b.cli.session.log = zkw__log_sink;
@@ -741,8 +902,8 @@ int main(int argc, char **argv)
 		rc = broker_watch_start(&b, b.watches[k]);
 	if (rc == 0 && b.cli.socket_path)
 		rc = control_start(&b);
-	if (rc == 0)
-		wait_for_stop_signal(&set);
+	while (rc == 0 && wait_for_signal(&set) == SIGHUP)
+		reload_config(&b, argc, argv);
 	control_stop();             /* no watch added or removed after this */
 	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);

@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* test_config.c - zkw-broker's configuration file and its reload on SIGHUP
+ * (docs/design.md, "The configuration file"), with a real ZooKeeper and
+ * the real broker binary. Waits are on the broker's log lines and on the
+ * segments' futex words.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zookeeper/zookeeper.h>
+
+#include <zkw/client.h>
+
+#include "proc.h"
+#include "zkh.h"
+#include "publish/writer.h"
+
+#define WAIT_MS 20000
+
+static zkh_cluster *zk;
+static const char *hosts;
+static char root[64];
+static char dir[64];
+static char conf[128];
+
+static void put(const char *path, const char *content)
+{
+	int rc = zkh_set(hosts, path, content, (int)strlen(content));
+
+	if (rc != ZOK)
+		fail_msg("zkh_set %s: %s", path, zerror(rc));
+}
+
+static void write_conf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void write_conf(const char *fmt, ...)
+{
+	char tmp[160];
+	va_list ap;
+	FILE *f;
+
+	/* Replaced whole (rename), as an editor or a config manager does. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", conf);
+	f = fopen(tmp, "w");
+	assert_non_null(f);
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(rename(tmp, conf), 0);
+}
+
+#define assert_contains(text, needle)                                                                    \
+	do {                                                                                             \
+		if (!strstr((text), (needle)))                                                           \
+			fail_msg("expected \"%s\" in:\n%s", (needle), (text));                           \
+	} while (0)
+
+static char *shm_of(char *buf, size_t cap, const char *tag)
+{
+	snprintf(buf, cap, "zkwtc.%d.%s", (int)getpid(), tag);
+	return buf;
+}
+
+/* --check-config: the effective configuration, the command line over the
+ * file; a bad file is refused with FILE:LINE and the reason, exit 2. */
+static void test_check_config(void **state)
+{
+	char *out = NULL, *err = NULL, a[64];
+	const char *argv[] = {"--config", conf, "--check-config", "--linger", "7", "-f", "/cli/w", NULL};
+	const char *bad[] = {"--config", conf, "--check-config", NULL};
+	const char *missing[] = {"--config", "/nonexistent/zkw.conf", "--check-config", NULL};
+
+	(void)state;
+	write_conf("# a comment\n[broker]\nzookeeper = %s\ncapacity = 64k\n\n[socket]\npath = none\nlinger = 60\n"
+	           "allow = any=/app\n\n[watch /a/b]\nshm = %s\n\n[watch p]\npath = /p/q\npointer = true\n",
+	           hosts, shm_of(a, sizeof(a), "ab"));
+	assert_int_equal(proc_run("zkw-broker", argv, NULL, WAIT_MS, &out, &err), 0);
+	assert_contains(out, "zookeeper = ");
+	assert_contains(out, hosts);
+	assert_contains(out, "linger = 7\n"); /* the command line wins */
+	assert_contains(out, "allow = any=/app\n");
+	assert_contains(out, "[watch /a/b]\n");
+	assert_contains(out, a);
+	assert_contains(out, "capacity = 65536\n");
+	assert_contains(out, "path = /p/q\npointer = true\n");
+	assert_contains(out, "[watch /cli/w] ; -f\n");
+	free(out);
+	free(err);
+
+	write_conf("[broker]\nzookeeper = %s\n\n[watch /a]\ncapcity = 3\n", hosts);
+	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
+	assert_contains(err, ":5: unknown key 'capcity' in [watch /a]");
+	assert_contains(err, conf);
+	free(out);
+	free(err);
+	write_conf("[broker]\nzookeeper = %s\n[watch label]\npointer = true\n", hosts);
+	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
+	assert_contains(err, ":3: [watch label] has no path");
+	free(out);
+	free(err);
+	write_conf("[broker]\nzookeeper = %s\nsession-timeout = soon\n", hosts);
+	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
+	assert_contains(err, ":3: --session-timeout soon: want milliseconds");
+	free(out);
+	free(err);
+	assert_int_equal(proc_run("zkw-broker", missing, NULL, WAIT_MS, &out, &err), 2);
+	assert_contains(err, "/nonexistent/zkw.conf: No such file or directory");
+	free(out);
+	free(err);
+}
+
+static void open_seg(zkw_reader *r, const char *name)
+{
+	int rc = zkw_reader_open(r, name);
+
+	if (rc)
+		fail_msg("open %s: %s", name, r->why);
+}
+
+static void await_valid(zkw_reader *r, const char *want)
+{
+	char buf[256];
+	zkw_snapshot m;
+	uint64_t seen = 0;
+
+	for (int i = 0; i < 100; i++) {
+		ssize_t n = zkw_reader_read(r, &m, buf, sizeof(buf) - 1);
+
+		if (n >= 0) {
+			buf[n] = '\0';
+			if (m.valid && strcmp(buf, want) == 0)
+				return;
+			seen = m.generation;
+		}
+		if (zkw_reader_wait(r, seen, WAIT_MS) <= 0)
+			break;
+	}
+	fail_msg("never valid with \"%s\"", want);
+}
+
+/* SIGHUP applies the difference: a new watch is added, a removed one is
+ * retired, a changed one is re-created, an unchanged one keeps its segment
+ * and generation and wakes nobody. A bad file changes nothing. */
+static void test_reload(void **state)
+{
+	char pa[96], pb[96], pc[96], pd[96], sa[64], sb[64], sc[64], sd[64];
+	zkw_reader ra, rb, rd;
+	uint64_t gen_a;
+	proc *b;
+	const char *argv[] = {"--config", conf, NULL};
+
+	(void)state;
+	snprintf(pa, sizeof(pa), "%s/a", root);
+	snprintf(pb, sizeof(pb), "%s/b", root);
+	snprintf(pc, sizeof(pc), "%s/c", root);
+	snprintf(pd, sizeof(pd), "%s/d", root);
+	put(pa, "A");
+	put(pb, "B");
+	put(pc, "C");
+	put(pd, "D");
+	shm_of(sa, sizeof(sa), "a");
+	shm_of(sb, sizeof(sb), "b");
+	shm_of(sc, sizeof(sc), "c");
+	shm_of(sd, sizeof(sd), "d");
+	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = none\n"
+	           "[watch %s]\nshm = %s\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 16k\n",
+	           hosts, pa, sa, pb, sb, pd, sd);
+	b = proc_spawn("zkw-broker", argv);
+	assert_non_null(b);
+	assert_true(proc_wait_output_count(b, PROC_STDERR, ": valid, version", 3, WAIT_MS));
+	open_seg(&ra, sa);
+	open_seg(&rb, sb);
+	open_seg(&rd, sd);
+	await_valid(&ra, "A");
+	await_valid(&rb, "B");
+	await_valid(&rd, "D");
+	gen_a = zkw_reader_generation(&ra);
+
+	/* b removed, c added, d changed (capacity), a unchanged. */
+	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = none\n"
+	           "[watch %s]\nshm = %s\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 32k\n",
+	           hosts, pa, sa, pc, sc, pd, sd);
+	proc_signal(b, SIGHUP);
+	assert_true(proc_wait_output(b, PROC_STDERR, "reloaded", WAIT_MS));
+	if (proc_count(b, PROC_STDERR, "2 watches added, 2 removed or re-created, 1 unchanged") != 1) {
+		proc_dump(b, "reload counts");
+		fail_msg("reload did not say what it did");
+	}
+	/* The removed and the re-created: retired, their readers told. */
+	assert_true(zkw_reader_retired(&rb));
+	assert_int_equal(zkw_reader_wait(&rb, zkw_reader_generation(&rb), WAIT_MS), -ESTALE);
+	assert_true(zkw_reader_retired(&rd));
+	zkw_reader_close(&rb);
+	assert_int_equal(zkw_reader_open(&rb, sb), -ENOENT); /* unlinked */
+	zkw_reader_close(&rd);
+	open_seg(&rd, sd);
+	await_valid(&rd, "D");
+	assert_int_equal(zkw_reader_capacity(&rd) <= 32 * 1024, 1);
+	{
+		zkw_reader rc;
+
+		open_seg(&rc, sc);
+		await_valid(&rc, "C");
+		zkw_reader_close(&rc);
+	}
+	/* The unchanged one: same segment, same generation, nobody woken. */
+	assert_false(zkw_reader_retired(&ra));
+	assert_int_equal(zkw_reader_generation(&ra), gen_a);
+	assert_int_equal(zkw_reader_wait(&ra, gen_a, 300), 0);
+
+	/* A bad file: refused with its place, nothing changes. */
+	write_conf("[broker]\nzookeeper = %s\n[watch %s]\nbogus = 1\n", hosts, pa);
+	proc_signal(b, SIGHUP);
+	assert_true(proc_wait_output(b, PROC_STDERR, "reload refused", WAIT_MS));
+	assert_int_equal(proc_count(b, PROC_STDERR, ":4: unknown key 'bogus'"), 1);
+	assert_false(zkw_reader_retired(&ra));
+	assert_int_equal(zkw_reader_generation(&ra), gen_a);
+	put(pa, "A2");
+	await_valid(&ra, "A2");
+	{
+		zkw_reader rc;
+
+		open_seg(&rc, sc); /* still served */
+		assert_true(zkw_reader_broker_alive(&rc));
+		zkw_reader_close(&rc);
+	}
+	proc_signal(b, SIGTERM);
+	assert_int_equal(proc_wait(b, WAIT_MS), 0);
+	proc_free(b);
+	zkw_reader_close(&ra);
+	zkw_writer_remove(sa);
+	zkw_writer_remove(sb);
+	zkw_writer_remove(sc);
+	zkw_writer_remove(sd);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	zk = zkh_start(1);
+	if (!zk)
+		return -1;
+	hosts = zkh_hosts(zk);
+	snprintf(root, sizeof(root), "/zkwtc%d", (int)getpid());
+	snprintf(dir, sizeof(dir), "/tmp/zkwtc.%d", (int)getpid());
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -1;
+	snprintf(conf, sizeof(conf), "%s/broker.conf", dir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	unlink(conf);
+	rmdir(dir);
+	zkh_delete(hosts, root);
+	zkh_stop(zk);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_check_config),
+	        cmocka_unit_test(test_reload),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
