@@ -41,7 +41,7 @@ ZKW_CFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS  += -pthread $(SANFLAGS)
 ZK_LIBS  := -lzookeeper_mt
 URCU_LIBS := -lurcu-memb -lurcu-common
-DAEMON_LIBS := -linih
+DAEMON_LIBS := -linih -lsystemd
 LDLIBS   += -lrt
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))

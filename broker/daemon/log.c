@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +69,39 @@ size_t zkw__log_escape(char *dst, size_t cap, const void *src, size_t len)
 	return o;
 }
 
+/* stderr is the journal's stream (systemd sets JOURNAL_STREAM to its
+ * device:inode): lines then carry sd-daemon priority prefixes ("<3>") and
+ * no timestamp or pid of our own, which the journal records itself. Any
+ * other stderr (a terminal, a file, a pipe) gets the full line. */
+static int journal_stream = -1; /* -1 = not decided yet */
+
+static bool to_journal(void)
+{
+	int j = __atomic_load_n(&journal_stream, __ATOMIC_RELAXED);
+
+	if (j < 0) {
+		const char *v = getenv("JOURNAL_STREAM");
+		unsigned long long dev, ino;
+		struct stat st;
+
+		j = v && sscanf(v, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+		    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+		__atomic_store_n(&journal_stream, j, __ATOMIC_RELAXED);
+	}
+	return j == 1;
+}
+
+/* sd-daemon(3) priorities: LOG_ERR 3, LOG_WARNING 4, LOG_INFO 6, LOG_DEBUG 7. */
+static int journal_priority(int level)
+{
+	switch (level) {
+	case ZKW_LOG_ERROR: return 3;
+	case ZKW_LOG_WARN: return 4;
+	case ZKW_LOG_INFO: return 6;
+	default: return 7;
+	}
+}
+
 static void log_line(int level, const char *message)
 {
 	struct timespec ts;
@@ -78,6 +113,10 @@ static void log_line(int level, const char *message)
 	/* Every line whole, whatever its parts: our own text is plain, so
 	 * escaping the line escapes exactly what came from outside. */
 	zkw__log_escape(escaped, sizeof(escaped), message, strlen(message));
+	if (to_journal()) {
+		fprintf(stderr, "<%d>%s: %s\n", journal_priority(level), level_name(level), escaped);
+		return;
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
@@ -42,6 +44,9 @@
 /* Serialises the pub_error copies between publish_state and the control
  * thread: held for a memcpy, never while waiting. */
 static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Broadcast (under pub_lock) when a watch is first evaluated: the start
+ * waits on it before it tells systemd it is ready. */
+static pthread_cond_t evaluated_cond = PTHREAD_COND_INITIALIZER;
 
 /* ---- the watch index --------------------------------------------------
  *
@@ -243,6 +248,11 @@ static void share_state(broker_watch *w, const zkw_publication *p)
 	__atomic_store_n(&w->pub_capacity, zkw_writer_capacity(w->writer), __ATOMIC_RELAXED);
 	if (!p->keep_content)
 		__atomic_store_n(&w->pub_len, (uint64_t)p->len, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&w->pub_evaluated, __ATOMIC_RELAXED) == 0) {
+		pthread_mutex_lock(&pub_lock);
+		pthread_cond_broadcast(&evaluated_cond);
+		pthread_mutex_unlock(&pub_lock);
+	}
 	if (!__atomic_exchange_n(&w->pub_evaluated, 1u, __ATOMIC_RELEASE) && broker_evaluated_fd >= 0) {
 		uint64_t one = 1;
 
@@ -644,6 +654,11 @@ static void sig_sender(const siginfo_t *info, char *out, size_t cap)
 /* Log every ignored signal, at most one line per signal a second (a flood
  * is counted, and the count logged when its second is over), until a stop
  * signal or SIGHUP comes: that one is returned. */
+static uint64_t watchdog_usec;
+static int64_t watchdog_due;
+static broker *watchdog_broker;
+static void watchdog_tick(broker *b);
+
 static int wait_for_signal(const sigset_t *set)
 {
 	static zkw__log_limit limits[NSIG];
@@ -659,6 +674,14 @@ static int wait_for_signal(const sigset_t *set)
 		for (sig = 1; sig < NSIG; sig++)
 			if (zkw__log_limit_due(&limits[sig]) < due)
 				due = zkw__log_limit_due(&limits[sig]);
+		if (watchdog_usec) {
+			if (zkw_clock_mono_ms() >= watchdog_due) {
+				watchdog_tick(watchdog_broker);
+				watchdog_due = zkw_clock_mono_ms() + (int64_t)(watchdog_usec / 2000);
+			}
+			if (watchdog_due < due)
+				due = watchdog_due;
+		}
 		if (due == INT64_MAX) {
 			sig = sigwaitinfo(set, &info);
 		} else {
@@ -695,6 +718,80 @@ static int wait_for_signal(const sigset_t *set)
 			zkw__log_printf(ZKW_LOG_WARN, "received %s%s: ignored%s", name, from,
 			                rule->note ? rule->note : "");
 	}
+}
+
+/* ---- systemd (Type=notify) ---------------------------------------------
+ *
+ * sd_notify(3) does nothing without $NOTIFY_SOCKET: a broker started by hand
+ * pays nothing. READY=1 once every configured watch has been evaluated
+ * (valid, or invalid with its reason) and the socket listens; RELOADING=1
+ * and READY=1 around a reload; STOPPING=1 at the stop; STATUS= says what
+ * the broker holds; WATCHDOG=1 every half WatchdogSec, only while the
+ * session answers its lock (a broker stuck on it is restarted). */
+
+struct status_req {
+	broker *b;
+	const char *state;
+};
+
+static void notify_status_now(void *arg)
+{
+	const struct status_req *q = arg;
+	broker *b = q->b;
+	const char *state = q->state;
+	unsigned valid = 0;
+	int64_t id = 0;
+	bool connected = zkw_session_identity(b->session, &id, NULL) == 0;
+
+	for (size_t i = 0; i < b->nwatches; i++)
+		valid += __atomic_load_n(&b->watches[i]->pub_valid, __ATOMIC_RELAXED);
+	sd_notifyf(0, "%sSTATUS=%s: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state,
+	           connected ? "serving" : "ZooKeeper unreachable", b->nwatches, b->nwatches == 1 ? "" : "es",
+	           valid, b->ndemand, connected ? "connected" : "disconnected");
+}
+
+/* Where the watch table may be read (the control thread when it runs: a
+ * control thread that no longer answers stops the watchdog too). */
+static void notify_status(broker *b, const char *state)
+{
+	struct status_req q = {b, state};
+
+	control_call(notify_status_now, &q);
+}
+
+/* Wait until every watch has been evaluated, at most the init timeout; a
+ * stop signal pending ends the wait early (it is taken afterwards). */
+static void await_first_evaluations(broker *b, const sigset_t *set)
+{
+	int64_t deadline = zkw_clock_mono_ms() + b->cli.session.init_timeout_ms;
+
+	pthread_mutex_lock(&pub_lock);
+	for (;;) {
+		size_t pending = 0;
+		sigset_t now;
+		struct timespec ts;
+
+		for (size_t i = 0; i < b->nwatches; i++)
+			pending += !__atomic_load_n(&b->watches[i]->pub_evaluated, __ATOMIC_ACQUIRE);
+		if (!pending || zkw_clock_mono_ms() >= deadline)
+			break;
+		if (sigpending(&now) == 0)
+			for (int sig = 1; sig < NSIG; sig++)
+				if (sigismember(set, sig) == 1 && sigismember(&now, sig) == 1 && sig != SIGHUP)
+					goto out;
+		/* Slices of 100 ms: a stop signal is only pending, never woken for. */
+		ts = zkw_clock_deadline_ms(CLOCK_REALTIME, 100);
+		pthread_cond_timedwait(&evaluated_cond, &pub_lock, &ts);
+	}
+out:
+	pthread_mutex_unlock(&pub_lock);
+}
+
+static void watchdog_tick(broker *b)
+{
+	/* zkw_session_identity takes the session lock: a session stuck on it
+	 * stops the pings, and systemd restarts the broker. */
+	notify_status(b, "WATCHDOG=1\n");
 }
 
 /* ---- reload (docs/design.md, "Reload (SIGHUP)") ----------------------- */
@@ -842,7 +939,9 @@ static void reload_config(broker *b, int argc, char **argv)
 	}
 	r.next.session.log = zkw__log_sink;
 	keep_restart_settings(&b->cli, &r.next);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)zkw_clock_mono_ms() * 1000ull);
 	control_call(reload_apply, &r);
+	notify_status(b, "READY=1\n");
 	zkw__log_printf(ZKW_LOG_INFO, "reloaded %s: %u watch%s added, %u removed or re-created, %u unchanged%s",
 	                b->cli.config_path, r.added, r.added == 1 ? "" : "es", r.removed, r.kept,
 	                r.demoted ? " (some kept on demand)" : "");
@@ -900,10 +999,20 @@ int main(int argc, char **argv)
 		zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
 	for (size_t k = 0; k < b.nwatches && rc == 0; k++)
 		rc = broker_watch_start(&b, b.watches[k]);
+	if (rc == 0)
+		await_first_evaluations(&b, &set);
 	if (rc == 0 && b.cli.socket_path)
 		rc = control_start(&b);
+	if (rc == 0) {
+		notify_status(&b, "READY=1\n");
+		if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
+			watchdog_usec = 0;
+		watchdog_broker = &b;
+		watchdog_due = zkw_clock_mono_ms();
+	}
 	while (rc == 0 && wait_for_signal(&set) == SIGHUP)
 		reload_config(&b, argc, argv);
+	sd_notify(0, "STOPPING=1");
 	control_stop();             /* no watch added or removed after this */
 	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);
