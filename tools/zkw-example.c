@@ -121,7 +121,11 @@ static void usage(FILE *out)
 	        "      --poll              polling example\n"
 	        "      --event             event driven example\n"
 	        "      --exit-after SEC    stop by itself after SEC seconds (default: on Ctrl-C)\n"
-	        "  -h, --help              this help\n");
+	        "  -V, --version           print the version\n"
+	        "  -h, --help              this help\n"
+	        "The short options are the original Zookeeper Watcher example's (-z, -f, -p, -s, -v\n"
+	        "for valid-init): they are its contract, kept as they were; the other zkw tools\n"
+	        "use -v for --verbose.\n");
 }
 
 static int parse_args(int argc, char **argv, struct example *ex)
@@ -131,7 +135,7 @@ static int parse_args(int argc, char **argv, struct example *ex)
 
 	zkw_opt_init(&o, argc, argv, "zkw-example",
 	             "z|zoo-keeper: f|file: p|pointer s|sleep: v|valid-init P=poll E=event S=shm: "
-	             "X=exit-after: O=owner: B=broker K=socket: h|help",
+	             "X=exit-after: O=owner: B=broker K=socket: V|version h|help",
 	             usage);
 	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
@@ -143,6 +147,7 @@ static int parse_args(int argc, char **argv, struct example *ex)
 		case 'E': ex->event = true; break;
 		case 'S': ex->shm = o.arg; break;
 		case 'B': ex->broker = true; break;
+		case 'V': printf("zkw-example %s\n", ZKW_VERSION); exit(0);
 		case 'K':
 			ex->broker = true;
 			ex->socket = o.arg;

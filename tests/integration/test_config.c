@@ -244,6 +244,24 @@ static void test_reload(void **state)
 	zkw_writer_remove(sd);
 }
 
+/* One version from one place (ZKW_VERSION): every tool says it. */
+static void test_version(void **state)
+{
+	static const char *const tools[] = {"zkw-broker", "zkw-example"};
+	char want[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
+		const char *argv[] = {"--version", NULL};
+		char *out = NULL;
+
+		assert_int_equal(proc_run(tools[i], argv, NULL, WAIT_MS, &out, NULL), 0);
+		snprintf(want, sizeof(want), "%s %s\n", tools[i], ZKW_VERSION);
+		assert_string_equal(out, want);
+		free(out);
+	}
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -274,6 +292,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_check_config),
 	        cmocka_unit_test(test_reload),
+	        cmocka_unit_test(test_version),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
