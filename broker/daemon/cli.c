@@ -185,6 +185,44 @@ static int check_path(const char *what, const char *path, struct cli_why *why)
 	return bad_usage(why, "%s %s: %s at byte %zu ('%c')", what, path, reason, bad + 1, path[bad]);
 }
 
+/* A connect string the ZooKeeper client will take: host:port[,host:port...]
+ * with an optional /chroot, ports 1..65535, IPv6 addresses in brackets. One
+ * line naming what is wrong, so a typo is told once, at the start, not by
+ * the client, the session and the broker in turn. */
+static int check_hosts(const char *hosts, struct cli_why *why)
+{
+	const char *chroot = strchr(hosts, '/'), *p = hosts;
+	size_t len = chroot ? (size_t)(chroot - hosts) : strlen(hosts);
+
+	if (len == 0)
+		return bad_usage(why, "-z %s: no server before the chroot (want host:port[,host:port...][/chroot])", hosts);
+	while (p < hosts + len) {
+		const char *end = memchr(p, ',', (size_t)(hosts + len - p)), *colon;
+		size_t n = end ? (size_t)(end - p) : (size_t)(hosts + len - p);
+		char server[256], *port_end;
+		unsigned long port;
+
+		if (n == 0 || n >= sizeof(server))
+			return bad_usage(why, "-z %s: an empty or overlong server in the list", hosts);
+		memcpy(server, p, n);
+		server[n] = '\0';
+		colon = strrchr(server, ':');
+		if (!colon || colon == server || (server[0] == '[' && colon[-1] != ']'))
+			return bad_usage(why, "-z %s: server '%s' has no port (want host:port, [v6addr]:port)", hosts,
+			                 server);
+		errno = 0;
+		port = strtoul(colon + 1, &port_end, 10);
+		if (errno || !colon[1] || *port_end || port == 0 || port > 65535)
+			return bad_usage(why, "-z %s: server '%s': the port must be 1 to 65535", hosts, server);
+		p += n + (end ? 1 : 0);
+		if (end && p == hosts + len)
+			return bad_usage(why, "-z %s: a trailing ',' in the server list", hosts);
+	}
+	if (chroot && check_path("-z chroot", chroot, why) < 0)
+		return -EINVAL;
+	return 0;
+}
+
 static int parse_capacity(const char *s, uint64_t *out)
 {
 	char *end;
@@ -552,7 +590,7 @@ static int apply_option(zkw_cli *c, zkw_cli_watch *defaults, int ch, const char 
 			if ((unsigned char)*p < 0x20 || *p == 0x7f)
 				return bad_usage(why, "-z %s: control character at byte %zu ('%c')",
 				                 arg, (size_t)(p - arg) + 1, *p);
-		break;
+		return check_hosts(arg, why);
 	case 'f': rc = add_watch(c, defaults, arg, why); break;
 	case 'p':
 	case OPT_ENSURE:

@@ -116,10 +116,10 @@ static void test_capacity_suffix_overflow_refused(void **state)
 {
 	static zkw_cli cli;
 	char why[256];
-	char *big[] = {"zkw-broker", "-z", "h", "-f", "/a", "--capacity", "18014398509481985k", NULL};
-	char *bigm[] = {"zkw-broker", "-z", "h", "-f", "/a", "--capacity", "17592186044417m", NULL};
-	char *max[] = {"zkw-broker", "-z", "h", "-f", "/a", "--capacity", "256m", NULL};
-	char *over[] = {"zkw-broker", "-z", "h", "-f", "/a", "--capacity", "262145k", NULL};
+	char *big[] = {"zkw-broker", "-z", "h:1", "-f", "/a", "--capacity", "18014398509481985k", NULL};
+	char *bigm[] = {"zkw-broker", "-z", "h:1", "-f", "/a", "--capacity", "17592186044417m", NULL};
+	char *max[] = {"zkw-broker", "-z", "h:1", "-f", "/a", "--capacity", "256m", NULL};
+	char *over[] = {"zkw-broker", "-z", "h:1", "-f", "/a", "--capacity", "262145k", NULL};
 
 	(void)state;
 	assert_int_equal(zkw__cli_parse(&cli, 7, big, why, sizeof(why)), -EINVAL);

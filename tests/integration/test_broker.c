@@ -911,11 +911,23 @@ static void test_oversized_content(void **state)
 
 static void test_unknown_host(void **state)
 {
-	const char *bad_hosts[] = {"nonexistent.invalid:2181", "::::"};
+	const char *bad_hosts[] = {"nonexistent.invalid:2181", "nonexistent.invalid:2181,also.invalid:2182"};
 	const char *shm = seg_name("nohost");
 	struct seg s;
 
 	(void)state;
+	/* A connect string that cannot be one is bad usage, told once, at the
+	 * start (not by the ZooKeeper client, the session and the broker in
+	 * turn). */
+	{
+		const char *argv[] = {"-z", "::::", "-f", "/zkwtb/nohost", "--shm", shm, "--no-valid-init", NULL};
+		char *err = NULL;
+
+		assert_int_equal(proc_run("zkw-broker", argv, NULL, EXIT_WAIT_MS, NULL, &err), 2);
+		assert_non_null(strstr(err, "-z ::::"));
+		assert_int_equal(proc_count_in(err, strlen(err), "\n"), 1);
+		free(err);
+	}
 	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
 		int64_t start = zkw_clock_mono_ms();
 		proc *b = broker_spawn("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm, NULL);
