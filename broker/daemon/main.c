@@ -176,23 +176,25 @@ static bool name_taken(const char *name)
  * of a watch added on demand"). 0 or -ENAMETOOLONG. */
 static int demand_name(char *out, size_t cap, const char *path, bool pointer)
 {
-	char base[ZKW_SHM_NAME_MAX + 1];
+	char base[ZKW_SHM_NAME_MAX + 1], hashed[32];
 	size_t n;
 
-	if (zkw_shm_default_name(base, sizeof(base), path) == 0 &&
-	    strlen(base) + (pointer ? 8 : 0) <= ZKW_SHM_NAME_MAX) {
-		snprintf(out, cap, "%s%s", base, pointer ? "@pointer" : "");
-		if (!name_taken(out))
-			return 0;
+	if (zkw_shm_default_name(base, sizeof(base), path) == 0) {
+		n = strlen(base);
+		if (n + (pointer ? 8 : 0) <= ZKW_SHM_NAME_MAX && n + 9 <= cap) {
+			memcpy(out, base, n + 1);
+			if (pointer)
+				memcpy(out + n, "@pointer", 9);
+			if (!name_taken(out))
+				return 0;
+		}
 	}
-	snprintf(base, sizeof(base), "/zkw.h%016llx", (unsigned long long)key_hash(path, pointer));
-	n = strlen(base);
-	snprintf(out, cap, "%s", base);
-	for (unsigned k = 2; name_taken(out); k++) {
-		if (n + 12 > cap)
-			return -ENAMETOOLONG;
-		snprintf(out, cap, "%s-%u", base, k);
-	}
+	snprintf(hashed, sizeof(hashed), "/zkw.h%016llx", (unsigned long long)key_hash(path, pointer));
+	if (cap < sizeof(hashed) + 12)
+		return -ENAMETOOLONG;
+	snprintf(out, cap, "%s", hashed);
+	for (unsigned k = 2; name_taken(out); k++)
+		snprintf(out, cap, "%.31s-%u", hashed, k);
 	return 0;
 }
 
