@@ -356,7 +356,9 @@ static inline int zkw_reader_open_ex(zkw_reader *r, const char *shm_name, const 
 	err = zkw_shm_name(name, sizeof(name), shm_name);
 	if (err)
 		return zkw__reader_fail(r, err, "invalid segment name");
-	r->fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+	/* O_NONBLOCK: a FIFO planted under the name must not hang the open
+	 * (zkw__reader_map then refuses anything but a regular file). */
+	r->fd = shm_open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
 	if (r->fd < 0) {
 		err = -errno;
 		return zkw__reader_fail(r, err,

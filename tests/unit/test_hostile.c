@@ -900,6 +900,34 @@ static void test_too_little_shm_is_a_clear_error_at_open(void **state)
 		         WEXITSTATUS(status));
 }
 
+/* A FIFO planted under a segment's name (by its owner, or by root) must
+ * not hang a reader: the open never blocks, and anything but a regular
+ * file is refused. A child does the open, so a hang is a bounded failure. */
+static void test_fifo_under_a_segment_name_does_not_hang_a_reader(void **state)
+{
+	const char *name = new_name();
+	char path[128];
+	pid_t pid;
+	int status;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/dev/shm%s", name);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	pid = segtest_fork();
+	if (pid == 0) {
+		zkw_reader r;
+		int rc = zkw_reader_open(&r, name);
+
+		_exit(rc == -EBADMSG && strstr(r.why, "not a shared-memory segment") ? 0 : 1);
+	}
+	status = proc_reap_pid(pid, WAIT_MS);
+	unlink(path);
+	if (status == -1)
+		fail_msg("zkw_reader_open on a FIFO did not return within %d ms", WAIT_MS);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -914,6 +942,7 @@ int main(void)
 	                                  remove_names),
 	        cmocka_unit_test_teardown(test_group_writable_segment_is_replaced_not_adopted, remove_names),
 	        cmocka_unit_test_teardown(test_too_little_shm_is_a_clear_error_at_open, remove_names),
+	        cmocka_unit_test_teardown(test_fifo_under_a_segment_name_does_not_hang_a_reader, remove_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, remove_names);
