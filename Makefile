@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# zkw - build, test, demo, bench, install.
+# zkw - build, test, demo, bench, install, Debian packages.
 #
 # `make` builds the product only (no test framework needed); `make test`
 # builds the tests and benchmarks too and runs the suite. Sources are found
@@ -24,10 +24,26 @@ DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
 OBJCOPY ?= objcopy
-MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+# The one version number: include/zkw/common.h. The .pc files, the man
+# pages and debian/changelog (checked by tests/integration/test_install.sh)
+# follow it.
+ZKW_VERSION := $(shell sed -n 's/^\#define ZKW_VERSION "\([^"]*\)".*/\1/p' include/zkw/common.h)
+# ABI major of libzkw-cache (cache.h), not the release: bump it, and the
+# Debian package name libzkw-cache<N>, when a change breaks existing callers.
+CACHE_SOVERSION := 0
+CACHE_SONAME    := libzkw-cache.so.$(CACHE_SOVERSION)
+MULTIARCH := $(or $(DEB_HOST_MULTIARCH),$(shell $(CC) -print-multiarch 2>/dev/null))
 LIBDIR  ?= $(PREFIX)/lib$(if $(MULTIARCH),/$(MULTIARCH))
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
+# zkw-broker is a system daemon: sbin, man section 8.
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+# /etc for /usr, else $(PREFIX)/etc (GNU): the unit's --config follows it.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+# systemd reads units and sysusers.d from /usr/local/lib too.
+UNITDIR ?= $(if $(filter /usr,$(PREFIX)),$(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system),$(PREFIX)/lib/systemd/system)
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 # Where python3 imports from: Debian's own directory for /usr, the versioned
 # site directory for any other prefix (/usr/local/lib/python3.11/dist-packages).
 PYTHON3_VERSION := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
@@ -69,7 +85,9 @@ BENCH_A   := $(BUILD)/internal/libbench.a
 
 # The product.
 LIBZKW     := $(BUILD)/libzkw.a
-LIBCACHE   := $(BUILD)/libzkw-cache.a $(BUILD)/libzkw-cache.so
+# libzkw-cache.so is the development link -> $(CACHE_SONAME) -> the real file.
+CACHE_SO   := $(BUILD)/libzkw-cache.so.$(ZKW_VERSION)
+LIBCACHE   := $(BUILD)/libzkw-cache.a $(CACHE_SO) $(BUILD)/$(CACHE_SONAME) $(BUILD)/libzkw-cache.so
 LIBCLIENT  := $(BUILD)/libzkw-client.so
 TOOLS      := $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 PROGRAMS   := $(BUILD)/zkw-broker $(TOOLS)
@@ -90,7 +108,7 @@ $(BUILD)/tests/bench/%.o:    INC := -Iinclude -Ilib -Ibroker -Itests/support -It
 # Libraries export only what their public header declares (ZKW_API).
 $(BUILD)/broker/zk/%.o $(BUILD)/client/%.o: VISIBILITY := -fvisibility=hidden
 
-.PHONY: all tests test check tsan demo bench soak fuzz install uninstall clean deps format
+.PHONY: all tests test check tsan demo bench soak fuzz install uninstall man deb deb-check clean deps format
 all: $(PRODUCT)
 tests: $(PRODUCT) $(TESTS) $(BENCHES)
 
@@ -121,8 +139,12 @@ $(LIBZKW): $(call obj,$(ZK_SRC))
 	@rm -f $@
 	$(AR) rcs $@ $(BUILD)/libzkw.o
 
-$(BUILD)/libzkw-cache.so: $(call obj,$(CACHE_SRC))
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(URCU_LIBS) $(LDLIBS)
+$(CACHE_SO): $(call obj,$(CACHE_SRC))
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,$(CACHE_SONAME) -o $@ $^ $(URCU_LIBS) $(LDLIBS)
+$(BUILD)/$(CACHE_SONAME): $(CACHE_SO)
+	ln -sfn $(notdir $<) $@
+$(BUILD)/libzkw-cache.so: $(BUILD)/$(CACHE_SONAME)
+	ln -sfn $(notdir $<) $@
 
 $(LIBCLIENT): $(call obj,$(PY_SRC))
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -176,21 +198,77 @@ soak: deps
 fuzz: deps
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR)/zkw $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PYTHONDIR)
-	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+# Templates (*.in) get the paths of this install: the same tree installs
+# under /usr/local by hand and under /usr in the Debian package.
+SUBST = sed -e 's|@VERSION@|$(ZKW_VERSION)|g' -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+PC_IN := $(wildcard pkgconfig/*.pc.in)
+
+# Man pages: scdoc sources in man/, NAME.SECTION.scd.
+MAN_SRC := $(wildcard man/*.scd)
+MANPAGES := $(patsubst man/%.scd,$(BUILD)/man/%,$(MAN_SRC))
+man: $(MANPAGES)
+$(BUILD)/man/%: man/%.scd include/zkw/common.h
+	@command -v scdoc >/dev/null || { echo "scdoc is missing: make deps (or apt-get install scdoc)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	sed 's|@VERSION@|$(ZKW_VERSION)|g' $< | scdoc >$@.tmp && mv $@.tmp $@
+
+# The Python module loads libzkw-client.so from its own directory: a private
+# library of the module (its ABI is checked at load), not a system one.
+# broker.conf is the operator's: installed only when absent, removed only
+# when unchanged.
+install: all man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(INCLUDEDIR)/zkw \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PYTHONDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/zkw
+	install -m 0755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BUILD)/zkw-broker $(DESTDIR)$(SBINDIR)/
 	install -m 0644 include/zkw/*.h $(DESTDIR)$(INCLUDEDIR)/zkw/
-	install -m 0644 $(LIBZKW) $(LIBCACHE) $(LIBCLIENT) $(DESTDIR)$(LIBDIR)/
-	install -m 0644 client/python/zkw.py $(DESTDIR)$(PYTHONDIR)/
-	for pc in tools/*.pc.in; do [ -e "$$pc" ] || continue; \
-	    sed -e 's|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCLUDEDIR@|$(INCLUDEDIR)|g' "$$pc" \
-	        > $(DESTDIR)$(LIBDIR)/pkgconfig/$$(basename "$$pc" .in); done
+	install -m 0644 $(LIBZKW) $(BUILD)/libzkw-cache.a $(CACHE_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sfn $(notdir $(CACHE_SO)) $(DESTDIR)$(LIBDIR)/$(CACHE_SONAME)
+	ln -sfn $(CACHE_SONAME) $(DESTDIR)$(LIBDIR)/libzkw-cache.so
+	for pc in $(PC_IN); do \
+	    $(SUBST) "$$pc" >$(DESTDIR)$(LIBDIR)/pkgconfig/$$(basename "$$pc" .in) || exit 1; done
+	install -m 0644 client/python/zkw.py $(LIBCLIENT) $(DESTDIR)$(PYTHONDIR)/
+	for page in $(MANPAGES); do \
+	    install -D -m 0644 "$$page" "$(DESTDIR)$(MANDIR)/man$${page##*.}/$${page##*/}" || exit 1; done
+	$(SUBST) systemd/zkw-broker.service.in >$(DESTDIR)$(UNITDIR)/zkw-broker.service
+	install -m 0644 systemd/zkw.sysusers $(DESTDIR)$(SYSUSERSDIR)/zkw.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/zkw/broker.conf ] || \
+	    install -m 0644 etc/broker.conf $(DESTDIR)$(SYSCONFDIR)/zkw/broker.conf
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(PROGRAMS)))
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(TOOLS))) $(DESTDIR)$(SBINDIR)/zkw-broker
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/zkw
-	rm -f $(DESTDIR)$(PYTHONDIR)/zkw.py
-	rm -f $(DESTDIR)$(LIBDIR)/libzkw*.a $(DESTDIR)$(LIBDIR)/libzkw*.so $(DESTDIR)$(LIBDIR)/pkgconfig/zkw*.pc
+	rm -f $(addprefix $(DESTDIR)$(LIBDIR)/,libzkw.a libzkw-cache.a libzkw-cache.so $(CACHE_SONAME) $(notdir $(CACHE_SO)))
+	rm -f $(patsubst pkgconfig/%.in,$(DESTDIR)$(LIBDIR)/pkgconfig/%,$(PC_IN))
+	rm -f $(DESTDIR)$(PYTHONDIR)/zkw.py $(DESTDIR)$(PYTHONDIR)/libzkw-client.so $(DESTDIR)$(PYTHONDIR)/__pycache__/zkw.*.pyc
+	for page in $(notdir $(MANPAGES)); do rm -f "$(DESTDIR)$(MANDIR)/man$${page##*.}/$$page"; done
+	rm -f $(DESTDIR)$(UNITDIR)/zkw-broker.service $(DESTDIR)$(SYSUSERSDIR)/zkw.conf
+	! cmp -s etc/broker.conf $(DESTDIR)$(SYSCONFDIR)/zkw/broker.conf || rm -f $(DESTDIR)$(SYSCONFDIR)/zkw/broker.conf
+	rmdir $(DESTDIR)$(SYSCONFDIR)/zkw 2>/dev/null || true
+
+# The Debian packages (debian/), built from a copy of the tracked and new
+# files in $(BUILD)/deb, never in this tree: the packaging cleans and
+# rebuilds. The .deb files land in $(BUILD)/deb.
+DEB_DIR := $(BUILD)/deb
+DEB_SRC := $(DEB_DIR)/zkw-$(ZKW_VERSION)
+deb: deps
+	@v=$$(dpkg-parsechangelog -l debian/changelog -S Version) && [ "$${v%%-*}" = "$(ZKW_VERSION)" ] || { \
+	    echo "debian/changelog is at $$v, include/zkw/common.h at $(ZKW_VERSION): add an entry (dch -v $(ZKW_VERSION))" >&2; exit 1; }
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard | \
+	        xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh | \
+	        tar --null -T - -cf - | tar -C $(DEB_SRC) -xf -; \
+	else tar --exclude=./build --exclude=./.git --exclude='./$(BUILD)' -cf - . | tar -C $(DEB_SRC) -xf -; fi
+	cd $(DEB_SRC) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -b -us -uc
+	@ls -l $(DEB_DIR)/*.deb
+
+# `make deb`, then lintian on the result: no error, no warning.
+deb-check: deb
+	lintian --fail-on error,warning --display-info $(DEB_DIR)/*.changes
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -198,4 +276,4 @@ format:
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path $(DEB_DIR) -prune -o -type f -name '*.d' -print 2>/dev/null)

@@ -17,7 +17,7 @@
  *
  *     zkw_text_put(stdout, m->error, strlen(m->error), 0);             // plain text
  *     zkw_text_put(stdout, content, len, ZKW_TEXT_QUOTE | ZKW_TEXT_ASCII); // "a\x00b"
- *     zkw_text_put(stdout, content, len, ZKW_TEXT_JSON);               // "a\u0000b"
+ *     zkw_text_put(stdout, content, len, ZKW_TEXT_JSON);               // UTF-8 kept, "\x01" -> "\u0001"
  */
 #ifndef ZKW_LIB_TEXT_H
 #define ZKW_LIB_TEXT_H
@@ -31,10 +31,15 @@
  * newline and tab are written as they are and a backslash is not doubled;
  * everything else is escaped as above. */
 #define ZKW_TEXT_LINES 0x4u
-/* A JSON string: quoted, \" \\ \n \r \t, and every other byte outside
- * printable ASCII as \u00XX (each byte read as the Latin-1 code point of
- * the same value), so any byte sequence yields valid JSON. Overrides the
- * other flags. */
+/* A JSON string (RFC 8259), valid for any bytes: quoted; \" \\ \n \r
+ * \t; well-formed UTF-8 as it is (the bytes "caf\xc3\xa9" stay those
+ * bytes), except the characters a terminal acts on (C1 controls, line
+ * separators, bidi controls), written \uXXXX with their code point; the
+ * other C0 controls and DEL as \u00XX; each byte that is not part of
+ * well-formed UTF-8 as \u00XX of its value (read as Latin-1: lossy, the
+ * exact bytes need another channel, such as zkw-inspect's content_base64).
+ * Nothing but printable ASCII and printable UTF-8 is written raw.
+ * Overrides the other flags. */
 #define ZKW_TEXT_JSON 0x8u
 
 /* Write len bytes of data to f, escaped as the flags say. */

@@ -3,6 +3,7 @@
 #include "zkw_zk.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -83,6 +84,9 @@ static int check_path(const char *path, char *why, size_t whylen)
 struct session_events {
 	sem_t posted; /* one post per session event */
 	atomic_int state;
+	/* zkw_zk_auth: one post per answer to a credential, on the I/O thread. */
+	sem_t auth_posted;
+	atomic_int auth_refused; /* a result code other than ZOK, else 0 */
 };
 
 static void on_session_event(zhandle_t *zh, int type, int state, const char *path, void *ctx)
@@ -102,6 +106,115 @@ void zkw_zk_quiet_log(const char *message)
 	(void)message;
 }
 
+/* ---- connect strings ------------------------------------------------------ */
+
+/* One server of a connect string (len bytes at s, leading blanks skipped as
+ * the client does) split into host (brackets of an IPv6 address dropped)
+ * and port text. 0 or -EINVAL with the reason. */
+static int split_server(const char *s, size_t len, char *host, size_t hostcap, char *port, size_t portcap,
+                        char *why, size_t whylen)
+{
+	char server[300];
+	const char *colon;
+	char *end;
+	unsigned long v;
+	size_t hl;
+
+	while (len && (*s == ' ' || *s == '\t'))
+		s++, len--;
+	if (len == 0)
+		return zkw__errorf(why, whylen, -EINVAL,
+		                   "an empty server in the list (want host:port[,host:port...][/chroot])");
+	if (len >= sizeof(server))
+		return zkw__errorf(why, whylen, -EINVAL, "a server name longer than %zu bytes",
+		                   sizeof(server) - 1);
+	memcpy(server, s, len);
+	server[len] = '\0';
+	colon = strrchr(server, ':');
+	if (!colon || colon == server || (server[0] == '[' && colon[-1] != ']'))
+		return zkw__errorf(why, whylen, -EINVAL,
+		                   "server '%s' has no port (want host:port[,host:port...][/chroot])",
+		                   server);
+	errno = 0;
+	v = strtoul(colon + 1, &end, 10);
+	if (errno || !colon[1] || *end || colon[1] == '-' || colon[1] == '+' || v == 0 || v > 65535)
+		return zkw__errorf(why, whylen, -EINVAL,
+		                   "server '%s': the port must be a number from 1 to 65535", server);
+	hl = (size_t)(colon - server);
+	if (server[0] == '[') /* [v6addr]:port */
+		hl -= 2;
+	if (hl == 0 || hl >= hostcap || strlen(colon + 1) >= portcap)
+		return zkw__errorf(why, whylen, -EINVAL, "server '%s': no host before the port", server);
+	memcpy(host, server + (server[0] == '['), hl);
+	host[hl] = '\0';
+	snprintf(port, portcap, "%s", colon + 1);
+	return 0;
+}
+
+int zkw_zk_hosts_check(const char *hosts, char *why, size_t whylen)
+{
+	const char *chroot, *p;
+	char host[300], port[8];
+	size_t len;
+	int err;
+
+	if (!hosts || !hosts[0])
+		return zkw__errorf(why, whylen, -EINVAL,
+		                   "no server given (want host:port[,host:port...][/chroot])");
+	for (p = hosts; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return zkw__errorf(why, whylen, -EINVAL, "a control character at byte %zu",
+			                   (size_t)(p - hosts) + 1);
+	chroot = strchr(hosts, '/');
+	len = chroot ? (size_t)(chroot - hosts) : strlen(hosts);
+	for (p = hosts; p <= hosts + len;) {
+		const char *comma = memchr(p, ',', (size_t)(hosts + len - p));
+		size_t n = comma ? (size_t)(comma - p) : (size_t)(hosts + len - p);
+
+		if ((err = split_server(p, n, host, sizeof(host), port, sizeof(port), why, whylen)))
+			return err;
+		p += n + 1;
+	}
+	/* The client's own path rules, which it would only answer with EINVAL. */
+	if (chroot && chroot[1] &&
+	    (strstr(chroot, "//") || chroot[strlen(chroot) - 1] == '/' || strstr(chroot, "/./") ||
+	     strstr(chroot, "/../")))
+		return zkw__errorf(why, whylen, -EINVAL,
+		                   "chroot '%s': an empty, '.' or '..' component, or a trailing '/'", chroot);
+	return 0;
+}
+
+/* zookeeper_init2 failed (ENOENT: no server resolved; EINVAL: a string it
+ * would not take): which name, and why. */
+static int unresolved(const char *hosts, int err, char *why, size_t whylen)
+{
+	const char *chroot = strchr(hosts, '/');
+	size_t len = chroot ? (size_t)(chroot - hosts) : strlen(hosts);
+	char host[300], port[8], first[512] = "";
+
+	for (const char *p = hosts; p <= hosts + len;) {
+		const char *server = p, *comma = memchr(p, ',', (size_t)(hosts + len - p));
+		size_t n = comma ? (size_t)(comma - p) : (size_t)(hosts + len - p);
+		struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+		int rc;
+
+		p += n + 1;
+		if (split_server(server, n, host, sizeof(host), port, sizeof(port), NULL, 0))
+			continue;
+		rc = getaddrinfo(host, port, &hints, &res);
+		if (rc == 0) {
+			freeaddrinfo(res);
+			continue;
+		}
+		if (!first[0])
+			snprintf(first, sizeof(first), "'%s': %s", host,
+			         rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+	}
+	if (first[0])
+		return zkw__errorf(why, whylen, -ENOENT, "no server of %s resolves (%s)", hosts, first);
+	return zkw__errorf(why, whylen, -err, "the ZooKeeper client refuses the connect string %s", hosts);
+}
+
 /* A state the session will not leave by itself while we wait. */
 static bool settled(int state)
 {
@@ -115,19 +228,30 @@ int zkw_zk_connect(zhandle_t **zhp, const char *hosts, int timeout_ms, int sessi
 	struct session_events *ev = calloc(1, sizeof(*ev));
 	struct timespec deadline;
 	zhandle_t *zh;
-	int state;
+	int state, err;
 
 	*zhp = NULL;
 	if (!ev)
 		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
+	err = zkw_zk_hosts_check(hosts, why, whylen);
+	if (err) {
+		free(ev);
+		return err;
+	}
 	sem_init(&ev->posted, 0, 0);
+	sem_init(&ev->auth_posted, 0, 0);
+	errno = 0;
 	zh = zookeeper_init2(hosts, on_session_event, session_timeout_ms, NULL, ev, 0, zkw_zk_quiet_log);
 	if (!zh) {
-		int err = errno ? errno : EINVAL;
-
+		err = errno ? errno : EINVAL;
 		sem_destroy(&ev->posted);
+		sem_destroy(&ev->auth_posted);
 		free(ev);
-		return zkw__errorf(why, whylen, -err, "invalid ZooKeeper host string \"%s\": %s", hosts,
+		/* The client resolves every server at once and keeps only errno:
+		 * say which name did not resolve, and why. */
+		if (err == ENOENT || err == EINVAL)
+			return unresolved(hosts, err, why, whylen);
+		return zkw__errorf(why, whylen, -err, "cannot start a ZooKeeper session for %s: %s", hosts,
 		                   strerror(err));
 	}
 	/* By default the client re-resolves its host list at every poll of
@@ -142,11 +266,15 @@ int zkw_zk_connect(zhandle_t **zhp, const char *hosts, int timeout_ms, int sessi
 	state = atomic_load(&ev->state);
 	if (state != ZOO_CONNECTED_STATE) {
 		zkw_zk_close(zh);
-		return zkw__errorf(why, whylen,
-		                   state == ZOO_AUTH_FAILED_STATE       ? -EACCES
-		                   : state == ZOO_EXPIRED_SESSION_STATE ? -ENOTCONN
-		                                                        : -ETIMEDOUT,
-		                   "cannot connect to ZooKeeper at %s within %d ms", hosts, timeout_ms);
+		if (state == ZOO_AUTH_FAILED_STATE)
+			return zkw__errorf(why, whylen, -EACCES,
+			                   "ZooKeeper at %s refused the session (authentication failed)",
+			                   hosts);
+		if (state == ZOO_EXPIRED_SESSION_STATE)
+			return zkw__errorf(why, whylen, -ENOTCONN,
+			                   "ZooKeeper at %s expired the session at once", hosts);
+		return zkw__errorf(why, whylen, -ETIMEDOUT, "no ZooKeeper server answered at %s within %d ms",
+		                   hosts, timeout_ms);
 	}
 	*zhp = zh;
 	return 0;
@@ -161,12 +289,83 @@ void zkw_zk_close(zhandle_t *zh)
 	ev = (struct session_events *)zoo_get_context(zh);
 	zookeeper_close(zh); /* joins the client's threads: no event after */
 	sem_destroy(&ev->posted);
+	sem_destroy(&ev->auth_posted);
 	free(ev);
+}
+
+/* The answer to one credential (all of them come at the first answer). */
+static void on_auth(int rc, const void *ctx)
+{
+	struct session_events *ev = (struct session_events *)ctx;
+
+	if (rc != ZOK)
+		atomic_store(&ev->auth_refused, rc);
+	sem_post(&ev->auth_posted);
+}
+
+int zkw_zk_auth(zhandle_t *zh, const zkw_session_credential *cred, size_t n, int timeout_ms, char *why,
+                size_t whylen)
+{
+	struct session_events *ev = (struct session_events *)zoo_get_context(zh);
+	struct timespec deadline = zkw_clock_deadline_ms(CLOCK_MONOTONIC, timeout_ms);
+	size_t sent = 0, answered = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int zrc = zoo_add_auth(zh, cred[i].scheme, cred[i].secret, (int)strlen(cred[i].secret),
+		                       on_auth, ev);
+
+		if (zrc != ZOK)
+			return zkw__errorf(why, whylen, zkw_zk_errno(zrc),
+			                   "cannot hand the %s credentials to the ZooKeeper client: %s",
+			                   cred[i].scheme, zerror(zrc));
+		sent++;
+	}
+	while (answered < sent) {
+		if (sem_clockwait(&ev->auth_posted, CLOCK_MONOTONIC, &deadline) == 0)
+			answered++;
+		else if (errno == ETIMEDOUT)
+			return zkw__errorf(why, whylen, -ETIMEDOUT,
+			                   "ZooKeeper did not answer the credentials within %d ms",
+			                   timeout_ms);
+	}
+	if (atomic_load(&ev->auth_refused))
+		return zkw__errorf(why, whylen, -EACCES,
+		                   "ZooKeeper refused the %s credentials (authentication failed)",
+		                   n ? cred[0].scheme : "");
+	return 0;
+}
+
+int zkw_zk_acl_vector(const zkw_session_acl *acl, size_t n, struct ACL_vector *out)
+{
+	out->count = 0;
+	out->data = NULL;
+	if (n > INT32_MAX)
+		return -EINVAL;
+	if (!n)
+		return 0;
+	out->data = calloc(n, sizeof(*out->data));
+	if (!out->data)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		/* The client only serialises them: the casts drop a const
+		 * its struct Id does not spell. */
+		out->data[i].perms = (int32_t)acl[i].perms;
+		out->data[i].id.scheme = (char *)acl[i].scheme;
+		out->data[i].id.id = (char *)acl[i].id;
+	}
+	out->count = (int32_t)n;
+	return 0;
 }
 
 /* ---- nodes ----------------------------------------------------------------- */
 
 int zkw_zk_create_parents(zhandle_t *zh, const char *path, char *why, size_t whylen)
+{
+	return zkw_zk_create_parents_acl(zh, path, &ZOO_OPEN_ACL_UNSAFE, why, whylen);
+}
+
+int zkw_zk_create_parents_acl(zhandle_t *zh, const char *path, const struct ACL_vector *acl, char *why,
+                              size_t whylen)
 {
 	char prefix[PATH_CAP];
 	int err = check_path(path, why, whylen);
@@ -179,7 +378,7 @@ int zkw_zk_create_parents(zhandle_t *zh, const char *path, char *why, size_t why
 		memcpy(prefix, path, (size_t)(slash - path));
 		prefix[slash - path] = '\0';
 		/* Empty data, as the broker's --ensure creates them. */
-		zrc = zoo_create(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+		zrc = zoo_create(zh, prefix, "", 0, acl, 0, NULL, 0);
 		if (zrc != ZOK && zrc != ZNODEEXISTS)
 			return result(zrc, why, whylen);
 	}
@@ -196,6 +395,12 @@ int zkw_zk_set(zhandle_t *zh, const char *path, const void *data, int len, char 
 int zkw_zk_put(zhandle_t *zh, const char *path, const void *data, int len, int *created, char *why,
                size_t whylen)
 {
+	return zkw_zk_put_acl(zh, path, data, len, &ZOO_OPEN_ACL_UNSAFE, created, why, whylen);
+}
+
+int zkw_zk_put_acl(zhandle_t *zh, const char *path, const void *data, int len, const struct ACL_vector *acl,
+                   int *created, char *why, size_t whylen)
+{
 	int err, zrc;
 
 	if (created)
@@ -203,10 +408,10 @@ int zkw_zk_put(zhandle_t *zh, const char *path, const void *data, int len, int *
 	err = zkw_zk_set(zh, path, data, len, why, whylen);
 	if (err != -ENOENT)
 		return err;
-	err = zkw_zk_create_parents(zh, path, why, whylen);
+	err = zkw_zk_create_parents_acl(zh, path, acl, why, whylen);
 	if (err)
 		return err;
-	zrc = zoo_create(zh, path, data, data ? len : -1, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
+	zrc = zoo_create(zh, path, data, data ? len : -1, acl, 0, NULL, 0);
 	if (zrc == ZNODEEXISTS) /* lost a race with another creator: update it */
 		return zkw_zk_set(zh, path, data, len, why, whylen);
 	if (created)

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <zookeeper/zookeeper.h>
 
+#include <zkw/watcher.h>
+
 /* ZooKeeper's default jute.maxbuffer: the largest packet a server accepts.
  * A node's data must leave room for the request around it. */
 #define ZKW_ZK_PACKET_MAX (1024 * 1024 - 1)
@@ -47,28 +49,53 @@ int zkw_zk_result(int err);
  * handle's own log, silenced without touching the process-wide level. */
 void zkw_zk_quiet_log(const char *message);
 
+/* Is hosts a connect string the client takes: host:port[,host:port...]
+ * with an optional /chroot, ports 1 to 65535, an IPv6 address in brackets?
+ * 0, or -EINVAL with one reason (which does not repeat hosts: the caller
+ * names the option). Nothing is resolved. */
+int zkw_zk_hosts_check(const char *hosts, char *why, size_t whylen);
+
 /* Connect and wait until the session is established, at most timeout_ms;
  * *zh is the handle. The client's log of this handle is dropped (our own
  * one-line errors say what failed; the process-wide log level is left
  * alone), and its host list is resolved on connection loss only (by
  * default it calls getaddrinfo around every packet). -EINVAL (bad host
- * string), -ETIMEDOUT (nobody answered in time), -EACCES (authentication
- * failed), -ENOTCONN (session expired during the wait), -ENOMEM. */
+ * string: zkw_zk_hosts_check's reason), -ENOENT (no server name resolves:
+ * the first one that does not, and the resolver's reason), -ETIMEDOUT
+ * (nobody answered in time), -EACCES (authentication failed), -ENOTCONN
+ * (session expired during the wait), -ENOMEM. */
 int zkw_zk_connect(zhandle_t **zh, const char *hosts, int timeout_ms, int session_timeout_ms, char *why,
                    size_t whylen);
 void zkw_zk_close(zhandle_t *zh); /* NULL is fine */
 
-/* Create every missing ancestor of path (absolute) with empty data. */
+/* Authenticate a session of zkw_zk_connect with n credentials and wait
+ * for ZooKeeper's answer, at most timeout_ms. What is asked afterwards runs
+ * authenticated. 0, -EACCES (refused: the handle is dead), -ETIMEDOUT; the
+ * reason names the scheme, never the secret. */
+int zkw_zk_auth(zhandle_t *zh, const zkw_session_credential *cred, size_t n, int timeout_ms, char *why,
+                size_t whylen);
+
+/* An ACL_vector of the n entries of acl, for zoo_create: out->data is
+ * allocated (free() it), its strings are acl's. 0, -EINVAL, -ENOMEM. */
+int zkw_zk_acl_vector(const zkw_session_acl *acl, size_t n, struct ACL_vector *out);
+
+/* Create every missing ancestor of path (absolute) with empty data and an
+ * open ACL (world:anyone:cdrwa); _acl with the one given. */
 int zkw_zk_create_parents(zhandle_t *zh, const char *path, char *why, size_t whylen);
+int zkw_zk_create_parents_acl(zhandle_t *zh, const char *path, const struct ACL_vector *acl, char *why,
+                              size_t whylen);
 
 /* Set an existing node's data (data NULL = null data): -ENOENT when there
  * is no such node. */
 int zkw_zk_set(zhandle_t *zh, const char *path, const void *data, int len, char *why, size_t whylen);
 
 /* Set a node's data (data NULL = null data), creating it and its parents
- * when missing; *created (may be NULL) tells which. */
+ * when missing (with an open ACL; _acl: with acl, parents too; an existing
+ * node keeps its own); *created (may be NULL) tells which. */
 int zkw_zk_put(zhandle_t *zh, const char *path, const void *data, int len, int *created, char *why,
                size_t whylen);
+int zkw_zk_put_acl(zhandle_t *zh, const char *path, const void *data, int len, const struct ACL_vector *acl,
+                   int *created, char *why, size_t whylen);
 
 /* A node's data into buf: *len is the capacity in, the data's length out
  * (-1 for null data). Data larger than the buffer: -EMSGSIZE, *len = the

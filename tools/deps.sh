@@ -25,6 +25,12 @@ packages=(
 	# benchmark baseline (run with /usr/bin/python3); gnuplot draws the
 	# benchmark plots (gnuplot-nox: no X, its svg terminal is built in)
 	python3 python3-kazoo gnuplot-nox
+	# install and packaging: man pages (scdoc, man-db renders them in the
+	# test), the unit's checks (systemd-analyze, systemd-sysusers), `make
+	# deb` (dpkg-buildpackage, debhelper, dh_python3) and `make deb-check`
+	scdoc man-db systemd dpkg-dev debhelper dh-python lintian
+	# promtool checks zkw-inspect --prometheus (tests/integration/test_metrics.c)
+	prometheus
 )
 
 missing=()

@@ -1,7 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* zkw-inspect - show what a zkw shared-memory segment holds.
+/* zkw-inspect - show what a zkw shared-memory segment holds, or every
+ * segment and broker of the host.
  *
  *     zkw-inspect NAME [--json] [--watch] [--content] [--owner USER|UID]
+ *     zkw-inspect NAME --readers [--socket PATH] [--json]
+ *     zkw-inspect --list [--json]                  every segment and broker, ipcs-style
+ *     zkw-inspect --check NAME [--warn-age S] [--max-age S]   a monitoring plugin
+ *     zkw-inspect --prometheus                     node_exporter textfile metrics
  *
  * A reader like any worker: it uses zkw/client.h only, maps the segment
  * read-only and never takes the broker's lock, so inspecting a live broker
@@ -17,26 +22,46 @@
  * and every loop bound is a value zkw_reader_open() validated and cached
  * (r->slot_count), never one read from the segment again.
  *
+ * So is /dev/shm itself, where any user creates files: a segment is opened
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO or a lease cannot block us, a symbolic
+ * link is not followed), must be a regular file, and is mapped only when
+ * the reader's trust policy accepts its owner and mode (an owner could
+ * shrink it under the mapping: SIGBUS). --list and --prometheus scan every
+ * entry that way: a zkw segment or stats object of an owner not trusted is
+ * listed as such (owner shown) after a pread(2) of its 8-byte magic, and
+ * never mapped; an entry named zkw* that is no usable segment (a FIFO, a
+ * symbolic link, a directory, a truncated or foreign file) is listed with
+ * the reason; other entries are skipped.
+ *
  * Output modes:
  *   (default)        human-readable report; strings escaped as zkw_text.h
  *                    says (\xNN for controls and invalid UTF-8)
- *   --json           one JSON object; bytes outside printable ASCII in
- *                    strings are written as \u00XX (each byte as the code
- *                    point of the same value, i.e. read as Latin-1)
+ *   --json           one JSON object; UTF-8 as it is, controls and bytes
+ *                    of invalid UTF-8 as \u00XX (zkw_text.h, ZKW_TEXT_JSON)
  *   --content        the content bytes, raw, nothing else on stdout; with
  *                    --json the report gains "content_base64" instead
  *   --watch          one line per change (generation or broker liveness)
  *                    until SIGINT/SIGTERM; with --json one object per line
+ *   --list           a table of every segment and broker (--json: one object)
+ *   --check          one status line with perfdata, monitoring-plugin exit codes
+ *   --prometheus     the Prometheus text exposition format
  *
- * Exit: 0 success, 1 failure (one line on stderr naming the cause), 2 usage.
+ * Exit: 0 success, 1 failure (one line on stderr naming the cause), 2 usage;
+ * --check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (usage errors too).
  */
+#include <dirent.h>
+#include <limits.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,29 +70,59 @@
 
 #include "zkw_clock.h"
 #include "zkw_opt.h"
+#include "zkw_stats.h"
 #include "zkw_text.h"
 
 #define PREVIEW_MAX   200
 #define READ_ATTEMPTS 64   /* of zkw_reader_read, each already retrying */
 #define WATCH_TICK_MS 1000 /* liveness re-check; also bounds a missed signal */
 
+#define SHM_DIR "/dev/shm" /* where glibc's shm_open() puts "/name" */
+/* The largest object --list maps: a segment of 16 slots of the largest
+ * capacity (readers accept no more). */
+#define SEGMENT_SIZE_MAX                                                                                     \
+	((uint64_t)ZKW_HEADER_SIZE + ZKW_SLOT_COUNT_MAX * zkw_segment_slot_size(ZKW_CAPACITY_MAX))
+#define WARN_AGE_DEFAULT 180 /* s: three default reconcile rounds (60 s +-20%) */
+#define MAX_AGE_DEFAULT  600
+
+/* Monitoring-plugin exit codes (--check). */
+enum { CHECK_OK = 0, CHECK_WARNING = 1, CHECK_CRITICAL = 2, CHECK_UNKNOWN = 3 };
+
 static const char usage_text[] =
-        "Usage: zkw-inspect NAME [--json] [--watch] [--content] [--readers [--socket PATH]] [--owner USER|UID]\n"
-        "Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\").\n"
+        "Usage: zkw-inspect NAME [--json] [--watch] [--content] [--owner USER|UID]\n"
+        "       zkw-inspect NAME --readers [--socket PATH] [--json]\n"
+        "       zkw-inspect --list [--json] [--owner USER|UID]\n"
+        "       zkw-inspect --check NAME [--warn-age S] [--max-age S] [--owner USER|UID]\n"
+        "       zkw-inspect --prometheus [--owner USER|UID]\n"
+        "Show the zkw shared-memory segment NAME (\"/zkw.tmp.myconfig\" or \"zkw.tmp.myconfig\"),\n"
+        "or every segment and broker of the host.\n"
         "\n"
         "  -j, --json     one JSON object (with --watch: one per line)\n"
         "  -w, --watch    print one line per change until SIGINT/SIGTERM\n"
-        "  -c, --content  write the content bytes raw to stdout and nothing else\n"
+        "      --content  write the content bytes raw to stdout and nothing else\n"
         "                 (with --json: add \"content_base64\" to the object)\n"
         "  -r, --readers  ask the broker which processes subscribe to NAME and which\n"
         "                 generation each has taken (and when)\n"
         "      --socket PATH  the broker's control socket (default $ZKW_SOCKET, else\n"
         "                 " ZKW_SOCKET_DEFAULT ")\n"
-        "      --owner USER|UID  accept the segment only if this user owns it\n"
+        "  -l, --list     every zkw segment in " SHM_DIR ", one line each (name, watched\n"
+        "                 path, valid, connected, generation, age of the last\n"
+        "                 confirmation, broker pid, alive), then every broker's counters\n"
+        "      --check    check NAME as a monitoring plugin: one status line with\n"
+        "                 perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN\n"
+        "      --warn-age S  --check: WARNING when the last confirmation by ZooKeeper\n"
+        "                 is older than S seconds (default 180; 0 = never)\n"
+        "      --max-age S   --check: CRITICAL when older than S seconds (default 600;\n"
+        "                 0 = never)\n"
+        "      --prometheus  every segment and every broker's counters in the\n"
+        "                 Prometheus text format (node_exporter's textfile collector)\n"
+        "      --owner USER|UID  accept segments only if this user owns them\n"
         "                 (default: root or yourself, or $ZKW_SEGMENT_OWNER)\n"
+        "  -V, --version  print the version\n"
         "  -h, --help     this text\n"
         "\n"
-        "Exit status: 0 success, 1 failure, 2 bad usage.\n";
+        "Exit status: 0 success, 1 failure, 2 bad usage; with --check 0 OK, 1 WARNING,\n"
+        "2 CRITICAL (also: no such segment), 3 UNKNOWN (also: bad usage).\n";
 
 struct options {
 	const char *name;
@@ -76,7 +131,12 @@ struct options {
 	bool json;
 	bool watch;
 	bool content;
-	uid_t owner; /* (uid_t)-1: the reader's default policy */
+	bool list;
+	bool check;
+	bool prometheus;
+	bool version;
+	long warn_age, max_age; /* --check, seconds; 0 = not checked */
+	uid_t owner;            /* (uid_t)-1: the reader's default policy */
 };
 
 /* The identity block, loaded field by field (relaxed: the broker restamps
@@ -533,6 +593,8 @@ static int watch(const char *name, const zkw_reader *r, void *buf, size_t cap, b
 
 /* ---- --readers ------------------------------------------------------------ */
 
+static char *escaped(const char *s, unsigned flags);
+
 /* One line from the broker into line (NUL-terminated, no newline); the
  * bytes after it stay in *pend (pending, *plen). 0, or -1 on EOF/error. */
 static int broker_line(int fd, char *pend, size_t *plen, size_t cap, char *line, size_t linecap)
@@ -636,14 +698,15 @@ static int readers(const struct options *o, const zkw_reader *r)
 			continue;
 		gen = strtoull(gen_s, NULL, 10);
 		at = strtoull(at_s, NULL, 10);
-		for (char *p = comm; *p; p++) /* the process chose its name: show it tame */
-			if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
-				*p = '?';
+		/* The process chose its name (prctl(PR_SET_NAME)): escaped like
+		 * what a segment says, invalid UTF-8 and controls included. */
 		if (o->json) {
-			printf("%s{\"pid\":%s,\"uid\":%s,\"process\":\"%s\",\"generation\":%llu,\"taken_ns\":%llu,\"current\":%s}",
-			       i ? "," : "", pid, uid, comm, gen, at, gen == now_gen ? "true" : "false");
+			printf("%s{\"pid\":%s,\"uid\":%s,\"process\":", i ? "," : "", pid, uid);
+			json_cstring(stdout, comm);
+			printf(",\"generation\":%llu,\"taken_ns\":%llu,\"current\":%s}", gen, at,
+			       gen == now_gen ? "true" : "false");
 		} else {
-			char when[64] = "never";
+			char when[64] = "never", *shown = escaped(comm, 0);
 
 			if (at) {
 				time_t t = (time_t)(at / 1000000000ull);
@@ -652,14 +715,903 @@ static int readers(const struct options *o, const zkw_reader *r)
 				gmtime_r(&t, &tm);
 				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 			}
-			printf("%8s %6s %-16s %12llu  %s%s\n", pid, uid, comm, gen, when,
-			       gen == now_gen ? "" : gen < now_gen ? "  (behind)" : "");
+			printf("%8s %6s %-16s %12llu  %s%s\n", pid, uid, shown ? shown : "?", gen, when,
+			       gen == now_gen  ? ""
+			       : gen < now_gen ? "  (behind)"
+			                       : "");
+			free(shown);
 		}
 	}
 	if (o->json)
 		printf("]}\n");
 	close(fd);
 	return 0;
+}
+
+/* ---- opening a segment: /dev/shm is hostile --------------------------------- */
+
+/* What an entry that is not a regular file is, in words. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "a symbolic link (not followed)";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode) || S_ISBLK(mode))
+		return "a device";
+	return "not a regular file";
+}
+
+/* Open the entry name of dirfd for reading without ever blocking (a FIFO,
+ * a file lease), following a symbolic link or taking a terminal. fd, or
+ * -errno. */
+static int open_entry(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Trust (the reader's policy), then map and validate: r->fd is open on a
+ * regular file of stat st. 0, or -errno with r->why (r is closed). */
+static int map_trusted(zkw_reader *r, const struct stat *st, const zkw_reader_options *opt)
+{
+	int err = zkw__reader_trust(r, st, opt);
+
+	if (err)
+		return zkw__reader_fail(r, err, r->why_buf);
+	if ((uint64_t)st->st_size > SEGMENT_SIZE_MAX)
+		return zkw__reader_fail(r, -EBADMSG, "too large for a segment");
+	return zkw__reader_map(r, st);
+}
+
+/* zkw_reader_open_ex, with the open of open_entry: a FIFO named like a
+ * segment fails at once instead of blocking the tool (shm_open(3) opens
+ * without O_NONBLOCK). The same errors and words otherwise, and -EBADMSG
+ * "not a shared-memory segment: a FIFO" for what is not a regular file. */
+static int open_segment(zkw_reader *r, const char *shm_name, const zkw_reader_options *opt)
+{
+	char name[ZKW_SHM_NAME_MAX + 1], path[sizeof(SHM_DIR) + ZKW_SHM_NAME_MAX + 1];
+	struct stat st;
+	int fd, err;
+
+	zkw__reader_init(r);
+	err = zkw_shm_name(name, sizeof(name), shm_name);
+	if (err)
+		return zkw__reader_fail(r, err, "invalid segment name");
+	snprintf(path, sizeof(path), SHM_DIR "%s", name);
+	fd = open_entry(AT_FDCWD, path);
+	if (fd < 0)
+		return zkw__reader_fail(r, fd,
+		                        fd == -ENOENT   ? "no such segment (is zkw-broker running?)"
+		                        : fd == -EACCES ? "permission denied"
+		                        : fd == -ELOOP  ? "a symbolic link, not followed"
+		                                        : "cannot open segment");
+	r->fd = fd;
+	if (fstat(fd, &st) < 0)
+		return zkw__reader_fail(r, -errno, "cannot stat segment");
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(r->why_buf, sizeof(r->why_buf), "not a shared-memory segment: %s",
+		         file_kind(st.st_mode));
+		return zkw__reader_fail(r, -EBADMSG, r->why_buf);
+	}
+	return map_trusted(r, &st, opt);
+}
+
+/* s escaped as zkw_text.h says (flags), into a malloc'd string. */
+static char *escaped(const char *s, unsigned flags)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	zkw_text_puts(f, s, flags);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* ---- --list, --prometheus: every segment and broker ---------------------------- */
+
+enum entry_status {
+	ENTRY_OK,        /* trusted, mapped and valid */
+	ENTRY_UNTRUSTED, /* a zkw object whose owner or mode the policy refuses: not read */
+	ENTRY_DENIED,    /* named zkw*, we may not open it */
+	ENTRY_BAD        /* named zkw* (or with a zkw magic), but no usable object */
+};
+
+static const char *const status_word[] = {"ok", "untrusted", "denied", "bad"};
+
+struct entry {
+	char *name; /* "/zkw.tmp.x", escaped for display */
+	char *raw;  /* as in the directory, with its '/' */
+	bool stats; /* a broker's stats object (else a segment) */
+	enum entry_status status;
+	char why[320]; /* when not ENTRY_OK */
+	uid_t uid;
+	mode_t mode;
+	/* segment */
+	char *path; /* escaped */
+	char *path_raw;
+	uint32_t state, pid;
+	uint64_t generation, confirmed_ns;
+	bool alive;
+	/* stats */
+	struct zkw_stats_view *view;
+};
+
+struct scan {
+	struct entry *e;
+	size_t n, cap;
+};
+
+static struct entry *scan_add(struct scan *sc, const char *d_name)
+{
+	struct entry *e;
+	char raw[NAME_MAX + 2];
+
+	if (sc->n == sc->cap) {
+		size_t cap = sc->cap ? sc->cap * 2 : 32;
+		struct entry *p = realloc(sc->e, cap * sizeof(*p));
+
+		if (!p)
+			return NULL;
+		sc->e = p;
+		sc->cap = cap;
+	}
+	e = &sc->e[sc->n];
+	memset(e, 0, sizeof(*e));
+	snprintf(raw, sizeof(raw), "/%s", d_name);
+	e->raw = strdup(raw);
+	e->name = escaped(raw, 0);
+	if (!e->raw || !e->name) {
+		free(e->raw);
+		free(e->name);
+		return NULL;
+	}
+	sc->n++;
+	return e;
+}
+
+static void scan_free(struct scan *sc)
+{
+	for (size_t i = 0; i < sc->n; i++) {
+		free(sc->e[i].name);
+		free(sc->e[i].raw);
+		free(sc->e[i].path);
+		free(sc->e[i].path_raw);
+		free(sc->e[i].view);
+	}
+	free(sc->e);
+}
+
+static void entry_fail(struct entry *e, enum entry_status status, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void entry_fail(struct entry *e, enum entry_status status, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->status = status;
+	va_start(ap, fmt);
+	vsnprintf(e->why, sizeof(e->why), fmt, ap);
+	va_end(ap);
+}
+
+/* A trusted segment: map, validate, load the hot line. fd is consumed. */
+static void read_segment(struct entry *e, int fd, const struct stat *st, const zkw_reader_options *opt)
+{
+	struct ident_view id;
+	zkw_reader r;
+
+	zkw__reader_init(&r);
+	r.fd = fd;
+	if (map_trusted(&r, st, opt) != 0) {
+		entry_fail(e, ENTRY_BAD, "%s", r.why ? r.why : "cannot open");
+		return;
+	}
+	load_ident(&r, &id);
+	e->path_raw = strdup(id.watch_path);
+	e->path = escaped(id.watch_path, 0);
+	e->pid = id.broker_pid;
+	e->generation = zkw_reader_generation(&r);
+	e->state = zkw_reader_state(&r);
+	e->confirmed_ns = zkw_reader_confirmed_ns(&r); /* one load (ABI minor 2) */
+	e->alive = zkw_reader_broker_alive(&r);
+	zkw_reader_close(&r);
+}
+
+/* A trusted stats object: map its page read-only and copy it. fd is
+ * consumed. */
+static void read_stats(struct entry *e, int fd, const struct stat *st)
+{
+	zkw_reader probe;
+	void *map;
+	int err;
+
+	if ((uint64_t)st->st_size < ZKW_STATS_SIZE || (uint64_t)st->st_size > SEGMENT_SIZE_MAX) {
+		entry_fail(e, ENTRY_BAD, "not a stats object: %lld bytes", (long long)st->st_size);
+		close(fd);
+		return;
+	}
+	e->view = calloc(1, sizeof(*e->view));
+	map = e->view ? mmap(NULL, ZKW_STATS_SIZE, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+	if (map == MAP_FAILED) {
+		entry_fail(e, ENTRY_BAD, "cannot map: %s", strerror(e->view ? errno : ENOMEM));
+		close(fd);
+		return;
+	}
+	err = zkw_stats_load(map, ZKW_STATS_SIZE, e->view);
+	munmap(map, ZKW_STATS_SIZE);
+	if (err)
+		entry_fail(e, ENTRY_BAD, "%s",
+		           err == -EPROTO ? "stats ABI major version mismatch" : "corrupt stats object");
+	/* The broker's write lock, probed as the segments' (client.h). */
+	zkw__reader_init(&probe);
+	probe.fd = fd;
+	e->alive = zkw_reader_broker_alive(&probe);
+	e->pid = e->view->broker_pid;
+	close(fd);
+}
+
+/* Look at one entry of /dev/shm. */
+static int scan_entry(struct scan *sc, int dirfd, const char *d_name, const zkw_reader_options *opt)
+{
+	bool zkw_named = strncmp(d_name, "zkw", 3) == 0;
+	bool stats_named = strncmp(d_name, ZKW_STATS_PREFIX, strlen(ZKW_STATS_PREFIX)) == 0;
+	uint64_t magic = 0;
+	struct entry *e;
+	struct stat st;
+	zkw_reader policy;
+	char owner[64];
+	int fd;
+
+	if (d_name[0] == '.') /* ., .., the brokers' .zkw-lock.* and .zkw-new.* */
+		return 0;
+	if (fstatat(dirfd, d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* gone meanwhile */
+	if (!S_ISREG(st.st_mode)) {
+		if (!zkw_named)
+			return 0;
+		if (!(e = scan_add(sc, d_name)))
+			return -ENOMEM;
+		e->stats = stats_named;
+		e->uid = st.st_uid;
+		e->mode = st.st_mode;
+		entry_fail(e, ENTRY_BAD, "not a segment: %s", file_kind(st.st_mode));
+		return 0;
+	}
+	fd = open_entry(dirfd, d_name);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+		close(fd); /* replaced by something else since the lstat */
+		fd = -EBADF;
+	}
+	if (fd >= 0 && pread(fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic))
+		magic = 0; /* shorter than a magic: not one of ours */
+	if (!zkw_named && magic != ZKW_SEGMENT_MAGIC && magic != ZKW_STATS_MAGIC) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	if (!(e = scan_add(sc, d_name))) {
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	e->stats = magic == ZKW_STATS_MAGIC || (magic != ZKW_SEGMENT_MAGIC && stats_named);
+	e->uid = st.st_uid;
+	e->mode = st.st_mode;
+	zkw__uid_text(owner, sizeof(owner), st.st_uid);
+	if (fd < 0) {
+		entry_fail(e, fd == -EACCES ? ENTRY_DENIED : ENTRY_BAD,
+		           "cannot open: %s (owner %s, mode %04o)", strerror(-fd), owner,
+		           (unsigned)(st.st_mode & 07777));
+		return 0;
+	}
+	zkw__reader_init(&policy);
+	if (zkw__reader_trust(&policy, &st, opt) != 0) {
+		entry_fail(e, ENTRY_UNTRUSTED, "%s", policy.why_buf);
+		close(fd);
+		return 0;
+	}
+	if (magic == ZKW_SEGMENT_MAGIC)
+		read_segment(e, fd, &st, opt);
+	else if (magic == ZKW_STATS_MAGIC)
+		read_stats(e, fd, &st);
+	else {
+		entry_fail(e, ENTRY_BAD, "not a zkw segment (no zkw magic; %lld bytes)",
+		           (long long)st.st_size);
+		close(fd);
+	}
+	return 0;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct entry *)a)->raw, ((const struct entry *)b)->raw);
+}
+
+/* Every zkw object of /dev/shm, sorted by name. 0 or -errno (reported). */
+static int scan_shm(struct scan *sc, const struct options *o)
+{
+	zkw_reader_options ropt = {o->owner};
+	DIR *d = opendir(SHM_DIR);
+	struct dirent *de;
+	int err = 0;
+
+	memset(sc, 0, sizeof(*sc));
+	if (!d) {
+		fprintf(stderr, "zkw-inspect: cannot read " SHM_DIR ": %s\n", strerror(errno));
+		return -errno;
+	}
+	while (!err && (errno = 0, de = readdir(d)))
+		err = scan_entry(sc, dirfd(d), de->d_name, &ropt);
+	if (!err && errno)
+		err = -errno;
+	closedir(d);
+	if (err) {
+		fprintf(stderr, "zkw-inspect: reading " SHM_DIR ": %s\n", strerror(-err));
+		return err;
+	}
+	if (sc->n)
+		qsort(sc->e, sc->n, sizeof(sc->e[0]), entry_cmp);
+	return 0;
+}
+
+/* Shown connected: alive, running and connected (a dead broker's last
+ * state may still say connected). */
+static bool entry_connected(const struct entry *e)
+{
+	return e->alive && (e->state & ZKW_STATE_RUNNING) && (e->state & ZKW_STATE_CONNECTED);
+}
+
+/* The counters, in ABI order: how --list, --json and --prometheus name them. */
+static const struct counter_name {
+	enum zkw_stat index;
+	const char *key;   /* JSON, and the metric: zkw_broker_<key>_total */
+	const char *words; /* --list */
+	const char *help;  /* --prometheus */
+} counter_names[] = {
+        {ZKW_STAT_ZK_EVENTS, "zookeeper_events", "ZooKeeper events",
+         "Watch notifications from ZooKeeper (session and node events)."},
+        {ZKW_STAT_ZK_READS, "zookeeper_reads", "reads",
+         "Reads sent to ZooKeeper (get, or exists with a watch)."},
+        {ZKW_STAT_RECONCILE_CHECKS, "reconcile_checks", "reconcile checks",
+         "Reconcile exists requests sent."},
+        {ZKW_STAT_RECONCILE_REPAIRS, "reconcile_repairs", "reconcile repairs",
+         "Reconciles that found a node changed unnoticed, and re-read it."},
+        {ZKW_STAT_RECONNECTS, "reconnects", "reconnects",
+         "Connections to ZooKeeper made again after the connection or the session was lost."},
+        {ZKW_STAT_SESSION_EXPIRIES, "session_expiries", "session expiries",
+         "ZooKeeper sessions lost: expired, refused, or given up after a session timeout unconnected."},
+        {ZKW_STAT_PUBLISHES, "publishes", "publishes", "Generations published into segments."},
+        {ZKW_STAT_CONFIRMATIONS, "confirmations", "confirmations",
+         "Reconcile confirmations that moved a segment's confirmed-at time alone."},
+        {ZKW_STAT_SUBSCRIPTIONS, "subscriptions", "subscriptions",
+         "Subscriptions accepted on the control socket."},
+        {ZKW_STAT_SUBSCRIPTIONS_REFUSED, "subscriptions_refused", "refused subscriptions",
+         "Subscriptions refused by the policy or a cap."},
+        {ZKW_STAT_ERRORS, "errors", "errors", "Errors and warnings recorded as the last error."},
+};
+_Static_assert(sizeof(counter_names) / sizeof(counter_names[0]) == ZKW_STAT_COUNT, "a name per counter");
+
+static void print_list_text(const struct scan *sc)
+{
+	uint64_t now = zkw_clock_ns(CLOCK_REALTIME);
+	int wname = 4, wpath = 4;
+	size_t nstats = 0;
+
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct entry *e = &sc->e[i];
+
+		if (e->stats) {
+			nstats++;
+			continue;
+		}
+		if ((int)strlen(e->name) > wname)
+			wname = strlen(e->name) > 48 ? 48 : (int)strlen(e->name);
+		if (e->path && (int)strlen(e->path) > wpath)
+			wpath = strlen(e->path) > 48 ? 48 : (int)strlen(e->path);
+	}
+	printf("%-*s %-*s %-5s %-9s %10s %-16s %7s %-5s %s\n", wname, "NAME", wpath, "PATH", "VALID",
+	       "CONNECTED", "GENERATION", "CONFIRMED", "BROKER", "ALIVE", "STATUS");
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct entry *e = &sc->e[i];
+		char age[64];
+
+		if (e->stats)
+			continue;
+		if (e->status != ENTRY_OK) {
+			printf("%-*s %-*s %-5s %-9s %10s %-16s %7s %-5s %s: %s\n", wname, e->name, wpath, "-",
+			       "-", "-", "-", "-", "-", "-", status_word[e->status], e->why);
+			continue;
+		}
+		if (e->confirmed_ns == 0)
+			snprintf(age, sizeof(age), "never");
+		else
+			format_age(age, sizeof(age), e->confirmed_ns, now);
+		printf("%-*s %-*s %-5s %-9s %10" PRIu64 " %-16s %7" PRIu32 " %-5s %s\n", wname, e->name,
+		       wpath, e->path[0] ? e->path : "-", e->state & ZKW_STATE_VALID ? "yes" : "no",
+		       entry_connected(e) ? "yes" : "no", e->generation, age, e->pid, e->alive ? "yes" : "no",
+		       e->state & ZKW_STATE_RETIRED ? "ok (retired)" : "ok");
+	}
+	if (!nstats)
+		return;
+	printf("\n");
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct entry *e = &sc->e[i];
+		const struct zkw_stats_view *v = e->view;
+		char when[64], age[64], *text;
+
+		if (!e->stats)
+			continue;
+		if (e->status != ENTRY_OK) {
+			printf("broker %s: %s: %s\n", e->name, status_word[e->status], e->why);
+			continue;
+		}
+		text = escaped(v->socket, 0);
+		printf("broker %s: pid %" PRIu32 ", %s, zkw %s, started %s (%s), socket %s\n", e->name,
+		       v->broker_pid, e->alive ? "alive" : "dead", v->version,
+		       format_time(when, sizeof(when), v->broker_started_ns),
+		       format_age(age, sizeof(age), v->broker_started_ns, now),
+		       text && *text ? text : "none");
+		free(text);
+		printf("  ");
+		for (size_t k = 0; k < ZKW_STAT_COUNT; k++)
+			if (counter_names[k].index < v->counter_count)
+				printf("%s%" PRIu64 " %s", k ? ", " : "", v->counter[counter_names[k].index],
+				       counter_names[k].words);
+		printf("\n  last error: ");
+		if (v->error_torn) {
+			printf("(being rewritten)\n");
+		} else if (!v->error_ns) {
+			printf("none\n");
+		} else {
+			printf("%s (%s): ", format_time(when, sizeof(when), v->error_ns),
+			       format_age(age, sizeof(age), v->error_ns, now));
+			zkw_text_puts(stdout, v->error, 0);
+			printf("\n");
+		}
+	}
+}
+
+static void print_list_json(const struct scan *sc)
+{
+	uint64_t now = zkw_clock_ns(CLOCK_REALTIME);
+	bool first = true;
+
+	printf("{\"segments\":[");
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass)
+			printf("],\"brokers\":[");
+		first = true;
+		for (size_t i = 0; i < sc->n; i++) {
+			const struct entry *e = &sc->e[i];
+			char owner[64];
+
+			if (e->stats != (pass == 1))
+				continue;
+			printf("%s{\"name\":", first ? "" : ",");
+			first = false;
+			json_cstring(stdout, e->raw);
+			zkw__uid_text(owner, sizeof(owner), e->uid);
+			printf(",\"status\":\"%s\",\"owner_uid\":%u,\"owner\":", status_word[e->status],
+			       (unsigned)e->uid);
+			json_cstring(stdout, owner);
+			printf(",\"mode\":\"%04o\"", (unsigned)(e->mode & 07777));
+			if (e->status != ENTRY_OK) {
+				printf(",\"why\":");
+				json_cstring(stdout, e->why);
+				printf("}");
+				continue;
+			}
+			if (!e->stats) {
+				printf(",\"path\":");
+				json_cstring(stdout, e->path_raw ? e->path_raw : "");
+				printf(",\"valid\":%s,\"connected\":%s,\"retired\":%s,\"generation\":%" PRIu64
+				       ",\"confirmed_ns\":%" PRIu64,
+				       e->state & ZKW_STATE_VALID ? "true" : "false",
+				       entry_connected(e) ? "true" : "false",
+				       e->state & ZKW_STATE_RETIRED ? "true" : "false", e->generation,
+				       e->confirmed_ns);
+				json_age("age_confirmed_s", e->confirmed_ns, now);
+				printf(",\"broker_pid\":%" PRIu32 ",\"broker_alive\":%s}", e->pid,
+				       e->alive ? "true" : "false");
+				continue;
+			}
+			const struct zkw_stats_view *v = e->view;
+
+			printf(",\"broker_pid\":%" PRIu32 ",\"broker_alive\":%s,\"version\":", v->broker_pid,
+			       e->alive ? "true" : "false");
+			json_cstring(stdout, v->version);
+			printf(",\"socket\":");
+			json_cstring(stdout, v->socket);
+			printf(",\"started_ns\":%" PRIu64 ",\"abi\":\"%u.%u\",\"counters\":{",
+			       v->broker_started_ns, v->abi_major, v->abi_minor);
+			for (size_t k = 0, n = 0; k < ZKW_STAT_COUNT; k++)
+				if (counter_names[k].index < v->counter_count)
+					printf("%s\"%s\":%" PRIu64, n++ ? "," : "", counter_names[k].key,
+					       v->counter[counter_names[k].index]);
+			printf("},\"last_error\":");
+			if (!v->error_ns) {
+				printf("null}");
+				continue;
+			}
+			printf("{\"at_ns\":%" PRIu64, v->error_ns);
+			json_age("age_s", v->error_ns, now);
+			printf(",\"level\":\"%s\",\"text\":", v->error_level == 1 ? "error" : "warning");
+			json_cstring(stdout, v->error);
+			printf("}}");
+		}
+	}
+	printf("]}\n");
+}
+
+/* A Prometheus label value: the text as zkw_text.h shows it (printable
+ * UTF-8 kept, controls and invalid UTF-8 as \xNN, a backslash doubled),
+ * then escaped as the exposition format wants (\\ and \"): any bytes make
+ * a valid label, and the value reads back as the text report shows it. */
+static void prom_label(const char *key, const char *value, bool last)
+{
+	char *shown = escaped(value, 0);
+
+	printf("%s=\"", key);
+	for (const char *p = shown ? shown : ""; *p; p++) {
+		if (*p == '\\' || *p == '"')
+			putchar('\\');
+		putchar(*p);
+	}
+	printf("\"%s", last ? "" : ",");
+	free(shown);
+}
+
+static void prom_family(const char *name, const char *type, const char *help)
+{
+	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_segment_labels(const struct entry *e)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%" PRIu32, e->pid);
+	printf("{");
+	prom_label("name", e->raw, false);
+	prom_label("path", e->path_raw ? e->path_raw : "", false);
+	prom_label("broker_pid", pid, true);
+	printf("}");
+}
+
+static void prom_broker_labels(const struct entry *e)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%" PRIu32, e->view->broker_pid);
+	printf("{");
+	prom_label("name", e->raw, false);
+	prom_label("broker_pid", pid, false);
+	prom_label("socket", e->view->socket, true);
+	printf("}");
+}
+
+/* One gauge per segment: value() of each readable segment. */
+static void prom_segments(const struct scan *sc, const char *name, const char *help,
+                          void (*value)(const struct entry *e, uint64_t now), uint64_t now)
+{
+	prom_family(name, "gauge", help);
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct entry *e = &sc->e[i];
+
+		if (e->stats || e->status != ENTRY_OK)
+			continue;
+		printf("%s", name);
+		prom_segment_labels(e);
+		putchar(' ');
+		value(e, now);
+		putchar('\n');
+	}
+}
+
+/* Unix time in seconds, to the millisecond, from CLOCK_REALTIME ns. */
+static void prom_seconds(uint64_t ns)
+{
+	printf("%" PRIu64 ".%03u", ns / 1000000000u, (unsigned)(ns % 1000000000u / 1000000u));
+}
+
+static void seg_valid(const struct entry *e, uint64_t now)
+{
+	(void)now;
+	putchar(e->state & ZKW_STATE_VALID ? '1' : '0');
+}
+
+static void seg_connected(const struct entry *e, uint64_t now)
+{
+	(void)now;
+	putchar(entry_connected(e) ? '1' : '0');
+}
+
+static void seg_alive(const struct entry *e, uint64_t now)
+{
+	(void)now;
+	putchar(e->alive ? '1' : '0');
+}
+
+static void seg_generation(const struct entry *e, uint64_t now)
+{
+	(void)now;
+	printf("%" PRIu64, e->generation);
+}
+
+static void seg_confirmed(const struct entry *e, uint64_t now)
+{
+	(void)now;
+	prom_seconds(e->confirmed_ns);
+}
+
+static void seg_age(const struct entry *e, uint64_t now)
+{
+	if (!e->confirmed_ns)
+		printf("-1");
+	else
+		printf("%.3f", e->confirmed_ns > now ? 0.0 : age_seconds(e->confirmed_ns, now));
+}
+
+/* Every readable segment and broker, in the Prometheus text exposition
+ * format (version 0.0.4), for node_exporter's textfile collector: no
+ * timestamps, every family's samples together after its HELP and TYPE. */
+static void print_prometheus(const struct scan *sc)
+{
+	uint64_t now = zkw_clock_ns(CLOCK_REALTIME);
+
+	prom_segments(sc, "zkw_segment_valid",
+	              "Whether the segment's published snapshot is valid (1) or not (0).", seg_valid, now);
+	prom_segments(sc, "zkw_segment_connected",
+	              "Whether the segment's broker is alive and connected to ZooKeeper (1) or not (0).",
+	              seg_connected, now);
+	prom_segments(sc, "zkw_segment_broker_up", "Whether a broker holds the segment (its write lock).",
+	              seg_alive, now);
+	prom_segments(sc, "zkw_segment_generation", "The segment's last published generation.",
+	              seg_generation, now);
+	prom_segments(sc, "zkw_segment_confirmed_timestamp_seconds",
+	              "When ZooKeeper last confirmed the published content (Unix time; 0 = never).",
+	              seg_confirmed, now);
+	prom_segments(sc, "zkw_segment_confirmed_age_seconds",
+	              "Seconds since ZooKeeper last confirmed the published content (-1 = never).", seg_age,
+	              now);
+	prom_family("zkw_segment_unreadable", "gauge",
+	            "A zkw segment or stats object in /dev/shm that is not read: status untrusted, denied or "
+	            "bad.");
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct entry *e = &sc->e[i];
+		char uid[16];
+
+		if (e->status == ENTRY_OK)
+			continue;
+		snprintf(uid, sizeof(uid), "%u", (unsigned)e->uid);
+		printf("zkw_segment_unreadable{");
+		prom_label("name", e->raw, false);
+		prom_label("status", status_word[e->status], false);
+		prom_label("owner_uid", uid, true);
+		printf("} 1\n");
+	}
+	prom_family("zkw_broker_up", "gauge",
+	            "Whether the broker of this stats object is running (holds its lock).");
+	for (size_t i = 0; i < sc->n; i++)
+		if (sc->e[i].stats && sc->e[i].status == ENTRY_OK) {
+			printf("zkw_broker_up");
+			prom_broker_labels(&sc->e[i]);
+			printf(" %d\n", sc->e[i].alive ? 1 : 0);
+		}
+	prom_family("zkw_broker_start_timestamp_seconds", "gauge", "When the broker started (Unix time).");
+	for (size_t i = 0; i < sc->n; i++)
+		if (sc->e[i].stats && sc->e[i].status == ENTRY_OK) {
+			printf("zkw_broker_start_timestamp_seconds");
+			prom_broker_labels(&sc->e[i]);
+			putchar(' ');
+			prom_seconds(sc->e[i].view->broker_started_ns);
+			putchar('\n');
+		}
+	prom_family("zkw_broker_info", "gauge", "The broker's version (value 1).");
+	for (size_t i = 0; i < sc->n; i++)
+		if (sc->e[i].stats && sc->e[i].status == ENTRY_OK) {
+			printf("zkw_broker_info{");
+			prom_label("name", sc->e[i].raw, false);
+			prom_label("version", sc->e[i].view->version, true);
+			printf("} 1\n");
+		}
+	for (size_t k = 0; k < ZKW_STAT_COUNT; k++) {
+		char metric[96];
+
+		snprintf(metric, sizeof(metric), "zkw_broker_%s_total", counter_names[k].key);
+		prom_family(metric, "counter", counter_names[k].help);
+		for (size_t i = 0; i < sc->n; i++) {
+			const struct entry *e = &sc->e[i];
+
+			if (!e->stats || e->status != ENTRY_OK ||
+			    counter_names[k].index >= e->view->counter_count)
+				continue;
+			printf("%s", metric);
+			prom_broker_labels(e);
+			printf(" %" PRIu64 "\n", e->view->counter[counter_names[k].index]);
+		}
+	}
+	prom_family("zkw_broker_last_error_timestamp_seconds", "gauge",
+	            "When the broker recorded its last error or warning (Unix time; 0 = none).");
+	for (size_t i = 0; i < sc->n; i++)
+		if (sc->e[i].stats && sc->e[i].status == ENTRY_OK) {
+			printf("zkw_broker_last_error_timestamp_seconds");
+			prom_broker_labels(&sc->e[i]);
+			putchar(' ');
+			prom_seconds(sc->e[i].view->error_ns);
+			putchar('\n');
+		}
+	prom_family("zkw_broker_last_error_info", "gauge",
+	            "The broker's last error or warning, as a label (value 1).");
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct entry *e = &sc->e[i];
+
+		if (!e->stats || e->status != ENTRY_OK || !e->view->error_ns)
+			continue;
+		printf("zkw_broker_last_error_info{");
+		prom_label("name", e->raw, false);
+		prom_label("level", e->view->error_level == 1 ? "error" : "warning", false);
+		prom_label("error", e->view->error, true);
+		printf("} 1\n");
+	}
+}
+
+static int list_all(const struct options *o)
+{
+	struct scan sc;
+
+	if (scan_shm(&sc, o) < 0)
+		return 1;
+	if (o->prometheus)
+		print_prometheus(&sc);
+	else if (o->json)
+		print_list_json(&sc);
+	else
+		print_list_text(&sc);
+	scan_free(&sc);
+	return 0;
+}
+
+/* ---- --check: a monitoring plugin -------------------------------------------- */
+
+/* Text from the segment on the status line: escaped (no control byte, one
+ * line) and without '|', which would start the perfdata. */
+static void check_text(const char *s)
+{
+	char *shown = escaped(s, 0);
+
+	for (const char *p = shown ? shown : ""; *p; p++)
+		if (*p == '|')
+			fputs("\\x7c", stdout);
+		else
+			putchar(*p);
+	free(shown);
+}
+
+static int check_status(int code, const char *name, const char *reason)
+{
+	static const char *const word[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
+
+	printf("ZKW %s - ", word[code]);
+	check_text(name);
+	printf(": ");
+	check_text(reason);
+	printf("\n");
+	return code;
+}
+
+/* Exit status as the monitoring-plugin guidelines say: the worst of
+ *   CRITICAL  no such segment; no broker holds it (dead, or stopped);
+ *             invalid while connected (node missing, no access, a bad
+ *             pointer, too large); confirmed longer ago than --max-age
+ *   WARNING   ZooKeeper unreachable (invalid only for that: the last good
+ *             content is served); confirmed longer ago than --warn-age
+ *   UNKNOWN   the segment cannot be read (permission, owner, corrupt)
+ * with one status line and perfdata: age (s) and generation. */
+static int check(const struct options *o)
+{
+	zkw_reader_options ropt = {o->owner};
+	char name[ZKW_SHM_NAME_MAX + 1], perf[160], age_text[64], warn[24] = "", crit[24] = "";
+	zkw_snapshot m;
+	zkw_reader r;
+	unsigned char *buf;
+	uint64_t confirmed, now;
+	size_t len = 0;
+	double age;
+	bool alive, running, connected;
+	int err, code = CHECK_OK;
+
+	if (zkw_shm_name(name, sizeof(name), o->name) != 0)
+		snprintf(name, sizeof(name), "%s", o->name);
+	err = open_segment(&r, o->name, &ropt);
+	if (err)
+		return check_status(err == -ENOENT ? CHECK_CRITICAL : CHECK_UNKNOWN, name,
+		                    r.why ? r.why : "cannot open");
+	buf = malloc(r.capacity ? r.capacity : 1);
+	err = buf ? read_snapshot(&r, &m, buf, r.capacity, &len) : -ENOMEM;
+	free(buf);
+	if (err) {
+		zkw_reader_close(&r);
+		return check_status(CHECK_UNKNOWN, name,
+		                    err == -EBADMSG  ? "corrupt slot (bad lengths)"
+		                    : err == -EAGAIN ? "the writer kept overwriting it"
+		                                     : strerror(-err));
+	}
+	confirmed = zkw_reader_confirmed_ns(&r); /* one load */
+	alive = zkw_reader_broker_alive(&r);
+	running = zkw_reader_state(&r) & ZKW_STATE_RUNNING;
+	connected = m.connected && alive && running;
+	now = zkw_clock_ns(CLOCK_REALTIME);
+	age = confirmed ? age_seconds(confirmed, now) : -1;
+	if (confirmed && age < 0)
+		age = 0; /* a clock step back: fresh, not in the future */
+	if (o->warn_age)
+		snprintf(warn, sizeof(warn), "%ld", o->warn_age);
+	if (o->max_age)
+		snprintf(crit, sizeof(crit), "%ld", o->max_age);
+	if (confirmed)
+		snprintf(perf, sizeof(perf), "age=%.0fs;%s;%s;0 generation=%" PRIu64 "c", age, warn, crit,
+		         m.generation);
+	else
+		snprintf(perf, sizeof(perf), "age=U;%s;%s;0 generation=%" PRIu64 "c", warn, crit,
+		         m.generation);
+	if (confirmed)
+		format_age(age_text, sizeof(age_text), confirmed, now);
+	else
+		snprintf(age_text, sizeof(age_text), "never");
+
+	printf("ZKW ");
+	if (!alive || !running) {
+		code = CHECK_CRITICAL;
+		printf("CRITICAL - ");
+		check_text(name);
+		printf(" has no broker: the last one (pid %" PRIu32 ") %s, last generation %" PRIu64
+		       ", confirmed %s",
+		       zkw_reader_broker_pid(&r), alive ? "is stopping" : "stopped or died", m.generation,
+		       age_text);
+	} else if (!m.valid && m.connected) {
+		code = CHECK_CRITICAL;
+		printf("CRITICAL - ");
+		check_text(name);
+		printf(" invalid: ");
+		check_text(m.error[0] ? m.error : "nothing published yet");
+		printf(", generation %" PRIu64 ", confirmed %s", m.generation, age_text);
+	} else {
+		bool too_old = o->max_age && (!confirmed || age > (double)o->max_age);
+		bool old = o->warn_age && (!confirmed || age > (double)o->warn_age);
+
+		code = too_old ? CHECK_CRITICAL : old || !connected ? CHECK_WARNING : CHECK_OK;
+		printf("%s - ", code == CHECK_CRITICAL  ? "CRITICAL"
+		                : code == CHECK_WARNING ? "WARNING"
+		                                        : "OK");
+		check_text(name);
+		if (!connected) {
+			printf(" disconnected from ZooKeeper (");
+			check_text(m.error[0] ? m.error : "not connected");
+			printf("), last good content kept,");
+		} else {
+			printf(" valid,");
+		}
+		printf(" generation %" PRIu64 ", confirmed %s", m.generation, age_text);
+		if (too_old)
+			printf(" (more than --max-age %ld s)", o->max_age);
+		else if (old)
+			printf(" (more than --warn-age %ld s)", o->warn_age);
+	}
+	printf(" | %s\n", perf);
+	zkw_reader_close(&r);
+	return code;
 }
 
 /* ---- main ------------------------------------------------------------------ */
@@ -669,16 +1621,33 @@ static void usage(FILE *out)
 	fputs(usage_text, out);
 }
 
+/* Is --check (or an abbreviation only it has) among the options? Usage
+ * errors then exit UNKNOWN, as a monitoring plugin must. */
+static bool wants_check(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strlen(argv[i]) >= 4 && strncmp(argv[i], "--check", strlen(argv[i])) == 0)
+			return true;
+	return false;
+}
+
 /* 0, or -1 once the reason and the usage are on stderr. */
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	struct zkw_opt opt;
 	const char *bad = NULL;
-	int c;
+	bool warn_given = false, max_given = false;
+	int c, operands;
 
 	memset(o, 0, sizeof(*o));
 	o->owner = (uid_t)-1;
-	zkw_opt_init(&opt, argc, argv, "zkw-inspect", "j|json w|watch c|content r|readers S=socket: O=owner: h|help", usage);
+	o->warn_age = WARN_AGE_DEFAULT;
+	o->max_age = MAX_AGE_DEFAULT;
+	zkw_opt_init(
+	        &opt, argc, argv, "zkw-inspect",
+	        "j|json w|watch c=content r|readers S=socket: O=owner: l|list K=check W=warn-age: A=max-age: "
+	        "P=prometheus V|version h|help",
+	        usage);
 	while ((c = zkw_opt_next(&opt)) != -1) {
 		switch (c) {
 		case 'j': o->json = true; break;
@@ -686,6 +1655,18 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'c': o->content = true; break;
 		case 'r': o->readers = true; break;
 		case 'S': o->socket = opt.arg; break;
+		case 'l': o->list = true; break;
+		case 'K': o->check = true; break;
+		case 'P': o->prometheus = true; break;
+		case 'V': o->version = true; break;
+		case 'W':
+		case 'A':
+			warn_given |= c == 'W';
+			max_given |= c == 'A';
+			if (zkw_opt_long(&opt, "a number of seconds (0 = never)", 0, 100L * 365 * 86400,
+			                 c == 'W' ? &o->warn_age : &o->max_age))
+				return -1;
+			break;
 		case 'O':
 			if (zkw_opt_uid(&opt, &o->owner))
 				return -1;
@@ -693,12 +1674,21 @@ static int parse_args(int argc, char **argv, struct options *o)
 		default: return -1; /* reported */
 		}
 	}
-	if (opt.index + 1 != argc)
-		bad = opt.index == argc ? "missing segment NAME" : "too many arguments";
-	else if (o->watch && o->content)
-		bad = "--content and --watch do not go together";
-	else if (o->readers && (o->watch || o->content))
-		bad = "--readers goes with neither --watch nor --content";
+	if (o->version)
+		return 0;
+	operands = argc - opt.index;
+	if ((o->list || o->prometheus) && operands)
+		bad = "--list and --prometheus show every segment: no NAME";
+	else if (!(o->list || o->prometheus) && operands != 1)
+		bad = operands == 0 ? "missing segment NAME" : "too many arguments";
+	else if (o->list + o->check + o->prometheus + o->readers + o->watch + o->content > 1)
+		bad = "--list, --check, --prometheus, --readers, --watch and --content go one at a time";
+	else if (o->json && (o->check || o->prometheus))
+		bad = "--json goes with neither --check nor --prometheus";
+	else if ((warn_given || max_given) && !o->check)
+		bad = "--warn-age and --max-age are for --check";
+	else if (warn_given && max_given && o->warn_age && o->max_age && o->warn_age > o->max_age)
+		bad = "--warn-age is above --max-age";
 	else if (o->socket && !o->readers)
 		bad = "--socket is for --readers";
 	if (bad) {
@@ -706,7 +1696,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		usage(stderr);
 		return -1;
 	}
-	o->name = argv[opt.index];
+	o->name = operands ? argv[opt.index] : NULL;
 	return 0;
 }
 
@@ -720,46 +1710,63 @@ int main(int argc, char **argv)
 	size_t cap;
 	int err, status = 0;
 
-	if (parse_args(argc, argv, &o) < 0)
-		return 2;
-	memset(&ropt, 0, sizeof(ropt));
-	ropt.expected_uid = o.owner;
-	err = zkw_reader_open_ex(&r, o.name, &ropt);
-	if (err) {
-		fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open",
-		        strerror(-err));
-		return 1;
+	if (parse_args(argc, argv, &o) < 0) {
+		if (!wants_check(argc, argv))
+			return 2;
+		printf("ZKW UNKNOWN - bad usage (the reason is on stderr; see zkw-inspect --help)\n");
+		return CHECK_UNKNOWN;
 	}
-	cap = (size_t)zkw_reader_capacity(&r);
-	buf = malloc(cap ? cap : 1);
-	if (!buf) {
-		fprintf(stderr, "zkw-inspect: %s: cannot allocate %zu bytes for the content\n", o.name, cap);
-		zkw_reader_close(&r);
-		return 1;
+	if (o.version) {
+		printf("zkw-inspect %s\n", ZKW_VERSION);
+		return fflush(stdout) == 0 ? 0 : 1;
 	}
-	if (o.readers) {
-		status = readers(&o, &r);
-	} else if (o.watch) {
-		status = watch(o.name, &r, buf, cap, o.json);
-	} else if ((err = take_report(&r, &rep, buf, cap)) != 0) {
-		fprintf(stderr, "zkw-inspect: %s: cannot read the published snapshot: %s\n", o.name,
-		        err == -EBADMSG  ? "corrupt slot (bad lengths)"
-		        : err == -EAGAIN ? "the writer kept overwriting it"
-		                         : strerror(-err));
-		status = 1;
-	} else if (o.json) {
-		print_json(o.name, &rep, buf, o.content);
-	} else if (o.content) {
-		if (rep.len && fwrite(buf, 1, rep.len, stdout) != rep.len)
-			status = 1;
+	if (o.check) {
+		status = check(&o);
+		return fflush(stdout) == 0 ? status : CHECK_UNKNOWN;
+	}
+	if (o.list || o.prometheus) {
+		status = list_all(&o);
 	} else {
-		print_text(o.name, &rep, buf);
+		memset(&ropt, 0, sizeof(ropt));
+		ropt.expected_uid = o.owner;
+		err = open_segment(&r, o.name, &ropt);
+		if (err) {
+			fprintf(stderr, "zkw-inspect: %s: %s (%s)\n", o.name, r.why ? r.why : "cannot open",
+			        strerror(-err));
+			return 1;
+		}
+		cap = (size_t)zkw_reader_capacity(&r);
+		buf = malloc(cap ? cap : 1);
+		if (!buf) {
+			fprintf(stderr, "zkw-inspect: %s: cannot allocate %zu bytes for the content\n",
+			        o.name, cap);
+			zkw_reader_close(&r);
+			return 1;
+		}
+		if (o.readers) {
+			status = readers(&o, &r);
+		} else if (o.watch) {
+			status = watch(o.name, &r, buf, cap, o.json);
+		} else if ((err = take_report(&r, &rep, buf, cap)) != 0) {
+			fprintf(stderr, "zkw-inspect: %s: cannot read the published snapshot: %s\n", o.name,
+			        err == -EBADMSG  ? "corrupt slot (bad lengths)"
+			        : err == -EAGAIN ? "the writer kept overwriting it"
+			                         : strerror(-err));
+			status = 1;
+		} else if (o.json) {
+			print_json(o.name, &rep, buf, o.content);
+		} else if (o.content) {
+			if (rep.len && fwrite(buf, 1, rep.len, stdout) != rep.len)
+				status = 1;
+		} else {
+			print_text(o.name, &rep, buf);
+		}
+		free(buf);
+		zkw_reader_close(&r);
 	}
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "zkw-inspect: writing to stdout: %s\n", strerror(errno));
 		status = 1;
 	}
-	free(buf);
-	zkw_reader_close(&r);
 	return status;
 }

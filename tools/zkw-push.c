@@ -2,15 +2,23 @@
 /* zkw-push - push a local file into ZooKeeper as PATH/ID (the seed's file
  * pusher, without its path-joining bugs).
  *
- *     zkw-push -f settings.txt -i myconfig -p /tmp/ -z 127.0.0.1:2181
- *     echo /tmp/myconfig | zkw-push -f - -i pointer1 -p /tmp_pointers -z ...
- *     zkw-push -w -i myconfig -p /tmp -z ...        # wipe: null data
+ *     zkw-push -z 127.0.0.1:2181 -f settings.txt --parent /tmp/ -i myconfig
+ *     echo /tmp/myconfig | zkw-push -z ... -f - --parent /tmp_pointers -i pointer1
+ *     zkw-push -z ... --wipe --parent /tmp -i myconfig      # null data
+ *     zkw-push -z ... --auth-file ~/.zkw-auth -f settings.txt --parent /app -i conf
  *
  * All or nothing: a file that cannot be read whole (an I/O error, no memory
  * for the buffer, larger than --max-bytes) pushes nothing. --max-bytes
  * defaults to ZooKeeper's default limit and goes up to INT_MAX, the largest
  * length the ZooKeeper client takes (for servers with a larger
  * jute.maxbuffer).
+ *
+ * Its letters mean what they mean in the other tools (README.md, "One
+ * command-line language"); the seed pusher's spellings stay as hidden
+ * aliases: -p/--path for --parent, -w for --wipe, --zoo-keeper, and
+ * --timeout for --init-timeout. Nodes it creates get --acl, by default
+ * creator all + world read with --auth-file, the open ACL without (said on
+ * stderr when it creates one); an existing node keeps its ACL.
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,6 +28,7 @@
 
 #include <zkw/watcher.h>
 
+#include "zkw_auth.h"
 #include "zkw_opt.h"
 #include "zkw_zk.h"
 
@@ -28,18 +37,27 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: zkw-push -f FILE -i ID -p PATH -z HOSTS [-w] [--timeout MS]\n"
+	        "usage: zkw-push -z HOSTS -f FILE --parent PATH -i ID [options]\n"
+	        "       zkw-push -z HOSTS --wipe --parent PATH -i ID [options]\n"
 	        "Push FILE into ZooKeeper as node PATH/ID, creating missing parents.\n"
-	        "  -f, --file FILE       file to push ('-' reads standard input)\n"
-	        "  -i, --id ID           node name under PATH\n"
-	        "  -p, --path PATH       absolute parent path ('/tmp' or '/tmp/')\n"
-	        "  -z, --zookeeper HOSTS connect string, e.g. 127.0.0.1:2181[,host:port...][/chroot]\n"
-	        "  -w, --wipe            set the node's data to null instead of pushing a file\n"
-	        "      --timeout MS      connect timeout (default %d)\n"
-	        "      --max-bytes N     refuse content larger than N (default %d, ZooKeeper's limit;\n"
-	        "                        at most %d)\n"
-	        "  -h, --help            this help\n",
-	        ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_ZK_DATA_MAX, INT_MAX);
+	        "  -z, --zookeeper HOSTS  connect string: host:port[,host:port...][/chroot]\n"
+	        "  -f, --file FILE        the configuration file to push ('-' reads standard input)\n"
+	        "  -i, --id ID            node name under PATH\n"
+	        "      --parent PATH      absolute parent path ('/tmp' or '/tmp/')\n"
+	        "      --wipe             set the node's data to null instead of pushing a file\n"
+	        "      --auth-file FILE   ZooKeeper credentials, a line 'digest USER:PASSWORD' each;\n"
+	        "                         FILE must be yours, mode 0600 or stricter\n"
+	        "      --acl SPEC         ACL of the nodes it creates: SCHEME:ID:PERMS,... (default\n"
+	        "                         %s with --auth-file, else %s);\n"
+	        "                         an existing node keeps its own\n"
+	        "      --init-timeout MS  how long to wait for a server to answer (default %d)\n"
+	        "      --max-bytes N      refuse content larger than N (default %d, ZooKeeper's limit;\n"
+	        "                         at most %d)\n"
+	        "  -V, --version          print the version\n"
+	        "  -h, --help             this help\n"
+	        "Exit status: 0 pushed, 1 failed (nothing pushed), 2 bad usage.\n",
+	        ZKW_ACL_DEFAULT_AUTH, ZKW_ACL_DEFAULT_OPEN, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_ZK_DATA_MAX,
+	        INT_MAX);
 }
 
 /* Read all of a file (or stdin) into a heap buffer, refusing more than max
@@ -88,27 +106,44 @@ static int slurp(const char *file, long max, char **data, long *len, size_t *nee
 }
 
 struct push_args {
-	const char *file, *id, *parent, *hosts;
+	const char *file, *id, *parent, *hosts, *auth_file, *acl_spec;
 	int wipe;
 	int timeout_ms;
 	long max_bytes;
+	zkw_session_acl *acl; /* --acl parsed, else NULL */
+	size_t nacl;
 };
 
+/* The options, once. Hidden aliases (the seed pusher's spellings, kept for
+ * scripts): p|path for P=parent, w for W=wipe, Z=zoo-keeper for
+ * z|zookeeper, t=timeout for T=init-timeout. */
+#define PUSH_OPTIONS                                                                                         \
+	"z|zookeeper: Z=zoo-keeper: f|file: i|id: P=parent: p|path: W=wipe w A=auth-file: a=acl: "           \
+	"T=init-timeout: t=timeout: M=max-bytes: V|version h|help"
+
+/* 0 to go on, EXIT_USAGE after saying why, or -1 when done (--version). */
 static int parse_args(int argc, char **argv, struct push_args *a)
 {
+	char why[512];
 	struct zkw_opt o;
 	int c;
 
-	zkw_opt_init(&o, argc, argv, "zkw-push",
-	             "f|file: i|id: p|path: z|zookeeper: w|wipe T=timeout: M=max-bytes: h|help", usage);
+	zkw_opt_init(&o, argc, argv, "zkw-push", PUSH_OPTIONS, usage);
 	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
 		case 'f': a->file = o.arg; break;
 		case 'i': a->id = o.arg; break;
+		case 'P':
 		case 'p': a->parent = o.arg; break;
+		case 'Z':
 		case 'z': a->hosts = o.arg; break;
+		case 'W':
 		case 'w': a->wipe = 1; break;
+		case 'A': a->auth_file = o.arg; break;
+		case 'a': a->acl_spec = o.arg; break;
+		case 'V': printf("zkw-push %s\n", ZKW_VERSION); return -1;
 		case 'T':
+		case 't':
 			if (zkw_opt_int(&o, "a positive number of ms", 1, INT_MAX, &a->timeout_ms))
 				return EXIT_USAGE;
 			break;
@@ -129,14 +164,31 @@ static int parse_args(int argc, char **argv, struct push_args *a)
 	if (!a->id || !a->parent || !a->hosts || (!a->file && !a->wipe)) {
 		fprintf(stderr, "zkw-push: missing %s\n",
 		        !a->id       ? "-i ID"
-		        : !a->parent ? "-p PATH"
+		        : !a->parent ? "--parent PATH"
 		        : !a->hosts  ? "-z HOSTS"
-		                     : "-f FILE (or -w)");
+		                     : "-f FILE (or --wipe)");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (a->file && a->wipe) {
-		fprintf(stderr, "zkw-push: -f and -w exclude each other\n");
+		fprintf(stderr, "zkw-push: -f and --wipe exclude each other\n");
+		return EXIT_USAGE;
+	}
+	/* A connect string is checked here, once, rather than by the client,
+	 * the session and us in turn. */
+	if (zkw_zk_hosts_check(a->hosts, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: -z %s: %s\n", a->hosts, why);
+		return EXIT_USAGE;
+	}
+	if (a->acl_spec && zkw_auth_acl_parse(a->acl_spec, &a->acl, &a->nacl, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: --acl: %s\n", why);
+		return EXIT_USAGE;
+	}
+	if (a->acl && zkw_auth_acl_needs_credentials(a->acl, a->nacl) && !a->auth_file) {
+		fprintf(stderr,
+		        "zkw-push: --acl %s: an auth entry names the creator's authenticated identities, and "
+		        "there are none without --auth-file\n",
+		        a->acl_spec);
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -150,7 +202,7 @@ static int node_path(const struct push_args *a, char *out, size_t cap)
 	int rc;
 
 	if (a->parent[0] != '/') {
-		fprintf(stderr, "zkw-push: -p %s: the parent path must be absolute (start with '/')\n",
+		fprintf(stderr, "zkw-push: --parent %s: the parent path must be absolute (start with '/')\n",
 		        a->parent);
 		return EXIT_USAGE;
 	}
@@ -183,27 +235,58 @@ static int wipe(zhandle_t *zh, const char *path)
 	return 0;
 }
 
-static int push(zhandle_t *zh, const char *path, const char *data, long len)
+static int push(zhandle_t *zh, const struct push_args *a, bool authenticated, const char *path,
+                const char *data, long len)
 {
+	/* Created nodes get --acl, else the default for the credentials. */
+	const char *spec = authenticated ? ZKW_ACL_DEFAULT_AUTH : ZKW_ACL_DEFAULT_OPEN;
+	zkw_session_acl *chosen = NULL;
+	struct ACL_vector acl = {0};
+	size_t n = a->nacl;
 	char why[256];
-	int created = 0;
+	int created = 0, rc = 1;
 
 	if (len < 0 || len > INT_MAX) { /* parse_args caps --max-bytes: cannot happen */
 		fprintf(stderr, "zkw-push: %ld bytes is more than a ZooKeeper node can take\n", len);
 		return 1;
 	}
-	if (zkw_zk_put(zh, path, data, (int)len, &created, why, sizeof(why))) {
-		fprintf(stderr, "zkw-push: cannot write %s: %s\n", path, why);
+	if (!a->acl && zkw_auth_acl_parse(spec, &chosen, &n, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: the default ACL %s: %s\n", spec, why);
 		return 1;
 	}
-	printf(created ? "creating conf node\n" : "updating conf file\n");
-	return 0;
+	if (zkw_zk_acl_vector(a->acl ? a->acl : chosen, n, &acl)) {
+		fprintf(stderr, "zkw-push: no memory for the ACL\n");
+	} else if (zkw_zk_put_acl(zh, path, data, (int)len, &acl, &created, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: cannot write %s: %s\n", path, why);
+	} else {
+		printf(created ? "creating conf node\n" : "updating conf file\n");
+		if (created && !a->acl && !authenticated)
+			fprintf(stderr,
+			        "zkw-push: warning: created %s with the open ACL %s: anyone may change or "
+			        "delete it; give --auth-file (creator all, world read) or choose with "
+			        "--acl\n",
+			        path, ZKW_ACL_DEFAULT_OPEN);
+		rc = 0;
+	}
+	free(acl.data);
+	free(chosen);
+	return rc;
+}
+
+/* What a run holds, released at every exit. */
+static void release(struct push_args *a, zkw_session_credential *cred, size_t ncred, char *data)
+{
+	free(a->acl);
+	zkw_auth_credentials_free(cred, ncred);
+	free(data);
 }
 
 int main(int argc, char **argv)
 {
 	struct push_args a = {.timeout_ms = ZKW_SESSION_TIMEOUT_MS_DEFAULT, .max_bytes = ZKW_ZK_DATA_MAX};
 	char path[ZKW_POINTER_MAX], why[512];
+	zkw_session_credential *cred = NULL;
+	size_t ncred = 0;
 	char *data = NULL;
 	long len = 0;
 	size_t need = 0;
@@ -211,18 +294,27 @@ int main(int argc, char **argv)
 	int rc;
 
 	rc = parse_args(argc, argv, &a);
-	if (rc)
-		return rc;
+	if (rc) {
+		release(&a, NULL, 0, NULL);
+		return rc < 0 ? (fflush(stdout) == 0 ? 0 : 1) : rc;
+	}
 	rc = node_path(&a, path, sizeof(path));
-	if (rc)
+	if (rc) {
+		release(&a, NULL, 0, NULL);
 		return rc;
+	}
+	if (a.auth_file && zkw_auth_file_read(a.auth_file, &cred, &ncred, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: --auth-file: %s\n", why);
+		release(&a, NULL, 0, NULL);
+		return 1;
+	}
 	if (a.file) {
 		rc = slurp(a.file, a.max_bytes, &data, &len, &need);
 		if (rc == -EFBIG) {
 			fprintf(stderr, "zkw-push: %s is larger than %ld bytes (%s); nothing pushed\n",
 			        a.file, a.max_bytes,
 			        a.max_bytes == ZKW_ZK_DATA_MAX ? "ZooKeeper's limit" : "--max-bytes");
-			free(data);
+			release(&a, cred, ncred, data);
 			return 1;
 		}
 		if (rc == -ENOMEM) {
@@ -230,23 +322,29 @@ int main(int argc, char **argv)
 			        "zkw-push: cannot read %s: out of memory growing the buffer to %zu bytes "
 			        "(%ld bytes read); nothing pushed\n",
 			        a.file, need, len);
-			free(data);
+			release(&a, cred, ncred, data);
 			return 1;
 		}
 		if (rc) {
 			fprintf(stderr, "zkw-push: cannot read %s: %s\n", a.file, strerror(-rc));
-			free(data);
+			release(&a, cred, ncred, data);
 			return 1;
 		}
 	}
 	zoo_set_debug_level(0); /* the client's own log: our one-line errors say what failed */
 	if (zkw_zk_connect(&zh, a.hosts, a.timeout_ms, ZKW_SESSION_TIMEOUT_MS_DEFAULT, why, sizeof(why))) {
 		fprintf(stderr, "zkw-push: %s\n", why);
-		free(data);
+		release(&a, cred, ncred, data);
 		return 1;
 	}
-	rc = a.wipe ? wipe(zh, path) : push(zh, path, data, len);
+	if (ncred && zkw_zk_auth(zh, cred, ncred, a.timeout_ms, why, sizeof(why))) {
+		fprintf(stderr, "zkw-push: %s (credentials from %s); nothing pushed\n", why, a.auth_file);
+		zkw_zk_close(zh);
+		release(&a, cred, ncred, data);
+		return 1;
+	}
+	rc = a.wipe ? wipe(zh, path) : push(zh, &a, ncred > 0, path, data, len);
 	zkw_zk_close(zh);
-	free(data);
+	release(&a, cred, ncred, data);
 	return rc;
 }

@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "zkw_auth.h"
 
 /* How long the broker waits for a first ZooKeeper server at start (valid
  * init): longer than a library user's ZKW_INIT_TIMEOUT_MS_DEFAULT, since a
@@ -46,6 +47,11 @@ void zkw__cli_usage(FILE *out)
 	        "                            longer round when the watches need it (default %d)\n"
 	        "      --reconnect-max MS    after an outage longer than the session timeout, wait at\n"
 	        "                            most MS between new sessions (default %d)\n"
+	        "      --auth-file FILE      ZooKeeper credentials, a line 'digest USER:PASSWORD' each,\n"
+	        "                            for every session; FILE must be the broker's, mode 0600\n"
+	        "      --acl SPEC            ACL of the nodes --ensure creates: SCHEME:ID:PERMS,...\n"
+	        "                            (default " ZKW_ACL_DEFAULT_AUTH " with --auth-file,\n"
+	        "                            else " ZKW_ACL_DEFAULT_OPEN ", with a warning)\n"
 	        "      --mode MODE           octal segment mode, no group/other write (default 0640)\n"
 	        "      --group GROUP         segment group, name or gid\n"
 	        "      --unlink-on-exit      remove the segments when stopping\n"
@@ -300,6 +306,8 @@ enum {
 	OPT_SUBSCRIBE_TIMEOUT,
 	OPT_RECONCILE_RATE,
 	OPT_CHECK_CONFIG,
+	OPT_AUTH_FILE,
+	OPT_ACL,
 };
 
 #define SHORT_OPTS ":z:f:pvhc:V"
@@ -570,10 +578,64 @@ static const struct option opts[] = {
         {"verbose", no_argument, NULL, 'v'},
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+        {"auth-file", required_argument, NULL, OPT_AUTH_FILE},
+        {"acl", required_argument, NULL, OPT_ACL},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
 };
+
+/* Keep an allocation of the configuration (credentials, an ACL) until
+ * zkw__cli_free, with the strings read from the file. */
+static int own(zkw_cli *c, void *block)
+{
+	if (c->nowned == c->owned_cap) {
+		int cap = c->owned_cap ? c->owned_cap * 2 : 32;
+		char **p = realloc(c->owned, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		c->owned = p;
+		c->owned_cap = cap;
+	}
+	c->owned[c->nowned++] = block;
+	return 0;
+}
+
+/* --auth-file FILE: read (and checked) now, so that a bad file stops the
+ * start, --check-config and a reload, naming the file; --acl SPEC. */
+static int apply_auth_option(zkw_cli *c, int ch, const char *arg, struct cli_why *why)
+{
+	char reason[1024];
+
+	if (ch == OPT_AUTH_FILE) {
+		zkw_session_credential *cred;
+		size_t n;
+
+		if (zkw_auth_file_read(arg, &cred, &n, reason, sizeof(reason)) < 0)
+			return bad_usage(why, "--auth-file: %s", reason);
+		if (own(c, cred) < 0) {
+			zkw_auth_credentials_free(cred, n);
+			return bad_usage(why, "out of memory");
+		}
+		c->session.credentials = cred;
+		c->session.ncredentials = n;
+		c->session.credentials_from = arg;
+	} else {
+		zkw_session_acl *acl;
+		size_t n;
+
+		if (zkw_auth_acl_parse(arg, &acl, &n, reason, sizeof(reason)) < 0)
+			return bad_usage(why, "--acl: %s", reason);
+		if (own(c, acl) < 0) {
+			free(acl);
+			return bad_usage(why, "out of memory");
+		}
+		c->session.acl = acl;
+		c->session.nacl = n;
+	}
+	return 0;
+}
 
 /* One option (ch, as getopt_long returns it; name for messages) with its
  * value, from the command line or the configuration file. */
@@ -682,6 +744,8 @@ static int apply_option(zkw_cli *c, zkw_cli_watch *defaults, int ch, const char 
 		break;
 	case OPT_UNLINK: c->unlink_on_exit = true; break;
 	case 'v': c->verbose = true; break;
+	case OPT_AUTH_FILE:
+	case OPT_ACL: rc = apply_auth_option(c, ch, arg, why); break;
 	default: return bad_usage(why, "unknown option %s", name);
 	}
 	return rc;
@@ -699,6 +763,13 @@ static const struct option *option_by_name(const char *name)
 /* ---- the configuration file (docs/design.md, "The configuration file") */
 
 /* Keep a copy of a value from the file for as long as the configuration. */
+static const char *keep(zkw_cli *c, const char *text);
+
+const char *zkw__cli_keep(zkw_cli *c, const char *text)
+{
+	return text ? keep(c, text) : NULL;
+}
+
 static const char *keep(zkw_cli *c, const char *text)
 {
 	char *copy = strdup(text), **p;
@@ -771,7 +842,7 @@ static const struct option *file_option(const char *section, const char *key)
 {
 	static const char *const broker_keys[] = {"zookeeper", "session-timeout", "init-timeout", "reconcile",
 	                                           "reconcile-rate", "reconnect-max", "capacity", "mode", "group",
-	                                           "verbose", "unlink-on-exit", NULL};
+	                                           "verbose", "unlink-on-exit", "auth-file", "acl", NULL};
 	static const char *const socket_keys[] = {"linger", "subscribe-timeout", "max-watches",
 	                                           "max-peer-subscriptions", "max-connections", "allow",
 	                                           "allow-ensure", NULL};
@@ -1041,6 +1112,10 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 	if (!c->nwatches && !c->socket_path)
 		return bad_usage(&why, "nothing to serve: give -f PATH, or a control socket (not --socket none)");
 	c->demand.capacity = c->default_capacity ? c->default_capacity : ZKW_DEFAULT_CAPACITY;
+	if (c->session.acl && zkw_auth_acl_needs_credentials(c->session.acl, c->session.nacl) &&
+	    !c->session.ncredentials)
+		return bad_usage(&why, "--acl: an auth entry names the creator's authenticated identities, "
+		                       "and there are none without --auth-file");
 	return finish_watches(c, &why);
 }
 
@@ -1072,6 +1147,17 @@ void zkw__cli_print(FILE *out, const zkw_cli *c)
 	        c->session.reconcile_rate ? c->session.reconcile_rate : ZKW_RECONCILE_RATE_DEFAULT);
 	fprintf(out, "reconnect-max = %d\n",
 	        c->session.reconnect_max_ms ? c->session.reconnect_max_ms : ZKW_RECONNECT_MAX_MS_DEFAULT);
+	if (c->session.credentials_from) /* the file, never what it holds */
+		fprintf(out, "auth-file = %s\n", c->session.credentials_from);
+	if (c->session.acl) {
+		char acl[4096];
+
+		if (zkw_auth_acl_format(c->session.acl, c->session.nacl, acl, sizeof(acl)) >= 0)
+			fprintf(out, "acl = %s\n", acl);
+	} else {
+		fprintf(out, "; acl: the default, %s\n",
+		        c->session.ncredentials ? ZKW_ACL_DEFAULT_AUTH : ZKW_ACL_DEFAULT_OPEN " (open)");
+	}
 	fprintf(out, "capacity = %llu\n", (unsigned long long)c->demand.capacity);
 	fprintf(out, "mode = %04o\n", (unsigned)(c->segment.mode ? c->segment.mode : 0640));
 	print_group(out, "group", c->segment.group);

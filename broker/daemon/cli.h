@@ -96,6 +96,10 @@ int zkw__cli_parse(zkw_cli *cli, int argc, char **argv, char *why, size_t whylen
 
 void zkw__cli_usage(FILE *out);
 
+/* A copy of text that lives as long as cli (NULL for NULL, or when out of
+ * memory). */
+const char *zkw__cli_keep(zkw_cli *cli, const char *text);
+
 /* The effective configuration, in the configuration file's format (what
  * --check-config prints). */
 void zkw__cli_print(FILE *out, const zkw_cli *cli);

@@ -33,6 +33,7 @@
 #include <zkw_clock.h>
 
 #include "daemon/broker.h"
+#include "daemon/stats.h"
 
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59 /* Linux >= 4.13 */
@@ -500,8 +501,12 @@ static void do_subscribe(broker *b, conn *c, char *args)
 	sub *s;
 	int rc, ack;
 
-	if (parse_target(args, path, sizeof(path), &pointer, &ensure, why, sizeof(why)) < 0 ||
-	    policy_check(b, c, path, ensure, why, sizeof(why)) < 0) {
+	if (parse_target(args, path, sizeof(path), &pointer, &ensure, why, sizeof(why)) < 0) {
+		out_printf(c, "ERR %s\n", why);
+		return;
+	}
+	if (policy_check(b, c, path, ensure, why, sizeof(why)) < 0) {
+		zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS_REFUSED);
 		out_printf(c, "ERR %s\n", why);
 		return;
 	}
@@ -511,11 +516,13 @@ static void do_subscribe(broker *b, conn *c, char *args)
 		return;
 	}
 	if (u->subs >= (unsigned)b->cli.max_peer_subscriptions) {
+		zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS_REFUSED);
 		out_printf(c, "ERR limit uid %u holds %u subscriptions (--max-peer-subscriptions %d)\n",
 		           (unsigned)c->uid, u->subs, b->cli.max_peer_subscriptions);
 		return;
 	}
 	if (ctl.nsubs >= (unsigned)(b->cli.max_connections + b->cli.max_watches)) {
+		zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS_REFUSED);
 		out_printf(c, "ERR limit the broker holds %u subscriptions (--max-connections + --max-watches)\n",
 		           ctl.nsubs);
 		return;
@@ -523,11 +530,13 @@ static void do_subscribe(broker *b, conn *c, char *args)
 	w = broker_watch_find(b, path, pointer);
 	if (!w) {
 		if (b->nwatches >= (size_t)b->cli.max_watches) {
+			zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS_REFUSED);
 			out_printf(c, "ERR limit the broker holds %zu watches (--max-watches %d)\n", b->nwatches,
 			           b->cli.max_watches);
 			return;
 		}
 		if (b->nwatches >= b->fd_watch_cap) {
+			zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS_REFUSED);
 			out_printf(c, "ERR limit the broker holds %zu watches, all its open file limit (%llu) allows: "
 			              "raise LimitNOFILE= / ulimit -n\n",
 			           b->nwatches, b->fd_limit);
@@ -568,6 +577,7 @@ static void do_subscribe(broker *b, conn *c, char *args)
 	s->next = c->subs;
 	c->subs = s;
 	w->subscribers++;
+	zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS);
 	w->linger_until = 0;
 	u->subs++;
 	ctl.nsubs++;

@@ -32,6 +32,7 @@
 #include "daemon/broker.h"
 #include "daemon/cli.h"
 #include "daemon/log.h"
+#include "daemon/stats.h"
 #include "publish/writer.h"
 
 #define STOPPED_ERROR "zkw-broker stopped"
@@ -302,6 +303,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	 * (one word of the hot line), no generation, no reader woken. */
 	if (st->confirm_only && st->confirmed_ns && zkw_writer_generation(w->writer) && !w->degraded &&
 	    zkw_writer_confirm(w->writer, st->confirmed_ns) == 0) {
+		zkw__stats_add(ZKW_STAT_CONFIRMATIONS);
 		zkw__log_printf(ZKW_LOG_DEBUG, "%s: confirmed (generation %llu unchanged)", w->path,
 		                (unsigned long long)zkw_writer_generation(w->writer));
 		return;
@@ -332,11 +334,17 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	w->degraded = rc != 0 || p.valid != st->valid;
 	log_state(w, &p);
 	share_state(w, &p);
-	if (rc)
+	if (rc) {
 		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm, strerror(-rc));
-	else
-		zkw__log_printf(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->path,
-		                (unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
+		zkw__stats_error(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm,
+		                 strerror(-rc));
+		return;
+	}
+	zkw__stats_add(ZKW_STAT_PUBLISHES);
+	if (!p.valid && p.connected && p.error && *p.error) /* what log_state says at WARN */
+		zkw__stats_error(ZKW_LOG_WARN, "%s: invalid: %s", w->path, p.error);
+	zkw__log_printf(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->path,
+	                (unsigned long long)zkw_writer_generation(w->writer), st->valid, st->len);
 }
 
 /* ---- watches ---------------------------------------------------------- */
@@ -825,15 +833,28 @@ static void keep_restart_settings(const zkw_cli *run, zkw_cli *next)
 	        {run->segment.mode != next->segment.mode || run->segment.group != next->segment.group,
 	         "the segments' mode or group"},
 	        {run->unlink_on_exit != next->unlink_on_exit, "unlink-on-exit"},
+	        {!same_text(run->session.credentials_from, next->session.credentials_from) ||
+	                 run->session.ncredentials != next->session.ncredentials,
+	         "auth-file"},
+	        {run->session.nacl != next->session.nacl, "acl"},
 	};
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
 		if (fixed[i].changed)
 			zkw__log_printf(ZKW_LOG_WARN, "reload: %s changed: needs a restart, the running value stays",
 			                fixed[i].what);
-	next->hosts = run->hosts;
-	next->session = run->session;
-	next->socket_path = run->socket_path;
+	/* The running values, copied into next (run is freed after the
+	 * swap): the scalars as they are, the strings into next's keeping.
+	 * The session's pointers (credentials, ACL, hooks) were used when it
+	 * opened; next keeps its own, compared above. */
+	next->hosts = zkw__cli_keep(next, run->hosts);
+	next->session.session_timeout_ms = run->session.session_timeout_ms;
+	next->session.init_timeout_ms = run->session.init_timeout_ms;
+	next->session.valid_init = run->session.valid_init;
+	next->session.reconcile_s = run->session.reconcile_s;
+	next->session.reconcile_rate = run->session.reconcile_rate;
+	next->session.reconnect_max_ms = run->session.reconnect_max_ms;
+	next->socket_path = zkw__cli_keep(next, run->socket_path);
 	next->socket_mode = run->socket_mode;
 	next->socket_group = run->socket_group;
 	next->segment = run->segment;
@@ -974,7 +995,8 @@ int main(int argc, char **argv)
 		return fflush(stdout) == 0 ? 0 : 1;
 	}
 	zkw__log_verbose = b.cli.verbose;
-	b.cli.session.log = zkw__log_sink;
+	b.cli.session.log = zkw__stats_log_sink; /* the log, and the last error in the counters */
+	b.cli.session.count = zkw__stats_session_count;
 	b.started_ms = zkw_clock_mono_ms();
 	arm_fault_injection();
 
@@ -988,6 +1010,8 @@ int main(int argc, char **argv)
 	                b.cli.session.session_timeout_ms, b.cli.socket_path ? ", socket " : "",
 	                b.cli.socket_path ? b.cli.socket_path : "");
 	rc = raise_fd_limit(&b);
+	if (zkw__stats_open(b.cli.socket_path, b.cli.segment.mode, b.cli.segment.group, why, sizeof(why)) < 0)
+		zkw__log_printf(ZKW_LOG_WARN, "%s; running without them", why);
 	for (i = 0; i < b.cli.nwatches && rc == 0; i++) {
 		const zkw_cli_watch *c = &b.cli.watches[i];
 		broker_watch *w;
@@ -1018,6 +1042,7 @@ int main(int argc, char **argv)
 	control_stop();             /* no watch added or removed after this */
 	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);
+	zkw__stats_close(); /* every counting thread is gone */
 	zkw__cli_free(&b.cli);
 	if (rc)
 		return 1;

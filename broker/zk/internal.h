@@ -119,6 +119,7 @@ struct zkw_session {
 	bool connected;
 	bool need_handle; /* control thread must (re)create the handle */
 	bool closing;
+	bool was_connected;             /* connected once: the next connection is a reconnect (counted) */
 	int init_errno;                 /* last zookeeper_init failure, 0 = none */
 	char conn_error[ZKW_ERROR_MAX]; /* the error of a disconnected watch */
 	unsigned backoff_ms;            /* retry of a failed zookeeper_init */
@@ -151,7 +152,35 @@ struct zkw_session {
 
 	uint64_t rng;                 /* reconcile jitter */
 	struct zkw_session *log_next; /* registry of sessions with a log sink */
+
+	/* Authentication and ACLs (session.c, "credentials"): copies of what
+	 * zkw_session_options gave (opt.credentials, opt.acl and
+	 * opt.credentials_from point at them), each in one allocation. */
+	void *cred_block; /* the credentials and their strings; zeroed when freed */
+	size_t cred_block_len;
+	void *acl_block;       /* acl's entries and strings */
+	struct ACL_vector acl; /* what ensure creates nodes with */
+	bool acl_open_default; /* no credentials and no ACL chosen: warned once (watch.c) */
+	bool acl_open_warned;
+	/* Per handle: a handle is connected (session_connected) only when the
+	 * client said ZOO_CONNECTED_STATE and ZooKeeper has answered the
+	 * credentials, so no read goes out before them whatever the order. */
+	bool handshake;         /* ZOO_CONNECTED_STATE seen, not lost since */
+	bool auth_answered;     /* the credentials' answer is in (true without credentials) */
+	bool auth_refused;      /* ZOO_AUTH_FAILED_STATE: the control thread backs off */
+	unsigned auth_refusals; /* refusals since the last connection (logged at the first) */
+	bool open_waiting;      /* zkw_session_open waits (valid_init): it reports a refusal */
+	/* Test hook (zkw__session_set_auth_hook). */
+	void (*auth_hook)(void *ctx, zhandle_t *zh);
+	void *auth_hook_ctx;
 };
+
+/* Tell the caller's metrics hook of one event (zkw_session_options.count). */
+static inline void zkw__session_count(struct zkw_session *s, zkw_session_count what)
+{
+	if (s->opt.count)
+		s->opt.count(s->opt.count_ctx, what);
+}
 
 /* watch.c: called with session->lock held. */
 void zkw__watch_read_all(struct zkw_watch *w);
@@ -187,6 +216,12 @@ void zkw__session_watch_counts(struct zkw_session *s, unsigned *active, unsigned
  * thread with the session lock held (hook NULL: off). */
 void zkw__session_set_reconcile_hook(struct zkw_session *s, void (*hook)(void *ctx, const char *path),
                                      void *ctx);
+
+/* Test hook: call hook(ctx, zh) for every new handle, on the control
+ * thread without the session lock, after zookeeper_init2 and before the
+ * credentials are handed to it - a test can let the handshake finish
+ * first, the order the session must survive (hook NULL: off). */
+void zkw__session_set_auth_hook(struct zkw_session *s, void (*hook)(void *ctx, zhandle_t *zh), void *ctx);
 
 /* Test hook: drop our ZooKeeper watches on the watch's nodes locally (the
  * server still fires, the client has nobody to tell) - a missed watch, for

@@ -21,7 +21,9 @@
  *    session watcher below, node watchers and completions (watch.c),
  *    and so on_state. Everything there is non-blocking: it takes the
  *    session lock, issues async zoo_a* calls, calls on_state, returns.
- *  - the ZooKeeper I/O thread (the client's): only our log trampoline.
+ *  - the ZooKeeper I/O thread (the client's): our log trampoline, and the
+ *    answer to a new handle's credentials (auth_done, which takes the lock
+ *    and may complete the connection: see "credentials" below).
  *
  * One mutex (zkw_session.lock) protects the whole session and its watches.
  * It is never held while waiting on ZooKeeper, and on_state is called with
@@ -104,6 +106,10 @@ static void zk_log(const char *message)
 	int64_t now = zkw_clock_mono_ms();
 	struct zkw_session *s;
 
+	/* A refused credential: the session says it, once until it changes
+	 * (control_auth_refused); the client would at every new session. */
+	if (strstr(message, "Authentication scheme "))
+		return;
 	pthread_mutex_lock(&registry_lock);
 	s = registry;
 	if (!s)
@@ -221,9 +227,18 @@ static void session_connected(struct zkw_session *s, zhandle_t *zh)
 {
 	const clientid_t *id = zoo_client_id(zh);
 
-	if (!s->connected)
+	if (!s->connected) {
 		zkw__session_log(s, ZKW_LOG_INFO, "connected to ZooKeeper, session 0x%llx, timeout %d ms",
 		                 (unsigned long long)id->client_id, zoo_recv_timeout(zh));
+		if (s->was_connected)
+			zkw__session_count(s, ZKW_COUNT_RECONNECT);
+		s->was_connected = true;
+	}
+	if (s->auth_refusals) {
+		zkw__session_log(s, ZKW_LOG_INFO, "ZooKeeper accepted the credentials after %u refusal%s",
+		                 s->auth_refusals, s->auth_refusals == 1 ? "" : "s");
+		s->auth_refusals = 0;
+	}
 	s->connected = true;
 	s->backoff_ms = 0;
 	s->reconnect_ms = 0;
@@ -255,11 +270,87 @@ static void session_lost(struct zkw_session *s, bool expired)
 	s->connected = false;
 	snprintf(s->conn_error, sizeof s->conn_error, "%s", ZKW_ERR_CONNECTION);
 	if (expired) {
+		zkw__session_count(s, ZKW_COUNT_SESSION_LOST);
 		s->need_handle = true;
 		pthread_cond_signal(&s->control_cond);
 	}
 	evaluate_all(s);
 	pthread_cond_broadcast(&s->state_cond);
+}
+
+/* ---------------------------------------------------------- credentials
+ *
+ * Every new handle gets the session's credentials (zoo_add_auth) right
+ * after zookeeper_init2, and counts as connected only once ZooKeeper has
+ * answered them (auth_done) as well as said ZOO_CONNECTED_STATE: the client
+ * sends them first on every connection of the handle, but its first
+ * handshake may be over before zoo_add_auth is called, and a read sent
+ * before them would be answered ZNOAUTH. A refusal kills the handle
+ * (ZOO_AUTH_FAILED_STATE). It is not an expiry: a new session at once would
+ * be refused again, as fast as the server answers, so the control thread
+ * waits as after control_give_up (control_auth_refused). */
+
+/* The answer to the current handle's credentials. The client calls it on
+ * its I/O thread, from its packet loop, holding none of its own locks (one
+ * call per credential, all at the first answer). A refusal comes again as
+ * ZOO_AUTH_FAILED_STATE, handled there. Only the current handle's answer
+ * can arrive: an old handle is closed, its threads joined, before a new
+ * one is made. */
+static void auth_done(int rc, const void *ctx)
+{
+	struct zkw_session *s = (struct zkw_session *)ctx;
+
+	pthread_mutex_lock(&s->lock);
+	if (rc == ZOK && s->zh && !s->closing && !s->auth_answered) {
+		s->auth_answered = true;
+		if (s->handshake && !s->connected)
+			session_connected(s, s->zh);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ZOO_AUTH_FAILED_STATE: the handle is dead; the control thread closes it
+ * and waits before the next (control_auth_refused). */
+static void session_auth_refused(struct zkw_session *s)
+{
+	if (s->connected)
+		s->down_since = zkw_clock_mono_ms();
+	s->connected = false;
+	s->give_up_at = 0; /* the control thread takes over now */
+	s->auth_refused = true;
+	s->need_handle = true;
+	zkw__session_count(s, ZKW_COUNT_SESSION_LOST);
+	/* The same text at every refusal: a retry wakes no reader. */
+	snprintf(s->conn_error, sizeof s->conn_error, "%s",
+	         ZKW_ERR_CONNECTING ": ZooKeeper refused the credentials (authentication failed)");
+	evaluate_all(s);
+	pthread_cond_broadcast(&s->state_cond);
+	pthread_cond_signal(&s->control_cond);
+}
+
+/* What the log says of the credentials: their schemes and where they came
+ * from, never a secret. */
+static void auth_describe(const struct zkw_session *s, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (!s->opt.ncredentials) {
+		snprintf(buf, cap, "no credentials given");
+		return;
+	}
+	for (size_t i = 0; i < s->opt.ncredentials && n < cap; i++) {
+		const char *scheme = s->opt.credentials[i].scheme;
+		bool again = false;
+
+		for (size_t j = 0; j < i; j++)
+			again |= strcmp(s->opt.credentials[j].scheme, scheme) == 0;
+		if (!again)
+			n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? "/" : "", scheme);
+	}
+	if (n < cap)
+		snprintf(buf + n, cap - n, " credentials%s%s", s->opt.credentials_from ? " from " : "",
+		         s->opt.credentials_from ? s->opt.credentials_from : "");
 }
 
 /* The session watcher (default watcher of every handle we create). */
@@ -275,12 +366,16 @@ static void session_watcher(zhandle_t *zh, int type, int state, const char *path
 	if (!s->zh && s->initializing)
 		s->zh = zh;
 	if (zh == s->zh && !s->closing) {
-		if (state == ZOO_CONNECTED_STATE)
+		zkw__session_count(s, ZKW_COUNT_ZK_EVENT);
+		s->handshake = state == ZOO_CONNECTED_STATE;
+		if (state == ZOO_CONNECTED_STATE && s->auth_answered)
 			session_connected(s, zh);
-		else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE)
-			session_lost(s, true);
+		else if (state == ZOO_CONNECTED_STATE)
+			; /* connected once the credentials are answered (auth_done) */
+		else if (state == ZOO_AUTH_FAILED_STATE)
+			session_auth_refused(s);
 		else
-			session_lost(s, false);
+			session_lost(s, state == ZOO_EXPIRED_SESSION_STATE);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -413,6 +508,7 @@ static void control_drop_handle(struct zkw_session *s)
 
 	s->zh = NULL;
 	s->connected = false;
+	s->handshake = false;
 	s->ping_answered = s->ping_sent;
 	pthread_cond_broadcast(&s->state_cond);
 	if (!old)
@@ -474,14 +570,65 @@ static void control_give_up(struct zkw_session *s, int64_t now, int64_t *retry_a
 	                 (long long)lost_ms, s->timeout_ms, wait);
 	s->give_up_at = 0;
 	s->need_handle = true;
+	zkw__session_count(s, ZKW_COUNT_SESSION_LOST);
 	control_drop_handle(s);
 	*retry_at = zkw_clock_mono_ms() + wait;
 }
 
-/* Replace the handle (first start, after expiry, after control_give_up).
- * Lock held. */
+/* The server refused the credentials and the handle is dead: close it and
+ * wait as control_give_up does (b = the session timeout, doubling up to
+ * reconnect_max_ms, each wait drawn from [b/2, b]; a connection resets b)
+ * before the next. Said once until it changes: the first refusal since the
+ * last connection is an error in the log, the next ones are debug lines.
+ * Lock held; dropped around zookeeper_close. */
+static void control_auth_refused(struct zkw_session *s, int64_t *retry_at)
+{
+	unsigned wait =
+	        backoff_next(s, &s->reconnect_ms, (unsigned)s->timeout_ms, (unsigned)s->opt.reconnect_max_ms);
+	char what[512];
+
+	auth_describe(s, what, sizeof what);
+	if (s->open_waiting)
+		s->auth_refusals++; /* zkw_session_open fails with the reason: no retry to announce */
+	else if (s->auth_refusals++ == 0)
+		zkw__session_log(
+		        s, ZKW_LOG_ERROR,
+		        "ZooKeeper refused the session's credentials (%s): authentication failed; "
+		        "new session in %u ms, then waits doubling up to %d ms until they are accepted",
+		        what, wait, s->opt.reconnect_max_ms);
+	else
+		zkw__session_log(s, ZKW_LOG_DEBUG,
+		                 "credentials refused again (%u times): new session in %u ms",
+		                 s->auth_refusals, wait);
+	s->auth_refused = false;
+	s->give_up_at = 0;
+	s->need_handle = true;
+	control_drop_handle(s);
+	*retry_at = zkw_clock_mono_ms() + wait;
+}
+
+/* Hand the credentials to a new handle, before anything else is asked of
+ * it. Lock held. */
+static void control_add_auth(struct zkw_session *s, zhandle_t *zh)
+{
+	for (size_t i = 0; i < s->opt.ncredentials; i++) {
+		const zkw_session_credential *c = &s->opt.credentials[i];
+		int rc = zoo_add_auth(zh, c->scheme, c->secret, (int)strlen(c->secret), auth_done, s);
+
+		/* Only a dead handle refuses; its state event follows. */
+		if (rc != ZOK)
+			zkw__session_log(s, ZKW_LOG_ERROR,
+			                 "cannot hand the %s credentials to the ZooKeeper client: %s",
+			                 c->scheme, zerror(rc));
+	}
+}
+
+/* Replace the handle (first start, after expiry, after control_give_up or
+ * control_auth_refused). Lock held. */
 static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 {
+	void (*auth_hook)(void *ctx, zhandle_t *zh);
+	void *auth_hook_ctx;
 	zhandle_t *zh;
 	int e;
 
@@ -493,10 +640,17 @@ static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 		s->down_since = zkw_clock_mono_ms();
 	s->give_up_at = zkw_clock_mono_ms() + s->timeout_ms + 1;
 	s->initializing = true;
+	/* Its connection waits for the credentials' answer (auth_done). */
+	s->handshake = false;
+	s->auth_answered = s->opt.ncredentials == 0;
+	auth_hook = s->auth_hook;
+	auth_hook_ctx = s->auth_hook_ctx;
 	pthread_mutex_unlock(&s->lock);
 	errno = 0;
 	zh = zookeeper_init2(s->hosts, session_watcher, s->opt.session_timeout_ms, NULL, s, 0, zk_log);
 	e = errno ? errno : EINVAL;
+	if (zh && auth_hook)
+		auth_hook(auth_hook_ctx, zh);
 	pthread_mutex_lock(&s->lock);
 	s->initializing = false;
 	if (!zh) {
@@ -511,6 +665,7 @@ static void control_new_handle(struct zkw_session *s, int64_t *retry_at)
 	zoo_set_servers_resolution_delay(zh, -1);
 	if (!s->zh)
 		s->zh = zh;
+	control_add_auth(s, zh);
 	s->need_handle = false;
 	s->init_errno = 0;
 }
@@ -527,6 +682,10 @@ static void *control_main(void *arg)
 		int64_t now = zkw_clock_mono_ms(), wake;
 		struct timespec ts;
 
+		if (s->auth_refused) {
+			control_auth_refused(s, &retry_at);
+			continue;
+		}
 		if (s->need_handle && now >= retry_at) {
 			control_new_handle(s, &retry_at);
 			continue;
@@ -611,8 +770,102 @@ static int session_alloc(struct zkw_session **out, const char *hosts, const zkw_
 	return 0;
 }
 
+/* The ACLs of ZKW_ACL_DEFAULT_AUTH and ZKW_ACL_DEFAULT_OPEN (watcher.h). */
+static const zkw_session_acl acl_default_auth[] = {{"auth", "", ZKW_PERM_ALL},
+                                                   {"world", "anyone", ZKW_PERM_READ}};
+static const zkw_session_acl acl_default_open[] = {{"world", "anyone", ZKW_PERM_ALL}};
+
+/* Copy the credentials (with credentials_from) and build the ACL of
+ * created nodes, each into one allocation; opt's credential pointers then
+ * point at the copy, opt.acl is dropped (s->acl holds it). 0, or -EINVAL /
+ * -ENOMEM with the reason in errbuf. The caller frees s on failure. */
+static int session_take_auth(struct zkw_session *s, char *errbuf, size_t errlen)
+{
+	size_t ncred = s->opt.credentials ? s->opt.ncredentials : 0;
+	const zkw_session_acl *acl = s->opt.acl && s->opt.nacl ? s->opt.acl : NULL;
+	size_t nacl = acl ? s->opt.nacl : 0, len, i;
+	const char *from = s->opt.credentials_from;
+	zkw_session_credential *cred;
+	struct ACL *entries;
+	char *p;
+
+	len = ncred * sizeof *cred + (from ? strlen(from) + 1 : 0);
+	for (i = 0; i < ncred; i++) {
+		const zkw_session_credential *c = &s->opt.credentials[i];
+
+		if (!c->scheme || !c->scheme[0] || !c->secret || !c->secret[0])
+			return zkw__errorf(errbuf, errlen, -EINVAL,
+			                   "credential %zu has no scheme or no secret", i + 1);
+		len += strlen(c->scheme) + strlen(c->secret) + 2;
+	}
+	if (ncred) {
+		if (!(s->cred_block = p = malloc(len)))
+			return zkw__errorf(errbuf, errlen, -ENOMEM, "no memory for the credentials");
+		s->cred_block_len = len;
+		cred = (zkw_session_credential *)(void *)p;
+		p += ncred * sizeof *cred;
+		for (i = 0; i < ncred; i++) {
+			cred[i].scheme = strcpy(p, s->opt.credentials[i].scheme);
+			p += strlen(p) + 1;
+			cred[i].secret = strcpy(p, s->opt.credentials[i].secret);
+			p += strlen(p) + 1;
+		}
+		s->opt.credentials_from = from ? strcpy(p, from) : NULL;
+		s->opt.credentials = cred;
+	} else {
+		s->opt.credentials = NULL;
+		s->opt.credentials_from = NULL;
+	}
+	s->opt.ncredentials = ncred;
+
+	if (!acl) {
+		acl = ncred ? acl_default_auth : acl_default_open;
+		nacl = ncred ? 2 : 1;
+		s->acl_open_default = !ncred;
+	}
+	s->opt.acl = NULL;
+	s->opt.nacl = 0;
+	if (nacl > INT32_MAX / 2)
+		return zkw__errorf(errbuf, errlen, -EINVAL, "%zu ACL entries are too many", nacl);
+	len = nacl * sizeof *entries;
+	for (i = 0; i < nacl; i++) {
+		const zkw_session_acl *a = &acl[i];
+
+		if (!a->scheme || !a->scheme[0] || !a->id || !a->perms || (a->perms & ~ZKW_PERM_ALL))
+			return zkw__errorf(errbuf, errlen, -EINVAL,
+			                   "ACL entry %zu needs a scheme, an id and permissions among cdrwa",
+			                   i + 1);
+		if (strcmp(a->scheme, "auth") == 0 && !ncred)
+			return zkw__errorf(
+			        errbuf, errlen, -EINVAL,
+			        "ACL entry auth:%s: gives the creator's identities, and there are none "
+			        "without credentials",
+			        a->id);
+		len += strlen(a->scheme) + strlen(a->id) + 2;
+	}
+	if (!(s->acl_block = p = malloc(len)))
+		return zkw__errorf(errbuf, errlen, -ENOMEM, "no memory for the ACL");
+	entries = (struct ACL *)(void *)p;
+	p += nacl * sizeof *entries;
+	for (i = 0; i < nacl; i++) {
+		entries[i].perms = (int32_t)acl[i].perms;
+		entries[i].id.scheme = strcpy(p, acl[i].scheme);
+		p += strlen(p) + 1;
+		entries[i].id.id = strcpy(p, acl[i].id);
+		p += strlen(p) + 1;
+	}
+	s->acl.count = (int32_t)nacl;
+	s->acl.data = entries;
+	return 0;
+}
+
 static void session_free(struct zkw_session *s)
 {
+	if (s->cred_block) {
+		explicit_bzero(s->cred_block, s->cred_block_len);
+		free(s->cred_block);
+	}
+	free(s->acl_block);
 	list_free(&s->watches);
 	list_free(&s->draining);
 	list_free(&s->spare);
@@ -630,9 +883,14 @@ static int session_wait_connected(struct zkw_session *s)
 	int rc = 0;
 
 	pthread_mutex_lock(&s->lock);
-	while (!s->connected && !s->init_errno && rc != ETIMEDOUT)
+	s->open_waiting = true;
+	while (!s->connected && !s->init_errno && !s->auth_refused && !s->auth_refusals && rc != ETIMEDOUT)
 		rc = pthread_cond_timedwait(&s->state_cond, &s->lock, &ts);
-	rc = s->connected ? 0 : s->init_errno ? -s->init_errno : -ETIMEDOUT;
+	s->open_waiting = false;
+	rc = s->connected                          ? 0
+	     : s->init_errno                       ? -s->init_errno
+	     : s->auth_refused || s->auth_refusals ? -EACCES
+	                                           : -ETIMEDOUT;
 	pthread_mutex_unlock(&s->lock);
 	return rc;
 }
@@ -642,6 +900,7 @@ int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_opt
 {
 	struct zkw_session *s;
 	int rc, init_timeout_ms;
+	char what[512];
 
 	*out = NULL;
 	if (errbuf && errlen)
@@ -650,6 +909,10 @@ int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_opt
 		return zkw__errorf(errbuf, errlen, -EINVAL, "no ZooKeeper hosts given");
 	if ((rc = session_alloc(&s, hosts, opt)) < 0)
 		return zkw__errorf(errbuf, errlen, rc, "cannot set up a session: %s", strerror(-rc));
+	if ((rc = session_take_auth(s, errbuf, errlen)) < 0) {
+		session_free(s);
+		return rc;
+	}
 	registry_add(s);
 	rc = pthread_create(&s->control, NULL, control_main, s);
 	if (rc != 0) {
@@ -660,7 +923,13 @@ int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_opt
 	pthread_setname_np(s->control, "zkw-control");
 	if (s->opt.valid_init && (rc = session_wait_connected(s)) != 0) {
 		init_timeout_ms = s->opt.init_timeout_ms;
+		auth_describe(s, what, sizeof what);
 		zkw_session_close(s);
+		if (rc == -EACCES)
+			return zkw__errorf(errbuf, errlen, rc,
+			                   "ZooKeeper at '%s' refused the session's credentials (%s): "
+			                   "authentication failed",
+			                   hosts, what);
 		if (rc == -ETIMEDOUT)
 			return zkw__errorf(errbuf, errlen, rc,
 			                   "no ZooKeeper server answered at '%s' within %d ms", hosts,
@@ -762,6 +1031,14 @@ void zkw__session_watch_counts(struct zkw_session *s, unsigned *active, unsigned
 	*active = s->watches.count;
 	*draining = s->draining.count;
 	*spare = s->spare.count;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void zkw__session_set_auth_hook(struct zkw_session *s, void (*hook)(void *ctx, zhandle_t *zh), void *ctx)
+{
+	pthread_mutex_lock(&s->lock);
+	s->auth_hook = hook;
+	s->auth_hook_ctx = ctx;
 	pthread_mutex_unlock(&s->lock);
 }
 

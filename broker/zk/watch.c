@@ -103,10 +103,12 @@ static void node_request(struct zkw__node *n, bool exists)
 		rc = zoo_awexists(zh, n->path, node_watcher, n, exists_done, n);
 	else
 		rc = zoo_awget(zh, n->path, node_watcher, n, data_done, n);
-	if (rc == ZOK)
+	if (rc == ZOK) {
 		n->outstanding++;
-	else
+		zkw__session_count(n->watch->session, ZKW_COUNT_READ);
+	} else {
 		node_issue_failed(n, exists ? "zoo_awexists" : "zoo_awget", rc);
+	}
 }
 
 static void node_get(struct zkw__node *n)
@@ -136,6 +138,21 @@ static void create_done(int rc, const char *value, const void *ctx)
 	pthread_mutex_unlock(&w->session->lock);
 }
 
+/* Without credentials and without a chosen ACL, created nodes are open to
+ * everyone (the only ACL that leaves them writable when nobody can
+ * authenticate): say so once, at the first create. */
+static void ensure_warn_open(struct zkw_session *s)
+{
+	if (!s->acl_open_default || s->acl_open_warned)
+		return;
+	s->acl_open_warned = true;
+	zkw__session_log(
+	        s, ZKW_LOG_WARN,
+	        "ensure: nodes are created with the open ACL " ZKW_ACL_DEFAULT_OPEN
+	        " (anyone may change or delete them): the session has no credentials; give "
+	        "credentials (creator all, world read) or choose an ACL (the broker's --auth-file, --acl)");
+}
+
 /* ensure: create every prefix, then read. All in one batch: ZooKeeper
  * executes one session's requests in order, so each create sees its parent
  * and the final get sees the node. */
@@ -151,12 +168,14 @@ static void node_ensure(struct zkw__node *n)
 		return;
 	}
 	zkw__session_log(n->watch->session, ZKW_LOG_INFO, "ensure: creating %s", n->path);
+	ensure_warn_open(n->watch->session);
 	for (size_t i = 1; i <= len; i++) {
 		if (i < len && n->path[i] != '/')
 			continue;
 		memcpy(prefix, n->path, i);
 		prefix[i] = '\0';
-		if (zoo_acreate(zh, prefix, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, create_done, n->watch) == ZOK)
+		/* Parents get the ACL too: they are ours as much as the node. */
+		if (zoo_acreate(zh, prefix, "", 0, &n->watch->session->acl, 0, create_done, n->watch) == ZOK)
 			n->watch->creates++;
 	}
 	free(prefix);
@@ -298,6 +317,7 @@ static void node_watcher(zhandle_t *zh, int type, int state, const char *path, v
 	if (type != ZOO_CHANGED_EVENT && type != ZOO_CREATED_EVENT && type != ZOO_DELETED_EVENT)
 		return;
 	pthread_mutex_lock(&s->lock);
+	zkw__session_count(s, ZKW_COUNT_ZK_EVENT);
 	/* A removed watch, a stale handle, or a watcher left on a previous
 	 * pointer target (or by a previous life of a recycled struct: when the
 	 * path is the same, the re-read is harmless). */
@@ -471,9 +491,11 @@ static void reconcile_done(int rc, const struct Stat *stat, const void *ctx)
 		/* OK or MISSING and different: a watch was missed. Otherwise the
 		 * node was in error (e.g. ZNOAUTH: an ACL change fires no watch)
 		 * and the re-read is the retry. */
-		if (n->status == ZKW__NODE_OK || n->status == ZKW__NODE_MISSING)
+		if (n->status == ZKW__NODE_OK || n->status == ZKW__NODE_MISSING) {
 			zkw__session_log(w->session, ZKW_LOG_WARN,
 			                 "reconcile: %s changed unnoticed, re-reading", n->path);
+			zkw__session_count(w->session, ZKW_COUNT_REPAIR);
+		}
 		node_get(n);
 	}
 out:
@@ -497,6 +519,7 @@ static unsigned node_reconcile(struct zkw__node *n)
 		return 0;
 	n->outstanding++;
 	w->reconcile_waiting++;
+	zkw__session_count(s, ZKW_COUNT_RECONCILE);
 	if (s->rc_hook)
 		s->rc_hook(s->rc_hook_ctx, n->path);
 	return 1;

@@ -605,7 +605,13 @@ static inline int zkw_reader_subscribe_ex(zkw_reader *r, const char *socket_path
 	zkw_reader_options ropt = {opt ? opt->expected_uid : (uid_t)-1};
 	struct sockaddr_un addr;
 	struct timespec deadline;
-	struct ucred cred;
+	/* struct ucred's layout (the kernel's ABI), which glibc only names
+	 * under _GNU_SOURCE: this header asks for _DEFAULT_SOURCE at least. */
+	struct {
+		pid_t pid;
+		uid_t uid;
+		gid_t gid;
+	} cred;
 	socklen_t credlen = sizeof(cred);
 	struct stat st;
 	int fds[2], nfds = 0, sock, err, timeout_ms;

@@ -60,6 +60,38 @@ extern "C" {
 /* Log levels of zkw_session_options.log (same order as syslog's idea). */
 enum { ZKW_LOG_ERROR = 1, ZKW_LOG_WARN = 2, ZKW_LOG_INFO = 3, ZKW_LOG_DEBUG = 4 };
 
+/* Permissions of an ACL entry: ZooKeeper's own bits (ZOO_PERM_*). */
+#define ZKW_PERM_READ   0x01u /* r */
+#define ZKW_PERM_WRITE  0x02u /* w */
+#define ZKW_PERM_CREATE 0x04u /* c */
+#define ZKW_PERM_DELETE 0x08u /* d */
+#define ZKW_PERM_ADMIN  0x10u /* a */
+#define ZKW_PERM_ALL    0x1fu /* cdrwa */
+
+/* The ACLs of created nodes when none is chosen, in the --acl syntax
+ * (scheme:id:perms, comma-separated): with credentials, the creator (the
+ * identities the credentials give) may do everything and the world may
+ * read; without, everyone may do everything - the only ACL that leaves a
+ * node writable when nobody can authenticate. */
+#define ZKW_ACL_DEFAULT_AUTH "auth::cdrwa,world:anyone:r"
+#define ZKW_ACL_DEFAULT_OPEN "world:anyone:cdrwa"
+
+/* One credential for zoo_add_auth: scheme ("digest") and secret (for
+ * digest, "user:password"). */
+typedef struct zkw_session_credential {
+	const char *scheme;
+	const char *secret;
+} zkw_session_credential;
+
+/* One ACL entry: ZooKeeper's scheme ("world", "auth", "digest", "ip",
+ * ...), id ("anyone", "", "user:base64-sha1", "10.0.0.0/8") and
+ * permissions (ZKW_PERM_* bits, at least one). */
+typedef struct zkw_session_acl {
+	const char *scheme;
+	const char *id;
+	unsigned perms;
+} zkw_session_acl;
+
 /* ---------------------------------------------------------------- pointer */
 
 /* Parse a pointer node's content into the absolute path it points at.
@@ -82,6 +114,16 @@ ZKW_API int zkw_pointer_parse(const void *data, size_t len, char *out, size_t ou
 typedef struct zkw_session zkw_session;
 typedef struct zkw_watch zkw_watch;
 
+/* What zkw_session_options.count is told of. */
+typedef enum zkw_session_count {
+	ZKW_COUNT_ZK_EVENT = 0, /* a watch notification from ZooKeeper: a session event or a node's */
+	ZKW_COUNT_READ,         /* a read sent: a get, or an exists with a watch */
+	ZKW_COUNT_RECONCILE,    /* a reconcile exists sent (contract item 11) */
+	ZKW_COUNT_REPAIR,       /* a reconcile found a node changed unnoticed: re-read */
+	ZKW_COUNT_RECONNECT,    /* connected again after losing the connection or the session */
+	ZKW_COUNT_SESSION_LOST  /* a session lost: expired, refused, or given up unconnected (item 5) */
+} zkw_session_count;
+
 typedef struct zkw_session_options {
 	/* 0 = ZKW_SESSION_TIMEOUT_MS_DEFAULT; the server clamps it to 2..20 ticks */
 	int session_timeout_ms;
@@ -103,6 +145,12 @@ typedef struct zkw_session_options {
 	 * messages go to the most recently opened session that has a log. */
 	void (*log)(void *log_ctx, int level, const char *message);
 	void *log_ctx;
+	/* Metrics (zkw-broker's counters): called once per event of the
+	 * kinds of zkw_session_count, from the session's threads with its
+	 * lock held. Must be thread-safe, must not block and must not call
+	 * into the session. NULL = nothing counted. */
+	void (*count)(void *count_ctx, zkw_session_count what);
+	void *count_ctx;
 	/* Recovery (contract 5): a handle that has not been connected for one
 	 * session timeout (the negotiated one once known) is closed - its
 	 * session is gone, or the servers refuse it - and a new session is
@@ -115,6 +163,24 @@ typedef struct zkw_session_options {
 	 * rate, the round stretches to what the rate allows (+ up to 20%
 	 * jitter), said once in the log at INFO. 0 = ZKW_RECONCILE_RATE_DEFAULT. */
 	int reconcile_rate;
+	/* Authentication (docs/design.md, "Authentication and ACLs"): every
+	 * new ZooKeeper handle gets these with zoo_add_auth before any read,
+	 * and the session counts as connected only once ZooKeeper has answered
+	 * them. A server that refuses them (ZOO_AUTH_FAILED_STATE) gets a new
+	 * session only after the recovery waits above, never at once. Copied
+	 * (and the copies zeroed when the session is freed); NULL / 0 = none.
+	 * credentials_from names where they came from (a file) for the log;
+	 * the secrets are never logged. */
+	const zkw_session_credential *credentials;
+	size_t ncredentials;
+	const char *credentials_from;
+	/* The ACL of every node ensure creates, parents included (copied).
+	 * NULL / 0 = the default: with credentials ZKW_ACL_DEFAULT_AUTH
+	 * (creator all, world read); without, ZKW_ACL_DEFAULT_OPEN, said once
+	 * in the log as a warning at the first create. An "auth" entry needs
+	 * credentials: zkw_session_open refuses it without (-EINVAL). */
+	const zkw_session_acl *acl;
+	size_t nacl;
 } zkw_session_options;
 
 /* The whole state of one watch, handed to on_state. Pointers are valid
@@ -162,10 +228,12 @@ ZKW_API void zkw_session_options_init(zkw_session_options *o);
 
 /* Open a session to hosts (a full connect string: "h1:p1,h2:p2/chroot")
  * into *out. opt may be NULL (defaults). 0, or on failure (*out = NULL)
- * -EINVAL (bad host string), -ENOENT (no host name resolves; only with
+ * -EINVAL (bad host string, an ACL entry that is not one, an "auth" ACL
+ * entry without credentials), -ENOENT (no host name resolves; only with
  * valid_init, else it is retried), -ETIMEDOUT (valid_init and no server
- * answered), -ENOMEM, -EAGAIN (no thread), with a one-line reason in
- * errbuf (may be NULL).
+ * answered), -EACCES (valid_init and the server refused the credentials),
+ * -ENOMEM, -EAGAIN (no thread), with a one-line reason in errbuf (may be
+ * NULL; it never holds a secret).
  *
  * A session and its watches are used by one owner: zkw_session_close must
  * not run concurrently with another call on the same session (on_state

@@ -2,12 +2,16 @@
 /* bench.c - what zkw's benchmarks share (see bench.h). */
 #include "bench.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 /* ---- messages ------------------------------------------------------------ */
 
@@ -41,13 +45,35 @@ void bench_note(const char *fmt, ...)
 
 /* ---- the segment to remove at exit ---------------------------------------- */
 
-static char unlink_name[256];
+static char unlink_name[256], sweep_mark[128], unlink_files[4][256];
 static pid_t unlink_owner;
+
+static void sweep_shm(void)
+{
+	char path[512];
+	struct dirent *e;
+	DIR *d;
+
+	if (!sweep_mark[0] || !(d = opendir("/dev/shm")))
+		return;
+	while ((e = readdir(d)))
+		if (strstr(e->d_name, sweep_mark)) {
+			snprintf(path, sizeof(path), "/dev/shm/%s", e->d_name);
+			unlink(path);
+		}
+	closedir(d);
+}
 
 static void unlink_at_exit(void)
 {
-	if (getpid() == unlink_owner && unlink_name[0])
+	if (getpid() != unlink_owner)
+		return;
+	if (unlink_name[0])
 		shm_unlink(unlink_name);
+	sweep_shm();
+	for (int i = 0; i < 4; i++)
+		if (unlink_files[i][0])
+			unlink(unlink_files[i]);
 }
 
 /* Runs after the registry's handler (installed later, it hands the signal
@@ -74,6 +100,20 @@ void bench_init(const char *name)
 void bench_unlink_on_exit(const char *name)
 {
 	snprintf(unlink_name, sizeof(unlink_name), "%s", name);
+}
+
+void bench_sweep_on_exit(const char *mark)
+{
+	snprintf(sweep_mark, sizeof(sweep_mark), "%s", mark);
+}
+
+void bench_unlink_file_on_exit(const char *path)
+{
+	for (int i = 0; i < 4; i++)
+		if (!unlink_files[i][0]) {
+			snprintf(unlink_files[i], sizeof(unlink_files[i]), "%s", path);
+			return;
+		}
 }
 
 int bench_quick_markdown(int argc, char **argv, const char *name, void (*usage)(FILE *out), bool *quick,
@@ -191,12 +231,8 @@ void bench_reader_open(zkw_reader *r, const char *shm)
 	}
 }
 
-pid_t bench_broker_start(const char *broker, const char *hosts, const char *path, const char *shm,
-                         const char *log_path)
+pid_t bench_spawn(const char *const *argv, const char *log_path)
 {
-	char name[256];
-	uint64_t end;
-	zkw_reader r;
 	pid_t pid = bench_fork();
 
 	if (pid == 0) {
@@ -205,11 +241,33 @@ pid_t bench_broker_start(const char *broker, const char *hosts, const char *path
 			FILE *f = freopen(log_path, "a", stderr);
 			(void)f;
 		}
-		execl(broker, broker, "-z", hosts, "-f", path, "--ensure", "--shm", shm, "--unlink-on-exit",
-		      (char *)NULL);
-		fprintf(stderr, "exec %s: %s\n", broker, strerror(errno));
+		execv(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
+	return pid;
+}
+
+pid_t bench_broker_start(const char *broker, const char *hosts, const char *path, const char *shm,
+                         const char *socket_path, const char *log_path)
+{
+	const char *argv[] = {broker,
+	                      "-z",
+	                      hosts,
+	                      "-f",
+	                      path,
+	                      "--ensure",
+	                      "--shm",
+	                      shm,
+	                      "--unlink-on-exit",
+	                      "--socket",
+	                      socket_path ? socket_path : "none",
+	                      NULL};
+	char name[256];
+	uint64_t end;
+	zkw_reader r;
+	pid_t pid = bench_spawn(argv, log_path);
+
 	/* A broker killed by the sweep could not unlink its segment. */
 	zkw_shm_name(name, sizeof(name), shm);
 	bench_unlink_on_exit(name);
@@ -229,6 +287,105 @@ pid_t bench_broker_start(const char *broker, const char *hosts, const char *path
 		}
 		if (zkw_clock_mono_ns() > end)
 			bench_die("zkw-broker did not publish a valid %s into %s within 20 s", path, shm);
+		zkw_clock_sleep_ns(5000000);
+	}
+}
+
+/* ---- a broker's control socket ------------------------------------------ */
+
+int bench_ctl_connect(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+int bench_ctl_request(const char *path, const char *line, char *out, size_t cap, bool all, int timeout_ms)
+{
+	uint64_t end = zkw_clock_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+	size_t have = 0;
+	long want = -1; /* lines after the first: LIST and READERS say count= */
+	int fd = bench_ctl_connect(path), rc = 0;
+
+	if (fd < 0)
+		return fd;
+	if (dprintf(fd, "%s\n", line) < 0) {
+		close(fd);
+		return -EIO;
+	}
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		uint64_t now = zkw_clock_mono_ns();
+		ssize_t n;
+		char *nl;
+
+		out[have] = '\0';
+		nl = strchr(out, '\n');
+		if (nl && want < 0) {
+			const char *c = strstr(out, " count=");
+
+			want = all && c && c < nl ? strtol(c + 7, NULL, 10) : 0;
+		}
+		if (nl && want >= 0) {
+			long lines = 0;
+
+			for (const char *q = out; (q = strchr(q, '\n')); q++)
+				lines++;
+			if (lines >= want + 1)
+				break;
+		}
+		if (have + 1 >= cap) {
+			rc = -EMSGSIZE;
+			break;
+		}
+		if (now >= end) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		if (poll(&p, 1, (int)((end - now) / 1000000u) + 1) <= 0)
+			continue;
+		n = recv(fd, out + have, cap - 1 - have, 0);
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -ECONNRESET;
+			break;
+		}
+		have += (size_t)n;
+	}
+	close(fd);
+	return rc;
+}
+
+void bench_ctl_wait_ready(const char *path, pid_t pid, int timeout_ms, const char *log_path)
+{
+	uint64_t end = zkw_clock_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+	char answer[4096];
+
+	for (;;) {
+		int st;
+
+		if (proc_pid_exited(pid, &st))
+			bench_die("zkw-broker (pid %d) exited during start-up (status %d); see %s", (int)pid,
+			          st, log_path ? log_path : "stderr");
+		if (bench_ctl_request(path, "STATUS", answer, sizeof(answer), false, 2000) == 0 &&
+		    strncmp(answer, "OK ", 3) == 0 && strstr(answer, " connected=1"))
+			return;
+		if (zkw_clock_mono_ns() > end)
+			bench_die("zkw-broker (pid %d) did not answer STATUS connected=1 on %s within %d ms; "
+			          "see %s",
+			          (int)pid, path, timeout_ms, log_path ? log_path : "stderr");
 		zkw_clock_sleep_ns(5000000);
 	}
 }
@@ -262,6 +419,91 @@ long bench_zk_connections(const char *hosts)
 		return -1;
 	p = strstr(buf, "zk_num_alive_connections");
 	return p ? strtol(p + strlen("zk_num_alive_connections"), NULL, 10) : -1;
+}
+
+long long bench_zk_mntr(const char *hosts, const char *key)
+{
+	static char buf[65536];
+	size_t kl = strlen(key);
+	const char *p;
+
+	if (zkh_4lw_at(hosts, "mntr", buf, sizeof(buf), 3000) <= 0)
+		return -1;
+	for (p = buf; (p = strstr(p, key)); p += kl)
+		if ((p == buf || p[-1] == '\n') && (p[kl] == '\t' || p[kl] == ' '))
+			return strtoll(p + kl, NULL, 10);
+	return -1;
+}
+
+/* ---- workers' lines -------------------------------------------------------- */
+
+uint64_t bench_lines_collect(bench_lines *l, int n, uint64_t seq, int timeout_ms)
+{
+	uint8_t *seen = calloc((size_t)n + 1, 1);
+	uint64_t end = zkw_clock_mono_ns() + (uint64_t)timeout_ms * 1000000u, mx = 0;
+	int got = 0;
+
+	if (!seen)
+		bench_die("out of memory");
+	while (got < n) {
+		struct pollfd p = {.fd = l->fd, .events = POLLIN};
+		char *nl;
+		ssize_t r;
+		int64_t left = (int64_t)(end - zkw_clock_mono_ns()) / 1000000;
+
+		/* Parse the complete lines we have. */
+		while ((nl = memchr(l->buf, '\n', l->have)) != NULL) {
+			unsigned idx;
+			unsigned long long s, ns;
+
+			*nl = '\0';
+			if (sscanf(l->buf, "%u %llu %llu", &idx, &s, &ns) == 3 && idx < (unsigned)n &&
+			    s == seq && !seen[idx]) {
+				seen[idx] = 1;
+				got++;
+				if (ns > mx)
+					mx = ns;
+			}
+			l->have -= (size_t)(nl + 1 - l->buf);
+			memmove(l->buf, nl + 1, l->have);
+		}
+		if (got >= n)
+			break;
+		if (l->have == sizeof(l->buf))
+			l->have = 0; /* a line longer than the buffer: garbage */
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
+		r = read(l->fd, l->buf + l->have, sizeof(l->buf) - l->have);
+		if (r <= 0)
+			break;
+		l->have += (size_t)r;
+	}
+	free(seen);
+	return got >= n ? mx : 0;
+}
+
+/* ---- data for the plots ---------------------------------------------------- */
+
+static FILE *data_file;
+
+void bench_data_open(const char *path)
+{
+	data_file = fopen(path, "a");
+	if (!data_file)
+		bench_die("--data %s: %s", path, strerror(errno));
+}
+
+void bench_data(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!data_file)
+		return;
+	va_start(ap, fmt);
+	vfprintf(data_file, fmt, ap);
+	va_end(ap);
+	fputc('\n', data_file);
+	fflush(data_file);
 }
 
 /* ---- the numbered config ------------------------------------------------- */
@@ -303,6 +545,11 @@ static long kb_field(pid_t pid, const char *file, const char *key)
 long bench_rss_kb(pid_t pid)
 {
 	return kb_field(pid, "status", "VmRSS");
+}
+
+long bench_status_kb(pid_t pid, const char *key)
+{
+	return kb_field(pid, "status", key);
 }
 
 long bench_pss_kb(pid_t pid)

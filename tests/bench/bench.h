@@ -121,6 +121,10 @@ pid_t bench_fork(void);
  * registry's sweep: for a segment whose owner may be killed before it can
  * remove it. One name at a time. */
 void bench_unlink_on_exit(const char *name);
+/* The same for every /dev/shm entry whose name contains mark (segments and
+ * lock files of many brokers), and for up to 4 files (control sockets). */
+void bench_sweep_on_exit(const char *mark);
+void bench_unlink_file_on_exit(const char *path);
 /* In a forked reader: open the broker's segment, waiting (up to 20 s) for
  * the broker to create it; exit the child when it never comes. */
 void bench_reader_open(zkw_reader *r, const char *shm);
@@ -150,9 +154,26 @@ static inline ssize_t bench_reader_next(zkw_reader *r, uint64_t *seen, int timeo
 
 /* Start `broker` on `path`, publishing into segment `shm` (unlinked at the
  * bench's exit); wait (bounded) until the segment holds a valid snapshot.
+ * The broker listens on the control socket `socket_path` (NULL: none; the
+ * default, /run/zkw/broker.sock, is one per host and never a bench's).
  * The broker gets SIGTERM when the bench dies. Dies on failure. */
 pid_t bench_broker_start(const char *broker, const char *hosts, const char *path, const char *shm,
-                         const char *log_path);
+                         const char *socket_path, const char *log_path);
+/* exec argv[0] with argv (NULL-terminated) as a child of the bench that gets
+ * SIGTERM when the bench dies, stderr appended to log_path (NULL: ours). */
+pid_t bench_spawn(const char *const *argv, const char *log_path);
+
+/* ---- a broker's control socket (docs/design.md, "The control socket") ---- */
+
+/* A connected, blocking socket to path, or -errno. */
+int bench_ctl_connect(const char *path);
+/* One request line (without its newline) to the broker at path; its answer
+ * (the first line, or all of it for LIST/READERS when `all`) into out.
+ * 0, or -errno. Bounded by timeout_ms. */
+int bench_ctl_request(const char *path, const char *line, char *out, size_t cap, bool all, int timeout_ms);
+/* Wait (bounded by timeout_ms) until the broker `pid` answers STATUS on
+ * path with connected=1; dies naming log_path when it exits or never does. */
+void bench_ctl_wait_ready(const char *path, pid_t pid, int timeout_ms, const char *log_path);
 
 /* ---- ZooKeeper ----------------------------------------------------------- */
 
@@ -162,6 +183,31 @@ zhandle_t *bench_zk_connect(const char *hosts);
 void bench_zk_put(zhandle_t *zh, const char *path, const void *data, int len);
 /* zk_num_alive_connections from `mntr` of the first server, -1 if unknown. */
 long bench_zk_connections(const char *hosts);
+/* Any numeric `mntr` key of the first server of hosts ("zk_packets_received"),
+ * -1 if unknown. */
+long long bench_zk_mntr(const char *hosts, const char *key);
+
+/* ---- workers that report "IDX SEQ NS" lines through a pipe -------------- */
+
+/* The kazoo and Python workers write one line per change they take; the
+ * bench reads them back. */
+typedef struct bench_lines {
+	int fd;
+	size_t have;
+	char buf[1 << 16];
+} bench_lines;
+
+/* Read lines from l->fd until n workers (IDX 0..n-1) reported seq, at most
+ * timeout_ms: the latest NS of them, or 0 when not all did. */
+uint64_t bench_lines_collect(bench_lines *l, int n, uint64_t seq, int timeout_ms);
+
+/* ---- data for the plots ---------------------------------------------------- */
+
+/* --data FILE: every bench_data() line is appended there (tab-separated,
+ * the first word names the series); nothing without it. run.sh draws the
+ * plots from these files. */
+void bench_data_open(const char *path);
+void bench_data(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- the numbered config ------------------------------------------------- */
 
@@ -184,7 +230,9 @@ static inline uint64_t bench_config_seq(const void *buf, ssize_t len)
 
 /* ---- /proc --------------------------------------------------------------- */
 
-long bench_rss_kb(pid_t pid);  /* VmRSS, -1 if unknown */
+long bench_rss_kb(pid_t pid); /* VmRSS, -1 if unknown */
+/* Any "Key: N kB" line of /proc/PID/status (RssAnon, RssShmem), -1 if unknown. */
+long bench_status_kb(pid_t pid, const char *key);
 long bench_pss_kb(pid_t pid);  /* Pss of smaps_rollup, -1 if unknown */
 double bench_cpu_s(pid_t pid); /* utime + stime in seconds, -1 if unknown */
 

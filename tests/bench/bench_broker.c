@@ -405,7 +405,7 @@ int main(int argc, char **argv)
 	zh = bench_zk_connect(opt_hosts);
 	bench_config(buf, sizeof(buf), ++seq_counter, READ_SIZE);
 	bench_zk_put(zh, node_path, buf, READ_SIZE);
-	broker = bench_broker_start(opt_broker, opt_hosts, node_path, shm_name, log_path);
+	broker = bench_broker_start(opt_broker, opt_hosts, node_path, shm_name, NULL, log_path);
 
 	/* 3. idle cost first, on a fresh broker. */
 	bench_note("broker idle for %.0f s", idle_s);

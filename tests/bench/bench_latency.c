@@ -23,11 +23,18 @@
  * their own ZooKeeper session and watch, as N bare C clients and as N
  * kazoo (Python) DataWatch processes; latency to the last worker,
  * ZooKeeper connections (mntr) and memory (RSS and PSS), next to one broker
- * plus N zkw readers.
+ * plus N zkw readers. In Python, in one harness with the kazoo workers: N
+ * zkw workers (the seed's example in event mode, zkw.ZookeeperWatcher
+ * subscribed through the broker's control socket: bench_python.py worker)
+ * and the Python wake floor (N bare interpreters on one futex word:
+ * bench_python.py wake), samples interleaved. --data FILE writes the
+ * medians for tests/bench/plot.sh.
  *
  *     bench_latency -z 127.0.0.1:2181 --broker build/zkw-broker [--quick]
  */
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 
 #include "bench.h"
 
@@ -65,10 +72,11 @@ struct series {
 };
 
 static struct shared *sh;
-static const char *opt_hosts, *opt_broker, *opt_python = "/usr/bin/python3", *opt_kazoo;
+static const char *opt_hosts, *opt_broker, *opt_python = "/usr/bin/python3", *opt_kazoo, *opt_py_worker;
 static bool opt_quick, opt_markdown = true;
 static int opt_warmup = 2500;
-static char base_path[256], cfg_path[300], floor_path[300], work_path[300], shm_name[128], log_path[256];
+static char base_path[256], cfg_path[300], floor_path[300], work_path[300], pywork_path[300], shm_name[128],
+        log_path[256], sock_path[108];
 static uint64_t seq_counter = 1000;
 
 /* ---- children ---------------------------------------------------------- */
@@ -387,10 +395,11 @@ static void run_config(zhandle_t *zh, pid_t broker, struct config_result *res, i
 
 struct baseline_result {
 	int n;
-	struct series c, py;
-	long c_conns, py_conns, c_sessions, py_sessions;
-	long c_rss_kb, c_pss_kb, py_rss_kb, py_pss_kb;
-	double py_start_s;
+	pid_t broker;
+	struct series c, py[3], py_zk; /* py: enum py_kind */
+	long c_conns, py_conns[3], c_sessions, py_sessions;
+	long c_rss_kb, c_pss_kb, py_rss_kb[3], py_pss_kb[3], py_broker_pss_kb;
+	double py_start_s[3];
 };
 
 static zhandle_t *baseline_c(zhandle_t *zh, struct baseline_result *res, int n, int samples, long conns0)
@@ -425,114 +434,200 @@ static zhandle_t *baseline_c(zhandle_t *zh, struct baseline_result *res, int n, 
 	return zh;
 }
 
-/* Read "IDX SEQ NS" lines from the workers' pipe until n of them carry
- * seq; the latest NS. */
-static char kazoo_buf[1 << 16];
-static size_t kazoo_have;
+/* ---- Python workers: the seed's (kazoo), zkw's, and their wake floor ------- */
 
-static uint64_t kazoo_collect(int fd, int n, uint64_t seq, int timeout_ms)
+enum py_kind { PY_KAZOO, PY_ZKW, PY_WAKE, PY_KINDS };
+
+static const char *const py_kind_name[PY_KINDS] = {
+        "kazoo DataWatch processes (the seed)",
+        "zkw Python workers (ZookeeperWatcher, event mode, socket)",
+        "Python wake floor (bare interpreters, one futex word)",
+};
+
+/* N Python processes of one kind, reporting "IDX SEQ NS" through one pipe. */
+struct py_group {
+	enum py_kind kind;
+	int n;
+	pid_t pids[MAX_READERS];
+	bench_lines lines;
+};
+
+/* The Python wake floor's futex word (offset 0) and sequence (offset 8),
+ * in a memfd its processes map. */
+static int py_wake_fd = -1;
+static uint32_t *py_wake_word;
+static uint64_t *py_wake_seq;
+
+static void py_wake_init(void)
 {
-	static uint8_t seen[MAX_READERS];
-	char *buf = kazoo_buf;
-	size_t have = kazoo_have;
-	uint64_t end = zkw_clock_mono_ns() + (uint64_t)timeout_ms * 1000000u, mx = 0;
-	int got = 0;
-
-	memset(seen, 0, sizeof(seen));
-	while (got < n) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		char *nl;
-		ssize_t r;
-		int64_t left = (int64_t)(end - zkw_clock_mono_ns()) / 1000000;
-
-		/* Parse the complete lines we have. */
-		while ((nl = memchr(buf, '\n', have)) != NULL) {
-			unsigned idx;
-			unsigned long long s, ns;
-
-			*nl = '\0';
-			if (sscanf(buf, "%u %llu %llu", &idx, &s, &ns) == 3 && idx < MAX_READERS &&
-			    s == seq && !seen[idx]) {
-				seen[idx] = 1;
-				got++;
-				if (ns > mx)
-					mx = ns;
-			}
-			have -= (size_t)(nl + 1 - buf);
-			memmove(buf, nl + 1, have);
-		}
-		if (got >= n)
-			break;
-		if (have == sizeof(kazoo_buf))
-			have = 0; /* a line longer than the buffer: garbage */
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			break;
-		r = read(fd, buf + have, sizeof(kazoo_buf) - have);
-		if (r <= 0)
-			break;
-		have += (size_t)r;
-	}
-	kazoo_have = have;
-	return got >= n ? mx : 0;
+	py_wake_fd = memfd_create("zkwbench-pywake", MFD_CLOEXEC);
+	if (py_wake_fd < 0 || ftruncate(py_wake_fd, 4096) < 0)
+		bench_die("memfd: %s", strerror(errno));
+	py_wake_word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, py_wake_fd, 0);
+	if (py_wake_word == MAP_FAILED)
+		bench_die("mmap memfd: %s", strerror(errno));
+	py_wake_seq = (uint64_t *)((char *)py_wake_word + 8);
 }
 
-static zhandle_t *baseline_kazoo(zhandle_t *zh, struct baseline_result *res, int n, int samples, long conns0)
+/* Start g->n processes of g->kind; wait (bounded) until each reported the
+ * current value (seq). Returns the time that took, in s. */
+static double py_group_start(struct py_group *g, uint64_t seq)
 {
-	pid_t pids[MAX_READERS];
-	int fds[2], i, k;
-	char idx[16];
-	char buf[BENCH_CONFIG_LEN + 32];
-	uint64_t t_start = zkw_clock_mono_ns(), seq, t0, mx;
+	uint64_t t0 = zkw_clock_mono_ns();
+	int fds[2], i;
 
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		bench_die("pipe: %s", strerror(errno));
-	kazoo_have = 0;
-	/* The sets and reads happen on our handle; the workers are exec'd. */
-	seq = ++seq_counter;
-	bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN);
-	bench_zk_put(zh, work_path, buf, BENCH_CONFIG_LEN);
-	for (i = 0; i < n; i++) {
-		pids[i] = bench_fork();
-		if (pids[i] == 0) {
+	g->lines.fd = fds[0];
+	g->lines.have = 0;
+	if (g->kind == PY_WAKE)
+		__atomic_store_n(py_wake_seq, seq, __ATOMIC_RELEASE);
+	for (i = 0; i < g->n; i++) {
+		g->pids[i] = bench_fork();
+		if (g->pids[i] == 0) {
+			char idx[16], fd[16];
+
 			snprintf(idx, sizeof(idx), "%d", i);
 			dup2(fds[1], 1);
-			execl(opt_python, opt_python, opt_kazoo, opt_hosts, work_path, idx, (char *)NULL);
+			if (g->kind == PY_KAZOO) {
+				execl(opt_python, opt_python, opt_kazoo, opt_hosts, work_path, idx,
+				      (char *)NULL);
+			} else if (g->kind == PY_ZKW) {
+				execl(opt_python, opt_python, opt_py_worker, "worker", sock_path, opt_hosts,
+				      pywork_path, idx, (char *)NULL);
+			} else {
+				fcntl(py_wake_fd, F_SETFD, 0);
+				snprintf(fd, sizeof(fd), "%d", py_wake_fd);
+				execl(opt_python, opt_python, opt_py_worker, "wake", idx, fd, (char *)NULL);
+			}
 			fprintf(stderr, "exec %s: %s\n", opt_python, strerror(errno));
 			_exit(127);
 		}
 	}
 	close(fds[1]);
-	/* Each DataWatch reports the current value once it is set up. */
-	if (!kazoo_collect(fds[0], n, seq, 120000))
-		bench_die("kazoo workers: not all %d reported within 120 s (is python3-kazoo installed for "
-		          "%s?)",
-		          n, opt_python);
-	res->py_start_s = (double)(zkw_clock_mono_ns() - t_start) / 1e9;
-	res->py_conns = bench_zk_connections(opt_hosts) - conns0;
-	res->py_sessions = zkh_session_count(opt_hosts);
-	series_init(&res->py, "N kazoo DataWatch processes (the seed)", n, (size_t)samples);
-	for (k = 0; k < samples; k++) {
-		int len;
+	if (!bench_lines_collect(&g->lines, g->n, seq, 120000))
+		bench_die("%s: not all %d reported within 120 s (python3-kazoo installed? zkw.py on "
+		          "PYTHONPATH, ZKW_LIBRARY set?)",
+		          py_kind_name[g->kind], g->n);
+	return (double)(zkw_clock_mono_ns() - t0) / 1e9;
+}
 
-		seq = ++seq_counter;
-		len = bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN);
+static void py_group_memory(const struct py_group *g, long *rss_kb, long *pss_kb)
+{
+	*rss_kb = *pss_kb = 0;
+	for (int i = 0; i < g->n; i++) {
+		*rss_kb += bench_rss_kb(g->pids[i]);
+		*pss_kb += bench_pss_kb(g->pids[i]);
+	}
+}
+
+static void py_group_stop(struct py_group *g)
+{
+	proc_kill_pids(g->pids, g->n);
+	close(g->lines.fd);
+	g->lines.fd = -1;
+}
+
+/* One change -> the last of the group holding it, in us. */
+static double py_group_sample(zhandle_t *zh, struct py_group *g)
+{
+	char buf[BENCH_CONFIG_LEN + 32];
+	uint64_t seq = ++seq_counter, t0, mx;
+
+	if (g->kind == PY_WAKE) {
+		__atomic_store_n(py_wake_seq, seq, __ATOMIC_RELEASE);
 		t0 = zkw_clock_mono_ns();
-		if (zoo_set(zh, work_path, buf, len, -1) != ZOK)
-			bench_die("zoo_set %s failed", work_path);
-		mx = kazoo_collect(fds[0], n, seq, 10000);
-		if (!mx)
-			bench_die("kazoo workers: not all %d saw seq %" PRIu64 " within 10 s", n, seq);
-		res->py.v[res->py.count++] = mx > t0 ? (double)(mx - t0) / 1000.0 : 0;
-		zkw_clock_sleep_ns(20000000); /* let the 64 interpreters settle */
+		__atomic_add_fetch(py_wake_word, 1, __ATOMIC_RELEASE);
+		bench_futex(py_wake_word, FUTEX_WAKE, INT_MAX, NULL);
+	} else {
+		const char *path = g->kind == PY_KAZOO ? work_path : pywork_path;
+		int len = bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN);
+
+		t0 = zkw_clock_mono_ns();
+		if (zoo_set(zh, path, buf, len, -1) != ZOK)
+			bench_die("zoo_set %s failed", path);
 	}
-	res->py_rss_kb = res->py_pss_kb = 0;
-	for (i = 0; i < n; i++) {
-		res->py_rss_kb += bench_rss_kb(pids[i]);
-		res->py_pss_kb += bench_pss_kb(pids[i]);
+	mx = bench_lines_collect(&g->lines, g->n, seq, 10000);
+	if (!mx)
+		bench_die("%s: not all %d saw seq %" PRIu64 " within 10 s", py_kind_name[g->kind], g->n, seq);
+	return mx > t0 ? (double)(mx - t0) / 1000.0 : 0;
+}
+
+/* The seed's design in Python next to zkw's Python workers and the Python
+ * wake floor. Memory and start-up: each kind alone (PSS divides the
+ * interpreter's shared pages among all the processes that map them).
+ * Latency: all three kinds alive, samples interleaved with a ZooKeeper
+ * floor sample, the order rotated. */
+static zhandle_t *baseline_python(zhandle_t *zh, struct baseline_result *res, int n, int samples, long conns0)
+{
+	static struct py_group g[PY_KINDS];
+	char buf[BENCH_CONFIG_LEN + 32];
+	uint64_t seq;
+	int k, i;
+
+	seq = ++seq_counter;
+	bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN);
+	bench_zk_put(zh, work_path, buf, BENCH_CONFIG_LEN);
+	bench_zk_put(zh, pywork_path, buf, BENCH_CONFIG_LEN);
+	/* --quick: one start of each kind, memory measured with all three
+	 * running (interpreter pages shared three ways: indicative only). */
+	for (i = 0; i < PY_KINDS && !opt_quick; i++) {
+		g[i].kind = (enum py_kind)i;
+		g[i].n = n;
+		bench_note("baseline: %d %s alone (memory, start-up)", n, py_kind_name[i]);
+		res->py_start_s[i] = py_group_start(&g[i], seq);
+		zkw_clock_sleep_ns(200000000); /* start-up garbage settles */
+		py_group_memory(&g[i], &res->py_rss_kb[i], &res->py_pss_kb[i]);
+		res->py_conns[i] = bench_zk_connections(opt_hosts) - conns0;
+		if (i == PY_KAZOO)
+			res->py_sessions = zkh_session_count(opt_hosts);
+		if (i == PY_ZKW)
+			res->py_broker_pss_kb = bench_pss_kb(res->broker);
+		py_group_stop(&g[i]);
 	}
-	proc_kill_pids(pids, n);
-	close(fds[0]);
-	series_done(&res->py);
+	bench_note("baseline: %d of each Python kind together, %d samples each", n, samples);
+	seq = ++seq_counter;
+	bench_config(buf, sizeof(buf), seq, BENCH_CONFIG_LEN);
+	bench_zk_put(zh, work_path, buf, BENCH_CONFIG_LEN);
+	bench_zk_put(zh, pywork_path, buf, BENCH_CONFIG_LEN);
+	for (i = 0; i < PY_KINDS; i++) {
+		g[i].kind = (enum py_kind)i;
+		g[i].n = n;
+		if (!opt_quick) {
+			py_group_start(&g[i], seq);
+			continue;
+		}
+		res->py_start_s[i] = py_group_start(&g[i], seq);
+		res->py_conns[i] = bench_zk_connections(opt_hosts) - conns0 - (i > PY_KAZOO ? n : 0);
+		if (i == PY_KAZOO)
+			res->py_sessions = zkh_session_count(opt_hosts);
+	}
+	if (opt_quick) {
+		zkw_clock_sleep_ns(200000000);
+		for (i = 0; i < PY_KINDS; i++)
+			py_group_memory(&g[i], &res->py_rss_kb[i], &res->py_pss_kb[i]);
+		res->py_broker_pss_kb = bench_pss_kb(res->broker);
+	}
+	for (i = 0; i < PY_KINDS; i++)
+		series_init(&res->py[i], py_kind_name[i], n, (size_t)samples);
+	series_init(&res->py_zk, "ZooKeeper floor (bare C client)", 1, (size_t)samples);
+	for (k = 0; k < samples; k++) {
+		for (i = 0; i < PY_KINDS + 1; i++) {
+			int which = (k + i) % (PY_KINDS + 1);
+
+			if (which == PY_KINDS)
+				res->py_zk.v[res->py_zk.count++] =
+				        sample_zk(zh, floor_path, &sh->floor, 1, "ZooKeeper floor");
+			else
+				res->py[which].v[res->py[which].count++] = py_group_sample(zh, &g[which]);
+			zkw_clock_sleep_ns(20000000); /* let the interpreters settle */
+		}
+	}
+	for (i = 0; i < PY_KINDS; i++) {
+		py_group_stop(&g[i]);
+		series_done(&res->py[i]);
+	}
+	series_done(&res->py_zk);
 	return zh;
 }
 
@@ -565,9 +660,10 @@ static int samples_for(int n)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: bench_latency -z HOSTS --broker PATH [--quick] [--readers 1,16,64,256]\n"
-	           "                     [--baseline 16,64] [--kazoo-worker PATH] [--python PATH]\n"
-	           "                     [--warmup OPS] [--markdown|--plain]\n");
+	fprintf(f,
+	        "usage: bench_latency -z HOSTS --broker PATH [--quick] [--readers 1,16,64,256]\n"
+	        "                     [--baseline 16,64] [--kazoo-worker PATH] [--py-worker PATH]\n"
+	        "                     [--python PATH] [--warmup OPS] [--data FILE] [--markdown|--plain]\n");
 }
 
 int main(int argc, char **argv)
@@ -584,11 +680,10 @@ int main(int argc, char **argv)
 	struct zkw_opt o;
 
 	bench_init("bench_latency");
-	zkw_opt_init(
-	        &o, argc, argv, "bench_latency",
-	        "z|zookeeper: b|broker: q|quick r=readers: B=baseline: k=kazoo-worker: P=python: w=warmup: "
-	        "m=markdown p=plain h|help",
-	        usage);
+	zkw_opt_init(&o, argc, argv, "bench_latency",
+	             "z|zookeeper: b|broker: q|quick r=readers: B=baseline: k=kazoo-worker: Y=py-worker: "
+	             "P=python: w=warmup: D=data: m=markdown p=plain h|help",
+	             usage);
 	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
 		case 'z': opt_hosts = o.arg; break;
@@ -597,6 +692,8 @@ int main(int argc, char **argv)
 		case 'r': nconf = parse_list(o.arg, ns, MAX_CONFIGS); break;
 		case 'B': nbase = strcmp(o.arg, "none") == 0 ? 0 : parse_list(o.arg, bs, MAX_CONFIGS); break;
 		case 'k': opt_kazoo = o.arg; break;
+		case 'Y': opt_py_worker = o.arg; break;
+		case 'D': bench_data_open(o.arg); break;
 		case 'P': opt_python = o.arg; break;
 		case 'w':
 			if (zkw_opt_int(&o, "a number from 0 to 1000000", 0, 1000000, &opt_warmup))
@@ -613,11 +710,24 @@ int main(int argc, char **argv)
 	}
 	if (nbase && !opt_kazoo)
 		opt_kazoo = "tests/bench/kazoo_worker.py";
+	if (nbase && !opt_py_worker)
+		opt_py_worker = "tests/bench/bench_python.py";
+	py_wake_init();
 	sh = bench_shared_alloc(sizeof(*sh));
 	snprintf(base_path, sizeof(base_path), "/zkwbench/lat%d", (int)getpid());
 	snprintf(cfg_path, sizeof(cfg_path), "%s/config", base_path);
 	snprintf(floor_path, sizeof(floor_path), "%s/floor", base_path);
 	snprintf(work_path, sizeof(work_path), "%s/workers", base_path);
+	snprintf(pywork_path, sizeof(pywork_path), "%s/pyworkers", base_path);
+	snprintf(sock_path, sizeof(sock_path), "/tmp/zkwbench-%d.lat.sock", (int)getpid());
+	bench_unlink_file_on_exit(sock_path);
+	{
+		/* The segments of watches the Python workers added on demand. */
+		char mark[64];
+
+		snprintf(mark, sizeof(mark), "zkwbench.lat%d.", (int)getpid());
+		bench_sweep_on_exit(mark);
+	}
 	snprintf(shm_name, sizeof(shm_name), "zkwbench.lat.%d", (int)getpid());
 	snprintf(log_path, sizeof(log_path), "/tmp/zkwbench-broker-%d.log", (int)getpid());
 
@@ -636,7 +746,8 @@ int main(int argc, char **argv)
 	settle(zh, floor_path, &sh->floor, 1, "ZooKeeper floor client (start-up)");
 	diag_zh = zh;
 	conns0 = bench_zk_connections(opt_hosts);
-	broker = bench_broker_start(opt_broker, opt_hosts, cfg_path, shm_name, log_path);
+	/* The socket serves the zkw Python workers of the baseline. */
+	broker = bench_broker_start(opt_broker, opt_hosts, cfg_path, shm_name, sock_path, log_path);
 	conns_broker = bench_zk_connections(opt_hosts) - conns0;
 	warm_up(zh, opt_warmup);
 
@@ -650,12 +761,13 @@ int main(int argc, char **argv)
 
 		bench_note("baseline: %d C session workers", bs[i]);
 		zh = baseline_c(zh, &base[i], bs[i], samples, conns0 + conns_broker);
-		bench_note("baseline: %d kazoo workers", bs[i]);
-		zh = baseline_kazoo(zh, &base[i], bs[i], opt_quick ? 5 : 60, conns0 + conns_broker);
+		base[i].broker = broker;
+		zh = baseline_python(zh, &base[i], bs[i], opt_quick ? 5 : 60, conns0 + conns_broker);
 		base[i].n = bs[i];
 	}
 	proc_stop_pid(broker, SIGTERM, 5000);
-	unlink(log_path); /* kept only when the bench fails */
+	unlink(sock_path); /* gone already, unless the broker was killed */
+	unlink(log_path);  /* kept only when the bench fails */
 	proc_stop_pid(floor_pid, SIGTERM, 1000);
 	zkw_zk_delete_tree(zh, base_path, NULL, 0); /* the bench's own nodes */
 	zkw_zk_close(zh);
@@ -690,6 +802,9 @@ int main(int argc, char **argv)
 		       r->n == 1 ? "ZooKeeper floor" : "(ZooKeeper + wake floor)",
 		       bench_verdict(ratio <= target), r->zkw.st.median - floor_us);
 	}
+	for (i = 0; i < nconf; i++)
+		bench_data("latency\t%d\t%.1f\t%.1f\t%.1f", res[i].n, res[i].zkw.st.median,
+		           res[i].zk.st.median, res[i].wake.st.median);
 	printf("\nzkw reader -EAGAIN results during the latency runs: %" PRIu64 ".\n",
 	       __atomic_load_n(&sh->reader_eagain, __ATOMIC_RELAXED));
 	printf("Broker-only added latency for 1 reader (zkw minus ZooKeeper floor, median): %.1f us; it "
@@ -730,11 +845,20 @@ int main(int argc, char **argv)
 			       "%.1f |\n",
 			       b->n, b->c.st.n, b->c.st.min, b->c.st.median, b->c.st.p99, b->c_conns,
 			       b->c_sessions, b->c_rss_kb / 1024.0, b->c_pss_kb / 1024.0);
-			printf("| kazoo DataWatch processes (the seed) | %d | %zu | %.1f | %.1f | %.1f | %ld "
-			       "| %ld | "
-			       "%.1f | %.1f |\n",
-			       b->n, b->py.st.n, b->py.st.min, b->py.st.median, b->py.st.p99, b->py_conns,
-			       b->py_sessions, b->py_rss_kb / 1024.0, b->py_pss_kb / 1024.0);
+			for (j = 0; j < PY_KINDS; j++) {
+				const struct series *py = &b->py[j];
+				char sessions[32] = "-";
+
+				if (j == PY_KAZOO)
+					snprintf(sessions, sizeof(sessions), "%ld", b->py_sessions);
+				/* zkw's Python workers count the broker's share, as the C
+				 * readers above do. */
+				printf("| %s | %d | %zu | %.1f | %.1f | %.1f | %ld | %s | %.1f | %.1f |\n",
+				       py_kind_name[j], b->n, py->st.n, py->st.min, py->st.median, py->st.p99,
+				       j == PY_ZKW ? conns_broker : b->py_conns[j], sessions,
+				       b->py_rss_kb[j] / 1024.0,
+				       (b->py_pss_kb[j] + (j == PY_ZKW ? b->py_broker_pss_kb : 0)) / 1024.0);
+			}
 		}
 		printf("\n| N | speed-up vs kazoo (median latency) | target | verdict | lighter vs kazoo "
 		       "(PSS) | "
@@ -749,9 +873,9 @@ int main(int argc, char **argv)
 
 				if (r->n != b->n)
 					continue;
-				speed = b->py.st.median / r->zkw.st.median;
-				pss = (double)b->py_pss_kb / (double)(r->pss_kb + r->broker_pss_kb);
-				rss = (double)b->py_rss_kb / (double)(r->rss_kb + r->broker_rss_kb);
+				speed = b->py[PY_KAZOO].st.median / r->zkw.st.median;
+				pss = (double)b->py_pss_kb[PY_KAZOO] / (double)(r->pss_kb + r->broker_pss_kb);
+				rss = (double)b->py_rss_kb[PY_KAZOO] / (double)(r->rss_kb + r->broker_rss_kb);
 				/* docs/design.md sets these targets for 64 workers; other
 				 * sizes are shown, not judged. */
 				if (b->n == 64)
@@ -781,9 +905,58 @@ int main(int argc, char **argv)
 		       "memory zkw adds to a worker is the few segment pages it maps plus the reader struct. "
 		       "The "
 		       "100x target is judged on PSS.\n");
-		printf("\nkazoo workers: start-up of the %d-process set took %.1f s (interpreters + "
-		       "sessions).\n",
-		       base[nbase - 1].n, base[nbase - 1].py_start_s);
+		printf("\n### Python workers: zkw against the seed, in one harness\n\n");
+		printf("N processes of each kind; memory and start-up measured with each kind alone (PSS "
+		       "divides the interpreter's shared pages among every process mapping them)%s, latency "
+		       "with all three kinds running, samples interleaved with a ZooKeeper floor sample, the "
+		       "order rotated. zkw Python workers: the seed's example program in event mode "
+		       "(zkw.ZookeeperWatcher(hosts, path, valid_handler, config_handler, error_handler, "
+		       "ensure=True), its three handlers; the config handler stamps the time as it starts), "
+		       "each subscribed through the broker's control socket; their PSS includes the "
+		       "broker's. kazoo: tests/bench/kazoo_worker.py, the seed's design (a session and a "
+		       "DataWatch per process), stamping as its callback starts. Python wake floor: N bare "
+		       "interpreters blocked on one futex word (ctypes), FUTEX_WAKE -> the last one's stamp "
+		       "and report line: what any Python worker pays to be woken and to report.\n\n",
+		       opt_quick ? " (--quick: with all three running, so shared pages are split three ways)"
+		                 : "");
+		printf("| N | zkw Python median us | kazoo median us | speed-up | zkw Python PSS MiB | kazoo "
+		       "PSS MiB | lighter (PSS) | bare interpreters PSS MiB | Python wake floor median us | "
+		       "ZooKeeper floor median us | zkw Python / (ZooKeeper + Python wake floor) |\n"
+		       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+		for (i = 0; i < nbase; i++) {
+			struct baseline_result *b = &base[i];
+			double zpss = (b->py_pss_kb[PY_ZKW] + b->py_broker_pss_kb) / 1024.0;
+
+			printf("| %d | %.1f | %.1f | %.1fx | %.1f | %.1f | %.1fx | %.1f | %.1f | %.1f | %.2f "
+			       "|\n",
+			       b->n, b->py[PY_ZKW].st.median, b->py[PY_KAZOO].st.median,
+			       b->py[PY_KAZOO].st.median / b->py[PY_ZKW].st.median, zpss,
+			       b->py_pss_kb[PY_KAZOO] / 1024.0, b->py_pss_kb[PY_KAZOO] / 1024.0 / zpss,
+			       b->py_pss_kb[PY_WAKE] / 1024.0, b->py[PY_WAKE].st.median, b->py_zk.st.median,
+			       b->py[PY_ZKW].st.median / (b->py_zk.st.median + b->py[PY_WAKE].st.median));
+		}
+		printf("\nStart-up (processes started -> every one holds the config, each kind alone):");
+		for (i = 0; i < nbase; i++)
+			printf(" %d: kazoo %.1f s, zkw Python %.1f s, bare interpreters %.1f s%s", base[i].n,
+			       base[i].py_start_s[PY_KAZOO], base[i].py_start_s[PY_ZKW],
+			       base[i].py_start_s[PY_WAKE], i + 1 < nbase ? ";" : ".\n");
+		for (i = 0; i < nbase; i++) {
+			struct baseline_result *b = &base[i];
+
+			for (int j = 0; j < nconf; j++)
+				if (res[j].n == b->n)
+					bench_data("seed\t%d\tzkw C readers\t%.1f\t%.2f", b->n,
+					           res[j].zkw.st.median,
+					           (res[j].pss_kb + res[j].broker_pss_kb) / 1024.0);
+			bench_data("seed\t%d\tbare C sessions\t%.1f\t%.2f", b->n, b->c.st.median,
+			           b->c_pss_kb / 1024.0);
+			bench_data("seed\t%d\tzkw Python\t%.1f\t%.2f", b->n, b->py[PY_ZKW].st.median,
+			           (b->py_pss_kb[PY_ZKW] + b->py_broker_pss_kb) / 1024.0);
+			bench_data("seed\t%d\tkazoo (seed)\t%.1f\t%.2f", b->n, b->py[PY_KAZOO].st.median,
+			           b->py_pss_kb[PY_KAZOO] / 1024.0);
+			bench_data("seed\t%d\tPython wake floor\t%.1f\t%.2f", b->n, b->py[PY_WAKE].st.median,
+			           b->py_pss_kb[PY_WAKE] / 1024.0);
+		}
 		(void)zkw64;
 	}
 	printf("\n_bench_latency finished in %.1f s._\n\n", (double)(zkw_clock_mono_ns() - t_start) / 1e9);

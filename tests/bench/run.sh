@@ -5,14 +5,19 @@
 #   tests/bench/run.sh BUILD_DIR [--quick] [--out FILE]
 #
 # Starts its own loopback ZooKeeper (tools/zk.sh, forceSync=no), runs every
-# benchmark in BUILD_DIR/bench (bench_read and bench_cache when built, then
-# bench_latency, which warms ZooKeeper up with >= 2,000 operations before
-# any timing, then bench_broker), prints the tables and writes the report
-# (default: BENCHMARKS.md at the repository root). --quick is a smoke run
-# (< 60 s) with the same figures from fewer samples; it is what
-# tests/bench/test_bench_quick.sh runs. Every step is bounded by `timeout`; the
-# ZooKeeper server and every process the benches start are stopped on any
-# exit (trap here, atexit/signal paths and PDEATHSIG in the C benches).
+# benchmark in BUILD_DIR/bench (bench_read, bench_cache and bench_python
+# when built, then bench_latency, which warms ZooKeeper up with >= 2,000
+# operations before any timing, bench_broker and bench_watches; last
+# bench_fleet, against a 3-member ensemble started for it), draws the
+# pictures (tests/bench/plot.sh, gnuplot: docs/bench/*.svg next to the
+# report), prints the tables and writes the report (default: BENCHMARKS.md
+# at the repository root). --quick is a smoke run (about a minute) with the
+# same figures from fewer samples and smaller sizes; it is what
+# tests/bench/test_bench_quick.sh runs. Every step is bounded by `timeout`;
+# the ZooKeeper servers and every process the benches start are stopped on
+# any exit (trap here, atexit/signal paths and PDEATHSIG in the C benches).
+# The Python benches import client/python/zkw.py with BUILD_DIR's
+# libzkw-client.so (PYTHONPATH and ZKW_LIBRARY are set here).
 #
 # Exit status: 0 when every benchmark completed (targets may still be
 # missed: they are figures, reported as met/missed, not test verdicts),
@@ -42,26 +47,42 @@ while (($#)); do
 done
 [[ -d $build ]] || { echo "run.sh: $build: no such build directory (run make first)" >&2; exit 2; }
 build=$(cd "$build" && pwd)
-for f in "$build/zkw-broker" "$build/bench/bench_latency" "$build/bench/bench_broker"; do
+mkdir -p "$(dirname "$out")"
+for f in "$build/zkw-broker" "$build/libzkw-client.so" "$build/bench/bench_latency" "$build/bench/bench_broker" \
+	"$build/bench/bench_watches" "$build/bench/bench_fleet"; do
 	[[ -x $f ]] || { echo "run.sh: $f missing: build it with make" >&2; exit 1; }
 done
 
 qflag=()
 ((quick)) && qflag=(--quick)
 if ((quick)); then
-	t_read=60 t_cache=60 t_lat=120 t_brk=90
+	t_read=60 t_cache=60 t_py=60 t_lat=120 t_brk=90 t_watch=120 t_fleet=90
+	fleet_args=(--brokers 5 --watches 20 --reconcile 3)
 else
-	t_read=120 t_cache=120 t_lat=420 t_brk=240
+	t_read=120 t_cache=120 t_py=180 t_lat=600 t_brk=240 t_watch=600 t_fleet=400
+	fleet_args=(--brokers 50 --watches 200 --reconcile 20)
 fi
+export PYTHONPATH=$root/client/python${PYTHONPATH:+:$PYTHONPATH} ZKW_LIBRARY=$build/libzkw-client.so
+# A sanitizer build's libzkw-client.so (make check, make tsan) needs its
+# runtime loaded before Python's: bench_python.py preloads these into itself.
+ZKW_BENCH_PY_PRELOAD=$(ldd "$ZKW_LIBRARY" 2>/dev/null |
+	awk '$1 ~ /^lib(asan|tsan)/ && $2 == "=>" { first = first " " $3 } $1 ~ /^libubsan/ && $2 == "=>" { last = last " " $3 }
+	     END { print first last }' | sed 's/^ *//')
+export ZKW_BENCH_PY_PRELOAD
+export ZKW_ZK_SH=$root/tools/zk.sh
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/zkwbench.XXXXXX")
 zkdir=$work/zk
-zk_started=0
+fleetdir=$work/fleet
+zk_started=0 fleet_started=0
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	if ((zk_started)); then
 		"$root/tools/zk.sh" stop "$zkdir" >/dev/null 2>&1 || true
+	fi
+	if ((fleet_started)); then
+		"$root/tools/zk.sh" stop "$fleetdir" >/dev/null 2>&1 || true
 	fi
 	rm -rf "$work"
 	exit "$rc"
@@ -89,7 +110,12 @@ run() {
 	local name=$1 limit=$2 rc=0 t=$SECONDS
 	shift 2
 	echo "== $name: $*"
-	timeout --kill-after=10 "$limit" "$@" >"$work/$name.md" 2> >(tee "$work/$name.log" >&2) || rc=$?
+	# stderr through tee in a pipeline (not a process substitution): its
+	# log is complete when the failure report below reads it.
+	set +e
+	timeout --kill-after=10 "$limit" "$@" 2>&1 >"$work/$name.md" | tee "$work/$name.log" >&2
+	rc=${PIPESTATUS[0]}
+	set -e
 	if ((rc != 0)); then
 		failed+=("$name")
 		{
@@ -109,6 +135,7 @@ run() {
 		case $name in
 		bench_read) title="Read path: poll and read against a plain load and memcpy (bench_read)" ;;
 		bench_cache) title="Multi-threaded reader cache (bench_cache)" ;;
+		plots) title="Pictures (tests/bench/plot.sh)" ;;
 		*) title=$name ;;
 		esac
 		{ printf '## %s\n\n' "$title"; cat "$work/$name.md"; } >"$work/$name.md.h"
@@ -129,9 +156,37 @@ if [[ -x $build/bench/bench_cache ]]; then
 else
 	echo "== bench_cache not built: skipped"
 fi
+if [[ -x $build/bench/bench_python ]]; then
+	run bench_python "$t_py" "$build/bench/bench_python" --script "$here/bench_python.py" --python /usr/bin/python3 \
+		"${qflag[@]}"
+else
+	echo "== bench_python not built: skipped"
+fi
 run bench_latency "$t_lat" "$build/bench/bench_latency" -z "$hosts" --broker "$build/zkw-broker" \
-	--kazoo-worker "$here/kazoo_worker.py" --python /usr/bin/python3 --warmup 2500 "${qflag[@]}"
+	--kazoo-worker "$here/kazoo_worker.py" --py-worker "$here/bench_python.py" --python /usr/bin/python3 \
+	--warmup 2500 --data "$work/bench_latency.dat" "${qflag[@]}"
 run bench_broker "$t_brk" "$build/bench/bench_broker" -z "$hosts" --broker "$build/zkw-broker" "${qflag[@]}"
+run bench_watches "$t_watch" "$build/bench/bench_watches" -z "$hosts" --broker "$build/zkw-broker" \
+	--data "$work/bench_watches.dat" "${qflag[@]}"
+
+# The fleet gets an ensemble of its own, started only now so that its JVMs
+# do not disturb the other benchmarks; it restarts every member.
+"$root/tools/zk.sh" stop "$zkdir" >/dev/null 2>&1 || true
+zk_started=0
+echo "== starting a 3-member ZooKeeper ensemble in $fleetdir"
+fleet_started=1
+fleet_hosts=$("$root/tools/zk.sh" start "$fleetdir" --nodes 3 --tick 200)
+echo "== ensemble at $fleet_hosts"
+run bench_fleet "$t_fleet" "$build/bench/bench_fleet" --zk-dir "$fleetdir" --zk-sh "$root/tools/zk.sh" \
+	--broker "$build/zkw-broker" "${fleet_args[@]}" --data "$work/bench_fleet.dat" "${qflag[@]}"
+"$root/tools/zk.sh" stop "$fleetdir" >/dev/null 2>&1 || true
+fleet_started=0
+
+# The pictures, next to the report: docs/bench/*.svg.
+plotdir=$(cd "$(dirname "$out")" && pwd)/docs/bench
+run plots 60 "$here/plot.sh" "$work" "$plotdir"
+# Its section is a log, not a table: only a failure is reported.
+grep -q '^## plots: FAILED' "$work/plots.md" || : >"$work/plots.md"
 
 elapsed=$((SECONDS - t0))
 
@@ -142,10 +197,11 @@ kazoo_version=$(/usr/bin/python3 -c 'import importlib.metadata as m; print(m.ver
 {
 	echo "# zkw benchmarks"
 	echo
-	echo "Generated by \`make bench\` (\`tests/bench/run.sh $(basename "$build")$( ((quick)) && echo ' --quick')\`)"
+	echo "Generated by \`make bench\` (\`tests/bench/run.sh BUILD$( ((quick)) && echo ' --quick')\`)"
 	echo "on $started_at in $elapsed s. Every figure below comes from this one run, against one"
 	echo "loopback ZooKeeper server started for it (tools/zk.sh, tickTime 200 ms, forceSync=no),"
-	echo "warmed up with 2,500 operations before any timing."
+	echo "warmed up with 2,500 operations before any timing; the fleet simulation has a 3-member"
+	echo "ensemble of its own (same settings)."
 	((quick)) && echo "**This is a --quick smoke run: few samples, figures are indicative only.**"
 	echo
 	echo "| machine | |"
@@ -172,10 +228,22 @@ kazoo_version=$(/usr/bin/python3 -c 'import importlib.metadata as m; print(m.ver
 	echo "| bench | row (columns as in its section) |"
 	echo "|---|---|"
 	for s in "${sections[@]}"; do
-		grep -E '\| *(met|\*\*missed\*\*|PASS|FAIL) *\|' "$work/$s.md" 2>/dev/null |
+		grep -E '\| *(met|\*\*missed\*\*|PASS|MISS|FAIL) *\|' "$work/$s.md" 2>/dev/null |
 			sed -e 's/^| *//' -e 's/ *| *$//' -e 's/ *| */ · /g' -e "s/^/| $s | /" -e 's/$/ |/' || true
 	done
 	echo
+	if ls "$plotdir"/*.svg >/dev/null 2>&1; then
+		echo "## Pictures"
+		echo
+		echo "Drawn by \`make bench\` from the figures below (tests/bench/plot.sh, gnuplot)."
+		echo
+		[[ -f $plotdir/latency.svg ]] && printf '%s\n\n' \
+			"![Change latency against the number of readers, with the ZooKeeper floor and the wake floor](docs/bench/latency.svg)"
+		[[ -f $plotdir/seed.svg ]] && printf '%s\n\n' \
+			"![zkw against the seed's design, C and Python: latency to the last worker and memory](docs/bench/seed.svg)"
+		[[ -f $plotdir/watches.svg ]] && printf '%s\n\n' \
+			"![Cost against the number of watches: start-up, memory, change latency](docs/bench/watches.svg)"
+	fi
 	for s in "${sections[@]}"; do
 		cat "$work/$s.md"
 		echo

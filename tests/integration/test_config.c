@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -244,6 +246,54 @@ static void test_reload(void **state)
 	zkw_writer_remove(sd);
 }
 
+/* After a reload the running values of what needs a restart stay, and
+ * stay readable: STATUS still names the ensemble (a file's `zookeeper =`
+ * was freed with the old configuration once: ASan saw it). A changed
+ * ensemble is said to need a restart. */
+static void test_reload_keeps_restart_settings(void **state)
+{
+	char sock[128], hostsq[512], *a;
+	const char *argv[] = {"--config", conf, NULL};
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	proc *b;
+
+	(void)state;
+	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
+	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = %s\n", hosts, sock);
+	b = proc_spawn("zkw-broker", argv);
+	assert_non_null(b);
+	assert_true(proc_wait_output(b, PROC_STDERR, "listening", WAIT_MS));
+	write_conf("[broker]\nzookeeper = 127.0.0.1:1\n[socket]\npath = %s\n", sock);
+	proc_signal(b, SIGHUP);
+	assert_true(proc_wait_output(b, PROC_STDERR, "reloaded", WAIT_MS));
+	assert_int_equal(proc_count(b, PROC_STDERR, "reload: zookeeper changed: needs a restart"), 1);
+	for (int round = 0; round < 2; round++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		char buf[1024];
+		ssize_t n;
+
+		assert_true(strlen(sock) < sizeof(addr.sun_path));
+		memcpy(addr.sun_path, sock, strlen(sock) + 1);
+		assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+		assert_int_equal(send(fd, "STATUS\n", 7, 0), 7);
+		n = recv(fd, buf, sizeof(buf) - 1, MSG_WAITALL);
+		assert_true(n > 0);
+		buf[n] = '\0';
+		close(fd);
+		snprintf(hostsq, sizeof(hostsq), "hosts=%s ", hosts);
+		a = strstr(buf, hostsq);
+		if (!a)
+			fail_msg("STATUS after a reload: %s (want %s)", buf, hostsq);
+		if (round == 0) { /* and once more after a second reload */
+			proc_signal(b, SIGHUP);
+			assert_true(proc_wait_output_count(b, PROC_STDERR, "reloaded", 2, WAIT_MS));
+		}
+	}
+	proc_signal(b, SIGTERM);
+	assert_int_equal(proc_wait(b, WAIT_MS), 0);
+	proc_free(b);
+}
+
 /* One version from one place (ZKW_VERSION): every tool says it. */
 static void test_version(void **state)
 {
@@ -293,6 +343,7 @@ int main(void)
 	        cmocka_unit_test(test_check_config),
 	        cmocka_unit_test(test_reload),
 	        cmocka_unit_test(test_version),
+	        cmocka_unit_test(test_reload_keeps_restart_settings),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -53,13 +53,33 @@ static const char *new_name(void)
 	return names[names_used++];
 }
 
+/* /dev/shm entries of other kinds a test made (FIFOs, links, directories). */
+static char entries[8][96];
+static int entries_used;
+
 static int unlink_names(void **state)
 {
+	char path[800];
+
 	(void)state;
 	for (int i = 0; i < names_used; i++)
 		zkw_writer_remove(names[i]);
 	names_used = 0;
+	for (int i = 0; i < entries_used; i++) {
+		snprintf(path, sizeof(path), "/dev/shm%s", entries[i]);
+		if (unlink(path) < 0)
+			rmdir(path);
+	}
+	entries_used = 0;
 	return 0;
+}
+
+/* A name for a hostile entry of /dev/shm, removed by unlink_names. */
+static const char *new_entry(const char *base, const char *kind)
+{
+	assert_true(entries_used < 8);
+	snprintf(entries[entries_used], sizeof(entries[0]), "%s.%s", base, kind);
+	return entries[entries_used++];
 }
 
 static int find_inspect(void **state)
@@ -447,7 +467,7 @@ static void test_content_is_written_raw_and_exact(void **state)
 		big[i] = (unsigned char)(i * 7 + i / 256);
 	zkw_publication p = {.valid = true, .content = big, .len = sizeof(big), .content_serial = 2};
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
-	run_inspect(&r, "-c", name, NULL);
+	run_inspect(&r, "--content", name, NULL);
 	expect_exit(&r, 0, "--content at capacity");
 	assert_int_equal(r.out.len, sizeof(big));
 	assert_memory_equal(r.out.data, big, sizeof(big));
@@ -883,6 +903,320 @@ static void test_owner_option(void **state)
 	zkw_writer_close(w, true);
 }
 
+/* ---- UTF-8 in --json (issue 13, item 8) ---------------------------------------- */
+
+/* Every byte of doc outside printable ASCII and newline must belong to a
+ * well-formed, printable UTF-8 character: no control, no DEL, no C1, no
+ * stray byte. */
+static void expect_json_bytes_printable(const char *doc, size_t len, const char *what)
+{
+	for (size_t i = 0; i < len;) {
+		unsigned char c = (unsigned char)doc[i];
+		size_t n = c < 0x80 ? ((c >= 0x20 && c < 0x7f) || c == '\n' ? 1 : 0)
+		                    : zkw_text_shown((const unsigned char *)doc + i, len - i);
+
+		if (!n)
+			fail_msg("%s: raw byte 0x%02x at offset %zu:\n%s", what, c, i, doc);
+		i += n;
+	}
+}
+
+/* "café" (and a euro sign, an emoji) come out of --json as the same UTF-8,
+ * not as Latin-1 mojibake ("\u00c3\u00a9"); a C1 control and a bidi
+ * override are escaped with their own code point; invalid UTF-8 and
+ * controls as \u00XX. */
+static void test_json_passes_utf8_through(void **state)
+{
+	const char *name = new_name();
+	zkw_writer_options opt = {.capacity = 8192, .group = (gid_t)-1, .watch_path = "/tmp/caf\xc3\xa9"};
+	zkw_publication p = {
+	        .valid = false,
+	        .connected = true,
+	        .content = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\xff\x01",
+	        .len = 16,
+	        .content_serial = 1,
+	        .error = "Invalid get on file path: /tmp/caf\xc3\xa9 \xc2\x9b\xe2\x80\xae\x1b",
+	};
+	zkw_writer *w = segtest_open_writer_opt(name, &opt);
+	struct run r;
+
+	(void)state;
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	run_inspect(&r, name, "--json", NULL);
+	expect_exit(&r, 0, "--json with UTF-8");
+	expect_contains(r.out.data, "\"watch_path\":\"/tmp/caf\xc3\xa9\"", "UTF-8 path kept");
+	expect_contains(r.out.data, "\"preview\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\\u00ff\\u0001\"",
+	                "UTF-8 content kept, invalid byte and control escaped");
+	expect_contains(r.out.data, "caf\xc3\xa9 \\u009b\\u202e\\u001b\"", "C1, bidi and ESC escaped");
+	expect_json_bytes_printable(r.out.data, r.out.len, "--json");
+	expect_json(r.out.data,
+	            "{\"watch_path\": \"/tmp/caf\\u00e9\","
+	            " \"error\": \"Invalid get on file path: /tmp/caf\\u00e9 \\u009b\\u202e\\u001b\","
+	            " \"preview\": \"caf\\u00e9 \\u20ac \\ud83d\\ude00\\u00ff\\u0001\"}");
+	run_free(&r);
+	zkw_writer_close(w, true);
+}
+
+/* ---- --version, --list, --check (issue 13, items 5 and 7) ----------------------- */
+
+static void test_version_option(void **state)
+{
+	char want[64];
+	struct run r;
+
+	(void)state;
+	snprintf(want, sizeof(want), "zkw-inspect %s\n", ZKW_VERSION);
+	run_inspect(&r, "--version", NULL, NULL);
+	expect_exit(&r, 0, "--version");
+	assert_string_equal(r.out.data, want);
+	run_free(&r);
+	run_inspect(&r, "-V", NULL, NULL);
+	expect_exit(&r, 0, "-V");
+	assert_string_equal(r.out.data, want);
+	run_free(&r);
+}
+
+/* The line of --list whose first column is name (NULL if none). */
+static const char *list_line(const char *out, const char *name, char *line, size_t cap)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (strncmp(p, name, n) == 0 && p[n] == ' ') {
+			const char *end = strchr(p, '\n');
+
+			snprintf(line, cap, "%.*s", (int)(end ? end - p : (long)strlen(p)), p);
+			return line;
+		}
+	return NULL;
+}
+
+static void expect_list_line(const char *out, const char *name, const char *needle)
+{
+	char line[1024];
+
+	if (!list_line(out, name, line, sizeof(line)))
+		fail_msg("--list has no line for %s:\n%s", name, out);
+	if (!strstr(line, needle))
+		fail_msg("--list line of %s lacks \"%s\": %s", name, needle, line);
+}
+
+/* Make one hostile entry of /dev/shm per kind, named after the segment
+ * seg (a copy of whose first bytes they hold): a FIFO, a symbolic link, a
+ * truncated segment, a segment of another owner, a directory and a
+ * group-writable segment, in that order. */
+static void make_hostile_entries(const char *seg, const char *out[6])
+{
+	static const char *const kinds[6] = {"fifo", "link", "trunc", "foreign", "dir", "groupw"};
+	static char buf[4096];
+	char path[800], src[128];
+	int fd, in;
+
+	snprintf(src, sizeof(src), "/dev/shm%s", seg);
+	for (int i = 0; i < 6; i++)
+		out[i] = new_entry(seg, kinds[i]);
+	/* A FIFO: opening it for reading would block without O_NONBLOCK. */
+	snprintf(path, sizeof(path), "/dev/shm%s", out[0]);
+	assert_int_equal(mkfifo(path, 0644), 0);
+	/* A symbolic link to a good segment: followed, it would read fine. */
+	snprintf(path, sizeof(path), "/dev/shm%s", out[1]);
+	assert_int_equal(symlink(src, path), 0);
+	/* A segment cut short after its magic (a header's worth). */
+	in = open(src, O_RDONLY);
+	assert_true(in >= 0);
+	assert_int_equal(read(in, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	close(in);
+	snprintf(path, sizeof(path), "/dev/shm%s", out[2]);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, 2100), 2100);
+	close(fd);
+	/* The start of a segment, of another owner (root can make one). */
+	snprintf(path, sizeof(path), "/dev/shm%s", out[3]);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	if (geteuid() == 0)
+		assert_int_equal(fchown(fd, 65534, 65534), 0);
+	close(fd);
+	/* A directory. */
+	snprintf(path, sizeof(path), "/dev/shm%s", out[4]);
+	assert_int_equal(mkdir(path, 0755), 0);
+	/* The start of a segment that anyone may write. */
+	snprintf(path, sizeof(path), "/dev/shm%s", out[5]);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	assert_int_equal(fchmod(fd, 0666), 0);
+	close(fd);
+}
+
+/* --list scans /dev/shm, where anyone creates entries: a FIFO, a symbolic
+ * link, a truncated segment, a segment of another owner, a directory and a
+ * group-writable segment, all named like ours, are listed with the reason
+ * they are not read, without blocking, following, mapping or crashing; the
+ * good segment next to them is listed with its state. NAME on the FIFO
+ * fails at once (shm_open() would block on it). */
+static void test_list_shows_segments_and_resists_hostile_entries(void **state)
+{
+	const char *name = new_name();
+	zkw_writer *w = make_segment(name, true);
+	const char *hostile[6];
+	char pid[32];
+
+	struct run r;
+
+	(void)state;
+	make_hostile_entries(name, hostile);
+	run_inspect(&r, "--list", NULL, NULL);
+	expect_exit(&r, 0, "--list");
+	expect_list_line(r.out.data, name, "/tmp/inspected");
+	snprintf(pid, sizeof(pid), " %d yes ", (int)getpid());
+	expect_list_line(r.out.data, name, pid);
+	expect_list_line(r.out.data, name, " yes   yes ");
+	expect_list_line(r.out.data, hostile[0], "bad: not a segment: a FIFO");
+	expect_list_line(r.out.data, hostile[1], "bad: not a segment: a symbolic link (not followed)");
+	expect_list_line(r.out.data, hostile[2], "bad: truncated segment");
+	if (geteuid() == 0)
+		expect_list_line(r.out.data, hostile[3], "untrusted: segment owner is uid 65534");
+	expect_list_line(r.out.data, hostile[4], "bad: not a segment: a directory");
+	expect_list_line(r.out.data, hostile[5], "untrusted: segment is writable by group or others");
+	run_free(&r);
+
+	/* The same as one JSON object. */
+	run_inspect(&r, "--list", "--json", NULL);
+	expect_exit(&r, 0, "--list --json");
+	if (access(PYTHON, X_OK) == 0) {
+		char pidnum[16], doc[] = "/tmp/zkw-test-inspect.XXXXXX";
+		char *argv[] = {PYTHON,
+		                "-c",
+		                "import json, sys\n"
+		                "d = json.load(open(sys.argv[1]))\n"
+		                "s = {e['name']: e for e in d['segments']}\n"
+		                "g = s[sys.argv[2]]\n"
+		                "assert g['status'] == 'ok' and g['valid'] and g['connected'], g\n"
+		                "assert g['generation'] == 2 and g['path'] == '/tmp/inspected', g\n"
+		                "assert g['broker_alive'] and g['broker_pid'] == int(sys.argv[3]), g\n"
+		                "want = ['bad', 'bad', 'bad', sys.argv[-1], 'bad', 'untrusted']\n"
+		                "for k, w in zip(sys.argv[4:10], want):\n"
+		                "    assert s[k]['status'] == w, (k, s[k])\n",
+		                doc,
+		                (char *)name,
+		                pidnum,
+		                (char *)hostile[0],
+		                (char *)hostile[1],
+		                (char *)hostile[2],
+		                (char *)hostile[3],
+		                (char *)hostile[4],
+		                (char *)hostile[5],
+		                geteuid() == 0 ? "untrusted" : "ok",
+		                NULL};
+		struct run j;
+		int fd = mkstemp(doc);
+
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, r.out.data, r.out.len), (ssize_t)r.out.len);
+		close(fd);
+		snprintf(pidnum, sizeof(pidnum), "%d", (int)getpid());
+		run_as(&j, NULL, 0, (uid_t)-1, argv);
+		unlink(doc);
+		if (j.status == -1 || !WIFEXITED(j.status) || WEXITSTATUS(j.status) != 0)
+			fail_msg("--list --json: %s", j.err.data);
+		run_free(&j);
+	}
+	run_free(&r);
+
+	/* One entry by name: fails fast, never blocks. */
+	run_inspect(&r, hostile[0], NULL, NULL);
+	expect_exit(&r, 1, "NAME on a FIFO");
+	expect_contains(r.err.data, "not a shared-memory segment: a FIFO", "NAME on a FIFO");
+	run_free(&r);
+	run_inspect(&r, hostile[1], NULL, NULL);
+	expect_exit(&r, 1, "NAME on a symbolic link");
+	expect_contains(r.err.data, "symbolic link", "NAME on a symbolic link");
+	run_free(&r);
+	zkw_writer_close(w, true);
+}
+
+/* A segment of one publication, confirmed age_s seconds ago. */
+static zkw_writer *make_checked(const char *name, bool valid, bool connected, const char *error, int age_s)
+{
+	zkw_writer *w = segtest_open_writer(name, 8192);
+	zkw_publication p = {.valid = valid,
+	                     .connected = connected,
+	                     .content = "x",
+	                     .len = 1,
+	                     .content_serial = 1,
+	                     .error = error,
+	                     .confirmed_ns = zkw_clock_ns(CLOCK_REALTIME) - (uint64_t)age_s * 1000000000u};
+
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	return w;
+}
+
+static void expect_plugin(const char *name, const char *a1, const char *a2, int code, const char *line_start,
+                          const char *needle)
+{
+	char *argv[] = {inspect_path, "--check", (char *)name, (char *)a1, (char *)a2, NULL};
+	struct run r;
+
+	run_as(&r, NULL, 0, (uid_t)-1, argv);
+	expect_exit(&r, code, line_start);
+	if (strncmp(r.out.data, line_start, strlen(line_start)) != 0)
+		fail_msg("--check %s: want a line starting \"%s\", got: %s", name, line_start, r.out.data);
+	if (count(r.out.data, "\n") != 1 || r.out.data[r.out.len - 1] != '\n')
+		fail_msg("--check %s: want exactly one line, got: %s", name, r.out.data);
+	expect_contains(r.out.data, needle, "--check");
+	run_free(&r);
+}
+
+/* --check follows the monitoring-plugin conventions: one status line with
+ * perfdata, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. */
+static void test_check_follows_plugin_conventions(void **state)
+{
+	const char *ok = new_name(), *invalid = new_name(), *down = new_name(), *old = new_name(),
+	           *dead = new_name(), *missing = new_name(), *fifo = new_entry(ok, "fifo");
+	zkw_writer *w_ok = make_checked(ok, true, true, NULL, 3);
+	zkw_writer *w_invalid = make_checked(invalid, false, true, "Invalid get on file path: /a|b", 3);
+	zkw_writer *w_down =
+	        make_checked(down, false, false, "Connection interrupted with Zookeeper, re-establishing", 3);
+	zkw_writer *w_old = make_checked(old, true, true, NULL, 1000);
+	zkw_writer *w_dead = make_checked(dead, true, true, NULL, 3);
+	char want[160], path[128];
+
+	(void)state;
+	zkw_writer_close(w_dead, false);
+	/* Ages: 3 s or a little more on a loaded machine, never less. */
+	snprintf(want, sizeof(want), "ZKW OK - %s valid, generation 1, confirmed ", ok);
+	expect_plugin(ok, NULL, NULL, 0, want, "s;180;600;0 generation=1c\n");
+	expect_plugin(ok, "--warn-age", "2", 1, "ZKW WARNING - ", "(more than --warn-age 2 s) | age=");
+	expect_plugin(ok, "--max-age=1", NULL, 2, "ZKW CRITICAL - ", "(more than --max-age 1 s) | age=");
+	/* Invalid while connected; the '|' of the error cannot start perfdata. */
+	snprintf(want, sizeof(want), "ZKW CRITICAL - %s invalid: Invalid get on file path: /a\\x7cb",
+	         invalid);
+	expect_plugin(invalid, NULL, NULL, 2, want, " | age=3s;");
+	/* Disconnected: the last good content is served - a warning. */
+	snprintf(want, sizeof(want), "ZKW WARNING - %s disconnected from ZooKeeper (Connection interrupted",
+	         down);
+	expect_plugin(down, NULL, NULL, 1, want, "last good content kept");
+	expect_plugin(old, NULL, NULL, 2, "ZKW CRITICAL - ", "(more than --max-age 600 s) | age=100");
+	expect_plugin(old, "--max-age", "0", 1, "ZKW WARNING - ", "--warn-age 180 s");
+	snprintf(want, sizeof(want), "ZKW CRITICAL - %s has no broker: the last one (pid %d) stopped or died",
+	         dead, (int)getpid());
+	expect_plugin(dead, NULL, NULL, 2, want, "generation=1c");
+	snprintf(want, sizeof(want), "ZKW CRITICAL - %s: no such segment", missing);
+	expect_plugin(missing, NULL, NULL, 2, want, "zkw-broker");
+	snprintf(path, sizeof(path), "/dev/shm%s", fifo);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	expect_plugin(fifo, NULL, NULL, 3, "ZKW UNKNOWN - ", "not a shared-memory segment: a FIFO");
+	expect_plugin(ok, "--warn-age", "x", 3, "ZKW UNKNOWN - bad usage", "--help");
+	expect_plugin(ok, "--json", NULL, 3, "ZKW UNKNOWN - bad usage", "--help");
+	zkw_writer_close(w_ok, true);
+	zkw_writer_close(w_invalid, true);
+	zkw_writer_close(w_down, true);
+	zkw_writer_close(w_old, true);
+}
+
 /* ---- lib/zkw_text.h ------------------------------------------------------------ */
 
 static void expect_escaped(const char *in, size_t len, unsigned flags, const char *want)
@@ -936,7 +1270,14 @@ static void test_text_escaper(void **state)
 	ESCAPED("say \"hi\"", 0, "say \"hi\"");
 	ESCAPED("say \"hi\"", ZKW_TEXT_QUOTE, "\"say \\\"hi\\\"\"");
 	ESCAPED("a\\b\nc\td\r\x1b", ZKW_TEXT_LINES, "a\\b\nc\td\\r\\x1b");
-	ESCAPED("\x00\xff\"\\\n\xc3\xa9", ZKW_TEXT_JSON, "\"\\u0000\\u00ff\\\"\\\\\\n\\u00c3\\u00a9\"");
+	/* JSON: UTF-8 as it is, controls and bytes of invalid UTF-8 as \u00XX,
+	 * characters a terminal acts on as \uXXXX of their code point. */
+	ESCAPED("\x00\xff\"\\\n\xc3\xa9", ZKW_TEXT_JSON, "\"\\u0000\\u00ff\\\"\\\\\\n\xc3\xa9\"");
+	ESCAPED("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", ZKW_TEXT_JSON,
+	        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+	ESCAPED("\x1b\x7f\xc2\x9b\xe2\x80\xae\xe2\x80\xa8", ZKW_TEXT_JSON,
+	        "\"\\u001b\\u007f\\u009b\\u202e\\u2028\"");
+	ESCAPED("\xc3\xc0\xaf\xed\xa0\x80", ZKW_TEXT_JSON, "\"\\u00c3\\u00c0\\u00af\\u00ed\\u00a0\\u0080\"");
 	ESCAPED("", ZKW_TEXT_QUOTE, "\"\"");
 	assert_int_equal(zkw_text_shown((const unsigned char *)"\xf0\x9f\x98\x80", 4), 4);
 	assert_int_equal(zkw_text_shown((const unsigned char *)"\xf0\x9f\x98\x80", 3), 0);
@@ -957,6 +1298,10 @@ int main(void)
 	        cmocka_unit_test_teardown(test_text_escapes_what_the_segment_says, unlink_names),
 	        cmocka_unit_test_teardown(test_flipped_slot_count_prints_only_validated_slots, unlink_names),
 	        cmocka_unit_test_teardown(test_owner_option, unlink_names),
+	        cmocka_unit_test_teardown(test_json_passes_utf8_through, unlink_names),
+	        cmocka_unit_test(test_version_option),
+	        cmocka_unit_test_teardown(test_list_shows_segments_and_resists_hostile_entries, unlink_names),
+	        cmocka_unit_test_teardown(test_check_follows_plugin_conventions, unlink_names),
 	        cmocka_unit_test(test_text_escaper),
 	};
 

@@ -509,6 +509,83 @@ static void test_push_max_bytes_is_capped(void **state)
 	assert_node(path, "capped");
 }
 
+/* One command-line language (README.md): --version; the letters that mean
+ * something else in the other tools (-p pointer, -w watch) are gone from
+ * the help, their long forms take over, and the seed pusher's spellings
+ * still work (the tests above use -p, --path, -w and --timeout). */
+static void test_push_one_language(void **state)
+{
+	char file[512], parent[128], path[160], want[64], buf[16];
+	struct run r;
+
+	(void)state;
+	snprintf(want, sizeof(want), "zkw-push %s\n", ZKW_VERSION);
+	r = run_tool("zkw-push", NULL, "--version", NULL);
+	EXPECT_RUN(r, 0);
+	assert_string_equal(r.out, want);
+	run_free(&r);
+	r = run_tool("zkw-push", NULL, "-V", NULL);
+	EXPECT_RUN(r, 0);
+	assert_string_equal(r.out, want);
+	run_free(&r);
+
+	r = run_tool("zkw-push", NULL, "--help", NULL);
+	EXPECT_RUN(r, 0);
+	if (strstr(r.out, "-p,") || strstr(r.out, "-w,") || strstr(r.out, "--zoo-keeper") ||
+	    !strstr(r.out, "--parent PATH") || !strstr(r.out, "--wipe") ||
+	    !strstr(r.out, "-z, --zookeeper") || !strstr(r.out, "-V, --version") ||
+	    !strstr(r.out, "--init-timeout MS"))
+		fail_free(r.out, r.err, "help not in the common language:\n%s", r.out);
+	run_free(&r);
+
+	local_file(file, sizeof(file), "language.txt", "spoken", 6);
+	node(parent, sizeof(parent), "language");
+	snprintf(path, sizeof(path), "%s/conf", parent);
+	r = run_tool("zkw-push", NULL, "--zookeeper", hosts, "--file", file, "--parent", parent, "--id",
+	             "conf", "--init-timeout", "10000", NULL);
+	EXPECT_RUN(r, 0);
+	run_free(&r);
+	assert_node(path, "spoken");
+	r = run_tool("zkw-push", NULL, "--zoo-keeper", hosts, "--wipe", "--parent", parent, "-i", "conf",
+	             NULL);
+	EXPECT_RUN(r, 0);
+	run_free(&r);
+	assert_int_equal(node_data(path, buf, sizeof(buf)), -1);
+}
+
+/* An error names its cause once, in one line: a connect string that cannot
+ * be one is bad usage (before it was "invalid ZooKeeper host string ...:
+ * Invalid argument"), a name that does not resolve says so with the
+ * resolver's reason (before: "No such file or directory"). */
+static void test_push_error_names_cause_once(void **state)
+{
+	char file[512];
+	struct run r;
+
+	(void)state;
+	local_file(file, sizeof(file), "cause.txt", "x", 1);
+	r = run_tool("zkw-push", NULL, "-z", "garbage", "-f", file, "-p", "/tmp", "-i", "x", NULL);
+	EXPECT_RUN(r, 2);
+	if (count(r.err, "\n") != 1 || count(r.err, "garbage") != 2 || !strstr(r.err, "has no port") ||
+	    strstr(r.err, "Invalid argument") || strstr(r.err, "invalid"))
+		fail_free(r.out, r.err, "-z garbage: want one line naming the missing port: \"%s\"", r.err);
+	run_free(&r);
+
+	r = run_tool("zkw-push", NULL, "-z", "127.0.0.1:0", "-f", file, "-p", "/tmp", "-i", "x", NULL);
+	EXPECT_RUN(r, 2);
+	if (count(r.err, "\n") != 1 || !strstr(r.err, "port must be"))
+		fail_free(r.out, r.err, "-z 127.0.0.1:0: \"%s\"", r.err);
+	run_free(&r);
+
+	r = run_tool("zkw-push", NULL, "-z", "zkw-no-such-host.invalid:2181", "-f", file, "-p", "/tmp", "-i",
+	             "x", "--init-timeout", "2000", NULL);
+	EXPECT_RUN(r, 1);
+	if (count(r.err, "\n") != 1 || !strstr(r.err, "'zkw-no-such-host.invalid'") ||
+	    !strstr(r.err, "resolve") || strstr(r.err, "No such file or directory"))
+		fail_free(r.out, r.err, "unresolvable host: want one line naming it: \"%s\"", r.err);
+	run_free(&r);
+}
+
 /* ---- zkw-example -------------------------------------------------------- */
 
 /* zkw-example with the given arguments (NULL-terminated). */
@@ -870,6 +947,8 @@ int main(void)
 	        cmocka_unit_test_teardown(test_push_unreachable_server, test_teardown),
 	        cmocka_unit_test_teardown(test_push_out_of_memory_pushes_nothing, test_teardown),
 	        cmocka_unit_test_teardown(test_push_max_bytes_is_capped, test_teardown),
+	        cmocka_unit_test_teardown(test_push_one_language, test_teardown),
+	        cmocka_unit_test_teardown(test_push_error_names_cause_once, test_teardown),
 	        cmocka_unit_test_teardown(test_example_poll, test_teardown),
 	        cmocka_unit_test_teardown(test_example_poll_first_line_valid, test_teardown),
 	        cmocka_unit_test_teardown(test_example_event_in_process, test_teardown),
