@@ -119,6 +119,10 @@ struct zkw_session {
 	bool connected;
 	bool need_handle; /* control thread must (re)create the handle */
 	bool closing;
+	/* zkw_session_open is waiting for the first connection (valid_init):
+	 * its caller reports a failure, the session does not log it too.
+	 * Read without the lock by the client's log trampoline (atomics). */
+	bool opening;
 	bool was_connected;             /* connected once: the next connection is a reconnect (counted) */
 	int init_errno;                 /* last zookeeper_init failure, 0 = none */
 	char conn_error[ZKW_ERROR_MAX]; /* the error of a disconnected watch */

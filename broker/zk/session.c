@@ -124,6 +124,8 @@ static void zk_log(const char *message)
 		zk_log_count = 0;
 		zk_log_suppressed = 0;
 	}
+	if (__atomic_load_n(&s->opening, __ATOMIC_RELAXED))
+		goto out; /* the open's caller says why it failed, once */
 	if (zk_log_count++ < ZK_LOG_BURST) {
 		const char *text = zk_log_text(message);
 		size_t n = strcspn(text, "\n");
@@ -544,7 +546,9 @@ static void control_init_failed(struct zkw_session *s, int e, int64_t *retry_at)
 	s->init_errno = e;
 	snprintf(s->conn_error, sizeof s->conn_error,
 	         ZKW_ERR_CONNECTING ": cannot start a session for '%s': %s", s->hosts, init_strerror(e));
-	if (first)
+	/* While zkw_session_open waits (valid_init), its caller is told the
+	 * cause and says it: once. */
+	if (first && !s->opening)
 		zkw__session_log(s, ZKW_LOG_ERROR, "%s", s->conn_error);
 	*retry_at = zkw_clock_mono_ms() + backoff_next(s, &s->backoff_ms, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 	evaluate_all(s);
@@ -913,6 +917,7 @@ int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_opt
 		session_free(s);
 		return rc;
 	}
+	__atomic_store_n(&s->opening, s->opt.valid_init, __ATOMIC_RELAXED);
 	registry_add(s);
 	rc = pthread_create(&s->control, NULL, control_main, s);
 	if (rc != 0) {
@@ -921,7 +926,11 @@ int zkw_session_open(zkw_session **out, const char *hosts, const zkw_session_opt
 		return zkw__errorf(errbuf, errlen, -rc, "cannot start the control thread: %s", strerror(rc));
 	}
 	pthread_setname_np(s->control, "zkw-control");
-	if (s->opt.valid_init && (rc = session_wait_connected(s)) != 0) {
+	rc = s->opt.valid_init ? session_wait_connected(s) : 0;
+	pthread_mutex_lock(&s->lock);
+	__atomic_store_n(&s->opening, false, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&s->lock);
+	if (rc != 0) {
 		init_timeout_ms = s->opt.init_timeout_ms;
 		auth_describe(s, what, sizeof what);
 		zkw_session_close(s);

@@ -939,6 +939,13 @@ static void test_unknown_host(void **state)
 			fail_msg("-z %s: exit %d, want 1", bad_hosts[i], status);
 		}
 		err = proc_output(b, PROC_STDERR, NULL);
+		/* The cause once: not the client's, the session's and the
+		 * broker's words for it in turn. */
+		if (proc_count_in(err, strlen(err), " error: ") != 1) {
+			fprintf(stderr, "broker's stderr:\n%s\n", err);
+			free(err);
+			fail_msg("-z %s: the cause is not told exactly once", bad_hosts[i]);
+		}
 		if (!strstr(err, bad_hosts[i]) || !strstr(err, "error")) {
 			fprintf(stderr, "broker's stderr:\n%s\n", err);
 			free(err);
