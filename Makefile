@@ -57,7 +57,7 @@ ZKW_CFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS  += -pthread $(SANFLAGS)
 ZK_LIBS  := -lzookeeper_mt
 URCU_LIBS := -lurcu-memb -lurcu-common
-DAEMON_LIBS := -linih -lsystemd
+DAEMON_LIBS := -linih
 LDLIBS   += -lrt
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))

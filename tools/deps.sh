@@ -13,8 +13,9 @@ packages=(
 	# libFuzzer and the sanitizer runtimes clang needs for `make fuzz`
 	libclang-rt-14-dev
 	libzookeeper-mt-dev liburcu-dev libcmocka-dev
-	# the broker's configuration file, and sd_notify for its systemd unit
-	libinih-dev libsystemd-dev
+	# the broker's configuration file; libsystemd0 (for sd_notify under its
+	# unit, loaded on demand) comes with systemd below
+	libinih-dev
 	# ZooKeeper server for the tests (it needs a Java runtime; the harness
 	# uses slf4j-simple from libslf4j-java for its log)
 	zookeeper default-jre-headless libslf4j-java

@@ -22,8 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <systemd/sd-daemon.h>
-
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
@@ -32,6 +30,7 @@
 #include "daemon/broker.h"
 #include "daemon/cli.h"
 #include "daemon/log.h"
+#include "daemon/notify.h"
 #include "daemon/stats.h"
 #include "publish/writer.h"
 
@@ -732,8 +731,9 @@ static int wait_for_signal(const sigset_t *set)
 
 /* ---- systemd (Type=notify) ---------------------------------------------
  *
- * sd_notify(3) does nothing without $NOTIFY_SOCKET: a broker started by hand
- * pays nothing. READY=1 once every configured watch has been evaluated
+ * sd_notify(3) (notify.h: libsystemd, loaded only under a service manager)
+ * does nothing without $NOTIFY_SOCKET: a broker started by hand pays
+ * nothing. READY=1 once every configured watch has been evaluated
  * (valid, or invalid with its reason) and the socket listens; RELOADING=1
  * and READY=1 around a reload; STOPPING=1 at the stop; STATUS= says what
  * the broker holds; WATCHDOG=1 every half WatchdogSec, only while the
@@ -755,7 +755,7 @@ static void notify_status_now(void *arg)
 
 	for (size_t i = 0; i < b->nwatches; i++)
 		valid += __atomic_load_n(&b->watches[i]->pub_valid, __ATOMIC_RELAXED);
-	sd_notifyf(0, "%sSTATUS=%s: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state,
+	zkw__notify("%sSTATUS=%s: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state,
 	           connected ? "serving" : "ZooKeeper unreachable", b->nwatches, b->nwatches == 1 ? "" : "es",
 	           valid, b->ndemand, connected ? "connected" : "disconnected");
 }
@@ -962,7 +962,7 @@ static void reload_config(broker *b, int argc, char **argv)
 	}
 	r.next.session.log = zkw__log_sink;
 	keep_restart_settings(&b->cli, &r.next);
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)zkw_clock_mono_ms() * 1000ull);
+	zkw__notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)zkw_clock_mono_ms() * 1000ull);
 	control_call(reload_apply, &r);
 	notify_status(b, "READY=1\n");
 	zkw__log_printf(ZKW_LOG_INFO, "reloaded %s: %u watch%s added, %u removed or re-created, %u unchanged%s",
@@ -1031,14 +1031,13 @@ int main(int argc, char **argv)
 		rc = control_start(&b);
 	if (rc == 0) {
 		notify_status(&b, "READY=1\n");
-		if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
-			watchdog_usec = 0;
+		watchdog_usec = zkw__notify_watchdog_usec();
 		watchdog_broker = &b;
 		watchdog_due = zkw_clock_mono_ms();
 	}
 	while (rc == 0 && wait_for_signal(&set) == SIGHUP)
 		reload_config(&b, argc, argv);
-	sd_notify(0, "STOPPING=1");
+	zkw__notify("STOPPING=1");
 	control_stop();             /* no watch added or removed after this */
 	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);
