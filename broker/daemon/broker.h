@@ -32,6 +32,9 @@ typedef struct broker_watch {
 	bool permanent; /* -f: never removed; else added on demand */
 	char shm[ZKW_SHM_NAME_MAX + 1];
 	uint64_t capacity; /* the most the segment may grow to */
+	mode_t mode;       /* of its segment; 0 = the broker's */
+	bool group_set;
+	gid_t group;
 	zkw_writer *writer;
 	zkw_watch *watch;
 
@@ -77,6 +80,8 @@ extern int broker_evaluated_fd;
  * watching until broker_watch_start (so that all -f segments open first). */
 int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, broker_watch **out, char *why, size_t whylen);
+/* The same for a configured watch: its mode and group too. */
+int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, char *why, size_t whylen);
 /* Start its ZooKeeper watch: 0 or -errno (logged). */
 int broker_watch_start(broker *b, broker_watch *w);
 /* Remove a watch: no state is published after it returns; the segment is

@@ -899,12 +899,28 @@ static int file_key(void *user, const char *section, const char *key, const char
 				cw->ensure = flag;
 			return 1;
 		}
+		if (strcmp(key, "mode") == 0) {
+			if (parse_mode("mode", value, &cw->mode, &w) < 0)
+				return file_refuse(st, 0, "%s", why);
+			if (cw->mode & 022)
+				return file_refuse(st, 0,
+				                   "mode = %s: group/other write permission refused: whoever may write "
+				                   "a segment can crash or fool its readers (0640, 0644 are fine)",
+				                   raw);
+			return 1;
+		}
+		if (strcmp(key, "group") == 0) {
+			if (parse_group(value, &cw->group) < 0)
+				return file_refuse(st, 0, "group = %s: no such group", raw);
+			cw->group_set = true;
+			return 1;
+		}
 		if (strcmp(key, "shm") == 0 || strcmp(key, "capacity") == 0) {
 			rc = apply_watch_option_to(cw, key[0] == 's' ? OPT_SHM : OPT_CAPACITY, value, &w);
 			return rc < 0 ? file_refuse(st, 0, "%s", why) : 1;
 		}
-		return file_refuse(st, 0, "unknown key '%s' in [%s] (path, pointer, ensure, shm, capacity)", key,
-		                   section);
+		return file_refuse(st, 0, "unknown key '%s' in [%s] (path, pointer, ensure, shm, capacity, mode, group)",
+		                   key, section);
 	}
 	if (strcmp(section, "broker") != 0 && strcmp(section, "socket") != 0)
 		return file_refuse(st, 0, "key '%s' outside a known section", key);
@@ -1183,5 +1199,9 @@ void zkw__cli_print(FILE *out, const zkw_cli *c)
 		if (w->ensure)
 			fprintf(out, "ensure = true\n");
 		fprintf(out, "shm = %s\ncapacity = %llu\n", w->shm + 1, (unsigned long long)w->capacity);
+		if (w->mode)
+			fprintf(out, "mode = %04o\n", (unsigned)w->mode);
+		if (w->group_set)
+			print_group(out, "group", w->group);
 	}
 }

@@ -36,6 +36,9 @@ typedef struct zkw_cli_watch {
 	bool ensure;
 	char shm[ZKW_SHM_NAME_MAX + 1]; /* normalised ("/name"); never empty after a parse */
 	uint64_t capacity;              /* never 0 after a parse */
+	mode_t mode;                    /* [watch] mode; 0 = the broker's (--mode) */
+	bool group_set;                 /* [watch] group, else the broker's (--group) */
+	gid_t group;
 	/* From the configuration file: its [watch LABEL] and line. */
 	bool from_file;
 	const char *label;

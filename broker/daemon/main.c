@@ -354,8 +354,25 @@ static void watch_free(broker_watch *w)
 	free(w);
 }
 
+static int watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+                     uint64_t capacity, mode_t mode, const gid_t *group, broker_watch **out, char *why,
+                     size_t whylen);
+
 int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, broker_watch **out, char *why, size_t whylen)
+{
+	return watch_add(b, path, pointer, ensure, permanent, name, capacity, 0, NULL, out, why, whylen);
+}
+
+int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, char *why, size_t whylen)
+{
+	return watch_add(b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, c->mode,
+	                 c->group_set ? &c->group : NULL, out, why, whylen);
+}
+
+static int watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+                     uint64_t capacity, mode_t mode, const gid_t *group, broker_watch **out, char *why,
+                     size_t whylen)
 {
 	zkw_writer_options o = b->cli.segment;
 	broker_watch *w;
@@ -380,6 +397,13 @@ int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, boo
 	w->ensure = ensure;
 	w->permanent = permanent;
 	w->capacity = capacity;
+	w->mode = mode;
+	w->group_set = group != NULL;
+	w->group = group ? *group : 0;
+	if (mode)
+		o.mode = mode;
+	if (group)
+		o.group = *group;
 	w->log_limit.burst = STATE_LOG_BURST;
 	if (name)
 		snprintf(w->shm, sizeof(w->shm), "%s", name);
@@ -875,6 +899,13 @@ static const zkw_cli_watch *next_watch(const zkw_cli *c, const char *path, bool 
 	return NULL;
 }
 
+/* Does the running watch w serve what c describes, segment and all? */
+static bool same_watch(const broker_watch *w, const zkw_cli_watch *c)
+{
+	return strcmp(w->shm, c->shm) == 0 && w->capacity == c->capacity && w->ensure == c->ensure &&
+	       w->mode == c->mode && w->group_set == c->group_set && (!w->group_set || w->group == c->group);
+}
+
 /* Runs where the watch table may change (the control thread, or main when
  * there is none). */
 static void reload_apply(void *arg)
@@ -889,8 +920,7 @@ static void reload_apply(void *arg)
 		broker_watch *w = b->watches[i];
 		const zkw_cli_watch *nw = w->permanent ? next_watch(&r->next, w->path, w->pointer) : NULL;
 
-		if (!w->permanent || (nw && strcmp(nw->shm, w->shm) == 0 && nw->capacity == w->capacity &&
-		                      nw->ensure == w->ensure)) {
+		if (!w->permanent || (nw && same_watch(w, nw))) {
 			r->kept += w->permanent;
 			i++;
 			continue;
@@ -918,7 +948,7 @@ static void reload_apply(void *arg)
 
 		if (w && w->permanent)
 			continue;
-		if (w && strcmp(w->shm, c->shm) == 0 && w->capacity == c->capacity && w->ensure == c->ensure) {
+		if (w && same_watch(w, c)) {
 			w->permanent = true; /* a watch on demand, now configured */
 			b->ndemand--;
 			r->kept++;
@@ -926,8 +956,7 @@ static void reload_apply(void *arg)
 		}
 		if (w)
 			broker_watch_remove(b, w, "Watch re-created: now configured");
-		if (broker_watch_add(b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, &w, why,
-		                     sizeof(why)) < 0) {
+		if (broker_watch_add_cfg(b, c, &w, why, sizeof(why)) < 0) {
 			zkw__log_printf(ZKW_LOG_ERROR, "reload: %s", why);
 			continue;
 		}
@@ -1016,8 +1045,7 @@ int main(int argc, char **argv)
 		const zkw_cli_watch *c = &b.cli.watches[i];
 		broker_watch *w;
 
-		rc = broker_watch_add(&b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, &w, why,
-		                      sizeof(why));
+		rc = broker_watch_add_cfg(&b, c, &w, why, sizeof(why));
 		if (rc < 0)
 			zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
 	}

@@ -84,7 +84,7 @@ static void test_check_config(void **state)
 
 	(void)state;
 	write_conf("# a comment\n[broker]\nzookeeper = %s\ncapacity = 64k\n\n[socket]\npath = none\nlinger = 60\n"
-	           "allow = any=/app\n\n[watch /a/b]\nshm = %s\n\n[watch p]\npath = /p/q\npointer = true\n",
+	           "allow = any=/app\n\n[watch /a/b]\nshm = %s\nmode = 0600\n\n[watch p]\npath = /p/q\npointer = true\n",
 	           hosts, shm_of(a, sizeof(a), "ab"));
 	assert_int_equal(proc_run("zkw-broker", argv, NULL, WAIT_MS, &out, &err), 0);
 	assert_contains(out, "zookeeper = ");
@@ -93,7 +93,7 @@ static void test_check_config(void **state)
 	assert_contains(out, "allow = any=/app\n");
 	assert_contains(out, "[watch /a/b]\n");
 	assert_contains(out, a);
-	assert_contains(out, "capacity = 65536\n");
+	assert_contains(out, "capacity = 65536\nmode = 0600\n");
 	assert_contains(out, "path = /p/q\npointer = true\n");
 	assert_contains(out, "[watch /cli/w] ; -f\n");
 	free(out);
@@ -108,6 +108,11 @@ static void test_check_config(void **state)
 	write_conf("[broker]\nzookeeper = %s\n[watch label]\npointer = true\n", hosts);
 	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
 	assert_contains(err, ":3: [watch label] has no path");
+	free(out);
+	free(err);
+	write_conf("[broker]\nzookeeper = %s\n[watch /m]\nmode = 0666\n", hosts);
+	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
+	assert_contains(err, ":4: mode = 0666: group/other write permission refused");
 	free(out);
 	free(err);
 	write_conf("[broker]\nzookeeper = %s\nsession-timeout = soon\n", hosts);
@@ -175,7 +180,7 @@ static void test_reload(void **state)
 	shm_of(sc, sizeof(sc), "c");
 	shm_of(sd, sizeof(sd), "d");
 	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = none\n"
-	           "[watch %s]\nshm = %s\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 16k\n",
+	           "[watch %s]\nshm = %s\nmode = 0600\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 16k\n",
 	           hosts, pa, sa, pb, sb, pd, sd);
 	b = proc_spawn("zkw-broker", argv);
 	assert_non_null(b);
@@ -189,8 +194,17 @@ static void test_reload(void **state)
 	gen_a = zkw_reader_generation(&ra);
 
 	/* b removed, c added, d changed (capacity), a unchanged. */
+	{
+		/* The watch's own mode, not the broker's 0640. */
+		char dev[128];
+		struct stat st;
+
+		snprintf(dev, sizeof(dev), "/dev/shm/%s", sa);
+		assert_int_equal(stat(dev, &st), 0);
+		assert_int_equal(st.st_mode & 07777, 0600);
+	}
 	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = none\n"
-	           "[watch %s]\nshm = %s\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 32k\n",
+	           "[watch %s]\nshm = %s\nmode = 0600\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 32k\n",
 	           hosts, pa, sa, pc, sc, pd, sd);
 	proc_signal(b, SIGHUP);
 	assert_true(proc_wait_output(b, PROC_STDERR, "reloaded", WAIT_MS));
