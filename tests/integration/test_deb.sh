@@ -119,9 +119,8 @@ service() {
 		"$rootfs/usr/bin/zkw-push" -z "$hosts" --parent /zkwdeb -i b -f - <<<"beta" >/dev/null ||
 		{ bad "zkw-push from the package"; return; }
 	# The packaged file, with this test's ensemble, socket and watches.
-	sed -e "s|^zookeeper = .*|zookeeper = $hosts|" -e "s|^path = .*|path = $sock|" \
-		"$rootfs/etc/zkw/broker.conf" >"$conf"
-	printf '\n[watch /zkwdeb/a]\nshm = %s\n' "$shm_a" >>"$conf"
+	sed -e "s|^zookeeper = .*|zookeeper = $hosts|" "$rootfs/etc/zkw/broker.conf" >"$conf"
+	printf '\n[socket]\npath = %s\n\n[watch /zkwdeb/a]\nshm = %s\n' "$sock" "$shm_a" >>"$conf"
 	unit=$rootfs/lib/systemd/system/zkw-broker.service
 	exec=$(sed -n 's/^ExecStart=//p' "$unit")
 	exec=${exec//\/usr\/sbin\/zkw-broker/$rootfs\/usr\/sbin\/zkw-broker}
@@ -132,7 +131,8 @@ service() {
 	NOTIFY_SOCKET=$tmp/notify.sock $exec 2>"$tmp/service.err" &
 	bpid=$!
 	until_true 20 'grep -q READY=1 "$notify" 2>/dev/null'
-	grep -q READY=1 "$notify" 2>/dev/null && ok "the unit's ExecStart line runs with the packaged configuration: READY=1" ||
+	grep -q READY=1 "$notify" 2>/dev/null && [[ -S $sock ]] &&
+		ok "the unit's ExecStart line runs with the packaged configuration: READY=1, socket $sock" ||
 		{ bad "no READY=1 from: $exec"$'\n'"$(cat "$tmp/service.err")"; return; }
 	# A reader of the unchanged watch: one line at start, then one per change.
 	"$rootfs/usr/bin/zkw-inspect" "$shm_a" --watch >"$tmp/watch.log" 2>&1 &
