@@ -135,11 +135,14 @@ static int parse_args(int argc, char **argv, struct example *ex)
 
 	zkw_opt_init(&o, argc, argv, "zkw-example",
 	             "z|zoo-keeper: f|file: p|pointer s|sleep: v|valid-init P=poll E=event S=shm: "
-	             "X=exit-after: O=owner: B=broker K=socket: V|version h|help",
+	             "X=exit-after: O=owner: B=broker K=socket: V|version h|help Z=zookeeper:",
 	             usage);
 	while ((c = zkw_opt_next(&o)) != -1) {
 		switch (c) {
-		case 'z': ex->hosts = o.arg; break;
+		case 'z':
+		case 'Z': /* --zookeeper: the other tools' spelling, accepted too */
+			ex->hosts = o.arg;
+			break;
 		case 'f': ex->path = o.arg; break;
 		case 'p': ex->pointer = true; break;
 		case 'v': ex->valid_init = false; break;
