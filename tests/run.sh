@@ -157,6 +157,7 @@ run_one() { # NAME KIND CMD...
 		esac
 	fi
 
+	echo "     ($name: $((SECONDS - started)) s)"
 	leaked=$(sweep "$dir")
 	if [[ -n $leaked ]]; then
 		result FAILED "$name (left ZooKeeper running: pid $leaked, killed)"
