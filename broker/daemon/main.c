@@ -779,9 +779,10 @@ static void notify_status_now(void *arg)
 
 	for (size_t i = 0; i < b->nwatches; i++)
 		valid += __atomic_load_n(&b->watches[i]->pub_valid, __ATOMIC_RELAXED);
-	zkw__notify("%sSTATUS=%s: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state,
-	           connected ? "serving" : "ZooKeeper unreachable", b->nwatches, b->nwatches == 1 ? "" : "es",
-	           valid, b->ndemand, connected ? "connected" : "disconnected");
+	/* "not connected", not "unreachable": right after a start without
+	 * valid init, no server has been tried yet. */
+	zkw__notify("%sSTATUS=serving: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state, b->nwatches,
+	            b->nwatches == 1 ? "" : "es", valid, b->ndemand, connected ? "connected" : "not connected");
 }
 
 /* Where the watch table may be read (the control thread when it runs: a
