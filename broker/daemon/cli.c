@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "zkw_zk.h"
 #include "zkw_auth.h"
 
 /* How long the broker waits for a first ZooKeeper server at start (valid
@@ -191,40 +192,18 @@ static int check_path(const char *what, const char *path, struct cli_why *why)
 	return bad_usage(why, "%s %s: %s at byte %zu ('%c')", what, path, reason, bad + 1, path[bad]);
 }
 
-/* A connect string the ZooKeeper client will take: host:port[,host:port...]
- * with an optional /chroot, ports 1..65535, IPv6 addresses in brackets. One
- * line naming what is wrong, so a typo is told once, at the start, not by
- * the client, the session and the broker in turn. */
+/* A connect string the ZooKeeper client will take (lib/zkw_zk's rules,
+ * which zkw-push applies too), and a chroot that obeys the path rules of
+ * -f. One line naming what is wrong, so a typo is told once, at the start,
+ * not by the client, the session and the broker in turn. */
 static int check_hosts(const char *hosts, struct cli_why *why)
 {
-	const char *chroot = strchr(hosts, '/'), *p = hosts;
-	size_t len = chroot ? (size_t)(chroot - hosts) : strlen(hosts);
+	const char *chroot = strchr(hosts, '/');
+	char reason[512];
 
-	if (len == 0)
-		return bad_usage(why, "-z %s: no server before the chroot (want host:port[,host:port...][/chroot])", hosts);
-	while (p < hosts + len) {
-		const char *end = memchr(p, ',', (size_t)(hosts + len - p)), *colon;
-		size_t n = end ? (size_t)(end - p) : (size_t)(hosts + len - p);
-		char server[256], *port_end;
-		unsigned long port;
-
-		if (n == 0 || n >= sizeof(server))
-			return bad_usage(why, "-z %s: an empty or overlong server in the list", hosts);
-		memcpy(server, p, n);
-		server[n] = '\0';
-		colon = strrchr(server, ':');
-		if (!colon || colon == server || (server[0] == '[' && colon[-1] != ']'))
-			return bad_usage(why, "-z %s: server '%s' has no port (want host:port, [v6addr]:port)", hosts,
-			                 server);
-		errno = 0;
-		port = strtoul(colon + 1, &port_end, 10);
-		if (errno || !colon[1] || *port_end || port == 0 || port > 65535)
-			return bad_usage(why, "-z %s: server '%s': the port must be 1 to 65535", hosts, server);
-		p += n + (end ? 1 : 0);
-		if (end && p == hosts + len)
-			return bad_usage(why, "-z %s: a trailing ',' in the server list", hosts);
-	}
-	if (chroot && check_path("-z chroot", chroot, why) < 0)
+	if (zkw_zk_hosts_check(hosts, reason, sizeof(reason)) < 0)
+		return bad_usage(why, "-z %s: %s", hosts, reason);
+	if (chroot && chroot[1] && check_path("-z chroot", chroot, why) < 0)
 		return -EINVAL;
 	return 0;
 }
@@ -1079,7 +1058,6 @@ static void drop_replaced_watches(zkw_cli *c)
 		else if (i < first)
 			c->cli_first_watch--;
 	}
-	first = c->cli_first_watch;
 	c->nwatches = k;
 }
 

@@ -163,13 +163,7 @@ broker_watch *broker_watch_by_name(broker *b, const char *name)
 
 static bool name_taken(const char *name)
 {
-	if (!by_name.cap)
-		return false;
-	for (size_t i = hash_bytes(name, 0xcbf29ce484222325ull) & (by_name.cap - 1); by_name.slot[i];
-	     i = (i + 1) & (by_name.cap - 1))
-		if (strcmp(by_name.slot[i]->shm, name) == 0)
-			return true;
-	return false;
+	return broker_watch_by_name(NULL, name) != NULL;
 }
 
 /* The segment name of a watch added on demand (docs/design.md, "Lifetime

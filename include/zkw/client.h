@@ -480,11 +480,9 @@ static inline bool zkw__proto_value(const char *line, const char *key, char *dst
 
 static inline int zkw__ms_left(const struct timespec *deadline)
 {
-	struct timespec now;
-	int64_t ms;
+	int64_t ms = ((int64_t)deadline->tv_sec * 1000000000 + deadline->tv_nsec -
+	              (int64_t)zkw__now_ns(CLOCK_MONOTONIC)) / 1000000;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ms = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
 	return ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 

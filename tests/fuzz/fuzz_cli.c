@@ -83,7 +83,8 @@ static int fuzz_cli(const uint8_t *data, size_t size)
 		for (const char *p = why; *p; p++)
 			FUZZ_CHECK((unsigned char)*p >= 0x20 && *p != 0x7f, "a reason without control bytes");
 	}
-	if (rc == 0 && !help)
+	/* --help and --version stop the parse: nothing else is set. */
+	if (rc == 0 && !help && !cli.version)
 		fuzz_cli_check_ok(&cli);
 	zkw__cli_free(&cli);
 	/* Parsing twice gives the same answer (getopt state is reset). */

@@ -24,7 +24,7 @@ mkdir -p "$out"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 	-D_GNU_SOURCE -DTHREADED -Iinclude -Ilib -Ibroker -Itests/fuzz
 	-std=gnu11 -pthread -Wall -Wextra -Werror)
-broker_lib=$(ls broker/zk/*.c broker/publish/*.c broker/daemon/*.c lib/*.c | grep -v '/main\.c$')
+broker_lib=$(ls broker/zk/*.c broker/publish/*.c broker/daemon/*.c lib/*.c | grep -v -e '/main\.c$' -e '/control\.c$')
 
 # What each target links besides itself.
 deps() {
@@ -38,7 +38,7 @@ deps() {
 libs() {
 	case $1 in
 	pointer | segment) echo -lrt ;;
-	*) echo -lzookeeper_mt -lrt ;;
+	*) echo -lzookeeper_mt -linih -lxxhash -lrt ;;
 	esac
 }
 
