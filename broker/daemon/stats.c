@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <zkw/common.h>
+#include <zkw/segment.h> /* zkw__ofd_write_locked: the liveness lock, as segments */
 
 #include <zkw_clock.h>
 
@@ -42,18 +43,6 @@ static struct stat obj_st;
  * main. Held for a copy of at most ZKW_STATS_ERROR_MAX bytes. */
 static pthread_mutex_t error_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Does anyone hold a write lock on fd? (F_OFD_GETLK for a read lock, which
- * only a write lock refuses: client.h's liveness probe.) */
-static bool write_locked(int fd)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-}
-
 /* Remove name (in dirfd) if it is a stats object of our uid that no broker
  * holds: one a broker killed before its clean stop left. */
 static bool remove_if_dead(int dirfd, const char *name)
@@ -68,7 +57,7 @@ static bool remove_if_dead(int dirfd, const char *name)
 	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	if (fstat(fd, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino && !write_locked(fd) &&
+	if (fstat(fd, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino && !zkw__ofd_write_locked(fd) &&
 	    fstatat(dirfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino)
 		removed = unlinkat(dirfd, name, 0) == 0;
 	close(fd);

@@ -340,26 +340,6 @@ static int parse_image(const zkw_state *st, const zkw_state_key *key, const char
 
 /* ---- files ---------------------------------------------------------------- */
 
-static int write_lock(int fd)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
-}
-
-static bool write_locked(int fd)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-}
-
 static void temp_name(char *buf, size_t cap)
 {
 	uint64_t r = 0;
@@ -393,7 +373,7 @@ static int create_temp(zkw_state *st, char *tmp, size_t cap)
 	}
 	if (fd < 0)
 		return -errno;
-	if (write_lock(fd) < 0 || fchmod(fd, 0600) < 0) {
+	if (zkw__ofd_write_lock(fd) < 0 || fchmod(fd, 0600) < 0) {
 		int err = -errno;
 
 		if (tmp[0])
@@ -514,7 +494,7 @@ static void remove_dead_temps(zkw_state *st)
 		fd = openat(st->dirfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 		if (fd < 0)
 			continue;
-		if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_uid == geteuid() && !write_locked(fd))
+		if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_uid == geteuid() && !zkw__ofd_write_locked(fd))
 			unlinkat(st->dirfd, e->d_name, 0);
 		close(fd);
 	}

@@ -192,16 +192,6 @@ static int held_by_another(zkw_writer *w, char *why, size_t whylen)
 	                   segment_pid(w));
 }
 
-static int write_lock(int fd)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
-}
-
 static int lock_broker_once(zkw_writer *w, char *why, size_t whylen);
 
 /* Take the broker lock: exclusion between brokers of this name. 0 with
@@ -252,7 +242,7 @@ static int lock_broker_once(zkw_writer *w, char *why, size_t whylen)
 			w->lock_fd = -1;
 			continue;
 		}
-		err = write_lock(w->lock_fd);
+		err = zkw__ofd_write_lock(w->lock_fd);
 		if (err == -EAGAIN || err == -EACCES)
 			return held_by_another(w, why, whylen);
 		if (err)
@@ -602,7 +592,7 @@ static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_he
 		return zkw__errorf(why, whylen, -errno, "cannot create a segment in " SHM_DIR ": %s",
 		                   strerror(errno));
 	err = allocate(w, w->fd, size, why, whylen);
-	if (!err && write_lock(w->fd) != 0) /* nobody else can reach it: cannot fail */
+	if (!err && zkw__ofd_write_lock(w->fd) != 0) /* nobody else can reach it: cannot fail */
 		err = zkw__errorf(why, whylen, -EIO, "cannot lock the new segment %s", w->name);
 	if (!err)
 		err = map_segment(w, size, why, whylen);
@@ -775,7 +765,7 @@ static int take_segment(zkw_writer *w, mode_t mode, gid_t group, char *why, size
 	} else {
 		int64_t deadline = (int64_t)(zkw__now_ns(CLOCK_MONOTONIC) / 1000000u) + HOLDER_WAIT_MS;
 
-		while ((err = write_lock(fd)) == -EAGAIN || err == -EACCES) {
+		while ((err = zkw__ofd_write_lock(fd)) == -EAGAIN || err == -EACCES) {
 			memset(&fl, 0, sizeof(fl));
 			fl.l_type = F_WRLCK;
 			fl.l_whence = SEEK_SET;

@@ -69,9 +69,6 @@
 extern "C" {
 #endif
 
-#ifndef F_OFD_GETLK /* Linux >= 3.15; glibc hides it without _GNU_SOURCE */
-#define F_OFD_GETLK 36
-#endif
 
 /* The environment variable naming the one owner (a uid or a user name) that
  * every reader of the process trusts, instead of root or itself. */
@@ -771,14 +768,7 @@ static inline bool zkw_reader_retired(const zkw_reader *r)
  * this true. The probe takes no lock itself. */
 static inline bool zkw_reader_broker_alive(const zkw_reader *r)
 {
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	if (fcntl(r->fd, F_OFD_GETLK, &fl) < 0)
-		return false;
-	return fl.l_type == F_WRLCK;
+	return zkw__ofd_write_locked(r->fd);
 }
 
 /* True when the broker is alive and its ZooKeeper session is connected. */

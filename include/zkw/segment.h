@@ -53,6 +53,7 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdbool.h>
@@ -248,6 +249,37 @@ static inline int zkw_shm_default_name(char *out, size_t cap, const char *zk_pat
 }
 
 /* ---- side effects, one small function each ---------------------------- */
+
+#ifndef F_OFD_GETLK /* Linux >= 3.15; glibc hides them without _GNU_SOURCE */
+#define F_OFD_GETLK 36
+#define F_OFD_SETLK 37
+#endif
+
+/* The liveness lock (see the top of this file): take an open-file-
+ * description WRITE lock on the whole of fd, without waiting. 0, or -errno
+ * (-EAGAIN / -EACCES: someone holds a lock on it). */
+static inline int zkw__ofd_write_lock(int fd)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* Does anyone hold a write lock on fd? Asks whether a READ lock could be
+ * taken (F_OFD_GETLK), which only a write lock refuses, and takes none: a
+ * read lock, all a read-only descriptor can hold, never counts. */
+static inline bool zkw__ofd_write_locked(int fd)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_RDLCK;
+	fl.l_whence = SEEK_SET;
+	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_WRLCK;
+}
 
 static inline long zkw__futex(const uint32_t *word, int op, uint32_t val, const struct timespec *deadline,
                               uint32_t bitset)
