@@ -58,10 +58,9 @@ LDFLAGS  += -pthread $(SANFLAGS)
 ZK_LIBS  := -lzookeeper_mt
 URCU_LIBS := -lurcu-memb -lurcu-common
 DAEMON_LIBS := -linih
-# broker/publish/state.c: the state files' checksum (xxHash). Only the
-# tests link it until the broker saves its state (issue 14, next step): a
-# library the broker does not use would be a dependency of the package.
-PUBLISH_LIBS := -lxxhash
+# broker/publish/: the state files' checksum (xxHash, state.c), the content
+# checks (json-c and libyaml, validate.c).
+PUBLISH_LIBS := -lxxhash -ljson-c -lyaml
 LDLIBS   += -lrt
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -154,7 +153,7 @@ $(LIBCLIENT): $(call obj,$(PY_SRC))
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/zkw-broker: $(call obj,broker/daemon/main.c) $(DAEMON_A) $(PUBLISH_A) $(LIB_A) $(LIBZKW)
-	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(DAEMON_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(DAEMON_LIBS) $(PUBLISH_LIBS) $(LDLIBS)
 
 $(TOOLS): $(BUILD)/%: $(BUILD)/tools/%.o $(LIB_A) $(LIBZKW)
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZK_LIBS) $(LDLIBS)

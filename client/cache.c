@@ -235,6 +235,8 @@ static int node_read(zkw_cache *c, struct cache_node **out)
 	        .changed_ns = node->meta.changed_ns,
 	        .pointer = node->meta.pointer,
 	        .error = node->meta.error,
+	        .cached = node->meta.cached,
+	        .rejected = node->meta.rejected,
 	};
 	c->len_hint = (size_t)n;
 	*out = node;

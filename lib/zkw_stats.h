@@ -32,7 +32,7 @@
 
 #define ZKW_STATS_MAGIC        0x31415453574b5a7fULL /* "\x7fZKWSTA1" little-endian */
 #define ZKW_STATS_ABI_MAJOR    1u
-#define ZKW_STATS_ABI_MINOR    0u
+#define ZKW_STATS_ABI_MINOR    1u /* 1: counters 11..14 */
 #define ZKW_STATS_SIZE         4096u        /* the whole object: one page */
 #define ZKW_STATS_PREFIX       "zkw-stats." /* /dev/shm/zkw-stats.<pid> */
 #define ZKW_STATS_COUNTERS_MAX 48u
@@ -55,7 +55,11 @@ enum zkw_stat {
 	ZKW_STAT_SUBSCRIPTIONS = 8,         /* subscriptions accepted on the control socket */
 	ZKW_STAT_SUBSCRIPTIONS_REFUSED = 9, /* refused by the policy or a cap */
 	ZKW_STAT_ERRORS = 10,               /* errors recorded (each became the last error) */
-	ZKW_STAT_COUNT = 11                 /* counters this version keeps */
+	ZKW_STAT_REJECTIONS = 11,           /* contents refused by a watch's validation */
+	ZKW_STAT_STATE_WRITES = 12,         /* snapshots written to the state directory */
+	ZKW_STAT_STATE_FAILURES = 13,       /* writes to the state directory that failed */
+	ZKW_STAT_COLD_STARTS = 14,          /* watches published from the state directory at their start */
+	ZKW_STAT_COUNT = 15                 /* counters this version keeps */
 };
 
 /* The object. Offsets are pinned below; the identity is written before

@@ -26,6 +26,9 @@ filter=${ZKW_TEST_FILTER:-}
 rundir=$(mktemp -d "${TMPDIR:-/tmp}/zkw-test.XXXXXX") || exit 2
 export ZKW_BUILD=$build ZKW_ROOT=$root ZKW_ZK_SH=$root/tools/zk.sh
 export CMOCKA_MESSAGE_OUTPUT=stdout
+# Brokers the tests start keep no disk cache unless a test gives them a
+# state directory of its own: the default, /var/lib/zkw, is the host's.
+export ZKW_STATE_DIR=none
 
 passed=0 failed=0 skipped=0 done=0 child=
 failures=()

@@ -16,8 +16,9 @@ packages=(
 	# the broker's configuration file; libsystemd0 (for sd_notify under its
 	# unit, loaded on demand) comes with systemd below
 	libinih-dev
-	# the checksum of the broker's state files (xxHash)
-	libxxhash-dev
+	# the checksum of the broker's state files (xxHash); a watch's content
+	# validation (json-c, libyaml)
+	libxxhash-dev libjson-c-dev libyaml-dev
 	# ZooKeeper server for the tests (it needs a Java runtime; the harness
 	# uses slf4j-simple from libslf4j-java for its log)
 	zookeeper default-jre-headless libslf4j-java

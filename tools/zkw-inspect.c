@@ -335,9 +335,10 @@ static void json_base64(FILE *f, const unsigned char *p, size_t len)
 
 static const char *state_words(char *out, size_t cap, uint32_t state)
 {
-	snprintf(out, cap, "%s%s%s", state & ZKW_STATE_RUNNING ? "running " : "stopped ",
+	snprintf(out, cap, "%s%s%s%s%s", state & ZKW_STATE_RUNNING ? "running " : "stopped ",
 	         state & ZKW_STATE_CONNECTED ? "connected " : "disconnected ",
-	         state & ZKW_STATE_VALID ? "valid" : "invalid");
+	         state & ZKW_STATE_VALID ? "valid" : "invalid", state & ZKW_STATE_CACHED ? " cached" : "",
+	         state & ZKW_STATE_REJECTED ? " rejected" : "");
 	return out;
 }
 
@@ -387,6 +388,10 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	       !zk_up && m->connected ? " (the last snapshot says connected: broker gone)" : "");
 	printf("ping             %s\n", zk_up ? "ok" : "failed");
 	printf("valid            %s\n", m->valid ? "true" : "false");
+	if (m->cached)
+		printf("cached           true (loaded from the broker's state directory; not confirmed by ZooKeeper since)\n");
+	if (m->rejected)
+		printf("rejected         true (newer content failed validation; this is the last good)\n");
 	printf("generation       %" PRIu64 "%s\n", m->generation,
 	       m->generation ? "" : " (nothing published yet)");
 	print_when("confirmed", m->confirmed_ns, now);
@@ -459,8 +464,9 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 	       rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED)
 	               ? "true"
 	               : "false");
-	printf(",\"connected\":%s,\"valid\":%s,\"generation\":%" PRIu64, m->connected ? "true" : "false",
-	       m->valid ? "true" : "false", m->generation);
+	printf(",\"connected\":%s,\"valid\":%s,\"cached\":%s,\"rejected\":%s,\"generation\":%" PRIu64,
+	       m->connected ? "true" : "false", m->valid ? "true" : "false", m->cached ? "true" : "false",
+	       m->rejected ? "true" : "false", m->generation);
 	printf(",\"confirmed_ns\":%" PRIu64, m->confirmed_ns);
 	json_age("age_confirmed_s", m->confirmed_ns, now);
 	if (rep->hot_confirmed_kept)
@@ -1099,6 +1105,14 @@ static const struct counter_name {
         {ZKW_STAT_SUBSCRIPTIONS_REFUSED, "subscriptions_refused", "refused subscriptions",
          "Subscriptions refused by the policy or a cap."},
         {ZKW_STAT_ERRORS, "errors", "errors", "Errors and warnings recorded as the last error."},
+        {ZKW_STAT_REJECTIONS, "rejections", "rejections",
+         "Contents refused by a watch's validation (the last good content stayed published)."},
+        {ZKW_STAT_STATE_WRITES, "state_writes", "state writes",
+         "Snapshots written to the state directory (the disk cache for a cold start)."},
+        {ZKW_STAT_STATE_FAILURES, "state_failures", "state write failures",
+         "Writes to the state directory that failed (a full disk, an I/O error)."},
+        {ZKW_STAT_COLD_STARTS, "cold_starts", "cold starts",
+         "Watches published from the state directory before ZooKeeper answered."},
 };
 _Static_assert(sizeof(counter_names) / sizeof(counter_names[0]) == ZKW_STAT_COUNT, "a name per counter");
 

@@ -22,6 +22,8 @@
 
 #include "daemon/cli.h"
 #include "daemon/log.h"
+#include "publish/state.h"
+#include "publish/validate.h"
 #include "publish/writer.h"
 
 /* One watch at run time. */
@@ -35,6 +37,7 @@ typedef struct broker_watch {
 	mode_t mode;       /* of its segment; 0 = the broker's */
 	bool group_set;
 	gid_t group;
+	zkw_validate_rules rules; /* fixed for the watch's life (a reload re-creates it) */
 	zkw_writer *writer;
 	zkw_watch *watch;
 
@@ -53,6 +56,14 @@ typedef struct broker_watch {
 	/* publish_state only: the segment does not show the watch's state
 	 * (a failed growth); what the log last said of it (log_state). */
 	bool degraded;
+	/* Validation: the content serial last checked, whether it was
+	 * refused, and why. */
+	uint64_t checked_serial;
+	bool rejecting;
+	char reject_why[ZKW_ERROR_MAX];
+	/* The segment holds the copy loaded from the state directory, saved
+	 * at this time ("" once ZooKeeper's content replaced it). */
+	char cached_from[40];
 	bool logged;
 	bool logged_valid;
 	char logged_error[ZKW_ERROR_MAX];
@@ -68,6 +79,7 @@ typedef struct broker {
 	size_t fd_watch_cap; /* watches the open file limit leaves room for */
 	unsigned long long fd_limit; /* RLIMIT_NOFILE's soft limit; 0 = unlimited */
 	int64_t started_ms;
+	size_t cold_starts; /* watches that published a cached copy when added */
 } broker;
 
 /* An eventfd written by publish_state when a watch is first evaluated and
@@ -80,6 +92,10 @@ extern int broker_evaluated_fd;
  * watching until broker_watch_start (so that all -f segments open first). */
 int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, broker_watch **out, char *why, size_t whylen);
+/* Added on demand, a watch takes the broker's validation rules
+ * (b->cli.demand.rules) and capacity from its caller. When the state
+ * directory holds a snapshot of the watch newer than its segment, an add
+ * publishes it at once (marked cached). */
 /* The same for a configured watch: its mode and group too. */
 int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, char *why, size_t whylen);
 /* Start its ZooKeeper watch: 0 or -errno (logged). */

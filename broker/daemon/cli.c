@@ -39,6 +39,10 @@ void zkw__cli_usage(FILE *out)
 	        "      --shm NAME            segment name (default zkw + PATH with '/' -> '.')\n"
 	        "      --capacity BYTES      largest content; segments start at 8k and grow to it\n"
 	        "                            (k and m suffixes allowed; default 1m)\n"
+	        "      --validate FORMAT     publish only content that parses: json, yaml or none\n"
+	        "      --reject-empty        never publish empty content\n"
+	        "      --max-shrink PERCENT  never publish content shorter by more than PERCENT\n"
+	        "                            of the last good one\n"
 	        "options:\n"
 	        "      --no-valid-init       start even when ZooKeeper does not answer; retry\n"
 	        "      --init-timeout MS     with valid init: give up after MS (default %d)\n"
@@ -56,6 +60,8 @@ void zkw__cli_usage(FILE *out)
 	        "      --mode MODE           octal segment mode, no group/other write (default 0640)\n"
 	        "      --group GROUP         segment group, name or gid\n"
 	        "      --unlink-on-exit      remove the segments when stopping\n"
+	        "      --state-dir DIR|none  keep each watch's last good content there, for a start\n"
+	        "                            without ZooKeeper (default $ZKW_STATE_DIR, else %s)\n"
 	        "control socket (docs/design.md, \"The control socket\"):\n"
 	        "      --socket PATH|none    listen there (default $ZKW_SOCKET, else %s)\n"
 	        "      --socket-mode MODE    octal mode of the socket (default %04o)\n"
@@ -79,7 +85,7 @@ void zkw__cli_usage(FILE *out)
 	        "  -V, --version             print the version\n"
 	        "  -h, --help                this help\n",
 	        BROKER_INIT_TIMEOUT_MS, ZKW_SESSION_TIMEOUT_MS_DEFAULT, ZKW_RECONCILE_S_DEFAULT,
-	        ZKW_RECONCILE_RATE_DEFAULT, ZKW_RECONNECT_MAX_MS_DEFAULT, ZKW_SOCKET_DEFAULT, ZKW_CLI_SOCKET_MODE, ZKW_CLI_MAX_WATCHES,
+	        ZKW_RECONCILE_RATE_DEFAULT, ZKW_RECONNECT_MAX_MS_DEFAULT, ZKW_CLI_STATE_DIR, ZKW_SOCKET_DEFAULT, ZKW_CLI_SOCKET_MODE, ZKW_CLI_MAX_WATCHES,
 	        ZKW_CLI_MAX_PEER_SUBS, ZKW_CLI_MAX_CONNECTIONS, ZKW_CLI_LINGER_S, ZKW_CLI_SUBSCRIBE_TIMEOUT);
 }
 
@@ -287,6 +293,10 @@ enum {
 	OPT_CHECK_CONFIG,
 	OPT_AUTH_FILE,
 	OPT_ACL,
+	OPT_STATE_DIR,
+	OPT_VALIDATE,
+	OPT_REJECT_EMPTY,
+	OPT_MAX_SHRINK,
 };
 
 #define SHORT_OPTS ":z:f:pvhc:V"
@@ -382,12 +392,33 @@ void zkw__cli_free(zkw_cli *c)
 	c->nowned = c->owned_cap = c->nwatches = c->watches_cap = c->nrules = c->rules_cap = 0;
 }
 
-/* -p, --ensure, --shm or --capacity for watch w. */
+static int parse_bool(const char *v, bool *out);
+
+/* -p, --ensure, --shm, --capacity, --validate, --reject-empty (arg NULL,
+ * or a boolean's text from the file) or --max-shrink for watch w. */
 static int apply_watch_option_to(zkw_cli_watch *w, int opt, const char *arg, struct cli_why *why)
 {
+	bool flag = true;
+
 	switch (opt) {
 	case 'p': w->pointer = true; return 0;
 	case OPT_ENSURE: w->ensure = true; return 0;
+	case OPT_VALIDATE:
+		if (zkw_validate_parse_format(arg, &w->rules.format) < 0)
+			return bad_usage(why, "validate %s: want json, yaml or none", arg);
+		w->rules_set |= ZKW_CLI_RULE_FORMAT;
+		return 0;
+	case OPT_REJECT_EMPTY:
+		if (arg && parse_bool(arg, &flag) < 0)
+			return bad_usage(why, "reject-empty = %s: want true or false", arg);
+		w->rules.reject_empty = flag;
+		w->rules_set |= ZKW_CLI_RULE_EMPTY;
+		return 0;
+	case OPT_MAX_SHRINK:
+		if (zkw_validate_parse_percent(arg, &w->rules.max_shrink) < 0)
+			return bad_usage(why, "max-shrink %s: want a percentage from 0 (off) to 100", arg);
+		w->rules_set |= ZKW_CLI_RULE_SHRINK;
+		return 0;
 	case OPT_SHM:
 		if (zkw_shm_name(w->shm, sizeof(w->shm), arg) < 0)
 			return bad_usage(why,
@@ -406,6 +437,18 @@ static int apply_watch_option_to(zkw_cli_watch *w, int opt, const char *arg, str
 	}
 }
 
+/* The rules given to from, over those of to. */
+static void inherit_rules(zkw_cli_watch *to, const zkw_cli_watch *from)
+{
+	if (from->rules_set & ZKW_CLI_RULE_FORMAT)
+		to->rules.format = from->rules.format;
+	if (from->rules_set & ZKW_CLI_RULE_EMPTY)
+		to->rules.reject_empty = from->rules.reject_empty;
+	if (from->rules_set & ZKW_CLI_RULE_SHRINK)
+		to->rules.max_shrink = from->rules.max_shrink;
+	to->rules_set |= from->rules_set;
+}
+
 /* A watch option applies to the preceding command-line -f; before the
  * first, to the defaults (a watch without a path) that every -f starts
  * from, and --capacity there is the broker's default (for the file's
@@ -420,6 +463,8 @@ static int apply_watch_option(zkw_cli *c, zkw_cli_watch *defaults, int opt, cons
 	rc = apply_watch_option_to(defaults, opt, arg, why);
 	if (rc == 0 && opt == OPT_CAPACITY)
 		c->default_capacity = defaults->capacity;
+	if (rc == 0)
+		inherit_rules(&c->demand, defaults); /* the broker's defaults too */
 	return rc;
 }
 
@@ -482,9 +527,15 @@ static int finish_watches(zkw_cli *c, struct cli_why *why)
 			return bad_usage(why, "-f %s: path too long for a default segment name; give --shm",
 			                 w->path);
 	}
-	for (i = 0; i < c->nwatches; i++)
+	for (i = 0; i < c->nwatches; i++) {
+		zkw_cli_watch own = c->watches[i];
+
 		if (!c->watches[i].capacity)
 			c->watches[i].capacity = c->default_capacity ? c->default_capacity : ZKW_DEFAULT_CAPACITY;
+		/* The broker's rules, then the watch's own over them. */
+		c->watches[i].rules = c->demand.rules;
+		inherit_rules(&c->watches[i], &own);
+	}
 	/* No two watches on one segment: sort a copy of the names (a broker
 	 * may have thousands of -f). */
 	if (c->nwatches > 1) {
@@ -520,6 +571,10 @@ static void cli_defaults(zkw_cli *c)
 	if (strcmp(c->socket_path, "none") == 0)
 		c->socket_path = NULL;
 	c->socket_mode = ZKW_CLI_SOCKET_MODE;
+	c->state_dir = getenv(ZKW_CLI_STATE_DIR_ENV) && *getenv(ZKW_CLI_STATE_DIR_ENV) ? getenv(ZKW_CLI_STATE_DIR_ENV)
+	                                                                             : ZKW_CLI_STATE_DIR;
+	if (strcmp(c->state_dir, "none") == 0)
+		c->state_dir = NULL;
 	c->socket_group = (gid_t)-1;
 	c->max_watches = ZKW_CLI_MAX_WATCHES;
 	c->max_peer_subscriptions = ZKW_CLI_MAX_PEER_SUBS;
@@ -559,6 +614,10 @@ static const struct option opts[] = {
         {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
         {"auth-file", required_argument, NULL, OPT_AUTH_FILE},
         {"acl", required_argument, NULL, OPT_ACL},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"validate", required_argument, NULL, OPT_VALIDATE},
+        {"reject-empty", no_argument, NULL, OPT_REJECT_EMPTY},
+        {"max-shrink", required_argument, NULL, OPT_MAX_SHRINK},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -636,7 +695,23 @@ static int apply_option(zkw_cli *c, zkw_cli_watch *defaults, int ch, const char 
 	case 'p':
 	case OPT_ENSURE:
 	case OPT_SHM:
-	case OPT_CAPACITY: rc = apply_watch_option(c, defaults, ch, arg, why); break;
+	case OPT_CAPACITY:
+	case OPT_VALIDATE:
+	case OPT_REJECT_EMPTY:
+	case OPT_MAX_SHRINK: rc = apply_watch_option(c, defaults, ch, arg, why); break;
+	case OPT_STATE_DIR:
+		if (strcmp(arg, "none") == 0) {
+			c->state_dir = NULL;
+			break;
+		}
+		if (arg[0] != '/' || strlen(arg) >= 4096)
+			return bad_usage(why, "--state-dir %s: want an absolute path, or none", arg);
+		for (const char *p = arg; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				return bad_usage(why, "--state-dir %s: control character at byte %zu", arg,
+				                 (size_t)(p - arg) + 1);
+		c->state_dir = arg;
+		break;
 	case OPT_NO_VALID_INIT: c->session.valid_init = false; break;
 	case OPT_INIT_TIMEOUT:
 		if (parse_int(arg, 1, 3600000, &v) < 0)
@@ -821,7 +896,8 @@ static const struct option *file_option(const char *section, const char *key)
 {
 	static const char *const broker_keys[] = {"zookeeper", "session-timeout", "init-timeout", "reconcile",
 	                                           "reconcile-rate", "reconnect-max", "capacity", "mode", "group",
-	                                           "verbose", "unlink-on-exit", "auth-file", "acl", NULL};
+	                                           "verbose", "unlink-on-exit", "auth-file", "acl", "state-dir",
+	                                           "validate", "reject-empty", "max-shrink", NULL};
 	static const char *const socket_keys[] = {"linger", "subscribe-timeout", "max-watches",
 	                                           "max-peer-subscriptions", "max-connections", "allow",
 	                                           "allow-ensure", NULL};
@@ -894,11 +970,15 @@ static int file_key(void *user, const char *section, const char *key, const char
 			cw->group_set = true;
 			return 1;
 		}
-		if (strcmp(key, "shm") == 0 || strcmp(key, "capacity") == 0) {
-			rc = apply_watch_option_to(cw, key[0] == 's' ? OPT_SHM : OPT_CAPACITY, value, &w);
+		o = option_by_name(key);
+		if (o && (o->val == OPT_SHM || o->val == OPT_CAPACITY || o->val == OPT_VALIDATE ||
+		          o->val == OPT_REJECT_EMPTY || o->val == OPT_MAX_SHRINK)) {
+			rc = apply_watch_option_to(cw, o->val, value, &w);
 			return rc < 0 ? file_refuse(st, 0, "%s", why) : 1;
 		}
-		return file_refuse(st, 0, "unknown key '%s' in [%s] (path, pointer, ensure, shm, capacity, mode, group)",
+		return file_refuse(st, 0,
+		                   "unknown key '%s' in [%s] (path, pointer, ensure, shm, capacity, mode, group, "
+		                   "validate, reject-empty, max-shrink)",
 		                   key, section);
 	}
 	if (strcmp(section, "broker") != 0 && strcmp(section, "socket") != 0)
@@ -912,6 +992,13 @@ static int file_key(void *user, const char *section, const char *key, const char
 	o = file_option(section, key);
 	if (!o)
 		return file_refuse(st, 0, "unknown key '%s' in [%s]", key, section);
+	if (o->val == OPT_VALIDATE || o->val == OPT_REJECT_EMPTY || o->val == OPT_MAX_SHRINK) {
+		/* The broker's rules: every watch's, unless it has its own. */
+		rc = apply_watch_option_to(st->defaults, o->val, value, &w);
+		if (rc == 0)
+			inherit_rules(&c->demand, st->defaults);
+		return rc < 0 ? file_refuse(st, 0, "%s", why) : 1;
+	}
 	if (o->has_arg == no_argument) {
 		if (parse_bool(value, &flag) < 0)
 			return file_refuse(st, 0, "%s = %s: want true or false", key, raw);
@@ -1113,6 +1200,17 @@ int zkw__cli_parse(zkw_cli *c, int argc, char **argv, char *whybuf, size_t whyle
 	return finish_watches(c, &why);
 }
 
+bool zkw__cli_same_rules(const zkw_validate_rules *a, const zkw_validate_rules *b)
+{
+	return a->format == b->format && a->reject_empty == b->reject_empty && a->max_shrink == b->max_shrink;
+}
+
+static void print_rules(FILE *out, const zkw_validate_rules *r)
+{
+	fprintf(out, "validate = %s\nreject-empty = %s\nmax-shrink = %u\n", zkw_validate_format_name(r->format),
+	        r->reject_empty ? "true" : "false", r->max_shrink);
+}
+
 static void print_group(FILE *out, const char *key, gid_t gid)
 {
 	struct group *gr;
@@ -1156,6 +1254,8 @@ void zkw__cli_print(FILE *out, const zkw_cli *c)
 	fprintf(out, "mode = %04o\n", (unsigned)(c->segment.mode ? c->segment.mode : 0640));
 	print_group(out, "group", c->segment.group);
 	fprintf(out, "unlink-on-exit = %s\n", c->unlink_on_exit ? "true" : "false");
+	fprintf(out, "state-dir = %s\n", c->state_dir ? c->state_dir : "none");
+	print_rules(out, &c->demand.rules);
 	fprintf(out, "verbose = %s\n", c->verbose ? "true" : "false");
 	fprintf(out, "\n[socket]\npath = %s\n", c->socket_path ? c->socket_path : "none");
 	fprintf(out, "mode = %04o\n", (unsigned)c->socket_mode);
@@ -1181,5 +1281,7 @@ void zkw__cli_print(FILE *out, const zkw_cli *c)
 			fprintf(out, "mode = %04o\n", (unsigned)w->mode);
 		if (w->group_set)
 			print_group(out, "group", w->group);
+		if (!zkw__cli_same_rules(&w->rules, &c->demand.rules))
+			print_rules(out, &w->rules);
 	}
 }

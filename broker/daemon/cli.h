@@ -18,6 +18,7 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
+#include "publish/validate.h"
 #include "publish/writer.h"
 
 /* Defaults of the control socket and its policy (docs/design.md, "The
@@ -28,6 +29,17 @@
 #define ZKW_CLI_MAX_CONNECTIONS   1024
 #define ZKW_CLI_LINGER_S          600
 #define ZKW_CLI_SUBSCRIBE_TIMEOUT 5000 /* ms */
+/* The state directory (docs/design.md, "The state directory"): --state-dir,
+ * else $ZKW_STATE_DIR, else this (the unit's StateDirectory=); "none" = no
+ * disk cache. */
+#define ZKW_CLI_STATE_DIR     "/var/lib/zkw"
+#define ZKW_CLI_STATE_DIR_ENV "ZKW_STATE_DIR"
+
+/* Which of a watch's validation rules it was given itself (the others come
+ * from the broker's defaults). */
+#define ZKW_CLI_RULE_FORMAT 0x1u
+#define ZKW_CLI_RULE_EMPTY  0x2u
+#define ZKW_CLI_RULE_SHRINK 0x4u
 
 /* One watched path and the segment it is published into. */
 typedef struct zkw_cli_watch {
@@ -39,6 +51,8 @@ typedef struct zkw_cli_watch {
 	mode_t mode;                    /* [watch] mode; 0 = the broker's (--mode) */
 	bool group_set;                 /* [watch] group, else the broker's (--group) */
 	gid_t group;
+	zkw_validate_rules rules; /* what content may be published (complete after a parse) */
+	unsigned rules_set;       /* ZKW_CLI_RULE_*: given for this watch (before the parse completes it) */
 	/* From the configuration file: its [watch LABEL] and line. */
 	bool from_file;
 	const char *label;
@@ -62,7 +76,8 @@ typedef struct zkw_cli {
 	int nwatches, watches_cap;
 	int cli_first_watch;       /* watches[cli_first_watch..] came from -f */
 	uint64_t default_capacity; /* [broker] capacity / --capacity before -f; 0 = ZKW_DEFAULT_CAPACITY */
-	zkw_cli_watch demand;      /* what a watch added on demand starts from (capacity) */
+	zkw_cli_watch demand;      /* what a watch added on demand starts from (capacity, rules) */
+	const char *state_dir;     /* NULL = none */
 	char **owned;              /* strings read from the file */
 	int nowned, owned_cap;
 	/* The control socket: path, or NULL for none (--socket none). */
@@ -106,6 +121,8 @@ const char *zkw__cli_keep(zkw_cli *cli, const char *text);
 /* The effective configuration, in the configuration file's format (what
  * --check-config prints). */
 void zkw__cli_print(FILE *out, const zkw_cli *cli);
+
+bool zkw__cli_same_rules(const zkw_validate_rules *a, const zkw_validate_rules *b);
 
 /* Release what zkw__cli_parse allocated: call it after every parse, failed
  * or not (and it may be called twice). */

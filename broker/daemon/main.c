@@ -32,6 +32,8 @@
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/stats.h"
+#include "publish/state.h"
+#include "publish/validate.h"
 #include "publish/writer.h"
 
 #define STOPPED_ERROR "zkw-broker stopped"
@@ -192,6 +194,213 @@ static int demand_name(char *out, size_t cap, const char *path, bool pointer)
 	return 0;
 }
 
+/* ---- the state directory (docs/design.md, "The state directory") -------
+ *
+ * After every publication the segment's content - the last good one - is
+ * handed to the state store with the generation, and its saver thread
+ * writes it (coalesced, never on this thread). A watch added later finds
+ * its last snapshot there and publishes it at once, marked cached, until
+ * ZooKeeper answers. */
+
+static zkw_state *state_store;
+
+static void state_key(const broker_watch *w, zkw_state_key *key)
+{
+	key->path = w->path;
+	key->pointer = w->pointer;
+	key->shm_name = w->shm;
+}
+
+/* Hand what w's segment publishes now to the saver. Publishing thread. */
+static void state_save(broker_watch *w)
+{
+	zkw_writer_view v;
+	zkw_state_snapshot s;
+	zkw_state_key key;
+	int rc;
+
+	if (!state_store || zkw_writer_view_published(w->writer, &v) < 0 || !v.generation)
+		return;
+	state_key(w, &key);
+	s = (zkw_state_snapshot){
+	        .content = v.content,
+	        .len = v.len,
+	        .pointer = v.pointer,
+	        .version = v.version,
+	        .mzxid = v.mzxid,
+	        .generation = v.generation,
+	        .content_gen = v.content_gen,
+	        .changed_ns = v.changed_ns,
+	        .confirmed_ns = v.confirmed_ns,
+	};
+	rc = zkw_state_save(state_store, &key, &s);
+	if (rc < 0)
+		zkw__stats_error(ZKW_LOG_WARN, "%s: cannot save its state: %s", w->path, strerror(-rc));
+}
+
+/* The saver thread: once per change of cause (a full disk is told once). */
+static void state_error(void *ctx, int err, const char *why)
+{
+	(void)ctx;
+	if (err)
+		zkw__stats_error(ZKW_LOG_ERROR, "%s; the broker serves on, the cached copies may be older", why);
+	else
+		zkw__log_printf(ZKW_LOG_INFO, "%s", why);
+}
+
+static void state_written(void *ctx, int err)
+{
+	(void)ctx;
+	zkw__stats_add(err ? ZKW_STAT_STATE_FAILURES : ZKW_STAT_STATE_WRITES);
+}
+
+/* "2026-12-01T19:00:00Z" */
+static void utc_text(uint64_t ns, char *buf, size_t cap)
+{
+	time_t t = (time_t)(ns / 1000000000u);
+	struct tm tm;
+
+	if (!ns || !gmtime_r(&t, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, cap, "an unknown time");
+}
+
+static void share_cached(broker_watch *w, const char *error);
+
+/* A cold start: publish the watch's saved snapshot when it is newer than
+ * what its segment holds (after a reboot the segment is new and empty).
+ * Before the watch starts: no publish_state can run for w yet. */
+static bool cold_start(broker_watch *w)
+{
+	size_t cap;
+	void *buf;
+	zkw_state_snapshot s;
+	zkw_state_key key;
+	char why[1024], when[40], error[256];
+	int rc;
+
+	if (!state_store)
+		return false;
+	cap = zkw_state_load_size(state_store);
+	buf = malloc(cap); /* mapped lazily: only the file's pages are touched */
+	if (!buf)
+		return false;
+	state_key(w, &key);
+	rc = zkw_state_load(state_store, &key, &s, buf, cap, why, sizeof(why));
+	if (rc < 0) {
+		if (rc != -ENOENT)
+			zkw__stats_error(ZKW_LOG_WARN, "%s: cached copy ignored: %s", w->path, why);
+		free(buf);
+		return false;
+	}
+	if (s.generation <= zkw_writer_generation(w->writer)) {
+		zkw__log_printf(ZKW_LOG_DEBUG, "%s: segment %s (generation %llu) is newer than the cached copy", w->path,
+		                w->shm, (unsigned long long)zkw_writer_generation(w->writer));
+		free(buf);
+		return false;
+	}
+	utc_text(s.saved_ns, when, sizeof(when));
+	snprintf(error, sizeof(error), "cached copy from %s; ZooKeeper not reached yet", when);
+	rc = zkw_writer_publish(w->writer, &(zkw_publication){
+	                                           .cached = true,
+	                                           .content = s.content,
+	                                           .len = s.len,
+	                                           .version = s.version,
+	                                           .mzxid = s.mzxid,
+	                                           .pointer = s.pointer,
+	                                           .error = error,
+	                                           .confirmed_ns = s.confirmed_ns,
+	                                           .after_generation = s.generation,
+	                                           .changed_ns = s.changed_ns,
+	                                           .content_gen = s.content_gen,
+	                                   });
+	if (rc < 0) {
+		zkw__stats_error(ZKW_LOG_WARN, "%s: cannot publish the cached copy from %s (%zu bytes): %s", w->path,
+		                 when, s.len, rc == -EMSGSIZE ? "larger than the watch's capacity" : strerror(-rc));
+	} else {
+		snprintf(w->cached_from, sizeof(w->cached_from), "%s", when);
+		zkw__stats_add(ZKW_STAT_COLD_STARTS);
+		zkw__log_printf(ZKW_LOG_INFO, "%s: published the cached copy from %s (%zu bytes, generation %llu) until "
+		                              "ZooKeeper answers",
+		                w->path, when, s.len, (unsigned long long)zkw_writer_generation(w->writer));
+		__atomic_store_n(&w->pub_len, (uint64_t)s.len, __ATOMIC_RELAXED);
+		share_cached(w, error);
+	}
+	free(buf);
+	return rc == 0;
+}
+
+/* The store, or none with a warning: a broker without its disk cache still
+ * serves. */
+static void state_open(broker *b)
+{
+	zkw_state_options o = {
+	        .max_content = ZKW_CAPACITY_MAX, /* each watch's capacity is its writer's business */
+	        .on_error = state_error,
+	        .on_write = state_written,
+	};
+	char why[1024];
+
+	if (!b->cli.state_dir) {
+		zkw__log_printf(ZKW_LOG_INFO, "no state directory: a start without ZooKeeper publishes nothing");
+		return;
+	}
+	if (zkw_state_open(&state_store, b->cli.state_dir, &o, why, sizeof(why)) < 0) {
+		state_store = NULL;
+		zkw__stats_error(ZKW_LOG_WARN, "%s; running without a disk cache (--state-dir)", why);
+		return;
+	}
+	zkw__log_printf(ZKW_LOG_DEBUG, "state directory %s", b->cli.state_dir);
+}
+
+/* Every snapshot handed over is written (or failed) before the stop. */
+static void state_close(void)
+{
+	zkw_state_stats s;
+	int rc;
+
+	if (!state_store)
+		return;
+	zkw_state_get_stats(state_store, &s);
+	rc = zkw_state_close(state_store);
+	state_store = NULL;
+	if (rc < 0)
+		zkw__log_printf(ZKW_LOG_WARN, "state directory: the last snapshots could not be written: %s",
+		                strerror(-rc));
+	else
+		zkw__log_printf(ZKW_LOG_DEBUG, "state directory: %llu writes, %llu coalesced, %llu failures",
+		                (unsigned long long)s.writes, (unsigned long long)s.coalesced,
+		                (unsigned long long)s.failures);
+}
+
+/* ---- validation ------------------------------------------------------- */
+
+static bool rules_active(const zkw_validate_rules *r)
+{
+	return r->format != ZKW_VALIDATE_NONE || r->reject_empty || r->max_shrink;
+}
+
+/* Check the watch's new content (once per content serial): false when it
+ * is refused, the reason in w->reject_why. Publishing thread. */
+static bool content_accepted(broker_watch *w, const zkw_watch_state *st)
+{
+	zkw_writer_view v;
+	int64_t last_good = -1;
+	char why[512];
+
+	if (st->content_serial == w->checked_serial)
+		return !w->rejecting;
+	w->checked_serial = st->content_serial;
+	if (zkw_writer_view_published(w->writer, &v) == 0 && v.generation)
+		last_good = (int64_t)v.len;
+	w->rejecting = zkw_validate(&w->rules, st->content, st->len, last_good, why, sizeof(why)) < 0;
+	if (w->rejecting) {
+		snprintf(w->reject_why, sizeof(w->reject_why), "Rejected version %d (%zu bytes): %s; the last good "
+		         "content stays published", (int)st->version, st->len, why);
+		zkw__stats_add(ZKW_STAT_REJECTIONS);
+	}
+	return !w->rejecting;
+}
+
 /* ---- publishing ------------------------------------------------------- */
 
 /* One line when a watch becomes valid or invalid, or its error changes: the
@@ -234,14 +443,26 @@ static void log_state(broker_watch *w, const zkw_publication *st)
 int broker_evaluated_fd = -1;
 
 /* What the control thread may read of w without touching the writer. */
-static void share_state(broker_watch *w, const zkw_publication *p)
+static void share_fields(broker_watch *w, bool valid, const char *error)
 {
 	pthread_mutex_lock(&pub_lock);
-	snprintf(w->pub_error, sizeof(w->pub_error), "%s", p->valid || !p->error ? "" : p->error);
+	snprintf(w->pub_error, sizeof(w->pub_error), "%s", valid || !error ? "" : error);
 	pthread_mutex_unlock(&pub_lock);
-	__atomic_store_n(&w->pub_valid, p->valid ? 1u : 0u, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->pub_valid, valid ? 1u : 0u, __ATOMIC_RELAXED);
 	__atomic_store_n(&w->pub_generation, zkw_writer_generation(w->writer), __ATOMIC_RELAXED);
 	__atomic_store_n(&w->pub_capacity, zkw_writer_capacity(w->writer), __ATOMIC_RELAXED);
+}
+
+/* A cold start's publication: not an evaluation (ZooKeeper has not
+ * answered), so nothing waiting for one is woken. */
+static void share_cached(broker_watch *w, const char *error)
+{
+	share_fields(w, false, error);
+}
+
+static void share_state(broker_watch *w, const zkw_publication *p)
+{
+	share_fields(w, p->valid, p->error);
 	if (!p->keep_content)
 		__atomic_store_n(&w->pub_len, (uint64_t)p->len, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&w->pub_evaluated, __ATOMIC_RELAXED) == 0) {
@@ -288,7 +509,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	        .error = st->error,
 	        .confirmed_ns = st->confirmed_ns,
 	};
-	char grow_error[ZKW_ERROR_MAX];
+	char grow_error[ZKW_ERROR_MAX], cached_error[ZKW_ERROR_MAX];
 	uint64_t capacity = zkw_writer_capacity(w->writer);
 	int rc;
 
@@ -300,6 +521,23 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		zkw__log_printf(ZKW_LOG_DEBUG, "%s: confirmed (generation %llu unchanged)", w->path,
 		                (unsigned long long)zkw_writer_generation(w->writer));
 		return;
+	}
+	/* Content the watch's rules refuse never reaches the segment: the last
+	 * good content stays, flagged rejected, with the reason (unless
+	 * ZooKeeper's own trouble is the news). */
+	if (st->content_serial && rules_active(&w->rules) && !content_accepted(w, st)) {
+		p.keep_content = true;
+		p.rejected = true;
+		p.valid = false;
+		if (st->valid || !st->error || !*st->error)
+			p.error = w->reject_why;
+	}
+	if (!p.keep_content)
+		w->cached_from[0] = '\0'; /* ZooKeeper's content replaces the cached copy */
+	else if (w->cached_from[0] && !p.valid && !p.rejected) {
+		snprintf(cached_error, sizeof(cached_error), "%s; serving the cached copy from %s",
+		         p.error && *p.error ? p.error : "ZooKeeper not reached yet", w->cached_from);
+		p.error = cached_error;
 	}
 	rc = zkw_writer_publish(w->writer, &p);
 	if (zkw_writer_capacity(w->writer) != capacity)
@@ -324,7 +562,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	/* What the segment shows is not the watch's state (content too large,
 	 * no room to grow): the next confirmation publishes in full, and so
 	 * retries. */
-	w->degraded = rc != 0 || p.valid != st->valid;
+	w->degraded = rc != 0 || (p.valid != st->valid && !p.rejected);
 	log_state(w, &p);
 	share_state(w, &p);
 	if (rc) {
@@ -334,6 +572,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		return;
 	}
 	zkw__stats_add(ZKW_STAT_PUBLISHES);
+	state_save(w);
 	if (!p.valid && p.connected && p.error && *p.error) /* what log_state says at WARN */
 		zkw__stats_error(ZKW_LOG_WARN, "%s: invalid: %s", w->path, p.error);
 	zkw__log_printf(ZKW_LOG_DEBUG, "%s: published generation %llu (valid=%d len=%zu)", w->path,
@@ -349,24 +588,25 @@ static void watch_free(broker_watch *w)
 }
 
 static int watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
-                     uint64_t capacity, mode_t mode, const gid_t *group, broker_watch **out, char *why,
-                     size_t whylen);
+                     uint64_t capacity, mode_t mode, const gid_t *group, const zkw_validate_rules *rules,
+                     broker_watch **out, char *why, size_t whylen);
 
 int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, broker_watch **out, char *why, size_t whylen)
 {
-	return watch_add(b, path, pointer, ensure, permanent, name, capacity, 0, NULL, out, why, whylen);
+	return watch_add(b, path, pointer, ensure, permanent, name, capacity, 0, NULL, &b->cli.demand.rules, out,
+	                 why, whylen);
 }
 
 int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, char *why, size_t whylen)
 {
 	return watch_add(b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, c->mode,
-	                 c->group_set ? &c->group : NULL, out, why, whylen);
+	                 c->group_set ? &c->group : NULL, &c->rules, out, why, whylen);
 }
 
 static int watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
-                     uint64_t capacity, mode_t mode, const gid_t *group, broker_watch **out, char *why,
-                     size_t whylen)
+                     uint64_t capacity, mode_t mode, const gid_t *group, const zkw_validate_rules *rules,
+                     broker_watch **out, char *why, size_t whylen)
 {
 	zkw_writer_options o = b->cli.segment;
 	broker_watch *w;
@@ -394,6 +634,7 @@ static int watch_add(broker *b, const char *path, bool pointer, bool ensure, boo
 	w->mode = mode;
 	w->group_set = group != NULL;
 	w->group = group ? *group : 0;
+	w->rules = *rules;
 	if (mode)
 		o.mode = mode;
 	if (group)
@@ -431,6 +672,8 @@ static int watch_add(broker *b, const char *path, bool pointer, bool ensure, boo
 	b->watches[b->nwatches++] = w;
 	if (!permanent)
 		b->ndemand++;
+	if (cold_start(w))
+		b->cold_starts++;
 	*out = w;
 	return 0;
 }
@@ -489,7 +732,8 @@ static void stop_publishing(broker *b)
 		zkw_publication stopped = {.keep_content = true, .error = STOPPED_ERROR};
 
 		watch_unlink(b, w);
-		zkw_writer_publish(w->writer, &stopped);
+		if (zkw_writer_publish(w->writer, &stopped) == 0)
+			state_save(w); /* its generation: the next start continues above it */
 		zkw_writer_close(w->writer, b->cli.unlink_on_exit || !w->permanent);
 		watch_free(w);
 	}
@@ -555,7 +799,7 @@ static int raise_fd_limit(broker *b)
  * Compiled in unless ZKW_NO_FAULT_INJECTION: unarmed it costs one getenv at
  * start, and the tests then exercise the very binary that ships. */
 #ifndef ZKW_NO_FAULT_INJECTION
-static useconds_t fault_stall_us;
+static useconds_t fault_stall_us, fault_save_us;
 
 static void fault_stall_mid_publish(void)
 {
@@ -567,11 +811,33 @@ static void fault_stall_mid_publish(void)
 	usleep(fault_stall_us);
 }
 
+/* ZKW_TEST_FAULT_STALL_BEFORE_SAVE_US=N: the saver thread says
+ * "zkw-fault: saving" before each state file it writes and stalls N
+ * microseconds, so a test can SIGKILL the broker at any point of a save
+ * (tests/integration/test_coldstart.c). */
+static void fault_stall_before_save(void)
+{
+	static const char line[] = "zkw-fault: saving\n";
+
+	if (write(STDERR_FILENO, line, sizeof(line) - 1) < 0) {
+		/* the stall is what matters */
+	}
+	usleep(fault_save_us);
+}
+
 static void arm_fault_injection(void)
 {
 	const char *v = getenv("ZKW_TEST_FAULT_STALL_MID_PUBLISH_US");
+	const char *s = getenv("ZKW_TEST_FAULT_STALL_BEFORE_SAVE_US");
 	long us;
 
+	if (s && *s) {
+		us = strtol(s, NULL, 10);
+		fault_save_us = (useconds_t)(us < 0 ? 0 : us > 1000000 ? 1000000 : us);
+		zkw_state_write_hook = fault_stall_before_save;
+		zkw__log_printf(ZKW_LOG_WARN, "fault injection armed: stalling %u us before each save (tests only)",
+		                (unsigned)fault_save_us);
+	}
 	if (!v || !*v)
 		return;
 	us = strtol(v, NULL, 10);
@@ -852,6 +1118,7 @@ static void keep_restart_settings(const zkw_cli *run, zkw_cli *next)
 	        {run->segment.mode != next->segment.mode || run->segment.group != next->segment.group,
 	         "the segments' mode or group"},
 	        {run->unlink_on_exit != next->unlink_on_exit, "unlink-on-exit"},
+	        {!same_text(run->state_dir, next->state_dir), "state-dir"},
 	        {!same_text(run->session.credentials_from, next->session.credentials_from) ||
 	                 run->session.ncredentials != next->session.ncredentials,
 	         "auth-file"},
@@ -878,6 +1145,7 @@ static void keep_restart_settings(const zkw_cli *run, zkw_cli *next)
 	next->socket_group = run->socket_group;
 	next->segment = run->segment;
 	next->unlink_on_exit = run->unlink_on_exit;
+	next->state_dir = zkw__cli_keep(next, run->state_dir);
 }
 
 struct reload {
@@ -898,7 +1166,8 @@ static const zkw_cli_watch *next_watch(const zkw_cli *c, const char *path, bool 
 static bool same_watch(const broker_watch *w, const zkw_cli_watch *c)
 {
 	return strcmp(w->shm, c->shm) == 0 && w->capacity == c->capacity && w->ensure == c->ensure &&
-	       w->mode == c->mode && w->group_set == c->group_set && (!w->group_set || w->group == c->group);
+	       w->mode == c->mode && w->group_set == c->group_set && (!w->group_set || w->group == c->group) &&
+	       zkw__cli_same_rules(&w->rules, &c->rules);
 }
 
 /* Runs where the watch table may change (the control thread, or main when
@@ -930,6 +1199,12 @@ static void reload_apply(void *arg)
 			                w->path, w->subscribers, w->subscribers == 1 ? "" : "s");
 			i++;
 			continue;
+		}
+		if (!nw && state_store) { /* gone for good: so is its cached copy */
+			zkw_state_key key;
+
+			state_key(w, &key);
+			zkw_state_remove(state_store, &key);
 		}
 		broker_watch_remove(b, w, nw ? "Watch re-created: its configuration changed"
 		                             : "Watch removed from the configuration");
@@ -999,6 +1274,7 @@ static void reload_config(broker *b, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static broker b;
+	zkw_session_options session_opt;
 	char why[512] = "";
 	sigset_t set;
 	int i, rc;
@@ -1036,6 +1312,7 @@ int main(int argc, char **argv)
 	rc = raise_fd_limit(&b);
 	if (zkw__stats_open(b.cli.socket_path, b.cli.segment.mode, b.cli.segment.group, why, sizeof(why)) < 0)
 		zkw__log_printf(ZKW_LOG_WARN, "%s; running without them", why);
+	state_open(&b);
 	for (i = 0; i < b.cli.nwatches && rc == 0; i++) {
 		const zkw_cli_watch *c = &b.cli.watches[i];
 		broker_watch *w;
@@ -1044,7 +1321,17 @@ int main(int argc, char **argv)
 		if (rc < 0)
 			zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
 	}
-	if (rc == 0 && (rc = zkw_session_open(&b.session, b.cli.hosts, &b.cli.session, why, sizeof(why))) < 0)
+	/* Cached copies are published: a ZooKeeper that does not answer is
+	 * what they are for, not a reason to stop (valid init waived). */
+	session_opt = b.cli.session;
+	if (rc == 0 && b.cold_starts && session_opt.valid_init) {
+		zkw__log_printf(ZKW_LOG_INFO, "%zu watch%s serve%s a cached copy: the broker keeps running if ZooKeeper "
+		                              "does not answer within %d ms",
+		                b.cold_starts, b.cold_starts == 1 ? "" : "es", b.cold_starts == 1 ? "s" : "",
+		                b.cli.session.init_timeout_ms);
+		session_opt.valid_init = false;
+	}
+	if (rc == 0 && (rc = zkw_session_open(&b.session, b.cli.hosts, &session_opt, why, sizeof(why))) < 0)
 		zkw__log_printf(ZKW_LOG_ERROR, "%s", why);
 	for (size_t k = 0; k < b.nwatches && rc == 0; k++)
 		rc = broker_watch_start(&b, b.watches[k]);
@@ -1064,6 +1351,7 @@ int main(int argc, char **argv)
 	control_stop();             /* no watch added or removed after this */
 	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);
+	state_close();
 	zkw__stats_close(); /* every counting thread is gone */
 	zkw__cli_free(&b.cli);
 	if (rc)

@@ -102,6 +102,7 @@ struct zkw_state {
 	char dir[PATH_MAX];
 	uint64_t max_content;
 	zkw_state_error_fn *on_error;
+	void (*on_write)(void *ctx, int err);
 	void *ctx;
 	unsigned retry_ms, retry_max_ms;
 
@@ -660,10 +661,10 @@ static void save_one(zkw_state *st, struct entry *e, int *pass_err, bool in_pass
 	st->reported = err;
 	/* e may be freed by zkw_state_remove() from here on. */
 	pthread_cond_broadcast(&st->done);
-	if (!report && !image)
-		return;
 	pthread_mutex_unlock(&st->mu);
 	free(image);
+	if (st->on_write)
+		st->on_write(st->ctx, err);
 	if (report && st->on_error) {
 		if (!err)
 			snprintf(why, sizeof(why), "state files are saved in %s again", st->dir);
@@ -781,6 +782,7 @@ int zkw_state_open(zkw_state **out, const char *dir, const zkw_state_options *op
 	strcpy(st->dir, dir);
 	st->max_content = opt->max_content ? opt->max_content : ZKW_DEFAULT_CAPACITY;
 	st->on_error = opt->on_error;
+	st->on_write = opt->on_write;
 	st->ctx = opt->ctx;
 	st->retry_ms = opt->retry_ms ? opt->retry_ms : RETRY_MS_DEFAULT;
 	st->retry_max_ms = opt->retry_max_ms ? opt->retry_max_ms : RETRY_MAX_MS_DEFAULT;

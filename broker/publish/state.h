@@ -65,6 +65,10 @@ typedef struct zkw_state_options {
 	 * 0 = ZKW_DEFAULT_CAPACITY. */
 	uint64_t max_content;
 	zkw_state_error_fn *on_error; /* may be NULL */
+	/* May be NULL. Called from the saver thread, without any lock of the
+	 * store, after every write: 0, or its -errno (for counters). The same
+	 * rules as on_error. */
+	void (*on_write)(void *ctx, int err);
 	void *ctx;
 	/* After a failed write the saver waits retry_ms, doubling up to
 	 * retry_max_ms, before the next write (a flush or close does not

@@ -88,6 +88,7 @@ struct kept {
 	int64_t mzxid;
 	uint64_t changed_ns;
 	uint64_t content_gen;
+	uint32_t flags; /* ZKW_SLOT_* */
 };
 
 void (*zkw_writer_fault_hook)(void);
@@ -367,6 +368,7 @@ static int load_kept(const zkw_writer *w, const struct zkw_slot *s, uint64_t gen
 	k->mzxid = (int64_t)zkw__load64(&s->mzxid);
 	k->changed_ns = zkw__load64(&s->changed_ns);
 	k->content_gen = zkw__load64(&s->content_gen);
+	k->flags = zkw__load32(&s->flags);
 	if (seq & 1)
 		return zkw__errorf(buf, cap, -EBADMSG, "its sequence %llu is odd (a write that never ended)",
 		                   (unsigned long long)seq);
@@ -608,8 +610,8 @@ static int create_segment(zkw_writer *w, int old_fd, const struct zkw_segment_he
 		set_watch_path(w, w->watch_path);
 	}
 	zkw_segment_set_state(&writer_header(w)->hot,
-	                      growing ? old->hot.state &
-	                                        (ZKW_STATE_RUNNING | ZKW_STATE_VALID | ZKW_STATE_CONNECTED)
+	                      growing ? old->hot.state & (ZKW_STATE_RUNNING | ZKW_STATE_VALID | ZKW_STATE_CONNECTED |
+	                                                  ZKW_STATE_CACHED | ZKW_STATE_REJECTED)
 	                              : ZKW_STATE_RUNNING);
 	/* A reader that sees the magic sees every identity field. The release
 	 * store pairs with the acquire load of the magic in
@@ -928,14 +930,26 @@ static void copy_text(char *dst, uint32_t *len_field, const char *text, uint32_t
  * from cur is loaded once and checked (load_kept()): a slot that fails the
  * check is carried over as empty content, a change, never as bytes out of
  * its bounds. */
-static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slot *cur,
-                         const zkw_publication *p, uint64_t gen)
+static uint32_t fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slot *cur,
+                             const zkw_publication *p, uint64_t gen)
 {
 	struct kept k;
 	bool kept_ok = !w->drop_kept && load_kept(w, cur, w->generation, &k, NULL, 0) == 0;
 	bool changed;
 
 	w->drop_kept = false;
+	if (p->cached) {
+		/* Restored as saved; compare_content stays: the first live
+		 * publication compares bytes. */
+		zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len);
+		copy_text(s->pointer, &s->pointer_len, p->pointer, ZKW_POINTER_MAX);
+		zkw__store64(&s->len, p->len);
+		zkw__store64(&s->version, (uint64_t)p->version);
+		zkw__store64(&s->mzxid, (uint64_t)p->mzxid);
+		zkw__store64(&s->changed_ns, p->changed_ns ? p->changed_ns : zkw__now_ns(CLOCK_REALTIME));
+		zkw__store64(&s->content_gen, p->content_gen && p->content_gen < gen ? p->content_gen : gen);
+		return ZKW_SLOT_CACHED;
+	}
 	if (p->keep_content && !kept_ok) {
 		zkw__store32(&s->pointer_len, 0);
 		zkw__store64(&s->len, 0);
@@ -943,7 +957,7 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 		zkw__store64(&s->mzxid, 0);
 		zkw__store64(&s->changed_ns, zkw__now_ns(CLOCK_REALTIME));
 		zkw__store64(&s->content_gen, gen);
-		return;
+		return 0;
 	}
 	if (p->keep_content) {
 		zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET,
@@ -955,7 +969,7 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 		zkw__store64(&s->mzxid, (uint64_t)k.mzxid);
 		zkw__store64(&s->changed_ns, k.changed_ns);
 		zkw__store64(&s->content_gen, k.content_gen);
-		return;
+		return k.flags & ZKW_SLOT_CACHED;
 	}
 	if (!kept_ok)
 		changed = true;
@@ -973,6 +987,7 @@ static void fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw_slo
 	zkw__store64(&s->mzxid, (uint64_t)p->mzxid);
 	zkw__store64(&s->changed_ns, changed ? zkw__now_ns(CLOCK_REALTIME) : k.changed_ns);
 	zkw__store64(&s->content_gen, changed ? gen : k.content_gen);
+	return 0;
 }
 
 /* Replace the segment by a larger one for content of len bytes: created
@@ -1022,13 +1037,24 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 	uint64_t gen = w->generation + 1;
 	struct zkw_slot *s;
 	const struct zkw_slot *cur;
-	uint32_t flags = (p->valid ? ZKW_SLOT_VALID : 0) | (p->connected ? ZKW_SLOT_CONNECTED : 0);
-	uint32_t state = ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) |
-	                 (p->connected ? ZKW_STATE_CONNECTED : 0);
+	uint32_t flags = (p->valid ? ZKW_SLOT_VALID : 0) | (p->connected ? ZKW_SLOT_CONNECTED : 0) |
+	                 (p->rejected ? ZKW_SLOT_REJECTED : 0);
+	uint32_t state;
 	uint64_t start, confirmed;
 	int err;
 
 	w->error[0] = '\0';
+	if (p->cached) {
+		if (p->after_generation >= ZKW_GENERATION_MAX || p->content_gen > p->after_generation ||
+		    (p->len && !p->content) || p->keep_content)
+			return -EINVAL;
+		/* Above the saved generation, on the other slot than the
+		 * published one (the generation may skip ahead). */
+		if (p->after_generation >= gen)
+			gen = p->after_generation + 1;
+		if (gen % w->slot_count == w->generation % w->slot_count)
+			gen++;
+	}
 	if (!p->keep_content && p->len > w->capacity) {
 		if (!w->grow || p->len > w->max_capacity)
 			return -EMSGSIZE;
@@ -1052,10 +1078,13 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 	start = zkw_slot_write_begin(s);
 
 	zkw__store64(&s->generation, gen);
-	zkw__store32(&s->flags, flags);
 	zkw__store64(&s->confirmed_ns, confirmed);
 	copy_text(s->error, &s->error_len, p->valid ? NULL : p->error, ZKW_ERROR_MAX);
-	fill_content(w, s, cur, p, gen);
+	flags |= fill_content(w, s, cur, p, gen);
+	zkw__store32(&s->flags, flags);
+	state = ZKW_STATE_RUNNING | (p->valid ? ZKW_STATE_VALID : 0) | (p->connected ? ZKW_STATE_CONNECTED : 0) |
+	        (flags & ZKW_SLOT_CACHED ? ZKW_STATE_CACHED : 0) |
+	        (flags & ZKW_SLOT_REJECTED ? ZKW_STATE_REJECTED : 0);
 
 	if (__builtin_expect(zkw_writer_fault_hook != NULL, 0))
 		zkw_writer_fault_hook();
@@ -1075,6 +1104,32 @@ int zkw_writer_confirm(zkw_writer *w, uint64_t confirmed_ns)
 	if (confirmed_ns == 0)
 		return -EINVAL;
 	take_confirmed(w, confirmed_ns);
+	return 0;
+}
+
+int zkw_writer_view_published(const zkw_writer *w, zkw_writer_view *out)
+{
+	const struct zkw_slot *s = writer_slot(w, w->generation);
+	struct kept k;
+
+	memset(out, 0, sizeof(*out));
+	out->content = "";
+	out->version = -1;
+	if (w->generation == 0)
+		return 0;
+	if (w->drop_kept || load_kept(w, s, w->generation, &k, NULL, 0) < 0)
+		return -EBADMSG;
+	out->generation = w->generation;
+	out->flags = k.flags;
+	out->content = (const uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET;
+	out->len = (size_t)k.len;
+	out->version = k.version;
+	out->mzxid = k.mzxid;
+	out->changed_ns = k.changed_ns;
+	out->content_gen = k.content_gen;
+	out->confirmed_ns = w->confirmed_ns;
+	zkw_payload_load(out->pointer, s->pointer, k.pointer_len);
+	out->pointer[k.pointer_len] = '\0';
 	return 0;
 }
 

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <zkw/common.h> /* ZKW_POINTER_MAX */
+
 typedef struct zkw_writer zkw_writer;
 
 /* The sizing rule of a growing segment (zkw_writer_options.grow): it starts
@@ -66,6 +68,22 @@ typedef struct zkw_publication {
 	 * the slot and the hot line; 0 = keep the last one stored (by a
 	 * publish or zkw_writer_confirm()). */
 	uint64_t confirmed_ns;
+	/* The content ZooKeeper holds was refused by validation: with
+	 * keep_content, the slot says so (ZKW_SLOT_REJECTED). */
+	bool rejected;
+	/* A cold start from the state directory: content..pointer as they were
+	 * saved, flagged ZKW_SLOT_CACHED, with the saved changed_ns and
+	 * content_gen (at most after_generation), published at a generation
+	 * above after_generation (the saved one) and the segment's: the
+	 * generation never goes backwards across a reboot. content_serial is
+	 * ignored and the next publication compares bytes, as a writer's first
+	 * does: the live content announces a change only if it differs.
+	 * Publications with keep_content carry the flag over; fresh content
+	 * clears it. */
+	bool cached;
+	uint64_t after_generation;
+	uint64_t changed_ns;
+	uint64_t content_gen;
 } zkw_publication;
 
 /* Take the broker lock (/dev/shm/.zkw-lock.<name>), then create, adopt or
@@ -116,6 +134,25 @@ uint64_t zkw_writer_sized_capacity(uint64_t len, uint64_t max);
 /* Why the last zkw_writer_publish() failed to grow the segment ("" if it
  * did not). */
 const char *zkw_writer_error(const zkw_writer *w);
+
+/* What the segment publishes now, read back from the writer's own mapping
+ * with the checks an adopted segment gets. content points into the segment
+ * and stays valid until the next zkw_writer_publish(). */
+typedef struct zkw_writer_view {
+	uint64_t generation; /* 0: nothing published (the rest is empty) */
+	uint32_t flags;      /* ZKW_SLOT_* */
+	const void *content;
+	size_t len;
+	int64_t version;
+	int64_t mzxid;
+	uint64_t changed_ns;
+	uint64_t content_gen;
+	uint64_t confirmed_ns;
+	char pointer[ZKW_POINTER_MAX];
+} zkw_writer_view;
+
+/* 0, or -EBADMSG when the published slot fails its checks. */
+int zkw_writer_view_published(const zkw_writer *w, zkw_writer_view *out);
 
 /* Generation of the last publication. */
 uint64_t zkw_writer_generation(const zkw_writer *w);

@@ -116,13 +116,15 @@ class _Meta(ctypes.Structure):
         ("changed_ns", ctypes.c_uint64),
         ("valid", ctypes.c_uint32),
         ("connected", ctypes.c_uint32),
+        ("cached", ctypes.c_uint32),
+        ("rejected", ctypes.c_uint32),
     ]
 
 
 Snapshot = collections.namedtuple(
     "Snapshot",
     "generation content_gen content valid connected version mzxid "
-    "confirmed_ns changed_ns pointer error",
+    "confirmed_ns changed_ns pointer error cached rejected",
 )
 Snapshot.__doc__ = "One consistent snapshot of a segment (content is bytes)."
 
@@ -598,6 +600,8 @@ class Reader(object):
             changed_ns=meta.changed_ns,
             pointer=pointer,
             error=_lib.zkw_py_error(h).decode(errors="replace"),
+            cached=bool(meta.cached),
+            rejected=bool(meta.rejected),
         )
 
     def _content(self):

@@ -70,9 +70,11 @@ typedef struct zkw_py_meta {
 	uint64_t changed_ns;
 	uint32_t valid;
 	uint32_t connected;
+	uint32_t cached;   /* zkw_snapshot.cached: from the broker's disk cache */
+	uint32_t rejected; /* zkw_snapshot.rejected: newer content failed validation */
 } zkw_py_meta;
 
-_Static_assert(sizeof(zkw_py_meta) == 64, "zkw_py_meta is mirrored in zkw.py");
+_Static_assert(sizeof(zkw_py_meta) == 72, "zkw_py_meta is mirrored in zkw.py");
 
 struct zkw_py_reader {
 	zkw_reader reader;
@@ -309,6 +311,8 @@ int64_t zkw_py_read(struct zkw_py_reader *h, zkw_py_meta *meta, void *buf, size_
 		meta->changed_ns = h->snap.changed_ns;
 		meta->valid = h->snap.valid;
 		meta->connected = h->snap.connected;
+		meta->cached = h->snap.cached;
+		meta->rejected = h->snap.rejected;
 	}
 	return (int64_t)n;
 }

@@ -90,6 +90,11 @@ typedef struct zkw_cache_snapshot {
 	uint64_t changed_ns;   /* CLOCK_REALTIME the content last changed */
 	const char *pointer;   /* pointer path ("" when not in pointer mode) */
 	const char *error;     /* error text ("" when valid) */
+	/* Added in 0.13 (at the end: the library allocates snapshots). As in
+	 * zkw_snapshot: the content came from the broker's disk cache at a
+	 * cold start; newer content failed the watch's validation. */
+	bool cached;
+	bool rejected;
 } zkw_cache_snapshot;
 
 /* Zero-initialised options are the defaults (hence require_uid rather than

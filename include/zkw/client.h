@@ -119,6 +119,13 @@ typedef struct zkw_snapshot {
 	uint64_t confirmed_ns; /* CLOCK_REALTIME of the last confirmation */
 	uint64_t changed_ns;   /* CLOCK_REALTIME the content last changed */
 	uint64_t content_gen;  /* generation at which this content appeared */
+	/* The content came from the broker's disk cache at a cold start and
+	 * ZooKeeper has not answered since (valid is false, error names the
+	 * save time). */
+	bool cached;
+	/* ZooKeeper holds newer content that failed the watch's validation
+	 * (error says why); this content is the last good one. */
+	bool rejected;
 	char error[ZKW_ERROR_MAX];
 	char pointer[ZKW_POINTER_MAX];
 } zkw_snapshot;
@@ -898,6 +905,8 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
 		m->generation = gen;
 		m->valid = (flags & ZKW_SLOT_VALID) != 0;
 		m->connected = (flags & ZKW_SLOT_CONNECTED) != 0;
+		m->cached = (flags & ZKW_SLOT_CACHED) != 0;
+		m->rejected = (flags & ZKW_SLOT_REJECTED) != 0;
 		if (r->abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED) {
 			/* A confirmation alone moves only the hot line:
 			 * report the newer. */

@@ -18,7 +18,9 @@
  *   +-------------------------+
  *
  * Publishing generation g fills slot g % slot_count (never the published
- * one, g - 1), under that slot's sequence counter, then stores g into the
+ * one: g - 1, or, when a cold start continues a saved generation and
+ * skips ahead, an earlier one of another slot), under that slot's
+ * sequence counter, then stores g into the
  * hot line with release semantics, bumps the futex word and wakes all. A
  * writer killed mid-publish leaves only an unpublished slot odd, so readers
  * keep reading generation g - 1 and never spin on it.
@@ -70,7 +72,7 @@ extern "C" {
 
 #define ZKW_SEGMENT_MAGIC 0x31474553574b5a7fULL /* "\x7fZKWSEG1" little-endian */
 #define ZKW_ABI_MAJOR     1u                    /* incompatible layout change: readers refuse */
-#define ZKW_ABI_MINOR     2u                    /* compatible additions: readers accept newer */
+#define ZKW_ABI_MINOR     3u                    /* compatible additions: readers accept newer */
 
 #define ZKW_CACHELINE        64u
 #define ZKW_SLOT_COUNT       2u              /* slots this writer creates */
@@ -92,6 +94,10 @@ extern "C" {
  * moves, waiters got a last wake): close it and open the name again. The
  * new segment continues the generations. */
 #define ZKW_STATE_RETIRED 0x8u
+/* ABI minor 3, mirrors of the published slot's ZKW_SLOT_CACHED and
+ * ZKW_SLOT_REJECTED (0 from older writers). */
+#define ZKW_STATE_CACHED   0x10u
+#define ZKW_STATE_REJECTED 0x20u
 
 /* Generations above this are corrupt (a writer would need 2^62 publishes):
  * a broker refuses to continue from one. */
@@ -100,6 +106,14 @@ extern "C" {
 /* Bits of zkw_slot.flags. */
 #define ZKW_SLOT_VALID     0x1u
 #define ZKW_SLOT_CONNECTED 0x2u
+/* ABI minor 3. CACHED: the content was loaded from the broker's state
+ * directory at a cold start and ZooKeeper has not answered for it since
+ * (the slot is invalid; its error names the save time). REJECTED: the
+ * newest content ZooKeeper holds failed the watch's validation (its error
+ * says why); the content is the last good one. Both are about the content:
+ * CONNECTED and VALID still say what ZooKeeper and the watch do. */
+#define ZKW_SLOT_CACHED   0x4u
+#define ZKW_SLOT_REJECTED 0x8u
 
 /* Written once per broker start (pid, epoch, started_ns change on restart
  * and are stored with relaxed atomics; the rest never changes). */

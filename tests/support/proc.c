@@ -405,7 +405,7 @@ static char **child_env(const proc_options *o)
 		n++;
 	while (o && o->env && o->env[extra])
 		extra++;
-	env = calloc(n + extra + 2, sizeof(*env));
+	env = calloc(n + extra + 3, sizeof(*env));
 	if (!env)
 		return NULL;
 	/* getenv returns the first match: the extras win. */
@@ -415,8 +415,11 @@ static char **child_env(const proc_options *o)
 		env[extra + i] = environ[i];
 	/* Last, so anything above wins: a broker a test starts listens on no
 	 * control socket (the default, /run/zkw/broker.sock, is one per host)
-	 * unless the test gives --socket or ZKW_SOCKET. */
+	 * unless the test gives --socket or ZKW_SOCKET; nor does it use a
+	 * state directory (the default, /var/lib/zkw, is the host's) unless
+	 * the test gives --state-dir or ZKW_STATE_DIR. */
 	env[extra + n] = (char *)"ZKW_SOCKET=none";
+	env[extra + n + 1] = (char *)"ZKW_STATE_DIR=none";
 	return env;
 }
 
