@@ -386,13 +386,23 @@ static bool content_accepted(broker_watch *w, const zkw_watch_state *st)
 	zkw_writer_view v;
 	int64_t last_good = -1;
 	char why[512];
+	int rc;
 
 	if (st->content_serial == w->checked_serial)
 		return !w->rejecting;
 	w->checked_serial = st->content_serial;
 	if (zkw_writer_view_published(w->writer, &v) == 0 && v.generation)
 		last_good = (int64_t)v.len;
-	w->rejecting = zkw_validate(&w->rules, st->content, st->len, last_good, why, sizeof(why)) < 0;
+	rc = zkw_validate(&w->rules, st->content, st->len, last_good, why, sizeof(why));
+	w->rejecting = rc < 0;
+	if (rc == -ENOMEM || rc == -EINVAL) {
+		/* Not a verdict on the content: refused for now (fail closed),
+		 * checked again at its next evaluation. */
+		w->checked_serial = 0;
+		snprintf(w->reject_why, sizeof(w->reject_why), "Version %d (%zu bytes) could not be checked: %s; the "
+		         "last good content stays published", (int)st->version, st->len, why);
+		return false;
+	}
 	if (w->rejecting) {
 		snprintf(w->reject_why, sizeof(w->reject_why), "Rejected version %d (%zu bytes): %s; the last good "
 		         "content stays published", (int)st->version, st->len, why);
