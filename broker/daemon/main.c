@@ -280,13 +280,17 @@ static bool cold_start(broker_watch *w)
 
 	if (!state_store)
 		return false;
-	cap = zkw_state_load_size(state_store);
-	buf = malloc(cap); /* mapped lazily: only the file's pages are touched */
+	/* A copy larger than the watch's capacity could not be published. */
+	cap = zkw_state_load_size_for(state_store, w->capacity);
+	buf = malloc(cap);
 	if (!buf)
 		return false;
 	state_key(w, &key);
 	rc = zkw_state_load(state_store, &key, &s, buf, cap, why, sizeof(why));
 	if (rc < 0) {
+		if (rc == -ENOBUFS)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why), " (more than the watch's capacity, %llu)",
+			         (unsigned long long)w->capacity);
 		if (rc != -ENOENT)
 			zkw__stats_error(ZKW_LOG_WARN, "%s: cached copy ignored: %s", w->path, why);
 		free(buf);
@@ -309,7 +313,8 @@ static bool cold_start(broker_watch *w)
 	                                           .pointer = s.pointer,
 	                                           .error = error,
 	                                           .confirmed_ns = s.confirmed_ns,
-	                                           .after_generation = s.generation,
+	                                           /* The stop's publication is not saved: one more. */
+	                                           .after_generation = s.generation + 1,
 	                                           .changed_ns = s.changed_ns,
 	                                           .content_gen = s.content_gen,
 	                                   });
@@ -742,8 +747,9 @@ static void stop_publishing(broker *b)
 		zkw_publication stopped = {.keep_content = true, .error = STOPPED_ERROR};
 
 		watch_unlink(b, w);
-		if (zkw_writer_publish(w->writer, &stopped) == 0)
-			state_save(w); /* its generation: the next start continues above it */
+		/* Not saved: a cold start counts one more generation for it (a
+		 * stop with 10,000 watches writes no 10,000 files). */
+		zkw_writer_publish(w->writer, &stopped);
 		zkw_writer_close(w->writer, b->cli.unlink_on_exit || !w->permanent);
 		watch_free(w);
 	}

@@ -902,8 +902,14 @@ int zkw_state_flush(zkw_state *st)
 
 size_t zkw_state_load_size(const zkw_state *st)
 {
-	return image_size(ZKW_WATCH_PATH_MAX - 1, ZKW_SHM_NAME_MAX, ZKW_POINTER_MAX - 1,
-	                  (size_t)st->max_content);
+	return zkw_state_load_size_for(st, st->max_content);
+}
+
+size_t zkw_state_load_size_for(const zkw_state *st, uint64_t max_content)
+{
+	if (max_content > st->max_content)
+		max_content = st->max_content;
+	return image_size(ZKW_WATCH_PATH_MAX - 1, ZKW_SHM_NAME_MAX, ZKW_POINTER_MAX - 1, (size_t)max_content);
 }
 
 static int pread_full(int fd, uint8_t *buf, size_t len)

@@ -117,6 +117,9 @@ int zkw_state_flush(zkw_state *st);
 
 /* The bytes a buffer needs to load any file of this store. */
 size_t zkw_state_load_size(const zkw_state *st);
+/* ... any file whose content is at most max_content bytes (a larger one
+ * is -ENOBUFS). */
+size_t zkw_state_load_size_for(const zkw_state *st, uint64_t max_content);
 
 /* Load the watch's file: read whole into buf, then checked - magic, format
  * version, sizes, checksum, every field's limits and the key - before

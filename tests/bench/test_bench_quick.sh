@@ -101,6 +101,19 @@ for n in 100 1000; do
 	check "$n idle watches: change latency ratio with verdict" \
 		"^\| $n \| $num \| $num \| $num \| $num \| $num \| <= 1.10x \| $verdict \|"
 done
+# The state directory (bench_coldstart).
+check "cold start of 1,000 cached watches with verdict" \
+	"^\| from the state directory: every segment published, cached \| 1000 \| [0-9]+ \| $num \| $num \| $num \| < 1000 ms \| $verdict \|"
+check "start of 1,000 watches without a state directory" \
+	"^\| no state directory: every segment created, nothing published \| 1000 \| [0-9]+ \| $num \| $num \| $num \| - \| - \|"
+for s in '4 KiB' '1 MiB'; do
+	check "save cost $s against the atomic replace by hand, with verdict" \
+		"^\| durable save, $s \| [0-9]+ \| $num \| $num \| $num \| $num \| $num \| $num \| ${num}x \| <= 1.25x \| $verdict \|"
+	check "save cost $s against an atomic replace by hand" "^\| $s \| $num \| $num \| ${num}x \| ${num}x \|"
+done
+check "storm without a state directory" "^\| --state-dir none \| $num \| [0-9]+ \| [0-9]+ \| - \| - \| - \|"
+check "storm with a state directory" "^\| --state-dir \| $num \| [0-9]+ \| [0-9]+ \| [0-9]+ \| $num \| $num% \|"
+check "storm: the state file holds the last write" "^\| last state saved = last content written .*\| PASS \|"
 # The fleet (bench_fleet).
 check "fleet: steady state" "^\| steady, over one round of --reconcile [0-9]+ \| $num requests/s \| $num \|"
 check "fleet: pings" "^\| steady, before the first reconcile round \(pings\) \| $num requests/s \| $num \|"
