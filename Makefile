@@ -55,7 +55,8 @@ CFLAGS   ?= -O2 -g
 # Flags zkw needs whatever CFLAGS the command line gives.
 ZKW_CFLAGS := -std=gnu11 -pthread -fPIC $(WARN) $(SANFLAGS) -MMD -MP
 LDFLAGS  += -pthread $(SANFLAGS)
-ZK_LIBS  := -lzookeeper_mt
+# -lxxhash: the watch library checks chunked content (broker/zk/chunks.c).
+ZK_LIBS  := -lzookeeper_mt -lxxhash
 URCU_LIBS := -lurcu-memb -lurcu-common
 DAEMON_LIBS := -linih
 # broker/publish/: the state files' checksum (xxHash, state.c), the content

@@ -22,6 +22,14 @@
 
 #include <zkw/watcher.h>
 
+/* Chunked content (chunks.c): the largest content a manifest may describe
+ * (the segments' ZKW_CAPACITY_MAX, which this layer does not see) and the
+ * largest chunk (ZooKeeper's own limit is about 1 MiB). */
+#define ZKW_CAPACITY_MAX_BYTES (256u * 1024u * 1024u)
+#define ZKW_CHUNK_SIZE_MAX     1048576u
+
+struct zkw__chunks;
+
 /* What the last read told us about one node. */
 enum zkw__node_status {
 	ZKW__NODE_UNKNOWN = 0, /* never read (or target path just switched) */
@@ -102,8 +110,12 @@ struct zkw_watch {
 	bool force_publish; /* next evaluation calls on_state even if equal */
 	/* ensure's creates in flight (create_done's context is the watch). A
 	 * watch is idle - recyclable once removed - when this and both nodes'
-	 * outstanding (which count reconcile requests too) are 0. */
+	 * outstanding (which count reconcile requests too) are 0, and no chunk
+	 * is being read. */
 	unsigned creates;
+	/* The content node holds a manifest: its chunks (chunks.c); NULL
+	 * until the first manifest. */
+	struct zkw__chunks *chunks;
 };
 
 struct zkw_session {
@@ -187,6 +199,24 @@ static inline void zkw__session_count(struct zkw_session *s, zkw_session_count w
 }
 
 /* watch.c: called with session->lock held. */
+bool zkw__watch_active(const struct zkw_watch *w);
+/* An answer for a removed watch came in: recycle it once idle. */
+void zkw__watch_settle(struct zkw_watch *w);
+bool zkw__rc_is_connection(int rc);
+
+/* chunks.c, lock held. Is this content a manifest ("zkw-chunked ")? */
+bool zkw__chunks_is_manifest(const void *data, size_t len);
+/* The content the manifest in node c stands for: 1 with *data and *len
+ * (valid until the next call), 0 while its chunks are being read (the
+ * evaluation runs again when they are in), -1 with the reason in err
+ * (ZKW_ERROR_MAX bytes). */
+int zkw__chunks_resolve(struct zkw_watch *w, const struct zkw__node *c, char *err, const void **data, size_t *len);
+/* The evaluation took the content: the assembly buffer may go. */
+void zkw__chunks_taken(struct zkw_watch *w);
+void zkw__chunks_reset_handle(struct zkw_watch *w);
+bool zkw__chunks_idle(const struct zkw_watch *w);
+void zkw__chunks_free(struct zkw_watch *w);
+
 void zkw__watch_read_all(struct zkw_watch *w);
 void zkw__watch_evaluate(struct zkw_watch *w);
 /* Send the reconcile requests of w; returns how many (0: skipped). */

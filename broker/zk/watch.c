@@ -36,7 +36,7 @@ static void data_done(int rc, const char *value, int value_len, const struct Sta
 static void exists_done(int rc, const struct Stat *stat, const void *ctx);
 static void node_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx);
 
-static bool rc_is_connection(int rc)
+bool zkw__rc_is_connection(int rc)
 {
 	return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT || rc == ZSESSIONEXPIRED ||
 	       rc == ZSESSIONMOVED || rc == ZCLOSING || rc == ZINVALIDSTATE;
@@ -68,14 +68,18 @@ static int node_set_path(struct zkw__node *n, const char *path)
 	return rc;
 }
 
-static bool watch_active(const struct zkw_watch *w)
+#define rc_is_connection zkw__rc_is_connection
+#define watch_active     zkw__watch_active
+#define watch_settle     zkw__watch_settle
+
+bool zkw__watch_active(const struct zkw_watch *w)
 {
 	return w->life == ZKW__WATCH_ACTIVE;
 }
 
 /* An answer for a removed watch came in: once it was the last one, the
  * struct may be recycled. */
-static void watch_settle(struct zkw_watch *w)
+void zkw__watch_settle(struct zkw_watch *w)
 {
 	if (w->life == ZKW__WATCH_DRAINING && zkw__watch_idle(w))
 		zkw__session_watch_drained(w);
@@ -382,15 +386,15 @@ static void watch_transition(struct zkw_watch *w, bool valid, bool connected, co
 	}
 }
 
-/* Adopt a valid content node's bytes and stat. true when something changed. */
-static bool take_content(struct zkw_watch *w, const struct zkw__node *c)
+/* Adopt a valid content node's bytes (data, len: the node's, or what its
+ * manifest's chunks hold) and stat. true when something changed. */
+static bool take_content(struct zkw_watch *w, const struct zkw__node *c, const void *data, size_t len)
 {
 	bool changed = false;
 
 	/* Serial 0 means "no content yet": the first content, even empty, is news. */
-	if (w->st.content_serial == 0 || c->len != w->st.len ||
-	    (c->len && memcmp(c->data, w->content, c->len) != 0)) {
-		if (zkw__watch_buf_set(&w->content, &w->content_cap, &w->st.len, c->data, c->len) < 0)
+	if (w->st.content_serial == 0 || len != w->st.len || (len && memcmp(data, w->content, len) != 0)) {
+		if (zkw__watch_buf_set(&w->content, &w->content_cap, &w->st.len, data, len) < 0)
 			return false; /* keep the old content; the next read retries */
 		w->st.content_serial++;
 		changed = true;
@@ -439,12 +443,25 @@ void zkw__watch_evaluate(struct zkw_watch *w)
 		if (node_error(c, err))
 			goto done;
 	}
+	if (zkw__chunks_is_manifest(c->data, c->len)) {
+		const void *data = NULL;
+		size_t len = 0;
+		int r = zkw__chunks_resolve(w, c, err, &data, &len);
+
+		if (r == 0)
+			return; /* its chunks are being read: evaluated again when they are in */
+		if (r > 0) {
+			changed |= take_content(w, c, data, len);
+			zkw__chunks_taken(w);
+		}
+		goto done;
+	}
 	if (c->len > w->max_len) {
 		set_error(err, ZKW_ERR_TOO_LARGE ": %s holds %zu bytes, the limit is %zu bytes", c->path,
 		          c->len, w->max_len);
 		goto done;
 	}
-	changed |= take_content(w, c);
+	changed |= take_content(w, c, c->data, c->len);
 done:
 	w->st.confirmed_ns = zkw_clock_ns(CLOCK_REALTIME);
 	watch_transition(w, err[0] == '\0', true, err, changed);
@@ -466,6 +483,7 @@ void zkw__watch_reset_handle(struct zkw_watch *w)
 	w->node[1].outstanding = 0;
 	w->reconcile_waiting = 0;
 	w->creates = 0;
+	zkw__chunks_reset_handle(w);
 }
 
 static void reconcile_done(int rc, const struct Stat *stat, const void *ctx)
@@ -580,7 +598,7 @@ int zkw__watch_init(struct zkw_watch *w, const char *path, const zkw_watch_optio
 
 bool zkw__watch_idle(const struct zkw_watch *w)
 {
-	return !w->node[0].outstanding && !w->node[1].outstanding && !w->creates;
+	return !w->node[0].outstanding && !w->node[1].outstanding && !w->creates && zkw__chunks_idle(w);
 }
 
 void zkw__watch_retire(struct zkw_watch *w)
@@ -605,6 +623,7 @@ void zkw__watch_retire(struct zkw_watch *w)
 	w->content = NULL;
 	w->content_cap = 0;
 	w->st.len = 0;
+	zkw__chunks_free(w);
 }
 
 void zkw__watch_ensure(struct zkw_watch *w)
@@ -631,6 +650,7 @@ void zkw__watch_free(struct zkw_watch *w)
 		free(w->node[i].data);
 	}
 	free(w->content);
+	zkw__chunks_free(w);
 	free(w);
 }
 

@@ -126,6 +126,9 @@ typedef struct zkw_snapshot {
 	/* ZooKeeper holds newer content that failed the watch's validation
 	 * (error says why); this content is the last good one. */
 	bool rejected;
+	/* The content is a bundle of a znode's children: read it with
+	 * zkw_bundle_open() (zkw/bundle.h). */
+	bool bundle;
 	char error[ZKW_ERROR_MAX];
 	char pointer[ZKW_POINTER_MAX];
 } zkw_snapshot;
@@ -907,6 +910,7 @@ static inline ssize_t zkw_reader_read(const zkw_reader *r, zkw_snapshot *meta, v
 		m->connected = (flags & ZKW_SLOT_CONNECTED) != 0;
 		m->cached = (flags & ZKW_SLOT_CACHED) != 0;
 		m->rejected = (flags & ZKW_SLOT_REJECTED) != 0;
+		m->bundle = (flags & ZKW_SLOT_BUNDLE) != 0;
 		if (r->abi_minor >= ZKW_ABI_MINOR_HOT_CONFIRMED) {
 			/* A confirmation alone moves only the hot line:
 			 * report the newer. */

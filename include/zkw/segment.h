@@ -114,6 +114,9 @@ extern "C" {
  * CONNECTED and VALID still say what ZooKeeper and the watch do. */
 #define ZKW_SLOT_CACHED   0x4u
 #define ZKW_SLOT_REJECTED 0x8u
+/* ABI minor 3: the content is a bundle (zkw/bundle.h): a watch in bundle
+ * mode publishes a znode's children as one snapshot. */
+#define ZKW_SLOT_BUNDLE 0x10u
 
 /* Written once per broker start (pid, epoch, started_ns change on restart
  * and are stored with relaxed atomics; the rest never changes). */

@@ -49,6 +49,9 @@ extern "C" {
 #define ZKW_ERR_TOO_LARGE  "Content too large"
 #define ZKW_ERR_NO_AUTH    "Not authorized to read file path"
 #define ZKW_ERR_CONNECTING "Connecting to Zookeeper"
+/* Content stored in chunks (a manifest, docs/design.md "Chunked content")
+ * that cannot be read whole: the rest names the manifest and the chunk. */
+#define ZKW_ERR_CHUNKS "Chunked content unavailable"
 
 /* Defaults of zkw_session_options (what 0 means). */
 #define ZKW_SESSION_TIMEOUT_MS_DEFAULT 10000 /* asked of the server, which clamps it */
