@@ -30,6 +30,7 @@
 typedef struct broker_watch {
 	char *path;
 	bool pointer;
+	bool bundle; /* the node's children as one snapshot (never with pointer) */
 	bool ensure;
 	bool permanent; /* -f: never removed; else added on demand */
 	char shm[ZKW_SHM_NAME_MAX + 1];
@@ -90,7 +91,7 @@ extern int broker_evaluated_fd;
  * -errno with the reason in why. name NULL = the on-demand naming rule
  * (docs/design.md, "Lifetime of a watch added on demand"). Does not start
  * watching until broker_watch_start (so that all -f segments open first). */
-int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+int broker_watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, broker_watch **out, char *why, size_t whylen);
 /* Added on demand, a watch takes the broker's validation rules
  * (b->cli.demand.rules) and capacity from its caller. When the state
@@ -104,7 +105,7 @@ int broker_watch_start(broker *b, broker_watch *w);
  * retired (its readers see -ESTALE) and unlinked; error is published
  * into it first. */
 void broker_watch_remove(broker *b, broker_watch *w, const char *error);
-broker_watch *broker_watch_find(broker *b, const char *path, bool pointer);
+broker_watch *broker_watch_find(broker *b, const char *path, bool pointer, bool bundle);
 broker_watch *broker_watch_by_name(broker *b, const char *name);
 /* The published error of w, copied into buf. */
 void broker_watch_error(broker_watch *w, char *buf, size_t cap);

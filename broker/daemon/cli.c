@@ -35,6 +35,8 @@ void zkw__cli_usage(FILE *out)
 	        "  -f, --file PATH           a node to watch for good; repeat for several watches\n"
 	        "watch options (apply to the preceding -f; before any -f, to every watch):\n"
 	        "  -p, --pointer             the node holds the path of the node to watch\n"
+	        "      --bundle              publish the node's children (names and data) as one\n"
+	        "                            consistent snapshot (not with -p)\n"
 	        "      --ensure              create the node (and parents) empty if missing\n"
 	        "      --shm NAME            segment name (default zkw + PATH with '/' -> '.')\n"
 	        "      --capacity BYTES      largest content; segments start at 8k and grow to it\n"
@@ -297,6 +299,7 @@ enum {
 	OPT_VALIDATE,
 	OPT_REJECT_EMPTY,
 	OPT_MAX_SHRINK,
+	OPT_BUNDLE,
 };
 
 #define SHORT_OPTS ":z:f:pvhc:V"
@@ -403,9 +406,10 @@ static int apply_watch_option_to(zkw_cli_watch *w, int opt, const char *arg, str
 	switch (opt) {
 	case 'p': w->pointer = true; return 0;
 	case OPT_ENSURE: w->ensure = true; return 0;
+	case OPT_BUNDLE: w->bundle = true; return 0;
 	case OPT_VALIDATE:
 		if (zkw_validate_parse_format(arg, &w->rules.format) < 0)
-			return bad_usage(why, "validate %s: want json, yaml or none", arg);
+			return bad_usage(why, "--validate %s: want json, yaml or none", arg);
 		w->rules_set |= ZKW_CLI_RULE_FORMAT;
 		return 0;
 	case OPT_REJECT_EMPTY:
@@ -416,7 +420,7 @@ static int apply_watch_option_to(zkw_cli_watch *w, int opt, const char *arg, str
 		return 0;
 	case OPT_MAX_SHRINK:
 		if (zkw_validate_parse_percent(arg, &w->rules.max_shrink) < 0)
-			return bad_usage(why, "max-shrink %s: want a percentage from 0 (off) to 100", arg);
+			return bad_usage(why, "--max-shrink %s: want a percentage from 0 (off) to 100", arg);
 		w->rules_set |= ZKW_CLI_RULE_SHRINK;
 		return 0;
 	case OPT_SHM:
@@ -523,6 +527,8 @@ static int finish_watches(zkw_cli *c, struct cli_why *why)
 	for (i = 0; i < c->nwatches; i++) {
 		zkw_cli_watch *w = &c->watches[i];
 
+		if (w->pointer && w->bundle)
+			return bad_usage(why, "%s: pointer mode and bundle mode do not go together", w->path);
 		if (!w->shm[0] && zkw_shm_default_name(w->shm, sizeof(w->shm), w->path) < 0)
 			return bad_usage(why, "-f %s: path too long for a default segment name; give --shm",
 			                 w->path);
@@ -618,6 +624,7 @@ static const struct option opts[] = {
         {"validate", required_argument, NULL, OPT_VALIDATE},
         {"reject-empty", no_argument, NULL, OPT_REJECT_EMPTY},
         {"max-shrink", required_argument, NULL, OPT_MAX_SHRINK},
+        {"bundle", no_argument, NULL, OPT_BUNDLE},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -694,6 +701,7 @@ static int apply_option(zkw_cli *c, zkw_cli_watch *defaults, int ch, const char 
 	case 'f': rc = add_watch(c, defaults, arg, why); break;
 	case 'p':
 	case OPT_ENSURE:
+	case OPT_BUNDLE:
 	case OPT_SHM:
 	case OPT_CAPACITY:
 	case OPT_VALIDATE:
@@ -945,11 +953,13 @@ static int file_key(void *user, const char *section, const char *key, const char
 			cw->path = value;
 			return 1;
 		}
-		if (strcmp(key, "pointer") == 0 || strcmp(key, "ensure") == 0) {
+		if (strcmp(key, "pointer") == 0 || strcmp(key, "ensure") == 0 || strcmp(key, "bundle") == 0) {
 			if (parse_bool(value, &flag) < 0)
 				return file_refuse(st, 0, "%s = %s: want true or false", key, raw);
 			if (key[0] == 'p')
 				cw->pointer = flag;
+			else if (key[0] == 'b')
+				cw->bundle = flag;
 			else
 				cw->ensure = flag;
 			return 1;
@@ -977,7 +987,7 @@ static int file_key(void *user, const char *section, const char *key, const char
 			return rc < 0 ? file_refuse(st, 0, "%s", why) : 1;
 		}
 		return file_refuse(st, 0,
-		                   "unknown key '%s' in [%s] (path, pointer, ensure, shm, capacity, mode, group, "
+		                   "unknown key '%s' in [%s] (path, pointer, bundle, ensure, shm, capacity, mode, group, "
 		                   "validate, reject-empty, max-shrink)",
 		                   key, section);
 	}
@@ -1139,6 +1149,7 @@ static void drop_replaced_watches(zkw_cli *c)
 
 		for (j = first; i < first && j < c->nwatches && !replaced; j++)
 			replaced = c->watches[j].pointer == c->watches[i].pointer &&
+			           c->watches[j].bundle == c->watches[i].bundle &&
 			           strcmp(c->watches[j].path, c->watches[i].path) == 0;
 		if (!replaced)
 			c->watches[k++] = c->watches[i];
@@ -1271,9 +1282,12 @@ void zkw__cli_print(FILE *out, const zkw_cli *c)
 		const zkw_cli_watch *w = &c->watches[i];
 
 		/* A pointer watch and a plain one may share a path: not a label. */
-		fprintf(out, "\n[watch %s%s]%s\n", w->pointer ? "pointer " : "", w->path, w->from_file ? "" : " ; -f");
+		fprintf(out, "\n[watch %s%s]%s\n", w->pointer ? "pointer " : w->bundle ? "bundle " : "", w->path,
+		        w->from_file ? "" : " ; -f");
 		if (w->pointer)
 			fprintf(out, "path = %s\npointer = true\n", w->path);
+		if (w->bundle)
+			fprintf(out, "path = %s\nbundle = true\n", w->path);
 		if (w->ensure)
 			fprintf(out, "ensure = true\n");
 		fprintf(out, "shm = %s\ncapacity = %llu\n", w->shm + 1, (unsigned long long)w->capacity);

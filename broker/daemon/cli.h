@@ -45,6 +45,7 @@
 typedef struct zkw_cli_watch {
 	const char *path;
 	bool pointer;
+	bool bundle; /* the node's children as one snapshot; never with pointer */
 	bool ensure;
 	char shm[ZKW_SHM_NAME_MAX + 1]; /* normalised ("/name"); never empty after a parse */
 	uint64_t capacity;              /* never 0 after a parse */

@@ -456,30 +456,38 @@ static void answer_subscribe(broker *b, conn *c)
 	flush_out(c);
 }
 
-/* The request words after SUBSCRIBE/UNSUBSCRIBE: path [pointer] [ensure].
- * 0, or -EINVAL with the refusal in why. */
-static int parse_target(char *args, char *path, size_t cap, bool *pointer, bool *ensure, char *why, size_t whylen)
+/* The request words after SUBSCRIBE/UNSUBSCRIBE: path [pointer|bundle]
+ * [ensure]. 0, or -EINVAL with the refusal in why. */
+static int parse_target(char *args, char *path, size_t cap, bool *pointer, bool *bundle, bool *ensure, char *why,
+                        size_t whylen)
 {
 	char check[ZKW_POINTER_MAX], *word, *save = NULL;
 
-	*pointer = *ensure = false;
+	*pointer = *bundle = *ensure = false;
 	word = strtok_r(args, " ", &save);
 	if (!word) {
-		snprintf(why, whylen, "usage want: SUBSCRIBE <path> [pointer] [ensure]");
+		snprintf(why, whylen, "usage want: SUBSCRIBE <path> [pointer|bundle] [ensure]");
 		return -EINVAL;
 	}
 	zkw__proto_unescape(path, cap, word);
 	while ((word = strtok_r(NULL, " ", &save))) {
 		if (strcmp(word, "pointer") == 0)
 			*pointer = true;
+		else if (strcmp(word, "bundle") == 0)
+			*bundle = true;
 		else if (strcmp(word, "ensure") == 0)
 			*ensure = true;
 		else {
 			char e[64];
 
-			snprintf(why, whylen, "usage unknown word %s (want pointer or ensure)", esc(e, sizeof(e), word));
+			snprintf(why, whylen, "usage unknown word %s (want pointer, bundle or ensure)",
+			         esc(e, sizeof(e), word));
 			return -EINVAL;
 		}
+	}
+	if (*pointer && *bundle) {
+		snprintf(why, whylen, "usage pointer and bundle do not go together");
+		return -EINVAL;
 	}
 	/* What zkw_session_watch takes: the pointer rules, untrimmed. */
 	if (path[0] != '/' || zkw_pointer_parse(path, strlen(path), check, sizeof(check), NULL) < 0 ||
@@ -497,11 +505,11 @@ static void do_subscribe(broker *b, conn *c, char *args)
 	char path[ZKW_PROTO_LINE_MAX], why[ZKW_PROTO_LINE_MAX];
 	broker_watch *w;
 	uid_count *u;
-	bool pointer, ensure;
+	bool pointer, bundle, ensure;
 	sub *s;
 	int rc, ack;
 
-	if (parse_target(args, path, sizeof(path), &pointer, &ensure, why, sizeof(why)) < 0) {
+	if (parse_target(args, path, sizeof(path), &pointer, &bundle, &ensure, why, sizeof(why)) < 0) {
 		out_printf(c, "ERR %s\n", why);
 		return;
 	}
@@ -527,7 +535,7 @@ static void do_subscribe(broker *b, conn *c, char *args)
 		           ctl.nsubs);
 		return;
 	}
-	w = broker_watch_find(b, path, pointer);
+	w = broker_watch_find(b, path, pointer, bundle);
 	if (!w) {
 		if (b->nwatches >= (size_t)b->cli.max_watches) {
 			zkw__stats_add(ZKW_STAT_SUBSCRIPTIONS_REFUSED);
@@ -542,7 +550,7 @@ static void do_subscribe(broker *b, conn *c, char *args)
 			           b->nwatches, b->fd_limit);
 			return;
 		}
-		rc = broker_watch_add(b, path, pointer, ensure, false, NULL, b->cli.demand.capacity, &w, why,
+		rc = broker_watch_add(b, path, pointer, bundle, ensure, false, NULL, b->cli.demand.capacity, &w, why,
 		                      sizeof(why));
 		if (rc == 0 && (rc = broker_watch_start(b, w)) < 0) {
 			broker_watch_remove(b, w, "Watch could not start");
@@ -555,7 +563,7 @@ static void do_subscribe(broker *b, conn *c, char *args)
 			return;
 		}
 		zkw__log_printf(ZKW_LOG_INFO, "%s%s added on demand for pid %ld (%s, uid %u)", path,
-		                pointer ? " (pointer)" : "", (long)c->pid, c->comm, (unsigned)c->uid);
+		                pointer ? " (pointer)" : bundle ? " (bundle)" : "", (long)c->pid, c->comm, (unsigned)c->uid);
 	} else if (ensure && !w->ensure) {
 		w->ensure = true;
 		zkw_watch_ensure(w->watch);
@@ -591,17 +599,17 @@ static void do_subscribe(broker *b, conn *c, char *args)
 static void do_unsubscribe(broker *b, conn *c, char *args)
 {
 	char path[ZKW_PROTO_LINE_MAX], why[ZKW_PROTO_LINE_MAX];
-	bool pointer, ensure;
+	bool pointer, bundle, ensure;
 	sub **p;
 
-	if (parse_target(args, path, sizeof(path), &pointer, &ensure, why, sizeof(why)) < 0) {
+	if (parse_target(args, path, sizeof(path), &pointer, &bundle, &ensure, why, sizeof(why)) < 0) {
 		out_printf(c, "ERR %s\n", why);
 		return;
 	}
 	for (p = &c->subs; *p; p = &(*p)->next) {
 		sub *s = *p;
 
-		if (s->w->pointer == pointer && strcmp(s->w->path, path) == 0) {
+		if (s->w->pointer == pointer && s->w->bundle == bundle && strcmp(s->w->path, path) == 0) {
 			*p = s->next;
 			sub_free(b, c, s);
 			if (!c->subs)
@@ -627,13 +635,13 @@ static void do_list(broker *b, conn *c)
 			         (long long)((w->linger_until - now) > 0 ? (w->linger_until - now + 999) / 1000 : 0));
 		out_printf(c,
 		           "%s path=%s pointer=%d origin=%s subscribers=%u valid=%u generation=%llu bytes=%llu "
-		           "capacity=%llu linger=%s\n",
+		           "capacity=%llu linger=%s bundle=%d\n",
 		           esc(e1, sizeof(e1), w->shm), esc(e2, sizeof(e2), w->path), w->pointer,
 		           w->permanent ? "config" : "demand", w->subscribers,
 		           __atomic_load_n(&w->pub_valid, __ATOMIC_RELAXED),
 		           (unsigned long long)__atomic_load_n(&w->pub_generation, __ATOMIC_RELAXED),
 		           (unsigned long long)__atomic_load_n(&w->pub_len, __ATOMIC_RELAXED),
-		           (unsigned long long)__atomic_load_n(&w->pub_capacity, __ATOMIC_RELAXED), linger);
+		           (unsigned long long)__atomic_load_n(&w->pub_capacity, __ATOMIC_RELAXED), linger, w->bundle);
 	}
 }
 

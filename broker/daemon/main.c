@@ -73,14 +73,14 @@ static uint64_t hash_bytes(const char *s, uint64_t h)
 	return h;
 }
 
-static uint64_t key_hash(const char *path, bool pointer)
+static uint64_t key_hash(const char *path, bool pointer, bool bundle)
 {
-	return hash_bytes(path, pointer ? 0xcbf29ce484222325ull ^ 0x5a : 0xcbf29ce484222325ull);
+	return hash_bytes(path, 0xcbf29ce484222325ull ^ (pointer ? 0x5a : 0) ^ (bundle ? 0xb5 : 0));
 }
 
 static uint64_t watch_hash(const index_table *t, const broker_watch *w)
 {
-	return t == &by_key ? key_hash(w->path, w->pointer) : hash_bytes(w->shm, 0xcbf29ce484222325ull);
+	return t == &by_key ? key_hash(w->path, w->pointer, w->bundle) : hash_bytes(w->shm, 0xcbf29ce484222325ull);
 }
 
 static int index_put(index_table *t, broker_watch *w);
@@ -140,13 +140,15 @@ static void index_del(index_table *t, broker_watch *w)
 	}
 }
 
-broker_watch *broker_watch_find(broker *b, const char *path, bool pointer)
+broker_watch *broker_watch_find(broker *b, const char *path, bool pointer, bool bundle)
 {
 	(void)b;
 	if (!by_key.cap)
 		return NULL;
-	for (size_t i = key_hash(path, pointer) & (by_key.cap - 1); by_key.slot[i]; i = (i + 1) & (by_key.cap - 1))
-		if (by_key.slot[i]->pointer == pointer && strcmp(by_key.slot[i]->path, path) == 0)
+	for (size_t i = key_hash(path, pointer, bundle) & (by_key.cap - 1); by_key.slot[i];
+	     i = (i + 1) & (by_key.cap - 1))
+		if (by_key.slot[i]->pointer == pointer && by_key.slot[i]->bundle == bundle &&
+		    strcmp(by_key.slot[i]->path, path) == 0)
 			return by_key.slot[i];
 	return NULL;
 }
@@ -170,22 +172,23 @@ static bool name_taken(const char *name)
 
 /* The segment name of a watch added on demand (docs/design.md, "Lifetime
  * of a watch added on demand"). 0 or -ENAMETOOLONG. */
-static int demand_name(char *out, size_t cap, const char *path, bool pointer)
+static int demand_name(char *out, size_t cap, const char *path, bool pointer, bool bundle)
 {
+	const char *suffix = pointer ? "@pointer" : bundle ? "@bundle" : "";
+	size_t slen = strlen(suffix);
 	char base[ZKW_SHM_NAME_MAX + 1], hashed[32];
 	size_t n;
 
 	if (zkw_shm_default_name(base, sizeof(base), path) == 0) {
 		n = strlen(base);
-		if (n + (pointer ? 8 : 0) <= ZKW_SHM_NAME_MAX && n + 9 <= cap) {
+		if (n + slen <= ZKW_SHM_NAME_MAX && n + slen + 1 <= cap) {
 			memcpy(out, base, n + 1);
-			if (pointer)
-				memcpy(out + n, "@pointer", 9);
+			memcpy(out + n, suffix, slen + 1);
 			if (!name_taken(out))
 				return 0;
 		}
 	}
-	snprintf(hashed, sizeof(hashed), "/zkw.h%016llx", (unsigned long long)key_hash(path, pointer));
+	snprintf(hashed, sizeof(hashed), "/zkw.h%016llx", (unsigned long long)key_hash(path, pointer, bundle));
 	if (cap < sizeof(hashed) + 12)
 		return -ENAMETOOLONG;
 	snprintf(out, cap, "%s", hashed);
@@ -208,6 +211,7 @@ static void state_key(const broker_watch *w, zkw_state_key *key)
 {
 	key->path = w->path;
 	key->pointer = w->pointer;
+	key->bundle = w->bundle;
 	key->shm_name = w->shm;
 }
 
@@ -306,6 +310,7 @@ static bool cold_start(broker_watch *w)
 	snprintf(error, sizeof(error), "cached copy from %s; ZooKeeper not reached yet", when);
 	rc = zkw_writer_publish(w->writer, &(zkw_publication){
 	                                           .cached = true,
+	                                           .bundle = w->bundle,
 	                                           .content = s.content,
 	                                           .len = s.len,
 	                                           .version = s.version,
@@ -523,6 +528,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	        .pointer = st->pointer,
 	        .error = st->error,
 	        .confirmed_ns = st->confirmed_ns,
+	        .bundle = w->bundle,
 	};
 	char grow_error[ZKW_ERROR_MAX], cached_error[ZKW_ERROR_MAX];
 	uint64_t capacity = zkw_writer_capacity(w->writer);
@@ -602,24 +608,24 @@ static void watch_free(broker_watch *w)
 	free(w);
 }
 
-static int watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+static int watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, mode_t mode, const gid_t *group, const zkw_validate_rules *rules,
                      broker_watch **out, char *why, size_t whylen);
 
-int broker_watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+int broker_watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, broker_watch **out, char *why, size_t whylen)
 {
-	return watch_add(b, path, pointer, ensure, permanent, name, capacity, 0, NULL, &b->cli.demand.rules, out,
+	return watch_add(b, path, pointer, bundle, ensure, permanent, name, capacity, 0, NULL, &b->cli.demand.rules, out,
 	                 why, whylen);
 }
 
 int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, char *why, size_t whylen)
 {
-	return watch_add(b, c->path, c->pointer, c->ensure, true, c->shm, c->capacity, c->mode,
+	return watch_add(b, c->path, c->pointer, c->bundle, c->ensure, true, c->shm, c->capacity, c->mode,
 	                 c->group_set ? &c->group : NULL, &c->rules, out, why, whylen);
 }
 
-static int watch_add(broker *b, const char *path, bool pointer, bool ensure, bool permanent, const char *name,
+static int watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
                      uint64_t capacity, mode_t mode, const gid_t *group, const zkw_validate_rules *rules,
                      broker_watch **out, char *why, size_t whylen)
 {
@@ -643,6 +649,7 @@ static int watch_add(broker *b, const char *path, bool pointer, bool ensure, boo
 		return zkw__errorf(why, whylen, -ENOMEM, "out of memory");
 	}
 	w->pointer = pointer;
+	w->bundle = bundle;
 	w->ensure = ensure;
 	w->permanent = permanent;
 	w->capacity = capacity;
@@ -657,7 +664,7 @@ static int watch_add(broker *b, const char *path, bool pointer, bool ensure, boo
 	w->log_limit.burst = STATE_LOG_BURST;
 	if (name)
 		snprintf(w->shm, sizeof(w->shm), "%s", name);
-	else if (demand_name(w->shm, sizeof(w->shm), path, pointer) < 0) {
+	else if (demand_name(w->shm, sizeof(w->shm), path, pointer, bundle) < 0) {
 		watch_free(w);
 		return zkw__errorf(why, whylen, -ENAMETOOLONG, "no free segment name for %s", path);
 	}
@@ -680,7 +687,8 @@ static int watch_add(broker *b, const char *path, bool pointer, bool ensure, boo
 		zkw__log_printf(ZKW_LOG_WARN, "%s", zkw_writer_notice(w->writer));
 	zkw__log_printf(ZKW_LOG_INFO,
 	                "publishing %s%s into segment %s (%s; capacity %llu of at most %llu, generation %llu)",
-	                w->path, w->pointer ? " (pointer)" : "", w->shm, permanent ? "-f" : "on demand",
+	                w->path, w->pointer ? " (pointer)" : w->bundle ? " (bundle)" : "", w->shm,
+	                permanent ? "-f" : "on demand",
 	                (unsigned long long)zkw_writer_capacity(w->writer), (unsigned long long)capacity,
 	                (unsigned long long)zkw_writer_generation(w->writer));
 	w->index = b->nwatches;
@@ -697,6 +705,7 @@ int broker_watch_start(broker *b, broker_watch *w)
 {
 	zkw_watch_options o = {
 	        .pointer = w->pointer,
+	        .bundle = w->bundle,
 	        .ensure = w->ensure,
 	        .max_len = w->capacity,
 	        .on_state = publish_state,
@@ -732,7 +741,7 @@ void broker_watch_remove(broker *b, broker_watch *w, const char *error)
 	zkw_writer_publish(w->writer, &gone);
 	zkw_writer_close(w->writer, true); /* retired (readers see -ESTALE), then unlinked */
 	zkw__log_printf(ZKW_LOG_INFO, "%s%s: watch removed, segment %s retired (%s)", w->path,
-	                w->pointer ? " (pointer)" : "", w->shm, error);
+	                w->pointer ? " (pointer)" : w->bundle ? " (bundle)" : "", w->shm, error);
 	watch_free(w);
 }
 
@@ -1170,10 +1179,11 @@ struct reload {
 	unsigned added, removed, recreated, kept, demoted;
 };
 
-static const zkw_cli_watch *next_watch(const zkw_cli *c, const char *path, bool pointer)
+static const zkw_cli_watch *next_watch(const zkw_cli *c, const char *path, bool pointer, bool bundle)
 {
 	for (int i = 0; i < c->nwatches; i++)
-		if (c->watches[i].pointer == pointer && strcmp(c->watches[i].path, path) == 0)
+		if (c->watches[i].pointer == pointer && c->watches[i].bundle == bundle &&
+		    strcmp(c->watches[i].path, path) == 0)
 			return &c->watches[i];
 	return NULL;
 }
@@ -1198,7 +1208,7 @@ static void reload_apply(void *arg)
 	/* Watches the file no longer has, or has otherwise. */
 	for (size_t i = 0; i < b->nwatches;) {
 		broker_watch *w = b->watches[i];
-		const zkw_cli_watch *nw = w->permanent ? next_watch(&r->next, w->path, w->pointer) : NULL;
+		const zkw_cli_watch *nw = w->permanent ? next_watch(&r->next, w->path, w->pointer, w->bundle) : NULL;
 
 		if (!w->permanent || (nw && same_watch(w, nw))) {
 			r->kept += w->permanent;
@@ -1230,7 +1240,7 @@ static void reload_apply(void *arg)
 	/* Watches new to the file (or re-created above). */
 	for (int i = 0; i < r->next.nwatches; i++) {
 		const zkw_cli_watch *c = &r->next.watches[i];
-		broker_watch *w = broker_watch_find(b, c->path, c->pointer);
+		broker_watch *w = broker_watch_find(b, c->path, c->pointer, c->bundle);
 
 		if (w && w->permanent)
 			continue;

@@ -50,6 +50,7 @@
 #define FILE_FORMAT       1u                    /* any change of the layout: loads refuse another */
 #define FILE_HEADER_SIZE  128u
 #define FILE_POINTER_MODE 0x1u /* flags: the key's pointer mode */
+#define FILE_BUNDLE_MODE  0x2u /* flags: the key's bundle mode */
 #define FILE_CHECKSUM_LEN 8u
 #define FILE_SUFFIX       ".zkws"
 #define TMP_PREFIX        ".zkws-tmp." /* no state file name starts with '.' */
@@ -153,7 +154,7 @@ static XXH128_hash_t key_hash(const zkw_state_key *key, size_t path_len, size_t 
 	n = 10;
 	memcpy(id + n, key->path, path_len + 1);
 	n += path_len + 1;
-	id[n++] = key->pointer ? 'p' : 'n';
+	id[n++] = key->pointer ? 'p' : key->bundle ? 'b' : 'n';
 	id[n++] = '\0';
 	memcpy(id + n, key->shm_name, shm_len);
 	n += shm_len;
@@ -214,7 +215,7 @@ static uint8_t *build_image(const zkw_state_key *key, size_t path_len, size_t sh
 	h.magic = FILE_MAGIC;
 	h.format = FILE_FORMAT;
 	h.header_size = FILE_HEADER_SIZE;
-	h.flags = key->pointer ? FILE_POINTER_MODE : 0;
+	h.flags = (key->pointer ? FILE_POINTER_MODE : 0) | (key->bundle ? FILE_BUNDLE_MODE : 0);
 	h.path_len = (uint32_t)path_len;
 	h.shm_len = (uint32_t)shm_len;
 	h.pointer_len = (uint32_t)pointer_len;
@@ -311,7 +312,7 @@ static int parse_image(const zkw_state *st, const zkw_state_key *key, const char
 	if (!take_string(buf, &off, h.path_len, &path) || !take_string(buf, &off, h.shm_len, &shm) ||
 	    !take_string(buf, &off, h.pointer_len, &pointer))
 		return corrupt(why, whylen, file, "a text field is not terminated");
-	if ((h.flags & ~FILE_POINTER_MODE) || memcmp(h.reserved, zero, sizeof(zero)) != 0)
+	if ((h.flags & ~(FILE_POINTER_MODE | FILE_BUNDLE_MODE)) || memcmp(h.reserved, zero, sizeof(zero)) != 0)
 		return corrupt(why, whylen, file, "unknown flags or reserved bytes set");
 	if (h.generation > ZKW_GENERATION_MAX || h.content_gen > h.generation)
 		return corrupt(why, whylen, file, "impossible generations");
@@ -321,10 +322,14 @@ static int parse_image(const zkw_state *st, const zkw_state_key *key, const char
 		                   file, (unsigned long long)h.content_len,
 		                   (unsigned long long)st->max_content);
 	if (strcmp(path, key->path) != 0 || strcmp(shm, key->shm_name) != 0 ||
-	    !(h.flags & FILE_POINTER_MODE) != !key->pointer)
+	    !(h.flags & FILE_POINTER_MODE) != !key->pointer || !(h.flags & FILE_BUNDLE_MODE) != !key->bundle)
 		return zkw__errorf(why, whylen, -EBADMSG,
 		                   "state file %s refused: it was saved for another watch (%s%s, segment %s)",
-		                   file, path, (h.flags & FILE_POINTER_MODE) ? " in pointer mode" : "", shm);
+		                   file, path,
+		                   (h.flags & FILE_POINTER_MODE)  ? " in pointer mode"
+		                   : (h.flags & FILE_BUNDLE_MODE) ? " in bundle mode"
+		                                                  : "",
+		                   shm);
 	memset(out, 0, sizeof(*out));
 	out->content = buf + off;
 	out->len = (size_t)h.content_len;

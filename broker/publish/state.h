@@ -32,6 +32,7 @@ typedef struct zkw_state zkw_state;
 typedef struct zkw_state_key {
 	const char *path;     /* the watched path (in pointer mode, the pointer node) */
 	bool pointer;         /* pointer mode */
+	bool bundle;          /* bundle mode (not with pointer) */
 	const char *shm_name; /* the watch's segment, "/zkw.tmp.myconfig" */
 } zkw_state_key;
 

@@ -969,7 +969,7 @@ static uint32_t fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw
 		zkw__store64(&s->mzxid, (uint64_t)k.mzxid);
 		zkw__store64(&s->changed_ns, k.changed_ns);
 		zkw__store64(&s->content_gen, k.content_gen);
-		return k.flags & ZKW_SLOT_CACHED;
+		return k.flags & (ZKW_SLOT_CACHED | ZKW_SLOT_BUNDLE);
 	}
 	if (!kept_ok)
 		changed = true;
@@ -1038,7 +1038,7 @@ int zkw_writer_publish(zkw_writer *w, const zkw_publication *p)
 	struct zkw_slot *s;
 	const struct zkw_slot *cur;
 	uint32_t flags = (p->valid ? ZKW_SLOT_VALID : 0) | (p->connected ? ZKW_SLOT_CONNECTED : 0) |
-	                 (p->rejected ? ZKW_SLOT_REJECTED : 0);
+	                 (p->rejected ? ZKW_SLOT_REJECTED : 0) | (p->bundle ? ZKW_SLOT_BUNDLE : 0);
 	uint32_t state;
 	uint64_t start, confirmed;
 	int err;

@@ -71,6 +71,9 @@ typedef struct zkw_publication {
 	/* The content ZooKeeper holds was refused by validation: with
 	 * keep_content, the slot says so (ZKW_SLOT_REJECTED). */
 	bool rejected;
+	/* The content is a bundle (zkw/bundle.h): ZKW_SLOT_BUNDLE.
+	 * Publications with keep_content carry the flag over. */
+	bool bundle;
 	/* A cold start from the state directory: content..pointer as they were
 	 * saved, flagged ZKW_SLOT_CACHED, with the saved changed_ns and
 	 * content_gen (at most after_generation), published at a generation

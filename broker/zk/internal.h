@@ -29,6 +29,7 @@
 #define ZKW_CHUNK_SIZE_MAX     1048576u
 
 struct zkw__chunks;
+struct zkw__bundle;
 
 /* What the last read told us about one node. */
 enum zkw__node_status {
@@ -116,6 +117,9 @@ struct zkw_watch {
 	/* The content node holds a manifest: its chunks (chunks.c); NULL
 	 * until the first manifest. */
 	struct zkw__chunks *chunks;
+	/* Bundle mode (bundle.c): the rounds and the last cut's children;
+	 * node[0] holds the encoded cut as its data. NULL until the first read. */
+	struct zkw__bundle *bundle;
 };
 
 struct zkw_session {
@@ -203,6 +207,26 @@ bool zkw__watch_active(const struct zkw_watch *w);
 /* An answer for a removed watch came in: recycle it once idle. */
 void zkw__watch_settle(struct zkw_watch *w);
 bool zkw__rc_is_connection(int rc);
+
+/* watch.c: a get (data watch) and an exists (existence watch) of n, and
+ * ensure's creates. */
+void zkw__node_exists(struct zkw__node *n);
+void zkw__node_ensure(struct zkw__node *n);
+
+/* bundle.c, lock held. Read the bundle (a new round, or the round in
+ * progress marked to read again). */
+void zkw__bundle_read(struct zkw_watch *w);
+/* Completions (exported only for the prototypes' sake). */
+void zkw__bundle_child_done(int rc, const char *value, int value_len, const struct Stat *stat, const void *ctx);
+void zkw__bundle_confirm_done(int rc, const struct Stat *stat, const void *ctx);
+unsigned zkw__bundle_reconcile(struct zkw_watch *w);
+unsigned zkw__bundle_reconcile_cost(const struct zkw_watch *w);
+/* A child the last round could not read: true with the error in err. */
+bool zkw__bundle_error(const struct zkw_watch *w, char *err);
+void zkw__bundle_reset_handle(struct zkw_watch *w);
+bool zkw__bundle_idle(const struct zkw_watch *w);
+void zkw__bundle_retire(struct zkw_watch *w);
+void zkw__bundle_free(struct zkw_watch *w);
 
 /* chunks.c, lock held. Is this content a manifest ("zkw-chunked ")? */
 bool zkw__chunks_is_manifest(const void *data, size_t len);

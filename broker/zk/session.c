@@ -980,7 +980,7 @@ int zkw_session_watch(zkw_session *s, const char *path, const zkw_watch_options 
 		*out = NULL;
 	/* The watched path obeys the pointer rules, untrimmed. */
 	if (!s || !path || zkw_pointer_parse(path, strlen(path), check, sizeof check, NULL) < 0 ||
-	    strcmp(check, path) != 0)
+	    strcmp(check, path) != 0 || (o && o->bundle && o->pointer))
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
 	if (!(w = watch_take(s))) {

@@ -103,6 +103,12 @@ static void node_request(struct zkw__node *n, bool exists)
 	/* Not connected: the reconnect (ZOO_CONNECTED_STATE) re-reads all. */
 	if (!zh || !n->watch->session->connected || !n->path[0])
 		return;
+	/* A bundle's node is read by rounds (bundle.c); only its existence
+	 * watch, while it is missing, is ours. */
+	if (!exists && n->watch->opt.bundle && n == &n->watch->node[0]) {
+		zkw__bundle_read(n->watch);
+		return;
+	}
 	if (exists)
 		rc = zoo_awexists(zh, n->path, node_watcher, n, exists_done, n);
 	else
@@ -123,6 +129,11 @@ static void node_get(struct zkw__node *n)
 static void node_exists(struct zkw__node *n)
 {
 	node_request(n, true);
+}
+
+void zkw__node_exists(struct zkw__node *n)
+{
+	node_exists(n);
 }
 
 static void create_done(int rc, const char *value, const void *ctx)
@@ -184,6 +195,11 @@ static void node_ensure(struct zkw__node *n)
 	}
 	free(prefix);
 	node_get(n);
+}
+
+void zkw__node_ensure(struct zkw__node *n)
+{
+	node_ensure(n);
 }
 
 /* Pointer mode: node[0] was just read; point node[1] at its target. */
@@ -426,6 +442,8 @@ void zkw__watch_evaluate(struct zkw_watch *w)
 	 * blip (a pointer switch half done, a reconnect half re-read). */
 	if (w->node[0].outstanding || w->node[1].outstanding || c->status == ZKW__NODE_UNKNOWN)
 		return;
+	if (w->opt.bundle && zkw__bundle_error(w, err))
+		goto done;
 	if (node_error(c, err))
 		goto done;
 	if (w->opt.pointer) {
@@ -484,6 +502,7 @@ void zkw__watch_reset_handle(struct zkw_watch *w)
 	w->reconcile_waiting = 0;
 	w->creates = 0;
 	zkw__chunks_reset_handle(w);
+	zkw__bundle_reset_handle(w);
 }
 
 static void reconcile_done(int rc, const struct Stat *stat, const void *ctx)
@@ -549,6 +568,8 @@ unsigned zkw__watch_reconcile(struct zkw_watch *w)
 {
 	unsigned sent;
 
+	if (w->opt.bundle)
+		return zkw__bundle_reconcile(w);
 	if (w->reconcile_waiting || w->node[0].outstanding || w->node[1].outstanding)
 		return 0;
 	sent = node_reconcile(&w->node[0]);
@@ -559,6 +580,8 @@ unsigned zkw__watch_reconcile(struct zkw_watch *w)
 
 unsigned zkw__watch_reconcile_cost(const struct zkw_watch *w)
 {
+	if (w->opt.bundle)
+		return zkw__bundle_reconcile_cost(w);
 	return 1u + (w->opt.pointer && w->node[1].path[0]);
 }
 
@@ -598,7 +621,8 @@ int zkw__watch_init(struct zkw_watch *w, const char *path, const zkw_watch_optio
 
 bool zkw__watch_idle(const struct zkw_watch *w)
 {
-	return !w->node[0].outstanding && !w->node[1].outstanding && !w->creates && zkw__chunks_idle(w);
+	return !w->node[0].outstanding && !w->node[1].outstanding && !w->creates && zkw__chunks_idle(w) &&
+	       zkw__bundle_idle(w);
 }
 
 void zkw__watch_retire(struct zkw_watch *w)
@@ -624,6 +648,7 @@ void zkw__watch_retire(struct zkw_watch *w)
 	w->content_cap = 0;
 	w->st.len = 0;
 	zkw__chunks_free(w);
+	zkw__bundle_retire(w);
 }
 
 void zkw__watch_ensure(struct zkw_watch *w)
@@ -651,6 +676,7 @@ void zkw__watch_free(struct zkw_watch *w)
 	}
 	free(w->content);
 	zkw__chunks_free(w);
+	zkw__bundle_free(w);
 	free(w);
 }
 

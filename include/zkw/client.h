@@ -64,6 +64,7 @@
 #include <unistd.h>
 
 #include <zkw/segment.h> /* the ABI, the seqlock, the futex and clock calls */
+#include <zkw/bundle.h>  /* the content of a bundle snapshot (zkw_snapshot.bundle) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -399,6 +400,7 @@ static inline int zkw_reader_open(zkw_reader *r, const char *shm_name)
 #define ZKW_SOCKET_ENV        "ZKW_SOCKET" /* overrides the default path */
 #define ZKW_SUBSCRIBE_POINTER 0x1u         /* the node holds the path of the real one */
 #define ZKW_SUBSCRIBE_ENSURE  0x2u         /* create it (empty) if missing; needs a policy rule */
+#define ZKW_SUBSCRIBE_BUNDLE  0x4u         /* its children as one snapshot (zkw/bundle.h); not with POINTER */
 #define ZKW_SUBSCRIBE_TIMEOUT_MS_DEFAULT 15000
 #define ZKW_PROTO_LINE_MAX    4096 /* a request or an answer line, '\n' included */
 
@@ -590,7 +592,7 @@ static inline int zkw__proto_errno(const char *reason)
 
 /* Subscribe to zk_path through the broker at socket_path (NULL: $ZKW_SOCKET,
  * else ZKW_SOCKET_DEFAULT) and open the segment it hands over into r.
- * flags: ZKW_SUBSCRIBE_POINTER, ZKW_SUBSCRIBE_ENSURE. opt may be NULL.
+ * flags: ZKW_SUBSCRIBE_POINTER, ZKW_SUBSCRIBE_ENSURE, ZKW_SUBSCRIBE_BUNDLE. opt may be NULL.
  * Once it returns 0, r reads as after zkw_reader_open (the broker answered
  * after the watch's first evaluation: valid, or invalid with its reason),
  * and acknowledges each generation zkw_reader_read returns (see struct
@@ -630,7 +632,9 @@ static inline int zkw_reader_subscribe_ex(zkw_reader *r, const char *socket_path
 		env = getuid() == geteuid() && getgid() == getegid() ? getenv(ZKW_SOCKET_ENV) : NULL;
 		socket_path = env && *env ? env : ZKW_SOCKET_DEFAULT;
 	}
-	if (!zk_path || zk_path[0] != '/' || (flags & ~(ZKW_SUBSCRIBE_POINTER | ZKW_SUBSCRIBE_ENSURE)))
+	if (!zk_path || zk_path[0] != '/' ||
+	    (flags & ~(ZKW_SUBSCRIBE_POINTER | ZKW_SUBSCRIBE_ENSURE | ZKW_SUBSCRIBE_BUNDLE)) ||
+	    ((flags & ZKW_SUBSCRIBE_POINTER) && (flags & ZKW_SUBSCRIBE_BUNDLE)))
 		return zkw__reader_fail(r, -EINVAL, "bad subscription: want an absolute ZooKeeper path and "
 		                                    "ZKW_SUBSCRIBE_* flags");
 	plen = strlen(socket_path);
@@ -638,9 +642,10 @@ static inline int zkw_reader_subscribe_ex(zkw_reader *r, const char *socket_path
 		return zkw__reader_fail(r, -ENAMETOOLONG, "socket path too long");
 	if (zkw__proto_escape(path, sizeof(path) - 64, zk_path) < 0)
 		return zkw__reader_fail(r, -ENAMETOOLONG, "ZooKeeper path too long");
-	rlen = (size_t)snprintf(request, sizeof(request), "SUBSCRIBE %s%s%s\n", path,
+	rlen = (size_t)snprintf(request, sizeof(request), "SUBSCRIBE %s%s%s%s\n", path,
 	                        flags & ZKW_SUBSCRIBE_POINTER ? " pointer" : "",
-	                        flags & ZKW_SUBSCRIBE_ENSURE ? " ensure" : "");
+	                        flags & ZKW_SUBSCRIBE_ENSURE ? " ensure" : "",
+	                        flags & ZKW_SUBSCRIBE_BUNDLE ? " bundle" : "");
 
 	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (sock < 0)

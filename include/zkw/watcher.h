@@ -209,6 +209,10 @@ typedef struct zkw_watch_state {
 typedef struct zkw_watch_options {
 	bool pointer;   /* path holds the path of the real config node */
 	bool ensure;    /* create path (and parents) empty if missing at the first read */
+	/* Bundle mode: path's children (one level, names and data) as one
+	 * content, a consistent cut encoded as zkw/bundle.h lays it out; not
+	 * with pointer (-EINVAL). */
+	bool bundle;
 	size_t max_len; /* content limit in bytes; 0 = no limit */
 	/* Called for every change of state (valid, connected, content, version,
 	 * mzxid, pointer, error) and on each reconcile confirmation (with
