@@ -390,7 +390,9 @@ static bool rules_active(const zkw_validate_rules *r)
 }
 
 /* Check the watch's new content (once per content serial): false when it
- * is refused, the reason in w->reject_why. Publishing thread. */
+ * is refused, the reason in w->reject_why (without the version, which the
+ * same bytes may come back with: reject_error() adds it). Publishing
+ * thread. */
 static bool content_accepted(broker_watch *w, const zkw_watch_state *st)
 {
 	zkw_writer_view v;
@@ -409,13 +411,11 @@ static bool content_accepted(broker_watch *w, const zkw_watch_state *st)
 		/* Not a verdict on the content: refused for now (fail closed),
 		 * checked again at its next evaluation. */
 		w->checked_serial = 0;
-		snprintf(w->reject_why, sizeof(w->reject_why), "Version %d (%zu bytes) could not be checked: %s; the "
-		         "last good content stays published", (int)st->version, st->len, why);
+		snprintf(w->reject_why, sizeof(w->reject_why), "could not be checked: %s", why);
 		return false;
 	}
 	if (w->rejecting) {
-		snprintf(w->reject_why, sizeof(w->reject_why), "Rejected version %d (%zu bytes): %s; the last good "
-		         "content stays published", (int)st->version, st->len, why);
+		snprintf(w->reject_why, sizeof(w->reject_why), "%s", why);
 		zkw__stats_add(ZKW_STAT_REJECTIONS);
 	}
 	return !w->rejecting;
@@ -530,7 +530,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	        .confirmed_ns = st->confirmed_ns,
 	        .bundle = w->bundle,
 	};
-	char grow_error[ZKW_ERROR_MAX], cached_error[ZKW_ERROR_MAX];
+	char grow_error[ZKW_ERROR_MAX], cached_error[ZKW_ERROR_MAX], reject_error[ZKW_ERROR_MAX];
 	uint64_t capacity = zkw_writer_capacity(w->writer);
 	int rc;
 
@@ -550,8 +550,12 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		p.keep_content = true;
 		p.rejected = true;
 		p.valid = false;
-		if (st->valid || !st->error || !*st->error)
-			p.error = w->reject_why;
+		if (st->valid || !st->error || !*st->error) {
+			snprintf(reject_error, sizeof(reject_error),
+			         "Rejected version %d (%zu bytes): %.900s; the last good content stays published",
+			         (int)st->version, st->len, w->reject_why);
+			p.error = reject_error;
+		}
 	}
 	if (!p.keep_content)
 		w->cached_from[0] = '\0'; /* ZooKeeper's content replaces the cached copy */

@@ -121,8 +121,9 @@ typedef struct zkw_snapshot {
 	uint64_t changed_ns;   /* CLOCK_REALTIME the content last changed */
 	uint64_t content_gen;  /* generation at which this content appeared */
 	/* The content came from the broker's disk cache at a cold start and
-	 * ZooKeeper has not answered since (valid is false, error names the
-	 * save time). */
+	 * ZooKeeper has not confirmed it since (valid is false; the error names
+	 * the save time, or, with rejected, why ZooKeeper's content was
+	 * refused). */
 	bool cached;
 	/* ZooKeeper holds newer content that failed the watch's validation
 	 * (error says why); this content is the last good one. */

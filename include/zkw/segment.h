@@ -107,8 +107,9 @@ extern "C" {
 #define ZKW_SLOT_VALID     0x1u
 #define ZKW_SLOT_CONNECTED 0x2u
 /* ABI minor 3. CACHED: the content was loaded from the broker's state
- * directory at a cold start and ZooKeeper has not answered for it since
- * (the slot is invalid; its error names the save time). REJECTED: the
+ * directory at a cold start and ZooKeeper has not confirmed it since (the
+ * slot is invalid; its error names the save time - or, with REJECTED, why
+ * the content ZooKeeper answered with was refused). REJECTED: the
  * newest content ZooKeeper holds failed the watch's validation (its error
  * says why); the content is the last good one. Both are about the content:
  * CONNECTED and VALID still say what ZooKeeper and the watch do. */

@@ -16,6 +16,7 @@ import logging
 import mmap
 import os
 import pwd
+import shutil
 import signal
 import struct
 import subprocess
@@ -194,9 +195,9 @@ class BrokerTest(unittest.TestCase):
             except FileNotFoundError:
                 pass
 
-    def start_broker(self, path, *extra):
+    def start_broker(self, path, *extra, hosts=None):
         self.log = open(os.path.join(RUNDIR, "broker%s.log" % self.shm.replace("/", "_")), "w+")
-        self.broker = subprocess.Popen([BROKER, "-z", HOSTS, "-f", path, "--shm", self.shm] + list(extra),
+        self.broker = subprocess.Popen([BROKER, "-z", hosts or HOSTS, "-f", path, "--shm", self.shm] + list(extra),
                                        stdout=self.log, stderr=subprocess.STDOUT, env=CHILD_ENV)
         _brokers.append(self.broker)
 
@@ -734,6 +735,58 @@ class TestRetired(BrokerTest):
             self.assertEqual(logs.at(logging.ERROR), [])
             with self.assertRaises(ValueError):
                 first.generation  # the old reader was closed
+
+
+class TestValidation(BrokerTest):
+    def wait_snapshot(self, r, pred, what, timeout=WAIT_S):
+        """Wait (on the segment's futex) until pred(r.snapshot())."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = r.generation
+            snap = r.snapshot()
+            if snap.generation and pred(snap):
+                return snap
+            left = deadline - time.monotonic()
+            if left <= 0 or (not r.wait_for(seen, left) and time.monotonic() >= deadline):
+                self.fail("segment %s never showed %s (last: %r)\nbroker log:\n%s"
+                          % (self.shm, what, snap, self.broker_log()))
+
+    def test_snapshot_says_rejected_and_cached(self):
+        """Content the watch's rules refuse never reaches the reader: the
+        snapshot keeps the last good content, rejected=True while connected
+        stays True, and the error says why. After a reboot with ZooKeeper
+        out of reach the broker's disk cache is published: cached=True,
+        the last good content, never the refused one."""
+        state_dir = tempfile.mkdtemp(dir=RUNDIR, prefix="state.")
+        self.closers.append(lambda: shutil.rmtree(state_dir, ignore_errors=True))
+        good = '{"settings": {"a": 1}}'
+        path = self.base + "/cfg"
+        rules = ("--validate", "json", "--state-dir", state_dir)
+        push(self.base, "cfg", good)
+        self.start_broker(path, *rules)
+        r = self.reader()
+        snap = self.wait_content(r, good)
+        self.assertEqual((snap.valid, snap.connected, snap.rejected, snap.cached), (True, True, False, False))
+        seen = snap.generation
+        push(self.base, "cfg", '{"settings": ')
+        snap = self.wait_snapshot(r, lambda s: s.generation > seen and s.rejected, "the rejection")
+        self.assertEqual(snap.content, good.encode())
+        self.assertEqual((snap.valid, snap.connected, snap.rejected, snap.cached), (False, True, True, False))
+        self.assertTrue(snap.error.startswith("Rejected version "), snap.error)
+        self.assertIn("invalid JSON at line 1, column", snap.error)
+        self.assertNotIn("settings", snap.error)  # the error never quotes the content
+
+        # The reboot: segment gone, ZooKeeper unreachable.
+        self.stop_broker()
+        os.unlink("/dev/shm" + self.shm)
+        self.start_broker(path, *rules, hosts="127.0.0.1:1")
+        r = self.reader()
+        snap = self.wait_snapshot(r, lambda s: s.cached, "the cached copy")
+        self.assertEqual(snap.content, good.encode())
+        self.assertEqual((snap.valid, snap.connected, snap.rejected, snap.cached), (False, False, False, True))
+        self.assertTrue(snap.error.startswith("cached copy from "), snap.error)
+        self.assertGreater(snap.generation, seen)
+        self.stop_broker()
 
 
 class TestEnsemble(unittest.TestCase):
