@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +81,8 @@ static uint64_t key_hash(const char *path, bool pointer, bool bundle)
 
 static uint64_t watch_hash(const index_table *t, const broker_watch *w)
 {
-	return t == &by_key ? key_hash(w->path, w->pointer, w->bundle) : hash_bytes(w->shm, 0xcbf29ce484222325ull);
+	return t == &by_key ? key_hash(w->path, w->pointer, w->bundle)
+	                    : hash_bytes(w->shm, 0xcbf29ce484222325ull);
 }
 
 static int index_put(index_table *t, broker_watch *w);
@@ -188,13 +190,28 @@ static int demand_name(char *out, size_t cap, const char *path, bool pointer, bo
 				return 0;
 		}
 	}
-	snprintf(hashed, sizeof(hashed), "/zkw.h%016llx", (unsigned long long)key_hash(path, pointer, bundle));
+	snprintf(hashed, sizeof(hashed), "/zkw.h%016llx",
+	         (unsigned long long)key_hash(path, pointer, bundle));
 	if (cap < sizeof(hashed) + 12)
 		return -ENAMETOOLONG;
 	snprintf(out, cap, "%s", hashed);
 	for (unsigned k = 2; name_taken(out); k++)
 		snprintf(out, cap, "%.31s-%u", hashed, k);
 	return 0;
+}
+
+/* Log a line and record it as the broker's last error (counted). */
+static void log_error(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_error(int level, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	zkw__log_printf(level, "%s", line);
+	zkw__stats_error(level, "%s", line);
 }
 
 /* ---- the state directory (docs/design.md, "The state directory") -------
@@ -239,7 +256,7 @@ static void state_save(broker_watch *w)
 	};
 	rc = zkw_state_save(state_store, &key, &s);
 	if (rc < 0)
-		zkw__stats_error(ZKW_LOG_WARN, "%s: cannot save its state: %s", w->path, strerror(-rc));
+		log_error(ZKW_LOG_WARN, "%s: cannot save its state: %s", w->path, strerror(-rc));
 }
 
 /* The saver thread: once per change of cause (a full disk is told once). */
@@ -247,7 +264,7 @@ static void state_error(void *ctx, int err, const char *why)
 {
 	(void)ctx;
 	if (err)
-		zkw__stats_error(ZKW_LOG_ERROR, "%s; the broker serves on, the cached copies may be older", why);
+		log_error(ZKW_LOG_ERROR, "%s; the broker serves on, the cached copies may be older", why);
 	else
 		zkw__log_printf(ZKW_LOG_INFO, "%s", why);
 }
@@ -293,15 +310,16 @@ static bool cold_start(broker_watch *w)
 	rc = zkw_state_load(state_store, &key, &s, buf, cap, why, sizeof(why));
 	if (rc < 0) {
 		if (rc == -ENOBUFS)
-			snprintf(why + strlen(why), sizeof(why) - strlen(why), " (more than the watch's capacity, %llu)",
-			         (unsigned long long)w->capacity);
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			         " (more than the watch's capacity, %llu)", (unsigned long long)w->capacity);
 		if (rc != -ENOENT)
-			zkw__stats_error(ZKW_LOG_WARN, "%s: cached copy ignored: %s", w->path, why);
+			log_error(ZKW_LOG_WARN, "%s: cached copy ignored: %s", w->path, why);
 		free(buf);
 		return false;
 	}
 	if (s.generation <= zkw_writer_generation(w->writer)) {
-		zkw__log_printf(ZKW_LOG_DEBUG, "%s: segment %s (generation %llu) is newer than the cached copy", w->path,
+		zkw__log_printf(ZKW_LOG_DEBUG,
+		                "%s: segment %s (generation %llu) is newer than the cached copy", w->path,
 		                w->shm, (unsigned long long)zkw_writer_generation(w->writer));
 		free(buf);
 		return false;
@@ -324,13 +342,14 @@ static bool cold_start(broker_watch *w)
 	                                           .content_gen = s.content_gen,
 	                                   });
 	if (rc < 0) {
-		zkw__stats_error(ZKW_LOG_WARN, "%s: cannot publish the cached copy from %s (%zu bytes): %s", w->path,
-		                 when, s.len, rc == -EMSGSIZE ? "larger than the watch's capacity" : strerror(-rc));
+		log_error(ZKW_LOG_WARN, "%s: cannot publish the cached copy from %s (%zu bytes): %s", w->path,
+		          when, s.len, rc == -EMSGSIZE ? "larger than the watch's capacity" : strerror(-rc));
 	} else {
 		snprintf(w->cached_from, sizeof(w->cached_from), "%s", when);
 		zkw__stats_add(ZKW_STAT_COLD_STARTS);
-		zkw__log_printf(ZKW_LOG_INFO, "%s: published the cached copy from %s (%zu bytes, generation %llu) until "
-		                              "ZooKeeper answers",
+		zkw__log_printf(ZKW_LOG_INFO,
+		                "%s: published the cached copy from %s (%zu bytes, generation %llu) until "
+		                "ZooKeeper answers",
 		                w->path, when, s.len, (unsigned long long)zkw_writer_generation(w->writer));
 		__atomic_store_n(&w->pub_len, (uint64_t)s.len, __ATOMIC_RELAXED);
 		share_cached(w, error);
@@ -351,12 +370,13 @@ static void state_open(broker *b)
 	char why[1024];
 
 	if (!b->cli.state_dir) {
-		zkw__log_printf(ZKW_LOG_INFO, "no state directory: a start without ZooKeeper publishes nothing");
+		zkw__log_printf(ZKW_LOG_INFO,
+		                "no state directory: a start without ZooKeeper publishes nothing");
 		return;
 	}
 	if (zkw_state_open(&state_store, b->cli.state_dir, &o, why, sizeof(why)) < 0) {
 		state_store = NULL;
-		zkw__stats_error(ZKW_LOG_WARN, "%s; running without a disk cache (--state-dir)", why);
+		log_error(ZKW_LOG_WARN, "%s; running without a disk cache (--state-dir)", why);
 		return;
 	}
 	zkw__log_printf(ZKW_LOG_DEBUG, "state directory %s", b->cli.state_dir);
@@ -370,6 +390,7 @@ static void state_close(void)
 
 	if (!state_store)
 		return;
+	zkw_state_flush(state_store); /* then the counts include the last writes */
 	zkw_state_get_stats(state_store, &s);
 	rc = zkw_state_close(state_store);
 	state_store = NULL;
@@ -552,7 +573,8 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 		p.valid = false;
 		if (st->valid || !st->error || !*st->error) {
 			snprintf(reject_error, sizeof(reject_error),
-			         "Rejected version %d (%zu bytes): %.900s; the last good content stays published",
+			         "Rejected version %d (%zu bytes): %.900s; the last good content stays "
+			         "published",
 			         (int)st->version, st->len, w->reject_why);
 			p.error = reject_error;
 		}
@@ -566,8 +588,8 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	}
 	rc = zkw_writer_publish(w->writer, &p);
 	if (zkw_writer_capacity(w->writer) != capacity)
-		zkw__log_printf(ZKW_LOG_INFO, "%s: segment %s grown to a capacity of %llu bytes", w->path, w->shm,
-		                (unsigned long long)zkw_writer_capacity(w->writer));
+		zkw__log_printf(ZKW_LOG_INFO, "%s: segment %s grown to a capacity of %llu bytes", w->path,
+		                w->shm, (unsigned long long)zkw_writer_capacity(w->writer));
 	if (rc == -EMSGSIZE) {
 		/* The watcher checks max_len; this is the backstop. */
 		p.valid = false;
@@ -591,7 +613,8 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	log_state(w, &p);
 	share_state(w, &p);
 	if (rc) {
-		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm, strerror(-rc));
+		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm,
+		                strerror(-rc));
 		zkw__stats_error(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm,
 		                 strerror(-rc));
 		return;
@@ -612,15 +635,15 @@ static void watch_free(broker_watch *w)
 	free(w);
 }
 
-static int watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
-                     uint64_t capacity, mode_t mode, const gid_t *group, const zkw_validate_rules *rules,
-                     broker_watch **out, char *why, size_t whylen);
+static int watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent,
+                     const char *name, uint64_t capacity, mode_t mode, const gid_t *group,
+                     const zkw_validate_rules *rules, broker_watch **out, char *why, size_t whylen);
 
-int broker_watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
-                     uint64_t capacity, broker_watch **out, char *why, size_t whylen)
+int broker_watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent,
+                     const char *name, uint64_t capacity, broker_watch **out, char *why, size_t whylen)
 {
-	return watch_add(b, path, pointer, bundle, ensure, permanent, name, capacity, 0, NULL, &b->cli.demand.rules, out,
-	                 why, whylen);
+	return watch_add(b, path, pointer, bundle, ensure, permanent, name, capacity, 0, NULL,
+	                 &b->cli.demand.rules, out, why, whylen);
 }
 
 int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, char *why, size_t whylen)
@@ -629,9 +652,9 @@ int broker_watch_add_cfg(broker *b, const zkw_cli_watch *c, broker_watch **out, 
 	                 c->group_set ? &c->group : NULL, &c->rules, out, why, whylen);
 }
 
-static int watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent, const char *name,
-                     uint64_t capacity, mode_t mode, const gid_t *group, const zkw_validate_rules *rules,
-                     broker_watch **out, char *why, size_t whylen)
+static int watch_add(broker *b, const char *path, bool pointer, bool bundle, bool ensure, bool permanent,
+                     const char *name, uint64_t capacity, mode_t mode, const gid_t *group,
+                     const zkw_validate_rules *rules, broker_watch **out, char *why, size_t whylen)
 {
 	zkw_writer_options o = b->cli.segment;
 	broker_watch *w;
@@ -689,12 +712,15 @@ static int watch_add(broker *b, const char *path, bool pointer, bool bundle, boo
 	__atomic_store_n(&w->pub_capacity, zkw_writer_capacity(w->writer), __ATOMIC_RELAXED);
 	if (*zkw_writer_notice(w->writer)) /* a replaced segment, a dropped snapshot */
 		zkw__log_printf(ZKW_LOG_WARN, "%s", zkw_writer_notice(w->writer));
-	zkw__log_printf(ZKW_LOG_INFO,
-	                "publishing %s%s into segment %s (%s; capacity %llu of at most %llu, generation %llu)",
-	                w->path, w->pointer ? " (pointer)" : w->bundle ? " (bundle)" : "", w->shm,
-	                permanent ? "-f" : "on demand",
-	                (unsigned long long)zkw_writer_capacity(w->writer), (unsigned long long)capacity,
-	                (unsigned long long)zkw_writer_generation(w->writer));
+	zkw__log_printf(
+	        ZKW_LOG_INFO,
+	        "publishing %s%s into segment %s (%s; capacity %llu of at most %llu, generation %llu)",
+	        w->path,
+	        w->pointer  ? " (pointer)"
+	        : w->bundle ? " (bundle)"
+	                    : "",
+	        w->shm, permanent ? "-f" : "on demand", (unsigned long long)zkw_writer_capacity(w->writer),
+	        (unsigned long long)capacity, (unsigned long long)zkw_writer_generation(w->writer));
 	w->index = b->nwatches;
 	b->watches[b->nwatches++] = w;
 	if (!permanent)
@@ -745,7 +771,10 @@ void broker_watch_remove(broker *b, broker_watch *w, const char *error)
 	zkw_writer_publish(w->writer, &gone);
 	zkw_writer_close(w->writer, true); /* retired (readers see -ESTALE), then unlinked */
 	zkw__log_printf(ZKW_LOG_INFO, "%s%s: watch removed, segment %s retired (%s)", w->path,
-	                w->pointer ? " (pointer)" : w->bundle ? " (bundle)" : "", w->shm, error);
+	                w->pointer  ? " (pointer)"
+	                : w->bundle ? " (bundle)"
+	                            : "",
+	                w->shm, error);
 	watch_free(w);
 }
 
@@ -790,10 +819,12 @@ static int raise_fd_limit(broker *b)
 
 		/* A privileged broker (CAP_SYS_RESOURCE) may raise the hard
 		 * limit itself, up to fs.nr_open; otherwise up to the hard one. */
-		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want && setrlimit(RLIMIT_NOFILE, &up) == 0) {
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want &&
+		    setrlimit(RLIMIT_NOFILE, &up) == 0) {
 			rl = up;
 		} else {
-			rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+			rl.rlim_cur =
+			        rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
 			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 				getrlimit(RLIMIT_NOFILE, &rl);
 		}
@@ -803,19 +834,21 @@ static int raise_fd_limit(broker *b)
 		return 0;
 	b->fd_watch_cap = rl.rlim_cur > fixed ? (size_t)((rl.rlim_cur - fixed) / FDS_PER_WATCH) : 0;
 	if (b->fd_watch_cap < (size_t)b->cli.nwatches) {
-		zkw__log_printf(ZKW_LOG_ERROR,
-		                "the open file limit (ulimit -Hn: %llu) is too low for %d watches (%llu descriptors "
-		                "needed): raise it (LimitNOFILE= in a systemd unit)",
-		                (unsigned long long)rl.rlim_max, b->cli.nwatches,
-		                (unsigned long long)((rlim_t)b->cli.nwatches * FDS_PER_WATCH + fixed));
+		zkw__log_printf(
+		        ZKW_LOG_ERROR,
+		        "the open file limit (ulimit -Hn: %llu) is too low for %d watches (%llu descriptors "
+		        "needed): raise it (LimitNOFILE= in a systemd unit)",
+		        (unsigned long long)rl.rlim_max, b->cli.nwatches,
+		        (unsigned long long)((rlim_t)b->cli.nwatches * FDS_PER_WATCH + fixed));
 		return -EMFILE;
 	}
-	zkw__log_printf(ZKW_LOG_WARN,
-	                "the open file limit (ulimit -Hn: %llu) leaves room for %zu watches, not --max-watches %d "
-	                "(%llu descriptors needed): subscriptions beyond are refused; raise LimitNOFILE= or lower "
-	                "--max-watches",
-	                (unsigned long long)rl.rlim_max, b->fd_watch_cap, b->cli.max_watches,
-	                (unsigned long long)want);
+	zkw__log_printf(
+	        ZKW_LOG_WARN,
+	        "the open file limit (ulimit -Hn: %llu) leaves room for %zu watches, not --max-watches %d "
+	        "(%llu descriptors needed): subscriptions beyond are refused; raise LimitNOFILE= or lower "
+	        "--max-watches",
+	        (unsigned long long)rl.rlim_max, b->fd_watch_cap, b->cli.max_watches,
+	        (unsigned long long)want);
 	return 0;
 }
 
@@ -864,7 +897,8 @@ static void arm_fault_injection(void)
 		us = strtol(s, NULL, 10);
 		fault_save_us = (useconds_t)(us < 0 ? 0 : us > 1000000 ? 1000000 : us);
 		zkw_state_write_hook = fault_stall_before_save;
-		zkw__log_printf(ZKW_LOG_WARN, "fault injection armed: stalling %u us before each save (tests only)",
+		zkw__log_printf(ZKW_LOG_WARN,
+		                "fault injection armed: stalling %u us before each save (tests only)",
 		                (unsigned)fault_save_us);
 	}
 	if (!v || !*v)
@@ -1070,8 +1104,9 @@ static void notify_status_now(void *arg)
 		valid += __atomic_load_n(&b->watches[i]->pub_valid, __ATOMIC_RELAXED);
 	/* "not connected", not "unreachable": right after a start without
 	 * valid init, no server has been tried yet. */
-	zkw__notify("%sSTATUS=serving: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state, b->nwatches,
-	            b->nwatches == 1 ? "" : "es", valid, b->ndemand, connected ? "connected" : "not connected");
+	zkw__notify("%sSTATUS=serving: %zu watch%s (%u valid, %zu on demand), ZooKeeper %s", state,
+	            b->nwatches, b->nwatches == 1 ? "" : "es", valid, b->ndemand,
+	            connected ? "connected" : "not connected");
 }
 
 /* Where the watch table may be read (the control thread when it runs: a
@@ -1101,7 +1136,8 @@ static void await_first_evaluations(broker *b, const sigset_t *set)
 			break;
 		if (sigpending(&now) == 0)
 			for (int sig = 1; sig < NSIG; sig++)
-				if (sigismember(set, sig) == 1 && sigismember(&now, sig) == 1 && sig != SIGHUP)
+				if (sigismember(set, sig) == 1 && sigismember(&now, sig) == 1 &&
+				    sig != SIGHUP)
 					goto out;
 		/* Slices of 100 ms: a stop signal is only pending, never woken for. */
 		ts = zkw_clock_deadline_ms(CLOCK_REALTIME, 100);
@@ -1156,7 +1192,8 @@ static void keep_restart_settings(const zkw_cli *run, zkw_cli *next)
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
 		if (fixed[i].changed)
-			zkw__log_printf(ZKW_LOG_WARN, "reload: %s changed: needs a restart, the running value stays",
+			zkw__log_printf(ZKW_LOG_WARN,
+			                "reload: %s changed: needs a restart, the running value stays",
 			                fixed[i].what);
 	/* The running values, copied into next (run is freed after the
 	 * swap): the scalars as they are, the strings into next's keeping.
@@ -1196,8 +1233,8 @@ static const zkw_cli_watch *next_watch(const zkw_cli *c, const char *path, bool 
 static bool same_watch(const broker_watch *w, const zkw_cli_watch *c)
 {
 	return strcmp(w->shm, c->shm) == 0 && w->capacity == c->capacity && w->ensure == c->ensure &&
-	       w->mode == c->mode && w->group_set == c->group_set && (!w->group_set || w->group == c->group) &&
-	       zkw__cli_same_rules(&w->rules, &c->rules);
+	       w->mode == c->mode && w->group_set == c->group_set &&
+	       (!w->group_set || w->group == c->group) && zkw__cli_same_rules(&w->rules, &c->rules);
 }
 
 /* Runs where the watch table may change (the control thread, or main when
@@ -1212,7 +1249,8 @@ static void reload_apply(void *arg)
 	/* Watches the file no longer has, or has otherwise. */
 	for (size_t i = 0; i < b->nwatches;) {
 		broker_watch *w = b->watches[i];
-		const zkw_cli_watch *nw = w->permanent ? next_watch(&r->next, w->path, w->pointer, w->bundle) : NULL;
+		const zkw_cli_watch *nw =
+		        w->permanent ? next_watch(&r->next, w->path, w->pointer, w->bundle) : NULL;
 
 		if (!w->permanent || (nw && same_watch(w, nw))) {
 			r->kept += w->permanent;
@@ -1224,8 +1262,9 @@ static void reload_apply(void *arg)
 			w->permanent = false;
 			b->ndemand++;
 			r->demoted++;
-			zkw__log_printf(ZKW_LOG_INFO, "reload: %s is no longer configured; kept on demand for its %u "
-			                              "subscriber%s",
+			zkw__log_printf(ZKW_LOG_INFO,
+			                "reload: %s is no longer configured; kept on demand for its %u "
+			                "subscriber%s",
 			                w->path, w->subscribers, w->subscribers == 1 ? "" : "s");
 			i++;
 			continue;
@@ -1236,8 +1275,9 @@ static void reload_apply(void *arg)
 			state_key(w, &key);
 			zkw_state_remove(state_store, &key);
 		}
-		broker_watch_remove(b, w, nw ? "Watch re-created: its configuration changed"
-		                             : "Watch removed from the configuration");
+		broker_watch_remove(b, w,
+		                    nw ? "Watch re-created: its configuration changed"
+		                       : "Watch removed from the configuration");
 		r->removed++;
 		/* b->watches[i] now holds another watch: look at it next. */
 	}
@@ -1294,7 +1334,8 @@ static void reload_config(broker *b, int argc, char **argv)
 	zkw__notify("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)zkw_clock_mono_ms() * 1000ull);
 	control_call(reload_apply, &r);
 	notify_status(b, "READY=1\n");
-	zkw__log_printf(ZKW_LOG_INFO, "reloaded %s: %u watch%s added, %u removed or re-created, %u unchanged%s",
+	zkw__log_printf(ZKW_LOG_INFO,
+	                "reloaded %s: %u watch%s added, %u removed or re-created, %u unchanged%s",
 	                b->cli.config_path, r.added, r.added == 1 ? "" : "es", r.removed, r.kept,
 	                r.demoted ? " (some kept on demand)" : "");
 }
@@ -1355,8 +1396,9 @@ int main(int argc, char **argv)
 	 * what they are for, not a reason to stop (valid init waived). */
 	session_opt = b.cli.session;
 	if (rc == 0 && b.cold_starts && session_opt.valid_init) {
-		zkw__log_printf(ZKW_LOG_INFO, "%zu watch%s serve%s a cached copy: the broker keeps running if ZooKeeper "
-		                              "does not answer within %d ms",
+		zkw__log_printf(ZKW_LOG_INFO,
+		                "%zu watch%s serve%s a cached copy: the broker keeps running if ZooKeeper "
+		                "does not answer within %d ms",
 		                b.cold_starts, b.cold_starts == 1 ? "" : "es", b.cold_starts == 1 ? "s" : "",
 		                b.cli.session.init_timeout_ms);
 		session_opt.valid_init = false;
@@ -1378,7 +1420,7 @@ int main(int argc, char **argv)
 	while (rc == 0 && wait_for_signal(&set) == SIGHUP)
 		reload_config(&b, argc, argv);
 	zkw__notify("STOPPING=1");
-	control_stop();             /* no watch added or removed after this */
+	control_stop();               /* no watch added or removed after this */
 	zkw_session_close(b.session); /* no publish_state after this returns */
 	stop_publishing(&b);
 	state_close();
