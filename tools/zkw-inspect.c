@@ -74,6 +74,7 @@
 #include "zkw_text.h"
 
 #define PREVIEW_MAX   200
+#define ENTRY_PREVIEW 40   /* bytes of each child shown in a bundle's list */
 #define READ_ATTEMPTS 64   /* of zkw_reader_read, each already retrying */
 #define WATCH_TICK_MS 1000 /* liveness re-check; also bounds a missed signal */
 
@@ -355,6 +356,41 @@ static void print_when(const char *label, uint64_t ns, uint64_t now)
 		       format_age(a, sizeof(a), ns, now));
 }
 
+/* Why a bundle snapshot's content cannot be read, in words. */
+static const char *bundle_fault(int err)
+{
+	return err == -EPROTO ? "another version of the bundle layout" : "corrupt bundle";
+}
+
+/* A bundle snapshot's children (zkw/bundle.h), one line each: the name
+ * (escaped), length, version, mzxid and the first bytes. */
+static void print_bundle_text(const unsigned char *content, size_t len)
+{
+	zkw_bundle b;
+	zkw_bundle_entry e;
+	int err = zkw_bundle_open(&b, content, len);
+
+	if (err) {
+		printf("entries          none: %s\n", bundle_fault(err));
+		return;
+	}
+	printf("entries          %" PRIu32 " (parent pzxid 0x%" PRIx64 ", cversion %" PRId32 ")\n", b.count,
+	       (uint64_t)b.pzxid, b.cversion);
+	for (uint32_t i = 0; i < b.count; i++) {
+		size_t preview;
+
+		if (zkw_bundle_entry_at(&b, i, &e) != 0) /* open checked every entry */
+			break;
+		preview = e.len < ENTRY_PREVIEW ? e.len : ENTRY_PREVIEW;
+		printf("  ");
+		zkw_text_put(stdout, e.name, e.name_len, 0);
+		printf("  %zu bytes, version %" PRId32 ", mzxid 0x%" PRIx64 ", ", e.len, e.version,
+		       (uint64_t)e.mzxid);
+		zkw_text_put(stdout, e.data, preview, ZKW_TEXT_QUOTE | ZKW_TEXT_ASCII);
+		printf("%s\n", preview < e.len ? " ..." : "");
+	}
+}
+
 static void print_text(const char *name, const struct report *rep, const unsigned char *content)
 {
 	const struct ident_view *id = &rep->id;
@@ -416,6 +452,8 @@ static void print_text(const char *name, const struct report *rep, const unsigne
 	printf("preview          ");
 	zkw_text_put(stdout, content, preview, ZKW_TEXT_QUOTE | ZKW_TEXT_ASCII);
 	printf("%s\n", preview < rep->len ? " ..." : "");
+	if (m->bundle)
+		print_bundle_text(content, rep->len);
 	for (uint32_t i = 0; i < rep->slot_count; i++) {
 		const struct slot_view *s = &rep->slots[i];
 
@@ -434,6 +472,30 @@ static void json_age(const char *key, uint64_t ns, uint64_t now)
 		printf(",\"%s\":%.3f", key, age_seconds(ns, now));
 	else
 		printf(",\"%s\":null", key);
+}
+
+/* A bundle snapshot's children: "entries":[{"name", "len", "version",
+ * "mzxid"}, ...] with the parent's "pzxid" and "cversion"; "entries":null
+ * and "bundle_error" when the content is no readable bundle. */
+static void print_bundle_json(const unsigned char *content, size_t len)
+{
+	zkw_bundle b;
+	zkw_bundle_entry e;
+	int err = zkw_bundle_open(&b, content, len);
+
+	if (err) {
+		printf(",\"entries\":null,\"bundle_error\":");
+		json_cstring(stdout, bundle_fault(err));
+		return;
+	}
+	printf(",\"pzxid\":%" PRId64 ",\"cversion\":%" PRId32 ",\"entries\":[", b.pzxid, b.cversion);
+	for (uint32_t i = 0; i < b.count && zkw_bundle_entry_at(&b, i, &e) == 0; i++) {
+		printf("%s{\"name\":", i ? "," : "");
+		zkw_text_put(stdout, e.name, e.name_len, ZKW_TEXT_JSON);
+		printf(",\"len\":%zu,\"version\":%" PRId32 ",\"mzxid\":%" PRId64 "}", e.len, e.version,
+		       e.mzxid);
+	}
+	printf("]");
 }
 
 static void print_json(const char *name, const struct report *rep, const unsigned char *content,
@@ -464,9 +526,10 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 	       rep->alive && (rep->state & ZKW_STATE_RUNNING) && (rep->state & ZKW_STATE_CONNECTED)
 	               ? "true"
 	               : "false");
-	printf(",\"connected\":%s,\"valid\":%s,\"cached\":%s,\"rejected\":%s,\"generation\":%" PRIu64,
+	printf(",\"connected\":%s,\"valid\":%s,\"cached\":%s,\"rejected\":%s,\"bundle\":%s"
+	       ",\"generation\":%" PRIu64,
 	       m->connected ? "true" : "false", m->valid ? "true" : "false", m->cached ? "true" : "false",
-	       m->rejected ? "true" : "false", m->generation);
+	       m->rejected ? "true" : "false", m->bundle ? "true" : "false", m->generation);
 	printf(",\"confirmed_ns\":%" PRIu64, m->confirmed_ns);
 	json_age("age_confirmed_s", m->confirmed_ns, now);
 	if (rep->hot_confirmed_kept)
@@ -488,6 +551,8 @@ static void print_json(const char *name, const struct report *rep, const unsigne
 		printf(",\"content_base64\":");
 		json_base64(stdout, content, rep->len);
 	}
+	if (m->bundle)
+		print_bundle_json(content, rep->len);
 	printf(",\"slots\":[");
 	for (uint32_t i = 0; i < rep->slot_count; i++) {
 		const struct slot_view *s = &rep->slots[i];

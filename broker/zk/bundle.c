@@ -163,13 +163,12 @@ static void child_path(const struct zkw_watch *w, const char *name, char *out, s
 	snprintf(out, cap, "%s/%s", strcmp(p, "/") == 0 ? "" : p, name);
 }
 
+/* The order readers search in (zkw/bundle.h). */
 static int cmp_child(const void *a, const void *b)
 {
 	const struct bundle_child *x = a, *y = b;
-	size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-	int c = memcmp(x->name, y->name, n);
 
-	return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+	return zkw_bundle_name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
 /* The listing is in: keep the names (sorted as zkw/bundle.h orders them),

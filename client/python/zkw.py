@@ -22,7 +22,9 @@ wrappers of include/zkw/client.h). Two classes:
 ``Reader(name, expected_uid=None)``, ``Reader.subscribe(zk_path, ...)``
     the segment itself: ``is_valid()``, ``get_file_contents()``,
     ``get_file_bytes()``, ``ping()``, ``generation``, ``wait(timeout)``,
-    ``snapshot()``, ``close()``; a context manager.
+    ``snapshot()``, ``close()``; a context manager. A bundle watch's
+    snapshot (a znode's children as one content) has ``entries``, the
+    children by name (``parse_bundle``).
 
 Speed: ``is_valid()``, ``generation`` and, when nothing changed,
 ``get_file_contents()``/``get_file_bytes()`` are one load from the
@@ -55,17 +57,18 @@ import os
 import pwd
 import re
 import socket
+import struct
 import threading
 import time
 import weakref
 
-__all__ = ["BrokerUnavailable", "EnsembleMismatch", "Reader", "ReaderClosed", "Snapshot", "SubscriptionRefused",
-           "ZookeeperWatcher", "broker_status", "default_segment_name", "same_ensemble", "ZkwError",
-           "SOCKET_DEFAULT"]
+__all__ = ["BadBundle", "BrokerUnavailable", "EnsembleMismatch", "Reader", "ReaderClosed", "Snapshot",
+           "SubscriptionRefused", "ZookeeperWatcher", "broker_status", "default_segment_name", "parse_bundle",
+           "same_ensemble", "ZkwError", "SOCKET_DEFAULT"]
 
 _log = logging.getLogger("zkw")
 
-_ABI = 4  # client/python/zkw_py.c ZKW_PY_ABI
+_ABI = 5  # client/python/zkw_py.c ZKW_PY_ABI
 # Handlers due, from zkw_py_delivery_next (ZKW_DELIVER_* of zkw/common.h);
 # they are called in this, the bits', order.
 _DELIVER_CONFIG, _DELIVER_VALID, _DELIVER_ERROR = 0x1, 0x2, 0x4
@@ -100,6 +103,12 @@ class SubscriptionRefused(ZkwError):
     or the broker or its segment is not trusted; the text says which."""
 
 
+class BadBundle(ZkwError, ValueError):
+    """A bundle snapshot's content is not a bundle this module reads:
+    ``errno`` EBADMSG (corrupt; the text names the fault) or EPROTO
+    (another version of the layout)."""
+
+
 class EnsembleMismatch(ValueError):
     """``hosts`` names another ZooKeeper ensemble than the broker's."""
 
@@ -118,15 +127,19 @@ class _Meta(ctypes.Structure):
         ("connected", ctypes.c_uint32),
         ("cached", ctypes.c_uint32),
         ("rejected", ctypes.c_uint32),
+        ("bundle", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
     ]
 
 
 Snapshot = collections.namedtuple(
     "Snapshot",
     "generation content_gen content valid connected version mzxid "
-    "confirmed_ns changed_ns pointer error cached rejected",
+    "confirmed_ns changed_ns pointer error cached rejected entries",
 )
-Snapshot.__doc__ = "One consistent snapshot of a segment (content is bytes)."
+Snapshot.__doc__ = """One consistent snapshot of a segment (content is bytes). entries: for a
+bundle watch's snapshot, its children as parse_bundle(content) gives them (an
+OrderedDict name -> bytes); None for any other."""
 
 
 def _candidates():
@@ -201,24 +214,83 @@ _lib = _load()
 
 
 def _hot_layout():
-    words = (ctypes.c_uint32 * 7)()
+    words = (ctypes.c_uint32 * 8)()
     _lib.zkw_py_hot_layout(words)
-    size, gen_off, state_off, valid, retired, sub_pointer, sub_ensure = words
+    size, gen_off, state_off, valid, retired, sub_pointer, sub_ensure, sub_bundle = words
     if gen_off % 8 or state_off % 4 or size % 8 or gen_off + 8 > size or state_off + 4 > size:
         raise ImportError("zkw binding: unexpected segment header layout %r" % (list(words),))
-    return size, gen_off // 8, state_off // 4, valid, retired, sub_pointer, sub_ensure
+    return size, gen_off // 8, state_off // 4, valid, retired, sub_pointer, sub_ensure, sub_bundle
 
 
 # The hot line of the segment header, as this module loads it from its own
 # mapping: indexes of the generation (64-bit words) and the state (32-bit
 # words), the state bits, and the subscribe flags.
-_HEADER_SIZE, _GEN, _STATE, _STATE_VALID, _STATE_RETIRED, _SUBSCRIBE_POINTER, _SUBSCRIBE_ENSURE = _hot_layout()
+(_HEADER_SIZE, _GEN, _STATE, _STATE_VALID, _STATE_RETIRED, _SUBSCRIBE_POINTER, _SUBSCRIBE_ENSURE,
+ _SUBSCRIBE_BUNDLE) = _hot_layout()
 _NO_TEXT = (-1, "", "")  # a cache entry no generation matches
 
 
 def _raise(err, what):
     err = -err
     raise ZkwError(err, "%s: %s" % (what, os.strerror(err)))
+
+
+# The bundle layout of include/zkw/bundle.h (docs/design.md, "Bundle layout"),
+# in the host's byte order as the broker writes it.
+_BUNDLE_MAGIC = 0x31424B5A  # ZKW_BUNDLE_MAGIC, the bytes "ZKB1"
+_BUNDLE_VERSION = 1
+_BUNDLE_HEADER = struct.Struct("=IHHIIqiI")  # magic version header_size count entry_size pzxid cversion reserved
+_BUNDLE_ENTRY = struct.Struct("=IIIIqiI")  # name_off name_len data_off data_len mzxid version reserved
+
+
+def parse_bundle(content):
+    """The children in a bundle's content (bytes): an OrderedDict
+    {name: data} in the bundle's order (names sorted bytewise), each name
+    decoded from UTF-8 with errors="surrogateescape" (name.encode("utf-8",
+    "surrogateescape") gives its bytes back), each data bytes. Checked as
+    strictly as zkw_bundle_open() of include/zkw/bundle.h checks it: raises
+    BadBundle naming the first fault."""
+    content = bytes(content)
+    size = len(content)
+
+    def bad(what, err=errno.EBADMSG):
+        return BadBundle(err, "bad bundle (%d bytes): %s" % (size, what))
+
+    if size < 6:
+        raise bad("shorter than a header")
+    magic, version = struct.unpack_from("=IH", content, 0)
+    if magic != _BUNDLE_MAGIC:
+        raise bad("magic 0x%08x, not 0x%08x (\"ZKB1\")" % (magic, _BUNDLE_MAGIC))
+    if version != _BUNDLE_VERSION:
+        raise bad("layout version %d; this module reads version %d" % (version, _BUNDLE_VERSION), errno.EPROTO)
+    if size < _BUNDLE_HEADER.size:
+        raise bad("shorter than a header")
+    _, _, header_size, count, entry_size, _, _, _ = _BUNDLE_HEADER.unpack_from(content, 0)
+    if header_size < _BUNDLE_HEADER.size or header_size > size:
+        raise bad("header_size %d" % header_size)
+    if entry_size < _BUNDLE_ENTRY.size:
+        raise bad("entry_size %d" % entry_size)
+    if count * entry_size > size - header_size:
+        raise bad("%d entries of %d bytes do not fit after the %d-byte header" % (count, entry_size, header_size))
+    entries = collections.OrderedDict()
+    prev = None
+    for i in range(count):
+        name_off, name_len, data_off, data_len, _, _, _ = _BUNDLE_ENTRY.unpack_from(content,
+                                                                                   header_size + i * entry_size)
+        if name_off >= size or name_len >= size - name_off:
+            raise bad("entry %d: name at %d, %d bytes and a NUL, runs past the end" % (i, name_off, name_len))
+        if data_off > size or data_len > size - data_off:
+            raise bad("entry %d: data at %d, %d bytes, runs past the end" % (i, data_off, data_len))
+        name = content[name_off:name_off + name_len]
+        if content[name_off + name_len] != 0:
+            raise bad("entry %d: name %r is not followed by a NUL" % (i, name))
+        if not name or b"\0" in name or b"/" in name or name in (b".", b".."):
+            raise bad("entry %d: %r is not a child's name" % (i, name))
+        if prev is not None and name <= prev:
+            raise bad("entry %d: name %r after %r (names must be sorted and unique)" % (i, name, prev))
+        prev = name
+        entries[name.decode("utf-8", "surrogateescape")] = content[data_off:data_off + data_len]
+    return entries
 
 
 def default_segment_name(filepath):
@@ -415,17 +487,20 @@ class Reader(object):
         self._adopt(out.value)
 
     @classmethod
-    def subscribe(cls, zk_path, socket_path=None, pointer=False, ensure=False, expected_uid=None, timeout=None):
+    def subscribe(cls, zk_path, socket_path=None, pointer=False, ensure=False, expected_uid=None, timeout=None,
+                  bundle=False):
         """Subscribe to the ZooKeeper path zk_path through the broker's
         control socket (socket_path, else $ZKW_SOCKET, else SOCKET_DEFAULT):
         the broker adds the watch if it has none, waits for its first
         evaluation and hands over the segment. pointer: the node holds the
-        path of the real one; ensure: create it (empty) when missing.
+        path of the real one; ensure: create it (empty) when missing;
+        bundle: its children as one snapshot (snapshot().entries).
         timeout in seconds (None: the C client's default). Raises
         BrokerUnavailable, SubscriptionRefused (the broker's reason, or a
         broker not trusted), ZkwError."""
         path = _socket_path(socket_path)
-        flags = (_SUBSCRIBE_POINTER if pointer else 0) | (_SUBSCRIBE_ENSURE if ensure else 0)
+        flags = ((_SUBSCRIBE_POINTER if pointer else 0) | (_SUBSCRIBE_ENSURE if ensure else 0)
+                 | (_SUBSCRIBE_BUNDLE if bundle else 0))
         ms = 0 if timeout is None else max(1, int(timeout * 1000))
         out = ctypes.c_void_p()
         why = ctypes.create_string_buffer(512)
@@ -553,11 +628,13 @@ class Reader(object):
         return bool(self._call(_lib.zkw_py_broker_alive))
 
     def snapshot(self):
-        """One consistent Snapshot (content as bytes)."""
+        """One consistent Snapshot (content as bytes; for a bundle watch,
+        entries: its children by name, see parse_bundle, which raises
+        BadBundle for a corrupt one)."""
         h = self._enter()
         try:
             with self._lock:
-                return self._snapshot(h)
+                return self._snapshot(h, entries=True)
         finally:
             self._leave()
 
@@ -577,8 +654,9 @@ class Reader(object):
             return n
         _raise(-errno.EAGAIN, "zkw segment %s: no stable read" % self.name)
 
-    def _snapshot(self, h):
-        # Under self._lock. Also refreshes the bytes cache.
+    def _snapshot(self, h, entries=False):
+        # Under self._lock. Also refreshes the bytes cache. entries: parse
+        # a bundle (else Snapshot.entries is None).
         meta = _Meta()
         n = self._read(h, meta)
         cached = self._bytes
@@ -602,6 +680,7 @@ class Reader(object):
             error=_lib.zkw_py_error(h).decode(errors="replace"),
             cached=bool(meta.cached),
             rejected=bool(meta.rejected),
+            entries=parse_bundle(content) if entries and meta.bundle else None,
         )
 
     def _content(self):
@@ -787,6 +866,10 @@ class ZookeeperWatcher(object):
     10 ms doubling up to 1 s. close() the watcher when done: its thread and
     subscription live until then, as the seed's session did.
 
+    ``bundle=True`` watches the node's children as one snapshot (the
+    broker's bundle mode): get_entries() gives them, {name: bytes}; a
+    multi-op is seen whole or not at all.
+
     ``shm=NAME`` opens that segment by name instead (a broker's ``-f`` and
     ``--shm``), as zkw did before the control socket: hosts, pointer and
     ensure are then not used, and valid_init=True also demands that a
@@ -797,10 +880,13 @@ class ZookeeperWatcher(object):
 
     def __init__(self, hosts, filepath, valid_handler=None, config_handler=None,
                  error_handler=None, pointer=False, ensure=False, valid_init=True, shm=None,
-                 expected_uid=None, socket_path=None, timeout=None):
+                 expected_uid=None, socket_path=None, timeout=None, bundle=False):
         self.hosts = hosts
         self.filepath = filepath
         self.pointer = bool(pointer)
+        self.bundle = bool(bundle)
+        if self.pointer and self.bundle:
+            raise ValueError("pointer and bundle do not go together")
         self.ensure = bool(ensure)
         self.valid_init = bool(valid_init)
         self.valid_handler = valid_handler
@@ -899,6 +985,13 @@ class ZookeeperWatcher(object):
                 pass
         return self._use("get_file_contents", "", pointer=pointer)
 
+    def get_entries(self):
+        """bundle=True: the children of the watched node, an ordered dict
+        {name: bytes} of one consistent snapshot; None before the first
+        one (or for a watcher not in bundle mode)."""
+        snap = self._use("snapshot", None)
+        return snap.entries if snap is not None else None
+
     def get_error(self):
         """Why the file is not valid: the broker's error text, or why there
         is no subscription; "" when all is well."""
@@ -947,7 +1040,7 @@ class ZookeeperWatcher(object):
                                        "at %s: start a broker for %r, or use that broker's ensemble"
                                        % (self.hosts, theirs, self.socket_path, self.hosts))
         return Reader.subscribe(self.filepath, self.socket_path, pointer=self.pointer, ensure=self.ensure,
-                                expected_uid=self._expected_uid, timeout=self._timeout)
+                                expected_uid=self._expected_uid, timeout=self._timeout, bundle=self.bundle)
 
     def _install(self, reader):
         """Make reader the current one (closing the one it replaces); False,

@@ -54,7 +54,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define ZKW_PY_ABI 4 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
+#define ZKW_PY_ABI 5 /* bump on any change of the functions, zkw_py_meta or ZKW_DELIVER_* */
 
 /* Where futex_waitv(2) (Linux 5.16) is missing, a wait sleeps on the
  * segment alone in slices this long and re-checks the shutdown word. */
@@ -72,9 +72,11 @@ typedef struct zkw_py_meta {
 	uint32_t connected;
 	uint32_t cached;   /* zkw_snapshot.cached: from the broker's disk cache */
 	uint32_t rejected; /* zkw_snapshot.rejected: newer content failed validation */
+	uint32_t bundle;   /* zkw_snapshot.bundle: the content is a bundle (zkw/bundle.h) */
+	uint32_t reserved; /* 0: keeps the size a multiple of 8 */
 } zkw_py_meta;
 
-_Static_assert(sizeof(zkw_py_meta) == 72, "zkw_py_meta is mirrored in zkw.py");
+_Static_assert(sizeof(zkw_py_meta) == 80, "zkw_py_meta is mirrored in zkw.py");
 
 struct zkw_py_reader {
 	zkw_reader reader;
@@ -85,8 +87,8 @@ struct zkw_py_reader {
 
 /* zkw_py_hot_layout(): header size, generation offset, state offset,
  * ZKW_STATE_VALID, ZKW_STATE_RETIRED, ZKW_SUBSCRIBE_POINTER,
- * ZKW_SUBSCRIBE_ENSURE. */
-#define ZKW_PY_HOT_LAYOUT_WORDS 7
+ * ZKW_SUBSCRIBE_ENSURE, ZKW_SUBSCRIBE_BUNDLE. */
+#define ZKW_PY_HOT_LAYOUT_WORDS 8
 
 /* Prototypes: exported API (-Wmissing-prototypes; no public header, the
  * bindings declare them). */
@@ -248,6 +250,7 @@ void zkw_py_hot_layout(uint32_t out[ZKW_PY_HOT_LAYOUT_WORDS])
 	out[4] = ZKW_STATE_RETIRED;
 	out[5] = ZKW_SUBSCRIBE_POINTER;
 	out[6] = ZKW_SUBSCRIBE_ENSURE;
+	out[7] = ZKW_SUBSCRIBE_BUNDLE;
 }
 
 /* Make every zkw_py_wait on h, in flight or later, return -ECANCELED at
@@ -313,6 +316,8 @@ int64_t zkw_py_read(struct zkw_py_reader *h, zkw_py_meta *meta, void *buf, size_
 		meta->connected = h->snap.connected;
 		meta->cached = h->snap.cached;
 		meta->rejected = h->snap.rejected;
+		meta->bundle = h->snap.bundle;
+		meta->reserved = 0;
 	}
 	return (int64_t)n;
 }

@@ -211,8 +211,8 @@ static inline int zkw_bundle_open(zkw_bundle *b, const void *content, size_t len
 	if (len < sizeof(h))
 		return -EBADMSG;
 	memcpy(&h, base, sizeof(h));
-	if (h.header_size < ZKW_BUNDLE_HEADER_SIZE || h.header_size > len || h.entry_size < ZKW_BUNDLE_ENTRY_SIZE ||
-	    (uint64_t)h.count * h.entry_size > len - h.header_size)
+	if (h.header_size < ZKW_BUNDLE_HEADER_SIZE || h.header_size > len ||
+	    h.entry_size < ZKW_BUNDLE_ENTRY_SIZE || (uint64_t)h.count * h.entry_size > len - h.header_size)
 		return -EBADMSG;
 	t.base = base;
 	t.len = len;
@@ -246,7 +246,8 @@ static inline int zkw_bundle_entry_at(const zkw_bundle *b, uint32_t i, zkw_bundl
 /* The child called name[0, name_len) into *e: a binary search in the
  * order of zkw_bundle_name_cmp. 0; -ENOENT no such child; -EBADMSG a
  * corrupt entry on the way. */
-static inline int zkw_bundle_find_n(const zkw_bundle *b, const char *name, size_t name_len, zkw_bundle_entry *e)
+static inline int zkw_bundle_find_n(const zkw_bundle *b, const char *name, size_t name_len,
+                                    zkw_bundle_entry *e)
 {
 	uint32_t lo = 0, hi = b->count;
 	zkw_bundle_entry mid;
@@ -315,8 +316,8 @@ static inline size_t zkw_bundle_encoded_size(const zkw_bundle_input *in, uint32_
  * out of order or repeated, data NULL with a length, or a bundle above
  * UINT32_MAX bytes; -ENOBUFS cap below zkw_bundle_encoded_size(). Nothing
  * is written unless it succeeds. */
-static inline int zkw_bundle_encode(void *out, size_t cap, const zkw_bundle_input *in, uint32_t n, int64_t pzxid,
-                                    int32_t cversion)
+static inline int zkw_bundle_encode(void *out, size_t cap, const zkw_bundle_input *in, uint32_t n,
+                                    int64_t pzxid, int32_t cversion)
 {
 	unsigned char *p = (unsigned char *)out;
 	struct zkw_bundle_wire_header h;
@@ -327,9 +328,11 @@ static inline int zkw_bundle_encode(void *out, size_t cap, const zkw_bundle_inpu
 	if (size == 0)
 		return -EINVAL;
 	for (i = 0; i < n; i++) {
-		if (!in[i].name || !zkw__bundle_name_ok(in[i].name, in[i].name_len) || (!in[i].data && in[i].len))
+		if (!in[i].name || !zkw__bundle_name_ok(in[i].name, in[i].name_len) ||
+		    (!in[i].data && in[i].len))
 			return -EINVAL;
-		if (i && zkw_bundle_name_cmp(in[i - 1].name, in[i - 1].name_len, in[i].name, in[i].name_len) >= 0)
+		if (i &&
+		    zkw_bundle_name_cmp(in[i - 1].name, in[i - 1].name_len, in[i].name, in[i].name_len) >= 0)
 			return -EINVAL;
 	}
 	if (cap < size || !p)

@@ -5,8 +5,9 @@
  * "build", relative to the source root the tests run from) and checks its
  * text, JSON (parsed by /usr/bin/python3), raw content, watch mode and exit
  * statuses; against a hostile segment too (escape sequences in its strings,
- * a slot count flipped under it, an unexpected owner). Also the escaper
- * the tools share, lib/zkw_text.h. Every child is waited for with a bound.
+ * a slot count flipped under it, an unexpected owner), and a bundle
+ * snapshot's list of children. Also the escaper the tools share,
+ * lib/zkw_text.h. Every child is waited for with a bound.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -302,6 +303,30 @@ static zkw_writer *make_segment(const char *name, bool valid)
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	assert_int_equal(zkw_writer_publish(w, &p), 0); /* generation 2 */
 	return w;
+}
+
+/* Set ZKW_SLOT_BUNDLE in the published slot, as a broker's bundle watch
+ * does: a raw edit of the flags word through a read-write mapping (the
+ * writer of these tests publishes plain content). */
+static void mark_published_slot_bundle(const char *name)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	struct stat st;
+	uint8_t *base;
+	const struct zkw_segment_header *h;
+	struct zkw_slot *slot;
+
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(base != MAP_FAILED);
+	h = (const struct zkw_segment_header *)(const void *)base;
+	slot = (struct zkw_slot *)(void *)(base + ZKW_HEADER_SIZE +
+	                                   (h->hot.generation % h->ident.slot_count) * h->ident.slot_size);
+	assert_int_equal(slot->generation, h->hot.generation);
+	__atomic_fetch_or(&slot->flags, ZKW_SLOT_BUNDLE, __ATOMIC_RELAXED);
+	munmap(base, (size_t)st.st_size);
+	close(fd);
 }
 
 /* ---- tests ---------------------------------------------------------------------- */
@@ -959,6 +984,79 @@ static void test_json_passes_utf8_through(void **state)
 
 /* ---- --version, --list, --check (issue 13, items 5 and 7) ----------------------- */
 
+/* A bundle snapshot (ZKW_SLOT_BUNDLE, zkw/bundle.h): the children after
+ * the preview, one line each (name escaped, length, version, mzxid, first
+ * bytes), in --json an "entries" array; content that is no bundle is
+ * said to be so; without the flag, no list. */
+static void test_bundle_children_listed(void **state)
+{
+	static const char evil[] = "evil\x1b[31m";
+	zkw_bundle_input in[] = {
+	        {"beta", 4, "", 0, 0x100000002, 0},
+	        {evil, sizeof(evil) - 1, "x\ny", 3, 0x100000003, 7},
+	        {"alpha", 5, "1234", 4, 0x100000001, 3},
+	};
+	const char *name = new_name();
+	zkw_writer *w = segtest_open_writer(name, 8192);
+	unsigned char bundle[512];
+	size_t len;
+	zkw_publication p = {.valid = true, .connected = true, .content_serial = 1, .version = -1};
+	struct run r;
+
+	(void)state;
+	zkw_bundle_sort_inputs(in, 3);
+	len = zkw_bundle_encoded_size(in, 3);
+	assert_int_equal(zkw_bundle_encode(bundle, sizeof(bundle), in, 3, 0x200000005, 9), 0);
+	p.content = bundle;
+	p.len = len;
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report of a plain snapshot");
+	if (strstr(r.out.data, "entries "))
+		fail_msg("a snapshot without the bundle flag lists entries:\n%s", r.out.data);
+	run_free(&r);
+	run_inspect(&r, name, "--json", NULL);
+	expect_json(r.out.data, "{\"bundle\": false, \"entries\": null}");
+	run_free(&r);
+
+	mark_published_slot_bundle(name);
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report of a bundle");
+	expect_contains(r.out.data, "entries          3 (parent pzxid 0x200000005, cversion 9)\n", "bundle");
+	expect_contains(r.out.data,
+	                "\n  alpha  4 bytes, version 3, mzxid 0x100000001, \"1234\"\n"
+	                "  beta  0 bytes, version 0, mzxid 0x100000002, \"\"\n"
+	                "  evil\\x1b[31m  3 bytes, version 7, mzxid 0x100000003, \"x\\ny\"\n",
+	                "bundle entries");
+	expect_no_raw_control(&r, "bundle entries");
+	run_free(&r);
+	run_inspect(&r, name, "--json", NULL);
+	expect_exit(&r, 0, "--json of a bundle");
+	expect_json(r.out.data,
+	            "{\"bundle\": true, \"pzxid\": 8589934597, \"cversion\": 9, \"entries\": ["
+	            "{\"name\": \"alpha\", \"len\": 4, \"version\": 3, \"mzxid\": 4294967297},"
+	            "{\"name\": \"beta\", \"len\": 0, \"version\": 0, \"mzxid\": 4294967298},"
+	            "{\"name\": \"evil\\u001b[31m\", \"len\": 3, \"version\": 7, \"mzxid\": 4294967299}]}");
+	run_free(&r);
+
+	/* The flag on content that is no bundle (a broker bug, or hostile). */
+	p.content = "not a bundle";
+	p.len = 12;
+	p.content_serial = 2;
+	assert_int_equal(zkw_writer_publish(w, &p), 0);
+	mark_published_slot_bundle(name);
+	run_inspect(&r, name, NULL, NULL);
+	expect_exit(&r, 0, "text report of a corrupt bundle");
+	expect_contains(r.out.data, "entries          none: corrupt bundle\n", "corrupt bundle");
+	run_free(&r);
+	run_inspect(&r, name, "--json", NULL);
+	expect_json(r.out.data,
+	            "{\"bundle\": true, \"entries\": null, \"bundle_error\": \"corrupt bundle\"}");
+	run_free(&r);
+	zkw_writer_close(w, true);
+}
+
 static void test_version_option(void **state)
 {
 	char want[64];
@@ -1290,6 +1388,7 @@ int main(void)
 	        cmocka_unit_test_teardown(test_text_report_shows_every_field, unlink_names),
 	        cmocka_unit_test_teardown(test_json_report_parses_with_the_right_values, unlink_names),
 	        cmocka_unit_test_teardown(test_confirmation_time_shown_from_the_hot_line, unlink_names),
+	        cmocka_unit_test_teardown(test_bundle_children_listed, unlink_names),
 	        cmocka_unit_test_teardown(test_content_is_written_raw_and_exact, unlink_names),
 	        cmocka_unit_test_teardown(test_missing_corrupt_and_forbidden_segments_fail, unlink_names),
 	        cmocka_unit_test_teardown(test_bad_usage_exits_2_and_help_exits_0, unlink_names),

@@ -89,6 +89,7 @@ cat >"$tmp/expected" <<EOF
 755 f usr/bin/zkw-example
 755 f usr/bin/zkw-inspect
 755 f usr/bin/zkw-push
+644 f usr/include/zkw/bundle.h
 644 f usr/include/zkw/cache.h
 644 f usr/include/zkw/client.h
 644 f usr/include/zkw/common.h
@@ -182,7 +183,11 @@ cat >"$tmp/client.c" <<'EOF'
 int main(int argc, char **argv)
 {
 	zkw_reader r;
+	zkw_bundle b;
+	unsigned char empty[ZKW_BUNDLE_HEADER_SIZE];
 	(void)argc;
+	if (zkw_bundle_encode(empty, sizeof(empty), NULL, 0, 0, 0) != 0 || zkw_bundle_open(&b, empty, sizeof(empty)) != 0)
+		return 1;
 	return zkw_reader_open(&r, argv[1]) == -ENOENT ? 0 : 1;
 }
 EOF

@@ -11,6 +11,7 @@ failure, not a skip.
 """
 
 import atexit
+import collections
 import errno
 import logging
 import mmap
@@ -275,6 +276,139 @@ class TestOpen(unittest.TestCase):
         self.assertEqual(zkw.default_segment_name("/tmp/myconfig"), "/zkw.tmp.myconfig")
         with self.assertRaises(ValueError):
             zkw.default_segment_name("relative")
+
+
+def bundle_bytes(children, pzxid=0, cversion=0, header_size=32, entry_size=32, count=None, fields=None):
+    """A bundle laid out by hand at the offsets of docs/design.md, "Bundle
+    layout": children is a list of (name bytes, data bytes, mzxid,
+    version) in the order given (sorted or not); header and entry bytes
+    beyond the 32 a version-1 reader knows are 0xAA. fields(i, entry) may
+    change entry i's [name_off, name_len, data_off, data_len] before it is
+    packed."""
+    table = header_size + len(children) * entry_size
+    names = sum(len(c[0]) + 1 for c in children)
+    name_at, data_at = table, table + names
+    header = struct.pack("=IHHIIqiI", 0x31424B5A, 1, header_size, len(children) if count is None else count,
+                         entry_size, pzxid, cversion, 0)
+    out = bytearray(header + b"\xaa" * (header_size - 32))
+    tail_names, tail_data = bytearray(), bytearray()
+    for i, (name, data, mzxid, version) in enumerate(children):
+        entry = [name_at, len(name), data_at, len(data)]
+        if fields:
+            fields(i, entry)
+        out += struct.pack("=IIIIqiI", *entry, mzxid, version, 0) + b"\xaa" * (entry_size - 32)
+        tail_names += name + b"\0"
+        tail_data += data
+        name_at += len(name) + 1
+        data_at += len(data)
+    return bytes(out + tail_names + tail_data)
+
+
+class TestBundle(unittest.TestCase):
+    """Snapshot.entries of a bundle watch (zkw.parse_bundle), without a
+    broker: bundles laid out by hand, and a segment written by hand in
+    /dev/shm for the reader's bundle flag."""
+
+    CHILDREN = [(b"alpha", b"1234", 0x100000001, 3), (b"beta", b"", 0x100000002, 0),
+                (b"caf\xc3\xa9", b"\x00\xff", 3, 1), (b"x\xff", b"raw", 4, 2)]
+
+    def test_entries_in_order_names_decoded(self):
+        got = zkw.parse_bundle(bundle_bytes(self.CHILDREN, pzxid=7, cversion=9))
+        self.assertIsInstance(got, collections.OrderedDict)
+        self.assertEqual(list(got.items()), [("alpha", b"1234"), ("beta", b""), ("caf\u00e9", b"\x00\xff"),
+                                             ("x\udcff", b"raw")])
+        self.assertEqual(list(got)[3].encode("utf-8", "surrogateescape"), b"x\xff")
+        self.assertEqual(zkw.parse_bundle(bundle_bytes([])), collections.OrderedDict())
+        # A later writer's larger header and entries: what is not known is skipped.
+        for header_size, entry_size in ((48, 32), (32, 40), (100, 64)):
+            got = zkw.parse_bundle(bundle_bytes(self.CHILDREN, header_size=header_size, entry_size=entry_size))
+            self.assertEqual(list(got.values()), [c[1] for c in self.CHILDREN], (header_size, entry_size))
+        self.assertEqual(zkw.Snapshot._fields[-3:], ("cached", "rejected", "entries"))
+
+    def expect_bad(self, content, words, err=errno.EBADMSG):
+        with self.assertRaises(zkw.BadBundle) as cm:
+            zkw.parse_bundle(content)
+        self.assertEqual(cm.exception.errno, err, str(cm.exception))
+        self.assertIn(words, str(cm.exception))
+        self.assertIsInstance(cm.exception, ValueError)
+        self.assertIsInstance(cm.exception, zkw.ZkwError)
+
+    def test_malformed_bundles_refused_naming_the_fault(self):
+        good = bundle_bytes(self.CHILDREN)
+        for n in range(len(good)):
+            with self.assertRaises(zkw.BadBundle, msg="cut to %d bytes" % n):
+                zkw.parse_bundle(good[:n])
+        self.expect_bad(b"ZKB2" + good[4:], "magic")
+        self.expect_bad(good[:4] + struct.pack("=H", 2) + good[6:], "layout version 2", errno.EPROTO)
+        self.expect_bad(bundle_bytes(self.CHILDREN, count=5), "5 entries of 32 bytes do not fit")
+        self.expect_bad(bundle_bytes(self.CHILDREN, count=0x08000000), "entries of 32 bytes do not fit")
+        self.expect_bad(bundle_bytes(self.CHILDREN, header_size=31), "header_size 31")
+        self.expect_bad(good[:6] + struct.pack("=H", 0xffff) + good[8:], "header_size 65535")
+        self.expect_bad(bundle_bytes([], entry_size=31), "entry_size 31")
+        self.expect_bad(bundle_bytes(self.CHILDREN[::-1]), "entry 1: name b'caf\\xc3\\xa9' after b'x\\xff'")
+        self.expect_bad(bundle_bytes([self.CHILDREN[0]] * 2), "entry 1: name b'alpha' after b'alpha'")
+        for name in (b"", b"a/b", b".", b"..", b"a\0b"):
+            self.expect_bad(bundle_bytes([(name, b"", 1, 1)]), "entry 0: %r is not a child's name" % name)
+
+        def entry(i, field, value):
+            def change(k, e):
+                if k == i:
+                    e[field] = value
+            return bundle_bytes(self.CHILDREN, fields=change)
+        size = len(good)
+        self.expect_bad(entry(1, 0, 0xffffffff), "entry 1: name at 4294967295")  # name_off + 1 wraps
+        self.expect_bad(entry(1, 1, 0xffffffff), "entry 1: name at")  # name_len wraps
+        self.expect_bad(entry(0, 0, size - 1), "entry 0: name at")  # no room for the NUL
+        self.expect_bad(entry(0, 1, 4), "entry 0: name b'alph' is not followed by a NUL")
+        self.expect_bad(entry(2, 2, size + 1), "entry 2: data at")
+        self.expect_bad(entry(2, 3, 0xfffffffe), "entry 2: data at")  # data_off + data_len wraps
+        # At the very end with no bytes is fine; so is anywhere inside.
+        self.assertEqual(zkw.parse_bundle(entry(1, 2, size))["beta"], b"")
+        self.assertEqual(zkw.parse_bundle(entry(0, 2, 0))["alpha"], b"ZKB1")
+
+    def forge_segment(self, content, flags):
+        """A segment written by hand (the layout of docs/design.md, "The
+        segment ABI"), generation 1 published with content and flags, owned
+        by us and 0600 as the reader's trust policy wants."""
+        _serial[0] += 1
+        name = "/zkw.pytest.bundle.%d.%d" % (os.getpid(), _serial[0])
+        capacity = 4096
+        slot_size = (2432 + capacity + 63) & ~63
+        seg = bytearray(2048 + 2 * slot_size)
+        struct.pack_into("=QHHIQQQII", seg, 0, 0x31474553574b5a7f, 1, 3, 2048, len(seg), slot_size, capacity, 2,
+                         os.getpid())
+        struct.pack_into("=QII", seg, 64, 1, 1, 0x7)  # generation 1, futex, running connected valid
+        slot = 2048 + slot_size  # generation 1 % 2 slots
+        struct.pack_into("=QQIIQqq", seg, slot, 2, 1, flags, 0, len(content), 4, 5)
+        struct.pack_into("=Q", seg, slot + 64, 1)  # content_gen
+        seg[slot + 2432:slot + 2432 + len(content)] = content
+        fd = os.open("/dev/shm" + name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.addCleanup(os.unlink, "/dev/shm" + name)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, bytes(seg))
+        finally:
+            os.close(fd)
+        r = zkw.Reader(name)
+        self.addCleanup(r.close)
+        return r
+
+    def test_snapshot_entries_follow_the_bundle_flag(self):
+        valid_connected, bundle_flag = 0x3, 0x10  # ZKW_SLOT_VALID | ZKW_SLOT_CONNECTED, ZKW_SLOT_BUNDLE
+        content = bundle_bytes(self.CHILDREN, pzxid=7, cversion=9)
+        snap = self.forge_segment(content, valid_connected | bundle_flag).snapshot()
+        self.assertEqual((snap.generation, snap.valid, snap.version, snap.mzxid), (1, True, 4, 5))
+        self.assertEqual(snap.content, content)
+        self.assertEqual(snap.entries, zkw.parse_bundle(content))
+        self.assertEqual(snap.entries["caf\u00e9"], b"\x00\xff")
+        # Without the flag the same bytes are just content.
+        self.assertIsNone(self.forge_segment(content, valid_connected).snapshot().entries)
+        # The flag on bytes that are no bundle: snapshot() says so; the
+        # content itself can still be had.
+        r = self.forge_segment(b"not a bundle", valid_connected | bundle_flag)
+        with self.assertRaises(zkw.BadBundle):
+            r.snapshot()
+        self.assertEqual(r.get_file_bytes(), b"not a bundle")
 
 
 class TestPoll(BrokerTest):

@@ -45,7 +45,7 @@ forbid "the watch library includes nothing about shared memory" \
 forbid "the segment writer includes nothing about ZooKeeper" \
 	'zookeeper|watcher\.h|zk/|zkw_zk\.h' broker/publish/*.[ch] include/zkw/segment.h
 forbid "the header-only client includes nothing but libc, the kernel and zkw's public headers" \
-	'"|zookeeper|urcu|watcher\.h' include/zkw/client.h include/zkw/segment.h include/zkw/common.h
+	'"|zookeeper|urcu|watcher\.h' include/zkw/client.h include/zkw/segment.h include/zkw/common.h include/zkw/bundle.h
 forbid "tools include only public headers and lib/" \
 	'"(zk|publish|daemon)/|"(proc|zkh|chaos|bench)\.h"' tools/*.c lib/*.[ch]
 forbid "client libraries include only public headers" '"' client/*.c client/python/*.c
