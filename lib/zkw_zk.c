@@ -475,6 +475,267 @@ int zkw_zk_delete_tree(zhandle_t *zh, const char *path, char *why, size_t whylen
 	return err ? err : delete_below(zh, path, 0, why, whylen);
 }
 
+int zkw_zk_stat(zhandle_t *zh, const char *path, struct Stat *st, char *why, size_t whylen)
+{
+	int err = check_path(path, why, whylen);
+
+	return err ? err : result(zoo_exists(zh, path, 0, st), why, whylen);
+}
+
+int zkw_zk_get_stat(zhandle_t *zh, const char *path, void *buf, int *len, struct Stat *st, char *why,
+                    size_t whylen)
+{
+	int err = check_path(path, why, whylen);
+
+	if (err)
+		return err;
+	if (!len || *len < 0 || (*len > 0 && !buf) || !st)
+		return zkw__errorf(why, whylen, -EINVAL, "no buffer for the data of %s", path);
+	return result(zoo_get(zh, path, 0, buf, len, st), why, whylen);
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b); /* bytewise: strcmp compares unsigned */
+}
+
+int zkw_zk_children(zhandle_t *zh, const char *path, struct String_vector *names, struct Stat *parent,
+                    char *why, size_t whylen)
+{
+	struct Stat ignored;
+	int err = check_path(path, why, whylen), zrc;
+
+	names->count = 0;
+	names->data = NULL;
+	if (err)
+		return err;
+	zrc = zoo_get_children2(zh, path, 0, names, parent ? parent : &ignored);
+	if (zrc != ZOK)
+		return result(zrc, why, whylen);
+	if (names->count > 1)
+		qsort(names->data, (size_t)names->count, sizeof(names->data[0]), by_name);
+	return 0;
+}
+
+void zkw_zk_children_free(zkw_zk_child *children, size_t n)
+{
+	for (size_t i = 0; children && i < n; i++)
+		free(children[i].name);
+	free(children);
+}
+
+int zkw_zk_children_stat(zhandle_t *zh, const char *path, zkw_zk_child **children, size_t *n, char *why,
+                         size_t whylen)
+{
+	struct String_vector names;
+	zkw_zk_child *out = NULL;
+	size_t got = 0;
+	int err = zkw_zk_children(zh, path, &names, NULL, why, whylen);
+
+	*children = NULL;
+	*n = 0;
+	if (err)
+		return err;
+	if (names.count > 0 && !(out = calloc((size_t)names.count, sizeof(*out))))
+		err = zkw__errorf(why, whylen, -ENOMEM, "out of memory listing %d children of %s",
+		                  names.count, path);
+	for (int i = 0; i < names.count && !err; i++) {
+		char child[PATH_CAP];
+		int len =
+		        snprintf(child, sizeof(child), "%s/%s", strcmp(path, "/") ? path : "", names.data[i]);
+
+		if (len < 0 || (size_t)len >= sizeof(child)) {
+			err = zkw__errorf(why, whylen, -EINVAL, "path longer than %d bytes below %s",
+			                  PATH_CAP - 1, path);
+			break;
+		}
+		err = zkw_zk_stat(zh, child, &out[got].stat, why, whylen);
+		if (err == -ENOENT) { /* gone meanwhile */
+			err = 0;
+			continue;
+		}
+		if (!err && !(out[got].name = strdup(names.data[i])))
+			err = zkw__errorf(why, whylen, -ENOMEM, "out of memory");
+		if (!err)
+			got++;
+	}
+	deallocate_String_vector(&names);
+	if (err) {
+		zkw_zk_children_free(out, got);
+		return err;
+	}
+	*children = out;
+	*n = got;
+	return 0;
+}
+
+/* An op's kind and path, for messages. */
+static const char *op_path(const zoo_op_t *op, const char **kind)
+{
+	switch (op->type) {
+	case ZOO_CREATE_OP: *kind = "create"; return op->create_op.path;
+	case ZOO_DELETE_OP: *kind = "delete"; return op->delete_op.path;
+	case ZOO_SETDATA_OP: *kind = "set"; return op->set_op.path;
+	case ZOO_CHECK_OP: *kind = "check"; return op->check_op.path;
+	default: *kind = "op"; return "?";
+	}
+}
+
+int zkw_zk_multi(zhandle_t *zh, int n, const zoo_op_t *ops, zoo_op_result_t *results, int *failed, char *why,
+                 size_t whylen)
+{
+	const char *kind, *path;
+	int zrc;
+
+	if (failed)
+		*failed = -1;
+	/* A request that fails as a whole fills no result: ZOK in each then
+	 * says "not this op". */
+	for (int i = 0; i < n; i++)
+		results[i] = (zoo_op_result_t){.err = ZOK};
+	zrc = zoo_multi(zh, n, ops, results);
+	if (zrc == ZOK)
+		return 0;
+	/* The server answers ZOK for the ops before the one that failed and
+	 * ZRUNTIMEINCONSISTENCY for those after it. */
+	for (int i = 0; i < n; i++) {
+		if (results[i].err == ZOK || results[i].err == ZRUNTIMEINCONSISTENCY)
+			continue;
+		if (failed)
+			*failed = i;
+		path = op_path(&ops[i], &kind);
+		return zkw__errorf(why, whylen, zkw_zk_errno(results[i].err), "%s %s: %s", kind, path,
+		                   zerror(results[i].err));
+	}
+	return result(zrc, why, whylen);
+}
+
+/* Jute: a string or a buffer is its int32 length, then its bytes (none for
+ * null, length -1). */
+static size_t jute_bytes(const char *s, int len)
+{
+	return 4 + (s && len > 0 ? (size_t)len : 0);
+}
+
+size_t zkw_zk_multi_size(const zoo_op_t *ops, int n, size_t chroot_len)
+{
+	const size_t multi_header = 4 + 1 + 4; /* type, done, err */
+	size_t size = 4 + 4 + 4;               /* packet length, xid, type */
+
+	for (int i = 0; i < n; i++) {
+		const zoo_op_t *op = &ops[i];
+		const char *kind, *path = op_path(op, &kind);
+
+		size += multi_header + 4 + strlen(path) + chroot_len;
+		switch (op->type) {
+		case ZOO_CREATE_OP:
+			size += jute_bytes(op->create_op.data, op->create_op.datalen) + 4 +
+			        4; /* acl count, flags */
+			for (int a = 0; op->create_op.acl && a < op->create_op.acl->count; a++) {
+				const struct ACL *acl = &op->create_op.acl->data[a];
+
+				size += 4 + 4 + strlen(acl->id.scheme) + 4 + strlen(acl->id.id);
+			}
+			if (op->create_op.ttl > 0)
+				size += 8;
+			break;
+		case ZOO_SETDATA_OP: size += jute_bytes(op->set_op.data, op->set_op.datalen) + 4; break;
+		default: size += 4; break; /* delete, check: the version */
+		}
+	}
+	return size + multi_header; /* the closing header */
+}
+
+/* zkw_zk_create_pipelined: what the completions share, and one request's
+ * context (allocated per request, freed by its completion). */
+struct pipeline {
+	sem_t answered; /* one post per completion */
+	atomic_int failed_rc;
+	atomic_size_t failed_index;
+};
+
+struct pipelined_create {
+	struct pipeline *p;
+	size_t index;
+};
+
+static void on_pipelined_create(int rc, const char *value, const void *data)
+{
+	struct pipelined_create *req = (struct pipelined_create *)data;
+	struct pipeline *p = req->p;
+	int expected = ZOK;
+
+	(void)value;
+	if (rc != ZOK && atomic_compare_exchange_strong(&p->failed_rc, &expected, rc))
+		atomic_store(&p->failed_index, req->index);
+	free(req);
+	sem_post(&p->answered); /* last: the waiter may return at once */
+}
+
+/* Wait for one answer. The client answers every request it accepted (with
+ * ZCONNECTIONLOSS or ZOPERATIONTIMEOUT when the server does not), so this
+ * wait is bounded by the session timeout. */
+static void await_answer(struct pipeline *p)
+{
+	while (sem_wait(&p->answered) == -1 && errno == EINTR)
+		;
+}
+
+int zkw_zk_create_pipelined(zhandle_t *zh, size_t n, zkw_zk_node_fn *node, void *ctx,
+                            const struct ACL_vector *acl, int window, char *why, size_t whylen)
+{
+	struct pipeline p = {.failed_rc = ZOK};
+	size_t sent = 0, answered = 0;
+	char path[PATH_CAP];
+	int err = 0;
+
+	if (window < 1)
+		window = 1;
+	sem_init(&p.answered, 0, 0);
+	while (sent < n && !err && atomic_load(&p.failed_rc) == ZOK) {
+		struct pipelined_create *req;
+		const char *data;
+		int len, zrc;
+
+		if (sent - answered >= (size_t)window) {
+			await_answer(&p);
+			answered++;
+			continue;
+		}
+		err = node(ctx, sent, path, sizeof(path), &data, &len, why, whylen);
+		if (err)
+			break;
+		req = malloc(sizeof(*req));
+		if (!req) {
+			err = zkw__errorf(why, whylen, -ENOMEM, "out of memory");
+			break;
+		}
+		*req = (struct pipelined_create){.p = &p, .index = sent};
+		zrc = zoo_acreate(zh, path, data, len, acl, 0, on_pipelined_create, req);
+		if (zrc != ZOK) { /* not accepted: no completion will come */
+			free(req);
+			err = zkw__errorf(why, whylen, zkw_zk_errno(zrc), "%s: %s", path, zerror(zrc));
+			break;
+		}
+		sent++;
+	}
+	for (; answered < sent; answered++)
+		await_answer(&p);
+	sem_destroy(&p.answered);
+	if (!err && atomic_load(&p.failed_rc) != ZOK) {
+		int zrc = atomic_load(&p.failed_rc);
+		size_t i = atomic_load(&p.failed_index);
+		const char *data;
+		int len;
+		char ignored[8];
+
+		if (node(ctx, i, path, sizeof(path), &data, &len, ignored, sizeof(ignored)))
+			snprintf(path, sizeof(path), "node %zu", i);
+		err = zkw__errorf(why, whylen, zkw_zk_errno(zrc), "%s: %s", path, zerror(zrc));
+	}
+	return err;
+}
+
 int zkw_zk_join(char *out, size_t cap, const char *parent, const char *id)
 {
 	size_t plen, ilen;

@@ -107,6 +107,60 @@ int zkw_zk_get(zhandle_t *zh, const char *path, void *buf, int *len, char *why, 
  * not exist; -EINVAL for a relative, overlong or deeper than 64 path. */
 int zkw_zk_delete_tree(zhandle_t *zh, const char *path, char *why, size_t whylen);
 
+/* A node's stat: -ENOENT when there is no such node. */
+int zkw_zk_stat(zhandle_t *zh, const char *path, struct Stat *st, char *why, size_t whylen);
+
+/* zkw_zk_get with the node's stat in *st, and larger data no error: the
+ * buffer holds the first *len bytes of it, st->dataLength says how many
+ * there are (a comparison needs no more than the length it compares to). */
+int zkw_zk_get_stat(zhandle_t *zh, const char *path, void *buf, int *len, struct Stat *st, char *why,
+                    size_t whylen);
+
+/* The names of path's children, sorted bytewise, into *names (release with
+ * deallocate_String_vector); *parent (may be NULL) gets path's own stat
+ * (cversion, pzxid, numChildren). -ENOENT when path does not exist. */
+int zkw_zk_children(zhandle_t *zh, const char *path, struct String_vector *names, struct Stat *parent,
+                    char *why, size_t whylen);
+
+/* The children of path with each one's stat (ctime, mzxid, version,
+ * numChildren), sorted by name: *children is one allocation of *n entries
+ * (release with zkw_zk_children_free). A child that vanishes between the
+ * listing and its stat is left out. */
+typedef struct zkw_zk_child {
+	char *name;
+	struct Stat stat;
+} zkw_zk_child;
+int zkw_zk_children_stat(zhandle_t *zh, const char *path, zkw_zk_child **children, size_t *n, char *why,
+                         size_t whylen);
+void zkw_zk_children_free(zkw_zk_child *children, size_t n);
+
+/* Run the n ops (zoo_create_op_init & co.) as one transaction: all of them
+ * or none. results has n entries. On failure *failed (may be NULL) is the
+ * index of the op that failed (-1 when the request as a whole did, e.g. the
+ * connection was lost) and why names it: "create /a/b: node exists". A
+ * failure for a lost connection leaves the outcome unknown, as for any
+ * request. */
+int zkw_zk_multi(zhandle_t *zh, int n, const zoo_op_t *ops, zoo_op_result_t *results, int *failed, char *why,
+                 size_t whylen);
+/* The bytes of the request zkw_zk_multi sends for the n ops, as the server
+ * reads them against its jute.maxbuffer (1 MiB by default): the jute
+ * encoding of every op and header, each path counted chroot_len bytes
+ * longer (the client prefixes the connect string's chroot). */
+size_t zkw_zk_multi_size(const zoo_op_t *ops, int n, size_t chroot_len);
+
+/* Create n nodes with at most window creates in flight (zoo_acreate): a
+ * round trip per window rather than per node. node(ctx, i, ...) gives the
+ * i-th node's path (into path, cap bytes; the client copies it at once) and
+ * data (which must stay valid until the call returns), 0 or a negative
+ * errno to stop (with words in why). Stops at the first failure, waits for
+ * what is in flight (the client answers every request, with a connection
+ * loss at worst) and names the node: "/a/b/00000003: node exists". Nodes
+ * created before a failure stay. */
+typedef int zkw_zk_node_fn(void *ctx, size_t i, char *path, size_t cap, const char **data, int *len,
+                           char *why, size_t whylen);
+int zkw_zk_create_pipelined(zhandle_t *zh, size_t n, zkw_zk_node_fn *node, void *ctx,
+                            const struct ACL_vector *acl, int window, char *why, size_t whylen);
+
 /* Join a parent path and a node id with exactly one '/' between them:
  * ("/tmp/", "myconfig") and ("/tmp", "myconfig") both give "/tmp/myconfig".
  * 0, or -EINVAL / -ENAMETOOLONG. The result is not yet validated. */

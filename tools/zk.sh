@@ -21,9 +21,10 @@ set -euo pipefail
 readonly JAVA_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 readonly START_TIMEOUT_S=${ZKW_ZK_START_TIMEOUT:-30}
 readonly STOP_TIMEOUT_S=${ZKW_ZK_STOP_TIMEOUT:-5}
-# Small, fast-starting JVM: the servers hold a few kB of data.  C1 only and
+# Small, fast-starting JVM (the heap may grow to 512 MiB: chunked tests push
+# 20 MiB configurations, which the server keeps in its log cache).  C1 only and
 # the serial collector halve start-up on 2 cores; no perf-data file in /tmp.
-readonly JVM_FLAGS=(-Xms16m -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+readonly JVM_FLAGS=(-Xms16m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
 	-Xshare:auto -XX:-UsePerfData -Xss512k -Djava.net.preferIPv4Stack=true
 	-Dzookeeper.admin.enableServer=false -Dzookeeper.jmx.log4j.disable=true
 	-Dzookeeper.snapshot.trust.empty=true -Dzookeeper.fastleader.minNotificationInterval=50

@@ -111,7 +111,6 @@ static int manifest_parse(struct zkw__chunks *ch, const char *node, const char *
 	const char *p = data, *e = data + len;
 	char v[ZKW_POINTER_MAX], want[ZKW_POINTER_MAX + 16];
 	uint64_t n;
-	size_t nlen = strlen(node);
 
 	if (manifest_line(&p, e, "zkw-chunked", v, sizeof(v), 1, why, whylen) < 0)
 		return -1;
@@ -167,7 +166,7 @@ static int manifest_parse(struct zkw__chunks *ch, const char *node, const char *
 	 * broker may read. The chunk paths must also be paths. */
 	snprintf(want, sizeof(want), "%s/", strcmp(node, "/") == 0 ? "" : node);
 	if (strncmp(ch->dir, want, strlen(want)) != 0 || strlen(ch->dir) <= strlen(want) ||
-	    nlen + 1 + 8 + 1 + strlen(ch->dir) >= ZKW_POINTER_MAX ||
+	    strlen(ch->dir) + 1 + 8 >= ZKW_POINTER_MAX || /* room for "/00000000" */
 	    zkw_pointer_parse(ch->dir, strlen(ch->dir), v, sizeof(v), NULL) != (int)strlen(ch->dir)) {
 		snprintf(why, whylen, "line 6: dir must be a path below %s", node);
 		return -1;

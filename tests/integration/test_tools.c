@@ -296,45 +296,49 @@ static void test_push_wipe(void **state)
 	assert_int_equal(node_data(path, buf, sizeof(buf)), -2);
 }
 
+/* Content above --max-bytes is chunked (issue 15; test_push.c checks the
+ * chunks and the manifest line by line); only content above the largest
+ * chunked content, 256 MiB, is refused, and nothing is written. */
 static void test_push_refuses_oversized(void **state)
 {
-	char file[512], parent[128], path[160], buf[64];
-	size_t big = 1024 * 1024 + 1;
-	char *data;
+	const off_t too_big = 256 * 1024 * 1024 + 1;
+	char file[512], parent[128], path[160], buf[1024];
 	struct run r;
+	int fd;
 
 	(void)state;
 	node(parent, sizeof(parent), "big");
 	snprintf(path, sizeof(path), "%s/conf", parent);
 	local_file(file, sizeof(file), "eleven.txt", "eleven byte", 11);
 
-	/* --max-bytes 10: refused, nothing written (not even the node). */
+	/* --max-bytes 10: chunked, not refused. */
 	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, "--max-bytes",
 	             "10", NULL);
-	EXPECT_RUN(r, 1);
-	if (!strstr(r.err, "larger than 10 bytes") || !strstr(r.err, "nothing pushed"))
-		fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
+	EXPECT_RUN(r, 0);
+	if (!strstr(r.out, "(chunked): 11 bytes in 1 chunks"))
+		fail_free(r.out, r.err, "not chunked: \"%s\"", r.out);
 	run_free(&r);
-	assert_int_equal(node_data(path, buf, sizeof(buf)), -2);
+	assert_true(node_data(path, buf, sizeof(buf)) > 0);
+	assert_int_equal(strncmp(buf, "zkw-chunked 1\n", 14), 0);
 
-	/* At the limit it goes through. */
+	/* At the limit: the node's own data again. */
 	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, "--max-bytes",
 	             "11", NULL);
 	EXPECT_RUN(r, 0);
 	run_free(&r);
 	assert_node(path, "eleven byte");
 
-	/* A real 1 MiB + 1 file against the default limit: refused, the node
-	 * keeps its content. */
-	data = malloc(big);
-	assert_non_null(data);
-	memset(data, 'z', big);
-	local_file(file, sizeof(file), "huge.bin", data, big);
-	free(data);
+	/* 256 MiB + 1 (a sparse file): refused, the node keeps its content. */
+	snprintf(file, sizeof(file), "%s/huge.bin", tmpdir);
+	fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, too_big), 0);
+	assert_int_equal(close(fd), 0);
 	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, NULL);
+	assert_int_equal(unlink(file), 0);
 	EXPECT_RUN(r, 1);
-	assert_non_null(strstr(r.err, "larger than"));
-	assert_non_null(strstr(r.err, "nothing pushed"));
+	if (!strstr(r.err, "larger than 268435456 bytes") || !strstr(r.err, "nothing pushed"))
+		fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
 	run_free(&r);
 	assert_node(path, "eleven byte");
 }
