@@ -60,8 +60,10 @@ ZK_LIBS  := -lzookeeper_mt -lxxhash
 URCU_LIBS := -lurcu-memb -lurcu-common
 DAEMON_LIBS := -linih
 # broker/publish/: the state files' checksum (xxHash, state.c), the content
-# checks (json-c and libyaml, validate.c).
-PUBLISH_LIBS := -lxxhash -ljson-c -lyaml
+# checks (libyaml, validate.c; JSON is checked by validate.c itself).
+PUBLISH_LIBS := -lxxhash -lyaml
+# The tests' oracle only: json-c judges JSON beside validate.c.
+TEST_ONLY_LIBS := -ljson-c
 LDLIBS   += -lrt
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -165,7 +167,7 @@ $(TESTS): $(TEST_LIBS)
 $(BENCHES): $(BENCH_A) $(TEST_LIBS)
 $(TESTS) $(BENCHES):
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) -lcmocka $(ZK_LIBS) $(URCU_LIBS) $(DAEMON_LIBS) $(PUBLISH_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) -lcmocka $(ZK_LIBS) $(URCU_LIBS) $(DAEMON_LIBS) $(PUBLISH_LIBS) $(TEST_ONLY_LIBS) $(LDLIBS)
 define test_rule
 $(BUILD)/tests/$(notdir $(1:.c=)): $(call obj,$(1))
 endef

@@ -17,7 +17,7 @@ packages=(
 	# unit, loaded on demand) comes with systemd below
 	libinih-dev
 	# the checksum of the broker's state files (xxHash); a watch's content
-	# validation (json-c, libyaml)
+	# validation (libyaml; JSON is zkw's own, json-c is the tests' oracle)
 	libxxhash-dev libjson-c-dev libyaml-dev
 	# ZooKeeper server for the tests (it needs a Java runtime; the harness
 	# uses slf4j-simple from libslf4j-java for its log)

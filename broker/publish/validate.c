@@ -2,45 +2,30 @@
 /* validate.c - the content gate of a watch: reject-empty, json / yaml,
  * max-shrink (validate.h).
  *
- * JSON is two passes over the bytes. A lexical pass of our own comes first
- * and refuses what json-c 0.16 accepts even with JSON_TOKENER_STRICT but
- * RFC 8259 does not: the literals NaN, Infinity and -Infinity, numbers like
- * "1." and "-01", raw control characters (tab included) inside strings,
- * and invalid UTF-8 (json-c's JSON_TOKENER_VALIDATE_UTF8 lets overlong
- * forms, surrogates and F5..F7 through, and refuses a character split
- * between two calls, which the chunking below would cause). It also finds
- * NUL bytes, which json-c takes for the end of its input. json-c then
- * parses the structure, and only the bytes before the lexical pass's first
- * fault: whichever fault comes first in the content is the one reported,
- * with json-c's own words for what it finds. json-c takes an int length,
- * so content is handed over in pieces of at most 1 GiB (content up to the
- * 256 MiB capacity in one), each ending just after whitespace or a
- * structural character: json-c 0.16 misjudges a number split between two
- * calls ("7" then "-0" passes as one number).
+ * JSON is checked by a validator of our own: one pass over the bytes, no
+ * allocation (the nesting is a bitset of ZKW_VALIDATE_MAX_DEPTH bits on
+ * the stack), the whole of RFC 8259 and nothing else. json-c, which did
+ * the structure before, builds the value's tree whatever it is asked (an
+ * array of 64 MiB of small values took 2 GiB and 3 s), and lets through
+ * what RFC 8259 refuses (NaN, "1.", "-01", raw control characters, bad
+ * UTF-8); it remains the tests' oracle (tests/unit/test_validate.c,
+ * tests/fuzz/fuzz_validate.c). Strings, the bulk of most documents, are
+ * scanned 8 bytes at a time.
  *
- * json-c builds the value's tree while it parses (its tokener has no
- * other mode): memory in proportion to the number of values, all freed
- * before returning. libyaml is used event by event: memory in proportion
- * to the nesting only, which is why YAML is held to the same depth limit
- * as JSON.
+ * libyaml is used event by event: memory in proportion to the nesting
+ * only, which is why YAML is held to the same depth limit as JSON.
  */
 #include "validate.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <string.h>
 
-#include <json-c/json_object.h>
-#include <json-c/json_tokener.h>
 #include <yaml.h>
 
 #include <zkw/common.h>
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
-#define JSON_CHUNK    ((size_t)1 << 30) /* below INT_MAX */
-
-size_t zkw__validate_json_chunk;
 
 static bool is_space(unsigned char c)
 {
@@ -72,7 +57,7 @@ static void locate(const unsigned char *s, size_t off, size_t *line, size_t *col
 		*column += (*p & 0xc0) != 0x80;
 }
 
-/* ---- JSON: the lexical pass --------------------------------------------- */
+/* ---- JSON --------------------------------------------------------------- */
 
 /* The length of the UTF-8 sequence at s (RFC 3629: no overlong form, no
  * surrogate, nothing above U+10FFFF), or 0 when it is not one. s[0] >= 0x80. */
@@ -117,46 +102,83 @@ static bool is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
+static bool is_letter(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* A fault found before the end of the content names the byte it is on;
+ * content that stops too early names the end. */
+#define JSON_EOF      "unexpected end of input"
+#define JSON_TOO_DEEP "nesting deeper than " STRINGIFY(ZKW_VALIDATE_MAX_DEPTH) " levels"
+#define BYTES8(b)     (0x0101010101010101ULL * (b))
+
+/* Whether one of the 8 bytes in w is not a plain string byte: a control
+ * character, '"', '\\' or a byte >= 0x80. (x - 0x01..) & ~x & 0x80.. is
+ * nonzero exactly when a byte of x is 0, (x - 0x20..) & ~x & 0x80.. when
+ * one is below 0x20 (borrows only spread above a byte that matched). */
+static bool string_special8(uint64_t w)
+{
+	uint64_t quote = w ^ BYTES8('"'), backslash = w ^ BYTES8('\\');
+
+	return (((w - BYTES8(0x20)) & ~w) | ((quote - BYTES8(1)) & ~quote) |
+	        ((backslash - BYTES8(1)) & ~backslash) | w) &
+	       BYTES8(0x80);
+}
+
+static bool string_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 /* Each lex_* starts at *pos on the token's first byte and leaves *pos
- * after the token (NULL back) or on the fault (its words back). A token
- * cut short by the end of the content is json-c's to report ("unexpected
- * end of data"), except a number json-c would take whole ("1.", "1e"). */
+ * after the token (NULL back) or on the fault (its words back). */
 static const char *lex_string(const unsigned char *s, size_t len, size_t *pos)
 {
 	size_t i = *pos + 1, n;
+	uint64_t w;
 
 	for (;;) {
-		while (i < len && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+		while (len - i >= 8) {
+			memcpy(&w, s + i, 8);
+			if (string_special8(w))
+				break;
+			i += 8;
+		}
+		while (i < len && string_plain(s[i]))
 			i++;
 		if (i == len)
 			break;
 		if (s[i] == '"') {
-			i++;
-			break;
+			*pos = i + 1;
+			return NULL;
 		}
 		if (s[i] == '\\') {
 			if (++i == len)
 				break;
-			if (s[i] == 'u') {
-				for (n = 0; n < 4 && ++i < len; n++)
-					if (!is_hex(s[i])) {
-						*pos = i;
-						return "\\u needs four hex digits";
+			switch (s[i]) {
+			case '"':
+			case '\\':
+			case '/':
+			case 'b':
+			case 'f':
+			case 'n':
+			case 'r':
+			case 't': i++; continue;
+			case 'u':
+				for (n = 1; n <= 4; n++)
+					if (i + n == len || !is_hex(s[i + n])) {
+						*pos = i + n;
+						return i + n == len ? JSON_EOF : "\\u needs four hex digits";
 					}
-				if (i < len)
-					i++;
+				i += 5;
 				continue;
+			default: *pos = i; return "invalid escape";
 			}
-			if (!s[i] || !strchr("\"\\/bfnrt", s[i])) {
-				*pos = i;
-				return "invalid escape in a string";
-			}
-			i++;
-			continue;
 		}
 		if (s[i] < 0x20) {
 			*pos = i;
-			return s[i] ? "control character in a string (must be escaped)" : "NUL byte";
+			return "control character in a string (must be escaped)";
 		}
 		if (!(n = utf8_sequence(s + i, len - i))) {
 			*pos = i;
@@ -164,8 +186,8 @@ static const char *lex_string(const unsigned char *s, size_t len, size_t *pos)
 		}
 		i += n;
 	}
-	*pos = i;
-	return NULL;
+	*pos = len;
+	return JSON_EOF;
 }
 
 /* RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
@@ -210,161 +232,115 @@ static const char *lex_number(const unsigned char *s, size_t len, size_t *pos)
 	return NULL;
 }
 
-static bool is_letter(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
+/* true, false, null. A run of letters is one word, so "nullx" is not null
+ * followed by something; a literal cut short by the end is the end's
+ * fault. */
 static const char *lex_word(const unsigned char *s, size_t len, size_t *pos)
 {
-	size_t i = *pos, n;
+	const char *literal = s[*pos] == 't' ? "true" : s[*pos] == 'f' ? "false" : "null";
+	size_t i = *pos, n = strlen(literal);
 
 	while (i < len && is_letter(s[i]))
 		i++;
-	n = i - *pos;
-	/* A prefix of a literal at the very end is json-c's "unexpected end". */
-	if ((n == 4 && (!memcmp(s + *pos, "true", 4) || !memcmp(s + *pos, "null", 4))) ||
-	    (n == 5 && !memcmp(s + *pos, "false", 5)) ||
-	    (i == len && n < 5 &&
-	     (!memcmp(s + *pos, "true", n) || !memcmp(s + *pos, "null", n) ||
-	      !memcmp(s + *pos, "false", n)))) {
+	if (i - *pos == n && !memcmp(s + *pos, literal, n)) {
 		*pos = i;
 		return NULL;
+	}
+	if (i == len && i - *pos < n && !memcmp(s + *pos, literal, i - *pos)) {
+		*pos = len;
+		return JSON_EOF;
 	}
 	return "invalid literal (JSON has true, false and null)";
 }
 
-/* The offset of the first lexical fault and its words in *what, or len
- * and NULL; *inside: the fault is within a string or a number, not on the
- * first byte of a token. Also counts the nesting: json-c's own limit
- * counts a scalar in the innermost array as one more level, and an empty
- * one not. */
-static size_t json_lex(const unsigned char *s, size_t len, const char **what, bool *inside)
+/* NULL when s[0..len) is exactly one JSON value with whitespace around it,
+ * else the first fault's words and its offset in *at. One pass; the only
+ * memory is the nesting, a bit a level, set for an object. */
+static const char *json_check(const unsigned char *s, size_t len, size_t *at)
 {
-	unsigned depth = 0;
-	size_t i = 0, start;
+	uint64_t objects[ZKW_VALIDATE_MAX_DEPTH / 64 + 1] = {0};
+	enum { WANT_VALUE, WANT_KEY, WANT_COLON, WANT_MORE } want = WANT_VALUE;
+	bool object = false; /* the innermost container is an object */
+	bool opened = false; /* and nothing is in it yet */
+	size_t i = 0, depth = 0;
+	const char *what = NULL;
+	unsigned char c;
 
-	*what = NULL;
-	while (i < len) {
-		unsigned char c = s[i];
-
-		if (c == '{' || c == '[') {
-			if (++depth > ZKW_VALIDATE_MAX_DEPTH) {
-				*what = "nesting deeper than " STRINGIFY(ZKW_VALIDATE_MAX_DEPTH) " levels";
-				return i;
+	for (;;) {
+		i = skip_space(s, i, len);
+		if (i == len) {
+			if (want == WANT_MORE && !depth)
+				return NULL;
+			*at = len;
+			return JSON_EOF;
+		}
+		c = s[i];
+		if (c == (object ? '}' : ']') && depth && (want == WANT_MORE || opened)) {
+			i++;
+			want = WANT_MORE;
+			opened = false;
+			if (--depth)
+				object = objects[(depth - 1) / 64] >> (depth - 1) % 64 & 1;
+			continue;
+		}
+		opened = false;
+		switch (want) {
+		case WANT_VALUE:
+			want = WANT_MORE;
+			if (c == '"') {
+				what = lex_string(s, len, &i);
+			} else if (c == '-' || is_digit(c)) {
+				what = lex_number(s, len, &i);
+			} else if (c == '{' || c == '[') {
+				if (depth == ZKW_VALIDATE_MAX_DEPTH) {
+					what = JSON_TOO_DEEP;
+					break;
+				}
+				object = c == '{';
+				objects[depth / 64] &= ~((uint64_t)1 << depth % 64);
+				objects[depth / 64] |= (uint64_t)object << depth % 64;
+				depth++;
+				i++;
+				want = object ? WANT_KEY : WANT_VALUE;
+				opened = true;
+			} else if (is_letter(c)) {
+				what = lex_word(s, len, &i);
+			} else {
+				what = "expected a value";
+			}
+			break;
+		case WANT_KEY:
+			if (c != '"') {
+				what = "object key must be a string";
+				break;
+			}
+			what = lex_string(s, len, &i);
+			want = WANT_COLON;
+			break;
+		case WANT_COLON:
+			if (c != ':') {
+				what = "expected ':' after the key";
+				break;
 			}
 			i++;
-			continue;
-		}
-		if (c == '}' || c == ']') {
-			depth -= depth > 0; /* a closer too many is json-c's to report */
-			i++;
-			continue;
-		}
-		if (is_space(c) || c == ':' || c == ',') {
-			i++;
-			continue;
-		}
-		start = i;
-		if (c == '"')
-			*what = lex_string(s, len, &i);
-		else if (c == '-' || is_digit(c))
-			*what = lex_number(s, len, &i);
-		else if (is_letter(c))
-			*what = lex_word(s, len, &i);
-		else if (!c)
-			*what = "NUL byte";
-		else
-			*what = "unexpected character";
-		if (*what) {
-			*inside = i != start;
-			return i;
-		}
-	}
-	return len;
-}
-
-/* ---- JSON: the structure (json-c) -------------------------------------- */
-
-enum json_outcome { JSON_VALUE, JSON_FAULT, JSON_INCOMPLETE };
-
-static bool is_separator(unsigned char c)
-{
-	return is_space(c) || c == '{' || c == '}' || c == '[' || c == ']' || c == ':' || c == ',';
-}
-
-/* The length of json-c's next piece of s[at..n): all of it when it fits
- * in `chunk`, else up to the last separator within `chunk` bytes, or when
- * there is none the first one after (never beyond INT_MAX bytes), so that
- * no token is cut in two. */
-static size_t json_piece(const unsigned char *s, size_t at, size_t n, size_t chunk)
-{
-	size_t end, max = n - at < INT_MAX ? n : at + INT_MAX;
-
-	if (n - at <= chunk)
-		return n - at;
-	for (end = at + chunk; end > at; end--)
-		if (is_separator(s[end - 1]))
-			return end - at;
-	for (end = at + chunk; end < max; end++)
-		if (is_separator(s[end]))
-			return end + 1 - at;
-	return max - at;
-}
-
-/* Parse s[0..n) with json-c. final: n is the end of the content (json-c is
- * then told so, with the terminating NUL it wants). JSON_VALUE: a whole
- * value ends at *off; JSON_FAULT: json-c's fault at *off, its words in
- * *what; JSON_INCOMPLETE: s[0..n) is a valid beginning. -ENOMEM when the
- * tokener cannot be had. */
-static int json_structure(const unsigned char *s, size_t n, bool final, size_t *off, const char **what)
-{
-	size_t chunk = zkw__validate_json_chunk ? zkw__validate_json_chunk : JSON_CHUNK;
-	enum json_tokener_error err = json_tokener_continue;
-	struct json_tokener *tok;
-	struct json_object *value;
-	size_t at = 0, piece = 0;
-	int outcome;
-
-	if (chunk > JSON_CHUNK)
-		chunk = JSON_CHUNK;
-	/* Above ours (json_lex), which is the one that counts. */
-	if (!(tok = json_tokener_new_ex(ZKW_VALIDATE_MAX_DEPTH + 2)))
-		return -ENOMEM;
-	/* Trailing bytes are ours to check: json-c sees them only within the
-	 * chunk that ends the value, which would make the words depend on
-	 * where a chunk ends. */
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
-	while (err == json_tokener_continue) {
-		at += piece;
-		if (at < n) {
-			piece = json_piece(s, at, n, chunk);
-			value = json_tokener_parse_ex(tok, (const char *)s + at, (int)piece);
-		} else if (final) {
-			piece = 0;
-			value = json_tokener_parse_ex(tok, "", 1);
-		} else {
+			want = WANT_VALUE;
+			break;
+		case WANT_MORE:
+			if (!depth) {
+				what = "trailing data after the value";
+			} else if (c == ',') {
+				i++;
+				want = object ? WANT_KEY : WANT_VALUE;
+			} else {
+				what = object ? "expected ',' or '}'" : "expected ',' or ']'";
+			}
 			break;
 		}
-		err = json_tokener_get_error(tok);
-		json_object_put(value);
-		if (err != json_tokener_continue)
-			*off = at + json_tokener_get_parse_end(tok);
-		else if (!piece)
-			err = json_tokener_error_parse_eof; /* defensive: the NUL ends every value */
+		if (what) {
+			*at = i;
+			return what;
+		}
 	}
-	if (err == json_tokener_continue) {
-		outcome = JSON_INCOMPLETE;
-	} else if (err == json_tokener_success) {
-		outcome = JSON_VALUE;
-	} else {
-		outcome = JSON_FAULT;
-		*what = json_tokener_error_desc(err);
-	}
-	if (*off > n) /* past the terminating NUL */
-		*off = n;
-	json_tokener_free(tok);
-	return outcome;
 }
 
 /* A fault at s[off] in words. A NUL byte is named with its offset: an
@@ -385,31 +361,17 @@ static int syntax_fault(const char *format, const unsigned char *s, size_t len, 
 
 static int validate_json(const unsigned char *s, size_t len, char *why, size_t whylen)
 {
-	const char *lex_what, *what = NULL;
-	size_t lex_off, off = 0, rest;
-	bool inside = false;
-	int outcome;
+	const char *what;
+	size_t at;
 
 	if (skip_space(s, 0, len) == len)
 		return zkw__errorf(why, whylen, -EBADMSG, "invalid JSON: %s",
 		                   len ? "only whitespace, no value" : "empty content");
 	if (len >= 3 && !memcmp(s, "\xef\xbb\xbf", 3))
 		return syntax_fault("JSON", s, len, 0, "byte order mark (not allowed in JSON)", why, whylen);
-	lex_off = json_lex(s, len, &lex_what, &inside);
-	/* Where a token starts with a byte json-c can judge, json-c sees it
-	 * too, and its words say what was expected there ("quoted object
-	 * property name expected"); within a string or a number ours are the
-	 * more precise. */
-	outcome = json_structure(s, lex_what && !inside ? lex_off + 1 : lex_off, !lex_what, &off, &what);
-	if (outcome == -ENOMEM)
-		return zkw__errorf(why, whylen, -ENOMEM, "invalid JSON: out of memory while parsing");
-	if (outcome == JSON_FAULT && off <= lex_off)
-		return syntax_fault("JSON", s, len, off, what, why, whylen);
-	if (outcome == JSON_VALUE && (rest = skip_space(s, off, len)) < len && rest <= lex_off)
-		return syntax_fault("JSON", s, len, rest, "data after the JSON value", why, whylen);
-	if (lex_what)
-		return syntax_fault("JSON", s, len, lex_off, lex_what, why, whylen);
-	return 0;
+	if (!(what = json_check(s, len, &at)))
+		return 0;
+	return syntax_fault("JSON", s, len, at, what, why, whylen);
 }
 
 /* ---- YAML --------------------------------------------------------------- */

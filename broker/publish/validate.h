@@ -6,11 +6,14 @@
  * Three checks, each a watch's option, in this order:
  *
  *   reject-empty   0 bytes (any format), or only whitespace (json, yaml);
- *   validate       json: exactly one RFC 8259 value, UTF-8, nothing but
- *                  whitespace around it (json-c for the structure, a
- *                  lexical pass of our own for what json-c 0.16 lets
- *                  through: NaN, Infinity, "1.", "-01", raw control
- *                  characters in strings, bad UTF-8);
+ *   validate       json: exactly one RFC 8259 value, nothing but
+ *                  whitespace around it, UTF-8 throughout (RFC 3629: no
+ *                  overlong form, no surrogate), no byte order mark, no
+ *                  NUL; numbers, escapes and literals as the RFC spells
+ *                  them (so no NaN, "1." or "-01"), control characters
+ *                  only escaped; duplicate keys and lone surrogate escapes
+ *                  ("\ud800") are grammatical and pass. Our own validator:
+ *                  one streaming pass, no allocation;
  *                  yaml: the whole stream parses (libyaml, event by event:
  *                  no document is built, no alias expanded, so an alias
  *                  to an anchor never defined is not noticed), UTF-8
@@ -18,8 +21,9 @@
  *   max-shrink     the content is not shorter than (100 - PERCENT)% of the
  *                  last good content.
  *
- * A pure function: no state, no lock; each call allocates only the
- * parser's own memory and frees it. Safe from any thread.
+ * A pure function: no state, no lock. JSON needs O(1) memory (the nesting
+ * is a bitset on the stack); YAML allocates only libyaml's parser and
+ * frees it. Safe from any thread.
  *
  *     zkw_validate_rules rules = {.format = ZKW_VALIDATE_JSON, .reject_empty = true, .max_shrink = 50};
  *     if (zkw_validate(&rules, data, len, last_good_len, why, sizeof(why)) != 0)
@@ -61,16 +65,17 @@ typedef struct zkw_validate_rules {
  * never quotes the content) names the cause, and:
  *   -ENODATA  empty (reject-empty): "empty content (reject-empty)"
  *   -EBADMSG  not json / yaml:
- *             "invalid JSON at line 3, column 7: unexpected character"
+ *             "invalid JSON at line 3, column 7: expected ',' or '}'"
  *             "invalid YAML at line 2, column 1: did not find expected key"
  *             (lines and columns from 1; a column counts characters)
  *   -ERANGE   shrunk too much: "shrunk by 90% (1000 -> 100 bytes; max-shrink 50%)"
- *   -ENOMEM   the parser ran out of memory
+ *   -ENOMEM   libyaml ran out of memory (JSON allocates nothing)
  *   -EINVAL   rules out of range (a format not of the enum, max_shrink
  *             above 100), or content NULL with len > 0.
  * The checks run in the order of the summary above; the first that fails
- * decides. Runs json-c / libyaml over the whole content (tens to hundreds
- * of MB/s): call it once per content change, not per read. */
+ * decides. JSON runs at 0.7 to 0.9 GB/s (about 1.3 ms for 1 MiB, 90 ms
+ * for 64 MiB), libyaml at tens of MB/s: call it once per content change,
+ * not per read. */
 int zkw_validate(const zkw_validate_rules *r, const void *content, size_t len, int64_t last_good_len,
                  char *why, size_t whylen);
 
@@ -83,10 +88,5 @@ const char *zkw_validate_format_name(zkw_validate_format f);
 /* "PERCENT" or "PERCENT%", decimal 0..100, nothing else (no sign, no
  * space) -> 0 and *out; else -EINVAL (*out untouched). */
 int zkw_validate_parse_percent(const char *s, unsigned *out);
-
-/* Test seam: the largest piece json-c is handed at a time (its length is
- * an int); 0 = the default, 1 GiB. A piece ends after whitespace or a
- * structural character, so it may be longer when there is none. */
-extern size_t zkw__validate_json_chunk;
 
 #endif

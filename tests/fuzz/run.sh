@@ -31,6 +31,7 @@ deps() {
 	case $1 in
 	pointer) echo broker/zk/pointer.c ;;
 	segment) ;;
+	validate) echo broker/publish/validate.c ;;
 	cli) echo "$broker_lib" ;;
 	*) echo "$broker_lib" ;;
 	esac
@@ -38,7 +39,8 @@ deps() {
 libs() {
 	case $1 in
 	pointer | segment) echo -lrt ;;
-	*) echo -lzookeeper_mt -linih -lxxhash -lrt ;;
+	validate) echo -ljson-c -lyaml ;; # json-c: the oracle fuzz_validate compares with
+	*) echo -lzookeeper_mt -linih -lxxhash -lyaml -lrt ;;
 	esac
 }
 

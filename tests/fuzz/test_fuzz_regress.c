@@ -25,6 +25,7 @@
 #include "fuzz_cli.c"
 #include "fuzz_pointer.c"
 #include "fuzz_segment.c"
+#include "fuzz_validate.c"
 
 typedef int (*fuzz_entry)(const uint8_t *, size_t);
 
@@ -110,6 +111,12 @@ static void test_replay_cli(void **state)
 	replay("cli", fuzz_cli);
 }
 
+static void test_replay_validate(void **state)
+{
+	(void)state;
+	replay("validate", fuzz_validate);
+}
+
 /* Found while writing fuzz_cli: "--capacity 18014398509481985k" wrapped
  * (2^54 + 1) * 1024 to 1024 and was accepted. */
 static void test_capacity_suffix_overflow_refused(void **state)
@@ -141,6 +148,7 @@ int main(void)
 	        cmocka_unit_test(test_replay_segment),
 	        cmocka_unit_test(test_replay_adopt),
 	        cmocka_unit_test(test_replay_cli),
+	        cmocka_unit_test(test_replay_validate),
 	        cmocka_unit_test(test_capacity_suffix_overflow_refused),
 	};
 
