@@ -410,6 +410,33 @@ static bool rules_active(const zkw_validate_rules *r)
 	return r->format != ZKW_VALIDATE_NONE || r->reject_empty || r->max_shrink;
 }
 
+/* A bundle's rules: the format and reject-empty apply to every child (the
+ * refusal names it), max-shrink to the bundle as a whole. */
+static int validate_bundle(const zkw_validate_rules *r, const void *content, size_t len, int64_t last_good,
+                           char *why, size_t whylen)
+{
+	zkw_validate_rules each = {.format = r->format, .reject_empty = r->reject_empty};
+	zkw_validate_rules whole = {.max_shrink = r->max_shrink};
+	zkw_bundle b;
+	zkw_bundle_entry e;
+	char child_why[512], name[256];
+	int rc = zkw_bundle_open(&b, content, len);
+
+	if (rc < 0)
+		return zkw__errorf(why, whylen, rc, "not a readable bundle");
+	for (uint32_t i = 0; i < b.count && rules_active(&each); i++) {
+		if (zkw_bundle_entry_at(&b, i, &e) < 0)
+			return zkw__errorf(why, whylen, -EBADMSG, "not a readable bundle");
+		rc = zkw_validate(&each, e.data, e.len, -1, child_why, sizeof(child_why));
+		if (rc < 0) {
+			zkw__log_escape(name, sizeof(name), e.name, e.name_len < 200 ? e.name_len : 200);
+			snprintf(why, whylen, "child %.200s: %.280s", name, child_why);
+			return rc;
+		}
+	}
+	return zkw_validate(&whole, content, len, last_good, why, whylen);
+}
+
 /* Check the watch's new content (once per content serial): false when it
  * is refused, the reason in w->reject_why (without the version, which the
  * same bytes may come back with: reject_error() adds it). Publishing
@@ -426,7 +453,8 @@ static bool content_accepted(broker_watch *w, const zkw_watch_state *st)
 	w->checked_serial = st->content_serial;
 	if (zkw_writer_view_published(w->writer, &v) == 0 && v.generation)
 		last_good = (int64_t)v.len;
-	rc = zkw_validate(&w->rules, st->content, st->len, last_good, why, sizeof(why));
+	rc = w->bundle ? validate_bundle(&w->rules, st->content, st->len, last_good, why, sizeof(why))
+	               : zkw_validate(&w->rules, st->content, st->len, last_good, why, sizeof(why));
 	w->rejecting = rc < 0;
 	if (rc == -ENOMEM || rc == -EINVAL) {
 		/* Not a verdict on the content: refused for now (fail closed),
