@@ -235,7 +235,8 @@ static void children_done(int rc, const struct String_vector *strings, const str
 		k->version = 0;
 		b->n++;
 	}
-	qsort(b->kids, b->n, sizeof(*b->kids), cmp_child);
+	if (b->n > 1) /* kids is NULL while P never had a child: qsort(NULL, 0) is undefined */
+		qsort(b->kids, b->n, sizeof(*b->kids), cmp_child);
 	b->pzxid = stat ? stat->pzxid : 0;
 	b->cversion = stat ? stat->cversion : 0;
 	b->child_rc = ZOK;

@@ -45,6 +45,7 @@ struct zkw__chunks {
 	/* The assembly. */
 	uint8_t *buf;
 	uint32_t received;
+	uint64_t taken_serial; /* the watch's content_serial once taken (TAKEN) */
 	char why[ZKW_ERROR_MAX];
 };
 
@@ -312,7 +313,12 @@ int zkw__chunks_resolve(struct zkw_watch *w, const struct zkw__node *c, char *er
 			*data = ch->buf;
 			*len = (size_t)ch->size;
 			return 1;
-		case CHUNKS_TAKEN: /* the content the watch holds already */
+		case CHUNKS_TAKEN:
+			/* The content the watch holds already - unless other
+			 * content replaced it since (a pointer that went
+			 * elsewhere and came back): then read it again. */
+			if (w->st.content_serial != ch->taken_serial)
+				break;
 			*data = w->content;
 			*len = w->st.len;
 			return 1;
@@ -353,10 +359,14 @@ void zkw__chunks_taken(struct zkw_watch *w)
 {
 	struct zkw__chunks *ch = w->chunks;
 
-	if (ch && ch->state == CHUNKS_READY) {
+	/* Taken only if the watch's content is it now (a failed copy keeps
+	 * the assembly for the next evaluation). */
+	if (ch && ch->state == CHUNKS_READY && w->st.len == ch->size && w->content &&
+	    (ch->size == 0 || memcmp(w->content, ch->buf, (size_t)ch->size) == 0)) {
 		free(ch->buf); /* the watch's content holds it now */
 		ch->buf = NULL;
 		ch->state = CHUNKS_TAKEN;
+		ch->taken_serial = w->st.content_serial;
 	}
 }
 
