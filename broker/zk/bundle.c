@@ -200,6 +200,13 @@ static void children_done(int rc, const struct String_vector *strings, const str
 		goto out;
 	}
 	w->ensure_pending = false;
+	/* Events that came before this answer are of changes the server made
+	 * before it handled the listing (it sends a session's events and
+	 * answers in the order it handles them), and the gets sent from here
+	 * on see them: they do not spoil this round. A change that fired one
+	 * event per child (a multi-op over every child) then costs one round,
+	 * not two. */
+	b->dirty = false;
 	count = strings ? (size_t)strings->count : 0;
 	if (count > b->cap) {
 		struct bundle_child *k = realloc(b->kids, count * sizeof(*k));

@@ -10,8 +10,10 @@
 # operations before any timing, bench_broker, bench_watches and
 # bench_coldstart, whose state directories are on the file system of the
 # work directory (${TMPDIR:-/tmp}: a disk, not tmpfs, for its fsync
-# figures); last bench_fleet, against a 3-member ensemble started for
-# it), draws the pictures (tests/bench/plot.sh, gnuplot: docs/bench/*.svg next to the
+# figures), and bench_bundle (a bundle of 100 children and a 20 MiB chunked
+# configuration against bare clients doing the same reads); last
+# bench_fleet, against a 3-member ensemble started for it), draws the
+# pictures (tests/bench/plot.sh, gnuplot: docs/bench/*.svg next to the
 # report), prints the tables and writes the report (default: BENCHMARKS.md
 # at the repository root). --quick is a smoke run (about a minute) with the
 # same figures from fewer samples and smaller sizes; it is what
@@ -51,17 +53,18 @@ done
 build=$(cd "$build" && pwd)
 mkdir -p "$(dirname "$out")"
 for f in "$build/zkw-broker" "$build/libzkw-client.so" "$build/bench/bench_latency" "$build/bench/bench_broker" \
-	"$build/bench/bench_watches" "$build/bench/bench_coldstart" "$build/bench/bench_fleet"; do
+	"$build/bench/bench_watches" "$build/bench/bench_coldstart" "$build/bench/bench_bundle" \
+	"$build/bench/bench_fleet"; do
 	[[ -x $f ]] || { echo "run.sh: $f missing: build it with make" >&2; exit 1; }
 done
 
 qflag=()
 ((quick)) && qflag=(--quick)
 if ((quick)); then
-	t_read=60 t_cache=60 t_py=60 t_lat=120 t_brk=90 t_watch=120 t_cold=90 t_fleet=90
+	t_read=60 t_cache=60 t_py=60 t_lat=120 t_brk=90 t_watch=120 t_cold=90 t_bundle=90 t_fleet=90
 	fleet_args=(--brokers 5 --watches 20 --reconcile 3)
 else
-	t_read=120 t_cache=120 t_py=180 t_lat=600 t_brk=240 t_watch=600 t_cold=180 t_fleet=400
+	t_read=120 t_cache=120 t_py=180 t_lat=600 t_brk=240 t_watch=600 t_cold=180 t_bundle=240 t_fleet=400
 	fleet_args=(--brokers 50 --watches 200 --reconcile 20)
 fi
 export PYTHONPATH=$root/client/python${PYTHONPATH:+:$PYTHONPATH} ZKW_LIBRARY=$build/libzkw-client.so
@@ -174,6 +177,9 @@ run bench_watches "$t_watch" "$build/bench/bench_watches" -z "$hosts" --broker "
 # port, not this server stopped), save cost, saving during a storm.
 run bench_coldstart "$t_cold" "$build/bench/bench_coldstart" -z "$hosts" --broker "$build/zkw-broker" \
 	--dir "$work" "${qflag[@]}"
+# Bundles and chunked content (issue 15): change -> every reader, against a
+# bare client's gets of the same children or chunks.
+run bench_bundle "$t_bundle" "$build/bench/bench_bundle" -z "$hosts" --broker "$build/zkw-broker" "${qflag[@]}"
 
 # The fleet gets an ensemble of its own, started only now so that its JVMs
 # do not disturb the other benchmarks; it restarts every member.

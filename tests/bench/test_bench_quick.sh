@@ -114,6 +114,27 @@ done
 check "storm without a state directory" "^\| --state-dir none \| $num \| [0-9]+ \| [0-9]+ \| - \| - \| - \|"
 check "storm with a state directory" "^\| --state-dir \| $num \| [0-9]+ \| [0-9]+ \| [0-9]+ \| $num \| $num% \|"
 check "storm: the state file holds the last write" "^\| last state saved = last content written .*\| PASS \|"
+# Bundles and chunked content (bench_bundle).
+for n in 1 16; do
+	check "bundle of 100 children, $n readers" \
+		"^\| zkw bundle \(broker \+ readers\) \| $n \| [0-9]+ \| $num \| $num \| $num \| $num \| [0-9]+ \| [0-9]+ \|"
+	check "bundle, $n readers, against 100 pipelined gets, with verdict" \
+		"^\| bundle of 100 children, $n readers? \| $num \| $num \| ${num}x \| <= 1.30x \| $verdict \| ${num}x \| [-+]$num \|"
+done
+check "bundle floor: 100 pipelined gets" \
+	"^\| floor: bare C client, 100 pipelined gets \| - \| [0-9]+ \| $num \| $num \| $num \| $num \| - \| - \|"
+check "every bundle read held one state" \
+	"^\| every bundle a reader read held one state in all 100 entries \| [0-9]+ \| 0 \| 0 \| [0-9]+ \| PASS \|"
+for n in 1 4; do
+	check "20 MiB chunked, $n readers" \
+		"^\| zkw chunked \(broker \+ readers\) \| $n \| [0-9]+ \| $num \| $num \| $num \| $num \| [0-9]+ \| [0-9]+ \|"
+	check "20 MiB chunked, $n readers, against the bare chunk reads, with verdict" \
+		"^\| 20 MiB chunked, $n readers? \| $num \| $num \| ${num}x \| <= 1.25x \| $verdict \| ${num}x \| [-+]$num \|"
+done
+check "chunked floor: chunks pipelined + XXH3" \
+	"^\| floor: bare C client, chunks pipelined \+ XXH3 \| - \| [0-9]+ \| $num \| $num \| $num \| $num \| - \| - \|"
+check "every 20 MiB content whole, its hash checked" \
+	"^\| every 20 MiB content a reader read was whole and hashed right \| [0-9]+ \| 0 \| [1-9][0-9]* \| 0 \| 0 \| PASS \|"
 # The fleet (bench_fleet).
 check "fleet: steady state" "^\| steady, over one round of --reconcile [0-9]+ \| $num requests/s \| $num \|"
 check "fleet: pings" "^\| steady, before the first reconcile round \(pings\) \| $num requests/s \| $num \|"
