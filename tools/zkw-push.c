@@ -1110,7 +1110,7 @@ static int push_bundle(zhandle_t *zh, const struct push_args *a, bool authentica
 		int rc = bundle_plan(zh, b, path, acl, &p), err;
 
 		if (rc == BUNDLE_CONFLICT) {
-			snprintf(last, sizeof(last), "a child of %s vanished while it was read", path);
+			snprintf(last, sizeof(last), "a child of %.900s vanished while it was read", path);
 			plan_free(&p);
 			continue;
 		}
