@@ -139,7 +139,7 @@ static void fs_describe(const char *dir, char *out, size_t cap, bool *tmpfs)
 	if (f)
 		fclose(f);
 	*tmpfs = (name && strcmp(name, "tmpfs") == 0) || strcmp(best_type, "tmpfs") == 0;
-	snprintf(out, cap, "%s (%s on %s)", name ? name : best_type, best_dev, best_mnt);
+	snprintf(out, cap, "%.60s (%.120s on %.200s)", name ? name : best_type, best_dev, best_mnt);
 }
 
 /* ---- /dev/shm ----------------------------------------------------------- */
