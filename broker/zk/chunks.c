@@ -45,7 +45,12 @@ struct zkw__chunks {
 	/* The assembly. */
 	uint8_t *buf;
 	uint32_t received;
-	uint64_t taken_serial; /* the watch's content_serial once taken (TAKEN) */
+	/* The last content taken: the watch's content_serial then, and its
+	 * hash (kept across manifests: a new one with another hash is a
+	 * change, no byte compare needed). */
+	uint64_t taken_serial;
+	uint64_t taken_hash;
+	bool taken_any;
 	char why[ZKW_ERROR_MAX];
 };
 
@@ -355,19 +360,42 @@ int zkw__chunks_resolve(struct zkw_watch *w, const struct zkw__node *c, char *er
 	return zkw__chunks_resolve(w, c, err, data, len);
 }
 
-void zkw__chunks_taken(struct zkw_watch *w)
+bool zkw__chunks_take(struct zkw_watch *w, const struct zkw__node *c)
 {
 	struct zkw__chunks *ch = w->chunks;
+	bool changed = false, same;
 
-	/* Taken only if the watch's content is it now (a failed copy keeps
-	 * the assembly for the next evaluation). */
-	if (ch && ch->state == CHUNKS_READY && w->st.len == ch->size && w->content &&
-	    (ch->size == 0 || memcmp(w->content, ch->buf, (size_t)ch->size) == 0)) {
-		free(ch->buf); /* the watch's content holds it now */
+	if (ch && ch->state == CHUNKS_READY) {
+		/* The same bytes as the watch holds? Known different without a
+		 * look when the watch holds the last chunked content and the
+		 * hashes differ, or the lengths do. */
+		if (w->st.content_serial == 0 || w->st.len != ch->size)
+			same = false;
+		else if (ch->taken_any && w->st.content_serial == ch->taken_serial && ch->taken_hash != ch->hash)
+			same = false;
+		else
+			same = ch->size == 0 || memcmp(w->content, ch->buf, (size_t)ch->size) == 0;
+		if (same) {
+			free(ch->buf);
+		} else {
+			/* The assembly becomes the watch's content: no copy. */
+			free(w->content);
+			w->content = ch->buf;
+			w->content_cap = ch->size ? (size_t)ch->size : 1;
+			w->st.len = (size_t)ch->size;
+			w->st.content_serial++;
+			changed = true;
+		}
 		ch->buf = NULL;
 		ch->state = CHUNKS_TAKEN;
 		ch->taken_serial = w->st.content_serial;
+		ch->taken_hash = ch->hash;
+		ch->taken_any = true;
 	}
+	changed |= w->st.version != c->version || w->st.mzxid != c->mzxid;
+	w->st.version = c->version;
+	w->st.mzxid = c->mzxid;
+	return changed;
 }
 
 void zkw__chunks_reset_handle(struct zkw_watch *w)

@@ -235,8 +235,11 @@ bool zkw__chunks_is_manifest(const void *data, size_t len);
  * evaluation runs again when they are in), -1 with the reason in err
  * (ZKW_ERROR_MAX bytes). */
 int zkw__chunks_resolve(struct zkw_watch *w, const struct zkw__node *c, char *err, const void **data, size_t *len);
-/* The evaluation took the content: the assembly buffer may go. */
-void zkw__chunks_taken(struct zkw_watch *w);
+/* After a resolve that returned 1: make it the watch's content (the
+ * assembly buffer is handed over, not copied; a change is told by the
+ * hashes when it can be) and take c's version and mzxid. true when
+ * anything changed. */
+bool zkw__chunks_take(struct zkw_watch *w, const struct zkw__node *c);
 void zkw__chunks_reset_handle(struct zkw_watch *w);
 bool zkw__chunks_idle(const struct zkw_watch *w);
 void zkw__chunks_free(struct zkw_watch *w);
