@@ -123,6 +123,15 @@ static void node_status_from(struct zkw__node *n, int rc)
 	                                       : ZKW__NODE_FAILED;
 }
 
+/* The round cannot go on (rc: why): the node's status says so, and the
+ * evaluation publishes it; answers still in flight are dropped. */
+static void round_failed(struct zkw_watch *w, int rc)
+{
+	w->bundle->in_round = false;
+	node_status_from(&w->node[0], rc);
+	zkw__watch_evaluate(w);
+}
+
 /* Is path P or a child of P? */
 static bool ours(const struct zkw_watch *w, const char *path)
 {
@@ -212,9 +221,7 @@ static void children_done(int rc, const struct String_vector *strings, const str
 		struct bundle_child *k = realloc(b->kids, count * sizeof(*k));
 
 		if (!k) {
-			b->in_round = false;
-			node_status_from(n, ZSYSTEMERROR);
-			zkw__watch_evaluate(w);
+			round_failed(w, ZSYSTEMERROR);
 			goto out;
 		}
 		memset(k + b->cap, 0, (count - b->cap) * sizeof(*k));
@@ -231,9 +238,7 @@ static void children_done(int rc, const struct String_vector *strings, const str
 
 		k->name = strdup(strings->data[i]);
 		if (!k->name) {
-			b->in_round = false;
-			node_status_from(n, ZSYSTEMERROR);
-			zkw__watch_evaluate(w);
+			round_failed(w, ZSYSTEMERROR);
 			goto out;
 		}
 		k->name_len = strlen(k->name);
@@ -255,9 +260,7 @@ static void children_done(int rc, const struct String_vector *strings, const str
 		zrc = cr ? zoo_awget(s->zh, path, bundle_watcher, w, zkw__bundle_child_done, cr) : ZSYSTEMERROR;
 		if (zrc != ZOK) {
 			free(cr);
-			b->in_round = false;
-			node_status_from(n, zrc);
-			zkw__watch_evaluate(w);
+			round_failed(w, zrc);
 			goto out;
 		}
 		b->outstanding++;
@@ -269,9 +272,7 @@ static void children_done(int rc, const struct String_vector *strings, const str
 
 		if (zrc != ZOK) {
 			free(cr);
-			b->in_round = false;
-			node_status_from(n, zrc);
-			zkw__watch_evaluate(w);
+			round_failed(w, zrc);
 			goto out;
 		}
 		b->outstanding++;
@@ -431,11 +432,9 @@ static void start_round(struct zkw_watch *w)
 	rc = r ? zoo_awget_children2(s->zh, w->node[0].path, bundle_watcher, w, children_done, r) : ZSYSTEMERROR;
 	if (rc != ZOK) {
 		free(r);
-		b->in_round = false;
 		b->reconcile = false;
-		node_status_from(&w->node[0], rc);
 		zkw__session_log(s, ZKW_LOG_WARN, "zoo_awget_children2 %s: %s", w->node[0].path, zerror(rc));
-		zkw__watch_evaluate(w);
+		round_failed(w, rc);
 		return;
 	}
 	b->in_round = true;
