@@ -114,9 +114,14 @@ $(BUILD)/tests/bench/%.o:    INC := -Iinclude -Ilib -Ibroker -Itests/support -It
 # Libraries export only what their public header declares (ZKW_API).
 $(BUILD)/broker/zk/%.o $(BUILD)/client/%.o: VISIBILITY := -fvisibility=hidden
 
-.PHONY: all tests test check tsan demo bench soak fuzz install uninstall man deb deb-check clean deps format
+.PHONY: all tests suite test check tsan demo bench soak fuzz install uninstall man deb deb-check clean deps format
 all: $(PRODUCT)
 tests: $(PRODUCT) $(TESTS) $(BENCHES)
+# What the sanitizer runs need: the benchmarks (test_bench_quick.sh) run in
+# make test only.
+suite: $(PRODUCT) $(TESTS)
+# Builds for the suite use every core (the rules are parallel-safe).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 deps:
 	@tools/deps.sh
@@ -176,18 +181,19 @@ $(foreach b,$(BENCH_SRC),$(eval $(BUILD)/bench/$(notdir $(b:.c=)): $(call obj,$(
 
 # The test command of README.md and .ci/run.
 test: deps
-	@$(MAKE) --no-print-directory tests
+	@$(MAKE) --no-print-directory -j$(JOBS) tests
 	@tests/run.sh $(BUILD)
 
 ASAN_BUILD := BUILD=build/asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 check: deps
-	@$(MAKE) --no-print-directory tests $(ASAN_BUILD)
+	@$(MAKE) --no-print-directory -j$(JOBS) suite $(ASAN_BUILD)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    tests/run.sh build/asan
+	    ZKW_SOAK_SECONDS=$${ZKW_SOAK_SECONDS:-10} tests/run.sh build/asan
 
 tsan: deps
-	@$(MAKE) --no-print-directory tests BUILD=build/tsan CFLAGS="-O1 -g" SANFLAGS="-fsanitize=thread -Wno-tsan"
-	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/support/tsan.supp" ZKW_TSAN=1 tests/run.sh build/tsan
+	@$(MAKE) --no-print-directory -j$(JOBS) suite BUILD=build/tsan CFLAGS="-O1 -g" SANFLAGS="-fsanitize=thread -Wno-tsan"
+	@TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/support/tsan.supp" ZKW_TSAN=1 \
+	    ZKW_SOAK_SECONDS=$${ZKW_SOAK_SECONDS:-10} tests/run.sh build/tsan
 
 demo: deps
 	@$(MAKE) --no-print-directory all
