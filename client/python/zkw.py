@@ -867,8 +867,9 @@ class ZookeeperWatcher(object):
     subscription live until then, as the seed's session did.
 
     ``bundle=True`` watches the node's children as one snapshot (the
-    broker's bundle mode): get_entries() gives them, {name: bytes}; a
-    multi-op is seen whole or not at all.
+    broker's bundle mode): get_entries() gives them, {name: bytes}, and
+    config_handler gets that dict instead of a str; a multi-op (zkw-push
+    --bundle) is seen whole or not at all.
 
     ``shm=NAME`` opens that segment by name instead (a broker's ``-f`` and
     ``--shm``), as zkw did before the control socket: hosts, pointer and
@@ -1089,6 +1090,8 @@ class ZookeeperWatcher(object):
         bits = _lib.zkw_py_delivery_next(delivery, int(snap.valid), self._content_id, snap.error.encode())
 
         def text():
+            if self.bundle:
+                return snap.entries if snap.entries is not None else collections.OrderedDict()
             decoded = snap.content.decode("utf-8", errors="replace")
             # Pollers of this generation get the same str for free.
             reader._text = (snap.generation, decoded, snap.pointer)

@@ -132,6 +132,14 @@ def push(parent, node_id, content):
         raise AssertionError("zkw-push %s/%s failed: %s" % (parent, node_id, out.stdout))
 
 
+def push_bundle(parent, node_id, directory):
+    """zkw-push --bundle: directory's files as parent/node_id's children, in one transaction."""
+    out = subprocess.run([PUSH, "--bundle", directory, "-i", node_id, "-p", parent, "-z", HOSTS],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60, env=CHILD_ENV)
+    if out.returncode != 0:
+        raise AssertionError("zkw-push --bundle %s/%s failed: %s" % (parent, node_id, out.stdout))
+
+
 def wait_until(pred, what, timeout=WAIT_S):
     """Poll pred (for conditions no event announces, e.g. a file appearing)."""
     deadline = time.monotonic() + timeout
@@ -1055,6 +1063,40 @@ class SocketTest(BrokerTest):
 
 
 class TestSubscribe(SocketTest):
+    def test_bundle_through_the_socket(self):
+        """bundle=True: the children as one dict, to get_entries() and to
+        config_handler, a transaction seen whole."""
+        d = tempfile.mkdtemp(dir=RUNDIR)
+
+        def files(**kv):
+            for name in os.listdir(d):
+                os.unlink(os.path.join(d, name))
+            for name, body in kv.items():
+                with open(os.path.join(d, name + ".json"), "w") as f:
+                    f.write(body)
+
+        files(a='{"a": 1}', b='{"b": 2}')
+        push_bundle(self.base, "bun", d)
+        b = self.socket_broker()
+        seen = []
+        w = self.subscriber(b, self.base + "/bun", bundle=True, config_handler=seen.append)
+        first = {"a.json": b'{"a": 1}', "b.json": b'{"b": 2}'}
+        self.assertTrue(w.is_valid())
+        self.assertEqual(dict(w.get_entries()), first)
+        self.assertEqual([dict(x) for x in seen], [first])  # delivered before the constructor returned
+        # One transaction: b changed, a removed, c added.
+        files(b='{"b": 3}', c='{"c": 4}')
+        push_bundle(self.base, "bun", d)
+        second = {"b.json": b'{"b": 3}', "c.json": b'{"c": 4}'}
+        wait_until(lambda: len(seen) == 2, "the second bundle delivered")
+        self.assertEqual(dict(seen[1]), second)
+        self.assertEqual(dict(w.get_entries()), second)
+        self.assertIn("bundle=1", subprocess.run(
+            ["socat", "-", "UNIX-CONNECT:" + b.sock], input="LIST\n", stdout=subprocess.PIPE, text=True,
+            timeout=30).stdout)
+        with self.assertRaises(ValueError):
+            zkw.ZookeeperWatcher(HOSTS, self.base + "/bun", socket_path=b.sock, pointer=True, bundle=True)
+
     def test_any_path_from_a_broker_without_f(self):
         path = self.base + "/cfg"
         push(self.base, "cfg", "stuff here")
