@@ -32,6 +32,7 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
@@ -44,51 +45,12 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64]; /* "/zkwtb<pid>": every node of this run lives below */
 
-/* ---- names: unique per run, unlinked by the teardown ------------------- */
+/* Nodes live below "/zkwtb<pid>", segments are "zkwtb.<pid>.<tag>" (itest.h). */
+enum { ANY = ITEST_ANY, YES = ITEST_YES, NO = ITEST_NO };
+#define WAIT_FOR ITEST_WAIT_FOR
 
-#define MAX_SEGMENTS 32
-static char segments[MAX_SEGMENTS][64];
-static int nsegments;
-
-/* "zkwtb.<pid>.<tag>", remembered for the teardown. */
-static const char *seg_name(const char *tag)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtb.%d.%s", (int)getpid(), tag);
-	zkw_writer_remove(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
-	return segments[nsegments++];
-}
-
-static const char *node_path(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
-}
-
-static void unlink_segments(void)
-{
-	for (int i = 0; i < nsegments; i++)
-		zkw_writer_remove(segments[i]);
-	nsegments = 0;
-}
-
-static bool segment_exists(const char *name)
-{
-	char path[ZKW_SHM_NAME_MAX + 16];
-
-	snprintf(path, sizeof(path), "/dev/shm/%s", name);
-	return access(path, F_OK) == 0;
-}
-
-/* Remember a segment name made elsewhere (a broker's default name) for the
- * teardown. */
-static void remember_segment(const char *name)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments++], sizeof(segments[0]), "%s", name);
-}
+/* ---- names ------------------------------------------------------------- */
 
 /* Text a broker wrote for a terminal or a journal: no raw control byte but
  * the newline ending each line (no CR, ESC, TAB, DEL), no C1 control (UTF-8
@@ -103,175 +65,6 @@ static void assert_clean_text(const char *what, const char *text, size_t len)
 			fail_msg("%s: raw byte 0x%02x at offset %zu of:\n%.*s", what, c, i, (int)len, text);
 	}
 }
-
-static void put(const char *path, const char *content)
-{
-	int rc = zkh_set(hosts, path, content, content ? (int)strlen(content) : -1);
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-/* ---- the broker ------------------------------------------------------- */
-
-/* zkw-broker with the given arguments (NULL-terminated). */
-#define broker_spawn(...) assert_spawned(proc_spawnl("zkw-broker", __VA_ARGS__))
-
-static proc *assert_spawned(proc *p)
-{
-	assert_non_null(p);
-	return p;
-}
-
-/* The segment exists once the broker has logged that it publishes into it. */
-static void wait_segment_created(proc *broker, const char *shm)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "into segment /%s ", shm);
-	assert_true(proc_wait_output(broker, PROC_STDERR, line, WAIT_MS));
-}
-
-/* ---- a reader that can await a state ----------------------------------- */
-
-struct seg {
-	zkw_reader r;
-	proc *broker; /* for failure reports; may be NULL */
-	zkw_snapshot snap;
-	char *buf;
-	ssize_t len; /* of the last read */
-};
-
-enum { ANY = 0, YES, NO };
-
-struct want {
-	int valid;           /* ANY / YES / NO */
-	const char *content; /* exact (NUL-terminated) content, NULL = any */
-	const char *error;   /* error prefix, NULL = any */
-	const char *pointer; /* exact pointer, NULL = any */
-	uint64_t after_gen;  /* generation must be above this */
-	bool (*pred)(const struct seg *s, void *arg);
-	void *arg;
-};
-
-/* What every open segment holds, copied (a failed assertion longjmps out of
- * the test, whose stack frame the teardown then reuses): the teardown
- * closes whatever seg_close did not. */
-#define MAX_OPEN 8
-static struct {
-	zkw_reader r;
-	char *buf;
-} open_segs[MAX_OPEN];
-
-static void seg_close(struct seg *s)
-{
-	for (int i = 0; i < MAX_OPEN; i++)
-		if (open_segs[i].buf == s->buf)
-			open_segs[i].buf = NULL;
-	zkw_reader_close(&s->r);
-	free(s->buf);
-	s->buf = NULL;
-}
-
-static void seg_close_all(void)
-{
-	for (int i = 0; i < MAX_OPEN; i++)
-		if (open_segs[i].buf) {
-			zkw_reader_close(&open_segs[i].r);
-			free(open_segs[i].buf);
-			open_segs[i].buf = NULL;
-		}
-}
-
-static void seg_open(struct seg *s, const char *shm, proc *broker)
-{
-	int rc, i;
-
-	memset(s, 0, sizeof(*s));
-	s->broker = broker;
-	rc = zkw_reader_open(&s->r, shm);
-	if (rc) {
-		if (broker)
-			proc_dump(broker, "segment cannot be opened");
-		fail_msg("zkw_reader_open(%s): %s: %s", shm, strerror(-rc), s->r.why);
-	}
-	s->buf = malloc(CONTENT_CAP);
-	assert_non_null(s->buf);
-	for (i = 0; i < MAX_OPEN && open_segs[i].buf; i++)
-		;
-	assert_true(i < MAX_OPEN);
-	open_segs[i].r = s->r;
-	open_segs[i].buf = s->buf;
-}
-
-static ssize_t seg_read(struct seg *s)
-{
-	do
-		s->len = zkw_reader_read(&s->r, &s->snap, s->buf, CONTENT_CAP - 1);
-	while (s->len == -EAGAIN);
-	if (s->len >= 0)
-		s->buf[s->len] = '\0';
-	return s->len;
-}
-
-static bool seg_matches(const struct seg *s, const struct want *w)
-{
-	if (s->len < 0 || s->snap.generation == 0)
-		return false;
-	if (s->snap.generation <= w->after_gen)
-		return false;
-	if (w->valid != ANY && s->snap.valid != (w->valid == YES))
-		return false;
-	if (w->content &&
-	    ((size_t)s->len != strlen(w->content) || memcmp(s->buf, w->content, (size_t)s->len)))
-		return false;
-	if (w->error && strncmp(s->snap.error, w->error, strlen(w->error)) != 0)
-		return false;
-	if (w->pointer && strcmp(s->snap.pointer, w->pointer) != 0)
-		return false;
-	return !w->pred || w->pred(s, w->arg);
-}
-
-static void seg_describe(const struct seg *s)
-{
-	fprintf(stderr,
-	        "  last snapshot: read=%zd generation=%llu valid=%d connected=%d len=%zu version=%lld "
-	        "mzxid=%lld content_gen=%llu\n  error=\"%s\" pointer=\"%s\" content=\"%.200s\"%s\n",
-	        s->len, (unsigned long long)s->snap.generation, s->snap.valid, s->snap.connected, s->snap.len,
-	        (long long)s->snap.version, (long long)s->snap.mzxid, (unsigned long long)s->snap.content_gen,
-	        s->snap.error, s->snap.pointer, s->len >= 0 ? s->buf : "", s->len > 200 ? "..." : "");
-}
-
-/* Wait until the segment's snapshot matches w; false (reported) on timeout.
- * Safe from any thread (no cmocka assertion inside). */
-static bool seg_wait_for(struct seg *s, const struct want *w, int timeout_ms, const char *what)
-{
-	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
-
-	for (;;) {
-		int64_t left;
-		int rc;
-
-		seg_read(s);
-		if (seg_matches(s, w))
-			return true;
-		left = deadline - zkw_clock_mono_ms();
-		if (left <= 0)
-			break;
-		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
-		if (rc < 0 && rc != -EINTR) {
-			fprintf(stderr, "zkw_reader_wait: %s\n", strerror(-rc));
-			break;
-		}
-	}
-	fprintf(stderr, "segment never reached: %s (within %d ms)\n", what, timeout_ms);
-	seg_describe(s);
-	if (s->broker)
-		proc_dump(s->broker, "broker output");
-	return false;
-}
-
-#define WAIT_FOR(s, what, ...) assert_true(seg_wait_for((s), &(struct want){__VA_ARGS__}, WAIT_MS, (what)))
 
 /* ---- a dispatcher that counts ------------------------------------------ */
 
@@ -306,25 +99,15 @@ static void count_error(void *ctx, const char *message)
 	c->error++;
 }
 
-/* Deliver everything published so far. */
 static char dispatch_buf[CONTENT_CAP]; /* static: nothing to free on failure */
-
-static void dispatch_all(zkw_dispatcher *d)
-{
-	while (d->seen != zkw_reader_generation(d->reader)) {
-		int rc = zkw_dispatch(d, 0);
-
-		assert_true(rc >= 0 || rc == -EAGAIN);
-	}
-}
 
 /* ---- group and per-test fixtures ----------------------------------------- */
 
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwtb%d", (int)getpid());
-	zk = zkh_start(1);
+	zk = itest_zk_start(
+	        &(struct itest_config){.prefix = "zkwtb", .wait_ms = WAIT_MS, .read_cap = CONTENT_CAP - 1});
 	if (!zk)
 		return -1;
 	hosts = zkh_hosts(zk);
@@ -334,29 +117,15 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	proc_kill_all();
-	unlink_segments();
-	if (zk) {
-		zkh_delete(hosts, root);
-		zkh_stop(zk);
-	}
+	itest_group_cleanup();
 	return 0;
 }
 
 static int test_teardown(void **state)
 {
 	(void)state;
-	seg_close_all();
-	proc_kill_all();
-	unlink_segments();
+	itest_test_cleanup();
 	return 0;
-}
-
-static void stop_broker(proc *b)
-{
-	assert_int_equal(proc_signal(b, SIGTERM), 0);
-	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
-	proc_free(b);
 }
 
 /* ---- tests ------------------------------------------------------------ */
@@ -370,37 +139,44 @@ struct blocked_reader {
 static void *blocked_reader_main(void *arg)
 {
 	struct blocked_reader *br = arg;
-	struct seg s;
+	char *buf = malloc(CONTENT_CAP);
+	zkw_snapshot snap = {0};
+	zkw_reader r;
 	uint64_t seen;
 
-	memset(&s, 0, sizeof(s));
-	if (zkw_reader_open(&s.r, br->shm) != 0)
+	if (!buf || zkw_reader_open(&r, br->shm) != 0) {
+		free(buf);
 		return NULL;
-	s.buf = malloc(CONTENT_CAP);
-	seen = zkw_reader_generation(&s.r);
+	}
+	seen = zkw_reader_generation(&r);
 	for (;;) {
-		int rc = zkw_reader_wait(&s.r, seen, WAIT_MS);
+		int rc = zkw_reader_wait(&r, seen, WAIT_MS);
+		ssize_t len;
 
 		if (rc <= 0)
 			break;
-		seg_read(&s);
-		seen = s.snap.generation;
-		if (s.len >= 0 && strcmp(s.buf, "second content") == 0 && s.snap.valid) {
+		do
+			len = zkw_reader_read(&r, &snap, buf, CONTENT_CAP - 1);
+		while (len == -EAGAIN);
+		if (len >= 0)
+			buf[len] = '\0';
+		seen = snap.generation;
+		if (len >= 0 && strcmp(buf, "second content") == 0 && snap.valid) {
 			br->ok = true;
 			break;
 		}
 	}
-	zkw_reader_close(&s.r);
-	free(s.buf);
+	zkw_reader_close(&r);
+	free(buf);
 	return NULL;
 }
 
-static bool version_above(const struct seg *s, void *arg)
+static bool version_above(const struct itest_seg *s, void *arg)
 {
 	return s->snap.version > *(int64_t *)arg;
 }
 
-static bool is_binary(const struct seg *s, void *arg)
+static bool is_binary(const struct itest_seg *s, void *arg)
 {
 	(void)arg;
 	return s->len == 5 && memcmp(s->buf, "a\0b\0\xff", 5) == 0;
@@ -409,7 +185,7 @@ static bool is_binary(const struct seg *s, void *arg)
 static void test_one_watch(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("one");
+	const char *shm = itest_seg_name("one");
 	struct counts counts = {0};
 	zkw_handlers h = {count_valid, count_config, count_error, &counts};
 	zkw_dispatcher d;
@@ -417,133 +193,133 @@ static void test_one_watch(void **state)
 	pthread_t thread;
 	uint64_t gen, content_gen, now;
 	int64_t version;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "one");
-	put(path, "first content");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
+	itest_node(path, sizeof(path), "one");
+	itest_put(path, "first content");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 
 	/* Pushed before the start: published. */
-	WAIT_FOR(&s, "valid, first content", .valid = YES, .content = "first content");
+	WAIT_FOR(s, "valid, first content", .valid = YES, .content = "first content");
 	now = zkw_clock_ns(CLOCK_REALTIME);
-	assert_true(s.snap.connected);
-	assert_true(s.snap.version >= 0);
-	assert_true(s.snap.mzxid > 0);
-	assert_true(s.snap.confirmed_ns > now - 30ull * 1000000000u &&
-	            s.snap.confirmed_ns <= now + 1000000000u);
-	assert_string_equal(s.snap.pointer, "");
-	assert_string_equal(s.snap.error, "");
-	assert_true(zkw_reader_ping(&s.r));
-	assert_true(zkw_reader_is_valid(&s.r));
-	assert_int_equal(zkw_reader_broker_pid(&s.r), proc_pid(b));
+	assert_true(s->snap.connected);
+	assert_true(s->snap.version >= 0);
+	assert_true(s->snap.mzxid > 0);
+	assert_true(s->snap.confirmed_ns > now - 30ull * 1000000000u &&
+	            s->snap.confirmed_ns <= now + 1000000000u);
+	assert_string_equal(s->snap.pointer, "");
+	assert_string_equal(s->snap.error, "");
+	assert_true(zkw_reader_ping(&s->r));
+	assert_true(zkw_reader_is_valid(&s->r));
+	assert_int_equal(zkw_reader_broker_pid(&s->r), proc_pid(b));
 
-	zkw_dispatcher_init(&d, &s.r, &h, dispatch_buf, sizeof(dispatch_buf));
-	dispatch_all(&d);
+	zkw_dispatcher_init(&d, &s->r, &h, dispatch_buf, sizeof(dispatch_buf));
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 1);
 	assert_string_equal(counts.last_config, "first content");
 	assert_int_equal(counts.valid_true, 1);
 
 	/* An update wakes a reader blocked in zkw_reader_wait. */
 	assert_int_equal(pthread_create(&thread, NULL, blocked_reader_main, &br), 0);
-	put(path, "second content");
+	itest_put(path, "second content");
 	pthread_join(thread, NULL);
 	assert_true(br.ok);
-	WAIT_FOR(&s, "valid, second content", .valid = YES, .content = "second content");
-	dispatch_all(&d);
+	WAIT_FOR(s, "valid, second content", .valid = YES, .content = "second content");
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 2);
 	assert_string_equal(counts.last_config, "second content");
 
 	/* An identical rewrite: a new generation (new version), same content_gen,
 	 * and no second config delivery. */
-	gen = s.snap.generation;
-	content_gen = s.snap.content_gen;
-	version = s.snap.version;
-	put(path, "second content");
-	WAIT_FOR(&s, "a newer version of the same content", .valid = YES, .content = "second content",
+	gen = s->snap.generation;
+	content_gen = s->snap.content_gen;
+	version = s->snap.version;
+	itest_put(path, "second content");
+	WAIT_FOR(s, "a newer version of the same content", .valid = YES, .content = "second content",
 	         .pred = version_above, .arg = &version);
-	assert_true(s.snap.generation > gen);
-	assert_int_equal(s.snap.content_gen, content_gen);
-	dispatch_all(&d);
+	assert_true(s->snap.generation > gen);
+	assert_int_equal(s->snap.content_gen, content_gen);
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 2);
 	assert_int_equal(counts.valid_true, 1);
 	assert_int_equal(counts.valid_false, 0);
 
 	/* A wipe (null data): empty content, still valid. */
-	put(path, NULL);
-	WAIT_FOR(&s, "valid and empty after a wipe", .valid = YES, .content = "");
-	assert_int_equal(s.snap.len, 0);
-	dispatch_all(&d);
+	itest_put(path, NULL);
+	WAIT_FOR(s, "valid and empty after a wipe", .valid = YES, .content = "");
+	assert_int_equal(s->snap.len, 0);
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 3);
 	assert_string_equal(counts.last_config, "");
 
 	/* Content is bytes: NULs pass through, the length is the length. */
 	assert_int_equal(zkh_set(hosts, path, "a\0b\0\xff", 5), ZOK);
-	WAIT_FOR(&s, "binary content", .valid = YES, .pred = is_binary);
-	assert_memory_equal(s.buf, "a\0b\0\xff", 5);
+	WAIT_FOR(s, "binary content", .valid = YES, .pred = is_binary);
+	assert_memory_equal(s->buf, "a\0b\0\xff", 5);
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static void test_missing_node_lifecycle(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("missing");
-	struct seg s;
+	const char *shm = itest_seg_name("missing");
+	struct itest_seg *s;
 	uint64_t gen;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "missing/node");
+	itest_node(path, sizeof(path), "missing/node");
 	zkh_delete(hosts, path);
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 
-	WAIT_FOR(&s, "invalid: no node", .valid = NO, .error = ZKW_ERR_NO_NODE);
-	assert_true(s.snap.connected);
-	assert_true(zkw_reader_ping(&s.r));
+	WAIT_FOR(s, "invalid: no node", .valid = NO, .error = ZKW_ERR_NO_NODE);
+	assert_true(s->snap.connected);
+	assert_true(zkw_reader_ping(&s->r));
 
-	put(path, "born later");
-	WAIT_FOR(&s, "valid once created", .valid = YES, .content = "born later");
+	itest_put(path, "born later");
+	WAIT_FOR(s, "valid once created", .valid = YES, .content = "born later");
 
 	assert_int_equal(zkh_delete(hosts, path), ZOK);
-	WAIT_FOR(&s, "invalid once deleted, content kept", .valid = NO, .error = ZKW_ERR_NO_NODE,
+	WAIT_FOR(s, "invalid once deleted, content kept", .valid = NO, .error = ZKW_ERR_NO_NODE,
 	         .content = "born later");
-	gen = s.snap.generation;
+	gen = s->snap.generation;
 
-	put(path, "born again");
-	WAIT_FOR(&s, "valid once recreated", .valid = YES, .content = "born again", .after_gen = gen);
+	itest_put(path, "born again");
+	WAIT_FOR(s, "valid once recreated", .valid = YES, .content = "born again", .after_gen = gen);
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static void test_ensure_creates_node(void **state)
 {
 	char path[128], buf[16];
-	const char *shm = seg_name("ensure");
-	struct seg s;
+	const char *shm = itest_seg_name("ensure");
+	struct itest_seg *s;
 	int len = sizeof(buf);
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "ensure/deep/node");
+	itest_node(path, sizeof(path), "ensure/deep/node");
 	zkh_delete(hosts, path);
-	b = broker_spawn("-z", hosts, "-f", path, "--ensure", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid and empty: created by --ensure", .valid = YES, .content = "");
+	b = itest_broker_start("-z", hosts, "-f", path, "--ensure", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid and empty: created by --ensure", .valid = YES, .content = "");
 	assert_int_equal(zkh_get(hosts, path, buf, &len), ZOK);
 	assert_true(len <= 0);
-	put(path, "filled in");
-	WAIT_FOR(&s, "filled in", .valid = YES, .content = "filled in");
-	seg_close(&s);
-	stop_broker(b);
+	itest_put(path, "filled in");
+	WAIT_FOR(s, "filled in", .valid = YES, .content = "filled in");
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static bool one_session(void *arg)
@@ -555,42 +331,43 @@ static bool one_session(void *arg)
 static void test_several_watches_one_session(void **state)
 {
 	char p1[128], p2[128], p3[128], target[128];
-	const char *s1 = seg_name("multi1"), *s2 = seg_name("multi2"), *s3 = seg_name("multi3");
-	struct seg a, b, c;
+	const char *s1 = itest_seg_name("multi1"), *s2 = itest_seg_name("multi2"),
+	           *s3 = itest_seg_name("multi3");
+	struct itest_seg *a, *b, *c;
 	proc *br;
 
 	(void)state;
-	node_path(p1, sizeof(p1), "multi/one");
-	node_path(p2, sizeof(p2), "multi/two");
-	node_path(p3, sizeof(p3), "multi/pointer");
-	node_path(target, sizeof(target), "multi/target");
-	put(p1, "one");
-	put(p2, "two");
-	put(target, "pointed at");
-	put(p3, target);
-	br = broker_spawn("-z", hosts, "-f", p1, "--shm", s1, "-f", p2, "--shm", s2, "-f", p3, "-p", "--shm",
-	                  s3, NULL);
-	wait_segment_created(br, s1);
-	wait_segment_created(br, s2);
-	wait_segment_created(br, s3);
-	seg_open(&a, s1, br);
-	seg_open(&b, s2, br);
-	seg_open(&c, s3, br);
-	WAIT_FOR(&a, "one", .valid = YES, .content = "one", .pointer = "");
-	WAIT_FOR(&b, "two", .valid = YES, .content = "two", .pointer = "");
-	WAIT_FOR(&c, "pointed at", .valid = YES, .content = "pointed at", .pointer = target);
+	itest_node(p1, sizeof(p1), "multi/one");
+	itest_node(p2, sizeof(p2), "multi/two");
+	itest_node(p3, sizeof(p3), "multi/pointer");
+	itest_node(target, sizeof(target), "multi/target");
+	itest_put(p1, "one");
+	itest_put(p2, "two");
+	itest_put(target, "pointed at");
+	itest_put(p3, target);
+	br = itest_broker_start("-z", hosts, "-f", p1, "--shm", s1, "-f", p2, "--shm", s2, "-f", p3, "-p",
+	                        "--shm", s3, NULL);
+	itest_broker_wait_segment(br, s1);
+	itest_broker_wait_segment(br, s2);
+	itest_broker_wait_segment(br, s3);
+	a = itest_seg_open(s1, br);
+	b = itest_seg_open(s2, br);
+	c = itest_seg_open(s3, br);
+	WAIT_FOR(a, "one", .valid = YES, .content = "one", .pointer = "");
+	WAIT_FOR(b, "two", .valid = YES, .content = "two", .pointer = "");
+	WAIT_FOR(c, "pointed at", .valid = YES, .content = "pointed at", .pointer = target);
 
 	/* Each segment follows its own node, and only its own. */
-	put(p2, "two, updated");
-	WAIT_FOR(&b, "two updated", .valid = YES, .content = "two, updated");
-	put(target, "target, updated");
-	WAIT_FOR(&c, "target updated", .valid = YES, .content = "target, updated");
-	put(p1, "one, updated");
-	WAIT_FOR(&a, "one updated", .valid = YES, .content = "one, updated");
-	seg_read(&b);
-	assert_string_equal(b.buf, "two, updated");
-	seg_read(&c);
-	assert_string_equal(c.buf, "target, updated");
+	itest_put(p2, "two, updated");
+	WAIT_FOR(b, "two updated", .valid = YES, .content = "two, updated");
+	itest_put(target, "target, updated");
+	WAIT_FOR(c, "target updated", .valid = YES, .content = "target, updated");
+	itest_put(p1, "one, updated");
+	WAIT_FOR(a, "one updated", .valid = YES, .content = "one, updated");
+	itest_seg_read(b);
+	assert_string_equal(b->buf, "two, updated");
+	itest_seg_read(c);
+	assert_string_equal(c->buf, "target, updated");
 
 	/* One ZooKeeper session for the three watches (our helper sessions are
 	 * closed; the server drops their connections asynchronously). */
@@ -602,98 +379,98 @@ static void test_several_watches_one_session(void **state)
 		fail_msg("expected exactly one ZooKeeper session, found %d", zkh_session_count(hosts));
 	}
 
-	seg_close(&a);
-	seg_close(&b);
-	seg_close(&c);
-	stop_broker(br);
+	itest_seg_close(a);
+	itest_seg_close(b);
+	itest_seg_close(c);
+	itest_broker_stop(br);
 }
 
 static void test_pointer_mode(void **state)
 {
 	char pointer[128], t1[128], t2[128], with_newline[160];
-	const char *shm = seg_name("pointer");
+	const char *shm = itest_seg_name("pointer");
 	char too_long[ZKW_POINTER_MAX + 64];
 	const char *bad[] = {"relative/path", "/a/../b", "/a//b", "/a\001b", too_long, "/"};
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(pointer, sizeof(pointer), "ptr/pointer1");
-	node_path(t1, sizeof(t1), "ptr/conf1");
-	node_path(t2, sizeof(t2), "ptr/conf2");
-	put(t1, "config one");
-	put(t2, "config two");
+	itest_node(pointer, sizeof(pointer), "ptr/pointer1");
+	itest_node(t1, sizeof(t1), "ptr/conf1");
+	itest_node(t2, sizeof(t2), "ptr/conf2");
+	itest_put(t1, "config one");
+	itest_put(t2, "config two");
 	snprintf(with_newline, sizeof(with_newline), "%s\n", t1); /* as `echo` writes it */
-	put(pointer, with_newline);
+	itest_put(pointer, with_newline);
 	too_long[0] = '/';
 	memset(too_long + 1, 'a', sizeof(too_long) - 2);
 	too_long[sizeof(too_long) - 1] = '\0';
 
-	b = broker_spawn("-z", hosts, "-f", pointer, "-p", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid through the pointer (trailing newline trimmed)", .valid = YES,
+	b = itest_broker_start("-z", hosts, "-f", pointer, "-p", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid through the pointer (trailing newline trimmed)", .valid = YES,
 	         .content = "config one", .pointer = t1);
 
-	put(pointer, t2);
-	WAIT_FOR(&s, "switched to conf2", .valid = YES, .content = "config two", .pointer = t2);
-	put(t2, "config two, updated");
-	WAIT_FOR(&s, "conf2 updated", .valid = YES, .content = "config two, updated", .pointer = t2);
+	itest_put(pointer, t2);
+	WAIT_FOR(s, "switched to conf2", .valid = YES, .content = "config two", .pointer = t2);
+	itest_put(t2, "config two, updated");
+	WAIT_FOR(s, "conf2 updated", .valid = YES, .content = "config two, updated", .pointer = t2);
 
 	/* The target deleted: invalid, content kept; recreated: noticed. */
 	assert_int_equal(zkh_delete(hosts, t2), ZOK);
-	WAIT_FOR(&s, "target deleted", .valid = NO, .error = ZKW_ERR_NO_NODE,
-	         .content = "config two, updated", .pointer = t2);
-	put(t2, "config two, reborn");
-	WAIT_FOR(&s, "target recreated", .valid = YES, .content = "config two, reborn", .pointer = t2);
-	put(t2, "config two, updated");
-	WAIT_FOR(&s, "conf2 updated again", .valid = YES, .content = "config two, updated");
+	WAIT_FOR(s, "target deleted", .valid = NO, .error = ZKW_ERR_NO_NODE, .content = "config two, updated",
+	         .pointer = t2);
+	itest_put(t2, "config two, reborn");
+	WAIT_FOR(s, "target recreated", .valid = YES, .content = "config two, reborn", .pointer = t2);
+	itest_put(t2, "config two, updated");
+	WAIT_FOR(s, "conf2 updated again", .valid = YES, .content = "config two, updated");
 
 	/* The pointer node itself deleted and recreated. */
 	assert_int_equal(zkh_delete(hosts, pointer), ZOK);
-	WAIT_FOR(&s, "pointer deleted", .valid = NO, .error = ZKW_ERR_NO_NODE,
+	WAIT_FOR(s, "pointer deleted", .valid = NO, .error = ZKW_ERR_NO_NODE,
 	         .content = "config two, updated");
-	put(pointer, t1);
-	WAIT_FOR(&s, "pointer recreated", .valid = YES, .content = "config one", .pointer = t1);
-	put(pointer, t2);
-	WAIT_FOR(&s, "back on conf2", .valid = YES, .content = "config two, updated", .pointer = t2);
+	itest_put(pointer, t1);
+	WAIT_FOR(s, "pointer recreated", .valid = YES, .content = "config one", .pointer = t1);
+	itest_put(pointer, t2);
+	WAIT_FOR(s, "back on conf2", .valid = YES, .content = "config two, updated", .pointer = t2);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		uint64_t gen = s.snap.generation;
+		uint64_t gen = s->snap.generation;
 
-		put(pointer, bad[i]);
-		if (!seg_wait_for(&s,
-		                  &(struct want){.valid = NO,
-		                                 .error = ZKW_ERR_POINTER,
-		                                 .content = "config two, updated",
-		                                 .after_gen = gen},
-		                  WAIT_MS, "invalid pointer, last good content kept"))
+		itest_put(pointer, bad[i]);
+		if (!itest_seg_wait(s,
+		                    &(struct itest_want){.valid = NO,
+		                                         .error = ZKW_ERR_POINTER,
+		                                         .content = "config two, updated",
+		                                         .after_gen = gen},
+		                    WAIT_MS, "invalid pointer, last good content kept"))
 			fail_msg("bad pointer #%zu \"%.40s\" not refused", i, bad[i]);
-		put(pointer, t2);
-		WAIT_FOR(&s, "valid again", .valid = YES, .content = "config two, updated", .pointer = t2);
+		itest_put(pointer, t2);
+		WAIT_FOR(s, "valid again", .valid = YES, .content = "config two, updated", .pointer = t2);
 	}
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static void test_second_broker_refused(void **state)
 {
 	char path[128], pid[32];
-	const char *shm = seg_name("twice");
+	const char *shm = itest_seg_name("twice");
 	char *err;
-	struct seg s;
+	struct itest_seg *s;
 	proc *first, *second;
 
 	(void)state;
-	node_path(path, sizeof(path), "twice");
-	put(path, "only one writer");
-	first = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(first, shm);
-	seg_open(&s, shm, first);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "only one writer");
+	itest_node(path, sizeof(path), "twice");
+	itest_put(path, "only one writer");
+	first = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(first, shm);
+	s = itest_seg_open(shm, first);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "only one writer");
 
-	second = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+	second = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
 	assert_int_equal(proc_wait(second, EXIT_WAIT_MS), 1);
 	err = proc_output(second, PROC_STDERR, NULL);
 	snprintf(pid, sizeof(pid), "pid %d", (int)proc_pid(first));
@@ -706,148 +483,148 @@ static void test_second_broker_refused(void **state)
 	proc_free(second);
 
 	/* The first is undisturbed. */
-	assert_true(zkw_reader_ping(&s.r));
-	assert_int_equal(zkw_reader_broker_pid(&s.r), proc_pid(first));
-	seg_read(&s);
-	assert_true(s.snap.valid);
-	seg_close(&s);
-	stop_broker(first);
+	assert_true(zkw_reader_ping(&s->r));
+	assert_int_equal(zkw_reader_broker_pid(&s->r), proc_pid(first));
+	itest_seg_read(s);
+	assert_true(s->snap.valid);
+	itest_seg_close(s);
+	itest_broker_stop(first);
 }
 
 static void test_broker_restart_under_readers(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("restart");
+	const char *shm = itest_seg_name("restart");
 	struct counts counts = {0};
 	zkw_handlers h = {count_valid, count_config, count_error, &counts};
 	zkw_dispatcher d;
 	uint64_t before, epoch;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "restart");
-	put(path, "survives restarts");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	zkw_dispatcher_init(&d, &s.r, &h, dispatch_buf, sizeof(dispatch_buf));
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "survives restarts");
-	dispatch_all(&d);
+	itest_node(path, sizeof(path), "restart");
+	itest_put(path, "survives restarts");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	zkw_dispatcher_init(&d, &s->r, &h, dispatch_buf, sizeof(dispatch_buf));
+	WAIT_FOR(s, "valid", .valid = YES, .content = "survives restarts");
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 1);
-	assert_true(zkw_reader_ping(&s.r));
-	epoch = zkw_reader_broker_epoch(&s.r);
+	assert_true(zkw_reader_ping(&s->r));
+	epoch = zkw_reader_broker_epoch(&s->r);
 
 	/* Killed: ping says so at once (the lock died with the process), and
 	 * the last content stays readable. */
 	assert_int_equal(proc_signal(b, SIGKILL), 0);
 	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), PROC_SIGNALED(SIGKILL));
 	proc_free(b);
-	assert_false(zkw_reader_ping(&s.r));
-	assert_false(zkw_reader_broker_alive(&s.r));
-	assert_int_equal(seg_read(&s), (ssize_t)strlen("survives restarts"));
-	assert_string_equal(s.buf, "survives restarts");
-	before = s.snap.generation;
+	assert_false(zkw_reader_ping(&s->r));
+	assert_false(zkw_reader_broker_alive(&s->r));
+	assert_int_equal(itest_seg_read(s), (ssize_t)strlen("survives restarts"));
+	assert_string_equal(s->buf, "survives restarts");
+	before = s->snap.generation;
 
 	/* A new broker on the same segment: the same reader, never reopened. */
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	s.broker = b;
-	WAIT_FOR(&s, "valid again after the restart", .valid = YES, .content = "survives restarts",
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	s->broker = b;
+	WAIT_FOR(s, "valid again after the restart", .valid = YES, .content = "survives restarts",
 	         .after_gen = before);
-	assert_true(s.snap.generation > before);
-	assert_true(zkw_reader_ping(&s.r));
-	assert_int_equal(zkw_reader_broker_pid(&s.r), proc_pid(b));
-	assert_true(zkw_reader_broker_epoch(&s.r) != epoch);
-	dispatch_all(&d);
+	assert_true(s->snap.generation > before);
+	assert_true(zkw_reader_ping(&s->r));
+	assert_int_equal(zkw_reader_broker_pid(&s->r), proc_pid(b));
+	assert_true(zkw_reader_broker_epoch(&s->r) != epoch);
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 1); /* no duplicate after the restart */
 	assert_string_equal(counts.last_config, "survives restarts");
 
 	/* And it still follows the node. */
-	put(path, "after the restart");
-	WAIT_FOR(&s, "updated after the restart", .valid = YES, .content = "after the restart");
-	dispatch_all(&d);
+	itest_put(path, "after the restart");
+	WAIT_FOR(s, "updated after the restart", .valid = YES, .content = "after the restart");
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 2);
 
 	/* Changed while no broker ran: the next broker delivers it, once. */
 	assert_int_equal(proc_signal(b, SIGKILL), 0);
 	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), PROC_SIGNALED(SIGKILL));
 	proc_free(b);
-	put(path, "changed while down");
-	before = zkw_reader_generation(&s.r);
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	s.broker = b;
-	WAIT_FOR(&s, "the change made while down", .valid = YES, .content = "changed while down",
+	itest_put(path, "changed while down");
+	before = zkw_reader_generation(&s->r);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	s->broker = b;
+	WAIT_FOR(s, "the change made while down", .valid = YES, .content = "changed while down",
 	         .after_gen = before);
-	dispatch_all(&d);
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 3);
 	assert_string_equal(counts.last_config, "changed while down");
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static void test_sigterm(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("term"), *gone = seg_name("term-unlink");
-	struct seg s;
+	const char *shm = itest_seg_name("term"), *gone = itest_seg_name("term-unlink");
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "term");
-	put(path, "last words");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "last words");
+	itest_node(path, sizeof(path), "term");
+	itest_put(path, "last words");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "last words");
 
 	assert_int_equal(proc_signal(b, SIGTERM), 0);
 	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
-	seg_read(&s);
-	assert_string_equal(s.buf, "last words");
-	assert_false(s.snap.valid);
-	assert_string_equal(s.snap.error, "zkw-broker stopped");
-	assert_false(zkw_reader_ping(&s.r));
-	assert_false(zkw_reader_is_valid(&s.r));
+	itest_seg_read(s);
+	assert_string_equal(s->buf, "last words");
+	assert_false(s->snap.valid);
+	assert_string_equal(s->snap.error, "zkw-broker stopped");
+	assert_false(zkw_reader_ping(&s->r));
+	assert_false(zkw_reader_is_valid(&s->r));
 	proc_free(b);
-	seg_close(&s);
+	itest_seg_close(s);
 	/* Reopened after the exit: the same. */
-	seg_open(&s, shm, NULL);
-	seg_read(&s);
-	assert_string_equal(s.buf, "last words");
-	assert_false(s.snap.valid);
-	seg_close(&s);
+	s = itest_seg_open(shm, NULL);
+	itest_seg_read(s);
+	assert_string_equal(s->buf, "last words");
+	assert_false(s->snap.valid);
+	itest_seg_close(s);
 
 	/* --unlink-on-exit removes it; SIGINT stops as SIGTERM does. */
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", gone, "--unlink-on-exit", NULL);
-	wait_segment_created(b, gone);
-	seg_open(&s, gone, b);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "last words");
-	seg_close(&s);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", gone, "--unlink-on-exit", NULL);
+	itest_broker_wait_segment(b, gone);
+	s = itest_seg_open(gone, b);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "last words");
+	itest_seg_close(s);
 	assert_int_equal(proc_signal(b, SIGINT), 0);
 	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
 	proc_free(b);
-	assert_false(segment_exists(gone));
-	assert_int_equal(zkw_reader_open(&s.r, gone), -ENOENT);
+	assert_false(itest_seg_exists(gone));
+	assert_int_equal(zkw_reader_open(&s->r, gone), -ENOENT);
 }
 
 /* Stopping must not hang on a server that does not answer. */
 static void test_sigterm_while_zookeeper_paused(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("paused");
-	struct seg s;
+	const char *shm = itest_seg_name("paused");
+	struct itest_seg *s;
 	int64_t start;
 	int status;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "paused");
-	put(path, "frozen");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "frozen");
+	itest_node(path, sizeof(path), "paused");
+	itest_put(path, "frozen");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "frozen");
 
 	assert_int_equal(zkh_pause(zk), 0);
 	start = zkw_clock_mono_ms();
@@ -858,14 +635,14 @@ static void test_sigterm_while_zookeeper_paused(void **state)
 	assert_int_equal(zkh_resume(zk), 0);
 	assert_int_equal(status, 0);
 	proc_free(b);
-	seg_read(&s);
-	assert_false(s.snap.valid);
-	assert_string_equal(s.buf, "frozen");
+	itest_seg_read(s);
+	assert_false(s->snap.valid);
+	assert_string_equal(s->buf, "frozen");
 	assert_int_equal(zkh_wait_serving(zk, WAIT_MS), 0);
-	seg_close(&s);
+	itest_seg_close(s);
 }
 
-static bool mentions_sizes(const struct seg *s, void *arg)
+static bool mentions_sizes(const struct itest_seg *s, void *arg)
 {
 	(void)arg;
 	return strstr(s->snap.error, "2048") && strstr(s->snap.error, "1024");
@@ -874,46 +651,46 @@ static bool mentions_sizes(const struct seg *s, void *arg)
 static void test_oversized_content(void **state)
 {
 	char path[128], big[2049];
-	const char *shm = seg_name("big");
-	struct seg s;
+	const char *shm = itest_seg_name("big");
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "big");
-	put(path, "small");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--capacity", "1k", NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	assert_int_equal(zkw_reader_capacity(&s.r), 1024);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "small");
+	itest_node(path, sizeof(path), "big");
+	itest_put(path, "small");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, "--capacity", "1k", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	assert_int_equal(zkw_reader_capacity(&s->r), 1024);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "small");
 
 	/* Exactly the capacity fits. */
 	memset(big, 'y', 1024);
 	big[1024] = '\0';
-	put(path, big);
-	WAIT_FOR(&s, "1024 bytes: valid", .valid = YES, .content = big);
+	itest_put(path, big);
+	WAIT_FOR(s, "1024 bytes: valid", .valid = YES, .content = big);
 
-	put(path, "small");
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "small");
+	itest_put(path, "small");
+	WAIT_FOR(s, "valid", .valid = YES, .content = "small");
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	put(path, big);
-	WAIT_FOR(&s, "invalid: too large, both sizes named, last good kept", .valid = NO, .content = "small",
+	itest_put(path, big);
+	WAIT_FOR(s, "invalid: too large, both sizes named, last good kept", .valid = NO, .content = "small",
 	         .pred = mentions_sizes);
-	assert_true(s.snap.error[0] != '\0');
+	assert_true(s->snap.error[0] != '\0');
 
-	put(path, "small again");
-	WAIT_FOR(&s, "valid again", .valid = YES, .content = "small again", .error = "");
+	itest_put(path, "small again");
+	WAIT_FOR(s, "valid again", .valid = YES, .content = "small again", .error = "");
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static void test_unknown_host(void **state)
 {
 	const char *bad_hosts[] = {"nonexistent.invalid:2181", "nonexistent.invalid:2181,also.invalid:2182"};
-	const char *shm = seg_name("nohost");
-	struct seg s;
+	const char *shm = itest_seg_name("nohost");
+	struct itest_seg *s;
 
 	(void)state;
 	/* A connect string that cannot be one is bad usage, told once, at the
@@ -930,7 +707,7 @@ static void test_unknown_host(void **state)
 	}
 	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
 		int64_t start = zkw_clock_mono_ms();
-		proc *b = broker_spawn("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm, NULL);
+		proc *b = itest_broker_start("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm, NULL);
 		char *err;
 		int status = proc_wait(b, EXIT_WAIT_MS);
 
@@ -959,27 +736,27 @@ static void test_unknown_host(void **state)
 
 	/* Without valid-init the broker keeps running, invalid, with an error. */
 	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
-		proc *b = broker_spawn("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm,
-		                       "--no-valid-init", NULL);
+		proc *b = itest_broker_start("-z", bad_hosts[i], "-f", "/zkwtb/nohost", "--shm", shm,
+		                             "--no-valid-init", NULL);
 
-		wait_segment_created(b, shm);
-		seg_open(&s, shm, b);
-		WAIT_FOR(&s, "invalid with an error", .valid = NO, .pred = NULL);
-		assert_true(s.snap.error[0] != '\0');
-		assert_false(s.snap.connected);
-		assert_false(zkw_reader_ping(&s.r));
-		assert_true(zkw_reader_broker_alive(&s.r));
+		itest_broker_wait_segment(b, shm);
+		s = itest_seg_open(shm, b);
+		WAIT_FOR(s, "invalid with an error", .valid = NO, .pred = NULL);
+		assert_true(s->snap.error[0] != '\0');
+		assert_false(s->snap.connected);
+		assert_false(zkw_reader_ping(&s->r));
+		assert_true(zkw_reader_broker_alive(&s->r));
 		assert_false(proc_exited(b, NULL));
-		seg_close(&s);
-		stop_broker(b);
+		itest_seg_close(s);
+		itest_broker_stop(b);
 	}
 }
 
 static void test_zookeeper_down_at_start(void **state)
 {
-	const char *shm = seg_name("down");
+	const char *shm = itest_seg_name("down");
 	zkh_cluster *zk2;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
@@ -988,22 +765,23 @@ static void test_zookeeper_down_at_start(void **state)
 	assert_int_equal(zkh_set(zkh_hosts(zk2), "/down/conf", "there all along", 15), ZOK);
 	assert_int_equal(zkh_member_stop(zk2, 0), 0);
 
-	b = broker_spawn("-z", zkh_hosts(zk2), "-f", "/down/conf", "--shm", shm, "--no-valid-init", NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
+	b = itest_broker_start("-z", zkh_hosts(zk2), "-f", "/down/conf", "--shm", shm, "--no-valid-init",
+	                       NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	/* Nothing published yet, or an invalid state: never valid. */
-	seg_read(&s);
-	assert_false(s.snap.valid);
-	assert_false(zkw_reader_ping(&s.r));
+	itest_seg_read(s);
+	assert_false(s->snap.valid);
+	assert_false(zkw_reader_ping(&s->r));
 	assert_false(proc_exited(b, NULL));
 
 	assert_int_equal(zkh_member_start(zk2, 0), 0);
-	WAIT_FOR(&s, "converged once the server is up", .valid = YES, .content = "there all along");
-	assert_true(s.snap.connected);
-	assert_true(zkw_reader_ping(&s.r));
+	WAIT_FOR(s, "converged once the server is up", .valid = YES, .content = "there all along");
+	assert_true(s->snap.connected);
+	assert_true(zkw_reader_ping(&s->r));
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	zkh_stop(zk2);
 }
 
@@ -1025,35 +803,35 @@ static zhandle_t *connect_with_digest(void)
 static void test_acl_protected_node(void **state)
 {
 	char parent[128], path[128];
-	const char *shm = seg_name("acl");
+	const char *shm = itest_seg_name("acl");
 	zhandle_t *zh;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(parent, sizeof(parent), "acl");
-	node_path(path, sizeof(path), "acl/secret");
-	put(parent, "");
+	itest_node(parent, sizeof(parent), "acl");
+	itest_node(path, sizeof(path), "acl/secret");
+	itest_put(parent, "");
 	zh = connect_with_digest();
 	zoo_delete(zh, path, -1);
 	assert_int_equal(zoo_create(zh, path, "hidden", 6, &ZOO_CREATOR_ALL_ACL, 0, NULL, 0), ZOK);
 
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--reconcile", "1", NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "invalid: not authorized", .valid = NO, .error = ZKW_ERR_NO_AUTH);
-	assert_true(s.snap.connected);
-	assert_int_equal(s.len, 0);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, "--reconcile", "1", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "invalid: not authorized", .valid = NO, .error = ZKW_ERR_NO_AUTH);
+	assert_true(s->snap.connected);
+	assert_int_equal(s->len, 0);
 
 	/* Opened up (and touched, so the change is visible to a data watch or
 	 * to the reconcile's cheap check): becomes valid without a restart. */
 	assert_int_equal(zoo_set_acl(zh, path, -1, &ZOO_OPEN_ACL_UNSAFE), ZOK);
 	assert_int_equal(zoo_set(zh, path, "public now", 10, -1), ZOK);
-	WAIT_FOR(&s, "valid after the ACL was opened", .valid = YES, .content = "public now");
+	WAIT_FOR(s, "valid after the ACL was opened", .valid = YES, .content = "public now");
 
 	zkw_zk_close(zh);
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 static mode_t segment_mode(const char *name)
@@ -1070,26 +848,26 @@ static mode_t segment_mode(const char *name)
 static void test_segment_permissions(void **state)
 {
 	char path[128];
-	const char *dflt = seg_name("mode-default"), *strict = seg_name("mode-0600");
+	const char *dflt = itest_seg_name("mode-default"), *strict = itest_seg_name("mode-0600");
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "mode");
-	put(path, "x");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", dflt, NULL);
-	wait_segment_created(b, dflt);
+	itest_node(path, sizeof(path), "mode");
+	itest_put(path, "x");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", dflt, NULL);
+	itest_broker_wait_segment(b, dflt);
 	assert_int_equal(segment_mode(dflt), 0640);
-	stop_broker(b);
+	itest_broker_stop(b);
 
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", strict, "--mode", "0600", NULL);
-	wait_segment_created(b, strict);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", strict, "--mode", "0600", NULL);
+	itest_broker_wait_segment(b, strict);
 	assert_int_equal(segment_mode(strict), 0600);
-	stop_broker(b);
+	itest_broker_stop(b);
 }
 
 static void test_bad_command_lines(void **state)
 {
-	const char *dup = seg_name("dup");
+	const char *dup = itest_seg_name("dup");
 	struct {
 		const char *what;
 		const char *argv[12];
@@ -1135,7 +913,7 @@ static void test_bad_command_lines(void **state)
 		free(out);
 		free(err);
 	}
-	assert_false(segment_exists(dup));
+	assert_false(itest_seg_exists(dup));
 
 	status = proc_run("zkw-broker", (const char *[]){"--help", NULL}, NULL, EXIT_WAIT_MS, &out, &err);
 	assert_int_equal(status, 0);
@@ -1150,7 +928,8 @@ static void test_bad_command_lines(void **state)
 
 /* The broker is alive and serving: its segment says running, connected and
  * valid, and it still follows the node. */
-static void assert_serving(struct seg *s, proc *b, const char *path, const char *content, const char *after)
+static void assert_serving(struct itest_seg *s, proc *b, const char *path, const char *content,
+                           const char *after)
 {
 	int status;
 
@@ -1158,7 +937,7 @@ static void assert_serving(struct seg *s, proc *b, const char *path, const char 
 		proc_dump(b, "the broker exited");
 		fail_msg("the broker exited (status %d) %s", status, after);
 	}
-	put(path, content);
+	itest_put(path, content);
 	WAIT_FOR(s, "still following the node", .valid = YES, .content = content);
 	assert_true(s->snap.connected);
 	assert_true(zkw_reader_ping(&s->r));
@@ -1169,7 +948,7 @@ static void assert_serving(struct seg *s, proc *b, const char *path, const char 
 
 /* Send sig; the broker logs it once ("received NAME from pid <ours>") and
  * goes on serving. */
-static void signal_ignored(struct seg *s, proc *b, const char *path, int sig, const char *name)
+static void signal_ignored(struct itest_seg *s, proc *b, const char *path, int sig, const char *name)
 {
 	char line[96], content[96];
 
@@ -1222,30 +1001,30 @@ static void test_signals_logged_and_ignored(void **state)
 	};
 	enum { FLOOD = 200 };
 	char path[128], rt[32], line[96];
-	const char *shm = seg_name("signals");
+	const char *shm = itest_seg_name("signals");
 	int64_t start;
 	int lines = 0, total = 0;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "signals");
-	put(path, "before any signal");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "before any signal");
+	itest_node(path, sizeof(path), "signals");
+	itest_put(path, "before any signal");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "before any signal");
 
 	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
-		signal_ignored(&s, b, path, ignored[i].sig, ignored[i].name);
+		signal_ignored(s, b, path, ignored[i].sig, ignored[i].name);
 	/* SIGHUP reloads; with no configuration file there is nothing to
 	 * read again, and the broker goes on serving. */
 	assert_int_equal(proc_signal(b, SIGHUP), 0);
 	assert_true(proc_wait_output(b, PROC_STDERR, "reload: no configuration file (--config)", WAIT_MS));
-	put(path, "after SIGHUP");
-	WAIT_FOR(&s, "valid after SIGHUP", .valid = YES, .content = "after SIGHUP");
+	itest_put(path, "after SIGHUP");
+	WAIT_FOR(s, "valid after SIGHUP", .valid = YES, .content = "after SIGHUP");
 	snprintf(rt, sizeof(rt), "SIGRTMIN+%d", 1);
-	signal_ignored(&s, b, path, SIGRTMIN + 1, rt);
+	signal_ignored(s, b, path, SIGRTMIN + 1, rt);
 	assert_int_equal(proc_signal(b, SIGRTMAX), 0);
 	snprintf(line, sizeof(line), "received SIGRTMIN+%d from pid %d ", SIGRTMAX - SIGRTMIN, (int)getpid());
 	assert_true(proc_wait_output(b, PROC_STDERR, line, WAIT_MS));
@@ -1272,7 +1051,7 @@ static void test_signals_logged_and_ignored(void **state)
 		fail_msg("%d lines for %d %s in %lld ms", lines, FLOOD, rt,
 		         (long long)(zkw_clock_mono_ms() - start));
 	}
-	assert_serving(&s, b, path, "after the flood", "after the flood");
+	assert_serving(s, b, path, "after the flood", "after the flood");
 
 	{
 		char *err = proc_output(b, PROC_STDERR, NULL);
@@ -1285,13 +1064,13 @@ static void test_signals_logged_and_ignored(void **state)
 	assert_int_equal(proc_signal(b, SIGTERM), 0);
 	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
 	assert_int_equal(proc_count(b, PROC_STDERR, "stopping on SIGTERM from pid "), 1);
-	seg_read(&s);
-	assert_false(s.snap.valid);
-	assert_string_equal(s.snap.error, "zkw-broker stopped");
-	assert_string_equal(s.buf, "after the flood");
-	assert_false(zkw_reader_ping(&s.r));
+	itest_seg_read(s);
+	assert_false(s->snap.valid);
+	assert_string_equal(s->snap.error, "zkw-broker stopped");
+	assert_string_equal(s->buf, "after the flood");
+	assert_false(zkw_reader_ping(&s->r));
 	proc_free(b);
-	seg_close(&s);
+	itest_seg_close(s);
 }
 
 /* SIGQUIT and SIGXCPU (the soft CPU limit, before the SIGKILL of the hard
@@ -1303,19 +1082,19 @@ static void test_signals_that_stop(void **state)
 		const char *name;
 	} stops[] = {{SIGQUIT, "SIGQUIT"}, {SIGXCPU, "SIGXCPU"}};
 	char path[128], line[64];
-	const char *shm = seg_name("signal-stop");
-	struct seg s;
+	const char *shm = itest_seg_name("signal-stop");
+	struct itest_seg *s;
 
 	(void)state;
-	node_path(path, sizeof(path), "signal-stop");
-	put(path, "stop me");
+	itest_node(path, sizeof(path), "signal-stop");
+	itest_put(path, "stop me");
 	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
-		proc *b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
+		proc *b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
 		int status;
 
-		wait_segment_created(b, shm);
-		seg_open(&s, shm, b);
-		WAIT_FOR(&s, "valid", .valid = YES, .content = "stop me");
+		itest_broker_wait_segment(b, shm);
+		s = itest_seg_open(shm, b);
+		WAIT_FOR(s, "valid", .valid = YES, .content = "stop me");
 		assert_int_equal(proc_signal(b, stops[i].sig), 0);
 		status = proc_wait(b, EXIT_WAIT_MS);
 		if (status != 0) {
@@ -1324,13 +1103,13 @@ static void test_signals_that_stop(void **state)
 		}
 		snprintf(line, sizeof(line), "stopping on %s from pid ", stops[i].name);
 		assert_int_equal(proc_count(b, PROC_STDERR, line), 1);
-		seg_read(&s);
-		assert_false(s.snap.valid);
-		assert_string_equal(s.snap.error, "zkw-broker stopped");
-		assert_string_equal(s.buf, "stop me");
-		assert_false(zkw_reader_ping(&s.r));
+		itest_seg_read(s);
+		assert_false(s->snap.valid);
+		assert_string_equal(s->snap.error, "zkw-broker stopped");
+		assert_string_equal(s->buf, "stop me");
+		assert_false(zkw_reader_ping(&s->r));
 		proc_free(b);
-		seg_close(&s);
+		itest_seg_close(s);
 	}
 }
 
@@ -1342,7 +1121,7 @@ static void test_signals_that_stop(void **state)
 static void test_hostile_names_refused(void **state)
 {
 	char esc_path[128], default_name[ZKW_SHM_NAME_MAX + 1], bad_shm[64];
-	const char *shm = seg_name("hostile");
+	const char *shm = itest_seg_name("hostile");
 	struct {
 		const char *what;
 		const char *argv[12];
@@ -1383,11 +1162,11 @@ static void test_hostile_names_refused(void **state)
 	int status;
 
 	(void)state;
-	snprintf(esc_path, sizeof(esc_path), "%s/esc\x1b[31m", root);
+	snprintf(esc_path, sizeof(esc_path), "%s/esc\x1b[31m", itest_root());
 	assert_int_equal(zkw_shm_default_name(default_name, sizeof(default_name), esc_path), 0);
-	remember_segment(default_name);
-	snprintf(bad_shm, sizeof(bad_shm), "%s\x1b[2J", seg_name("hostile-shm"));
-	remember_segment(bad_shm);
+	itest_seg_remember(default_name);
+	snprintf(bad_shm, sizeof(bad_shm), "%s\x1b[2J", itest_seg_name("hostile-shm"));
+	itest_seg_remember(bad_shm);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		status = proc_run("zkw-broker", cases[i].argv, NULL, EXIT_WAIT_MS, &out, &err);
 		if (status != 2 || strncmp(err, "zkw-broker: ", 12) != 0 ||
@@ -1403,9 +1182,9 @@ static void test_hostile_names_refused(void **state)
 		assert_string_equal(out, "");
 		free(out);
 		free(err);
-		assert_false(segment_exists(shm));
-		assert_false(segment_exists(default_name + 1));
-		assert_false(segment_exists(bad_shm));
+		assert_false(itest_seg_exists(shm));
+		assert_false(itest_seg_exists(default_name + 1));
+		assert_false(itest_seg_exists(bad_shm));
 	}
 }
 
@@ -1415,13 +1194,13 @@ static void test_mode_write_bits_refused(void **state)
 {
 	static const char *refused[] = {"0666", "0620", "0622", "0660", "0602", "0642"};
 	char path[128], *out, *err;
-	const char *shm = seg_name("mode-write"), *ok = seg_name("mode-0644");
+	const char *shm = itest_seg_name("mode-write"), *ok = itest_seg_name("mode-0644");
 	int status;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "mode-write");
-	put(path, "x");
+	itest_node(path, sizeof(path), "mode-write");
+	itest_put(path, "x");
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
 		const char *argv[] = {"-z", hosts, "-f", path, "--shm", shm, "--mode", refused[i], NULL};
 
@@ -1436,13 +1215,13 @@ static void test_mode_write_bits_refused(void **state)
 		}
 		free(out);
 		free(err);
-		assert_false(segment_exists(shm));
+		assert_false(itest_seg_exists(shm));
 	}
 
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", ok, "--mode", "0644", NULL);
-	wait_segment_created(b, ok);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", ok, "--mode", "0644", NULL);
+	itest_broker_wait_segment(b, ok);
 	assert_int_equal(segment_mode(ok), 0644);
-	stop_broker(b);
+	itest_broker_stop(b);
 }
 
 /* What ZooKeeper and the watch library hand the broker reaches its log
@@ -1451,32 +1230,32 @@ static void test_mode_write_bits_refused(void **state)
 static void test_watch_errors_logged_escaped(void **state)
 {
 	char pointer[128], target[128], hostile[256], line[160];
-	const char *shm = seg_name("hostile-pointer");
+	const char *shm = itest_seg_name("hostile-pointer");
 	char *err;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(pointer, sizeof(pointer), "hostile/pointer");
-	node_path(target, sizeof(target), "hostile/target");
-	put(target, "the real config");
-	put(pointer, target);
-	b = broker_spawn("-z", hosts, "-f", pointer, "-p", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid through the pointer", .valid = YES, .content = "the real config");
+	itest_node(pointer, sizeof(pointer), "hostile/pointer");
+	itest_node(target, sizeof(target), "hostile/target");
+	itest_put(target, "the real config");
+	itest_put(pointer, target);
+	b = itest_broker_start("-z", hosts, "-f", pointer, "-p", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid through the pointer", .valid = YES, .content = "the real config");
 
 	snprintf(hostile, sizeof(hostile),
 	         "%s\x1b]0;owned\x07\x1b[2J\r\n2026-01-01T00:00:00.000Z zkw-broker[1] info: fake\r", target);
-	put(pointer, hostile);
-	WAIT_FOR(&s, "invalid pointer, last good content kept", .valid = NO, .error = ZKW_ERR_POINTER,
+	itest_put(pointer, hostile);
+	WAIT_FOR(s, "invalid pointer, last good content kept", .valid = NO, .error = ZKW_ERR_POINTER,
 	         .content = "the real config");
 	snprintf(line, sizeof(line), "%s: invalid: %s", pointer, ZKW_ERR_POINTER);
 	if (!proc_wait_output(b, PROC_STDERR, line, WAIT_MS))
 		fail_msg("the broker did not log the watch's error (\"%s\")", line);
 
-	put(pointer, target);
-	WAIT_FOR(&s, "valid again", .valid = YES, .content = "the real config", .pointer = target);
+	itest_put(pointer, target);
+	WAIT_FOR(s, "valid again", .valid = YES, .content = "the real config", .pointer = target);
 	assert_int_equal(proc_signal(b, SIGTERM), 0);
 	assert_int_equal(proc_wait(b, EXIT_WAIT_MS), 0);
 
@@ -1485,7 +1264,7 @@ static void test_watch_errors_logged_escaped(void **state)
 	assert_clean_text("the broker's log", err, strlen(err));
 	assert_null(strstr(err, "\n2026-01-01T00:00:00.000Z zkw-broker[1]")); /* no forged line */
 	free(err);
-	seg_close(&s);
+	itest_seg_close(s);
 }
 
 /* ---- segments that follow their content ----------------------------------- */
@@ -1591,12 +1370,12 @@ static void await_step(int fd, unsigned k, struct grow_report *rep, proc *b)
 static void test_segment_grows_with_the_node(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("grow");
+	const char *shm = itest_seg_name("grow");
 	char *content = malloc(CONTENT_CAP);
 	struct grow_report *rep =
 	        mmap(NULL, sizeof(*rep), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct stat st;
-	struct seg s;
+	struct itest_seg *s;
 	int ack[2], status;
 	pid_t pid;
 	proc *b;
@@ -1605,19 +1384,19 @@ static void test_segment_grows_with_the_node(void **state)
 	assert_non_null(content);
 	assert_true(rep != MAP_FAILED);
 	memset(rep, 0, sizeof(*rep));
-	node_path(path, sizeof(path), "grow");
+	itest_node(path, sizeof(path), "grow");
 	grow_content(content, grow_steps[0], 1);
-	put(path, content);
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "step 1", .valid = YES, .content = content);
-	assert_int_equal(zkw_reader_capacity(&s.r), 8192);
-	assert_int_equal(fstat(s.r.fd, &st), 0);
+	itest_put(path, content);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "step 1", .valid = YES, .content = content);
+	assert_int_equal(zkw_reader_capacity(&s->r), 8192);
+	assert_int_equal(fstat(s->r.fd, &st), 0);
 	print_message("a %zu-byte node: %llu bytes of /dev/shm\n", grow_steps[0],
 	              (unsigned long long)st.st_blocks * 512u);
 	assert_true((uint64_t)st.st_blocks * 512u <= 32 * 1024); /* not 2 x 1 MiB */
-	seg_close(&s);
+	itest_seg_close(s);
 
 	assert_int_equal(pipe2(ack, O_CLOEXEC), 0);
 	pid = proc_fork();
@@ -1630,7 +1409,7 @@ static void test_segment_grows_with_the_node(void **state)
 	await_step(ack[0], 1, rep, b); /* the follower is on the segment */
 	for (unsigned k = 2; k <= GROW_STEPS; k++) {
 		grow_content(content, grow_steps[k - 1], k);
-		put(path, content);
+		itest_put(path, content);
 		await_step(ack[0], k, rep, b);
 	}
 	status = proc_reap_pid(pid, WAIT_MS);
@@ -1641,16 +1420,16 @@ static void test_segment_grows_with_the_node(void **state)
 	close(ack[0]);
 	assert_true(proc_wait_output(b, PROC_STDERR, "grown to a capacity of 1048576 bytes", WAIT_MS));
 
-	seg_open(&s, shm, b);
-	assert_int_equal(zkw_reader_capacity(&s.r), 1024 * 1024);
-	WAIT_FOR(&s, "the last step", .valid = YES, .content = content);
-	seg_close(&s);
-	stop_broker(b);
+	s = itest_seg_open(shm, b);
+	assert_int_equal(zkw_reader_capacity(&s->r), 1024 * 1024);
+	WAIT_FOR(s, "the last step", .valid = YES, .content = content);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	munmap(rep, sizeof(*rep));
 	free(content);
 }
 
-static bool mentions_max(const struct seg *s, void *arg)
+static bool mentions_max(const struct itest_seg *s, void *arg)
 {
 	(void)arg;
 	return strstr(s->snap.error, "70000") && strstr(s->snap.error, "65536");
@@ -1662,9 +1441,9 @@ static bool mentions_max(const struct seg *s, void *arg)
 static void test_capacity_is_the_maximum_and_unlink_retires(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("growmax");
+	const char *shm = itest_seg_name("growmax");
 	char *content = malloc(70001), *big = malloc(70001);
-	struct seg s;
+	struct itest_seg *s;
 	int ready[2], status;
 	char c;
 	pid_t pid;
@@ -1673,34 +1452,34 @@ static void test_capacity_is_the_maximum_and_unlink_retires(void **state)
 	(void)state;
 	assert_non_null(content);
 	assert_non_null(big);
-	node_path(path, sizeof(path), "growmax");
-	put(path, "small");
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--capacity", "64k", "--unlink-on-exit",
-	                 NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = "small");
-	assert_int_equal(zkw_reader_capacity(&s.r), 8192);
-	seg_close(&s);
+	itest_node(path, sizeof(path), "growmax");
+	itest_put(path, "small");
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, "--capacity", "64k", "--unlink-on-exit",
+	                       NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid", .valid = YES, .content = "small");
+	assert_int_equal(zkw_reader_capacity(&s->r), 8192);
+	itest_seg_close(s);
 
 	memset(content, 'g', 50000);
 	content[50000] = '\0';
-	put(path, content);
-	seg_open(&s, shm, b);
-	if (zkw_reader_capacity(&s.r) != 65536) { /* opened before the growth */
-		seg_close(&s);
+	itest_put(path, content);
+	s = itest_seg_open(shm, b);
+	if (zkw_reader_capacity(&s->r) != 65536) { /* opened before the growth */
+		itest_seg_close(s);
 		assert_true(proc_wait_output(b, PROC_STDERR, "grown to a capacity of 65536 bytes", WAIT_MS));
-		seg_open(&s, shm, b);
+		s = itest_seg_open(shm, b);
 	}
-	assert_int_equal(zkw_reader_capacity(&s.r), 65536);
-	WAIT_FOR(&s, "grown: valid", .valid = YES, .content = content);
+	assert_int_equal(zkw_reader_capacity(&s->r), 65536);
+	WAIT_FOR(s, "grown: valid", .valid = YES, .content = content);
 
 	memset(big, 'x', 70000);
 	big[70000] = '\0';
-	put(path, big);
-	WAIT_FOR(&s, "invalid: above the maximum, last good kept", .valid = NO, .content = content,
+	itest_put(path, big);
+	WAIT_FOR(s, "invalid: above the maximum, last good kept", .valid = NO, .content = content,
 	         .pred = mentions_max);
-	assert_false(zkw_reader_retired(&s.r));
+	assert_false(zkw_reader_retired(&s->r));
 
 	/* A reader waiting when the broker stops with --unlink-on-exit. */
 	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
@@ -1729,12 +1508,12 @@ static void test_capacity_is_the_maximum_and_unlink_retires(void **state)
 	close(ready[1]);
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	close(ready[0]);
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	status = proc_reap_pid(pid, 2 * WAIT_MS);
 	if (status != 0)
 		fail_msg("the waiting reader: status 0x%x", status);
-	assert_false(segment_exists(shm));
+	assert_false(itest_seg_exists(shm));
 	free(content);
 	free(big);
 }

@@ -22,13 +22,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +42,7 @@
 #include <zkw/bundle.h>
 #include <zkw/client.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
@@ -54,16 +52,7 @@
 /* ThreadSanitizer slows the broker and the client's threads many times
  * over: the atomicity run is shorter there (ASan+UBSan keeps the 10,000,
  * in about 5 s; ZKW_TEST_BUNDLE_UPDATES overrides either way). */
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-#ifndef TSAN
-#define TSAN 0
-#endif
+#define TSAN ITEST_TSAN
 
 #define WAIT_MS     20000 /* any single expected change */
 #define IDLE_MS     30000 /* a reader process with no new generation this long gives up */
@@ -78,66 +67,23 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64];    /* "/zkwtbw<pid>": every node of this run lives below */
-static char rundir[256]; /* sockets and state directories of this run */
-static bool own_rundir;  /* made here (no $ZKW_TEST_RUNDIR): removed at the end */
-static zhandle_t *zh;    /* the writer's session */
+static char rundir[64]; /* sockets and state directories of this run (itest_dir_make) */
+static zhandle_t *zh;   /* the writer's session */
 
-/* ---- names: unique per run, unlinked by the teardowns --------------------- */
-
-#define MAX_SEGMENTS 16
-static char segments[MAX_SEGMENTS][ZKW_SHM_NAME_MAX + 1];
-static int nsegments;
-
-static const char *seg_name(const char *tag)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtbw.%d.%s", (int)getpid(), tag);
-	zkw_writer_remove(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
-	return segments[nsegments++];
-}
-
-static void remember_segment(const char *name)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments++], sizeof(segments[0]), "%s", name);
-}
-
-static void unlink_segments(void)
-{
-	for (int i = 0; i < nsegments; i++)
-		zkw_writer_remove(segments[i]);
-	nsegments = 0;
-}
-
-static const char *node_path(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
-}
+/* Nodes live below "/zkwtbw<pid>", segments are "zkwtbw.<pid>.<tag>" (itest.h). */
+enum { ANY = ITEST_ANY, YES = ITEST_YES, NO = ITEST_NO };
+#define WAIT_FOR ITEST_WAIT_FOR
 
 /* ---- ZooKeeper, from the writer's session ---------------------------------- */
 
-static void put_bytes(const char *path, const void *data, int len)
-{
-	char why[256];
-
-	if (zkw_zk_put(zh, path, data, len, NULL, why, sizeof(why)) != 0)
-		fail_msg("put %s: %s", path, why);
-}
-
 static void put(const char *path, const char *text)
 {
-	put_bytes(path, text, text ? (int)strlen(text) : -1);
+	itest_zk_put(zh, path, text, text ? (int)strlen(text) : -1);
 }
 
 static void delete_tree(const char *path)
 {
-	char why[256];
-	int rc = zkw_zk_delete_tree(zh, path, why, sizeof(why));
-
-	if (rc != 0 && rc != -ENOENT)
-		fail_msg("delete %s: %s", path, why);
+	itest_zk_delete_tree(zh, path);
 }
 
 static struct Stat stat_of(const char *path)
@@ -187,230 +133,8 @@ static void writer_reconnect(void)
 		fail_msg("cannot reconnect the writer's session");
 }
 
-/* ---- the broker --------------------------------------------------------- */
-
-static proc *broker_start(const char *first, ...) __attribute__((sentinel));
-
-static proc *broker_start(const char *first, ...)
-{
-	const char *argv[64];
-	va_list ap;
-	proc *b;
-
-	va_start(ap, first);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), first, ap);
-	va_end(ap);
-	b = proc_spawn("zkw-broker", argv);
-	assert_non_null(b);
-	return b;
-}
-
-static void wait_segment_created(proc *b, const char *shm)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "into segment /%s ", shm);
-	assert_true(proc_wait_output(b, PROC_STDERR, line, WAIT_MS));
-}
-
-static void stop_broker(proc *b)
-{
-	int status;
-
-	assert_int_equal(proc_signal(b, SIGTERM), 0);
-	status = proc_wait(b, WAIT_MS);
-	if (status != 0) {
-		proc_dump(b, "did not stop cleanly");
-		fail_msg("%s: exit status %d after SIGTERM, want 0", proc_name(b), status);
-	}
-	proc_free(b);
-}
-
-/* ---- readers ------------------------------------------------------------- */
-
-/* Static, so that the teardown closes whatever a failed test left open. */
-struct seg {
-	bool used;
-	char name[ZKW_SHM_NAME_MAX + 1];
-	zkw_reader r;
-	proc *broker; /* for failure reports; may be NULL */
-	zkw_snapshot snap;
-	ssize_t len; /* of the last read */
-	unsigned char buf[CONTENT_CAP];
-};
-static struct seg segs[4];
-
-static struct seg *seg_slot(proc *b)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(segs) / sizeof(segs[0]) && segs[i].used; i++)
-		;
-	assert_true(i < sizeof(segs) / sizeof(segs[0]));
-	memset(&segs[i].snap, 0, sizeof(segs[i].snap));
-	segs[i].len = -1;
-	segs[i].broker = b;
-	segs[i].name[0] = '\0';
-	return &segs[i];
-}
-
-static struct seg *seg_open(const char *shm, proc *b)
-{
-	struct seg *s = seg_slot(b);
-	int err = zkw_reader_open(&s->r, shm);
-
-	if (err) {
-		if (b)
-			proc_dump(b, "segment cannot be opened");
-		fail_msg("zkw_reader_open(%s): %s", shm, strerror(-err));
-	}
-	snprintf(s->name, sizeof(s->name), "%s", shm);
-	s->used = true;
-	return s;
-}
-
-/* A reader of a subscription through the control socket. */
-static struct seg *seg_subscribe(const char *sock, const char *path, unsigned flags, proc *b)
-{
-	struct seg *s = seg_slot(b);
-	int err = zkw_reader_subscribe(&s->r, sock, path, flags);
-
-	if (err) {
-		if (b)
-			proc_dump(b, "subscription refused");
-		fail_msg("zkw_reader_subscribe(%s, %#x): %s (%s)", path, flags, strerror(-err), s->r.why);
-	}
-	s->used = true;
-	return s;
-}
-
-static void seg_close(struct seg *s)
-{
-	if (s && s->used) {
-		zkw_reader_close(&s->r);
-		s->used = false;
-	}
-}
-
-static void seg_close_all(void)
-{
-	for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++)
-		seg_close(&segs[i]);
-}
-
-static ssize_t seg_read(struct seg *s)
-{
-	do
-		s->len = zkw_reader_read(&s->r, &s->snap, s->buf, sizeof(s->buf));
-	while (s->len == -EAGAIN);
-	return s->len;
-}
-
-/* ---- what a bundle holds ---------------------------------------------------- */
-
-/* "name=data,name=data,..." of a bundle, for messages and comparisons
- * (data shown up to 40 bytes). -1 and why when it does not open. */
-static int bundle_text(const void *content, size_t len, char *out, size_t cap)
-{
-	zkw_bundle b;
-	zkw_bundle_entry e;
-	size_t at = 0;
-	int err = zkw_bundle_open(&b, content, len);
-
-	out[0] = '\0';
-	if (err) {
-		snprintf(out, cap, "(not a bundle: %s)", strerror(-err));
-		return -1;
-	}
-	for (uint32_t i = 0; i < b.count && at < cap; i++) {
-		if (zkw_bundle_entry_at(&b, i, &e) != 0) {
-			snprintf(out + at, cap - at, "(entry %u unreadable)", i);
-			return -1;
-		}
-		at += (size_t)snprintf(out + at, cap - at, "%s%s=%.*s", i ? "," : "", e.name,
-		                       (int)(e.len < 40 ? e.len : 40), (const char *)e.data);
-	}
-	return 0;
-}
-
-static void seg_describe(const struct seg *s)
-{
-	char text[1024];
-
-	if (s->len >= 0 && s->snap.bundle)
-		bundle_text(s->buf, (size_t)s->len, text, sizeof(text));
-	else
-		snprintf(text, sizeof(text), "%.*s",
-		         (int)(s->len > 200 ? 200
-		               : s->len < 0 ? 0
-		                            : s->len),
-		         (const char *)s->buf);
-	fprintf(stderr,
-	        "  segment %s: read=%zd generation=%llu valid=%d connected=%d cached=%d bundle=%d len=%zu "
-	        "version=%lld mzxid=%lld content_gen=%llu\n  error=\"%s\"\n  content: %s\n",
-	        s->name, s->len, (unsigned long long)s->snap.generation, s->snap.valid, s->snap.connected,
-	        s->snap.cached, s->snap.bundle, s->snap.len, (long long)s->snap.version,
-	        (long long)s->snap.mzxid, (unsigned long long)s->snap.content_gen, s->snap.error, text);
-}
-
-enum { ANY = 0, YES, NO };
-
-struct want {
-	int valid, cached;  /* ANY / YES / NO */
-	const char *bundle; /* bundle_text() of the content, NULL = any */
-	const char *error;  /* error prefix, NULL = any */
-	uint64_t after_gen; /* generation must be above this */
-};
-
-static bool seg_matches(const struct seg *s, const struct want *w)
-{
-	char text[4096];
-
-	if (s->len < 0 || s->snap.generation == 0 || s->snap.generation <= w->after_gen)
-		return false;
-	if ((w->valid != ANY && s->snap.valid != (w->valid == YES)) ||
-	    (w->cached != ANY && s->snap.cached != (w->cached == YES)))
-		return false;
-	if (w->error && strncmp(s->snap.error, w->error, strlen(w->error)) != 0)
-		return false;
-	if (w->bundle && (!s->snap.bundle || bundle_text(s->buf, (size_t)s->len, text, sizeof(text)) < 0 ||
-	                  strcmp(text, w->bundle) != 0))
-		return false;
-	return true;
-}
-
-/* Wait until the segment's snapshot matches w; false (reported) on timeout. */
-static bool seg_wait(struct seg *s, const struct want *w, int timeout_ms, const char *what)
-{
-	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
-
-	for (;;) {
-		int64_t left;
-		int rc;
-
-		seg_read(s);
-		if (seg_matches(s, w))
-			return true;
-		left = deadline - zkw_clock_mono_ms();
-		if (left <= 0)
-			break;
-		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
-		if (rc < 0 && rc != -EINTR) {
-			fprintf(stderr, "zkw_reader_wait: %s\n", strerror(-rc));
-			break;
-		}
-	}
-	fprintf(stderr, "segment never reached: %s (within %d ms)\n", what, timeout_ms);
-	seg_describe(s);
-	if (s->broker)
-		proc_dump(s->broker, "broker output");
-	return false;
-}
-
-#define WAIT_FOR(s, what, ...) assert_true(seg_wait((s), &(struct want){__VA_ARGS__}, WAIT_MS, (what)))
-
 /* The entry called name in the segment's last read (which must be a bundle). */
-static zkw_bundle_entry entry_of(const struct seg *s, const char *name)
+static zkw_bundle_entry entry_of(const struct itest_seg *s, const char *name)
 {
 	zkw_bundle b;
 	zkw_bundle_entry e;
@@ -418,7 +142,7 @@ static zkw_bundle_entry entry_of(const struct seg *s, const char *name)
 	assert_true(s->len >= 0 && s->snap.bundle);
 	assert_int_equal(zkw_bundle_open(&b, s->buf, (size_t)s->len), 0);
 	if (zkw_bundle_find(&b, name, &e) != 0) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("no entry %s in the bundle", name);
 	}
 	return e;
@@ -577,11 +301,18 @@ static void atom_take(struct atom_view *v, const void *content, size_t len, cons
 		v->rep.finished = true;
 }
 
+struct atom_reader_args {
+	const char *shm;
+	uint32_t final_k;
+};
+
 /* A reader process: read every generation it can until the final state,
  * then report. Never returns. */
-static void atom_reader(const char *shm, int ready_fd, int report_fd, uint32_t final_k)
+static void atom_reader(void *arg, int ready_fd, int report_fd)
 {
 	static unsigned char buf[CONTENT_CAP];
+	const char *shm = ((struct atom_reader_args *)arg)->shm;
+	uint32_t final_k = ((struct atom_reader_args *)arg)->final_k;
 	struct atom_view v;
 	zkw_reader r;
 	zkw_snapshot m;
@@ -708,19 +439,19 @@ static void multi_drain(void)
 }
 
 /* Read what the segment publishes, into v, until it holds state k. */
-static bool await_state(struct seg *s, struct atom_view *v, uint32_t k, uint32_t final_k)
+static bool await_state(struct itest_seg *s, struct atom_view *v, uint32_t k, uint32_t final_k)
 {
 	int64_t deadline = zkw_clock_mono_ms() + WAIT_MS;
 
 	for (;;) {
 		int64_t left;
 
-		seg_read(s);
+		itest_seg_read(s);
 		if (s->len >= 0 && s->snap.generation != v->seen_gen)
 			atom_take(v, s->buf, (size_t)s->len, &s->snap, final_k);
 		if (v->rep.why[0]) {
 			fprintf(stderr, "the writer's reader: %s\n", v->rep.why);
-			seg_describe(s);
+			itest_seg_describe(s);
 			return false;
 		}
 		if (v->any && v->rep.last_k >= k)
@@ -730,7 +461,7 @@ static bool await_state(struct seg *s, struct atom_view *v, uint32_t k, uint32_t
 			break;
 	}
 	fprintf(stderr, "state k=%u never published (last seen k=%u)\n", k, v->rep.last_k);
-	seg_describe(s);
+	itest_seg_describe(s);
 	proc_dump(s->broker, "broker output");
 	return false;
 }
@@ -748,25 +479,25 @@ static void print_report(const char *who, const struct atom_report *r)
 static void test_multi_op_is_never_seen_half_applied(void **state)
 {
 	char parent[128], data[CHILDREN][160];
-	const char *shm = seg_name("atomic");
+	const char *shm = itest_seg_name("atomic");
 	int updates = zkh_env_int("ZKW_TEST_BUNDLE_UPDATES", UPDATES, UPDATES_MAX);
 	uint32_t final_k = (uint32_t)updates, k = 0;
 	unsigned seed = (unsigned)zkh_env_int("ZKW_TEST_BUNDLE_SEED", (int)(getpid() % 100000) + 1, INT_MAX);
 	pid_t pids[READERS] = {0};
-	int reports[READERS], ready[2];
+	int reports[READERS];
+	struct atom_reader_args ra;
 	struct atom_report rep[READERS];
 	struct atom_view own;
 	uint64_t t0, t_write, total_snapshots = 0, min_distinct = UINT64_MAX, max_distinct = 0;
 	uint64_t total_mixed = 0, total_regressions = 0;
 	unsigned bursts = 0, waited = 0;
 	zoo_op_t ops[CHILDREN + 1];
-	struct seg *s;
-	char c;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
 	memset(&own, 0, sizeof(own));
-	node_path(parent, sizeof(parent), "atomic");
+	itest_node(parent, sizeof(parent), "atomic");
 	delete_tree(parent);
 	/* The parent and its 8 children at state 0, in one transaction. */
 	zoo_create_op_init(&ops[0], parent, "bundle parent", 13, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0);
@@ -785,9 +516,9 @@ static void test_multi_op_is_never_seen_half_applied(void **state)
 	}
 	multi(CHILDREN + 1, ops);
 
-	b = broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	assert_true(await_state(s, &own, 0, final_k));
 	/* Count from the first cut on (what came before it is not the
 	 * writer's). */
@@ -795,28 +526,8 @@ static void test_multi_op_is_never_seen_half_applied(void **state)
 	own.any = false;
 
 	/* The reader processes, each reading before the writer starts. */
-	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	for (int i = 0; i < READERS; i++) {
-		int fds[2];
-
-		assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
-		pids[i] = proc_fork();
-		assert_true(pids[i] >= 0);
-		if (pids[i] == 0) {
-			close(ready[0]);
-			close(fds[0]);
-			atom_reader(shm, ready[1], fds[1], final_k);
-		}
-		close(fds[1]);
-		reports[i] = fds[0];
-	}
-	close(ready[1]);
-	for (int i = 0; i < READERS; i++)
-		if (read(ready[0], &c, 1) != 1) {
-			proc_kill_pids(pids, READERS);
-			fail_msg("a reader process did not start");
-		}
-	close(ready[0]);
+	ra = (struct atom_reader_args){shm, final_k};
+	itest_children_start(READERS, pids, reports, atom_reader, &ra);
 
 	/* Bursts of 1 to 16 multi-ops in flight together: rounds of the broker
 	 * see changes land while they read; after half of the bursts the
@@ -843,17 +554,7 @@ static void test_multi_op_is_never_seen_half_applied(void **state)
 	}
 	t_write = zkw_clock_mono_ns() - t0;
 
-	for (int i = 0; i < READERS; i++) {
-		int status = proc_reap_pid(pids[i], WAIT_MS + IDLE_MS);
-		ssize_t got = read(reports[i], &rep[i], sizeof(rep[i]));
-
-		close(reports[i]);
-		pids[i] = 0;
-		if (status != 0 || got != (ssize_t)sizeof(rep[i])) {
-			proc_kill_pids(pids, READERS);
-			fail_msg("reader process %d: wait status %#x, report %zd bytes", i, status, got);
-		}
-	}
+	itest_children_reports(READERS, pids, reports, rep, sizeof(rep[0]), WAIT_MS + IDLE_MS);
 
 	print_message("atomicity: %d updates (8 children per multi-op, %u bursts of 1 to %d, %u of them "
 	              "awaited, seed %u) in %.1f s; readers:\n",
@@ -894,8 +595,8 @@ static void test_multi_op_is_never_seen_half_applied(void **state)
 		}
 		assert_true(r->distinct >= 2);
 	}
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(parent);
 }
 
@@ -904,17 +605,17 @@ static void test_multi_op_is_never_seen_half_applied(void **state)
 static void test_children_added_removed_and_parent_lifecycle(void **state)
 {
 	char parent[128], pa[160], pb[160], pc[160], pd[160], pe[160], px[160], text[1024];
-	const char *shm = seg_name("members");
+	const char *shm = itest_seg_name("members");
 	zkw_bundle_entry a0, c0, a1, c1, d1;
 	zkw_bundle bh;
 	uint64_t gen;
 	zoo_op_t ops[3];
 	struct Stat st;
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(parent, sizeof(parent), "members");
+	itest_node(parent, sizeof(parent), "members");
 	delete_tree(parent);
 	snprintf(pa, sizeof(pa), "%s/a", parent);
 	snprintf(pb, sizeof(pb), "%s/b", parent);
@@ -926,9 +627,9 @@ static void test_children_added_removed_and_parent_lifecycle(void **state)
 	put(pa, "A");
 	put(pb, "B");
 	put(pc, "C");
-	b = broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "a, b, c", .valid = YES, .bundle = "a=A,b=B,c=C");
 	gen = s->snap.generation;
 	a0 = entry_of(s, "a");
@@ -947,14 +648,14 @@ static void test_children_added_removed_and_parent_lifecycle(void **state)
 	multi(3, ops);
 	for (;;) {
 		assert_int_equal(zkw_reader_wait(&s->r, gen, WAIT_MS), 1);
-		seg_read(s);
+		itest_seg_read(s);
 		gen = s->snap.generation;
 		assert_true(s->snap.bundle);
-		assert_int_equal(bundle_text(s->buf, (size_t)s->len, text, sizeof(text)), 0);
+		assert_int_equal(itest_bundle_text(s->buf, (size_t)s->len, text, sizeof(text)), 0);
 		if (strcmp(text, "a=A,c=C,d=D,e=E") == 0)
 			break;
 		if (strcmp(text, "a=A,b=B,c=C") != 0) {
-			seg_describe(s);
+			itest_seg_describe(s);
 			fail_msg("a snapshot between the old set and the new one: %s", text);
 		}
 	}
@@ -1021,8 +722,8 @@ static void test_children_added_removed_and_parent_lifecycle(void **state)
 	WAIT_FOR(s, "x removed", .valid = YES, .bundle = "", .after_gen = gen);
 	assert_int_equal(s->len, ZKW_BUNDLE_HEADER_SIZE);
 
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(parent);
 }
 
@@ -1031,22 +732,22 @@ static void test_children_added_removed_and_parent_lifecycle(void **state)
 static void test_empty_and_missing_parent_at_start(void **state)
 {
 	char empty[128], missing[128];
-	const char *s1 = seg_name("empty"), *s2 = seg_name("missing");
-	struct seg *a, *m;
+	const char *s1 = itest_seg_name("empty"), *s2 = itest_seg_name("missing");
+	struct itest_seg *a, *m;
 	proc *b;
 
 	(void)state;
-	node_path(empty, sizeof(empty), "empty");
-	node_path(missing, sizeof(missing), "missing");
+	itest_node(empty, sizeof(empty), "empty");
+	itest_node(missing, sizeof(missing), "missing");
 	delete_tree(empty);
 	delete_tree(missing);
 	put(empty, "");
-	b = broker_start("-z", hosts, "-f", empty, "--bundle", "--shm", s1, "-f", missing, "--bundle",
-	                 "--shm", s2, NULL);
-	wait_segment_created(b, s1);
-	wait_segment_created(b, s2);
-	a = seg_open(s1, b);
-	m = seg_open(s2, b);
+	b = itest_broker_start("-z", hosts, "-f", empty, "--bundle", "--shm", s1, "-f", missing, "--bundle",
+	                       "--shm", s2, NULL);
+	itest_broker_wait_segment(b, s1);
+	itest_broker_wait_segment(b, s2);
+	a = itest_seg_open(s1, b);
+	m = itest_seg_open(s2, b);
 	WAIT_FOR(a, "an empty bundle", .valid = YES, .bundle = "");
 	assert_int_equal(a->len, ZKW_BUNDLE_HEADER_SIZE);
 	WAIT_FOR(m, "a missing parent: invalid", .valid = NO, .error = ZKW_ERR_NO_NODE);
@@ -1057,65 +758,14 @@ static void test_empty_and_missing_parent_at_start(void **state)
 		put(child, "1"); /* the parent comes with it */
 		WAIT_FOR(m, "created with a child", .valid = YES, .bundle = "one=1");
 	}
-	seg_close(a);
-	seg_close(m);
-	stop_broker(b);
+	itest_seg_close(a);
+	itest_seg_close(m);
+	itest_broker_stop(b);
 	delete_tree(empty);
 	delete_tree(missing);
 }
 
 /* ---- 3. through the control socket ----------------------------------------------- */
-
-static int connect_to(const char *path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (snprintf(a.sun_path, sizeof(a.sun_path), "%s", path) >= (int)sizeof(a.sun_path))
-		fail_msg("socket path too long: %s", path);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Send req, read `lines` lines of the answer (malloc'd, NUL-terminated). */
-static char *ask(const char *sock, const char *req, int lines)
-{
-	size_t cap = 1 << 16, len = 0;
-	char *buf = malloc(cap);
-	int fd = connect_to(sock), seen = 0;
-
-	assert_non_null(buf);
-	if (fd < 0)
-		fail_msg("connect %s: %s", sock, strerror(errno));
-	if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
-		fail_msg("send %s: %s", req, strerror(errno));
-	while (seen < lines && len + 1 < cap) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		ssize_t n;
-
-		if (poll(&p, 1, WAIT_MS) != 1)
-			fail_msg("no answer to %s (have: %.*s)", req, (int)len, buf);
-		n = recv(fd, buf + len, cap - len - 1, 0);
-		if (n <= 0)
-			break;
-		for (ssize_t i = 0; i < n; i++)
-			seen += buf[len + i] == '\n';
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	return buf;
-}
-
-#define assert_contains(text, needle)                                                                        \
-	do {                                                                                                 \
-		if (!strstr((text), (needle)))                                                               \
-			fail_msg("expected \"%s\" in:\n%s", (needle), (text));                               \
-	} while (0)
 
 static char sock[PATH_MAX];
 
@@ -1123,29 +773,30 @@ static void test_bundle_through_the_socket(void **state)
 {
 	char parent[128], k1[160], k2[160], line[512], req[300], *a, *at;
 	zkw_reader refused;
-	struct seg *bs, *ps;
+	struct itest_seg *bs, *ps;
 	proc *b;
 
 	(void)state;
 	snprintf(sock, sizeof(sock), "%s/bw%d.sock", rundir, (int)getpid());
 	assert_true(strlen(sock) < sizeof(((struct sockaddr_un *)0)->sun_path));
 	unlink(sock);
-	node_path(parent, sizeof(parent), "sock");
+	itest_node(parent, sizeof(parent), "sock");
 	delete_tree(parent);
 	snprintf(k1, sizeof(k1), "%s/k1", parent);
 	snprintf(k2, sizeof(k2), "%s/k2", parent);
 	put(parent, "parent data");
 	put(k1, "v1");
 	put(k2, "v2");
-	b = broker_start("-z", hosts, "--socket", sock, "--socket-mode", "0600", "--linger", "600", NULL);
+	b = itest_broker_start("-z", hosts, "--socket", sock, "--socket-mode", "0600", "--linger", "600",
+	                       NULL);
 	if (!proc_wait_output(b, PROC_STDERR, "listening", WAIT_MS))
 		fail_msg("the broker did not listen on %s", sock);
 
-	bs = seg_subscribe(sock, parent, ZKW_SUBSCRIBE_BUNDLE, b);
+	bs = itest_seg_subscribe(sock, parent, ZKW_SUBSCRIBE_BUNDLE, b);
 	WAIT_FOR(bs, "the bundle k1, k2", .valid = YES, .bundle = "k1=v1,k2=v2");
 	/* The same path without bundle: another watch, the node's own data. */
-	ps = seg_subscribe(sock, parent, 0, b);
-	seg_read(ps);
+	ps = itest_seg_subscribe(sock, parent, 0, b);
+	itest_seg_read(ps);
 	assert_true(ps->len >= 0);
 	assert_false(ps->snap.bundle);
 	assert_true(ps->snap.valid);
@@ -1155,40 +806,40 @@ static void test_bundle_through_the_socket(void **state)
 	put(k2, "v2, changed");
 	WAIT_FOR(bs, "k2 changed", .valid = YES, .bundle = "k1=v1,k2=v2, changed");
 
-	a = ask(sock, "LIST\n", 3);
-	assert_contains(a, "OK count=2");
+	a = itest_ask_at(sock, "LIST\n", 3);
+	itest_assert_contains(a, "OK count=2");
 	/* Each line: the segment name, then key=value words; remember the
 	 * names for the teardown. */
 	for (at = strchr(a, '\n'); at && at[1]; at = strchr(at + 1, '\n')) {
 		char name[ZKW_SHM_NAME_MAX + 1];
 
 		snprintf(name, sizeof(name), "%.*s", (int)strcspn(at + 1, " \n"), at + 1);
-		remember_segment(name);
+		itest_seg_remember(name);
 	}
 	snprintf(line, sizeof(line), "path=%s pointer=0 origin=demand subscribers=1 valid=1", parent);
-	assert_contains(a, line);
-	assert_contains(a, "@bundle path=");
+	itest_assert_contains(a, line);
+	itest_assert_contains(a, "@bundle path=");
 	at = strstr(a, "@bundle path=");
 	at = at ? strchr(at, '\n') : NULL;
 	if (!at || at - a < 9 || memcmp(at - 9, " bundle=1", 9) != 0)
 		fail_msg("the bundle watch's LIST line does not end in bundle=1:\n%s", a);
-	assert_contains(a, " bundle=0\n");
+	itest_assert_contains(a, " bundle=0\n");
 	free(a);
 
 	/* Pointer and bundle do not go together: the broker says so, and the
 	 * client does not even ask. */
 	snprintf(req, sizeof(req), "SUBSCRIBE %s pointer bundle\n", parent);
-	a = ask(sock, req, 1);
-	assert_contains(a, "ERR usage pointer and bundle do not go together");
+	a = itest_ask_at(sock, req, 1);
+	itest_assert_contains(a, "ERR usage pointer and bundle do not go together");
 	free(a);
 	assert_int_equal(
 	        zkw_reader_subscribe(&refused, sock, parent, ZKW_SUBSCRIBE_POINTER | ZKW_SUBSCRIBE_BUNDLE),
 	        -EINVAL);
 	zkw_reader_close(&refused);
 
-	seg_close(bs);
-	seg_close(ps);
-	stop_broker(b);
+	itest_seg_close(bs);
+	itest_seg_close(ps);
+	itest_broker_stop(b);
 	unlink(sock);
 	delete_tree(parent);
 }
@@ -1198,47 +849,47 @@ static void test_bundle_through_the_socket(void **state)
 static void test_cold_start_of_a_bundle(void **state)
 {
 	char parent[128], dir[PATH_MAX], p1[160], p2[160];
-	const char *shm = seg_name("cold");
+	const char *shm = itest_seg_name("cold");
 	zkw_snapshot before;
 	uint64_t last_gen;
 	int64_t beta_mzxid;
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(parent, sizeof(parent), "cold");
+	itest_node(parent, sizeof(parent), "cold");
 	delete_tree(parent);
 	snprintf(p1, sizeof(p1), "%s/alpha", parent);
 	snprintf(p2, sizeof(p2), "%s/beta", parent);
 	snprintf(dir, sizeof(dir), "%s/state.%d", rundir, (int)getpid());
 	put(p1, "one");
 	put(p2, "two");
-	b = broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, "--state-dir", dir,
-	                 "--init-timeout", "500", NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, "--state-dir", dir,
+	                       "--init-timeout", "500", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "alpha, beta", .valid = YES, .bundle = "alpha=one,beta=two");
 	put(p2, "two, v2");
 	WAIT_FOR(s, "beta v2", .valid = YES, .bundle = "alpha=one,beta=two, v2");
 	before = s->snap;
 	beta_mzxid = entry_of(s, "beta").mzxid;
-	stop_broker(b);
-	seg_read(s);
+	itest_broker_stop(b);
+	itest_seg_read(s);
 	last_gen = s->snap.generation;
-	seg_close(s);
+	itest_seg_close(s);
 
 	/* The reboot: /dev/shm wiped, ZooKeeper down. */
 	assert_int_equal(zkw_writer_remove(shm), 0);
 	assert_int_equal(zkh_member_stop(zk, 0), 0);
-	b = broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, "--state-dir", dir,
-	                 "--init-timeout", "500", NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, "--state-dir", dir,
+	                       "--init-timeout", "500", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "the cached bundle", .cached = YES, .valid = NO, .bundle = "alpha=one,beta=two, v2");
 	assert_true(s->snap.bundle);
 	assert_false(s->snap.connected);
 	if (!strstr(s->snap.error, "cached copy from ")) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("the cached bundle is not marked as such");
 	}
 	assert_true(s->snap.generation > last_gen);
@@ -1254,8 +905,8 @@ static void test_cold_start_of_a_bundle(void **state)
 	WAIT_FOR(s, "live again", .valid = YES, .cached = NO, .bundle = "alpha=one,beta=two, v2");
 	assert_true(s->snap.bundle);
 	assert_int_equal(s->snap.content_gen, before.content_gen);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(parent);
 }
 
@@ -1276,20 +927,20 @@ static bool confirmed_after(void *arg)
 static void test_reconcile_confirms_without_a_generation(void **state)
 {
 	char parent[128], child[160];
-	const char *shm = seg_name("quiet");
+	const char *shm = itest_seg_name("quiet");
 	struct confirm_wait cw;
 	uint64_t gen, content_gen;
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(parent, sizeof(parent), "quiet");
+	itest_node(parent, sizeof(parent), "quiet");
 	delete_tree(parent);
 	snprintf(child, sizeof(child), "%s/only", parent);
 	put(child, "still");
-	b = broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, "--reconcile", "1", NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", parent, "--bundle", "--shm", shm, "--reconcile", "1", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "only=still", .valid = YES, .bundle = "only=still");
 	gen = s->snap.generation;
 	content_gen = s->snap.content_gen;
@@ -1305,7 +956,7 @@ static void test_reconcile_confirms_without_a_generation(void **state)
 		cw.after = zkw_reader_confirmed_ns(&s->r);
 	}
 	assert_int_equal(zkw_reader_generation(&s->r), gen);
-	seg_read(s);
+	itest_seg_read(s);
 	assert_int_equal(s->snap.generation, gen);
 	assert_int_equal(s->snap.content_gen, content_gen);
 	assert_true(s->snap.confirmed_ns >= cw.after);
@@ -1313,8 +964,8 @@ static void test_reconcile_confirms_without_a_generation(void **state)
 	/* A change still makes a generation. */
 	put(child, "moved");
 	WAIT_FOR(s, "only=moved", .valid = YES, .bundle = "only=moved", .after_gen = gen);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(parent);
 }
 
@@ -1322,69 +973,36 @@ static void test_reconcile_confirms_without_a_generation(void **state)
 
 static int group_setup(void **state)
 {
-	const char *run = getenv("ZKW_TEST_RUNDIR");
-
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwtbw%d", (int)getpid());
-	if (run && *run && strlen(run) < 64) {
-		snprintf(rundir, sizeof(rundir), "%s", run);
-	} else {
-		snprintf(rundir, sizeof(rundir), "/tmp/zkwtbw.XXXXXX");
-		if (!mkdtemp(rundir))
-			return -1;
-		own_rundir = true;
-	}
-	zk = zkh_start(1);
-	if (!zk)
+	zk = itest_zk_start(
+	        &(struct itest_config){.prefix = "zkwtbw", .wait_ms = WAIT_MS, .read_cap = CONTENT_CAP});
+	if (!zk || !itest_dir_make(rundir, sizeof(rundir)))
 		return -1;
 	hosts = zkh_hosts(zk);
 	return writer_reconnect_quiet();
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb, (void)type, (void)ftw;
-	remove(path);
-	return 0;
-}
-
 static int group_teardown(void **state)
 {
-	char dir[PATH_MAX];
-
 	(void)state;
-	snprintf(dir, sizeof(dir), "%s/state.%d", rundir, (int)getpid());
-	if (!getenv("ZKW_TEST_KEEP"))
-		nftw(own_rundir ? rundir : dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	proc_kill_all();
-	seg_close_all();
-	unlink_segments();
+	itest_test_cleanup();
 	zkw_zk_close(zh);
-	if (zk) {
-		if (zkh_pid(zk, 0) == 0)
-			zkh_member_start(zk, 0);
-		zkh_delete(hosts, root);
-		zkh_stop(zk);
-	}
+	itest_zk_stop();
+	if (rundir[0] && !getenv("ZKW_TEST_KEEP"))
+		itest_tree_remove(rundir, false);
 	return 0;
 }
 
 static int test_teardown(void **state)
 {
 	(void)state;
-	seg_close_all();
-	proc_kill_all();
-	unlink_segments();
+	itest_test_cleanup();
 	if (sock[0])
 		unlink(sock);
 	/* ZooKeeper stopped by a test comes back; the writer's session
 	 * reconnects by itself. */
-	if (zk && zkh_pid(zk, 0) == 0) {
-		if (zkh_member_start(zk, 0) != 0)
-			fprintf(stderr, "cannot restart ZooKeeper\n");
-		else
-			writer_reconnect_quiet();
-	}
+	if (itest_zk_up() > 0)
+		writer_reconnect_quiet();
 	return 0;
 }
 

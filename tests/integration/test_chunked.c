@@ -26,7 +26,6 @@
 #include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,25 +39,15 @@
 
 #include <zkw/client.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
 #include "zkw_zk.h"
 #include "publish/writer.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-#define WAIT_MS       (SANITIZED ? 60000 : 30000) /* any single expected change (20 MiB included) */
-#define CHUNK_DEFAULT 1040384u                    /* zkw-push's: 1 MiB - 8 KiB */
+#define WAIT_MS       (ITEST_SANITIZED ? 60000 : 30000) /* any single expected change (20 MiB included) */
+#define CHUNK_DEFAULT 1040384u                          /* zkw-push's: 1 MiB - 8 KiB */
 #define BIG_SIZE      (20u * 1024 * 1024)
 #define BIG_VERSIONS  5 /* v0 whole, v1 and v2 awaited, v3 and v4 back to back */
 #define READERS       2 /* reading 20 MiB continuously, on a 2-core machine */
@@ -66,35 +55,11 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64]; /* "/zkwtck<pid>" */
 static zhandle_t *zh; /* the writer's session */
 
-/* ---- names ------------------------------------------------------------------ */
-
-#define MAX_SEGMENTS 16
-static char segments[MAX_SEGMENTS][ZKW_SHM_NAME_MAX + 1];
-static int nsegments;
-
-static const char *seg_name(const char *tag)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtck.%d.%s", (int)getpid(), tag);
-	zkw_writer_remove(segments[nsegments]);
-	return segments[nsegments++];
-}
-
-static void unlink_segments(void)
-{
-	for (int i = 0; i < nsegments; i++)
-		zkw_writer_remove(segments[i]);
-	nsegments = 0;
-}
-
-static const char *node_path(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
-}
+/* Nodes live below "/zkwtck<pid>", segments are "zkwtck.<pid>.<tag>" (itest.h). */
+enum { ANY = ITEST_ANY, YES = ITEST_YES, NO = ITEST_NO };
+#define WAIT_FOR ITEST_WAIT_FOR
 
 /* ---- contents ------------------------------------------------------------------ */
 
@@ -150,26 +115,14 @@ static void *content_make(uint64_t seed, size_t size)
 
 /* ---- ZooKeeper, from the writer's session ---------------------------------------- */
 
-static void put_bytes(const char *path, const void *data, size_t len)
-{
-	char why[256];
-
-	if (zkw_zk_put(zh, path, data, (int)len, NULL, why, sizeof(why)) != 0)
-		fail_msg("put %s: %s", path, why);
-}
-
 static void put(const char *path, const char *text)
 {
-	put_bytes(path, text, strlen(text));
+	itest_zk_put(zh, path, text, (int)strlen(text));
 }
 
 static void delete_tree(const char *path)
 {
-	char why[256];
-	int rc = zkw_zk_delete_tree(zh, path, why, sizeof(why));
-
-	if (rc != 0 && rc != -ENOENT)
-		fail_msg("delete %s: %s", path, why);
+	itest_zk_delete_tree(zh, path);
 }
 
 /* A chunk directory id as the format makes them: 16 hex digits of the
@@ -239,201 +192,6 @@ static uint64_t publish_chunked(const char *node, const void *data, size_t size,
 	return hash;
 }
 
-/* ---- the broker ----------------------------------------------------------------- */
-
-static proc *broker_start(const char *first, ...) __attribute__((sentinel));
-
-static proc *broker_start(const char *first, ...)
-{
-	const char *argv[64];
-	va_list ap;
-	proc *b;
-
-	va_start(ap, first);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), first, ap);
-	va_end(ap);
-	b = proc_spawn("zkw-broker", argv);
-	assert_non_null(b);
-	return b;
-}
-
-static void wait_segment_created(proc *b, const char *shm)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "into segment /%s ", shm);
-	assert_true(proc_wait_output(b, PROC_STDERR, line, WAIT_MS));
-}
-
-static void stop_broker(proc *b)
-{
-	int status;
-
-	assert_int_equal(proc_signal(b, SIGTERM), 0);
-	status = proc_wait(b, WAIT_MS);
-	if (status != 0) {
-		proc_dump(b, "did not stop cleanly");
-		fail_msg("%s: exit status %d after SIGTERM, want 0", proc_name(b), status);
-	}
-	proc_free(b);
-}
-
-/* ---- readers ------------------------------------------------------------------ */
-
-struct seg {
-	bool used;
-	char name[ZKW_SHM_NAME_MAX + 1];
-	zkw_reader r;
-	proc *broker;
-	zkw_snapshot snap;
-	ssize_t len;
-	unsigned char *buf; /* READ_CAP bytes */
-};
-static struct seg segs[4];
-
-static struct seg *seg_open(const char *shm, proc *b)
-{
-	struct seg *s;
-	size_t i;
-	int err;
-
-	for (i = 0; i < sizeof(segs) / sizeof(segs[0]) && segs[i].used; i++)
-		;
-	assert_true(i < sizeof(segs) / sizeof(segs[0]));
-	s = &segs[i];
-	memset(&s->snap, 0, sizeof(s->snap));
-	s->len = -1;
-	s->broker = b;
-	snprintf(s->name, sizeof(s->name), "%s", shm);
-	if (!s->buf)
-		s->buf = malloc(READ_CAP);
-	assert_non_null(s->buf);
-	err = zkw_reader_open(&s->r, shm);
-	if (err) {
-		if (b)
-			proc_dump(b, "segment cannot be opened");
-		fail_msg("zkw_reader_open(%s): %s", shm, strerror(-err));
-	}
-	s->used = true;
-	return s;
-}
-
-static void seg_close(struct seg *s)
-{
-	if (s && s->used) {
-		zkw_reader_close(&s->r);
-		s->used = false;
-	}
-}
-
-static void seg_close_all(void)
-{
-	for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++) {
-		seg_close(&segs[i]);
-		free(segs[i].buf);
-		segs[i].buf = NULL;
-	}
-}
-
-/* A segment replaced under its name (grown): read the new one. */
-static void seg_reopen(struct seg *s)
-{
-	int err;
-
-	zkw_reader_close(&s->r);
-	err = zkw_reader_open(&s->r, s->name);
-	if (err) {
-		s->used = false;
-		fail_msg("reopening %s: %s", s->name, strerror(-err));
-	}
-}
-
-static ssize_t seg_read(struct seg *s)
-{
-	do
-		s->len = zkw_reader_read(&s->r, &s->snap, s->buf, READ_CAP);
-	while (s->len == -EAGAIN);
-	return s->len;
-}
-
-static void seg_describe(const struct seg *s)
-{
-	fprintf(stderr,
-	        "  segment %s: read=%zd generation=%llu valid=%d connected=%d len=%zu version=%lld "
-	        "mzxid=%lld "
-	        "content_gen=%llu capacity=%llu xxh3=%016" PRIx64 "\n  error=\"%s\" pointer=\"%s\"\n  "
-	        "content=\"%.60s\"\n",
-	        s->name, s->len, (unsigned long long)s->snap.generation, s->snap.valid, s->snap.connected,
-	        s->snap.len, (long long)s->snap.version, (long long)s->snap.mzxid,
-	        (unsigned long long)s->snap.content_gen, (unsigned long long)zkw_reader_capacity(&s->r),
-	        s->len >= 0 ? XXH3_64bits(s->buf, (size_t)s->len) : 0, s->snap.error, s->snap.pointer,
-	        s->len > 0 && s->snap.len < 200 ? (const char *)s->buf : "");
-}
-
-enum { ANY = 0, YES, NO };
-
-struct want {
-	int valid;         /* ANY / YES / NO */
-	const void *bytes; /* exactly len bytes, NULL = any */
-	size_t len;
-	const char *error;   /* error prefix, NULL = any */
-	const char *also;    /* and the error holds this, NULL = any */
-	const char *pointer; /* exact pointer, NULL = any */
-	uint64_t after_gen;  /* generation above this */
-};
-
-static bool seg_matches(const struct seg *s, const struct want *w)
-{
-	if (s->len < 0 || s->snap.generation == 0 || s->snap.generation <= w->after_gen)
-		return false;
-	if (w->valid != ANY && s->snap.valid != (w->valid == YES))
-		return false;
-	if (w->bytes && ((size_t)s->len != w->len || memcmp(s->buf, w->bytes, w->len) != 0))
-		return false;
-	if (w->error && strncmp(s->snap.error, w->error, strlen(w->error)) != 0)
-		return false;
-	if (w->pointer && strcmp(s->snap.pointer, w->pointer) != 0)
-		return false;
-	return !w->also || strstr(s->snap.error, w->also);
-}
-
-static bool seg_wait(struct seg *s, const struct want *w, int timeout_ms, const char *what)
-{
-	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
-
-	for (;;) {
-		int64_t left;
-		int rc;
-
-		seg_read(s);
-		if (seg_matches(s, w))
-			return true;
-		if (zkw_reader_retired(&s->r)) {
-			seg_reopen(s);
-			continue;
-		}
-		left = deadline - zkw_clock_mono_ms();
-		if (left <= 0)
-			break;
-		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
-		if (rc == -ESTALE)
-			seg_reopen(s);
-		else if (rc < 0 && rc != -EINTR) {
-			fprintf(stderr, "zkw_reader_wait: %s\n", strerror(-rc));
-			break;
-		}
-	}
-	fprintf(stderr, "segment never reached: %s (within %d ms)\n", what, timeout_ms);
-	seg_describe(s);
-	if (w->also)
-		fprintf(stderr, "  wanted in the error: \"%s\"\n", w->also);
-	if (s->broker)
-		proc_dump(s->broker, "broker output");
-	return false;
-}
-
-#define WAIT_FOR(s, what, ...) assert_true(seg_wait((s), &(struct want){__VA_ARGS__}, WAIT_MS, (what)))
-
 /* ---- 1. 20 MiB, updated under readers ------------------------------------------------ */
 
 struct read_report {
@@ -444,11 +202,20 @@ struct read_report {
 	char why[200];
 };
 
+struct big_reader_args {
+	const char *shm;
+	const uint64_t *hashes;
+	int nhashes;
+};
+
 /* A reader process: read continuously (no wait: every read races the
  * broker's publications), hash every content read, which must be one of
  * the contents written; stop on the last one. Never returns. */
-static void big_reader(const char *shm, const uint64_t *hashes, int nhashes, int ready_fd, int report_fd)
+static void big_reader(void *arg, int ready_fd, int report_fd)
 {
+	const char *shm = ((struct big_reader_args *)arg)->shm;
+	const uint64_t *hashes = ((struct big_reader_args *)arg)->hashes;
+	int nhashes = ((struct big_reader_args *)arg)->nhashes;
 	unsigned char *buf = malloc(READ_CAP);
 	struct read_report rep;
 	uint64_t last_gen = 0, last_hash = 0;
@@ -525,18 +292,18 @@ static void big_reader(const char *shm, const uint64_t *hashes, int nhashes, int
 static void test_twenty_mib_updated_under_readers(void **state)
 {
 	char node[128], dirs[BIG_VERSIONS][PATH_MAX];
-	const char *shm = seg_name("big");
+	const char *shm = itest_seg_name("big");
 	uint64_t hashes[BIG_VERSIONS], content_gen, t0;
 	pid_t pids[READERS] = {0};
-	int reports[READERS], ready[2];
+	int reports[READERS];
+	struct big_reader_args ra;
 	struct read_report rep[READERS];
 	void *v;
-	struct seg *s;
-	char c;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(node, sizeof(node), "big");
+	itest_node(node, sizeof(node), "big");
 	delete_tree(node);
 	for (int i = 0; i < BIG_VERSIONS; i++) {
 		v = content_make((uint64_t)i + 1, BIG_SIZE);
@@ -544,9 +311,9 @@ static void test_twenty_mib_updated_under_readers(void **state)
 		content_free(v);
 	}
 
-	b = broker_start("-z", hosts, "-f", node, "--ensure", "--capacity", "64m", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", node, "--ensure", "--capacity", "64m", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "valid and empty (--ensure)", .valid = YES, .bytes = "", .len = 0);
 
 	/* v0, published whole: the segment grows to hold it. */
@@ -563,36 +330,16 @@ static void test_twenty_mib_updated_under_readers(void **state)
 	content_gen = s->snap.content_gen;
 
 	/* The reader processes. */
-	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	for (int i = 0; i < READERS; i++) {
-		int fds[2];
-
-		assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
-		pids[i] = proc_fork();
-		assert_true(pids[i] >= 0);
-		if (pids[i] == 0) {
-			close(ready[0]);
-			close(fds[0]);
-			big_reader(shm, hashes, BIG_VERSIONS, ready[1], fds[1]);
-		}
-		close(fds[1]);
-		reports[i] = fds[0];
-	}
-	close(ready[1]);
-	for (int i = 0; i < READERS; i++)
-		if (read(ready[0], &c, 1) != 1) {
-			proc_kill_pids(pids, READERS);
-			fail_msg("a reader process did not start");
-		}
-	close(ready[0]);
+	ra = (struct big_reader_args){shm, hashes, BIG_VERSIONS};
+	itest_children_start(READERS, pids, reports, big_reader, &ra);
 
 	/* v1 and v2, each awaited; the directory before goes once its
 	 * successor is published (ZooKeeper's heap is 128 MiB). */
 	for (int i = 1; i <= 2; i++) {
 		v = content_make((uint64_t)i + 1, BIG_SIZE);
 		publish_chunked(node, v, BIG_SIZE, CHUNK_DEFAULT, INTACT, dirs[i], sizeof(dirs[i]));
-		if (!seg_wait(s, &(struct want){.valid = YES, .bytes = v, .len = BIG_SIZE}, WAIT_MS,
-		              "the next version")) {
+		if (!itest_seg_wait(s, &(struct itest_want){.valid = YES, .bytes = v, .len = BIG_SIZE},
+		                    WAIT_MS, "the next version")) {
 			content_free(v);
 			proc_kill_pids(pids, READERS);
 			fail_msg("v%d was not published", i);
@@ -610,24 +357,15 @@ static void test_twenty_mib_updated_under_readers(void **state)
 	delete_tree(dirs[2]);
 	v = content_make(5, BIG_SIZE);
 	publish_chunked(node, v, BIG_SIZE, CHUNK_DEFAULT, INTACT, dirs[4], sizeof(dirs[4]));
-	if (!seg_wait(s, &(struct want){.valid = YES, .bytes = v, .len = BIG_SIZE}, WAIT_MS, "v4")) {
+	if (!itest_seg_wait(s, &(struct itest_want){.valid = YES, .bytes = v, .len = BIG_SIZE}, WAIT_MS,
+	                    "v4")) {
 		content_free(v);
 		proc_kill_pids(pids, READERS);
 		fail_msg("v4 was not published");
 	}
 	content_free(v);
 
-	for (int i = 0; i < READERS; i++) {
-		int status = proc_reap_pid(pids[i], 4 * WAIT_MS);
-		ssize_t got = read(reports[i], &rep[i], sizeof(rep[i]));
-
-		close(reports[i]);
-		pids[i] = 0;
-		if (status != 0 || got != (ssize_t)sizeof(rep[i])) {
-			proc_kill_pids(pids, READERS);
-			fail_msg("reader process %d: wait status %#x, report %zd bytes", i, status, got);
-		}
-	}
+	itest_children_reports(READERS, pids, reports, rep, sizeof(rep[0]), 4 * WAIT_MS);
 	for (int i = 0; i < READERS; i++) {
 		print_message(
 		        "  reader process %d: %llu reads of 20 MiB (hash checked), %llu generations, %llu "
@@ -647,8 +385,8 @@ static void test_twenty_mib_updated_under_readers(void **state)
 		}
 		assert_true(rep[i].changes >= 2);
 	}
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(node);
 }
 
@@ -657,21 +395,21 @@ static void test_twenty_mib_updated_under_readers(void **state)
 static void test_bad_chunks_keep_the_last_good(void **state)
 {
 	char node[128], dir[PATH_MAX], also[PATH_MAX + 128];
-	const char *shm = seg_name("bad");
+	const char *shm = itest_seg_name("bad");
 	const size_t size = 5000;
 	const uint32_t chunk = 1024; /* 5 chunks, the last 904 bytes */
 	uint64_t content_gen, gen, hash;
 	void *good = content_make(11, size), *bad = content_make(12, size), *next = content_make(13, size);
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(node, sizeof(node), "bad");
+	itest_node(node, sizeof(node), "bad");
 	delete_tree(node);
 	publish_chunked(node, good, size, chunk, INTACT, dir, sizeof(dir));
-	b = broker_start("-z", hosts, "-f", node, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", node, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "the good content", .valid = YES, .bytes = good, .len = size);
 	content_gen = s->snap.content_gen;
 	gen = s->snap.generation;
@@ -681,7 +419,7 @@ static void test_bad_chunks_keep_the_last_good(void **state)
 	                dir, sizeof(dir));
 	snprintf(also, sizeof(also), "chunk 3 of 5 (%s/00000002) is missing", dir);
 	WAIT_FOR(s, "a missing chunk: invalid, the last good kept", .valid = NO, .error = ZKW_ERR_CHUNKS,
-	         .also = also, .bytes = good, .len = size, .after_gen = gen);
+	         .error_has = also, .bytes = good, .len = size, .after_gen = gen);
 	assert_int_equal(s->snap.content_gen, content_gen);
 	assert_non_null(strstr(s->snap.error, node));
 	gen = s->snap.generation;
@@ -709,7 +447,7 @@ static void test_bad_chunks_keep_the_last_good(void **state)
 		free(spoilt);
 	}
 	WAIT_FOR(s, "a corrupt chunk: invalid, the last good kept", .valid = NO, .error = ZKW_ERR_CHUNKS,
-	         .also = also, .bytes = next, .len = size, .after_gen = gen);
+	         .error_has = also, .bytes = next, .len = size, .after_gen = gen);
 	assert_int_equal(s->snap.content_gen, content_gen);
 	gen = s->snap.generation;
 
@@ -719,7 +457,7 @@ static void test_bad_chunks_keep_the_last_good(void **state)
 	snprintf(also, sizeof(also), "chunk 5 of 5 (%s/00000004) holds 903 bytes, the manifest says 904",
 	         dir);
 	WAIT_FOR(s, "a short chunk: invalid, the last good kept", .valid = NO, .error = ZKW_ERR_CHUNKS,
-	         .also = also, .bytes = next, .len = size, .after_gen = gen);
+	         .error_has = also, .bytes = next, .len = size, .after_gen = gen);
 	assert_int_equal(s->snap.content_gen, content_gen);
 	gen = s->snap.generation;
 
@@ -731,8 +469,8 @@ static void test_bad_chunks_keep_the_last_good(void **state)
 	content_free(good);
 	content_free(bad);
 	content_free(next);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(node);
 }
 
@@ -741,25 +479,25 @@ static void test_bad_chunks_keep_the_last_good(void **state)
 static void test_chunked_behind_a_pointer(void **state)
 {
 	char pointer[128], target[128], plain[128], dir[PATH_MAX];
-	const char *shm = seg_name("pointer");
+	const char *shm = itest_seg_name("pointer");
 	const size_t size = 3u * 1024 * 1024 + 17; /* 4 chunks */
 	void *one = content_make(21, size), *two = content_make(22, size);
 	uint64_t gen;
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(pointer, sizeof(pointer), "ptr");
-	node_path(target, sizeof(target), "target");
-	node_path(plain, sizeof(plain), "plain");
+	itest_node(pointer, sizeof(pointer), "ptr");
+	itest_node(target, sizeof(target), "target");
+	itest_node(plain, sizeof(plain), "plain");
 	delete_tree(pointer);
 	delete_tree(target);
 	publish_chunked(target, one, size, CHUNK_DEFAULT, INTACT, dir, sizeof(dir));
 	put(plain, "a small plain value");
 	put(pointer, target);
-	b = broker_start("-z", hosts, "-f", pointer, "-p", "--capacity", "8m", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", pointer, "-p", "--capacity", "8m", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "the chunked target", .valid = YES, .bytes = one, .len = size);
 	assert_string_equal(s->snap.pointer, target);
 
@@ -778,7 +516,7 @@ static void test_chunked_behind_a_pointer(void **state)
 	put(pointer, target);
 	WAIT_FOR(s, "valid from the chunked target again", .valid = YES, .pointer = target, .after_gen = gen);
 	if ((size_t)s->len != size || memcmp(s->buf, two, size) != 0) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("pointed back at %s (its manifest unchanged): published %zd bytes that are not its "
 		         "content, valid (the plain target's content, kept from before?)",
 		         target, s->len);
@@ -786,8 +524,8 @@ static void test_chunked_behind_a_pointer(void **state)
 
 	content_free(one);
 	content_free(two);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(pointer);
 	delete_tree(target);
 	delete_tree(plain);
@@ -797,20 +535,20 @@ static void test_chunked_behind_a_pointer(void **state)
 
 /* Put a manifest by hand; wait until the segment says the error (a prefix,
  * and a part), with the last good content kept. */
-static void expect_refused(struct seg *s, const char *node, const char *manifest, const char *prefix,
+static void expect_refused(struct itest_seg *s, const char *node, const char *manifest, const char *prefix,
                            const char *also, const void *good, size_t good_len)
 {
 	uint64_t gen = s->snap.generation, content_gen = s->snap.content_gen;
 
 	put(node, manifest);
-	if (!seg_wait(s,
-	              &(struct want){.valid = NO,
-	                             .error = prefix,
-	                             .also = also,
-	                             .bytes = good,
-	                             .len = good_len,
-	                             .after_gen = gen},
-	              WAIT_MS, "refused, the last good content kept"))
+	if (!itest_seg_wait(s,
+	                    &(struct itest_want){.valid = NO,
+	                                         .error = prefix,
+	                                         .error_has = also,
+	                                         .bytes = good,
+	                                         .len = good_len,
+	                                         .after_gen = gen},
+	                    WAIT_MS, "refused, the last good content kept"))
 		fail_msg("manifest not refused as expected:\n%s", manifest);
 	assert_int_equal(s->snap.content_gen, content_gen);
 }
@@ -819,11 +557,11 @@ static void test_invalid_manifests_are_refused(void **state)
 {
 	char node[128], other[128], dir[PATH_MAX], manifest[PATH_MAX * 2], good_manifest[PATH_MAX * 2];
 	char also[PATH_MAX + 128];
-	const char *shm = seg_name("invalid");
+	const char *shm = itest_seg_name("invalid");
 	const size_t size = 3000;
 	void *good = content_make(31, size), *other_bytes = content_make(32, size);
 	uint64_t hash = XXH3_64bits(good, size), gen;
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 	const struct {
 		const char *text; /* %s: a good dir */
@@ -850,17 +588,17 @@ static void test_invalid_manifests_are_refused(void **state)
 	char hex[17];
 
 	(void)state;
-	node_path(node, sizeof(node), "manifest");
-	node_path(other, sizeof(other), "manifest-other");
+	itest_node(node, sizeof(node), "manifest");
+	itest_node(other, sizeof(other), "manifest-other");
 	delete_tree(node);
 	delete_tree(other);
 	snprintf(hex, sizeof(hex), "%016" PRIx64, hash);
 	publish_chunked(node, good, size, 1000, INTACT, dir, sizeof(dir));
 	snprintf(good_manifest, sizeof(good_manifest),
 	         "zkw-chunked 1\nsize 3000\nchunks 3\nchunk-size 1000\nxxh3 %s\ndir %s\n", hex, dir);
-	b = broker_start("-z", hosts, "-f", node, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", node, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "the good content", .valid = YES, .bytes = good, .len = size);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -921,8 +659,8 @@ static void test_invalid_manifests_are_refused(void **state)
 
 	content_free(good);
 	content_free(other_bytes);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(node);
 	delete_tree(other);
 }
@@ -932,27 +670,27 @@ static void test_invalid_manifests_are_refused(void **state)
 static void test_chunked_content_above_the_capacity(void **state)
 {
 	char node[128], dir[PATH_MAX], also[PATH_MAX + 128];
-	const char *shm = seg_name("capacity");
+	const char *shm = itest_seg_name("capacity");
 	const size_t small = 600u * 1024, large = 2u * 1024 * 1024 + 1;
 	void *fits = content_make(41, small), *big = content_make(42, large);
 	uint64_t content_gen;
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(node, sizeof(node), "capacity");
+	itest_node(node, sizeof(node), "capacity");
 	delete_tree(node);
 	publish_chunked(node, fits, small, 100000, INTACT, dir, sizeof(dir));
-	b = broker_start("-z", hosts, "-f", node, "--capacity", "1m", "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
+	b = itest_broker_start("-z", hosts, "-f", node, "--capacity", "1m", "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
 	WAIT_FOR(s, "600 KiB in 7 chunks", .valid = YES, .bytes = fits, .len = small);
 	content_gen = s->snap.content_gen;
 
 	publish_chunked(node, big, large, CHUNK_DEFAULT, INTACT, dir, sizeof(dir));
 	snprintf(also, sizeof(also), "%s holds %zu bytes in chunks, the limit is 1048576 bytes", node, large);
 	WAIT_FOR(s, "too large: invalid, the last good kept", .valid = NO, .error = ZKW_ERR_TOO_LARGE,
-	         .also = also, .bytes = fits, .len = small);
+	         .error_has = also, .bytes = fits, .len = small);
 	assert_int_equal(s->snap.content_gen, content_gen);
 
 	/* Exactly the capacity fits. */
@@ -963,8 +701,8 @@ static void test_chunked_content_above_the_capacity(void **state)
 
 	content_free(fits);
 	content_free(big);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	delete_tree(node);
 }
 
@@ -975,8 +713,8 @@ static int group_setup(void **state)
 	char why[256];
 
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwtck%d", (int)getpid());
-	zk = zkh_start(1);
+	zk = itest_zk_start(&(struct itest_config){
+	        .prefix = "zkwtck", .wait_ms = WAIT_MS, .read_cap = READ_CAP, .follow = true});
 	if (!zk)
 		return -1;
 	hosts = zkh_hosts(zk);
@@ -990,14 +728,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	proc_kill_all();
-	seg_close_all();
-	unlink_segments();
+	itest_test_cleanup();
 	zkw_zk_close(zh);
-	if (zk) {
-		zkh_delete(hosts, root);
-		zkh_stop(zk);
-	}
+	itest_zk_stop();
 	return 0;
 }
 
@@ -1005,9 +738,7 @@ static int test_teardown(void **state)
 {
 	(void)state;
 	contents_free_all();
-	seg_close_all();
-	proc_kill_all();
-	unlink_segments();
+	itest_test_cleanup();
 	return 0;
 }
 

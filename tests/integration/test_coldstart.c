@@ -29,7 +29,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -42,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -54,10 +52,10 @@
 #include <zkw/client.h>
 
 #include "chaos.h"
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
-#include "zkw_stats.h"
 #include "zkw_zk.h"
 
 #include "publish/state.h"
@@ -65,16 +63,7 @@
 
 /* Sanitizers slow a process start by tens of milliseconds and every
  * iteration of the kill loop several times over. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
+#define SANITIZED ITEST_SANITIZED
 
 #define WAIT_MS    20000         /* any single expected change */
 #define SEG_CAP    (256u * 1024) /* the largest content these tests push, and more */
@@ -90,34 +79,16 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64];         /* "/zkwtc<pid>": every node of this run lives below */
-static char base[2048];       /* this run's state directories */
+static char base[2048];       /* this run's state directories (itest_dir_make) */
 static char closed_hosts[64]; /* a loopback port nobody listens on */
 static int closed_fd = -1;    /* bound, never listening: connections are refused */
 static zhandle_t *writer_zh;  /* the save loop's own session */
 
+/* Nodes live below "/zkwtc<pid>", segments are "zkwtc.<pid>.<tag>" (itest.h). */
+enum { ANY = ITEST_ANY, YES = ITEST_YES, NO = ITEST_NO };
+#define WAIT_FOR ITEST_WAIT_FOR
+
 /* ---- names -------------------------------------------------------------- */
-
-#define MAX_SEGMENTS 16
-static char segments[MAX_SEGMENTS][64];
-static int nsegments;
-
-/* "zkwtc.<pid>.<tag>", remembered for the teardown. */
-static const char *seg_name(const char *tag)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtc.%d.%s", (int)getpid(), tag);
-	zkw_writer_remove(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
-	return segments[nsegments++];
-}
-
-static bool segment_exists(const char *name)
-{
-	char path[ZKW_SHM_NAME_MAX + 16];
-
-	snprintf(path, sizeof(path), "/dev/shm/%s", name);
-	return access(path, F_OK) == 0;
-}
 
 /* A reboot wipes /dev/shm: the segment and its broker lock go. */
 static void wipe_segment(const char *name)
@@ -126,13 +97,7 @@ static void wipe_segment(const char *name)
 
 	if (rc < 0 && rc != -ENOENT)
 		fail_msg("zkw_writer_remove(%s): %s", name, strerror(-rc));
-	assert_false(segment_exists(name));
-}
-
-static const char *node_path(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
+	assert_false(itest_seg_exists(name));
 }
 
 /* A state directory of this run (the broker creates it: one level). */
@@ -142,74 +107,7 @@ static const char *state_dir(char *buf, size_t cap, const char *tag)
 	return buf;
 }
 
-static void put_bytes(const char *path, const void *content, size_t len)
-{
-	int rc = zkh_set(hosts, path, content, (int)len);
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-static void put(const char *path, const char *content)
-{
-	put_bytes(path, content, strlen(content));
-}
-
 /* ---- the broker --------------------------------------------------------- */
-
-/* zkw-broker with the arguments given (NULL-terminated) and extra
- * environment entries env (may be NULL). */
-static proc *broker_start(const char *const *env, const char *first, ...) __attribute__((sentinel));
-
-static proc *broker_start(const char *const *env, const char *first, ...)
-{
-	const char *argv[64];
-	proc_options o = {.env = env};
-	va_list ap;
-	proc *b;
-
-	va_start(ap, first);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), first, ap);
-	va_end(ap);
-	b = proc_spawn_opts("zkw-broker", argv, &o);
-	assert_non_null(b);
-	return b;
-}
-
-/* The segment exists once the broker has logged that it publishes into it. */
-static void wait_segment_created(proc *b, const char *shm)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "into segment /%s ", shm);
-	assert_true(proc_wait_output(b, PROC_STDERR, line, WAIT_MS));
-}
-
-static void stop_broker(proc *b)
-{
-	int status;
-
-	assert_int_equal(proc_signal(b, SIGTERM), 0);
-	status = proc_wait(b, WAIT_MS);
-	if (status != 0) {
-		proc_dump(b, "did not stop cleanly");
-		fail_msg("%s: exit status %d after SIGTERM, want 0", proc_name(b), status);
-	}
-	proc_free(b);
-}
-
-static void kill_broker(proc *b)
-{
-	int status;
-
-	proc_signal(b, SIGKILL);
-	status = proc_wait(b, WAIT_MS);
-	if (status != PROC_SIGNALED(SIGKILL)) {
-		proc_dump(b, "was not killed by our SIGKILL");
-		fail_msg("%s: status %d, want death by SIGKILL", proc_name(b), status);
-	}
-	proc_free(b);
-}
 
 /* Lines of the broker's stderr holding n1 and, unless NULL, n2. */
 static int count_lines(proc *b, const char *n1, const char *n2)
@@ -235,122 +133,7 @@ static void expect_lines(proc *b, int want, const char *n1, const char *n2)
 	}
 }
 
-/* ---- the broker's counters (lib/zkw_stats.h) ---------------------------- */
-
-static bool load_stats(pid_t pid, struct zkw_stats_view *v)
-{
-	char path[64];
-	void *map;
-	int fd, err;
-
-	snprintf(path, sizeof(path), "/dev/shm/" ZKW_STATS_PREFIX "%d", (int)pid);
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	map = mmap(NULL, ZKW_STATS_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (map == MAP_FAILED)
-		return false;
-	err = zkw_stats_load(map, ZKW_STATS_SIZE, v);
-	munmap(map, ZKW_STATS_SIZE);
-	return err == 0;
-}
-
-static uint64_t stat_now(pid_t pid, enum zkw_stat which)
-{
-	struct zkw_stats_view v;
-
-	if (!load_stats(pid, &v))
-		fail_msg("no stats object /dev/shm/" ZKW_STATS_PREFIX "%d", (int)pid);
-	return v.counter[which];
-}
-
-struct counter_wait {
-	pid_t pid;
-	enum zkw_stat which;
-	uint64_t min, last;
-};
-
-static bool counter_reached(void *arg)
-{
-	struct counter_wait *c = arg;
-	struct zkw_stats_view v;
-
-	if (!load_stats(c->pid, &v))
-		return false;
-	c->last = v.counter[c->which];
-	return c->last >= c->min;
-}
-
-static void wait_stat(pid_t pid, enum zkw_stat which, uint64_t min, const char *name)
-{
-	struct counter_wait c = {pid, which, min, 0};
-
-	if (!zkh_eventually(counter_reached, &c, WAIT_MS))
-		fail_msg("broker %d: counter %s is %llu, want at least %llu", (int)pid, name,
-		         (unsigned long long)c.last, (unsigned long long)min);
-}
-
 /* ---- readers ------------------------------------------------------------ */
-
-/* Static, so that the teardown closes whatever a failed test left open. */
-struct seg {
-	bool used;
-	char name[64];
-	zkw_reader r;
-	proc *broker; /* for failure reports; may be NULL */
-	zkw_snapshot snap;
-	ssize_t len; /* of the last read */
-	char buf[SEG_CAP];
-};
-static struct seg segs[4];
-
-static struct seg *seg_try_open(const char *shm, proc *b, int *err)
-{
-	struct seg *s;
-	size_t i;
-
-	for (i = 0; i < sizeof(segs) / sizeof(segs[0]) && segs[i].used; i++)
-		;
-	assert_true(i < sizeof(segs) / sizeof(segs[0]));
-	s = &segs[i];
-	memset(&s->snap, 0, sizeof(s->snap));
-	s->len = -1;
-	s->broker = b;
-	snprintf(s->name, sizeof(s->name), "%s", shm);
-	*err = zkw_reader_open(&s->r, shm);
-	if (*err)
-		return NULL;
-	s->used = true;
-	return s;
-}
-
-static struct seg *seg_open(const char *shm, proc *b)
-{
-	int err;
-	struct seg *s = seg_try_open(shm, b, &err);
-
-	if (!s) {
-		if (b)
-			proc_dump(b, "segment cannot be opened");
-		fail_msg("zkw_reader_open(%s): %s", shm, strerror(-err));
-	}
-	return s;
-}
-
-static void seg_close(struct seg *s)
-{
-	if (s && s->used) {
-		zkw_reader_close(&s->r);
-		s->used = false;
-	}
-}
-
-static void seg_close_all(void)
-{
-	for (size_t i = 0; i < sizeof(segs) / sizeof(segs[0]); i++)
-		seg_close(&segs[i]);
-}
 
 /* Watch /dev/shm for new names: set up before the broker starts, so that
  * the segment's link is an event, never missed. */
@@ -364,13 +147,13 @@ static int shm_watch_begin(void)
 }
 
 /* Open shm as soon as its name exists (by deadline_ns, CLOCK_MONOTONIC). */
-static struct seg *seg_open_when_created(const char *shm, proc *b, int ifd, uint64_t deadline_ns)
+static struct itest_seg *seg_open_when_created(const char *shm, proc *b, int ifd, uint64_t deadline_ns)
 {
 	char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
 
 	for (;;) {
 		int err;
-		struct seg *s = seg_try_open(shm, b, &err);
+		struct itest_seg *s = itest_seg_try_open(shm, b, &err);
 		struct pollfd p = {.fd = ifd, .events = POLLIN};
 		uint64_t now = zkw_clock_mono_ns();
 
@@ -387,103 +170,6 @@ static struct seg *seg_open_when_created(const char *shm, proc *b, int ifd, uint
 			;
 	}
 }
-
-static ssize_t seg_read(struct seg *s)
-{
-	do
-		s->len = zkw_reader_read(&s->r, &s->snap, s->buf, SEG_CAP);
-	while (s->len == -EAGAIN);
-	return s->len;
-}
-
-enum { ANY = 0, YES, NO };
-
-struct want {
-	int valid, connected, cached; /* ANY / YES / NO */
-	const char *text;             /* exact content (NUL-terminated), NULL = any */
-	const void *content;          /* or exactly these len bytes, NULL = any */
-	size_t len;
-	uint64_t after_gen; /* generation must be above this */
-};
-
-static bool flag_ok(int want, bool have)
-{
-	return want == ANY || have == (want == YES);
-}
-
-static bool seg_matches(const struct seg *s, const struct want *w)
-{
-	if (s->len < 0 || s->snap.generation == 0 || s->snap.generation <= w->after_gen)
-		return false;
-	if (!flag_ok(w->valid, s->snap.valid) || !flag_ok(w->connected, s->snap.connected) ||
-	    !flag_ok(w->cached, s->snap.cached))
-		return false;
-	if (w->text && ((size_t)s->len != strlen(w->text) || memcmp(s->buf, w->text, (size_t)s->len) != 0))
-		return false;
-	return !w->content || ((size_t)s->len == w->len && memcmp(s->buf, w->content, w->len) == 0);
-}
-
-static void seg_describe(const struct seg *s)
-{
-	fprintf(stderr,
-	        "  segment %s: read=%zd generation=%llu valid=%d connected=%d cached=%d rejected=%d len=%zu "
-	        "version=%lld mzxid=%lld content_gen=%llu changed_ns=%llu\n  error=\"%s\" "
-	        "content=\"%.80s\"%s\n",
-	        s->name, s->len, (unsigned long long)s->snap.generation, s->snap.valid, s->snap.connected,
-	        s->snap.cached, s->snap.rejected, s->snap.len, (long long)s->snap.version,
-	        (long long)s->snap.mzxid, (unsigned long long)s->snap.content_gen,
-	        (unsigned long long)s->snap.changed_ns, s->snap.error, s->len > 0 ? s->buf : "",
-	        s->len > 80 ? "..." : "");
-}
-
-/* A segment replaced under its name (grown): read the new one. */
-static void seg_reopen(struct seg *s)
-{
-	int err;
-
-	zkw_reader_close(&s->r);
-	err = zkw_reader_open(&s->r, s->name);
-	if (err) {
-		s->used = false;
-		fail_msg("reopening %s: %s", s->name, strerror(-err));
-	}
-}
-
-/* Wait until the segment's snapshot matches w; false (reported) on timeout. */
-static bool seg_wait(struct seg *s, const struct want *w, int timeout_ms, const char *what)
-{
-	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
-
-	for (;;) {
-		int64_t left;
-		int rc;
-
-		seg_read(s);
-		if (seg_matches(s, w))
-			return true;
-		if (zkw_reader_retired(&s->r)) {
-			seg_reopen(s);
-			continue;
-		}
-		left = deadline - zkw_clock_mono_ms();
-		if (left <= 0)
-			break;
-		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
-		if (rc == -ESTALE)
-			seg_reopen(s);
-		else if (rc < 0 && rc != -EINTR) {
-			fprintf(stderr, "zkw_reader_wait: %s\n", strerror(-rc));
-			break;
-		}
-	}
-	fprintf(stderr, "segment never reached: %s (within %d ms)\n", what, timeout_ms);
-	seg_describe(s);
-	if (s->broker)
-		proc_dump(s->broker, "broker output");
-	return false;
-}
-
-#define WAIT_FOR(s, what, ...) assert_true(seg_wait((s), &(struct want){__VA_ARGS__}, WAIT_MS, (what)))
 
 /* ---- state files, read the broker's way ---------------------------------- */
 
@@ -562,24 +248,17 @@ static int count_entries(const char *dir, int *temps)
 
 /* ---- 1. a reboot ----------------------------------------------------------- */
 
-/* ZooKeeper stopped by a test comes back in its teardown. */
-static void zookeeper_up(void)
-{
-	if (zk && zkh_pid(zk, 0) == 0 && zkh_member_start(zk, 0) != 0)
-		fprintf(stderr, "cannot restart ZooKeeper\n");
-}
-
 /* A broker of one watch with a state directory. */
 static proc *cache_broker(const char *zk_hosts, const char *path, const char *shm, const char *dir)
 {
-	return broker_start(NULL, "-z", zk_hosts, "-f", path, "--shm", shm, "--state-dir", dir,
-	                    "--init-timeout", "500", NULL);
+	return itest_broker_start("-z", zk_hosts, "-f", path, "--shm", shm, "--state-dir", dir,
+	                          "--init-timeout", "500", NULL);
 }
 
 /* For ms: every snapshot keeps the cached content, flagged, invalid, with
  * the cached copy's error, and the broker runs (one that exits publishes
  * its stop, "zkw-broker stopped", which wakes us). */
-static void expect_still_cached(struct seg *s, proc *b, const char *text, int ms)
+static void expect_still_cached(struct itest_seg *s, proc *b, const char *text, int ms)
 {
 	int64_t deadline = zkw_clock_mono_ms() + ms, left;
 
@@ -587,11 +266,12 @@ static void expect_still_cached(struct seg *s, proc *b, const char *text, int ms
 		left = deadline - zkw_clock_mono_ms();
 		if (left > 0)
 			zkw_reader_wait(&s->r, s->snap.generation, (int)left);
-		seg_read(s);
-		if (!seg_matches(s, &(struct want){.valid = NO, .cached = YES, .text = text}) ||
+		itest_seg_read(s);
+		if (!itest_seg_matches(s,
+		                       &(struct itest_want){.valid = NO, .cached = YES, .content = text}) ||
 		    !strstr(s->snap.error, "cached copy from ") || proc_exited(b, NULL) ||
 		    !zkw_reader_broker_alive(&s->r)) {
-			seg_describe(s);
+			itest_seg_describe(s);
 			proc_dump(b, "no longer serving the cached copy");
 			fail_msg("the broker did not keep serving its cached copy for %d ms", ms);
 		}
@@ -606,31 +286,31 @@ static void expect_still_cached(struct seg *s, proc *b, const char *text, int ms
 static void test_reboot_serves_the_cached_copy_at_once(void **state)
 {
 	char path[128], dir[PATH_MAX];
-	const char *shm = seg_name("reboot");
+	const char *shm = itest_seg_name("reboot");
 	zkw_snapshot before;
 	uint64_t last_gen, cached_gen, t0, elapsed_ns;
-	struct seg *s;
+	struct itest_seg *s;
 	bool seen;
 	int ifd;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "reboot");
+	itest_node(path, sizeof(path), "reboot");
 	state_dir(dir, sizeof(dir), "reboot");
-	put(path, "config v1");
+	itest_put(path, "config v1");
 	b = cache_broker(hosts, path, shm, dir);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
-	WAIT_FOR(s, "v1 valid", .valid = YES, .text = "config v1");
-	put(path, "config v2");
-	WAIT_FOR(s, "v2 valid", .valid = YES, .text = "config v2");
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "v1 valid", .valid = YES, .content = "config v1");
+	itest_put(path, "config v2");
+	WAIT_FOR(s, "v2 valid", .valid = YES, .content = "config v2");
 	before = s->snap;
 	assert_false(before.cached);
-	stop_broker(b);
-	seg_read(s); /* the stop's publication: the last generation readers saw */
+	itest_broker_stop(b);
+	itest_seg_read(s); /* the stop's publication: the last generation readers saw */
 	last_gen = s->snap.generation;
 	assert_true(last_gen > before.generation);
-	seg_close(s);
+	itest_seg_close(s);
 
 	/* The reboot. */
 	wipe_segment(shm);
@@ -640,7 +320,8 @@ static void test_reboot_serves_the_cached_copy_at_once(void **state)
 	t0 = zkw_clock_mono_ns();
 	b = cache_broker(hosts, path, shm, dir);
 	s = seg_open_when_created(shm, b, ifd, t0 + (uint64_t)WAIT_MS * 1000000u);
-	seen = seg_wait(s, &(struct want){.cached = YES, .text = "config v2"}, WAIT_MS, "the cached v2");
+	seen = itest_seg_wait(s, &(struct itest_want){.cached = YES, .content = "config v2"}, WAIT_MS,
+	                      "the cached v2");
 	elapsed_ns = zkw_clock_mono_ns() - t0;
 	close(ifd);
 	assert_true(seen);
@@ -654,11 +335,11 @@ static void test_reboot_serves_the_cached_copy_at_once(void **state)
 	}
 	if (s->snap.valid || s->snap.connected || !strstr(s->snap.error, "cached copy from ") ||
 	    !strstr(s->snap.error, "ZooKeeper not reached yet")) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("the cached copy is not marked as such");
 	}
 	if (s->snap.generation <= last_gen) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("generation %llu after the reboot, not above %llu seen before it",
 		         (unsigned long long)s->snap.generation, (unsigned long long)last_gen);
 	}
@@ -675,14 +356,14 @@ static void test_reboot_serves_the_cached_copy_at_once(void **state)
 
 	/* ZooKeeper is back, with its data: the same content, no change. */
 	assert_int_equal(zkh_member_start(zk, 0), 0);
-	WAIT_FOR(s, "live v2", .valid = YES, .connected = YES, .cached = NO, .text = "config v2",
+	WAIT_FOR(s, "live v2", .valid = YES, .connected = YES, .cached = NO, .content = "config v2",
 	         .after_gen = cached_gen);
 	assert_string_equal(s->snap.error, "");
 	assert_int_equal(s->snap.content_gen, before.content_gen);
 	assert_int_equal(s->snap.changed_ns, before.changed_ns);
 	assert_int_equal(s->snap.version, before.version);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* The node changed while the broker was down: after the reboot readers may
@@ -690,29 +371,29 @@ static void test_reboot_serves_the_cached_copy_at_once(void **state)
 static void test_reboot_after_a_change_delivers_it(void **state)
 {
 	char path[128], dir[PATH_MAX];
-	const char *shm = seg_name("change");
+	const char *shm = itest_seg_name("change");
 	zkw_snapshot before;
 	uint64_t last_gen, cached_gen = 0, seen_gen = 0;
 	int64_t deadline;
-	struct seg *s;
+	struct itest_seg *s;
 	int ifd;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "change");
+	itest_node(path, sizeof(path), "change");
 	state_dir(dir, sizeof(dir), "change");
-	put(path, "config v2");
+	itest_put(path, "config v2");
 	b = cache_broker(hosts, path, shm, dir);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b);
-	WAIT_FOR(s, "v2 valid", .valid = YES, .text = "config v2");
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "v2 valid", .valid = YES, .content = "config v2");
 	before = s->snap;
-	stop_broker(b);
-	seg_read(s);
+	itest_broker_stop(b);
+	itest_seg_read(s);
 	last_gen = s->snap.generation;
-	seg_close(s);
+	itest_seg_close(s);
 
-	put(path, "config v3"); /* ZooKeeper up, the broker down */
+	itest_put(path, "config v3"); /* ZooKeeper up, the broker down */
 	wipe_segment(shm);
 	ifd = shm_watch_begin();
 	b = cache_broker(hosts, path, shm, dir);
@@ -723,35 +404,35 @@ static void test_reboot_after_a_change_delivers_it(void **state)
 	for (;;) {
 		int64_t left = deadline - zkw_clock_mono_ms();
 
-		seg_read(s);
+		itest_seg_read(s);
 		if (s->len >= 0 && s->snap.generation && s->snap.generation != seen_gen) {
 			seen_gen = s->snap.generation;
 			if (s->snap.generation <= last_gen) {
-				seg_describe(s);
+				itest_seg_describe(s);
 				fail_msg("generation not above %llu seen before the reboot",
 				         (unsigned long long)last_gen);
 			}
 			if (s->len == 9 && memcmp(s->buf, "config v2", 9) == 0) {
 				if (!s->snap.cached || s->snap.valid ||
 				    s->snap.content_gen != before.content_gen) {
-					seg_describe(s);
+					itest_seg_describe(s);
 					fail_msg("v2 after the reboot, but not as the cached copy");
 				}
 				cached_gen = s->snap.generation;
 			} else if (s->len == 9 && memcmp(s->buf, "config v3", 9) == 0) {
 				if (s->snap.cached) {
-					seg_describe(s);
+					itest_seg_describe(s);
 					fail_msg("ZooKeeper's v3 is flagged cached");
 				}
 				if (s->snap.valid && s->snap.connected)
 					break;
 			} else {
-				seg_describe(s);
+				itest_seg_describe(s);
 				fail_msg("neither the cached v2 nor v3 after the reboot");
 			}
 		}
 		if (left <= 0) {
-			seg_describe(s);
+			itest_seg_describe(s);
 			proc_dump(b, "never valid v3");
 			fail_msg("v3 never published valid after the reboot");
 		}
@@ -766,8 +447,8 @@ static void test_reboot_after_a_change_delivers_it(void **state)
 	assert_true(s->snap.content_gen > cached_gen);
 	assert_true(s->snap.changed_ns > before.changed_ns);
 	assert_true(s->snap.version > before.version);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* ---- 2. SIGKILL around saves ------------------------------------------------ */
@@ -842,8 +523,8 @@ static proc *loop_broker(struct loop *l, int stall_us)
 	const char *env[] = {stall, NULL};
 
 	snprintf(stall, sizeof(stall), "ZKW_TEST_FAULT_STALL_BEFORE_SAVE_US=%d", stall_us);
-	return broker_start(stall_us >= 0 ? env : NULL, "-z", hosts, "-f", l->path, "--shm", l->shm,
-	                    "--state-dir", l->dir, NULL);
+	return itest_broker_start_env(stall_us >= 0 ? env : NULL, "-z", hosts, "-f", l->path, "--shm", l->shm,
+	                              "--state-dir", l->dir, NULL);
 }
 
 /* Every line the broker wrote to stderr before now has reached us: it
@@ -855,16 +536,16 @@ static void drain_stderr(proc *b)
 }
 
 /* The content of seq, valid and connected, in the broker's segment. */
-static struct seg *loop_wait_live(struct loop *l, proc *b)
+static struct itest_seg *loop_wait_live(struct loop *l, proc *b)
 {
 	char want[CHAOS_CONTENT_MAX];
 	size_t len = chaos_content(want, sizeof(want), l->pushed);
-	struct seg *s;
+	struct itest_seg *s;
 
-	wait_segment_created(b, l->shm);
-	s = seg_open(l->shm, b);
+	itest_broker_wait_segment(b, l->shm);
+	s = itest_seg_open(l->shm, b);
 	WAIT_FOR(s, "the last content pushed, live", .valid = YES, .connected = YES, .cached = NO,
-	         .content = want, .len = len);
+	         .bytes = want, .len = len);
 	return s;
 }
 
@@ -872,11 +553,11 @@ static struct seg *loop_wait_live(struct loop *l, proc *b)
 static void loop_clean_run(struct loop *l)
 {
 	proc *b = loop_broker(l, -1);
-	struct seg *s = loop_wait_live(l, b);
+	struct itest_seg *s = loop_wait_live(l, b);
 
 	loop_wait_saved(l, s->snap.generation);
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* After a kill: the file loads, intact, and holds the content the segment
@@ -888,12 +569,12 @@ static void loop_check_file(struct loop *l, int iteration, uint64_t saved_gen)
 	zkw_state_snapshot f;
 	uint64_t seg_seq = 0, file_seq = 0;
 	char why[1024];
-	struct seg *s = seg_open(l->shm, NULL);
+	struct itest_seg *s = itest_seg_open(l->shm, NULL);
 	int rc, temps;
 
-	seg_read(s);
+	itest_seg_read(s);
 	if (s->len < 0 || !s->snap.generation || chaos_check(s->buf, (size_t)s->len, &seg_seq) != 1) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("iteration %d: the segment does not hold a pushed content", iteration);
 	}
 	rc = loop_load(l, &f, why, sizeof(why));
@@ -904,7 +585,7 @@ static void loop_check_file(struct loop *l, int iteration, uint64_t saved_gen)
 		fail_msg("iteration %d: the state file holds %zu bytes that are no content pushed", iteration,
 		         f.len);
 	if ((file_seq != seg_seq && file_seq + 1 != seg_seq) || f.generation > s->snap.generation) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg(
 		        "iteration %d: the state file holds content %llu (generation %llu), the segment %llu "
 		        "(generation %llu): want the segment's or the one before",
@@ -944,7 +625,7 @@ static void loop_check_file(struct loop *l, int iteration, uint64_t saved_gen)
 		fail_msg("iteration %d: %d temporary files left in %s", iteration, temps, l->dir);
 	l->file_gen = f.generation;
 	l->file_seq = file_seq;
-	seg_close(s);
+	itest_seg_close(s);
 }
 
 /* A cold start from the file as the kill left it, ZooKeeper unreachable:
@@ -954,7 +635,7 @@ static void loop_cold_start(struct loop *l)
 	static uint8_t content[CHAOS_CONTENT_MAX];
 	zkw_state_snapshot f;
 	char why[1024];
-	struct seg *s;
+	struct itest_seg *s;
 	proc *b;
 
 	if (loop_load(l, &f, why, sizeof(why)) != 0)
@@ -962,22 +643,22 @@ static void loop_cold_start(struct loop *l)
 	assert_true(f.len <= sizeof(content));
 	memcpy(content, f.content, f.len);
 	wipe_segment(l->shm);
-	b = broker_start(NULL, "-z", closed_hosts, "-f", l->path, "--shm", l->shm, "--state-dir", l->dir,
-	                 "--init-timeout", "200", NULL);
-	wait_segment_created(b, l->shm);
-	s = seg_open(l->shm, b);
-	WAIT_FOR(s, "the file's content, cached", .cached = YES, .content = content, .len = f.len);
+	b = itest_broker_start("-z", closed_hosts, "-f", l->path, "--shm", l->shm, "--state-dir", l->dir,
+	                       "--init-timeout", "200", NULL);
+	itest_broker_wait_segment(b, l->shm);
+	s = itest_seg_open(l->shm, b);
+	WAIT_FOR(s, "the file's content, cached", .cached = YES, .bytes = content, .len = f.len);
 	if (s->snap.valid || s->snap.connected || s->snap.version != f.version ||
 	    s->snap.content_gen != f.content_gen || s->snap.changed_ns != f.changed_ns ||
 	    s->snap.generation <= f.generation) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("the cold start does not publish the file's snapshot "
 		         "(version %lld, content_gen %llu, generation %llu)",
 		         (long long)f.version, (unsigned long long)f.content_gen,
 		         (unsigned long long)f.generation);
 	}
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	if (loop_load(l, &f, why, sizeof(why)) != 0)
 		fail_msg("the state file after a clean stop: %s", why);
 	assert_true(f.generation >= l->file_gen);
@@ -1008,9 +689,9 @@ static void test_sigkill_while_saving(void **state)
 	l->rng = (uint64_t)zkh_env_int("ZKW_TEST_SEED", (int)(seed & 0x7fffffff), INT_MAX);
 	print_message("seed %llu (ZKW_TEST_SEED), %d kills (ZKW_TEST_COLDSTART_KILLS)\n",
 	              (unsigned long long)l->rng, iterations);
-	node_path(l->path, sizeof(l->path), "loop");
+	itest_node(l->path, sizeof(l->path), "loop");
 	state_dir(l->dir, sizeof(l->dir), "loop");
-	l->shm = seg_name("loop");
+	l->shm = itest_seg_name("loop");
 	if (zkw_zk_connect(&writer_zh, hosts, WAIT_MS, 10000, why, sizeof(why)) != 0)
 		fail_msg("connect: %s", why);
 	assert_int_equal(zkw_zk_create_parents(writer_zh, l->path, why, sizeof(why)), 0);
@@ -1030,16 +711,16 @@ static void test_sigkill_while_saving(void **state)
 		b = loop_broker(l, stall_us);
 		if (kill_at_start) {
 			/* Its first save: what it adopted or loaded, or ZooKeeper's. */
-			wait_segment_created(b, l->shm);
+			itest_broker_wait_segment(b, l->shm);
 			assert_true(proc_wait_output(b, PROC_STDERR, "zkw-fault: saving", WAIT_MS));
 			at_start++;
 		} else {
-			struct seg *s = loop_wait_live(l, b);
+			struct itest_seg *s = loop_wait_live(l, b);
 			int saves;
 
 			saved_gen = s->snap.generation;
 			loop_wait_saved(l, saved_gen);
-			seg_close(s);
+			itest_seg_close(s);
 			/* The line of that save is in (it came before the file). */
 			drain_stderr(b);
 			saves = proc_count(b, PROC_STDERR, "zkw-fault: saving");
@@ -1049,7 +730,7 @@ static void test_sigkill_while_saving(void **state)
 		}
 		/* a random moment, not a synchronisation */
 		zkw_clock_sleep_ns(chaos_rand(&l->rng) % 2000001);
-		kill_broker(b);
+		itest_broker_kill(b);
 		loop_check_file(l, i, saved_gen);
 		if (i % 20 == 19) {
 			loop_cold_start(l);
@@ -1119,20 +800,20 @@ static void flip_middle_byte(const char *file)
 
 /* A segment must never show the cached content: nothing published, or
  * not flagged cached and not that content. */
-static void expect_not_cached(struct seg *s, const char *cached_text)
+static void expect_not_cached(struct itest_seg *s, const char *cached_text)
 {
-	seg_read(s);
+	itest_seg_read(s);
 	if (s->len < 0 || !s->snap.generation)
 		return;
 	if (s->snap.cached ||
 	    ((size_t)s->len == strlen(cached_text) && memcmp(s->buf, cached_text, (size_t)s->len) == 0)) {
-		seg_describe(s);
+		itest_seg_describe(s);
 		fail_msg("a refused cache file was published");
 	}
 }
 
 /* For ms, whatever the broker publishes into s (if anything). */
-static void expect_never_cached(struct seg *s, const char *cached_text, int ms)
+static void expect_never_cached(struct itest_seg *s, const char *cached_text, int ms)
 {
 	int64_t deadline = zkw_clock_mono_ms() + ms, left;
 
@@ -1149,27 +830,27 @@ static void expect_never_cached(struct seg *s, const char *cached_text, int ms)
 static void test_corrupt_and_foreign_files_are_never_published(void **state)
 {
 	char pa[128], pb[128], dir[PATH_MAX], fa[PATH_MAX + 160], fb[PATH_MAX + 160], line[256];
-	const char *sa = seg_name("corrupt"), *sb = seg_name("foreign");
-	struct seg *ra, *rb;
+	const char *sa = itest_seg_name("corrupt"), *sb = itest_seg_name("foreign");
+	struct itest_seg *ra, *rb;
 	proc *b;
 
 	(void)state;
-	node_path(pa, sizeof(pa), "corrupt");
-	node_path(pb, sizeof(pb), "foreign");
+	itest_node(pa, sizeof(pa), "corrupt");
+	itest_node(pb, sizeof(pb), "foreign");
 	state_dir(dir, sizeof(dir), "refused");
-	put(pa, "content of A");
-	put(pb, "content of B");
-	b = broker_start(NULL, "-z", hosts, "-f", pa, "--shm", sa, "-f", pb, "--shm", sb, "--state-dir", dir,
-	                 NULL);
-	wait_segment_created(b, sa);
-	wait_segment_created(b, sb);
-	ra = seg_open(sa, b);
-	rb = seg_open(sb, b);
-	WAIT_FOR(ra, "A valid", .valid = YES, .text = "content of A");
-	WAIT_FOR(rb, "B valid", .valid = YES, .text = "content of B");
-	seg_close(ra);
-	seg_close(rb);
-	stop_broker(b);
+	itest_put(pa, "content of A");
+	itest_put(pb, "content of B");
+	b = itest_broker_start("-z", hosts, "-f", pa, "--shm", sa, "-f", pb, "--shm", sb, "--state-dir", dir,
+	                       NULL);
+	itest_broker_wait_segment(b, sa);
+	itest_broker_wait_segment(b, sb);
+	ra = itest_seg_open(sa, b);
+	rb = itest_seg_open(sb, b);
+	WAIT_FOR(ra, "A valid", .valid = YES, .content = "content of A");
+	WAIT_FOR(rb, "B valid", .valid = YES, .content = "content of B");
+	itest_seg_close(ra);
+	itest_seg_close(rb);
+	itest_broker_stop(b);
 	file_of(fa, sizeof(fa), dir, pa, sa);
 	file_of(fb, sizeof(fb), dir, pb, sb);
 	copy_file(fa, fb); /* B's name, A's sound file */
@@ -1177,13 +858,13 @@ static void test_corrupt_and_foreign_files_are_never_published(void **state)
 	wipe_segment(sa);
 	wipe_segment(sb);
 
-	b = broker_start(NULL, "-z", closed_hosts, "--no-valid-init", "--init-timeout", "300", "-f", pa,
-	                 "--shm", sa, "-f", pb, "--shm", sb, "--state-dir", dir, NULL);
+	b = itest_broker_start("-z", closed_hosts, "--no-valid-init", "--init-timeout", "300", "-f", pa,
+	                       "--shm", sa, "-f", pb, "--shm", sb, "--state-dir", dir, NULL);
 	/* Its ZooKeeper client talks once every watch is added, and so after
 	 * every cold start. */
 	assert_true(proc_wait_output(b, PROC_STDERR, "zookeeper client:", WAIT_MS));
-	ra = seg_open(sa, b);
-	rb = seg_open(sb, b);
+	ra = itest_seg_open(sa, b);
+	rb = itest_seg_open(sb, b);
 	/* Nor later (past its init timeout): whatever it publishes, and it
 	 * stays running. */
 	expect_never_cached(ra, "content of A", 800);
@@ -1199,11 +880,11 @@ static void test_corrupt_and_foreign_files_are_never_published(void **state)
 	expect_lines(b, 1, line, "saved for another watch");
 	expect_lines(b, 1, line, NULL);
 	expect_lines(b, 0, "published the cached copy", NULL);
-	assert_int_equal(stat_now(proc_pid(b), ZKW_STAT_COLD_STARTS), 0);
-	assert_true(stat_now(proc_pid(b), ZKW_STAT_ERRORS) >= 2);
-	seg_close(ra);
-	seg_close(rb);
-	stop_broker(b);
+	assert_int_equal(itest_stat(proc_pid(b), ZKW_STAT_COLD_STARTS), 0);
+	assert_true(itest_stat(proc_pid(b), ZKW_STAT_ERRORS) >= 2);
+	itest_seg_close(ra);
+	itest_seg_close(rb);
+	itest_broker_stop(b);
 }
 
 /* ---- 4. a full disk ----------------------------------------------------------- */
@@ -1287,7 +968,7 @@ static void test_full_disk(void **state)
 {
 	char path[128], mnt[PATH_MAX], dir[PATH_MAX + 8], nsmnt[PATH_MAX + 64], nsdir[PATH_MAX + 80];
 	char filler[PATH_MAX + 80];
-	const char *shm = seg_name("full");
+	const char *shm = itest_seg_name("full");
 	const char *probe[] = {"-m", "--propagation", "private", "sh", "-c", NS_SCRIPT, NULL, "true", NULL};
 	proc_options lit = {.literal_path = true};
 	static char big[3][64 * 1024 + 1];
@@ -1295,7 +976,7 @@ static void test_full_disk(void **state)
 	           *v3 = big_content(big[1], sizeof(big[1]), "v3", 48 * 1024),
 	           *v4 = big_content(big[2], sizeof(big[2]), "v4", 40 * 1024);
 	struct statvfs vfs;
-	struct seg *s;
+	struct itest_seg *s;
 	zkw_state *st;
 	uint64_t room;
 	char *err = NULL;
@@ -1304,7 +985,7 @@ static void test_full_disk(void **state)
 	int fd, status;
 
 	(void)state;
-	node_path(path, sizeof(path), "full");
+	itest_node(path, sizeof(path), "full");
 	state_dir(mnt, sizeof(mnt), "full-mnt");
 	snprintf(dir, sizeof(dir), "%s/state", mnt);
 	assert_int_equal(mkdir(mnt, 0700), 0);
@@ -1320,13 +1001,13 @@ static void test_full_disk(void **state)
 	}
 	free(err);
 
-	put(path, "small v1");
+	itest_put(path, "small v1");
 	b = broker_in_namespace(mnt, "-z", hosts, "-f", path, "--shm", shm, "--state-dir", dir, NULL);
 	pid = proc_pid(b);
-	wait_segment_created(b, shm);
-	s = seg_open(shm, b); /* fails if the broker's /dev/shm were another */
-	WAIT_FOR(s, "v1 valid", .valid = YES, .text = "small v1");
-	wait_stat(pid, ZKW_STAT_STATE_WRITES, 1, "state_writes");
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b); /* fails if the broker's /dev/shm were another */
+	WAIT_FOR(s, "v1 valid", .valid = YES, .content = "small v1");
+	itest_stat_wait(pid, ZKW_STAT_STATE_WRITES, 1, "state_writes");
 
 	/* Its tmpfs, seen from here through its root. */
 	snprintf(nsmnt, sizeof(nsmnt), "/proc/%d/root%s", (int)pid, mnt);
@@ -1356,17 +1037,17 @@ static void test_full_disk(void **state)
 	              (unsigned long long)vfs.f_bavail * vfs.f_frsize);
 
 	/* Larger than the room left: served, not saved, said once. */
-	put(path, v2);
-	WAIT_FOR(s, "v2 valid on a full disk", .valid = YES, .text = v2);
-	wait_stat(pid, ZKW_STAT_STATE_FAILURES, 1, "state_failures");
+	itest_put(path, v2);
+	WAIT_FOR(s, "v2 valid on a full disk", .valid = YES, .content = v2);
+	itest_stat_wait(pid, ZKW_STAT_STATE_FAILURES, 1, "state_failures");
 	/* Logged right after the failure is counted (the saver counts, then
 	 * reports). */
 	assert_true(proc_wait_output(b, PROC_STDERR, "No space left on device", 5000));
-	put(path, v3);
-	WAIT_FOR(s, "v3 valid on a full disk", .valid = YES, .text = v3);
-	put(path, v4);
-	WAIT_FOR(s, "v4 valid on a full disk", .valid = YES, .text = v4);
-	wait_stat(pid, ZKW_STAT_STATE_FAILURES, 2, "state_failures"); /* retried, and failed again */
+	itest_put(path, v3);
+	WAIT_FOR(s, "v3 valid on a full disk", .valid = YES, .content = v3);
+	itest_put(path, v4);
+	WAIT_FOR(s, "v4 valid on a full disk", .valid = YES, .content = v4);
+	itest_stat_wait(pid, ZKW_STAT_STATE_FAILURES, 2, "state_failures"); /* retried, and failed again */
 	expect_lines(b, 1, "No space left on device", NULL);
 	expect_lines(b, 1, "cannot save state file", NULL);
 	expect_lines(b, 0, "state files are saved in", NULL);
@@ -1378,55 +1059,38 @@ static void test_full_disk(void **state)
 	assert_true(proc_wait_output(b, PROC_STDERR, "state files are saved in", WAIT_MS));
 	expect_lines(b, 1, "state files are saved in", "again");
 	wait_file_holds(st, path, shm, v4);
-	put(path, "small v5");
-	WAIT_FOR(s, "v5 valid", .valid = YES, .text = "small v5");
+	itest_put(path, "small v5");
+	WAIT_FOR(s, "v5 valid", .valid = YES, .content = "small v5");
 	wait_file_holds(st, path, shm, "small v5");
 	expect_lines(b, 1, "No space left on device", NULL);
 	expect_lines(b, 1, "state files are saved in", "again");
 	print_message("full disk: %llu state writes, %llu failures\n",
-	              (unsigned long long)stat_now(pid, ZKW_STAT_STATE_WRITES),
-	              (unsigned long long)stat_now(pid, ZKW_STAT_STATE_FAILURES));
-	assert_true(stat_now(pid, ZKW_STAT_STATE_WRITES) >= 3);
+	              (unsigned long long)itest_stat(pid, ZKW_STAT_STATE_WRITES),
+	              (unsigned long long)itest_stat(pid, ZKW_STAT_STATE_FAILURES));
+	assert_true(itest_stat(pid, ZKW_STAT_STATE_WRITES) >= 3);
 	stores_close(); /* before its namespace goes */
-	seg_close(s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* ---- fixtures ----------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb, (void)type, (void)ftw;
-	remove(path);
-	return 0;
-}
-
 static int group_setup(void **state)
 {
-	const char *run = getenv("ZKW_TEST_RUNDIR");
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t alen = sizeof(a);
 
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwtc%d", (int)getpid());
-	if (run && *run) {
-		snprintf(base, sizeof(base), "%s/coldstart.%d", run, (int)getpid());
-		if (mkdir(base, 0700) < 0)
-			return -1;
-	} else {
-		snprintf(base, sizeof(base), "/tmp/zkwtc.XXXXXX");
-		if (!mkdtemp(base))
-			return -1;
-	}
+	zk = itest_zk_start(&(struct itest_config){
+	        .prefix = "zkwtc", .wait_ms = WAIT_MS, .read_cap = SEG_CAP, .follow = true});
+	if (!zk || !itest_dir_make(base, sizeof(base)))
+		return -1;
 	/* Bound and never listening: a connection there is refused at once. */
 	closed_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (closed_fd < 0 || bind(closed_fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
 	    getsockname(closed_fd, (struct sockaddr *)&a, &alen) < 0)
 		return -1;
 	snprintf(closed_hosts, sizeof(closed_hosts), "127.0.0.1:%d", ntohs(a.sin_port));
-	zk = zkh_start(1);
-	if (!zk)
-		return -1;
 	hosts = zkh_hosts(zk);
 	return 0;
 }
@@ -1434,32 +1098,24 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	proc_kill_all();
-	seg_close_all();
+	itest_test_cleanup(); /* before the stores: a broker in its own namespace */
 	stores_close();
-	for (int i = 0; i < nsegments; i++)
-		zkw_writer_remove(segments[i]);
-	if (zk) {
-		zookeeper_up();
-		zkh_delete(hosts, root);
-		zkh_stop(zk);
-	}
+	itest_zk_stop();
 	if (closed_fd >= 0)
 		close(closed_fd);
-	if (!getenv("ZKW_TEST_KEEP"))
-		nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (base[0] && !getenv("ZKW_TEST_KEEP"))
+		itest_tree_remove(base, false);
 	return 0;
 }
 
 static int test_teardown(void **state)
 {
 	(void)state;
-	seg_close_all();
-	proc_kill_all(); /* before the stores: a broker in its own namespace */
+	itest_test_cleanup(); /* before the stores: a broker in its own namespace */
 	stores_close();
 	zkw_zk_close(writer_zh);
 	writer_zh = NULL;
-	zookeeper_up();
+	itest_zk_up(); /* ZooKeeper stopped by a test comes back */
 	return 0;
 }
 

@@ -23,6 +23,7 @@
 
 #include <zkw/client.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "publish/writer.h"
@@ -31,41 +32,8 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64];
-static char dir[64];
-static char conf[128];
-
-static void put(const char *path, const char *content)
-{
-	int rc = zkh_set(hosts, path, content, (int)strlen(content));
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-static void write_conf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void write_conf(const char *fmt, ...)
-{
-	char tmp[160];
-	va_list ap;
-	FILE *f;
-
-	/* Replaced whole (rename), as an editor or a config manager does. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", conf);
-	f = fopen(tmp, "w");
-	assert_non_null(f);
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(rename(tmp, conf), 0);
-}
-
-#define assert_contains(text, needle)                                                                    \
-	do {                                                                                             \
-		if (!strstr((text), (needle)))                                                           \
-			fail_msg("expected \"%s\" in:\n%s", (needle), (text));                           \
-	} while (0)
+static char dir[64];   /* itest_dir_make */
+static char conf[128]; /* the broker's configuration file, in dir */
 
 static char *shm_of(char *buf, size_t cap, const char *tag)
 {
@@ -83,45 +51,47 @@ static void test_check_config(void **state)
 	const char *missing[] = {"--config", "/nonexistent/zkw.conf", "--check-config", NULL};
 
 	(void)state;
-	write_conf("# a comment\n[broker]\nzookeeper = %s\ncapacity = 64k\n\n[socket]\npath = none\nlinger = 60\n"
-	           "allow = any=/app\n\n[watch /a/b]\nshm = %s\nmode = 0600\n\n[watch p]\npath = /p/q\npointer = true\n",
-	           hosts, shm_of(a, sizeof(a), "ab"));
+	itest_write_file(conf,
+	                 "# a comment\n[broker]\nzookeeper = %s\ncapacity = 64k\n\n"
+	                 "[socket]\npath = none\nlinger = 60\nallow = any=/app\n\n"
+	                 "[watch /a/b]\nshm = %s\nmode = 0600\n\n[watch p]\npath = /p/q\npointer = true\n",
+	                 hosts, shm_of(a, sizeof(a), "ab"));
 	assert_int_equal(proc_run("zkw-broker", argv, NULL, WAIT_MS, &out, &err), 0);
-	assert_contains(out, "zookeeper = ");
-	assert_contains(out, hosts);
-	assert_contains(out, "linger = 7\n"); /* the command line wins */
-	assert_contains(out, "allow = any=/app\n");
-	assert_contains(out, "[watch /a/b]\n");
-	assert_contains(out, a);
-	assert_contains(out, "capacity = 65536\nmode = 0600\n");
-	assert_contains(out, "path = /p/q\npointer = true\n");
-	assert_contains(out, "[watch /cli/w] ; -f\n");
+	itest_assert_contains(out, "zookeeper = ");
+	itest_assert_contains(out, hosts);
+	itest_assert_contains(out, "linger = 7\n"); /* the command line wins */
+	itest_assert_contains(out, "allow = any=/app\n");
+	itest_assert_contains(out, "[watch /a/b]\n");
+	itest_assert_contains(out, a);
+	itest_assert_contains(out, "capacity = 65536\nmode = 0600\n");
+	itest_assert_contains(out, "path = /p/q\npointer = true\n");
+	itest_assert_contains(out, "[watch /cli/w] ; -f\n");
 	free(out);
 	free(err);
 
-	write_conf("[broker]\nzookeeper = %s\n\n[watch /a]\ncapcity = 3\n", hosts);
+	itest_write_file(conf, "[broker]\nzookeeper = %s\n\n[watch /a]\ncapcity = 3\n", hosts);
 	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":5: unknown key 'capcity' in [watch /a]");
-	assert_contains(err, conf);
+	itest_assert_contains(err, ":5: unknown key 'capcity' in [watch /a]");
+	itest_assert_contains(err, conf);
 	free(out);
 	free(err);
-	write_conf("[broker]\nzookeeper = %s\n[watch label]\npointer = true\n", hosts);
+	itest_write_file(conf, "[broker]\nzookeeper = %s\n[watch label]\npointer = true\n", hosts);
 	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":3: [watch label] has no path");
+	itest_assert_contains(err, ":3: [watch label] has no path");
 	free(out);
 	free(err);
-	write_conf("[broker]\nzookeeper = %s\n[watch /m]\nmode = 0666\n", hosts);
+	itest_write_file(conf, "[broker]\nzookeeper = %s\n[watch /m]\nmode = 0666\n", hosts);
 	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":4: mode = 0666: group/other write permission refused");
+	itest_assert_contains(err, ":4: mode = 0666: group/other write permission refused");
 	free(out);
 	free(err);
-	write_conf("[broker]\nzookeeper = %s\nsession-timeout = soon\n", hosts);
+	itest_write_file(conf, "[broker]\nzookeeper = %s\nsession-timeout = soon\n", hosts);
 	assert_int_equal(proc_run("zkw-broker", bad, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":3: --session-timeout soon: want milliseconds");
+	itest_assert_contains(err, ":3: --session-timeout soon: want milliseconds");
 	free(out);
 	free(err);
 	assert_int_equal(proc_run("zkw-broker", missing, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, "/nonexistent/zkw.conf: No such file or directory");
+	itest_assert_contains(err, "/nonexistent/zkw.conf: No such file or directory");
 	free(out);
 	free(err);
 }
@@ -167,21 +137,23 @@ static void test_reload(void **state)
 	const char *argv[] = {"--config", conf, NULL};
 
 	(void)state;
-	snprintf(pa, sizeof(pa), "%s/a", root);
-	snprintf(pb, sizeof(pb), "%s/b", root);
-	snprintf(pc, sizeof(pc), "%s/c", root);
-	snprintf(pd, sizeof(pd), "%s/d", root);
-	put(pa, "A");
-	put(pb, "B");
-	put(pc, "C");
-	put(pd, "D");
+	itest_node(pa, sizeof(pa), "a");
+	itest_node(pb, sizeof(pb), "b");
+	itest_node(pc, sizeof(pc), "c");
+	itest_node(pd, sizeof(pd), "d");
+	itest_put(pa, "A");
+	itest_put(pb, "B");
+	itest_put(pc, "C");
+	itest_put(pd, "D");
 	shm_of(sa, sizeof(sa), "a");
 	shm_of(sb, sizeof(sb), "b");
 	shm_of(sc, sizeof(sc), "c");
 	shm_of(sd, sizeof(sd), "d");
-	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = none\n"
-	           "[watch %s]\nshm = %s\nmode = 0600\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 16k\n",
-	           hosts, pa, sa, pb, sb, pd, sd);
+	itest_write_file(conf,
+	                 "[broker]\nzookeeper = %s\n[socket]\npath = none\n"
+	                 "[watch %s]\nshm = %s\nmode = 0600\n[watch %s]\nshm = %s\n"
+	                 "[watch %s]\nshm = %s\ncapacity = 16k\n",
+	                 hosts, pa, sa, pb, sb, pd, sd);
 	b = proc_spawn("zkw-broker", argv);
 	assert_non_null(b);
 	assert_true(proc_wait_output_count(b, PROC_STDERR, ": valid, version", 3, WAIT_MS));
@@ -203,9 +175,11 @@ static void test_reload(void **state)
 		assert_int_equal(stat(dev, &st), 0);
 		assert_int_equal(st.st_mode & 07777, 0600);
 	}
-	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = none\n"
-	           "[watch %s]\nshm = %s\nmode = 0600\n[watch %s]\nshm = %s\n[watch %s]\nshm = %s\ncapacity = 32k\n",
-	           hosts, pa, sa, pc, sc, pd, sd);
+	itest_write_file(conf,
+	                 "[broker]\nzookeeper = %s\n[socket]\npath = none\n"
+	                 "[watch %s]\nshm = %s\nmode = 0600\n[watch %s]\nshm = %s\n"
+	                 "[watch %s]\nshm = %s\ncapacity = 32k\n",
+	                 hosts, pa, sa, pc, sc, pd, sd);
 	proc_signal(b, SIGHUP);
 	assert_true(proc_wait_output(b, PROC_STDERR, "reloaded", WAIT_MS));
 	if (proc_count(b, PROC_STDERR, "2 watches added, 2 removed or re-created, 1 unchanged") != 1) {
@@ -235,13 +209,13 @@ static void test_reload(void **state)
 	assert_int_equal(zkw_reader_wait(&ra, gen_a, 300), 0);
 
 	/* A bad file: refused with its place, nothing changes. */
-	write_conf("[broker]\nzookeeper = %s\n[watch %s]\nbogus = 1\n", hosts, pa);
+	itest_write_file(conf, "[broker]\nzookeeper = %s\n[watch %s]\nbogus = 1\n", hosts, pa);
 	proc_signal(b, SIGHUP);
 	assert_true(proc_wait_output(b, PROC_STDERR, "reload refused", WAIT_MS));
 	assert_int_equal(proc_count(b, PROC_STDERR, ":4: unknown key 'bogus'"), 1);
 	assert_false(zkw_reader_retired(&ra));
 	assert_int_equal(zkw_reader_generation(&ra), gen_a);
-	put(pa, "A2");
+	itest_put(pa, "A2");
 	await_valid(&ra, "A2");
 	{
 		zkw_reader rc;
@@ -273,11 +247,11 @@ static void test_reload_keeps_restart_settings(void **state)
 
 	(void)state;
 	snprintf(sock, sizeof(sock), "%s/s.sock", dir);
-	write_conf("[broker]\nzookeeper = %s\n[socket]\npath = %s\n", hosts, sock);
+	itest_write_file(conf, "[broker]\nzookeeper = %s\n[socket]\npath = %s\n", hosts, sock);
 	b = proc_spawn("zkw-broker", argv);
 	assert_non_null(b);
 	assert_true(proc_wait_output(b, PROC_STDERR, "listening", WAIT_MS));
-	write_conf("[broker]\nzookeeper = 127.0.0.1:1\n[socket]\npath = %s\n", sock);
+	itest_write_file(conf, "[broker]\nzookeeper = 127.0.0.1:1\n[socket]\npath = %s\n", sock);
 	proc_signal(b, SIGHUP);
 	assert_true(proc_wait_output(b, PROC_STDERR, "reloaded", WAIT_MS));
 	assert_int_equal(proc_count(b, PROC_STDERR, "reload: zookeeper changed: needs a restart"), 1);
@@ -336,14 +310,10 @@ static void test_version(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	zk = zkh_start(1);
-	if (!zk)
+	zk = itest_zk_start(&(struct itest_config){.prefix = "zkwtc", .wait_ms = WAIT_MS});
+	if (!zk || !itest_dir_make(dir, sizeof(dir)))
 		return -1;
 	hosts = zkh_hosts(zk);
-	snprintf(root, sizeof(root), "/zkwtc%d", (int)getpid());
-	snprintf(dir, sizeof(dir), "/tmp/zkwtc.%d", (int)getpid());
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -1;
 	snprintf(conf, sizeof(conf), "%s/broker.conf", dir);
 	return 0;
 }
@@ -351,10 +321,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	unlink(conf);
-	rmdir(dir);
-	zkh_delete(hosts, root);
-	zkh_stop(zk);
+	if (dir[0])
+		itest_tree_remove(dir, false);
+	itest_zk_stop();
 	return 0;
 }
 

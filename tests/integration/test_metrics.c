@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -33,6 +32,7 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zk/internal.h" /* test hook: zkw__watch_forget_zk_watches */
 #include "zkh.h"
@@ -47,23 +47,11 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64];  /* "/zkwtm<pid>" */
 static char sock[108]; /* the broker's control socket */
 static proc *broker;
 
-static void put(const char *path, const char *content)
-{
-	int rc = zkh_set(hosts, path, content, (int)strlen(content));
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-static const char *node(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
-}
+/* Nodes live below "/zkwtm<pid>" (itest.h). */
+static const char *root;
 
 /* "/zkwtm.<pid>.<tag>": the test's segment names. */
 static const char *seg(char *buf, size_t cap, const char *tag)
@@ -134,50 +122,6 @@ static void wait_tally(struct tally *t, zkw_session_count what, uint64_t min, co
 		         (unsigned long long)min);
 }
 
-/* A second handle attaches to the session and closes it: the server ends
- * it under us (test_watcher.c's expire_session). */
-struct attach {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool connected;
-};
-
-static void attach_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
-{
-	struct attach *a = ctx;
-
-	(void)zh, (void)path;
-	if (type != ZOO_SESSION_EVENT)
-		return;
-	pthread_mutex_lock(&a->lock);
-	a->connected = state == ZOO_CONNECTED_STATE;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
-}
-
-static void quiet_log(const char *message)
-{
-	(void)message;
-}
-
-static void attach_and_close(const clientid_t *cid)
-{
-	struct attach a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-	struct timespec ts = zkw_clock_deadline_ms(CLOCK_REALTIME, WAIT_MS);
-	zhandle_t *zh = zookeeper_init2(hosts, attach_watcher, SESSION_MS, cid, &a, 0, quiet_log);
-
-	assert_non_null(zh);
-	pthread_mutex_lock(&a.lock);
-	while (!a.connected && pthread_cond_timedwait(&a.cond, &a.lock, &ts) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&a.lock);
-	zookeeper_close(zh);
-}
-
-/* The watch library tells its caller of every event it counts: ZooKeeper
- * events and reads; reconcile checks, and a repair when a reconcile finds a
- * change whose watch was lost; a session lost and the reconnection after
- * it. Before the hook existed there was nothing to count with. */
 static void test_library_counts_its_events(void **state)
 {
 	struct tally t = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -190,7 +134,7 @@ static void test_library_counts_its_events(void **state)
 	uint64_t events;
 
 	(void)state;
-	put(node(path, sizeof(path), "lib"), "first");
+	itest_put(itest_node(path, sizeof(path), "lib"), "first");
 	zkw_session_options_init(&o);
 	o.session_timeout_ms = SESSION_MS;
 	o.valid_init = true;
@@ -208,7 +152,7 @@ static void test_library_counts_its_events(void **state)
 
 	/* A change: a node event, and a read for it. */
 	events = __atomic_load_n(&t.n[ZKW_COUNT_ZK_EVENT], __ATOMIC_RELAXED);
-	put(path, "second");
+	itest_put(path, "second");
 	wait_content(&t, "second", WAIT_MS);
 	wait_tally(&t, ZKW_COUNT_ZK_EVENT, events + 1, "node event");
 	wait_tally(&t, ZKW_COUNT_READ, 2, "read after the change");
@@ -217,7 +161,7 @@ static void test_library_counts_its_events(void **state)
 	wait_tally(&t, ZKW_COUNT_RECONCILE, 1, "reconcile check");
 	assert_int_equal(__atomic_load_n(&t.n[ZKW_COUNT_REPAIR], __ATOMIC_RELAXED), 0);
 	assert_int_equal(zkw__watch_forget_zk_watches(w), 0);
-	put(path, "third");
+	itest_put(path, "third");
 	wait_content(&t, "third", WAIT_MS);
 	wait_tally(&t, ZKW_COUNT_REPAIR, 1, "reconcile repair");
 
@@ -228,7 +172,7 @@ static void test_library_counts_its_events(void **state)
 	     attempt++) {
 		struct at_least lost = {&t.n[ZKW_COUNT_SESSION_LOST], 1};
 
-		attach_and_close(&cid);
+		itest_zk_session_end(&cid, SESSION_MS);
 		zkh_eventually(reached, &lost, 3000); /* our client may win the session back: again */
 	}
 	wait_tally(&t, ZKW_COUNT_SESSION_LOST, 1, "session expiry");
@@ -243,127 +187,33 @@ static pid_t broker_pid;
 static void start_broker(const char *first, ...)
 {
 	char cfg[96], missing[96], s1[96], s2[96];
-	const char *argv[40] = {"-z",
-	                        hosts,
-	                        "--socket",
-	                        sock,
-	                        "--session-timeout",
-	                        "4000",
-	                        "-f",
-	                        node(cfg, sizeof(cfg), "cfg"),
-	                        "--shm",
-	                        seg(s1, sizeof(s1), "cfg"),
-	                        "-f",
-	                        node(missing, sizeof(missing), "missing"),
-	                        "--shm",
-	                        seg(s2, sizeof(s2), "missing")};
-	size_t n = 14;
+	const char *fixed[] = {"-z",
+	                       hosts,
+	                       "--socket",
+	                       sock,
+	                       "--session-timeout",
+	                       "4000",
+	                       "-f",
+	                       itest_node(cfg, sizeof(cfg), "cfg"),
+	                       "--shm",
+	                       seg(s1, sizeof(s1), "cfg"),
+	                       "-f",
+	                       itest_node(missing, sizeof(missing), "missing"),
+	                       "--shm",
+	                       seg(s2, sizeof(s2), "missing"),
+	                       NULL};
 	va_list ap;
 
 	va_start(ap, first);
-	for (const char *a = first; a && n < 38; a = va_arg(ap, const char *))
-		argv[n++] = a;
+	broker = itest_broker_listening(sock, fixed, first, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	broker = proc_spawn("zkw-broker", argv);
-	assert_non_null(broker);
-	if (!proc_wait_output(broker, PROC_STDERR, "listening", WAIT_MS)) {
-		proc_dump(broker, "no 'listening' line");
-		fail_msg("broker did not listen on %s", sock);
-	}
 	broker_pid = proc_pid(broker);
 }
 
 static void stop_broker(void)
 {
-	proc_signal(broker, SIGTERM);
-	if (proc_wait(broker, WAIT_MS) != 0) {
-		proc_dump(broker, "did not stop cleanly");
-		fail_msg("broker exit status not 0");
-	}
-	proc_free(broker);
+	itest_broker_stop(broker);
 	broker = NULL;
-}
-
-static const char *stats_path(char *buf, size_t cap, pid_t pid)
-{
-	snprintf(buf, cap, "/dev/shm/" ZKW_STATS_PREFIX "%d", (int)pid);
-	return buf;
-}
-
-/* The stats object of pid, copied; false when it cannot be read. */
-static bool load_stats(pid_t pid, struct zkw_stats_view *v)
-{
-	char path[64];
-	int fd = open(stats_path(path, sizeof(path), pid), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	void *map;
-	int err;
-
-	if (fd < 0)
-		return false;
-	map = mmap(NULL, ZKW_STATS_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (map == MAP_FAILED)
-		return false;
-	err = zkw_stats_load(map, ZKW_STATS_SIZE, v);
-	munmap(map, ZKW_STATS_SIZE);
-	return err == 0;
-}
-
-struct counter_wait {
-	pid_t pid;
-	enum zkw_stat which;
-	uint64_t min;
-	uint64_t last;
-};
-
-static bool counter_reached(void *arg)
-{
-	struct counter_wait *c = arg;
-	struct zkw_stats_view v;
-
-	if (!load_stats(c->pid, &v))
-		return false;
-	c->last = v.counter[c->which];
-	return c->last >= c->min;
-}
-
-static uint64_t stat_now(enum zkw_stat which)
-{
-	struct zkw_stats_view v;
-
-	if (!load_stats(broker_pid, &v))
-		fail_msg("no stats object for broker %d", (int)broker_pid);
-	return v.counter[which];
-}
-
-static void wait_stat(enum zkw_stat which, uint64_t min, const char *name)
-{
-	struct counter_wait c = {broker_pid, which, min, 0};
-
-	if (!zkh_eventually(counter_reached, &c, WAIT_MS))
-		fail_msg("broker counter %s: %llu, want at least %llu", name, (unsigned long long)c.last,
-		         (unsigned long long)min);
-}
-
-static int inspect(char **out, const char *first, ...)
-{
-	const char *argv[16];
-	size_t n = 0;
-	va_list ap;
-	char *err = NULL;
-	int status;
-
-	va_start(ap, first);
-	for (const char *a = first; a && n < 15; a = va_arg(ap, const char *))
-		argv[n++] = a;
-	va_end(ap);
-	argv[n] = NULL;
-	status = proc_run("zkw-inspect", argv, NULL, WAIT_MS, out, &err);
-	if (status < 0 || status > 3)
-		fail_msg("zkw-inspect %s: status %d\n%s", first, status, err ? err : "");
-	free(err);
-	return status;
 }
 
 static void expect_in(const char *text, const char *needle, const char *what)
@@ -388,13 +238,13 @@ static void test_broker_publishes_its_counters(void **state)
 	int rc;
 
 	(void)state;
-	put(node(path, sizeof(path), "cfg"), "one");
+	itest_put(itest_node(path, sizeof(path), "cfg"), "one");
 	start_broker("--max-peer-subscriptions", "1", NULL);
-	assert_int_equal(lstat(stats_path(path, sizeof(path), broker_pid), &st), 0);
+	assert_int_equal(lstat(itest_stats_path(path, sizeof(path), broker_pid), &st), 0);
 	assert_true(S_ISREG(st.st_mode));
 	assert_int_equal(st.st_uid, geteuid());
 	assert_int_equal(st.st_mode & 07777, 0640); /* the segments' default mode */
-	assert_true(load_stats(broker_pid, &v));
+	assert_true(itest_stats_load(broker_pid, &v));
 	assert_int_equal(v.abi_major, ZKW_STATS_ABI_MAJOR);
 	assert_int_equal(v.broker_pid, broker_pid);
 	assert_int_equal(v.counter_count, ZKW_STAT_COUNT);
@@ -403,38 +253,39 @@ static void test_broker_publishes_its_counters(void **state)
 	assert_true(v.broker_started_ns > 0);
 
 	/* Two watches, each read and published; the missing one is the last error. */
-	wait_stat(ZKW_STAT_PUBLISHES, 2, "publishes");
-	wait_stat(ZKW_STAT_ZK_READS, 2, "reads");
-	wait_stat(ZKW_STAT_ZK_EVENTS, 1, "ZooKeeper events");
-	wait_stat(ZKW_STAT_ERRORS, 1, "errors");
-	assert_true(load_stats(broker_pid, &v));
+	itest_stat_wait(broker_pid, ZKW_STAT_PUBLISHES, 2, "publishes");
+	itest_stat_wait(broker_pid, ZKW_STAT_ZK_READS, 2, "reads");
+	itest_stat_wait(broker_pid, ZKW_STAT_ZK_EVENTS, 1, "ZooKeeper events");
+	itest_stat_wait(broker_pid, ZKW_STAT_ERRORS, 1, "errors");
+	assert_true(itest_stats_load(broker_pid, &v));
 	snprintf(text, sizeof(text), "%s/missing: invalid: Invalid get on file path", root);
 	if (!strstr(v.error, text))
 		fail_msg("last error: \"%s\", want \"%s\"", v.error, text);
 	assert_true(v.error_ns > 0 && v.error_level == ZKW_LOG_WARN);
 
 	/* A change: a node event, a read, a publish. */
-	published = stat_now(ZKW_STAT_PUBLISHES);
-	events = stat_now(ZKW_STAT_ZK_EVENTS);
-	put(node(path, sizeof(path), "cfg"), "two");
-	wait_stat(ZKW_STAT_PUBLISHES, published + 1, "publishes after a change");
-	wait_stat(ZKW_STAT_ZK_EVENTS, events + 1, "ZooKeeper events after a change");
+	published = itest_stat(broker_pid, ZKW_STAT_PUBLISHES);
+	events = itest_stat(broker_pid, ZKW_STAT_ZK_EVENTS);
+	itest_put(itest_node(path, sizeof(path), "cfg"), "two");
+	itest_stat_wait(broker_pid, ZKW_STAT_PUBLISHES, published + 1, "publishes after a change");
+	itest_stat_wait(broker_pid, ZKW_STAT_ZK_EVENTS, events + 1, "ZooKeeper events after a change");
 
 	/* A subscription, then one over the cap (1 per uid): refused. The
 	 * subscriber's process name, which it chooses, is hostile. */
-	assert_int_equal(stat_now(ZKW_STAT_SUBSCRIPTIONS), 0);
+	assert_int_equal(itest_stat(broker_pid, ZKW_STAT_SUBSCRIPTIONS), 0);
 	assert_int_equal(prctl(PR_GET_NAME, comm, 0, 0, 0), 0);
 	assert_int_equal(prctl(PR_SET_NAME, "zkw\x1b[1m\xff\"x", 0, 0, 0), 0);
-	rc = zkw_reader_subscribe(&sub, sock, node(path, sizeof(path), "cfg"), 0);
+	rc = zkw_reader_subscribe(&sub, sock, itest_node(path, sizeof(path), "cfg"), 0);
 	prctl(PR_SET_NAME, comm, 0, 0, 0);
 	if (rc != 0)
 		fail_msg("subscribe: %s", sub.why);
-	assert_int_equal(stat_now(ZKW_STAT_SUBSCRIPTIONS), 1); /* counted before the answer */
-	assert_int_equal(zkw_reader_subscribe(&sub2, sock, node(path, sizeof(path), "other"), 0), -ENOSPC);
-	assert_int_equal(stat_now(ZKW_STAT_SUBSCRIPTIONS_REFUSED), 1);
+	assert_int_equal(itest_stat(broker_pid, ZKW_STAT_SUBSCRIPTIONS), 1); /* counted before the answer */
+	assert_int_equal(zkw_reader_subscribe(&sub2, sock, itest_node(path, sizeof(path), "other"), 0),
+	                 -ENOSPC);
+	assert_int_equal(itest_stat(broker_pid, ZKW_STAT_SUBSCRIPTIONS_REFUSED), 1);
 
 	/* What --list makes of it. */
-	assert_int_equal(inspect(&out, "--list", NULL), 0);
+	assert_int_equal(itest_inspect(&out, "--list", NULL), 0);
 	snprintf(text, sizeof(text), "broker /zkw-stats.%d: pid %d, alive, zkw %s", (int)broker_pid,
 	         (int)broker_pid, ZKW_VERSION);
 	expect_in(out, text, "--list");
@@ -444,7 +295,7 @@ static void test_broker_publishes_its_counters(void **state)
 	snprintf(text, sizeof(text), "%s ", seg(path, sizeof(path), "cfg"));
 	expect_in(out, text, "--list");
 	free(out);
-	assert_int_equal(inspect(&out, "--list", "--json", NULL), 0);
+	assert_int_equal(itest_inspect(&out, "--list", "--json", NULL), 0);
 	snprintf(pidtext, sizeof(pidtext), "\"broker_pid\":%d,\"broker_alive\":true", (int)broker_pid);
 	expect_in(out, pidtext, "--list --json");
 	expect_in(out, "\"subscriptions\":1,\"subscriptions_refused\":1", "--list --json");
@@ -453,12 +304,12 @@ static void test_broker_publishes_its_counters(void **state)
 	/* --readers shows that name escaped, never raw (before: bytes from
 	 * 0x80 went out raw, in JSON too). */
 	seg(path, sizeof(path), "cfg");
-	assert_int_equal(inspect(&out, path, "--readers", "--socket", sock, "--json", NULL), 0);
+	assert_int_equal(itest_inspect(&out, path, "--readers", "--socket", sock, "--json", NULL), 0);
 	expect_in(out, "\"process\":\"zkw\\u001b[1m\\u00ff\\\"x\"", "--readers --json");
 	assert_null(strchr(out, 0x1b));
 	assert_null(strchr(out, (char)0xff));
 	free(out);
-	assert_int_equal(inspect(&out, path, "--readers", "--socket", sock, NULL), 0);
+	assert_int_equal(itest_inspect(&out, path, "--readers", "--socket", sock, NULL), 0);
 	expect_in(out, " zkw\\x1b[1m\\xff\"x ", "--readers");
 	assert_null(strchr(out, 0x1b));
 	assert_null(strchr(out, (char)0xff));
@@ -467,7 +318,7 @@ static void test_broker_publishes_its_counters(void **state)
 
 	/* A clean stop removes it. */
 	stop_broker();
-	assert_int_equal(lstat(stats_path(path, sizeof(path), broker_pid), &st), -1);
+	assert_int_equal(lstat(itest_stats_path(path, sizeof(path), broker_pid), &st), -1);
 	assert_int_equal(errno, ENOENT);
 }
 
@@ -488,16 +339,16 @@ static void test_prometheus_output_passes_promtool(void **state)
 	(void)state;
 	if (access(PROMTOOL, X_OK) != 0)
 		fail_msg(PROMTOOL " not found: tools/deps.sh installs Debian's prometheus package");
-	put(node(path, sizeof(path), "cfg"), "one");
+	itest_put(itest_node(path, sizeof(path), "cfg"), "one");
 	start_broker(NULL);
-	wait_stat(ZKW_STAT_PUBLISHES, 2, "publishes");
+	itest_stat_wait(broker_pid, ZKW_STAT_PUBLISHES, 2, "publishes");
 	if (zkw_writer_open(&w, seg(hostile_seg, sizeof(hostile_seg), "hostile"), &wo, why, sizeof(why)) != 0)
 		fail_msg("writer: %s", why);
 	assert_int_equal(zkw_writer_publish(w, &p), 0);
 	snprintf(fifo, sizeof(fifo), "/dev/shm/zkwtm.%d.q\"\\\n\x1b\xff", (int)getpid());
 	assert_int_equal(mkfifo(fifo, 0600), 0);
 
-	status = inspect(&out, "--prometheus", NULL);
+	status = itest_inspect(&out, "--prometheus", NULL);
 	unlink(fifo);
 	zkw_writer_close(w, true);
 	assert_int_equal(status, 0);
@@ -568,7 +419,7 @@ static void wait_connected(const char *name, bool want)
 static void expect_plugin(const char *name, int code, const char *needle)
 {
 	char *out = NULL;
-	int status = inspect(&out, "--check", name, NULL);
+	int status = itest_inspect(&out, "--check", name, NULL);
 
 	if (status != code || !strstr(out, needle))
 		fail_msg("--check %s: exit %d, want %d with \"%s\":\n%s", name, status, code, needle, out);
@@ -588,12 +439,12 @@ static void test_check_and_sweep_with_a_real_broker(void **state)
 	pid_t killed;
 
 	(void)state;
-	put(node(path, sizeof(path), "cfg"), "one");
+	itest_put(itest_node(path, sizeof(path), "cfg"), "one");
 	start_broker(NULL);
 	seg(name, sizeof(name), "cfg");
 	wait_connected(name, true);
 	expect_plugin(name, 0, "ZKW OK - ");
-	assert_int_equal(stat_now(ZKW_STAT_RECONNECTS), 0);
+	assert_int_equal(itest_stat(broker_pid, ZKW_STAT_RECONNECTS), 0);
 
 	assert_int_equal(zkh_pause(zk), 0);
 	wait_connected(name, false);
@@ -601,7 +452,7 @@ static void test_check_and_sweep_with_a_real_broker(void **state)
 	assert_int_equal(zkh_resume(zk), 0);
 	wait_connected(name, true);
 	expect_plugin(name, 0, "ZKW OK - ");
-	wait_stat(ZKW_STAT_RECONNECTS, 1, "reconnects");
+	itest_stat_wait(broker_pid, ZKW_STAT_RECONNECTS, 1, "reconnects");
 
 	killed = broker_pid;
 	proc_signal(broker, SIGKILL);
@@ -609,15 +460,15 @@ static void test_check_and_sweep_with_a_real_broker(void **state)
 	proc_free(broker);
 	broker = NULL;
 	expect_plugin(name, 2, "has no broker");
-	assert_int_equal(lstat(stats_path(stale, sizeof(stale), killed), &st), 0);
-	assert_int_equal(inspect(&out, "--list", NULL), 0);
+	assert_int_equal(lstat(itest_stats_path(stale, sizeof(stale), killed), &st), 0);
+	assert_int_equal(itest_inspect(&out, "--list", NULL), 0);
 	snprintf(text, sizeof(text), "broker /zkw-stats.%d: pid %d, dead,", (int)killed, (int)killed);
 	expect_in(out, text, "--list after a kill");
 	free(out);
 
 	start_broker(NULL);
 	assert_int_equal(lstat(stale, &st), -1); /* swept at the start */
-	assert_int_equal(lstat(stats_path(path, sizeof(path), broker_pid), &st), 0);
+	assert_int_equal(lstat(itest_stats_path(path, sizeof(path), broker_pid), &st), 0);
 	stop_broker();
 }
 
@@ -635,7 +486,7 @@ static int teardown_each(void **state)
 		proc_wait(broker, WAIT_MS);
 		proc_free(broker);
 		broker = NULL;
-		unlink(stats_path(path, sizeof(path), pid));
+		unlink(itest_stats_path(path, sizeof(path), pid));
 	}
 	unlink(sock);
 	return 0;
@@ -644,11 +495,11 @@ static int teardown_each(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	zk = zkh_start(1);
+	zk = itest_zk_start(&(struct itest_config){.prefix = "zkwtm", .wait_ms = WAIT_MS});
 	if (!zk)
 		return -1;
 	hosts = zkh_hosts(zk);
-	snprintf(root, sizeof(root), "/zkwtm%d", (int)getpid());
+	root = itest_root();
 	snprintf(sock, sizeof(sock), "/tmp/zkwtm.%d.sock", (int)getpid());
 	return 0;
 }
@@ -660,8 +511,7 @@ static int teardown(void **state)
 	(void)state;
 	zkw_writer_remove(seg(name, sizeof(name), "cfg"));
 	zkw_writer_remove(seg(name, sizeof(name), "missing"));
-	zkh_delete(hosts, root);
-	zkh_stop(zk);
+	itest_zk_stop();
 	return 0;
 }
 

@@ -35,6 +35,7 @@
 #include <cmocka.h>
 #include <zookeeper/zookeeper.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
@@ -52,76 +53,14 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static zhandle_t *zh; /* the test's own session, to look */
-static char root[64];
-static char tmpdir[256];
+static zhandle_t *zh;    /* the test's own session, to look */
+static const char *root; /* "/zkwpush<pid>" (itest_root) */
+static char tmpdir[256]; /* local files (itest_dir_make) */
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static void fail_free(char *a, char *b, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail_free(char *a, char *b, const char *fmt, ...)
-{
-	char msg[8192];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	free(a);
-	free(b);
-	fail_msg("%s", msg);
-}
-
-struct run {
-	int status;
-	char *out, *err;
-};
-
-static struct run push(const char *arg, ...) __attribute__((sentinel));
-static struct run push(const char *arg, ...)
-{
-	const char *argv[40];
-	struct run r;
-	va_list ap;
-
-	va_start(ap, arg);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
-	va_end(ap);
-	r.status = proc_run("zkw-push", argv, NULL, WAIT_MS, &r.out, &r.err);
-	assert_non_null(r.out);
-	assert_non_null(r.err);
-	return r;
-}
-
-static void run_free(struct run *r)
-{
-	free(r->out);
-	free(r->err);
-}
-
-#define EXPECT_RUN(r, want_status)                                                                           \
-	do {                                                                                                 \
-		if ((r).status != (want_status))                                                             \
-			fail_free((r).out, (r).err,                                                          \
-			          "exit %d, want %d; stdout: \"%.2000s\" stderr: \"%.2000s\"", (r).status,   \
-			          (want_status), (r).out, (r).err);                                          \
-	} while (0)
-
-/* The run's output holds needle (on the stream named). */
-#define EXPECT_IN(r, stream, needle)                                                                         \
-	do {                                                                                                 \
-		if (!strstr((r).stream, (needle)))                                                           \
-			fail_free((r).out, (r).err,                                                          \
-			          "want \"%s\" in " #stream "; stdout: \"%.2000s\" stderr: "                 \
-			          "\"%.2000s\"",                                                             \
-			          (needle), (r).out, (r).err);                                               \
-	} while (0)
-
-static const char *node(char *buf, size_t cap, const char *rel)
-{
-	snprintf(buf, cap, "%s/%s", root, rel);
-	return buf;
-}
+/* zkw-push with the arguments given (NULL-terminated), bounded by WAIT_MS. */
+#define push(...) itest_run_tool("zkw-push", NULL, __VA_ARGS__)
 
 /* A fresh local directory for one bundle; its path in buf. */
 static const char *local_dir(char *buf, size_t cap, const char *name)
@@ -131,24 +70,11 @@ static const char *local_dir(char *buf, size_t cap, const char *name)
 	return buf;
 }
 
-static const char *local_file(char *buf, size_t cap, const char *dir, const char *name, const void *data,
-                              size_t len)
-{
-	FILE *f;
-
-	snprintf(buf, cap, "%s/%s", dir, name);
-	f = fopen(buf, "wb");
-	assert_non_null(f);
-	assert_int_equal(fwrite(data, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
-	return buf;
-}
-
 static void put_file(const char *dir, const char *name, const char *text)
 {
 	char path[PATH_CAP];
 
-	local_file(path, sizeof(path), dir, name, text, strlen(text));
+	itest_local_file(path, sizeof(path), dir, name, text, strlen(text));
 }
 
 static void remove_file(const char *dir, const char *name)
@@ -186,7 +112,7 @@ static char *node_get(const char *path, int *len, struct Stat *st)
 		return NULL;
 	}
 	if (zrc != ZOK)
-		fail_free(buf, NULL, "zoo_get %s: %s", path, zerror(zrc));
+		itest_fail_free(buf, NULL, "zoo_get %s: %s", path, zerror(zrc));
 	buf[n > 0 ? n : 0] = '\0';
 	*len = n;
 	return buf;
@@ -221,8 +147,8 @@ static void expect_data(const char *path, const char *want)
 	if (!got)
 		fail_msg("%s: no such node, want \"%s\"", path, want);
 	if (len != (int)strlen(want) || memcmp(got, want, (size_t)len) != 0)
-		fail_free(got, NULL, "%s holds %d bytes \"%.200s\", want \"%s\"", path, len,
-		          len > 0 ? got : "", want);
+		itest_fail_free(got, NULL, "%s holds %d bytes \"%.200s\", want \"%s\"", path, len,
+		                len > 0 ? got : "", want);
 	free(got);
 }
 
@@ -324,7 +250,7 @@ static struct manifest read_manifest(const char *path)
 	end = text + (len > 0 ? len : 0);
 	manifest_line(&p, end, 1, "zkw-chunked", v, sizeof(v));
 	if (strcmp(v, "1") != 0)
-		fail_free(text, NULL, "manifest line 1: \"zkw-chunked %s\", want \"zkw-chunked 1\"", v);
+		itest_fail_free(text, NULL, "manifest line 1: \"zkw-chunked %s\", want \"zkw-chunked 1\"", v);
 	manifest_line(&p, end, 2, "size", v, sizeof(v));
 	m.size = decimal(v, 2);
 	assert_true(m.size <= 256u * 1024 * 1024);
@@ -336,16 +262,16 @@ static struct manifest read_manifest(const char *path)
 	assert_int_equal(m.chunks, m.size ? (m.size + m.chunk_size - 1) / m.chunk_size : 0);
 	manifest_line(&p, end, 5, "xxh3", v, sizeof(v));
 	if (!lower_hex(v, 16))
-		fail_free(text, NULL, "manifest line 5: xxh3 \"%s\" is not 16 lowercase hex digits", v);
+		itest_fail_free(text, NULL, "manifest line 5: xxh3 \"%s\" is not 16 lowercase hex digits", v);
 	m.hash = strtoull(v, NULL, 16);
 	manifest_line(&p, end, 6, "dir", m.dir, sizeof(m.dir));
 	snprintf(want, sizeof(want), "%s/zkw-chunks/", path);
 	if (strncmp(m.dir, want, strlen(want)) != 0 || !lower_hex(m.dir + strlen(want), ID_LEN))
-		fail_free(text, NULL, "manifest line 6: dir \"%s\", want %s<16 lowercase hex digits>", m.dir,
-		          want);
+		itest_fail_free(text, NULL, "manifest line 6: dir \"%s\", want %s<16 lowercase hex digits>",
+		                m.dir, want);
 	memcpy(m.id, m.dir + strlen(want), ID_LEN);
 	if (p != end)
-		fail_free(text, NULL, "manifest: %d bytes after the dir line", (int)(end - p));
+		itest_fail_free(text, NULL, "manifest: %d bytes after the dir line", (int)(end - p));
 	free(text);
 	return m;
 }
@@ -366,7 +292,7 @@ static void expect_chunked(const char *path, const void *want, size_t want_len, 
 	assert_int_equal(m.chunk_size, chunk_size);
 	assert_int_equal(m.hash, XXH3_64bits(want, want_len));
 	if (zkw_zk_children(zh, m.dir, &names, NULL, why, sizeof(why)))
-		fail_free((char *)all, NULL, "children of %s: %s", m.dir, why);
+		itest_fail_free((char *)all, NULL, "children of %s: %s", m.dir, why);
 	assert_int_equal((uint64_t)names.count, m.chunks);
 	for (int i = 0; i < names.count; i++) {
 		char name[16], chunk[PATH_CAP];
@@ -384,7 +310,8 @@ static void expect_chunked(const char *path, const void *want, size_t want_len, 
 		data = node_get(chunk, &len, &st);
 		assert_non_null(data);
 		if ((uint64_t)len != expect || off + (size_t)len > want_len)
-			fail_free(data, (char *)all, "chunk %s: %d bytes, want %" PRIu64, chunk, len, expect);
+			itest_fail_free(data, (char *)all, "chunk %s: %d bytes, want %" PRIu64, chunk, len,
+			                expect);
 		memcpy(all + off, data, (size_t)len);
 		off += (size_t)len;
 		free(data);
@@ -392,7 +319,8 @@ static void expect_chunked(const char *path, const void *want, size_t want_len, 
 	deallocate_String_vector(&names);
 	assert_int_equal(off, want_len);
 	if (memcmp(all, want, want_len) != 0)
-		fail_free((char *)all, NULL, "the chunks of %s concatenated differ from the file", path);
+		itest_fail_free((char *)all, NULL, "the chunks of %s concatenated differ from the file",
+		                path);
 	assert_int_equal(XXH3_64bits(all, off), m.hash);
 	free(all);
 }
@@ -412,17 +340,17 @@ static void push_chunked_ok(const char *path_id, const char *file, const char *e
 {
 	char path[SHORT_CAP], line[PATH_CAP];
 	struct manifest m;
-	struct run r = push("-z", hosts, "--parent", root, "-i", path_id, "-f", file, "--chunked",
-	                    "--chunk-size", "1000", extra1, extra2, NULL);
+	struct itest_run r = push("-z", hosts, "--parent", root, "-i", path_id, "-f", file, "--chunked",
+	                          "--chunk-size", "1000", extra1, extra2, NULL);
 
-	EXPECT_RUN(r, 0);
-	node(path, sizeof(path), path_id);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_node(path, sizeof(path), path_id);
 	m = read_manifest(path);
 	snprintf(line, sizeof(line), "dir %s\n", m.dir);
-	EXPECT_IN(r, out, line);
+	ITEST_EXPECT_IN(r, out, line);
 	snprintf(line, sizeof(line), "xxh3 %016" PRIx64 "\n", m.hash);
-	EXPECT_IN(r, out, line);
-	run_free(&r);
+	ITEST_EXPECT_IN(r, out, line);
+	itest_run_free(&r);
 	memcpy(id, m.id, ID_LEN + 1);
 }
 
@@ -433,14 +361,11 @@ static int group_setup(void **state)
 	char why[256];
 
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwpush%d", (int)getpid());
-	snprintf(tmpdir, sizeof(tmpdir), "%s/zkwpush.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(tmpdir))
-		return -1;
-	zk = zkh_start(1);
-	if (!zk)
+	zk = itest_zk_start(&(struct itest_config){.prefix = "zkwpush", .wait_ms = WAIT_MS});
+	if (!zk || !itest_dir_make(tmpdir, sizeof(tmpdir)))
 		return -1;
 	hosts = zkh_hosts(zk);
+	root = itest_root();
 	if (zkw_zk_connect(&zh, hosts, 10000, 10000, why, sizeof(why))) {
 		fprintf(stderr, "test session: %s\n", why);
 		return -1;
@@ -450,18 +375,11 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-	char cmd[512], why[256];
-
 	(void)state;
-	proc_kill_all();
-	if (zh) {
-		zkw_zk_delete_tree(zh, root, why, sizeof(why));
-		zkw_zk_close(zh);
-	}
-	zkh_stop(zk);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmpdir);
+	zkw_zk_close(zh);
+	itest_group_cleanup();
+	if (tmpdir[0])
+		itest_tree_remove(tmpdir, false);
 	return 0;
 }
 
@@ -475,7 +393,7 @@ static void test_bundle_create_update_delete(void **state)
 	char dir[SHORT_CAP], sub[PATH_CAP], parent[SHORT_CAP], path[PATH_CAP];
 	int64_t a0, b0, c0, b1, d1, created_z;
 	struct Stat pst;
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_dir(dir, sizeof(dir), "crud");
@@ -485,18 +403,18 @@ static void test_bundle_create_update_delete(void **state)
 	put_file(dir, ".hidden", "never pushed");
 	snprintf(sub, sizeof(sub), "%s/subdir", dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
-	node(parent, sizeof(parent), "crud");
+	itest_node(parent, sizeof(parent), "crud");
 
 	/* First push: the parent and three children, created together. */
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "crud", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "3 created, 0 updated, 0 deleted, 0 unchanged");
-	EXPECT_IN(r, err, "subdir is a directory: skipped");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "3 created, 0 updated, 0 deleted, 0 unchanged");
+	ITEST_EXPECT_IN(r, err, "subdir is a directory: skipped");
+	itest_run_free(&r);
 	expect_children(parent, "a,b,c");
-	expect_data(node(path, sizeof(path), "crud/a"), "alpha");
-	expect_data(node(path, sizeof(path), "crud/b"), "beta");
-	expect_data(node(path, sizeof(path), "crud/c"), "gamma");
+	expect_data(itest_node(path, sizeof(path), "crud/a"), "alpha");
+	expect_data(itest_node(path, sizeof(path), "crud/b"), "beta");
+	expect_data(itest_node(path, sizeof(path), "crud/c"), "gamma");
 	a0 = mzxid(parent, "a");
 	b0 = mzxid(parent, "b");
 	c0 = mzxid(parent, "c");
@@ -507,9 +425,9 @@ static void test_bundle_create_update_delete(void **state)
 	assert_int_equal(c0, created_z);
 
 	/* Chunked content's directory under the parent: never a bundle's. */
-	node(path, sizeof(path), "crud/zkw-chunks");
+	itest_node(path, sizeof(path), "crud/zkw-chunks");
 	assert_int_equal(zoo_create(zh, path, "keep", 4, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0), ZOK);
-	node(path, sizeof(path), "crud/zkw-chunks/0000000000000001");
+	itest_node(path, sizeof(path), "crud/zkw-chunks/0000000000000001");
 	assert_int_equal(zoo_create(zh, path, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0), ZOK);
 
 	/* b changed, c gone, d new, a as it was. */
@@ -517,17 +435,17 @@ static void test_bundle_create_update_delete(void **state)
 	remove_file(dir, "c");
 	put_file(dir, "d", "delta");
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "crud", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "1 created, 1 updated, 1 deleted, 1 unchanged");
-	EXPECT_IN(r, out, "created ");
-	EXPECT_IN(r, out, "/crud/d\n");
-	EXPECT_IN(r, out, "deleted ");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "1 created, 1 updated, 1 deleted, 1 unchanged");
+	ITEST_EXPECT_IN(r, out, "created ");
+	ITEST_EXPECT_IN(r, out, "/crud/d\n");
+	ITEST_EXPECT_IN(r, out, "deleted ");
+	itest_run_free(&r);
 	expect_children(parent, "a,b,d,zkw-chunks");
-	expect_data(node(path, sizeof(path), "crud/a"), "alpha");
-	expect_data(node(path, sizeof(path), "crud/b"), "beta, second edition");
-	expect_data(node(path, sizeof(path), "crud/d"), "delta");
-	expect_data(node(path, sizeof(path), "crud/zkw-chunks"), "keep");
+	expect_data(itest_node(path, sizeof(path), "crud/a"), "alpha");
+	expect_data(itest_node(path, sizeof(path), "crud/b"), "beta, second edition");
+	expect_data(itest_node(path, sizeof(path), "crud/d"), "delta");
+	expect_data(itest_node(path, sizeof(path), "crud/zkw-chunks"), "keep");
 	expect_children(path, "0000000000000001");
 	/* a untouched; b's update, d's creation and c's deletion (the
 	 * parent's pzxid) share one zxid, after the first push's. */
@@ -541,9 +459,9 @@ static void test_bundle_create_update_delete(void **state)
 
 	/* Nothing to change: exit 0, nothing written. */
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "crud", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "nothing to change (3 unchanged)");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "nothing to change (3 unchanged)");
+	itest_run_free(&r);
 	assert_int_equal(mzxid(parent, "a"), a0);
 	assert_int_equal(mzxid(parent, "b"), b1);
 	assert_int_equal(mzxid(parent, "d"), d1);
@@ -557,11 +475,11 @@ static void test_bundle_create_update_delete(void **state)
 	remove_file(dir, "d");
 	put_file(dir, "empty", "");
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "crud", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "1 created, 0 updated, 3 deleted, 0 unchanged");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "1 created, 0 updated, 3 deleted, 0 unchanged");
+	itest_run_free(&r);
 	expect_children(parent, "empty,zkw-chunks");
-	expect_data(node(path, sizeof(path), "crud/empty"), "");
+	expect_data(itest_node(path, sizeof(path), "crud/empty"), "");
 }
 
 /* Many changes: every changed child carries the same mzxid, the proof that
@@ -570,19 +488,19 @@ static void test_bundle_one_transaction(void **state)
 {
 	char dir[SHORT_CAP], parent[SHORT_CAP], name[16], text[64];
 	int64_t first, unchanged;
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_dir(dir, sizeof(dir), "atomic");
-	node(parent, sizeof(parent), "atomic");
+	itest_node(parent, sizeof(parent), "atomic");
 	for (int i = 0; i < 12; i++) {
 		snprintf(name, sizeof(name), "key%02d", i);
 		snprintf(text, sizeof(text), "value %d, version 1", i);
 		put_file(dir, name, text);
 	}
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "atomic", NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	unchanged = mzxid(parent, "key11");
 
 	/* Change 11 of the 12, add 4. */
@@ -594,9 +512,9 @@ static void test_bundle_one_transaction(void **state)
 		put_file(dir, name, text);
 	}
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "atomic", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "4 created, 11 updated, 0 deleted, 1 unchanged");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "4 created, 11 updated, 0 deleted, 1 unchanged");
+	itest_run_free(&r);
 	first = mzxid(parent, "key00");
 	assert_true(first > unchanged);
 	for (int i = 0; i < 16; i++) {
@@ -659,16 +577,16 @@ static void test_bundle_refusals_push_nothing(void **state)
 	        {"zkw-chunks", "reserved"},
 	};
 	struct snapshot before;
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_dir(dir, sizeof(dir), "refused");
-	node(parent, sizeof(parent), "refused");
+	itest_node(parent, sizeof(parent), "refused");
 	put_file(dir, "good", "good");
 	put_file(dir, "old", "old");
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "refused", NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	before = snapshot(parent);
 	/* Changes that would go through on their own. */
 	put_file(dir, "good", "changed");
@@ -680,10 +598,10 @@ static void test_bundle_refusals_push_nothing(void **state)
 	snprintf(path, sizeof(path), "%s/link", dir);
 	assert_int_equal(symlink(target, path), 0);
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "refused", NULL);
-	EXPECT_RUN(r, 1);
-	EXPECT_IN(r, err, "link is a symbolic link");
-	EXPECT_IN(r, err, "nothing pushed");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 1);
+	ITEST_EXPECT_IN(r, err, "link is a symbolic link");
+	ITEST_EXPECT_IN(r, err, "nothing pushed");
+	itest_run_free(&r);
 	expect_unchanged(parent, &before);
 	assert_int_equal(unlink(path), 0);
 
@@ -691,11 +609,11 @@ static void test_bundle_refusals_push_nothing(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		put_file(dir, bad[i].name, "x");
 		r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "refused", NULL);
-		EXPECT_RUN(r, 1);
-		EXPECT_IN(r, err, "cannot be a node name");
-		EXPECT_IN(r, err, bad[i].why);
-		EXPECT_IN(r, err, "nothing pushed");
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 1);
+		ITEST_EXPECT_IN(r, err, "cannot be a node name");
+		ITEST_EXPECT_IN(r, err, bad[i].why);
+		ITEST_EXPECT_IN(r, err, "nothing pushed");
+		itest_run_free(&r);
 		expect_unchanged(parent, &before);
 		remove_file(dir, bad[i].name);
 	}
@@ -704,31 +622,31 @@ static void test_bundle_refusals_push_nothing(void **state)
 	snprintf(path, sizeof(path), "%s/fifo", dir);
 	assert_int_equal(mkfifo(path, 0600), 0);
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "refused", NULL);
-	EXPECT_RUN(r, 1);
-	EXPECT_IN(r, err, "fifo is not a regular file");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 1);
+	ITEST_EXPECT_IN(r, err, "fifo is not a regular file");
+	itest_run_free(&r);
 	expect_unchanged(parent, &before);
 	assert_int_equal(unlink(path), 0);
 
 	/* A child with children of its own that the push would delete. */
-	node(path, sizeof(path), "refused/old/grandchild");
+	itest_node(path, sizeof(path), "refused/old/grandchild");
 	assert_int_equal(zoo_create(zh, path, "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, NULL, 0), ZOK);
 	before = snapshot(parent);
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "refused", NULL);
-	EXPECT_RUN(r, 1);
-	EXPECT_IN(r, err, "/refused/old has 1 children: not deleted");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 1);
+	ITEST_EXPECT_IN(r, err, "/refused/old has 1 children: not deleted");
+	itest_run_free(&r);
 	expect_unchanged(parent, &before);
-	expect_data(node(path, sizeof(path), "refused/good"), "good");
+	expect_data(itest_node(path, sizeof(path), "refused/good"), "good");
 
 	/* Once it is gone, the same push goes through. */
-	zkw_zk_delete_tree(zh, node(path, sizeof(path), "refused/old"), NULL, 0);
+	zkw_zk_delete_tree(zh, itest_node(path, sizeof(path), "refused/old"), NULL, 0);
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "refused", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "1 created, 1 updated, 0 deleted, 0 unchanged");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "1 created, 1 updated, 0 deleted, 0 unchanged");
+	itest_run_free(&r);
 	expect_children(parent, "good,new");
-	expect_data(node(path, sizeof(path), "refused/good"), "changed");
+	expect_data(itest_node(path, sizeof(path), "refused/good"), "changed");
 }
 
 /* A transaction above ZooKeeper's request limit, or a file above
@@ -738,22 +656,22 @@ static void test_bundle_too_large_refused(void **state)
 	const size_t third = 400000; /* three: 1.2 MB in one request */
 	char dir[SHORT_CAP], parent[SHORT_CAP], file[PATH_CAP], name[16];
 	unsigned char *data = malloc(third);
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	assert_non_null(data);
 	local_dir(dir, sizeof(dir), "large");
-	node(parent, sizeof(parent), "large");
+	itest_node(parent, sizeof(parent), "large");
 	for (int i = 0; i < 3; i++) {
 		fill(data, third, (uint64_t)i + 1);
 		snprintf(name, sizeof(name), "part%d", i);
-		local_file(file, sizeof(file), dir, name, data, third);
+		itest_local_file(file, sizeof(file), dir, name, data, third);
 	}
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "large", NULL);
-	EXPECT_RUN(r, 1);
-	EXPECT_IN(r, err, "fewer or smaller files");
-	EXPECT_IN(r, err, "nothing pushed");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 1);
+	ITEST_EXPECT_IN(r, err, "fewer or smaller files");
+	ITEST_EXPECT_IN(r, err, "nothing pushed");
+	itest_run_free(&r);
 	assert_false(node_exists(parent)); /* not even the parent */
 
 	/* Two of them: about 800 KB, pushed (the estimate is not a bound
@@ -761,9 +679,9 @@ static void test_bundle_too_large_refused(void **state)
 	snprintf(file, sizeof(file), "%s/part2", dir);
 	assert_int_equal(unlink(file), 0);
 	r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "large", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "2 created");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "2 created");
+	itest_run_free(&r);
 	expect_children(parent, "part0,part1");
 
 	/* Just over the limit in one request: 2 files replaced (setData) and
@@ -775,34 +693,34 @@ static void test_bundle_too_large_refused(void **state)
 		data = malloc(third > big ? third : big);
 		assert_non_null(data);
 		fill(data, big, 9);
-		local_file(file, sizeof(file), dir, "part2", data, big);
+		itest_local_file(file, sizeof(file), dir, "part2", data, big);
 		fill(data, third, 7);
-		local_file(file, sizeof(file), dir, "part0", data, third);
+		itest_local_file(file, sizeof(file), dir, "part0", data, third);
 		fill(data, third, 8);
-		local_file(file, sizeof(file), dir, "part1", data, third);
+		itest_local_file(file, sizeof(file), dir, "part1", data, third);
 	}
 	{
 		struct snapshot before = snapshot(parent);
 
 		r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "large", NULL);
-		EXPECT_RUN(r, 1);
-		EXPECT_IN(r, err, "fewer or smaller files");
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 1);
+		ITEST_EXPECT_IN(r, err, "fewer or smaller files");
+		itest_run_free(&r);
 		expect_unchanged(parent, &before);
 
 		/* A file above --max-bytes: refused by name, not chunked. */
 		put_file(dir, "part2", "eleven byte");
 		r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "large", "--max-bytes",
 		         "400000", NULL);
-		EXPECT_RUN(r, 0); /* 400000 exactly: allowed */
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 0); /* 400000 exactly: allowed */
+		itest_run_free(&r);
 		before = snapshot(parent);
 		r = push("-z", hosts, "--bundle", dir, "--parent", root, "-i", "large", "--max-bytes", "10",
 		         NULL);
-		EXPECT_RUN(r, 1);
-		EXPECT_IN(r, err, "larger than 10 bytes");
-		EXPECT_IN(r, err, "not chunked");
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 1);
+		ITEST_EXPECT_IN(r, err, "larger than 10 bytes");
+		ITEST_EXPECT_IN(r, err, "not chunked");
+		itest_run_free(&r);
 		expect_unchanged(parent, &before);
 	}
 	free(data);
@@ -821,27 +739,27 @@ static void test_chunked_20mib(void **state)
 	struct manifest m;
 	uint64_t id, ms0, ms1;
 	int64_t took;
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	assert_non_null(data);
 	fill(data, BIG_SIZE, 20);
-	local_file(file, sizeof(file), tmpdir, "big.bin", data, BIG_SIZE);
-	node(path, sizeof(path), "big");
+	itest_local_file(file, sizeof(file), tmpdir, "big.bin", data, BIG_SIZE);
+	itest_node(path, sizeof(path), "big");
 
 	clock_gettime(CLOCK_REALTIME, &t0);
 	took = zkw_clock_mono_ms();
 	r = push("-z", hosts, "--parent", root, "-i", "big", "-f", file, "--chunked", NULL);
 	took = zkw_clock_mono_ms() - took;
 	clock_gettime(CLOCK_REALTIME, &t1);
-	EXPECT_RUN(r, 0);
+	ITEST_EXPECT_RUN(r, 0);
 	m = read_manifest(path);
 	assert_int_equal(m.chunks, (BIG_SIZE + CHUNK_DEFAULT - 1) / CHUNK_DEFAULT); /* 21 */
 	snprintf(line, sizeof(line), "dir %s\n", m.dir);
-	EXPECT_IN(r, out, line);
+	ITEST_EXPECT_IN(r, out, line);
 	snprintf(line, sizeof(line), "xxh3 %016" PRIx64 "\n", XXH3_64bits(data, BIG_SIZE));
-	EXPECT_IN(r, out, line);
-	run_free(&r);
+	ITEST_EXPECT_IN(r, out, line);
+	itest_run_free(&r);
 	printf("# 20 MiB chunked push: %" PRId64 " ms\n", took);
 	expect_chunked(path, data, BIG_SIZE, CHUNK_DEFAULT);
 
@@ -865,12 +783,12 @@ static void test_chunked_switch_and_grace(void **state)
 	char file[SHORT_CAP], path[SHORT_CAP], want[256], got[256];
 	char a[ID_LEN + 1], b[ID_LEN + 1], c[ID_LEN + 1], d[ID_LEN + 1];
 	unsigned char data[5000];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
-	node(path, sizeof(path), "switch");
+	itest_node(path, sizeof(path), "switch");
 	fill(data, sizeof(data), 1);
-	local_file(file, sizeof(file), tmpdir, "v1", data, sizeof(data));
+	itest_local_file(file, sizeof(file), tmpdir, "v1", data, sizeof(data));
 	push_chunked_ok("switch", file, NULL, NULL, a);
 	expect_chunked(path, data, sizeof(data), 1000);
 	chunk_dirs(path, got, sizeof(got));
@@ -878,7 +796,7 @@ static void test_chunked_switch_and_grace(void **state)
 
 	/* Second: switches to a new dir, keeps the first (the previous). */
 	fill(data, sizeof(data), 2);
-	local_file(file, sizeof(file), tmpdir, "v2", data, sizeof(data));
+	itest_local_file(file, sizeof(file), tmpdir, "v2", data, sizeof(data));
 	push_chunked_ok("switch", file, NULL, NULL, b);
 	assert_true(strcmp(b, a) > 0); /* ids sort by creation */
 	expect_chunked(path, data, sizeof(data), 1000);
@@ -889,7 +807,7 @@ static void test_chunked_switch_and_grace(void **state)
 	/* Third, with a long grace: the first is no longer the previous one,
 	 * but young: kept. */
 	fill(data, sizeof(data), 3);
-	local_file(file, sizeof(file), tmpdir, "v3", data, sizeof(data));
+	itest_local_file(file, sizeof(file), tmpdir, "v3", data, sizeof(data));
 	push_chunked_ok("switch", file, "--grace", "3600", c);
 	snprintf(want, sizeof(want), "%s,%s,%s", a, b, c);
 	chunk_dirs(path, got, sizeof(got));
@@ -897,7 +815,7 @@ static void test_chunked_switch_and_grace(void **state)
 
 	/* Fourth, grace 0: all but the new one and the previous one go. */
 	fill(data, sizeof(data), 4);
-	local_file(file, sizeof(file), tmpdir, "v4", data, sizeof(data));
+	itest_local_file(file, sizeof(file), tmpdir, "v4", data, sizeof(data));
 	push_chunked_ok("switch", file, "--grace", "0", d);
 	expect_chunked(path, data, sizeof(data), 1000);
 	snprintf(want, sizeof(want), "%s,%s", c, d);
@@ -906,19 +824,19 @@ static void test_chunked_switch_and_grace(void **state)
 
 	/* Plain content replaces the manifest; the directory it named is the
 	 * previous one now: kept; c goes. */
-	local_file(file, sizeof(file), tmpdir, "plain", "plain again", 11);
+	itest_local_file(file, sizeof(file), tmpdir, "plain", "plain again", 11);
 	r = push("-z", hosts, "--parent", root, "-i", "switch", "-f", file, "--grace", "0", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "updating conf file\n");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "updating conf file\n");
+	itest_run_free(&r);
 	expect_data(path, "plain again");
 	chunk_dirs(path, got, sizeof(got));
 	assert_string_equal(got, d);
 
 	/* Plain after plain: no previous directory; d goes. */
 	r = push("-z", hosts, "--parent", root, "-i", "switch", "-f", file, "--grace", "0", NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	chunk_dirs(path, got, sizeof(got));
 	assert_string_equal(got, "");
 }
@@ -929,31 +847,31 @@ static void test_chunked_above_max_bytes(void **state)
 	const size_t big = 1024 * 1024 + 1;
 	char file[SHORT_CAP], path[SHORT_CAP];
 	unsigned char *data = malloc(big);
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	assert_non_null(data);
-	node(path, sizeof(path), "auto");
-	local_file(file, sizeof(file), tmpdir, "ten", "ten bytes!", 10);
+	itest_node(path, sizeof(path), "auto");
+	itest_local_file(file, sizeof(file), tmpdir, "ten", "ten bytes!", 10);
 	r = push("-z", hosts, "--parent", root, "-i", "auto", "-f", file, "--max-bytes", "10", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "creating conf node\n");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "creating conf node\n");
+	itest_run_free(&r);
 	expect_data(path, "ten bytes!");
 
-	local_file(file, sizeof(file), tmpdir, "eleven", "eleven byte", 11);
+	itest_local_file(file, sizeof(file), tmpdir, "eleven", "eleven byte", 11);
 	r = push("-z", hosts, "--parent", root, "-i", "auto", "-f", file, "--max-bytes", "10", NULL);
-	EXPECT_RUN(r, 0);
-	EXPECT_IN(r, out, "(chunked): 11 bytes in 1 chunks");
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	ITEST_EXPECT_IN(r, out, "(chunked): 11 bytes in 1 chunks");
+	itest_run_free(&r);
 	expect_chunked(path, "eleven byte", 11, CHUNK_DEFAULT);
 
 	/* A real 1 MiB + 1 file against the default limit: 2 chunks. */
 	fill(data, big, 11);
-	local_file(file, sizeof(file), tmpdir, "huge.bin", data, big);
+	itest_local_file(file, sizeof(file), tmpdir, "huge.bin", data, big);
 	r = push("-z", hosts, "--parent", root, "-i", "auto", "-f", file, NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	expect_chunked(path, data, big, CHUNK_DEFAULT);
 	free(data);
 }
@@ -966,25 +884,25 @@ static void test_chunk_size_edges(void **state)
 	char file[SHORT_CAP], path[SHORT_CAP], id[ID_LEN + 1];
 	unsigned char data[3001];
 	struct manifest m;
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
-	node(path, sizeof(path), "edges");
+	itest_node(path, sizeof(path), "edges");
 	fill(data, sizeof(data), 5);
-	local_file(file, sizeof(file), tmpdir, "3000", data, 3000);
+	itest_local_file(file, sizeof(file), tmpdir, "3000", data, 3000);
 	push_chunked_ok("edges", file, NULL, NULL, id);
 	m = read_manifest(path);
 	assert_int_equal(m.chunks, 3);
 	expect_chunked(path, data, 3000, 1000);
 
-	local_file(file, sizeof(file), tmpdir, "3001", data, 3001);
+	itest_local_file(file, sizeof(file), tmpdir, "3001", data, 3001);
 	push_chunked_ok("edges", file, NULL, NULL, id);
 	m = read_manifest(path);
 	assert_int_equal(m.chunks, 4); /* the last one 1 byte */
 	expect_chunked(path, data, 3001, 1000);
 
 	/* Empty content: size 0, chunks 0, the dir there and empty. */
-	local_file(file, sizeof(file), tmpdir, "empty", "", 0);
+	itest_local_file(file, sizeof(file), tmpdir, "empty", "", 0);
 	push_chunked_ok("edges", file, NULL, NULL, id);
 	m = read_manifest(path);
 	assert_int_equal(m.size, 0);
@@ -994,11 +912,11 @@ static void test_chunk_size_edges(void **state)
 	expect_chunked(path, "", 0, 1000);
 
 	/* Chunk size 1: a chunk per byte. */
-	local_file(file, sizeof(file), tmpdir, "five", "12345", 5);
+	itest_local_file(file, sizeof(file), tmpdir, "five", "12345", 5);
 	r = push("-z", hosts, "--parent", root, "-i", "edges", "-f", file, "--chunked", "--chunk-size", "1",
 	         NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	expect_chunked(path, "12345", 5, 1);
 	m = read_manifest(path);
 	expect_children(m.dir, "00000000,00000001,00000002,00000003,00000004");
@@ -1011,19 +929,19 @@ static void test_chunk_size_edges(void **state)
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			r = push("-z", hosts, "--parent", root, "-i", "edges", "-f", file, bad[i][0],
 			         bad[i][1], NULL);
-			EXPECT_RUN(r, 2);
-			EXPECT_IN(r, err, bad[i][0]);
-			run_free(&r);
+			ITEST_EXPECT_RUN(r, 2);
+			ITEST_EXPECT_IN(r, err, bad[i][0]);
+			itest_run_free(&r);
 		}
 		r = push("-z", hosts, "--parent", root, "-i", "edges", "--bundle", tmpdir, "--chunked", NULL);
-		EXPECT_RUN(r, 2);
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 2);
+		itest_run_free(&r);
 		r = push("-z", hosts, "--parent", root, "-i", "edges", "--wipe", "--chunk-size", "5", NULL);
-		EXPECT_RUN(r, 2);
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 2);
+		itest_run_free(&r);
 		r = push("-z", hosts, "--parent", root, "-i", "edges", "--bundle", tmpdir, "-f", file, NULL);
-		EXPECT_RUN(r, 2);
-		run_free(&r);
+		ITEST_EXPECT_RUN(r, 2);
+		itest_run_free(&r);
 	}
 	/* The manifest is still the chunk-size-1 one. */
 	expect_chunked(path, "12345", 5, 1);

@@ -34,6 +34,7 @@
 
 #include <zkw/client.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "publish/writer.h"
@@ -43,127 +44,30 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64];     /* "/zkwts<pid>" */
+static const char *root; /* "/zkwts<pid>" (itest_root) */
 static char sockdir[64]; /* a private directory for the sockets */
 static char sock[100];    /* the current broker's socket */
 static proc *broker;
 
-static void put(const char *path, const char *content)
-{
-	int rc = zkh_set(hosts, path, content, content ? (int)strlen(content) : -1);
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-static const char *node(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
-}
-
 /* A broker with no -f, listening on a fresh socket, plus extra args. */
 static void start_broker(const char *first, ...)
 {
-	const char *argv[40] = {"-z", hosts, "--socket", sock, "--socket-mode", "0666", "--linger", "600"};
-	size_t n = 8;
+	const char *fixed[] = {"-z",   hosts,      "--socket", sock, "--socket-mode",
+	                       "0666", "--linger", "600",      NULL};
 	va_list ap;
 
 	va_start(ap, first);
-	for (const char *a = first; a && n < 38; a = va_arg(ap, const char *))
-		argv[n++] = a;
+	broker = itest_broker_listening(sock, fixed, first, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	broker = proc_spawn("zkw-broker", argv);
-	assert_non_null(broker);
-	if (!proc_wait_output(broker, PROC_STDERR, "listening", WAIT_MS)) {
-		proc_dump(broker, "no 'listening' line");
-		fail_msg("broker did not listen on %s", sock);
-	}
 }
 
 static void stop_broker(void)
 {
 	if (!broker)
 		return;
-	proc_signal(broker, SIGTERM);
-	if (proc_wait(broker, WAIT_MS) != 0) {
-		proc_dump(broker, "did not stop cleanly");
-		fail_msg("broker exit status not 0");
-	}
-	proc_free(broker);
+	itest_broker_stop(broker);
 	broker = NULL;
 }
-
-/* ---- a raw protocol client ------------------------------------------- */
-
-static int connect_to(const char *path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = errno;
-
-		if (fd >= 0)
-			close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-/* Send req, read until `lines` lines (or the peer closes); returns the text
- * (malloc'd, NUL-terminated). */
-static char *ask(int fd, const char *req, int lines)
-{
-	size_t cap = 1 << 16, len = 0;
-	char *buf = malloc(cap);
-	int seen = 0;
-
-	assert_non_null(buf);
-	if (req && send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
-		fail_msg("send %s: %s", req, strerror(errno));
-	while (seen < lines) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		ssize_t n;
-
-		if (poll(&p, 1, WAIT_MS) != 1)
-			fail_msg("no answer to %s (have: %.*s)", req, (int)len, buf);
-		if (len + 1 >= cap) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-			assert_non_null(buf);
-		}
-		n = recv(fd, buf + len, cap - len - 1, 0);
-		if (n <= 0)
-			break;
-		for (ssize_t i = 0; i < n; i++)
-			seen += buf[len + i] == '\n';
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	return buf;
-}
-
-static char *ask_once(const char *req, int lines)
-{
-	int fd = connect_to(sock);
-	char *a;
-
-	if (fd < 0)
-		fail_msg("connect %s: %s", sock, strerror(errno));
-	a = ask(fd, req, lines);
-	close(fd);
-	return a;
-}
-
-#define assert_contains(text, needle)                                                                    \
-	do {                                                                                             \
-		if (!strstr((text), (needle)))                                                           \
-			fail_msg("expected \"%s\" in:\n%s", (needle), (text));                           \
-	} while (0)
 
 /* ---- a subscriber that reads what it got -------------------------------- */
 
@@ -208,41 +112,41 @@ static void test_subscribe_on_demand(void **state)
 	int rc;
 
 	(void)state;
-	node(path, sizeof(path), "demand");
-	put(path, "one");
+	itest_node(path, sizeof(path), "demand");
+	itest_put(path, "one");
 	start_broker(NULL);
 	rc = zkw_reader_subscribe(&r, sock, path, 0);
 	if (rc)
 		fail_msg("subscribe: %s (%s)", strerror(-rc), r.why);
 	await_content(&r, "one");
-	put(path, "two");
+	itest_put(path, "two");
 	await_content(&r, "two");
 
-	a = ask_once("LIST\n", 2);
-	assert_contains(a, "OK count=1");
+	a = itest_ask_at(sock, "LIST\n", 2);
+	itest_assert_contains(a, "OK count=1");
 	snprintf(buf, sizeof(buf), "path=%s pointer=0 origin=demand subscribers=1 valid=1", path);
-	assert_contains(a, buf);
+	itest_assert_contains(a, buf);
 	free(a);
-	a = ask_once("STATUS\n", 1);
-	assert_contains(a, "OK proto=1");
-	assert_contains(a, "connected=1");
-	assert_contains(a, "watches=1 demand=1");
+	a = itest_ask_at(sock, "STATUS\n", 1);
+	itest_assert_contains(a, "OK proto=1");
+	itest_assert_contains(a, "connected=1");
+	itest_assert_contains(a, "watches=1 demand=1");
 	free(a);
 	{
 		char name[300], req[400];
 		const char *shm;
 
-		a = ask_once("LIST\n", 2);
+		a = itest_ask_at(sock, "LIST\n", 2);
 		shm = strchr(a, '\n') + 1;
 		snprintf(name, sizeof(name), "%.*s", (int)strcspn(shm, " "), shm);
 		free(a);
 		snprintf(req, sizeof(req), "READERS %s\n", name);
-		a = ask_once(req, 2);
-		assert_contains(a, "OK count=1");
+		a = itest_ask_at(sock, req, 2);
+		itest_assert_contains(a, "OK count=1");
 		snprintf(buf, sizeof(buf), "pid=%d uid=%u", (int)getpid(), (unsigned)geteuid());
-		assert_contains(a, buf);
+		itest_assert_contains(a, buf);
 		snprintf(buf, sizeof(buf), "generation=%llu", (unsigned long long)zkw_reader_generation(&r));
-		assert_contains(a, buf);
+		itest_assert_contains(a, buf);
 		free(a);
 	}
 	zkw_reader_close(&r);
@@ -257,18 +161,18 @@ static void test_subscribe_shares_a_configured_watch(void **state)
 	int rc;
 
 	(void)state;
-	node(path, sizeof(path), "shared");
-	put(path, "cfg");
+	itest_node(path, sizeof(path), "shared");
+	itest_put(path, "cfg");
 	snprintf(shm, sizeof(shm), "zkwts.%d.shared", (int)getpid());
 	start_broker("-f", path, "--shm", shm, NULL);
 	rc = zkw_reader_subscribe(&r, sock, path, 0);
 	if (rc)
 		fail_msg("subscribe: %s (%s)", strerror(-rc), r.why);
 	await_content(&r, "cfg");
-	a = ask_once("LIST\n", 2);
-	assert_contains(a, "OK count=1");
-	assert_contains(a, "origin=config subscribers=1");
-	assert_contains(a, shm);
+	a = itest_ask_at(sock, "LIST\n", 2);
+	itest_assert_contains(a, "OK count=1");
+	itest_assert_contains(a, "origin=config subscribers=1");
+	itest_assert_contains(a, shm);
 	free(a);
 	zkw_reader_close(&r);
 	stop_broker();
@@ -285,11 +189,11 @@ static void test_subscribe_missing_then_created_and_pointer(void **state)
 	int rc;
 
 	(void)state;
-	node(path, sizeof(path), "late");
-	node(ptr, sizeof(ptr), "ptr");
-	node(target, sizeof(target), "target");
-	put(target, "pointed");
-	put(ptr, target);
+	itest_node(path, sizeof(path), "late");
+	itest_node(ptr, sizeof(ptr), "ptr");
+	itest_node(target, sizeof(target), "target");
+	itest_put(target, "pointed");
+	itest_put(ptr, target);
 	start_broker(NULL);
 	rc = zkw_reader_subscribe(&r, sock, path, 0);
 	if (rc)
@@ -297,7 +201,7 @@ static void test_subscribe_missing_then_created_and_pointer(void **state)
 	assert_true(read_now(&r, &m, buf, sizeof(buf)) >= 0);
 	assert_false(m.valid);
 	assert_non_null(strstr(m.error, "Invalid get on file path"));
-	put(path, "now");
+	itest_put(path, "now");
 	await_content(&r, "now");
 
 	rc = zkw_reader_subscribe(&p, sock, ptr, ZKW_SUBSCRIBE_POINTER);
@@ -372,11 +276,11 @@ static void test_policy_by_uid(void **state)
 	char app[128], secret[128], fresh[128], rule[160], erule[160];
 
 	(void)state;
-	node(app, sizeof(app), "app/x");
-	node(secret, sizeof(secret), "secret");
-	node(fresh, sizeof(fresh), "app/ensured");
-	put(app, "ok");
-	put(secret, "hidden");
+	itest_node(app, sizeof(app), "app/x");
+	itest_node(secret, sizeof(secret), "secret");
+	itest_node(fresh, sizeof(fresh), "app/ensured");
+	itest_put(app, "ok");
+	itest_put(secret, "hidden");
 	snprintf(rule, sizeof(rule), "uid:%d=%s/app", NOBODY, root);
 	snprintf(erule, sizeof(erule), "uid:%d=%s/app/ensured", NOBODY, root);
 	start_broker("--allow", rule, "--allow-ensure", erule, NULL);
@@ -401,13 +305,13 @@ static void test_default_policy_and_caps(void **state)
 	char a1[128], a2[128], a3[128], missing[128];
 
 	(void)state;
-	node(a1, sizeof(a1), "cap1");
-	node(a2, sizeof(a2), "cap2");
-	node(a3, sizeof(a3), "cap3");
-	node(missing, sizeof(missing), "nobody-ensures");
-	put(a1, "1");
-	put(a2, "2");
-	put(a3, "3");
+	itest_node(a1, sizeof(a1), "cap1");
+	itest_node(a2, sizeof(a2), "cap2");
+	itest_node(a3, sizeof(a3), "cap3");
+	itest_node(missing, sizeof(missing), "nobody-ensures");
+	itest_put(a1, "1");
+	itest_put(a2, "2");
+	itest_put(a3, "3");
 	start_broker("--max-watches", "2", NULL);
 	assert_int_equal(status_of(NOBODY, a1, 0, 0, NULL), 0);
 	assert_int_equal(status_of(NOBODY, missing, ZKW_SUBSCRIBE_ENSURE, -EACCES, "only root"), 0);
@@ -448,12 +352,12 @@ static void test_linger_then_retired(void **state)
 	int rc;
 
 	(void)state;
-	node(path, sizeof(path), "linger");
-	put(path, "brief");
+	itest_node(path, sizeof(path), "linger");
+	itest_put(path, "brief");
 	start_broker("--linger", "1", NULL);
 	assert_int_equal(zkw_reader_subscribe(&r, sock, path, 0), 0);
 	await_content(&r, "brief");
-	a = ask_once("LIST\n", 2);
+	a = itest_ask_at(sock, "LIST\n", 2);
 	line = strchr(a, '\n') + 1;
 	snprintf(name, sizeof(name), "%.*s", (int)strcspn(line, " "), line);
 	free(a);
@@ -471,8 +375,8 @@ static void test_linger_then_retired(void **state)
 		assert_int_equal(zkw_reader_open(&again, name), -ENOENT);
 	}
 	zkw_reader_close(&byname);
-	a = ask_once("LIST\n", 1);
-	assert_contains(a, "OK count=0");
+	a = itest_ask_at(sock, "LIST\n", 1);
+	itest_assert_contains(a, "OK count=0");
 	free(a);
 	stop_broker();
 }
@@ -488,39 +392,39 @@ static void test_protocol_errors(void **state)
 
 	(void)state;
 	start_broker(NULL);
-	a = ask_once("FROB\n", 1);
-	assert_contains(a, "ERR usage unknown request FROB");
+	a = itest_ask_at(sock, "FROB\n", 1);
+	itest_assert_contains(a, "ERR usage unknown request FROB");
 	free(a);
-	a = ask_once("SUBSCRIBE relative/path\n", 1);
-	assert_contains(a, "ERR path");
+	a = itest_ask_at(sock, "SUBSCRIBE relative/path\n", 1);
+	itest_assert_contains(a, "ERR path");
 	free(a);
-	a = ask_once("SUBSCRIBE /a/../b\n", 1);
-	assert_contains(a, "ERR path");
+	a = itest_ask_at(sock, "SUBSCRIBE /a/../b\n", 1);
+	itest_assert_contains(a, "ERR path");
 	free(a);
-	a = ask_once("SUBSCRIBE /x wobble\n", 1);
-	assert_contains(a, "ERR usage unknown word wobble");
+	a = itest_ask_at(sock, "SUBSCRIBE /x wobble\n", 1);
+	itest_assert_contains(a, "ERR usage unknown word wobble");
 	free(a);
-	a = ask_once("HELLO 9\n", 1);
-	assert_contains(a, "ERR usage protocol 9 not supported");
+	a = itest_ask_at(sock, "HELLO 9\n", 1);
+	itest_assert_contains(a, "ERR usage protocol 9 not supported");
 	free(a);
-	a = ask_once("HELLO 1\n", 1);
-	assert_contains(a, "OK proto=1");
+	a = itest_ask_at(sock, "HELLO 1\n", 1);
+	itest_assert_contains(a, "OK proto=1");
 	free(a);
-	slow = connect_to(sock);
+	slow = itest_connect(sock);
 	assert_true(slow >= 0);
 	assert_int_equal(send(slow, "STAT", 4, 0), 4);
-	a = ask_once("STATUS\n", 1); /* served while the other stalls */
-	assert_contains(a, "OK proto=1");
+	a = itest_ask_at(sock, "STATUS\n", 1); /* served while the other stalls */
+	itest_assert_contains(a, "OK proto=1");
 	free(a);
 	close(slow);
 	memset(big, 'a', sizeof(big));
-	fd = connect_to(sock);
+	fd = itest_connect(sock);
 	assert_true(fd >= 0);
 	if (send(fd, big, sizeof(big), MSG_NOSIGNAL) < 0) {
 		/* the broker may close first */
 	}
-	a = ask(fd, NULL, 1);
-	assert_contains(a, "ERR usage request longer than");
+	a = itest_ask(fd, NULL, 1);
+	itest_assert_contains(a, "ERR usage request longer than");
 	free(a);
 	close(fd);
 	stop_broker();
@@ -566,8 +470,8 @@ static void test_other_namespace_gets_the_descriptor(void **state)
 	int status;
 
 	(void)state;
-	node(path, sizeof(path), "boxed");
-	put(path, "boxed");
+	itest_node(path, sizeof(path), "boxed");
+	itest_put(path, "boxed");
 	start_broker(NULL);
 	status = as_user(0, child_in_container, path);
 	if (WIFEXITED(status) && (WEXITSTATUS(status) == 77 || WEXITSTATUS(status) == 78)) {
@@ -628,10 +532,10 @@ static void test_hostile_subscriber(void **state)
 	struct zkw_ack *page;
 
 	(void)state;
-	node(path, sizeof(path), "hostile");
-	put(path, "data");
+	itest_node(path, sizeof(path), "hostile");
+	itest_put(path, "data");
 	start_broker(NULL);
-	fd = connect_to(sock);
+	fd = itest_connect(sock);
 	assert_true(fd >= 0);
 	snprintf(req, sizeof(req), "SUBSCRIBE %s\n", path);
 	assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
@@ -652,27 +556,27 @@ static void test_hostile_subscriber(void **state)
 	page->generation = 0xdeadbeefcafef00dull; /* garbage: reported, never trusted */
 	page->taken_ns = UINT64_MAX;
 	snprintf(req, sizeof(req), "READERS %s\n", name);
-	a = ask_once(req, 2);
+	a = itest_ask_at(sock, req, 2);
 	snprintf(line, sizeof(line), "generation=%llu at=%llu", 0xdeadbeefcafef00dull, (unsigned long long)UINT64_MAX);
-	assert_contains(a, line);
+	itest_assert_contains(a, line);
 	free(a);
 	munmap(page, ZKW_ACK_PAGE_SIZE);
 	close(fds[0]);
 	close(fds[1]);
 
 	/* A peer that asks and never reads: the broker queues, the others go on. */
-	flood = connect_to(sock);
+	flood = itest_connect(sock);
 	assert_true(flood >= 0);
 	for (int i = 0; i < 2000; i++)
 		if (send(flood, "STATUS\n", 7, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 			break;
-	a = ask_once("STATUS\n", 1);
-	assert_contains(a, "OK proto=1");
+	a = itest_ask_at(sock, "STATUS\n", 1);
+	itest_assert_contains(a, "OK proto=1");
 	free(a);
 	close(flood);
 	close(fd);
-	a = ask_once("STATUS\n", 1);
-	assert_contains(a, "connections=1 "); /* only this one */
+	a = itest_ask_at(sock, "STATUS\n", 1);
+	itest_assert_contains(a, "connections=1 "); /* only this one */
 	free(a);
 	stop_broker();
 }
@@ -685,17 +589,17 @@ static void test_connection_cap(void **state)
 
 	(void)state;
 	start_broker("--max-connections", "2", NULL);
-	fds[0] = connect_to(sock);
-	fds[1] = connect_to(sock);
+	fds[0] = itest_connect(sock);
+	fds[1] = itest_connect(sock);
 	assert_true(fds[0] >= 0 && fds[1] >= 0);
-	a = ask(fds[0], "HELLO\n", 1); /* both accepted by now */
+	a = itest_ask(fds[0], "HELLO\n", 1); /* both accepted by now */
 	free(a);
-	a = ask(fds[1], "HELLO\n", 1);
+	a = itest_ask(fds[1], "HELLO\n", 1);
 	free(a);
-	fds[2] = connect_to(sock);
+	fds[2] = itest_connect(sock);
 	assert_true(fds[2] >= 0);
-	a = ask(fds[2], NULL, 1);
-	assert_contains(a, "ERR limit 2 connections open (--max-connections 2)");
+	a = itest_ask(fds[2], NULL, 1);
+	itest_assert_contains(a, "ERR limit 2 connections open (--max-connections 2)");
 	free(a);
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
@@ -713,16 +617,16 @@ static void test_by_hand_with_socat(void **state)
 	(void)state;
 	if (access("/usr/bin/socat", X_OK) != 0)
 		fail_msg("socat is missing: tools/deps.sh installs it");
-	node(path, sizeof(path), "byhand");
-	put(path, "v");
+	itest_node(path, sizeof(path), "byhand");
+	itest_put(path, "v");
 	start_broker(NULL);
 	assert_int_equal(zkw_reader_subscribe(&r, sock, path, 0), 0);
 	snprintf(addr, sizeof(addr), "UNIX-CONNECT:%s", sock);
 	assert_int_equal(proc_run("/usr/bin/socat", argv, &o, WAIT_MS, &out, NULL), 0);
-	assert_contains(out, "OK count=1\n");
+	itest_assert_contains(out, "OK count=1\n");
 	a = strstr(out, "path=");
 	assert_non_null(a);
-	assert_contains(a, path);
+	itest_assert_contains(a, path);
 	free(out);
 	zkw_reader_close(&r);
 	stop_broker();
@@ -741,34 +645,34 @@ static void test_inspect_readers(void **state)
 	char buf[64];
 
 	(void)state;
-	node(path, sizeof(path), "acked");
-	put(path, "v1");
+	itest_node(path, sizeof(path), "acked");
+	itest_put(path, "v1");
 	snprintf(shm, sizeof(shm), "zkwts.%d.acked", (int)getpid());
 	start_broker("-f", path, "--shm", shm, NULL);
 	assert_int_equal(zkw_reader_subscribe(&r, sock, path, 0), 0);
 	await_content(&r, "v1");
 	snprintf(pidtxt, sizeof(pidtxt), "%d", (int)getpid());
 	assert_int_equal(proc_run("zkw-inspect", argv, NULL, WAIT_MS, &out, NULL), 0);
-	assert_contains(out, "1 subscriber");
-	assert_contains(out, pidtxt);
-	assert_contains(out, "test_socket");
+	itest_assert_contains(out, "1 subscriber");
+	itest_assert_contains(out, pidtxt);
+	itest_assert_contains(out, "test_socket");
 	assert_true(strstr(out, "never") == NULL);
 	assert_true(strstr(out, "(behind)") == NULL);
 	free(out);
 	/* A new generation not read yet: behind. */
 	m.generation = zkw_reader_generation(&r);
-	put(path, "v2");
+	itest_put(path, "v2");
 	assert_int_equal(zkw_reader_wait(&r, m.generation, WAIT_MS), 1);
 	assert_int_equal(proc_run("zkw-inspect", argv, NULL, WAIT_MS, &out, NULL), 0);
-	assert_contains(out, "(behind)");
+	itest_assert_contains(out, "(behind)");
 	free(out);
 	assert_true(zkw_reader_read(&r, &m, buf, sizeof(buf)) >= 0);
 	assert_int_equal(proc_run("zkw-inspect", jargv, NULL, WAIT_MS, &out, NULL), 0);
 	snprintf(want, sizeof(want), "\"pid\":%s,", pidtxt);
-	assert_contains(out, want);
+	itest_assert_contains(out, want);
 	snprintf(want, sizeof(want), "\"generation\":%llu,", (unsigned long long)m.generation);
-	assert_contains(out, want);
-	assert_contains(out, "\"current\":true");
+	itest_assert_contains(out, want);
+	itest_assert_contains(out, "\"current\":true");
 	free(out);
 	zkw_reader_close(&r);
 	stop_broker();
@@ -786,8 +690,8 @@ static void test_reconcile_confirms_without_a_generation(void **state)
 	bool moved = false;
 
 	(void)state;
-	node(path, sizeof(path), "quiet");
-	put(path, "still");
+	itest_node(path, sizeof(path), "quiet");
+	itest_put(path, "still");
 	start_broker("--reconcile", "1", NULL);
 	assert_int_equal(zkw_reader_subscribe(&r, sock, path, 0), 0);
 	await_content(&r, "still");
@@ -849,7 +753,7 @@ static void test_open_file_limit(void **state)
 		fail_msg("broker as nobody did not start");
 	}
 	assert_true(proc_count(p, PROC_STDERR, "leaves room for 64 watches") == 1);
-	fd = connect_to(nsock);
+	fd = itest_connect(nsock);
 	assert_true(fd >= 0);
 	for (int i = 0; i < 70 && refused < 0; i++) {
 		snprintf(path, sizeof(path), "%s/fd/n%d", root, i);
@@ -863,8 +767,8 @@ static void test_open_file_limit(void **state)
 	}
 	if (refused != 64)
 		fail_msg("watch %d refused (want the 65th, index 64): %s", refused, line);
-	assert_contains(line, "ERR limit");
-	assert_contains(line, "open file limit (200)");
+	itest_assert_contains(line, "ERR limit");
+	itest_assert_contains(line, "open file limit (200)");
 	close(fd);
 	proc_signal(p, SIGTERM);
 	assert_int_equal(proc_wait(p, WAIT_MS), 0);
@@ -882,8 +786,8 @@ static void test_open_file_limit(void **state)
 	argv[n++] = "--no-valid-init";
 	argv[n] = NULL;
 	assert_int_equal(proc_run("/usr/bin/setpriv", argv, &o, WAIT_MS, NULL, &err), 1);
-	assert_contains(err, "too low for 100 watches");
-	assert_contains(err, "LimitNOFILE=");
+	itest_assert_contains(err, "too low for 100 watches");
+	itest_assert_contains(err, "LimitNOFILE=");
 	free(err);
 	unlink(nsock);
 	rmdir(dir);
@@ -899,20 +803,20 @@ static void test_example_subscribes(void **state)
 	proc *ex;
 
 	(void)state;
-	node(path, sizeof(path), "example");
-	put(path, "first");
+	itest_node(path, sizeof(path), "example");
+	itest_put(path, "first");
 	start_broker(NULL);
 	ex = proc_spawn("zkw-example", argv);
 	assert_non_null(ex);
 	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: first", WAIT_MS));
 	assert_true(proc_wait_output(ex, PROC_STDOUT, "Use a keyboard interrupt", WAIT_MS));
-	put(path, "second");
+	itest_put(path, "second");
 	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: second", WAIT_MS));
 	memset(big, 'g', sizeof(big) - 1); /* more than the 8 KiB a segment starts with */
 	big[sizeof(big) - 1] = '\0';
-	put(path, big);
+	itest_put(path, big);
 	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: ggggg", WAIT_MS));
-	put(path, "third");
+	itest_put(path, "third");
 	assert_true(proc_wait_output(ex, PROC_STDOUT, "Your file contents: third", WAIT_MS));
 	assert_int_equal(proc_count(ex, PROC_STDOUT, "Your file contents: second"), 1);
 	assert_int_equal(proc_count(ex, PROC_STDOUT, "Your file contents: ggggg"), 1);
@@ -947,11 +851,12 @@ static int teardown_each(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	zk = zkh_start(1);
+	zk = itest_zk_start(&(struct itest_config){.prefix = "zkwts", .wait_ms = WAIT_MS});
 	if (!zk)
 		return -1;
 	hosts = zkh_hosts(zk);
-	snprintf(root, sizeof(root), "/zkwts%d", (int)getpid());
+	root = itest_root();
+	/* Not below the run dir: subscribers of another uid reach the sockets. */
 	snprintf(sockdir, sizeof(sockdir), "/tmp/zkwts.%d", (int)getpid());
 	if (mkdir(sockdir, 0755) < 0 && errno != EEXIST)
 		return -1;
@@ -961,8 +866,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	zkh_delete(hosts, root);
-	zkh_stop(zk);
+	itest_zk_stop();
 	rmdir(sockdir);
 	return 0;
 }

@@ -23,6 +23,7 @@
 
 #include <zkw/client.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
@@ -35,8 +36,7 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64];
-static char tmpdir[256];
+static char tmpdir[256]; /* local files (itest_dir_make); nodes live below "/zkwtt<pid>" */
 static char shm[64];
 static char hostile_shm[64];
 static char owned_shm[64];
@@ -44,39 +44,10 @@ static char replaced_shm[64];
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* Fail with a message, freeing a and b first (fail_msg does not return, and
- * a leak would add noise to a failing run under LeakSanitizer). */
-static void fail_free(char *a, char *b, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail_free(char *a, char *b, const char *fmt, ...)
-{
-	char msg[8192];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	free(a);
-	free(b);
-	fail_msg("%s", msg);
-}
-
-static const char *node(char *buf, size_t cap, const char *rel)
-{
-	snprintf(buf, cap, "%s/%s", root, rel);
-	return buf;
-}
-
 /* A local file holding len bytes of data; its path in buf. */
 static const char *local_file(char *buf, size_t cap, const char *name, const void *data, size_t len)
 {
-	FILE *f;
-
-	snprintf(buf, cap, "%s/%s", tmpdir, name);
-	f = fopen(buf, "wb");
-	assert_non_null(f);
-	assert_int_equal(fwrite(data, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
-	return buf;
+	return itest_local_file(buf, cap, tmpdir, name, data, len);
 }
 
 /* The node's data: its length (-1 = null data, -2 = no node), into buf. */
@@ -102,43 +73,10 @@ static void assert_node(const char *path, const char *content)
 	assert_non_null(buf);
 	len = node_data(path, buf, DATA_MAX);
 	if (len != (int)strlen(content) || memcmp(buf, content, (size_t)len) != 0)
-		fail_free(buf, NULL, "node %s: %d bytes \"%.100s\", want \"%.100s\"", path, len,
-		          len > 0 ? buf : "", content);
+		itest_fail_free(buf, NULL, "node %s: %d bytes \"%.100s\", want \"%.100s\"", path, len,
+		                len > 0 ? buf : "", content);
 	free(buf);
 }
-
-struct run {
-	int status;
-	char *out, *err;
-};
-
-static struct run run_tool(const char *tool, const proc_options *o, const char *arg, ...)
-{
-	const char *argv[32];
-	struct run r;
-	va_list ap;
-
-	va_start(ap, arg);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), arg, ap);
-	va_end(ap);
-	r.status = proc_run(tool, argv, o, WAIT_MS, &r.out, &r.err);
-	assert_non_null(r.out);
-	assert_non_null(r.err);
-	return r;
-}
-
-static void run_free(struct run *r)
-{
-	free(r->out);
-	free(r->err);
-}
-
-#define EXPECT_RUN(r, want_status)                                                                           \
-	do {                                                                                                 \
-		if ((r).status != (want_status))                                                             \
-			fail_free((r).out, (r).err, "exit %d, want %d; stdout: \"%s\" stderr: \"%s\"",       \
-			          (r).status, (want_status), (r).out, (r).err);                              \
-	} while (0)
 
 static int count(const char *haystack, const char *needle)
 {
@@ -150,16 +88,12 @@ static int count(const char *haystack, const char *needle)
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwtt%d", (int)getpid());
 	snprintf(shm, sizeof(shm), "zkwtt.%d.example", (int)getpid());
 	snprintf(hostile_shm, sizeof(hostile_shm), "zkwtt.%d.hostile", (int)getpid());
 	snprintf(owned_shm, sizeof(owned_shm), "zkwtt.%d.owned", (int)getpid());
 	snprintf(replaced_shm, sizeof(replaced_shm), "zkwtt.%d.replaced", (int)getpid());
-	snprintf(tmpdir, sizeof(tmpdir), "%s/zkwtt.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(tmpdir))
-		return -1;
-	zk = zkh_start(1);
-	if (!zk)
+	zk = itest_zk_start(&(struct itest_config){.prefix = "zkwtt", .wait_ms = WAIT_MS});
+	if (!zk || !itest_dir_make(tmpdir, sizeof(tmpdir)))
 		return -1;
 	hosts = zkh_hosts(zk);
 	return 0;
@@ -167,21 +101,15 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-	char cmd[512];
-
 	(void)state;
 	proc_kill_all();
 	zkw_writer_remove(shm);
 	zkw_writer_remove(hostile_shm);
 	zkw_writer_remove(owned_shm);
 	zkw_writer_remove(replaced_shm);
-	if (zk) {
-		zkh_delete(hosts, root);
-		zkh_stop(zk);
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmpdir);
+	itest_zk_stop();
+	if (tmpdir[0])
+		itest_tree_remove(tmpdir, false);
 	return 0;
 }
 
@@ -197,35 +125,36 @@ static int test_teardown(void **state)
 static void test_push_joins_path_and_id(void **state)
 {
 	char file[512], parent[128], parent_slash[160], path[160];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_file(file, sizeof(file), "join.txt", "joined", 6);
-	node(parent, sizeof(parent), "join");
+	itest_node(parent, sizeof(parent), "join");
 	snprintf(parent_slash, sizeof(parent_slash), "%s/", parent);
 	snprintf(path, sizeof(path), "%s/slash", parent);
 
 	/* "PATH/" + ID: created, exactly one slash between. */
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "slash", "-p", parent_slash, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "slash", "-p", parent_slash, "-z", hosts,
+	                   NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	assert_non_null(strstr(r.out, "creating conf node"));
-	run_free(&r);
+	itest_run_free(&r);
 	assert_node(path, "joined");
 
 	/* "PATH" + ID: the same node; the second push updates. */
 	local_file(file, sizeof(file), "join.txt", "joined again", 12);
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "slash", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "slash", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	assert_non_null(strstr(r.out, "updating conf file"));
 	assert_null(strstr(r.out, "creating conf node"));
-	run_free(&r);
+	itest_run_free(&r);
 	assert_node(path, "joined again");
 
 	/* Long options, and no stray node named with a doubled slash. */
-	r = run_tool("zkw-push", NULL, "--file", file, "--id", "long", "--path", parent_slash, "--zookeeper",
-	             hosts, NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "--file", file, "--id", "long", "--path", parent_slash,
+	                   "--zookeeper", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	snprintf(path, sizeof(path), "%s/long", parent);
 	assert_node(path, "joined again");
 }
@@ -233,22 +162,22 @@ static void test_push_joins_path_and_id(void **state)
 static void test_push_creates_nested_parents(void **state)
 {
 	char file[512], parent[128], path[160];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_file(file, sizeof(file), "nested.txt", "deep", 4);
-	node(parent, sizeof(parent), "a/b/c/");
-	snprintf(path, sizeof(path), "%s/a/b/c/leaf", root);
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "leaf", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
+	itest_node(parent, sizeof(parent), "a/b/c/");
+	snprintf(path, sizeof(path), "%s/a/b/c/leaf", itest_root());
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "leaf", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	assert_non_null(strstr(r.out, "creating conf node"));
-	run_free(&r);
+	itest_run_free(&r);
 	assert_node(path, "deep");
 
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "leaf", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "leaf", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	assert_non_null(strstr(r.out, "updating conf file"));
-	run_free(&r);
+	itest_run_free(&r);
 }
 
 static void test_push_from_stdin(void **state)
@@ -256,42 +185,42 @@ static void test_push_from_stdin(void **state)
 	static const char text[] = "from standard input\nline two\n";
 	proc_options o = {.stdin_data = text, .stdin_len = sizeof(text) - 1};
 	char parent[128], path[160];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
-	node(parent, sizeof(parent), "stdin");
+	itest_node(parent, sizeof(parent), "stdin");
 	snprintf(path, sizeof(path), "%s/conf", parent);
-	r = run_tool("zkw-push", &o, "-f", "-", "-i", "conf", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", &o, "-f", "-", "-i", "conf", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	assert_node(path, text);
 }
 
 static void test_push_wipe(void **state)
 {
 	char file[512], parent[128], path[160], buf[64];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_file(file, sizeof(file), "wipe.txt", "to be wiped", 11);
-	node(parent, sizeof(parent), "wipe");
+	itest_node(parent, sizeof(parent), "wipe");
 	snprintf(path, sizeof(path), "%s/conf", parent);
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 
-	r = run_tool("zkw-push", NULL, "-w", "-i", "conf", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "-w", "-i", "conf", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	if (!strstr(r.out, "wip") || !strstr(r.out, path))
-		fail_free(r.out, r.err, "-w does not say what it wiped: \"%s\"", r.out);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "-w does not say what it wiped: \"%s\"", r.out);
+	itest_run_free(&r);
 	assert_int_equal(node_data(path, buf, sizeof(buf)), -1); /* null data */
 
 	/* Wiping a node that does not exist: says so, exit 1, creates nothing. */
-	r = run_tool("zkw-push", NULL, "-w", "-i", "never", "-p", parent, "-z", hosts, NULL);
-	EXPECT_RUN(r, 1);
+	r = itest_run_tool("zkw-push", NULL, "-w", "-i", "never", "-p", parent, "-z", hosts, NULL);
+	ITEST_EXPECT_RUN(r, 1);
 	assert_non_null(strstr(r.err, "does not exist"));
-	run_free(&r);
+	itest_run_free(&r);
 	snprintf(path, sizeof(path), "%s/never", parent);
 	assert_int_equal(node_data(path, buf, sizeof(buf)), -2);
 }
@@ -303,29 +232,29 @@ static void test_push_refuses_oversized(void **state)
 {
 	const off_t too_big = 256 * 1024 * 1024 + 1;
 	char file[512], parent[128], path[160], buf[1024];
-	struct run r;
+	struct itest_run r;
 	int fd;
 
 	(void)state;
-	node(parent, sizeof(parent), "big");
+	itest_node(parent, sizeof(parent), "big");
 	snprintf(path, sizeof(path), "%s/conf", parent);
 	local_file(file, sizeof(file), "eleven.txt", "eleven byte", 11);
 
 	/* --max-bytes 10: chunked, not refused. */
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, "--max-bytes",
-	             "10", NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+	                   "--max-bytes", "10", NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	if (!strstr(r.out, "(chunked): 11 bytes in 1 chunks"))
-		fail_free(r.out, r.err, "not chunked: \"%s\"", r.out);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "not chunked: \"%s\"", r.out);
+	itest_run_free(&r);
 	assert_true(node_data(path, buf, sizeof(buf)) > 0);
 	assert_int_equal(strncmp(buf, "zkw-chunked 1\n", 14), 0);
 
 	/* At the limit: the node's own data again. */
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, "--max-bytes",
-	             "11", NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+	                   "--max-bytes", "11", NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	assert_node(path, "eleven byte");
 
 	/* 256 MiB + 1 (a sparse file): refused, the node keeps its content. */
@@ -334,12 +263,12 @@ static void test_push_refuses_oversized(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, too_big), 0);
 	assert_int_equal(close(fd), 0);
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, NULL);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, NULL);
 	assert_int_equal(unlink(file), 0);
-	EXPECT_RUN(r, 1);
+	ITEST_EXPECT_RUN(r, 1);
 	if (!strstr(r.err, "larger than 268435456 bytes") || !strstr(r.err, "nothing pushed"))
-		fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
+	itest_run_free(&r);
 	assert_node(path, "eleven byte");
 }
 
@@ -372,14 +301,14 @@ static void test_push_bad_usage(void **state)
 
 	(void)state;
 	local_file(file, sizeof(file), "usage.txt", "u", 1);
-	node(parent, sizeof(parent), "usage");
+	itest_node(parent, sizeof(parent), "usage");
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *out, *err;
 		int status = proc_run("zkw-push", cases[i].argv, NULL, WAIT_MS, &out, &err);
 
 		if (status != cases[i].status || strncmp(err, "zkw-push: ", 10) != 0)
-			fail_free(out, err, "%s: exit %d (want %d), stderr \"%s\"", cases[i].what, status,
-			          cases[i].status, err);
+			itest_fail_free(out, err, "%s: exit %d (want %d), stderr \"%s\"", cases[i].what,
+			                status, cases[i].status, err);
 		free(out);
 		free(err);
 	}
@@ -389,38 +318,38 @@ static void test_push_bad_usage(void **state)
 
 	/* The reason is the right one. */
 	{
-		struct run r =
-		        run_tool("zkw-push", NULL, "-f", file, "-i", "", "-p", parent, "-z", hosts, NULL);
+		struct itest_run r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "", "-p", parent,
+		                                    "-z", hosts, NULL);
 
-		EXPECT_RUN(r, 2);
+		ITEST_EXPECT_RUN(r, 2);
 		if (!strstr(r.err, "empty"))
-			fail_free(r.out, r.err, "empty id, wrong reason: \"%s\"", r.err);
-		run_free(&r);
-		r = run_tool("zkw-push", NULL, "-f", file, "-i", "..", "-p", parent, "-z", hosts, NULL);
-		EXPECT_RUN(r, 2);
+			itest_fail_free(r.out, r.err, "empty id, wrong reason: \"%s\"", r.err);
+		itest_run_free(&r);
+		r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "..", "-p", parent, "-z", hosts, NULL);
+		ITEST_EXPECT_RUN(r, 2);
 		if (!strstr(r.err, "not a valid ZooKeeper path"))
-			fail_free(r.out, r.err, "\"..\" id, unclear: \"%s\"", r.err);
-		run_free(&r);
+			itest_fail_free(r.out, r.err, "\"..\" id, unclear: \"%s\"", r.err);
+		itest_run_free(&r);
 	}
 }
 
 static void test_push_unreachable_server(void **state)
 {
 	char file[512];
-	struct run r;
+	struct itest_run r;
 	int64_t t0, ms;
 
 	(void)state;
 	local_file(file, sizeof(file), "unreachable.txt", "x", 1);
 	t0 = zkw_clock_mono_ms();
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "x", "-p", "/tmp", "-z", "127.0.0.1:1", "--timeout",
-	             "500", NULL);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "x", "-p", "/tmp", "-z", "127.0.0.1:1",
+	                   "--timeout", "500", NULL);
 	ms = zkw_clock_mono_ms() - t0;
-	EXPECT_RUN(r, 1);
+	ITEST_EXPECT_RUN(r, 1);
 	if (strncmp(r.err, "zkw-push: ", 10) != 0 || !strstr(r.err, "127.0.0.1:1"))
-		fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
+		itest_fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
 	assert_true(ms < 5000);
-	run_free(&r);
+	itest_run_free(&r);
 }
 
 /* The read buffer cannot grow (the allocator really refuses: an address
@@ -433,14 +362,14 @@ static void test_push_out_of_memory_pushes_nothing(void **state)
 	char file[512], parent[128], path[160], buf[16], push_path[512];
 	char *data = malloc(size);
 	const char *line;
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	assert_non_null(data);
 	memset(data, 'm', size);
 	local_file(file, sizeof(file), "nomem.bin", data, size);
 	free(data);
-	node(parent, sizeof(parent), "nomem");
+	itest_node(parent, sizeof(parent), "nomem");
 	snprintf(path, sizeof(path), "%s/conf", parent);
 	proc_tool_path("zkw-push", push_path, sizeof(push_path));
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -458,8 +387,8 @@ static void test_push_out_of_memory_pushes_nothing(void **state)
 
 		snprintf(opts, sizeof(opts), "%s=%s%sallocator_may_return_null=1:max_allocation_size_mb=8",
 		         var, getenv(var) ? getenv(var) : "", getenv(var) && *getenv(var) ? ":" : "");
-		r = run_tool("zkw-push", &o, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
-		             "--max-bytes", "33554432", NULL);
+		r = itest_run_tool("zkw-push", &o, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+		                   "--max-bytes", "33554432", NULL);
 	}
 #else
 	{
@@ -469,18 +398,18 @@ static void test_push_out_of_memory_pushes_nothing(void **state)
 
 		if (access("/usr/bin/prlimit", X_OK) != 0)
 			fail_msg("/usr/bin/prlimit (util-linux) is needed to limit zkw-push's memory");
-		r = run_tool("/usr/bin/prlimit", &o, "--as=16777216", "--", push_path, "-f", file, "-i",
-		             "conf", "-p", parent, "-z", hosts, "--max-bytes", "33554432", NULL);
+		r = itest_run_tool("/usr/bin/prlimit", &o, "--as=16777216", "--", push_path, "-f", file, "-i",
+		                   "conf", "-p", parent, "-z", hosts, "--max-bytes", "33554432", NULL);
 	}
 #endif
-	EXPECT_RUN(r, 1);
+	ITEST_EXPECT_RUN(r, 1);
 	/* One line of ours (a sanitizer may add its own warning before it). */
 	line = strstr(r.err, "zkw-push: ");
 	if (!line || (line != r.err && line[-1] != '\n') || count(r.err, "zkw-push: ") != 1 ||
 	    !strstr(line, "out of memory") || !strstr(line, "nothing pushed") ||
 	    strchr(line, '\n') != line + strlen(line) - 1)
-		fail_free(r.out, r.err, "want one line naming the memory shortage: \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "want one line naming the memory shortage: \"%s\"", r.err);
+	itest_run_free(&r);
 	assert_int_equal(node_data(path, buf, sizeof(buf)), -2);
 	assert_int_equal(node_data(parent, buf, sizeof(buf)), -2);
 }
@@ -490,26 +419,27 @@ static void test_push_out_of_memory_pushes_nothing(void **state)
 static void test_push_max_bytes_is_capped(void **state)
 {
 	char file[512], parent[128], path[160];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_file(file, sizeof(file), "capped.txt", "capped", 6);
-	node(parent, sizeof(parent), "capped");
+	itest_node(parent, sizeof(parent), "capped");
 	snprintf(path, sizeof(path), "%s/conf", parent);
 	const char *too_big[] = {"2147483648", "4294967302", "9223372036854775807", "-1"};
 	for (size_t i = 0; i < sizeof(too_big) / sizeof(too_big[0]); i++) {
-		r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
-		             "--max-bytes", too_big[i], NULL);
-		EXPECT_RUN(r, 2);
+		r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+		                   "--max-bytes", too_big[i], NULL);
+		ITEST_EXPECT_RUN(r, 2);
 		if (!strstr(r.err, "--max-bytes wants a byte count from 0 to 2147483647") ||
 		    !strstr(r.err, too_big[i]))
-			fail_free(r.out, r.err, "--max-bytes %s: unclear error \"%s\"", too_big[i], r.err);
-		run_free(&r);
+			itest_fail_free(r.out, r.err, "--max-bytes %s: unclear error \"%s\"", too_big[i],
+			                r.err);
+		itest_run_free(&r);
 	}
-	r = run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts, "--max-bytes",
-	             "2147483647", NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "-f", file, "-i", "conf", "-p", parent, "-z", hosts,
+	                   "--max-bytes", "2147483647", NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	assert_node(path, "capped");
 }
 
@@ -520,40 +450,40 @@ static void test_push_max_bytes_is_capped(void **state)
 static void test_push_one_language(void **state)
 {
 	char file[512], parent[128], path[160], want[64], buf[16];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	snprintf(want, sizeof(want), "zkw-push %s\n", ZKW_VERSION);
-	r = run_tool("zkw-push", NULL, "--version", NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "--version", NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	assert_string_equal(r.out, want);
-	run_free(&r);
-	r = run_tool("zkw-push", NULL, "-V", NULL);
-	EXPECT_RUN(r, 0);
+	itest_run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "-V", NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	assert_string_equal(r.out, want);
-	run_free(&r);
+	itest_run_free(&r);
 
-	r = run_tool("zkw-push", NULL, "--help", NULL);
-	EXPECT_RUN(r, 0);
+	r = itest_run_tool("zkw-push", NULL, "--help", NULL);
+	ITEST_EXPECT_RUN(r, 0);
 	if (strstr(r.out, "-p,") || strstr(r.out, "-w,") || strstr(r.out, "--zoo-keeper") ||
 	    !strstr(r.out, "--parent PATH") || !strstr(r.out, "--wipe") ||
 	    !strstr(r.out, "-z, --zookeeper") || !strstr(r.out, "-V, --version") ||
 	    !strstr(r.out, "--init-timeout MS"))
-		fail_free(r.out, r.err, "help not in the common language:\n%s", r.out);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "help not in the common language:\n%s", r.out);
+	itest_run_free(&r);
 
 	local_file(file, sizeof(file), "language.txt", "spoken", 6);
-	node(parent, sizeof(parent), "language");
+	itest_node(parent, sizeof(parent), "language");
 	snprintf(path, sizeof(path), "%s/conf", parent);
-	r = run_tool("zkw-push", NULL, "--zookeeper", hosts, "--file", file, "--parent", parent, "--id",
-	             "conf", "--init-timeout", "10000", NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "--zookeeper", hosts, "--file", file, "--parent", parent, "--id",
+	                   "conf", "--init-timeout", "10000", NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	assert_node(path, "spoken");
-	r = run_tool("zkw-push", NULL, "--zoo-keeper", hosts, "--wipe", "--parent", parent, "-i", "conf",
-	             NULL);
-	EXPECT_RUN(r, 0);
-	run_free(&r);
+	r = itest_run_tool("zkw-push", NULL, "--zoo-keeper", hosts, "--wipe", "--parent", parent, "-i",
+	                   "conf", NULL);
+	ITEST_EXPECT_RUN(r, 0);
+	itest_run_free(&r);
 	assert_int_equal(node_data(path, buf, sizeof(buf)), -1);
 }
 
@@ -564,30 +494,31 @@ static void test_push_one_language(void **state)
 static void test_push_error_names_cause_once(void **state)
 {
 	char file[512];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	local_file(file, sizeof(file), "cause.txt", "x", 1);
-	r = run_tool("zkw-push", NULL, "-z", "garbage", "-f", file, "-p", "/tmp", "-i", "x", NULL);
-	EXPECT_RUN(r, 2);
+	r = itest_run_tool("zkw-push", NULL, "-z", "garbage", "-f", file, "-p", "/tmp", "-i", "x", NULL);
+	ITEST_EXPECT_RUN(r, 2);
 	if (count(r.err, "\n") != 1 || count(r.err, "garbage") != 2 || !strstr(r.err, "has no port") ||
 	    strstr(r.err, "Invalid argument") || strstr(r.err, "invalid"))
-		fail_free(r.out, r.err, "-z garbage: want one line naming the missing port: \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "-z garbage: want one line naming the missing port: \"%s\"",
+		                r.err);
+	itest_run_free(&r);
 
-	r = run_tool("zkw-push", NULL, "-z", "127.0.0.1:0", "-f", file, "-p", "/tmp", "-i", "x", NULL);
-	EXPECT_RUN(r, 2);
+	r = itest_run_tool("zkw-push", NULL, "-z", "127.0.0.1:0", "-f", file, "-p", "/tmp", "-i", "x", NULL);
+	ITEST_EXPECT_RUN(r, 2);
 	if (count(r.err, "\n") != 1 || !strstr(r.err, "port must be"))
-		fail_free(r.out, r.err, "-z 127.0.0.1:0: \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "-z 127.0.0.1:0: \"%s\"", r.err);
+	itest_run_free(&r);
 
-	r = run_tool("zkw-push", NULL, "-z", "zkw-no-such-host.invalid:2181", "-f", file, "-p", "/tmp", "-i",
-	             "x", "--init-timeout", "2000", NULL);
-	EXPECT_RUN(r, 1);
+	r = itest_run_tool("zkw-push", NULL, "-z", "zkw-no-such-host.invalid:2181", "-f", file, "-p", "/tmp",
+	                   "-i", "x", "--init-timeout", "2000", NULL);
+	ITEST_EXPECT_RUN(r, 1);
 	if (count(r.err, "\n") != 1 || !strstr(r.err, "'zkw-no-such-host.invalid'") ||
 	    !strstr(r.err, "resolve") || strstr(r.err, "No such file or directory"))
-		fail_free(r.out, r.err, "unresolvable host: want one line naming it: \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "unresolvable host: want one line naming it: \"%s\"", r.err);
+	itest_run_free(&r);
 }
 
 /* ---- zkw-example -------------------------------------------------------- */
@@ -613,7 +544,7 @@ static void test_example_poll(void **state)
 	proc *p;
 
 	(void)state;
-	node(path, sizeof(path), "example/poll");
+	itest_node(path, sizeof(path), "example/poll");
 	assert_int_equal(zkh_set(hosts, path, "stuff here", 10), ZOK);
 	p = example("-z", hosts, "-f", path, "--poll", NULL);
 	assert_true(proc_wait_output(p, PROC_STDOUT, "Valid File? True\nContents: stuff here\n", WAIT_MS));
@@ -636,7 +567,7 @@ static void test_example_poll_first_line_valid(void **state)
 	proc *p;
 
 	(void)state;
-	node(path, sizeof(path), "example/poll-first");
+	itest_node(path, sizeof(path), "example/poll-first");
 	assert_int_equal(zkh_set(hosts, path, "stuff here", 10), ZOK);
 	p = example("-z", hosts, "-f", path, "--poll", "-s", "1", NULL);
 	assert_true(proc_wait_output(p, PROC_STDOUT, "Contents: ", WAIT_MS));
@@ -644,10 +575,11 @@ static void test_example_poll_first_line_valid(void **state)
 	out = proc_output(p, PROC_STDOUT, NULL);
 	if (!strstr(out, "Valid File? ") ||
 	    strncmp(strstr(out, "Valid File? "), "Valid File? True\nContents: stuff here\n", 38))
-		fail_free(out, NULL,
-		          "first poll is not valid (zkw_watcher_open with valid_init returned before the "
-		          "first read):\n%s",
-		          out);
+		itest_fail_free(
+		        out, NULL,
+		        "first poll is not valid (zkw_watcher_open with valid_init returned before the "
+		        "first read):\n%s",
+		        out);
 	free(out);
 	proc_free(p);
 }
@@ -673,7 +605,7 @@ static void check_event_run(proc *p, const char *path, const char *first, const 
 	    count(out, "The valid state is now False") != 0 ||
 	    strstr(out, line1) > strstr(out, "The valid state is now True") ||
 	    count(out, "An error was thrown") != 0)
-		fail_free(out, NULL, "unexpected event lines:\n%s", out);
+		itest_fail_free(out, NULL, "unexpected event lines:\n%s", out);
 	free(out);
 }
 
@@ -683,7 +615,7 @@ static void test_example_event_in_process(void **state)
 	proc *p;
 
 	(void)state;
-	node(path, sizeof(path), "example/event");
+	itest_node(path, sizeof(path), "example/event");
 	assert_int_equal(zkh_set(hosts, path, "Some kind of config string here", 31), ZOK);
 	p = example("-z", hosts, "-f", path, "--event", NULL);
 	check_event_run(p, path, "Some kind of config string here", "changed by a push");
@@ -696,7 +628,7 @@ static void test_example_event_shm(void **state)
 	proc *broker, *p;
 
 	(void)state;
-	node(path, sizeof(path), "example/shm");
+	itest_node(path, sizeof(path), "example/shm");
 	assert_int_equal(zkh_set(hosts, path, "through the broker", 18), ZOK);
 	broker = proc_spawn("zkw-broker", (const char *[]){"-z", hosts, "-f", path, "--shm", shm, NULL});
 	assert_non_null(broker);
@@ -734,7 +666,7 @@ static void test_example_bad_usage(void **state)
 	        {"bad -s", {"-z", hosts, "-f", "/x", "--poll", "-s", "soon", NULL}},
 	};
 	char missing[96];
-	struct run r;
+	struct itest_run r;
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -742,19 +674,19 @@ static void test_example_bad_usage(void **state)
 		int status = proc_run("zkw-example", cases[i].argv, NULL, WAIT_MS, &out, &err);
 
 		if (status != 2 || !err[0])
-			fail_free(out, err, "%s: exit %d (want 2), stderr \"%s\"", cases[i].what, status,
-			          err);
+			itest_fail_free(out, err, "%s: exit %d (want 2), stderr \"%s\"", cases[i].what,
+			                status, err);
 		free(out);
 		free(err);
 	}
 
 	/* No such segment: a failure (1), not a usage error, and it says why. */
 	snprintf(missing, sizeof(missing), "zkwtt.%d.none", (int)getpid());
-	r = run_tool("zkw-example", NULL, "--shm", missing, "--event", NULL);
-	EXPECT_RUN(r, 1);
+	r = itest_run_tool("zkw-example", NULL, "--shm", missing, "--event", NULL);
+	ITEST_EXPECT_RUN(r, 1);
 	if (!strstr(r.err, missing) || !strstr(r.err, "no such segment"))
-		fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "unclear error: \"%s\"", r.err);
+	itest_run_free(&r);
 }
 
 /* Content and error texts as a hostile segment (or ZooKeeper node) may hold
@@ -818,7 +750,8 @@ static void test_example_escapes_what_it_prints(void **state)
 	stop_example(p);
 	out = proc_output(p, PROC_STDOUT, NULL);
 	if ((at = raw_control_at(out)) >= 0 || !strstr(out, "Your file contents: " SHOWN_CONTENT "\n"))
-		fail_free(out, NULL, "--event: raw byte at %ld, or content not shown escaped:\n%s", at, out);
+		itest_fail_free(out, NULL, "--event: raw byte at %ld, or content not shown escaped:\n%s", at,
+		                out);
 	free(out);
 	proc_free(p);
 
@@ -828,7 +761,7 @@ static void test_example_escapes_what_it_prints(void **state)
 	stop_example(p);
 	out = proc_output(p, PROC_STDOUT, NULL);
 	if ((at = raw_control_at(out)) >= 0)
-		fail_free(out, NULL, "--poll: raw byte at %ld:\n%s", at, out);
+		itest_fail_free(out, NULL, "--poll: raw byte at %ld:\n%s", at, out);
 	free(out);
 	proc_free(p);
 	zkw_writer_close(w, true);
@@ -839,7 +772,7 @@ static void test_example_owner(void **state)
 {
 	zkw_writer *w = hostile_segment(owned_shm);
 	char uid_text[32];
-	struct run r;
+	struct itest_run r;
 	proc *p;
 	int fd;
 
@@ -850,21 +783,22 @@ static void test_example_owner(void **state)
 	stop_example(p);
 	proc_free(p);
 
-	r = run_tool("zkw-example", NULL, "--shm", owned_shm, "--owner", "65534", "--poll", NULL);
-	EXPECT_RUN(r, 1);
+	r = itest_run_tool("zkw-example", NULL, "--shm", owned_shm, "--owner", "65534", "--poll", NULL);
+	ITEST_EXPECT_RUN(r, 1);
 	if (!strstr(r.err, owned_shm) || !strstr(r.err, "owner"))
-		fail_free(r.out, r.err, "--owner 65534: unclear refusal \"%s\"", r.err);
-	run_free(&r);
-	r = run_tool("zkw-example", NULL, "--shm", owned_shm, "--owner", "no-such-user-zkw", "--poll", NULL);
-	EXPECT_RUN(r, 2);
+		itest_fail_free(r.out, r.err, "--owner 65534: unclear refusal \"%s\"", r.err);
+	itest_run_free(&r);
+	r = itest_run_tool("zkw-example", NULL, "--shm", owned_shm, "--owner", "no-such-user-zkw", "--poll",
+	                   NULL);
+	ITEST_EXPECT_RUN(r, 2);
 	if (!strstr(r.err, "--owner wants a user name or uid, not \"no-such-user-zkw\""))
-		fail_free(r.out, r.err, "bad --owner: unclear error \"%s\"", r.err);
-	run_free(&r);
-	r = run_tool("zkw-example", NULL, "-z", hosts, "-f", "/x", "--owner", "0", "--poll", NULL);
-	EXPECT_RUN(r, 2);
+		itest_fail_free(r.out, r.err, "bad --owner: unclear error \"%s\"", r.err);
+	itest_run_free(&r);
+	r = itest_run_tool("zkw-example", NULL, "-z", hosts, "-f", "/x", "--owner", "0", "--poll", NULL);
+	ITEST_EXPECT_RUN(r, 2);
 	if (!strstr(r.err, "--owner goes with --shm"))
-		fail_free(r.out, r.err, "--owner without --shm: unclear error \"%s\"", r.err);
-	run_free(&r);
+		itest_fail_free(r.out, r.err, "--owner without --shm: unclear error \"%s\"", r.err);
+	itest_run_free(&r);
 
 	/* Another user's segment: refused by default, accepted when named. */
 	if (geteuid() == 0) {
@@ -872,12 +806,12 @@ static void test_example_owner(void **state)
 		assert_true(fd >= 0);
 		assert_int_equal(fchown(fd, 65534, 65534), 0);
 		close(fd);
-		r = run_tool("zkw-example", NULL, "--shm", owned_shm, "--poll", NULL);
-		EXPECT_RUN(r, 1);
+		r = itest_run_tool("zkw-example", NULL, "--shm", owned_shm, "--poll", NULL);
+		ITEST_EXPECT_RUN(r, 1);
 		if (!strstr(r.err, "65534"))
-			fail_free(r.out, r.err, "another owner's segment: refusal does not name it \"%s\"",
-			          r.err);
-		run_free(&r);
+			itest_fail_free(r.out, r.err,
+			                "another owner's segment: refusal does not name it \"%s\"", r.err);
+		itest_run_free(&r);
 		p = example("--shm", owned_shm, "--owner", "65534", "--poll", NULL);
 		assert_true(proc_wait_output(p, PROC_STDOUT, "Valid File? True\n", WAIT_MS));
 		stop_example(p);
@@ -909,7 +843,7 @@ static void test_example_follows_a_replaced_segment(void **state)
 	char *out;
 
 	(void)state;
-	node(path, sizeof(path), "example/replaced");
+	itest_node(path, sizeof(path), "example/replaced");
 	snprintf(dev, sizeof(dev), "/dev/shm/%s", replaced_shm);
 	assert_int_equal(zkh_set(hosts, path, "before the restart", 18), ZOK);
 	broker = start_broker_on(path, replaced_shm);
@@ -930,7 +864,7 @@ static void test_example_follows_a_replaced_segment(void **state)
 	stop_example(p);
 	out = proc_output(p, PROC_STDOUT, NULL);
 	if (count(out, "Your file contents: before the restart\n") != 1)
-		fail_free(out, NULL, "content delivered again after the reopen:\n%s", out);
+		itest_fail_free(out, NULL, "content delivered again after the reopen:\n%s", out);
 	free(out);
 	proc_free(p);
 	assert_int_equal(proc_signal(broker, SIGTERM), 0);

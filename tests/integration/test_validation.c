@@ -21,13 +21,11 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,10 +35,10 @@
 #include <zkw/client.h>
 #include <zkw/watcher.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkh.h"
 #include "zkw_clock.h"
-#include "zkw_stats.h"
 #include "publish/writer.h"
 
 #define WAIT_MS     20000 /* any single expected change */
@@ -52,49 +50,13 @@
 
 static zkh_cluster *zk;
 static const char *hosts;
-static char root[64]; /* "/zkwtv<pid>": every node of this run lives below */
-static char dir[64];  /* "/tmp/zkwtv.<pid>": configuration files, state directories */
+static char dir[64]; /* configuration files, state directories (itest_dir_make) */
 
-/* ---- names, nodes, files ------------------------------------------------- */
+/* Nodes live below "/zkwtv<pid>", segments are "zkwtv.<pid>.<tag>" (itest.h). */
+enum { ANY = ITEST_ANY, YES = ITEST_YES, NO = ITEST_NO };
+#define WAIT_FOR ITEST_WAIT_FOR
 
-#define MAX_SEGMENTS 16
-static char segments[MAX_SEGMENTS][64];
-static int nsegments;
-
-/* "zkwtv.<pid>.<tag>", remembered for the teardown. */
-static const char *seg_name(const char *tag)
-{
-	assert_true(nsegments < MAX_SEGMENTS);
-	snprintf(segments[nsegments], sizeof(segments[0]), "zkwtv.%d.%s", (int)getpid(), tag);
-	zkw_writer_remove(segments[nsegments]); /* a leftover of a crashed run with a recycled pid */
-	return segments[nsegments++];
-}
-
-static void unlink_segments(void)
-{
-	for (int i = 0; i < nsegments; i++)
-		zkw_writer_remove(segments[i]);
-	nsegments = 0;
-}
-
-static const char *node_path(char *buf, size_t cap, const char *tag)
-{
-	snprintf(buf, cap, "%s/%s", root, tag);
-	return buf;
-}
-
-static void put_len(const char *path, const void *content, size_t len)
-{
-	int rc = zkh_set(hosts, path, content, (int)len);
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-static void put(const char *path, const char *content)
-{
-	put_len(path, content, strlen(content));
-}
+/* ---- contents, files -------------------------------------------------------- */
 
 /* Exactly size bytes (size >= 64) of valid JSON, told apart by tag. */
 static char *json_sized(char *buf, size_t size, const char *tag)
@@ -114,88 +76,7 @@ static const char *conf_path(char *buf, size_t cap, const char *tag)
 	return buf;
 }
 
-static void write_file(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void write_file(const char *file, const char *fmt, ...)
-{
-	char tmp[160];
-	va_list ap;
-	FILE *f;
-
-	/* Replaced whole (rename), as an editor or a config manager does. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", file);
-	f = fopen(tmp, "w");
-	assert_non_null(f);
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(rename(tmp, file), 0);
-}
-
-/* Remove what path holds (configuration files, state directories and
- * their files), and path itself when remove_self. */
-static void empty_dir(const char *path, bool remove_self)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	char sub[512];
-	struct stat st;
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-			empty_dir(sub, true);
-		else
-			unlink(sub);
-	}
-	closedir(d);
-	if (remove_self)
-		rmdir(path);
-}
-
-#define assert_contains(text, needle)                                                                        \
-	do {                                                                                                 \
-		if (!strstr((text), (needle)))                                                               \
-			fail_msg("expected \"%s\" in:\n%s", (needle), (text));                               \
-	} while (0)
-
-#define assert_lacks(text, needle)                                                                           \
-	do {                                                                                                 \
-		if (strstr((text), (needle)))                                                                \
-			fail_msg("did not expect \"%s\" in:\n%s", (needle), (text));                         \
-	} while (0)
-
 /* ---- the broker ------------------------------------------------------------ */
-
-#define broker_spawn(...) assert_spawned(proc_spawnl("zkw-broker", __VA_ARGS__))
-
-static proc *assert_spawned(proc *p)
-{
-	assert_non_null(p);
-	return p;
-}
-
-static void wait_segment_created(proc *broker, const char *shm)
-{
-	char line[128];
-
-	snprintf(line, sizeof(line), "into segment /%s ", shm);
-	assert_true(proc_wait_output(broker, PROC_STDERR, line, WAIT_MS));
-}
-
-static void stop_broker(proc *b)
-{
-	assert_int_equal(proc_signal(b, SIGTERM), 0);
-	if (proc_wait(b, WAIT_MS) != 0) {
-		proc_dump(b, "did not stop cleanly");
-		fail_msg("%s: exit status not 0", proc_name(b));
-	}
-	proc_free(b);
-}
 
 /* Exactly `count` lines of the broker's stderr hold needle. */
 static void assert_logged(proc *b, const char *needle, int count)
@@ -206,48 +87,6 @@ static void assert_logged(proc *b, const char *needle, int count)
 		proc_dump(b, "log lines");
 		fail_msg("\"%s\" logged %d times, want %d", needle, n, count);
 	}
-}
-
-/* The broker's counters (lib/zkw_stats.h), as zkw-inspect reads them. */
-static uint64_t broker_counter(pid_t pid, enum zkw_stat which)
-{
-	char path[64];
-	struct zkw_stats_view v;
-	void *map;
-	int fd, rc;
-
-	snprintf(path, sizeof(path), "/dev/shm/" ZKW_STATS_PREFIX "%d", (int)pid);
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		fail_msg("%s: %s", path, strerror(errno));
-	map = mmap(NULL, ZKW_STATS_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	assert_true(map != MAP_FAILED);
-	rc = zkw_stats_load(map, ZKW_STATS_SIZE, &v);
-	munmap(map, ZKW_STATS_SIZE);
-	assert_int_equal(rc, 0);
-	assert_true(v.counter_count > (uint32_t)which);
-	return v.counter[which];
-}
-
-/* zkw-inspect with the given arguments (NULL-terminated): its stdout,
- * malloc'd; exit status 0..3 (3: not valid) is an answer. */
-static char *inspect(const char *first, ...) __attribute__((sentinel));
-static char *inspect(const char *first, ...)
-{
-	const char *argv[16];
-	char *out = NULL, *err = NULL;
-	va_list ap;
-	int status;
-
-	va_start(ap, first);
-	proc_collect_args(argv, sizeof(argv) / sizeof(argv[0]), first, ap);
-	va_end(ap);
-	status = proc_run("zkw-inspect", argv, NULL, WAIT_MS, &out, &err);
-	if (status < 0 || status > 3 || !out)
-		fail_msg("zkw-inspect %s: status %d\n%s", first, status, err ? err : "");
-	free(err);
-	return out;
 }
 
 /* The value of metric{...broker_pid="pid"...} in --prometheus output; -1
@@ -270,147 +109,8 @@ static long long prometheus_counter(const char *text, const char *metric, pid_t 
 	return -1;
 }
 
-/* ---- a reader that can await a state ---------------------------------------- */
-
-struct seg {
-	zkw_reader r;
-	proc *broker; /* for failure reports; may be NULL */
-	zkw_snapshot snap;
-	char *buf;
-	ssize_t len; /* of the last read */
-};
-
-enum { ANY = 0, YES, NO };
-
-struct want {
-	int valid, connected, rejected, cached; /* ANY / YES / NO */
-	const char *content;                    /* exact (NUL-terminated) content, NULL = any */
-	const char *error;                      /* a part of the error, NULL = any */
-	uint64_t after_gen;                     /* generation must be above this */
-};
-
-/* Open segments, for the teardown: a failed assertion longjmps out of the
- * test, whose frame the teardown then reuses. */
-#define MAX_OPEN 8
-static struct {
-	zkw_reader r;
-	char *buf;
-} open_segs[MAX_OPEN];
-
-static void seg_close(struct seg *s)
-{
-	for (int i = 0; i < MAX_OPEN; i++)
-		if (open_segs[i].buf == s->buf)
-			open_segs[i].buf = NULL;
-	zkw_reader_close(&s->r);
-	free(s->buf);
-	s->buf = NULL;
-}
-
-static void seg_close_all(void)
-{
-	for (int i = 0; i < MAX_OPEN; i++)
-		if (open_segs[i].buf) {
-			zkw_reader_close(&open_segs[i].r);
-			free(open_segs[i].buf);
-			open_segs[i].buf = NULL;
-		}
-}
-
-static void seg_open(struct seg *s, const char *shm, proc *broker)
-{
-	int rc, i;
-
-	memset(s, 0, sizeof(*s));
-	s->broker = broker;
-	rc = zkw_reader_open(&s->r, shm);
-	if (rc) {
-		if (broker)
-			proc_dump(broker, "segment cannot be opened");
-		fail_msg("zkw_reader_open(%s): %s: %s", shm, strerror(-rc), s->r.why);
-	}
-	s->buf = malloc(CONTENT_CAP);
-	assert_non_null(s->buf);
-	for (i = 0; i < MAX_OPEN && open_segs[i].buf; i++)
-		;
-	assert_true(i < MAX_OPEN);
-	open_segs[i].r = s->r;
-	open_segs[i].buf = s->buf;
-}
-
-static ssize_t seg_read(struct seg *s)
-{
-	do
-		s->len = zkw_reader_read(&s->r, &s->snap, s->buf, CONTENT_CAP - 1);
-	while (s->len == -EAGAIN);
-	if (s->len >= 0)
-		s->buf[s->len] = '\0';
-	return s->len;
-}
-
-static bool tri(int want, bool have)
-{
-	return want == ANY || have == (want == YES);
-}
-
-static bool seg_matches(const struct seg *s, const struct want *w)
-{
-	if (s->len < 0 || s->snap.generation == 0 || s->snap.generation <= w->after_gen)
-		return false;
-	if (!tri(w->valid, s->snap.valid) || !tri(w->connected, s->snap.connected) ||
-	    !tri(w->rejected, s->snap.rejected) || !tri(w->cached, s->snap.cached))
-		return false;
-	if (w->content &&
-	    ((size_t)s->len != strlen(w->content) || memcmp(s->buf, w->content, (size_t)s->len) != 0))
-		return false;
-	return !w->error || strstr(s->snap.error, w->error);
-}
-
-static void seg_describe(const struct seg *s)
-{
-	fprintf(stderr,
-	        "  last snapshot: read=%zd generation=%llu valid=%d connected=%d rejected=%d cached=%d "
-	        "len=%zu "
-	        "version=%lld content_gen=%llu state=0x%x\n  error=\"%s\"\n  content=\"%.120s\"%s\n",
-	        s->len, (unsigned long long)s->snap.generation, s->snap.valid, s->snap.connected,
-	        s->snap.rejected, s->snap.cached, s->snap.len, (long long)s->snap.version,
-	        (unsigned long long)s->snap.content_gen, zkw_reader_state(&s->r), s->snap.error,
-	        s->len >= 0 ? s->buf : "", s->len > 120 ? "..." : "");
-}
-
-/* Wait until the segment's snapshot matches w (on its futex); false,
- * reported, on timeout. */
-static bool seg_wait_for(struct seg *s, const struct want *w, int timeout_ms, const char *what)
-{
-	int64_t deadline = zkw_clock_mono_ms() + timeout_ms;
-
-	for (;;) {
-		int64_t left;
-		int rc;
-
-		seg_read(s);
-		if (seg_matches(s, w))
-			return true;
-		left = deadline - zkw_clock_mono_ms();
-		if (left <= 0)
-			break;
-		rc = zkw_reader_wait(&s->r, s->len >= 0 ? s->snap.generation : 0, (int)left);
-		if (rc < 0 && rc != -EINTR) {
-			fprintf(stderr, "zkw_reader_wait: %s\n", strerror(-rc));
-			break;
-		}
-	}
-	fprintf(stderr, "segment never reached: %s (within %d ms)\n", what, timeout_ms);
-	seg_describe(s);
-	if (s->broker)
-		proc_dump(s->broker, "broker output");
-	return false;
-}
-
-#define WAIT_FOR(s, what, ...) assert_true(seg_wait_for((s), &(struct want){__VA_ARGS__}, WAIT_MS, (what)))
-
 /* The hot line's ZKW_STATE_* bits under mask are exactly want. */
-static void assert_state_bits(const struct seg *s, uint32_t mask, uint32_t want)
+static void assert_state_bits(const struct itest_seg *s, uint32_t mask, uint32_t want)
 {
 	uint32_t st = zkw_reader_state(&s->r);
 
@@ -436,15 +136,6 @@ static void count_config(void *ctx, const void *content, size_t len)
 }
 
 static char dispatch_buf[CONTENT_CAP];
-
-static void dispatch_all(zkw_dispatcher *d)
-{
-	while (d->seen != zkw_reader_generation(d->reader)) {
-		int rc = zkw_dispatch(d, 0);
-
-		assert_true(rc >= 0 || rc == -EAGAIN);
-	}
-}
 
 /* ---- tests ---------------------------------------------------------------- */
 
@@ -478,38 +169,40 @@ static void test_rules_configured(void **state)
 	/* Command line: --validate json and --reject-empty before any -f are
 	 * the broker's; /v/b overrides the format and adds a shrink limit. */
 	assert_int_equal(proc_run("zkw-broker", cli, NULL, WAIT_MS, &out, &err), 0);
-	assert_contains(out, "state-dir = none\nvalidate = json\nreject-empty = true\nmax-shrink = 0\n");
-	assert_contains(out, "[watch /v/a] ; -f\nshm = zkw.v.a\ncapacity = 1048576\n\n"); /* the defaults */
-	assert_contains(out, "[watch /v/b] ; -f\nshm = zkw.v.b\ncapacity = 1048576\n"
-	                     "validate = none\nreject-empty = true\nmax-shrink = 30\n");
+	itest_assert_contains(out,
+	                      "state-dir = none\nvalidate = json\nreject-empty = true\nmax-shrink = 0\n");
+	itest_assert_contains(out,
+	                      "[watch /v/a] ; -f\nshm = zkw.v.a\ncapacity = 1048576\n\n"); /* the defaults */
+	itest_assert_contains(out, "[watch /v/b] ; -f\nshm = zkw.v.b\ncapacity = 1048576\n"
+	                           "validate = none\nreject-empty = true\nmax-shrink = 30\n");
 	free(out);
 	free(err);
 
 	/* The file: [broker] for every watch, [watch ...] its own. */
 	conf_path(file, sizeof(file), "rules");
-	write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\nvalidate = json\nmax-shrink = "
-	                 "50%%\n[socket]\npath = none\n"
-	                 "[watch /v/a]\n[watch /v/b]\nvalidate = none\nreject-empty = true\n"
-	                 "[watch y]\npath = /v/y\nvalidate = yaml\nmax-shrink = 0\n");
+	itest_write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\nvalidate = json\nmax-shrink = "
+	                       "50%%\n[socket]\npath = none\n"
+	                       "[watch /v/a]\n[watch /v/b]\nvalidate = none\nreject-empty = true\n"
+	                       "[watch y]\npath = /v/y\nvalidate = yaml\nmax-shrink = 0\n");
 	assert_int_equal(proc_run("zkw-broker", with_file, NULL, WAIT_MS, &out, &err), 0);
-	assert_contains(out, "validate = json\nreject-empty = false\nmax-shrink = 50\n");
-	assert_contains(out, "[watch /v/a]\nshm = zkw.v.a\ncapacity = 1048576\n\n");
-	assert_contains(out, "[watch /v/b]\nshm = zkw.v.b\ncapacity = 1048576\n"
-	                     "validate = none\nreject-empty = true\nmax-shrink = 50\n");
-	assert_contains(out, "[watch /v/y]\nshm = zkw.v.y\ncapacity = 1048576\n"
-	                     "validate = yaml\nreject-empty = false\nmax-shrink = 0\n");
+	itest_assert_contains(out, "validate = json\nreject-empty = false\nmax-shrink = 50\n");
+	itest_assert_contains(out, "[watch /v/a]\nshm = zkw.v.a\ncapacity = 1048576\n\n");
+	itest_assert_contains(out, "[watch /v/b]\nshm = zkw.v.b\ncapacity = 1048576\n"
+	                           "validate = none\nreject-empty = true\nmax-shrink = 50\n");
+	itest_assert_contains(out, "[watch /v/y]\nshm = zkw.v.y\ncapacity = 1048576\n"
+	                           "validate = yaml\nreject-empty = false\nmax-shrink = 0\n");
 	free(out);
 	free(err);
 
 	/* The command line's defaults over the file's [broker]; a watch's own
 	 * rules over both; a -f gets the command line's defaults. */
 	assert_int_equal(proc_run("zkw-broker", file_and_cli, NULL, WAIT_MS, &out, &err), 0);
-	assert_contains(out, "validate = yaml\nreject-empty = false\nmax-shrink = 50\n");
-	assert_contains(out, "[watch /v/a]\nshm = zkw.v.a\ncapacity = 1048576\n\n");
-	assert_contains(out, "[watch /v/b]\nshm = zkw.v.b\ncapacity = 1048576\n"
-	                     "validate = none\nreject-empty = true\nmax-shrink = 50\n");
-	assert_contains(out, "[watch /v/c] ; -f\nshm = zkw.v.c\ncapacity = 1048576\n"
-	                     "validate = yaml\nreject-empty = false\nmax-shrink = 10\n");
+	itest_assert_contains(out, "validate = yaml\nreject-empty = false\nmax-shrink = 50\n");
+	itest_assert_contains(out, "[watch /v/a]\nshm = zkw.v.a\ncapacity = 1048576\n\n");
+	itest_assert_contains(out, "[watch /v/b]\nshm = zkw.v.b\ncapacity = 1048576\n"
+	                           "validate = none\nreject-empty = true\nmax-shrink = 50\n");
+	itest_assert_contains(out, "[watch /v/c] ; -f\nshm = zkw.v.c\ncapacity = 1048576\n"
+	                           "validate = yaml\nreject-empty = false\nmax-shrink = 10\n");
 	free(out);
 	free(err);
 
@@ -536,7 +229,7 @@ static void test_rules_configured(void **state)
 			if (!strstr(err, bad[i].why))
 				fail_msg("%s %s: want \"%s\" in:\n%s", bad[i].args[0],
 				         bad[i].args[1] ? bad[i].args[1] : "", bad[i].why, err);
-			assert_lacks(out ? out : "", "[broker]"); /* nothing printed as if accepted */
+			itest_assert_lacks(out ? out : "", "[broker]"); /* nothing printed as if accepted */
 			free(out);
 			free(err);
 		}
@@ -546,32 +239,32 @@ static void test_rules_configured(void **state)
 		const char *argv[] = {"-z", "127.0.0.1:1", "-f", "/v/a", "--max-shrink", NULL};
 
 		assert_int_equal(proc_run("zkw-broker", argv, NULL, WAIT_MS, &out, &err), 2);
-		assert_contains(err, "option --max-shrink needs a value");
+		itest_assert_contains(err, "option --max-shrink needs a value");
 		free(out);
 		free(err);
 	}
 
 	/* And in the file: FILE:LINE and the key. */
-	write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\n[watch /v/a]\nvalidate = toml\n");
+	itest_write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\n[watch /v/a]\nvalidate = toml\n");
 	assert_int_equal(proc_run("zkw-broker", with_file, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":4: --validate toml: want json, yaml or none");
-	assert_contains(err, file);
+	itest_assert_contains(err, ":4: --validate toml: want json, yaml or none");
+	itest_assert_contains(err, file);
 	free(out);
 	free(err);
-	write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\nmax-shrink = 200\n[watch /v/a]\n");
+	itest_write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\nmax-shrink = 200\n[watch /v/a]\n");
 	assert_int_equal(proc_run("zkw-broker", with_file, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":3: --max-shrink 200: want a percentage from 0 (off) to 100");
+	itest_assert_contains(err, ":3: --max-shrink 200: want a percentage from 0 (off) to 100");
 	free(out);
 	free(err);
-	write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\n[watch /v/a]\nreject-empty = maybe\n");
+	itest_write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\n[watch /v/a]\nreject-empty = maybe\n");
 	assert_int_equal(proc_run("zkw-broker", with_file, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":4: reject-empty = maybe: want true or false");
+	itest_assert_contains(err, ":4: reject-empty = maybe: want true or false");
 	free(out);
 	free(err);
-	write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\n[watch /v/a]\nvalidation = json\n");
+	itest_write_file(file, "[broker]\nzookeeper = 127.0.0.1:1\n[watch /v/a]\nvalidation = json\n");
 	assert_int_equal(proc_run("zkw-broker", with_file, NULL, WAIT_MS, &out, &err), 2);
-	assert_contains(err, ":4: unknown key 'validation' in [watch /v/a]");
-	assert_contains(err, "validate, reject-empty, max-shrink)"); /* the keys a watch takes */
+	itest_assert_contains(err, ":4: unknown key 'validation' in [watch /v/a]");
+	itest_assert_contains(err, "validate, reject-empty, max-shrink)"); /* the keys a watch takes */
 	free(out);
 	free(err);
 	unlink(file);
@@ -584,109 +277,109 @@ static void test_rules_configured(void **state)
 static void test_json_rejections(void **state)
 {
 	char path[128], v1[1001], small[101], v2[981], want[512], *out;
-	const char *shm = seg_name("json");
+	const char *shm = itest_seg_name("json");
 	const char *bad = "{\"rejected-marker\": [1, 2"; /* 26 bytes, unterminated */
 	struct counts counts = {0};
 	zkw_handlers h = {.config = count_config, .ctx = &counts};
 	zkw_dispatcher d;
 	uint64_t gen, content_gen;
 	int64_t version;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "json");
+	itest_node(path, sizeof(path), "json");
 	json_sized(v1, sizeof(v1) - 1, "v1");
 	json_sized(small, sizeof(small) - 1, "small");
 	json_sized(v2, sizeof(v2) - 1, "v2");
-	put(path, v1);
-	b = broker_spawn("-z", hosts, "-f", path, "--shm", shm, "--validate", "json", "--reject-empty",
-	                 "--max-shrink", "50", NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "v1 valid", .valid = YES, .connected = YES, .rejected = NO, .cached = NO, .content = v1);
-	assert_string_equal(s.snap.error, "");
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
-	zkw_dispatcher_init(&d, &s.r, &h, dispatch_buf, sizeof(dispatch_buf));
-	dispatch_all(&d);
+	itest_put(path, v1);
+	b = itest_broker_start("-z", hosts, "-f", path, "--shm", shm, "--validate", "json", "--reject-empty",
+	                       "--max-shrink", "50", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "v1 valid", .valid = YES, .connected = YES, .rejected = NO, .cached = NO, .content = v1);
+	assert_string_equal(s->snap.error, "");
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
+	zkw_dispatcher_init(&d, &s->r, &h, dispatch_buf, sizeof(dispatch_buf));
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 1);
-	gen = s.snap.generation;
-	content_gen = s.snap.content_gen;
-	version = s.snap.version;
+	gen = s->snap.generation;
+	content_gen = s->snap.content_gen;
+	version = s->snap.version;
 
 	/* Empty. */
-	put(path, "");
-	WAIT_FOR(&s, "empty refused", .valid = NO, .connected = YES, .rejected = YES, .cached = NO,
-	         .content = v1, .error = "empty", .after_gen = gen);
+	itest_put(path, "");
+	WAIT_FOR(s, "empty refused", .valid = NO, .connected = YES, .rejected = YES, .cached = NO,
+	         .content = v1, .error_has = "empty", .after_gen = gen);
 	snprintf(want, sizeof(want),
 	         "Rejected version %lld (0 bytes): empty content (reject-empty); the last good content stays "
 	         "published",
 	         (long long)version + 1);
-	assert_string_equal(s.snap.error, want);
-	assert_int_equal(s.snap.content_gen, content_gen); /* the content did not change */
-	assert_int_equal(s.snap.version, version);         /* nor its version */
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
-	assert_false(zkw_reader_is_valid(&s.r));
-	assert_true(zkw_reader_ping(&s.r));
+	assert_string_equal(s->snap.error, want);
+	assert_int_equal(s->snap.content_gen, content_gen); /* the content did not change */
+	assert_int_equal(s->snap.version, version);         /* nor its version */
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
+	assert_false(zkw_reader_is_valid(&s->r));
+	assert_true(zkw_reader_ping(&s->r));
 
 	/* What zkw-inspect makes of it. */
-	out = inspect(shm, NULL);
-	assert_contains(out, "valid            false\n");
-	assert_contains(out, "rejected         true");
-	assert_contains(out, " rejected"); /* the hot state's words */
-	assert_contains(out, "Rejected version ");
+	itest_inspect(&out, shm, NULL);
+	itest_assert_contains(out, "valid            false\n");
+	itest_assert_contains(out, "rejected         true");
+	itest_assert_contains(out, " rejected"); /* the hot state's words */
+	itest_assert_contains(out, "Rejected version ");
 	free(out);
-	out = inspect(shm, "--json", NULL);
-	assert_contains(out, "\"connected\":true,\"valid\":false,\"cached\":false,\"rejected\":true,");
+	itest_inspect(&out, shm, "--json", NULL);
+	itest_assert_contains(out, "\"connected\":true,\"valid\":false,\"cached\":false,\"rejected\":true,");
 	free(out);
 
 	/* Invalid JSON. */
-	gen = s.snap.generation;
-	put(path, bad);
-	WAIT_FOR(&s, "invalid JSON refused", .valid = NO, .connected = YES, .rejected = YES, .content = v1,
-	         .error = "invalid JSON at line 1, column", .after_gen = gen);
+	gen = s->snap.generation;
+	itest_put(path, bad);
+	WAIT_FOR(s, "invalid JSON refused", .valid = NO, .connected = YES, .rejected = YES, .content = v1,
+	         .error_has = "invalid JSON at line 1, column", .after_gen = gen);
 	snprintf(want, sizeof(want), "Rejected version %lld (%zu bytes): invalid JSON at line 1, column ",
 	         (long long)version + 2, strlen(bad));
-	if (strncmp(s.snap.error, want, strlen(want)) != 0)
-		fail_msg("error \"%s\", want it to start with \"%s\"", s.snap.error, want);
-	assert_lacks(s.snap.error, "rejected-marker"); /* the error never quotes the content */
-	assert_int_equal(s.snap.content_gen, content_gen);
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
+	if (strncmp(s->snap.error, want, strlen(want)) != 0)
+		fail_msg("error \"%s\", want it to start with \"%s\"", s->snap.error, want);
+	itest_assert_lacks(s->snap.error, "rejected-marker"); /* the error never quotes the content */
+	assert_int_equal(s->snap.content_gen, content_gen);
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
 
 	/* Valid JSON, 10% of v1's size. */
-	gen = s.snap.generation;
-	put(path, small);
-	WAIT_FOR(&s, "90% shrink refused", .valid = NO, .connected = YES, .rejected = YES, .content = v1,
-	         .error = "shrunk by", .after_gen = gen);
+	gen = s->snap.generation;
+	itest_put(path, small);
+	WAIT_FOR(s, "90% shrink refused", .valid = NO, .connected = YES, .rejected = YES, .content = v1,
+	         .error_has = "shrunk by", .after_gen = gen);
 	snprintf(want, sizeof(want),
 	         "Rejected version %lld (100 bytes): shrunk by 90%% (1000 -> 100 bytes; max-shrink 50%%); "
 	         "the last "
 	         "good content stays published",
 	         (long long)version + 3);
-	assert_string_equal(s.snap.error, want);
-	assert_int_equal(s.snap.content_gen, content_gen);
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
+	assert_string_equal(s->snap.error, want);
+	assert_int_equal(s->snap.content_gen, content_gen);
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
 
 	/* No worker got any of it. */
-	dispatch_all(&d);
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 1);
 
 	/* The next good version: published, a change. */
-	gen = s.snap.generation;
-	put(path, v2);
-	WAIT_FOR(&s, "v2 valid", .valid = YES, .connected = YES, .rejected = NO, .content = v2,
+	gen = s->snap.generation;
+	itest_put(path, v2);
+	WAIT_FOR(s, "v2 valid", .valid = YES, .connected = YES, .rejected = NO, .content = v2,
 	         .after_gen = gen);
-	assert_string_equal(s.snap.error, "");
-	assert_true(s.snap.content_gen > content_gen);
-	assert_int_equal(s.snap.content_gen, s.snap.generation);
-	assert_int_equal(s.snap.version, version + 4);
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
-	dispatch_all(&d);
+	assert_string_equal(s->snap.error, "");
+	assert_true(s->snap.content_gen > content_gen);
+	assert_int_equal(s->snap.content_gen, s->snap.generation);
+	assert_int_equal(s->snap.version, version + 4);
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
+	itest_dispatch_all(&d);
 	assert_int_equal(counts.config, 2);
 	assert_int_equal(strncmp(counts.last_config, "{\"name\": \"v2\"", 13), 0);
 
 	/* Counted, three; logged once each, as warnings. */
-	assert_int_equal(broker_counter(proc_pid(b), ZKW_STAT_REJECTIONS), 3);
+	assert_int_equal(itest_stat(proc_pid(b), ZKW_STAT_REJECTIONS), 3);
 	assert_true(proc_wait_output_count(b, PROC_STDERR, ": valid, version", 2, WAIT_MS));
 	snprintf(want, sizeof(want), "warning: %s: invalid: Rejected version ", path);
 	assert_logged(b, want, 3);
@@ -695,12 +388,12 @@ static void test_json_rejections(void **state)
 	assert_logged(b, "bytes): invalid JSON at line 1, column", 1);
 	assert_logged(b, "(100 bytes): shrunk by 90% (1000 -> 100 bytes; max-shrink 50%)", 1);
 	assert_logged(b, "rejected-marker", 0);
-	out = inspect("--prometheus", NULL);
+	itest_inspect(&out, "--prometheus", NULL);
 	assert_true(prometheus_counter(out, "zkw_broker_rejections_total", proc_pid(b)) == 3);
 	free(out);
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* YAML: any number of documents is content; a tab where indentation is
@@ -708,39 +401,40 @@ static void test_json_rejections(void **state)
 static void test_yaml(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("yaml");
+	const char *shm = itest_seg_name("yaml");
 	const char *multi = "a: 1\nlist: [x, y]\n---\nb:\n  c: d\n  e: [1, 2]\n...\n--- |\n  text\n";
 	const char *again = "---\nk: v\n---\n- 1\n- 2\n";
 	uint64_t gen;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "yaml");
-	put(path, multi);
-	b = broker_spawn("-z", hosts, "--validate", "yaml", "-f", path, "--shm", shm, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "three documents valid", .valid = YES, .rejected = NO, .content = multi);
+	itest_node(path, sizeof(path), "yaml");
+	itest_put(path, multi);
+	b = itest_broker_start("-z", hosts, "--validate", "yaml", "-f", path, "--shm", shm, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "three documents valid", .valid = YES, .rejected = NO, .content = multi);
 
-	gen = s.snap.generation;
-	put(path, "a:\n\tb: 1\n");
-	WAIT_FOR(&s, "tab-indented mapping refused", .valid = NO, .connected = YES, .rejected = YES,
-	         .content = multi, .error = "(9 bytes): invalid YAML at line 2, column", .after_gen = gen);
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
+	gen = s->snap.generation;
+	itest_put(path, "a:\n\tb: 1\n");
+	WAIT_FOR(s, "tab-indented mapping refused", .valid = NO, .connected = YES, .rejected = YES,
+	         .content = multi, .error_has = "(9 bytes): invalid YAML at line 2, column",
+	         .after_gen = gen);
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
 
-	gen = s.snap.generation;
-	put(path, again);
-	WAIT_FOR(&s, "valid again", .valid = YES, .rejected = NO, .content = again, .after_gen = gen);
+	gen = s->snap.generation;
+	itest_put(path, again);
+	WAIT_FOR(s, "valid again", .valid = YES, .rejected = NO, .content = again, .after_gen = gen);
 
-	gen = s.snap.generation;
-	put(path, "a: \"open\nb: 1\n");
-	WAIT_FOR(&s, "unclosed quote refused", .valid = NO, .connected = YES, .rejected = YES,
-	         .content = again, .error = "invalid YAML at line ", .after_gen = gen);
-	assert_int_equal(broker_counter(proc_pid(b), ZKW_STAT_REJECTIONS), 2);
+	gen = s->snap.generation;
+	itest_put(path, "a: \"open\nb: 1\n");
+	WAIT_FOR(s, "unclosed quote refused", .valid = NO, .connected = YES, .rejected = YES,
+	         .content = again, .error_has = "invalid YAML at line ", .after_gen = gen);
+	assert_int_equal(itest_stat(proc_pid(b), ZKW_STAT_REJECTIONS), 2);
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* A configuration file: [broker] validate = json is every watch's rule,
@@ -748,50 +442,49 @@ static void test_yaml(void **state)
 static void test_file_rules_per_watch(void **state)
 {
 	char file[128], pa[128], pb[128];
-	const char *sa = seg_name("file-a"), *sb = seg_name("file-b");
+	const char *sa = itest_seg_name("file-a"), *sb = itest_seg_name("file-b");
 	const char *json = "{\"ok\": true}";
-	const char *argv[] = {"-c", file, NULL};
-	struct seg a, b;
+	struct itest_seg *a, *b;
 	uint64_t gen_a, gen_b;
 	proc *br;
 
 	(void)state;
-	node_path(pa, sizeof(pa), "file/a");
-	node_path(pb, sizeof(pb), "file/b");
-	put(pa, "plain text");
-	put(pb, "plain text");
+	itest_node(pa, sizeof(pa), "file/a");
+	itest_node(pb, sizeof(pb), "file/b");
+	itest_put(pa, "plain text");
+	itest_put(pb, "plain text");
 	conf_path(file, sizeof(file), "per-watch");
-	write_file(file,
-	           "[broker]\nzookeeper = %s\nvalidate = json\n[socket]\npath = none\n"
-	           "[watch %s]\nshm = %s\n[watch %s]\nshm = %s\nvalidate = none\n",
-	           hosts, pa, sa, pb, sb);
-	br = assert_spawned(proc_spawn("zkw-broker", argv));
-	wait_segment_created(br, sa);
-	wait_segment_created(br, sb);
-	seg_open(&a, sa, br);
-	seg_open(&b, sb, br);
+	itest_write_file(file,
+	                 "[broker]\nzookeeper = %s\nvalidate = json\n[socket]\npath = none\n"
+	                 "[watch %s]\nshm = %s\n[watch %s]\nshm = %s\nvalidate = none\n",
+	                 hosts, pa, sa, pb, sb);
+	br = itest_broker_start("-c", file, NULL);
+	itest_broker_wait_segment(br, sa);
+	itest_broker_wait_segment(br, sb);
+	a = itest_seg_open(sa, br);
+	b = itest_seg_open(sb, br);
 
 	/* Refused from the start: nothing good was ever published, so the
 	 * segment has no content, only the reason. */
-	WAIT_FOR(&a, "/a refuses its first content", .valid = NO, .connected = YES, .rejected = YES,
-	         .content = "", .error = "(10 bytes): invalid JSON at line 1, column 1");
-	WAIT_FOR(&b, "/b publishes it", .valid = YES, .rejected = NO, .content = "plain text");
+	WAIT_FOR(a, "/a refuses its first content", .valid = NO, .connected = YES, .rejected = YES,
+	         .content = "", .error_has = "(10 bytes): invalid JSON at line 1, column 1");
+	WAIT_FOR(b, "/b publishes it", .valid = YES, .rejected = NO, .content = "plain text");
 
-	put(pa, json);
-	WAIT_FOR(&a, "/a valid with JSON", .valid = YES, .rejected = NO, .content = json);
-	gen_a = a.snap.generation;
-	gen_b = b.snap.generation;
-	put(pa, "more text");
-	put(pb, "more text");
-	WAIT_FOR(&a, "/a refuses text", .valid = NO, .connected = YES, .rejected = YES, .content = json,
-	         .error = "invalid JSON", .after_gen = gen_a);
-	WAIT_FOR(&b, "/b publishes text", .valid = YES, .rejected = NO, .content = "more text",
+	itest_put(pa, json);
+	WAIT_FOR(a, "/a valid with JSON", .valid = YES, .rejected = NO, .content = json);
+	gen_a = a->snap.generation;
+	gen_b = b->snap.generation;
+	itest_put(pa, "more text");
+	itest_put(pb, "more text");
+	WAIT_FOR(a, "/a refuses text", .valid = NO, .connected = YES, .rejected = YES, .content = json,
+	         .error_has = "invalid JSON", .after_gen = gen_a);
+	WAIT_FOR(b, "/b publishes text", .valid = YES, .rejected = NO, .content = "more text",
 	         .after_gen = gen_b);
-	assert_int_equal(broker_counter(proc_pid(br), ZKW_STAT_REJECTIONS), 2);
+	assert_int_equal(itest_stat(proc_pid(br), ZKW_STAT_REJECTIONS), 2);
 
-	seg_close(&a);
-	seg_close(&b);
-	stop_broker(br);
+	itest_seg_close(a);
+	itest_seg_close(b);
+	itest_broker_stop(br);
 	unlink(file);
 }
 
@@ -801,51 +494,51 @@ static void test_file_rules_per_watch(void **state)
 static void test_reload_lifts_max_shrink(void **state)
 {
 	char file[128], path[128], big[1001], small[101];
-	const char *shm = seg_name("reload");
-	const char *argv[] = {"-c", file, NULL};
-	struct seg s;
+	const char *shm = itest_seg_name("reload");
+	struct itest_seg *s;
 	uint64_t gen;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "reload");
+	itest_node(path, sizeof(path), "reload");
 	memset(big, 'B', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	memset(small, 's', sizeof(small) - 1);
 	small[sizeof(small) - 1] = '\0';
-	put(path, big);
+	itest_put(path, big);
 	conf_path(file, sizeof(file), "reload");
-	write_file(file,
-	           "[broker]\nzookeeper = %s\n[socket]\npath = none\n[watch %s]\nshm = %s\nmax-shrink = 50\n",
-	           hosts, path, shm);
-	b = assert_spawned(proc_spawn("zkw-broker", argv));
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "1000 bytes valid", .valid = YES, .content = big);
-	gen = s.snap.generation;
-	put(path, small);
-	WAIT_FOR(&s, "90% shrink refused", .valid = NO, .connected = YES, .rejected = YES, .content = big,
-	         .error = "shrunk by 90% (1000 -> 100 bytes; max-shrink 50%)", .after_gen = gen);
+	itest_write_file(
+	        file,
+	        "[broker]\nzookeeper = %s\n[socket]\npath = none\n[watch %s]\nshm = %s\nmax-shrink = 50\n",
+	        hosts, path, shm);
+	b = itest_broker_start("-c", file, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "1000 bytes valid", .valid = YES, .content = big);
+	gen = s->snap.generation;
+	itest_put(path, small);
+	WAIT_FOR(s, "90% shrink refused", .valid = NO, .connected = YES, .rejected = YES, .content = big,
+	         .error_has = "shrunk by 90% (1000 -> 100 bytes; max-shrink 50%)", .after_gen = gen);
 
-	write_file(file, "[broker]\nzookeeper = %s\n[socket]\npath = none\n[watch %s]\nshm = %s\n", hosts,
-	           path, shm);
+	itest_write_file(file, "[broker]\nzookeeper = %s\n[socket]\npath = none\n[watch %s]\nshm = %s\n",
+	                 hosts, path, shm);
 	assert_int_equal(proc_signal(b, SIGHUP), 0);
 	assert_true(proc_wait_output(b, PROC_STDERR, "reloaded", WAIT_MS));
 	assert_logged(b, "1 watch added, 1 removed or re-created, 0 unchanged", 1);
 	/* The old segment: retired, its waiters told. */
-	assert_true(zkw_reader_retired(&s.r));
-	assert_int_equal(zkw_reader_wait(&s.r, zkw_reader_generation(&s.r), WAIT_MS), -ESTALE);
-	seg_close(&s);
+	assert_true(zkw_reader_retired(&s->r));
+	assert_int_equal(zkw_reader_wait(&s->r, zkw_reader_generation(&s->r), WAIT_MS), -ESTALE);
+	itest_seg_close(s);
 	/* The new one, under the same name: the small content, valid. */
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "the small content published", .valid = YES, .connected = YES, .rejected = NO,
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "the small content published", .valid = YES, .connected = YES, .rejected = NO,
 	         .content = small);
-	assert_false(zkw_reader_retired(&s.r));
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
-	assert_int_equal(broker_counter(proc_pid(b), ZKW_STAT_REJECTIONS), 1);
+	assert_false(zkw_reader_retired(&s->r));
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_VALID | ZKW_STATE_CONNECTED);
+	assert_int_equal(itest_stat(proc_pid(b), ZKW_STAT_REJECTIONS), 1);
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	unlink(file);
 }
 
@@ -856,44 +549,44 @@ static void test_reload_lifts_max_shrink(void **state)
 static void test_rejection_and_zookeeper_down(void **state)
 {
 	char path[128];
-	const char *shm = seg_name("zkdown");
+	const char *shm = itest_seg_name("zkdown");
 	const char *good = "{\"good\": 1}";
 	uint64_t gen;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "zkdown");
-	put(path, good);
-	b = broker_spawn("-z", hosts, "--session-timeout", SESSION_MS, "--reconnect-max", RECONNECT_MAX, "-f",
-	                 path, "--shm", shm, "--validate", "json", NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "valid", .valid = YES, .content = good);
-	gen = s.snap.generation;
-	put(path, "{bad");
-	WAIT_FOR(&s, "refused", .valid = NO, .connected = YES, .rejected = YES, .content = good,
-	         .error = "invalid JSON", .after_gen = gen);
+	itest_node(path, sizeof(path), "zkdown");
+	itest_put(path, good);
+	b = itest_broker_start("-z", hosts, "--session-timeout", SESSION_MS, "--reconnect-max", RECONNECT_MAX,
+	                       "-f", path, "--shm", shm, "--validate", "json", NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "valid", .valid = YES, .content = good);
+	gen = s->snap.generation;
+	itest_put(path, "{bad");
+	WAIT_FOR(s, "refused", .valid = NO, .connected = YES, .rejected = YES, .content = good,
+	         .error_has = "invalid JSON", .after_gen = gen);
 
-	gen = s.snap.generation;
+	gen = s->snap.generation;
 	assert_int_equal(zkh_member_stop(zk, 0), 0);
-	WAIT_FOR(&s, "ZooKeeper gone: disconnected, still rejected", .valid = NO, .connected = NO,
+	WAIT_FOR(s, "ZooKeeper gone: disconnected, still rejected", .valid = NO, .connected = NO,
 	         .rejected = YES, .content = good, .after_gen = gen);
-	if (!s.snap.error[0] || strstr(s.snap.error, "Rejected"))
-		fail_msg("while disconnected the error should be ZooKeeper's, not \"%s\"", s.snap.error);
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_REJECTED);
-	assert_false(zkw_reader_ping(&s.r));
+	if (!s->snap.error[0] || strstr(s->snap.error, "Rejected"))
+		fail_msg("while disconnected the error should be ZooKeeper's, not \"%s\"", s->snap.error);
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_REJECTED);
+	assert_false(zkw_reader_ping(&s->r));
 
-	gen = s.snap.generation;
+	gen = s->snap.generation;
 	assert_int_equal(zkh_member_start(zk, 0), 0);
-	WAIT_FOR(&s, "ZooKeeper back: connected, rejected", .valid = NO, .connected = YES, .rejected = YES,
-	         .content = good, .error = "Rejected version ", .after_gen = gen);
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
+	WAIT_FOR(s, "ZooKeeper back: connected, rejected", .valid = NO, .connected = YES, .rejected = YES,
+	         .content = good, .error_has = "Rejected version ", .after_gen = gen);
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_CONNECTED | ZKW_STATE_REJECTED);
 	/* The same bytes again: not a second rejection. */
-	assert_int_equal(broker_counter(proc_pid(b), ZKW_STAT_REJECTIONS), 1);
+	assert_int_equal(itest_stat(proc_pid(b), ZKW_STAT_REJECTIONS), 1);
 
-	seg_close(&s);
-	stop_broker(b);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 }
 
 /* Does any file of dir hold the len bytes at needle? */
@@ -935,57 +628,57 @@ static bool dir_holds(const char *path, const char *needle, size_t len)
 static void test_rejected_never_saved(void **state)
 {
 	char path[128], statedir[96], v1[301], v2[301];
-	const char *shm = seg_name("saved");
+	const char *shm = itest_seg_name("saved");
 	const char *bad = "{\"rejected-marker\": ";
 	uint64_t gen;
-	struct seg s;
+	struct itest_seg *s;
 	proc *b;
 
 	(void)state;
-	node_path(path, sizeof(path), "saved");
+	itest_node(path, sizeof(path), "saved");
 	snprintf(statedir, sizeof(statedir), "%s/state", dir);
 	json_sized(v1, sizeof(v1) - 1, "v1");
 	json_sized(v2, sizeof(v2) - 1, "v2");
-	put(path, v1);
+	itest_put(path, v1);
 #define SAVED_BROKER                                                                                         \
 	"-z", hosts, "--session-timeout", SESSION_MS, "--reconnect-max", RECONNECT_MAX, "--state-dir",       \
 	        statedir, "-f", path, "--shm", shm, "--validate", "json"
-	b = broker_spawn(SAVED_BROKER, NULL);
-	wait_segment_created(b, shm);
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "v1", .valid = YES, .content = v1);
-	put(path, v2);
-	WAIT_FOR(&s, "v2", .valid = YES, .content = v2);
-	gen = s.snap.generation;
-	put(path, bad);
-	WAIT_FOR(&s, "refused", .valid = NO, .connected = YES, .rejected = YES, .content = v2,
-	         .error = "invalid JSON", .after_gen = gen);
-	gen = s.snap.generation;
-	seg_close(&s);
-	stop_broker(b); /* writes what is pending */
+	b = itest_broker_start(SAVED_BROKER, NULL);
+	itest_broker_wait_segment(b, shm);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "v1", .valid = YES, .content = v1);
+	itest_put(path, v2);
+	WAIT_FOR(s, "v2", .valid = YES, .content = v2);
+	gen = s->snap.generation;
+	itest_put(path, bad);
+	WAIT_FOR(s, "refused", .valid = NO, .connected = YES, .rejected = YES, .content = v2,
+	         .error_has = "invalid JSON", .after_gen = gen);
+	gen = s->snap.generation;
+	itest_seg_close(s);
+	itest_broker_stop(b); /* writes what is pending */
 	assert_false(dir_holds(statedir, bad, strlen(bad)));
 	assert_true(dir_holds(statedir, v2, strlen(v2)));
 
 	/* The reboot. */
 	zkw_writer_remove(shm);
 	assert_int_equal(zkh_member_stop(zk, 0), 0);
-	b = broker_spawn(SAVED_BROKER, NULL);
+	b = itest_broker_start(SAVED_BROKER, NULL);
 #undef SAVED_BROKER
-	wait_segment_created(b, shm);
+	itest_broker_wait_segment(b, shm);
 	assert_true(proc_wait_output(b, PROC_STDERR, "published the cached copy from", WAIT_MS));
-	seg_open(&s, shm, b);
-	WAIT_FOR(&s, "the cached copy: the last good content", .valid = NO, .connected = NO, .cached = YES,
-	         .rejected = NO, .content = v2, .error = "cached copy from ");
-	assert_true(s.snap.generation > gen); /* never backwards across a reboot */
-	assert_state_bits(&s, STATE_BITS, ZKW_STATE_CACHED);
+	s = itest_seg_open(shm, b);
+	WAIT_FOR(s, "the cached copy: the last good content", .valid = NO, .connected = NO, .cached = YES,
+	         .rejected = NO, .content = v2, .error_has = "cached copy from ");
+	assert_true(s->snap.generation > gen); /* never backwards across a reboot */
+	assert_state_bits(s, STATE_BITS, ZKW_STATE_CACHED);
 
 	/* ZooKeeper back: the node still holds what the rules refuse. */
-	gen = s.snap.generation;
+	gen = s->snap.generation;
 	assert_int_equal(zkh_member_start(zk, 0), 0);
-	WAIT_FOR(&s, "refused again, the cached content kept", .valid = NO, .connected = YES, .rejected = YES,
-	         .content = v2, .error = "invalid JSON", .after_gen = gen);
-	seg_close(&s);
-	stop_broker(b);
+	WAIT_FOR(s, "refused again, the cached content kept", .valid = NO, .connected = YES, .rejected = YES,
+	         .content = v2, .error_has = "invalid JSON", .after_gen = gen);
+	itest_seg_close(s);
+	itest_broker_stop(b);
 	assert_false(dir_holds(statedir, bad, strlen(bad)));
 }
 
@@ -994,13 +687,9 @@ static void test_rejected_never_saved(void **state)
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(root, sizeof(root), "/zkwtv%d", (int)getpid());
-	snprintf(dir, sizeof(dir), "/tmp/zkwtv.%d", (int)getpid());
-	empty_dir(dir, true);
-	if (mkdir(dir, 0700) < 0)
-		return -1;
-	zk = zkh_start(1);
-	if (!zk)
+	zk = itest_zk_start(
+	        &(struct itest_config){.prefix = "zkwtv", .wait_ms = WAIT_MS, .read_cap = CONTENT_CAP});
+	if (!zk || !itest_dir_make(dir, sizeof(dir)))
 		return -1;
 	hosts = zkh_hosts(zk);
 	return 0;
@@ -1009,27 +698,19 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	proc_kill_all();
-	unlink_segments();
-	if (zk) {
-		zkh_delete(hosts, root);
-		zkh_stop(zk);
-	}
-	empty_dir(dir, true);
+	itest_group_cleanup();
+	if (dir[0])
+		itest_tree_remove(dir, false);
 	return 0;
 }
 
 static int test_teardown(void **state)
 {
 	(void)state;
-	seg_close_all();
-	proc_kill_all();
-	unlink_segments();
-	empty_dir(dir, false);
+	itest_test_cleanup();
+	itest_tree_remove(dir, true);
 	/* A test that failed with ZooKeeper stopped leaves it for the next. */
-	if (zk && zkh_pid(zk, 0) == 0 && zkh_member_start(zk, 0) < 0)
-		return -1;
-	return 0;
+	return itest_zk_up() < 0 ? -1 : 0;
 }
 
 int main(void)

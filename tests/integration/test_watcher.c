@@ -28,6 +28,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "zk/internal.h" /* test hooks: zkw__watch_forget_zk_watches, zkw__session_* */
+#include "itest.h"
 #include "zkh.h"
 #include <zkw/watcher.h>
 #include <zkw_clock.h>
@@ -180,27 +181,6 @@ static void pause_server(void)
 
 	assert_int_equal(zkh_pause(zk), 0);
 	assert_true(zkh_eventually(all_stopped, &pid, 5000));
-}
-
-static void zset(const char *path, const void *data, int len)
-{
-	int rc = zkh_set(hosts, path, data, len);
-
-	if (rc != ZOK)
-		fail_msg("zkh_set %s: %s", path, zerror(rc));
-}
-
-static void zsets(const char *path, const char *text)
-{
-	zset(path, text, (int)strlen(text));
-}
-
-static void zdel(const char *path)
-{
-	int rc = zkh_delete(hosts, path);
-
-	if (rc != ZOK && rc != ZNONODE)
-		fail_msg("zkh_delete %s: %s", path, zerror(rc));
 }
 
 /* ------------------------------------------- session layer: state recorder */
@@ -494,7 +474,7 @@ static void writer_start(struct writer *wr, const char *const *paths, int npaths
 	wr->paths = paths;
 	wr->npaths = npaths;
 	for (int i = 0; i < npaths; i++) {
-		zsets(paths[i], "start");
+		itest_put(paths[i], "start");
 		snprintf(wr->last[i], sizeof wr->last[i], "start");
 	}
 	assert_int_equal(pthread_create(&wr->thread, NULL, writer_main, wr), 0);
@@ -532,47 +512,6 @@ static bool nothing_draining(void *s)
 	return watch_counts(s).draining == 0;
 }
 
-/* Expire our session for real: a second handle attaches to the same session
- * id and password and closes it, so the server ends the session under us. */
-struct attach {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool connected;
-};
-
-static void attach_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
-{
-	struct attach *a = ctx;
-
-	(void)zh, (void)path;
-	if (type != ZOO_SESSION_EVENT)
-		return;
-	pthread_mutex_lock(&a->lock);
-	a->connected = state == ZOO_CONNECTED_STATE;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
-}
-
-static void quiet_log(const char *message)
-{
-	(void)message;
-}
-
-static void attach_and_close(const clientid_t *cid)
-{
-	struct attach a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-	struct timespec ts = deadline_after(WAIT_MS);
-	zhandle_t *zh;
-
-	zh = zookeeper_init2(hosts, attach_watcher, SESSION_MS, cid, &a, 0, quiet_log);
-	assert_non_null(zh);
-	pthread_mutex_lock(&a.lock);
-	while (!a.connected && pthread_cond_timedwait(&a.cond, &a.lock, &ts) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&a.lock);
-	zookeeper_close(zh); /* closes the shared session, if still ours */
-}
-
 static int64_t expired_from;
 
 static bool new_session_pred(void *s)
@@ -594,7 +533,7 @@ static void expire_session(zkw_session *s)
 	assert_int_equal(zkw_session_identity(s, &cid.client_id, cid.passwd), 0);
 	expired_from = cid.client_id;
 	for (int attempt = 0; attempt < 5; attempt++) {
-		attach_and_close(&cid);
+		itest_zk_session_end(&cid, SESSION_MS);
 		/* No event carries the session id: poll it (bounded). */
 		if (zkh_eventually(new_session_pred, s, 3000))
 			return;
@@ -838,18 +777,18 @@ static void test_c1_valid_definition(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c1/node", "one");
+	itest_put("/c1/node", "one");
 	s = open_session();
 	watch(s, "/c1/node", &r, false, 8);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .connected = YES, .content = "one", .error = "");
 
-	zdel("/c1/node"); /* node gone */
+	itest_delete("/c1/node"); /* node gone */
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .connected = YES, .error = ZKW_ERR_NO_NODE ": /c1/node");
-	zsets("/c1/node", "two");
+	itest_put("/c1/node", "two");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "two");
-	zsets("/c1/node", "too long!"); /* does not fit (9 > 8) */
+	itest_put("/c1/node", "too long!"); /* does not fit (9 > 8) */
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .connected = YES, .error = ZKW_ERR_TOO_LARGE);
-	zsets("/c1/node", "fits");
+	itest_put("/c1/node", "fits");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "fits");
 	close_session(s, &r);
 	rec_destroy(&r);
@@ -865,14 +804,14 @@ static void test_c2_last_good_content_kept(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c2/node", "good");
+	itest_put("/c2/node", "good");
 	s = open_session();
 	watch(s, "/c2/node", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "good");
 	version = r.version;
 	mzxid = r.mzxid;
 	assert_true(mzxid > 0);
-	zdel("/c2/node");
+	itest_delete("/c2/node");
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .content = "good", .error = ZKW_ERR_NO_NODE);
 	pthread_mutex_lock(&r.lock);
 	assert_int_equal(r.version, version); /* stat of the kept content */
@@ -893,25 +832,25 @@ static void test_c3_exactly_once_and_order(void **state)
 
 	(void)state;
 	ev_init(&l);
-	zsets("/c3/node", "A");
+	itest_put("/c3/node", "A");
 	w = open_watcher("/c3/node", &l, 0);
 	EV_WAIT(&l, 0, 'V', NULL, 1);
 	EV_EXPECT(&l, 0, "CV", "A", 1);
 
 	n = ev_count(&l);
-	zsets("/c3/node", "A"); /* same bytes, new version */
-	zsets("/c3/node", "B");
+	itest_put("/c3/node", "A"); /* same bytes, new version */
+	itest_put("/c3/node", "B");
 	EV_WAIT(&l, n, 'C', "B", 0);
 	sleep_ms(300);              /* prove nothing more arrives */
 	EV_EXPECT(&l, n, "C", "B"); /* no config for the identical rewrite */
 
 	n = ev_count(&l);
-	zdel("/c3/node");
+	itest_delete("/c3/node");
 	EV_WAIT(&l, n, 'E', ZKW_ERR_NO_NODE, 0);
 	EV_EXPECT(&l, n, "VE", 0, ZKW_ERR_NO_NODE ": /c3/node");
 
 	n = ev_count(&l);
-	zsets("/c3/node", "B"); /* recreated with the same bytes: valid, no config */
+	itest_put("/c3/node", "B"); /* recreated with the same bytes: valid, no config */
 	EV_WAIT(&l, n, 'V', NULL, 1);
 	sleep_ms(300); /* prove no config follows */
 	EV_EXPECT(&l, n, "V", 1);
@@ -932,21 +871,21 @@ static void test_c4_node_created_after_start(void **state)
 
 	(void)state;
 	ev_init(&l);
-	zdel("/c4/late");
+	itest_delete("/c4/late");
 	w = open_watcher("/c4/late", &l, 0);
 	EV_WAIT(&l, 0, 'E', ZKW_ERR_NO_NODE ": /c4/late", 0);
 	assert_false(zkw_watcher_is_valid(w));
 	n = ev_count(&l);
-	zsets("/c4/late", "born");
+	itest_put("/c4/late", "born");
 	EV_WAIT(&l, n, 'V', NULL, 1);
 	EV_EXPECT(&l, n, "CV", "born", 1);
 	assert_int_equal(zkw_watcher_get_file_contents(w, false, buf, sizeof buf), 4);
 	assert_memory_equal(buf, "born", 4);
 
 	n = ev_count(&l);
-	zdel("/c4/late");
+	itest_delete("/c4/late");
 	EV_WAIT(&l, n, 'E', ZKW_ERR_NO_NODE, 0);
-	zsets("/c4/late", "reborn");
+	itest_put("/c4/late", "reborn");
 	/* config(reborn) and valid(true) are one delivery: wait for its last
 	 * call, not its first, before checking the whole sequence. */
 	EV_WAIT(&l, n, 'V', NULL, 1);
@@ -966,40 +905,40 @@ static void test_c4_pointer_target_deleted_and_recreated(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c4p/a", "config A");
-	zsets("/c4p/b", "config B");
-	zsets("/c4p/ptr", "/c4p/a\n");
+	itest_put("/c4p/a", "config A");
+	itest_put("/c4p/b", "config B");
+	itest_put("/c4p/ptr", "/c4p/a\n");
 	s = open_session();
 	watch(s, "/c4p/ptr", &r, true, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "config A", .pointer = "/c4p/a");
 
-	zsets("/c4p/ptr", "  /c4p/b\r\n");
+	itest_put("/c4p/ptr", "  /c4p/b\r\n");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "config B", .pointer = "/c4p/b");
 	serial = rec_serial(&r);
-	zsets("/c4p/a", "config A2"); /* the old target: no longer ours */
-	sleep_ms(300);                /* prove nothing is delivered */
+	itest_put("/c4p/a", "config A2"); /* the old target: no longer ours */
+	sleep_ms(300);                    /* prove nothing is delivered */
 	assert_int_equal(rec_serial(&r), serial);
 
-	zdel("/c4p/b"); /* target deleted: invalid, content kept */
+	itest_delete("/c4p/b"); /* target deleted: invalid, content kept */
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .content = "config B", .error = ZKW_ERR_NO_NODE ": /c4p/b");
-	zsets("/c4p/b", "config B2"); /* and recreated: noticed */
+	itest_put("/c4p/b", "config B2"); /* and recreated: noticed */
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "config B2", .pointer = "/c4p/b");
 
-	zsets("/c4p/ptr", "c4p/a"); /* not absolute */
+	itest_put("/c4p/ptr", "c4p/a"); /* not absolute */
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .error = ZKW_ERR_POINTER, .content = "config B2");
-	zsets("/c4p/ptr", "/c4p/../a");
+	itest_put("/c4p/ptr", "/c4p/../a");
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .error = ZKW_ERR_POINTER ": '.' or '..'");
-	zsets("/c4p/ptr", "/c4p/a");
+	itest_put("/c4p/ptr", "/c4p/a");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "config A2", .pointer = "/c4p/a");
 
-	zsets("/c4p/ptr", "/c4p/missing"); /* points at nothing */
+	itest_put("/c4p/ptr", "/c4p/missing"); /* points at nothing */
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .error = ZKW_ERR_NO_NODE ": /c4p/missing");
-	zsets("/c4p/missing", "found");
+	itest_put("/c4p/missing", "found");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "found");
 
-	zdel("/c4p/ptr"); /* the pointer itself gone */
+	itest_delete("/c4p/ptr"); /* the pointer itself gone */
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .error = ZKW_ERR_NO_NODE ": /c4p/ptr", .content = "found");
-	zsets("/c4p/ptr", "/c4p/b");
+	itest_put("/c4p/ptr", "/c4p/b");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "config B2");
 	close_session(s, &r);
 	rec_destroy(&r);
@@ -1017,7 +956,7 @@ static void test_c5_short_outage(void **state)
 
 	(void)state;
 	ev_init(&l);
-	zsets("/c5/outage", "before");
+	itest_put("/c5/outage", "before");
 	w = open_watcher("/c5/outage", &l, 0);
 	EV_WAIT(&l, 0, 'V', NULL, 1);
 	n = ev_count(&l);
@@ -1041,7 +980,7 @@ static void test_c5_short_outage(void **state)
 		assert_string_equal(err, ZKW_ERR_CONNECTION); /* exactly the seed's text */
 	}
 	n = ev_count(&l);
-	zsets("/c5/outage", "after");
+	itest_put("/c5/outage", "after");
 	EV_WAIT(&l, n, 'C', "after", 0);
 	EV_EXPECT(&l, n, "C", "after");
 	assert_int_equal(ev_count_kind(&l, 'C'), 2);
@@ -1058,7 +997,7 @@ static void test_c5_server_restart(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c5/restart", "v1");
+	itest_put("/c5/restart", "v1");
 	s = open_session();
 	watch(s, "/c5/restart", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "v1");
@@ -1068,7 +1007,7 @@ static void test_c5_server_restart(void **state)
 	assert_int_equal(zkh_member_start(zk, 0), 0);
 	WAIT_STATE(&r, 30000, .valid = YES, .connected = YES, .content = "v1");
 	changes = rec_serial_changes(&r);
-	zsets("/c5/restart", "v2");
+	itest_put("/c5/restart", "v2");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "v2");
 	assert_int_equal(rec_serial_changes(&r), changes + 1);
 	assert_true(zkw_session_ping(s));
@@ -1089,8 +1028,8 @@ static void test_c5_session_expiry(void **state)
 	(void)state;
 	rec_init(&r1);
 	rec_init(&r2);
-	zsets("/c5x/a", "alpha");
-	zsets("/c5x/b", "/c5x/a");
+	itest_put("/c5x/a", "alpha");
+	itest_put("/c5x/b", "/c5x/a");
 	s = open_session();
 	watch(s, "/c5x/a", &r1, false, 0);
 	watch(s, "/c5x/b", &r2, true, 0);
@@ -1112,7 +1051,7 @@ static void test_c5_session_expiry(void **state)
 	assert_int_equal(count_fds(), fds);
 
 	changes = rec_serial_changes(&r1);
-	zsets("/c5x/a", "beta"); /* watches re-armed on the new session */
+	itest_put("/c5x/a", "beta"); /* watches re-armed on the new session */
 	WAIT_STATE(&r1, WAIT_MS, .valid = YES, .content = "beta");
 	WAIT_STATE(&r2, WAIT_MS, .valid = YES, .content = "beta");
 	assert_int_equal(rec_serial_changes(&r1), changes + 1);
@@ -1132,7 +1071,7 @@ static void test_c6_ensure(void **state)
 
 	(void)state;
 	ev_init(&l);
-	zdel("/c6");
+	itest_delete("/c6");
 	w = open_watcher("/c6/deep/er/node", &l, ZKW_WATCHER_ENSURE);
 	EV_WAIT(&l, 0, 'V', NULL, 1);
 	EV_EXPECT(&l, 0, "CV", "", 1); /* empty content, valid */
@@ -1147,7 +1086,7 @@ static void test_c6_ensure(void **state)
 
 		ev_init(&l2);
 		ev_init(&l3);
-		zdel("/c6");
+		itest_delete("/c6");
 		a = open_watcher("/c6/race/node", &l2, ZKW_WATCHER_ENSURE);
 		b = open_watcher("/c6/race/node", &l3, ZKW_WATCHER_ENSURE);
 		EV_WAIT(&l2, 0, 'V', NULL, 1);
@@ -1205,7 +1144,7 @@ static void test_c6_without_valid_init_connects_later(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c6/later", "eventually");
+	itest_put("/c6/later", "eventually");
 	zkw_session_options_init(&o);
 	o.session_timeout_ms = SESSION_MS;
 	pause_server();
@@ -1297,20 +1236,20 @@ static void test_c8_null_data_and_binary(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zset("/c8/null", NULL, -1);
+	itest_put("/c8/null", NULL);
 	s = open_session();
 	watch(s, "/c8/null", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "");
-	zset("/c8/null", bin, sizeof bin);
+	itest_put_bytes("/c8/null", bin, sizeof bin);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = bin, .bin = true, .len = sizeof bin);
-	zset("/c8/null", NULL, -1); /* a wipe */
+	itest_put("/c8/null", NULL); /* a wipe */
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "");
 	close_session(s, &r);
 	rec_destroy(&r);
 
 	/* The seed's API hands the bytes over unchanged too. */
 	ev_init(&l);
-	zset("/c8/bin", bin, sizeof bin);
+	itest_put_bytes("/c8/bin", bin, sizeof bin);
 	w = open_watcher("/c8/bin", &l, 0);
 	EV_WAIT(&l, 0, 'V', NULL, 1);
 	assert_int_equal(l.ev[0].len, sizeof bin);
@@ -1323,7 +1262,7 @@ static void test_c8_null_data_and_binary(void **state)
 
 	/* A pointer node with null data is an invalid pointer, not a crash. */
 	rec_init(&r);
-	zset("/c8/ptr", NULL, -1);
+	itest_put("/c8/ptr", NULL);
 	s = open_session();
 	watch(s, "/c8/ptr", &r, true, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .error = ZKW_ERR_POINTER ": empty");
@@ -1341,16 +1280,16 @@ static void test_c8_oversized_content(void **state)
 	(void)state;
 	rec_init(&r);
 	memset(big, 'x', sizeof big);
-	zsets("/c8/big", "small");
+	itest_put("/c8/big", "small");
 	s = open_session();
 	watch(s, "/c8/big", &r, false, 1024);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "small");
-	zset("/c8/big", big, sizeof big);
+	itest_put_bytes("/c8/big", big, sizeof big);
 	WAIT_STATE(&r, WAIT_MS, .valid = NO, .connected = YES, .content = "small",
 	           .error = ZKW_ERR_TOO_LARGE);
 	assert_non_null(strstr(r.error, "2048 bytes"));
 	assert_non_null(strstr(r.error, "1024 bytes"));
-	zset("/c8/big", big, 1024); /* exactly the limit fits */
+	itest_put_bytes("/c8/big", big, 1024); /* exactly the limit fits */
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = big, .bin = true, .len = 1024);
 	close_session(s, &r);
 	rec_destroy(&r);
@@ -1360,8 +1299,6 @@ static void test_c8_oversized_content(void **state)
  * opens, the reconcile notices (an ACL change fires no watch). */
 static void test_acl_denied(void **state)
 {
-	struct attach a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-	struct timespec ts = deadline_after(WAIT_MS);
 	zkw_session_options o;
 	struct rec r;
 	zkw_session *s;
@@ -1369,14 +1306,9 @@ static void test_acl_denied(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zdel("/acl/parent/secret");
-	zsets("/acl/parent", ""); /* parent of the secret is open */
-	zh = zookeeper_init2(hosts, attach_watcher, SESSION_MS, NULL, &a, 0, quiet_log);
-	assert_non_null(zh);
-	pthread_mutex_lock(&a.lock);
-	while (!a.connected && pthread_cond_timedwait(&a.cond, &a.lock, &ts) != ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&a.lock);
+	itest_delete("/acl/parent/secret");
+	itest_put("/acl/parent", ""); /* parent of the secret is open */
+	zh = itest_zk_attach(NULL, SESSION_MS);
 	assert_int_equal(zoo_add_auth(zh, "digest", "owner:secret", 12, NULL, NULL), ZOK);
 	assert_int_equal(zoo_create(zh, "/acl/parent/secret", "hidden", 6, &ZOO_CREATOR_ALL_ACL, 0, NULL, 0),
 	                 ZOK);
@@ -1412,7 +1344,7 @@ static void test_c9_ping(void **state)
 
 	(void)state;
 	ev_init(&l);
-	zsets("/c9/node", "x");
+	itest_put("/c9/node", "x");
 	w = open_watcher("/c9/node", &l, 0);
 	assert_true(zkw_watcher_ping(w));
 	pause_server();
@@ -1440,13 +1372,13 @@ static void test_c10_close(void **state)
 	(void)state;
 	/* Session layer: nothing after close, even with writes going on. */
 	rec_init(&r);
-	zsets("/c10/node", "0");
+	itest_put("/c10/node", "0");
 	s = open_session();
 	watch(s, "/c10/node", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "0");
-	zsets("/c10/node", "1");
+	itest_put("/c10/node", "1");
 	close_session(s, &r);
-	zsets("/c10/node", "2");
+	itest_put("/c10/node", "2");
 	sleep_ms(200); /* prove no callback arrives after close */
 	assert_int_equal(r.calls_after_close, 0);
 	rec_destroy(&r);
@@ -1459,7 +1391,7 @@ static void test_c10_close(void **state)
 	zkw_watcher_stop(w);
 	zkw_watcher_stop(w);
 	n = ev_count(&l);
-	zsets("/c10/node", "3");
+	itest_put("/c10/node", "3");
 	sleep_ms(200); /* prove nothing is delivered after stop */
 	assert_int_equal(ev_count(&l), n);
 	assert_int_equal(zkw_watcher_content_len(w, false), 1); /* getters still answer */
@@ -1489,13 +1421,13 @@ static void test_c10_close(void **state)
 
 	/* Close from inside a handler. */
 	ev_init(&l);
-	zsets("/c10/node", "4");
+	itest_put("/c10/node", "4");
 	w = open_watcher("/c10/node", &l, 0);
 	EV_WAIT(&l, 0, 'V', NULL, 1);
 	pthread_mutex_lock(&l.lock);
 	l.close_me = w;
 	pthread_mutex_unlock(&l.lock);
-	zsets("/c10/node", "5");
+	itest_put("/c10/node", "5");
 	EV_WAIT(&l, 0, 'C', "5", 0);
 	sleep_ms(300); /* prove the handler's close finished and nothing follows */
 	n = ev_count(&l);
@@ -1518,7 +1450,7 @@ static void test_c11_reconcile(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c11/node", "first");
+	itest_put("/c11/node", "first");
 	zkw_session_options_init(&o);
 	o.session_timeout_ms = SESSION_MS;
 	o.valid_init = true;
@@ -1543,7 +1475,7 @@ static void test_c11_reconcile(void **state)
 	assert_int_equal(rec_serial_changes(&r), changes);
 
 	assert_int_equal(zkw__watch_forget_zk_watches(w), 0);
-	zsets("/c11/node", "second");
+	itest_put("/c11/node", "second");
 	/* Missed by the watch (proved by the absence of a fast update would need
 	 * a sleep); found by the next reconcile, within its period + jitter. */
 	WAIT_STATE(&r, 5000, .valid = YES, .content = "second");
@@ -1552,7 +1484,7 @@ static void test_c11_reconcile(void **state)
 	 * count as a violation. */
 	assert_int_equal(rec_int(&r, &r.confirm_violations), 0);
 	/* And the watch is armed again by that re-read. */
-	zsets("/c11/node", "third");
+	itest_put("/c11/node", "third");
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "third");
 	close_session(s, &r);
 	rec_destroy(&r);
@@ -1569,7 +1501,7 @@ static void test_c11_reconcile_off_misses(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/c11/off", "first");
+	itest_put("/c11/off", "first");
 	zkw_session_options_init(&o);
 	o.session_timeout_ms = SESSION_MS;
 	o.valid_init = true;
@@ -1578,7 +1510,7 @@ static void test_c11_reconcile_off_misses(void **state)
 	w = watch(s, "/c11/off", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "first");
 	assert_int_equal(zkw__watch_forget_zk_watches(w), 0);
-	zsets("/c11/off", "second");
+	itest_put("/c11/off", "second");
 	sleep_ms(1500); /* prove nothing notices without reconcile */
 	pthread_mutex_lock(&r.lock);
 	assert_string_equal(r.content, "first");
@@ -1604,7 +1536,7 @@ static void test_session_many_watches(void **state)
 		rec_init(&r[i]);
 		snprintf(path, sizeof path, "/many/n%d", i);
 		snprintf(text, sizeof text, "v%d", i);
-		zsets(path, text);
+		itest_put(path, text);
 		watch(s, path, &r[i], false, 0);
 	}
 	for (int i = 0; i < N; i++) {
@@ -1614,7 +1546,7 @@ static void test_session_many_watches(void **state)
 	for (int i = 0; i < N; i++) {
 		snprintf(path, sizeof path, "/many/n%d", i);
 		snprintf(text, sizeof text, "w%d", i);
-		zsets(path, text);
+		itest_put(path, text);
 	}
 	for (int i = 0; i < N; i++) {
 		snprintf(text, sizeof text, "w%d", i);
@@ -1634,13 +1566,13 @@ static void test_update_storm_converges(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/storm/node", "start");
+	itest_put("/storm/node", "start");
 	s = open_session();
 	watch(s, "/storm/node", &r, false, 0);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "start");
 	for (int i = 0; i < 100; i++) {
 		snprintf(text, sizeof text, "update %d", i);
-		zsets("/storm/node", text);
+		itest_put("/storm/node", text);
 	}
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "update 99");
 	close_session(s, &r);
@@ -1653,7 +1585,7 @@ static void test_no_leak_across_cycles(void **state)
 	int threads = 0, fds = 0;
 
 	(void)state;
-	zsets("/leak/node", "x");
+	itest_put("/leak/node", "x");
 	/* One warm-up cycle: libraries allocate lazily once. */
 	for (int round = 0; round < 6; round++) {
 		struct evlog l;
@@ -1691,8 +1623,8 @@ static void test_chroot_hosts(void **state)
 
 	(void)state;
 	rec_init(&r);
-	zsets("/app/conf/target", "in chroot");
-	zsets("/app/conf/ptr", "/conf/target");
+	itest_put("/app/conf/target", "in chroot");
+	itest_put("/app/conf/ptr", "/conf/target");
 	snprintf(chrooted, sizeof chrooted, "%s/app", hosts);
 	zkw_session_options_init(&o);
 	o.valid_init = true;
@@ -1847,17 +1779,17 @@ static void test_remove_pointer_after_switches(void **state)
 	for (int i = 1; i <= 4; i++) {
 		snprintf(path, sizeof path, "/rp/t%d", i);
 		snprintf(text, sizeof text, "t%d", i);
-		zsets(path, text);
+		itest_put(path, text);
 	}
-	zsets("/rp/ptr", "/rp/t1");
-	zsets("/rp/ptr2", "/rp/t3");
+	itest_put("/rp/ptr", "/rp/t1");
+	itest_put("/rp/ptr2", "/rp/t3");
 	s = open_session_cleanup();
 	w = watch(s, "/rp/ptr", old, true, 0);
 	WAIT_STATE(old, WAIT_MS, .valid = YES, .content = "t1", .pointer = "/rp/t1");
 	for (int i = 2; i <= 4; i++) {
 		snprintf(path, sizeof path, "/rp/t%d", i);
 		snprintf(text, sizeof text, "t%d", i);
-		zsets("/rp/ptr", path);
+		itest_put("/rp/ptr", path);
 		WAIT_STATE(old, WAIT_MS, .valid = YES, .content = text, .pointer = path);
 	}
 	zkw_watch_remove(w);
@@ -1876,9 +1808,9 @@ static void test_remove_pointer_after_switches(void **state)
 		for (int i = 1; i <= 4; i++) {
 			snprintf(path, sizeof path, "/rp/t%d", i);
 			snprintf(text, sizeof text, "t%d.%d", i, round);
-			zsets(path, text);
+			itest_put(path, text);
 		}
-		zsets("/rp/ptr", round % 2 ? "/rp/t1" : "/rp/t2");
+		itest_put("/rp/ptr", round % 2 ? "/rp/t1" : "/rp/t2");
 		snprintf(text, sizeof text, "t2.%d", round);
 		WAIT_STATE(&r1, WAIT_MS, .valid = YES, .content = text);
 		snprintf(text, sizeof text, "t3.%d", round);
@@ -1965,8 +1897,8 @@ static void test_c6_watch_ensure(void **state)
 	rec_init(&r1);
 	rec_init(&r2);
 	rec_init(&r3);
-	zdel("/ens");
-	zsets("/ens/here", "keep");
+	itest_delete("/ens");
+	itest_put("/ens/here", "keep");
 	s = open_session_cleanup();
 	w1 = watch(s, "/ens/a/b/node", &r1, false, 0);
 	WAIT_STATE(&r1, WAIT_MS, .valid = NO, .error = ZKW_ERR_NO_NODE ": /ens/a/b/node");
@@ -1985,11 +1917,11 @@ static void test_c6_watch_ensure(void **state)
 	w3 = watch(s, "/ens/here", &r3, false, 0);
 	WAIT_STATE(&r3, WAIT_MS, .valid = YES, .content = "keep");
 	assert_int_equal(zkw_watch_ensure(w3), 0);
-	zsets("/ens/here", "changed");
+	itest_put("/ens/here", "changed");
 	WAIT_STATE(&r3, WAIT_MS, .valid = YES, .content = "changed");
 
 	/* Ensure acts once: deleted later, the node stays missing. */
-	zdel("/ens/a/b/node");
+	itest_delete("/ens/a/b/node");
 	WAIT_STATE(&r1, WAIT_MS, .valid = NO, .error = ZKW_ERR_NO_NODE ": /ens/a/b/node");
 	sleep_ms(300); /* prove it is not re-created */
 	len = sizeof buf;
@@ -2158,7 +2090,7 @@ static int each_teardown(void **state)
 static int group_setup(void **state)
 {
 	(void)state;
-	zk = zkh_start(1);
+	zk = itest_zk_start(&(struct itest_config){.prefix = "zkwtw", .wait_ms = WAIT_MS});
 	if (!zk)
 		return -1;
 	hosts = zkh_hosts(zk);
@@ -2168,7 +2100,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	zkh_stop(zk);
+	itest_zk_stop();
 	return 0;
 }
 
