@@ -147,7 +147,9 @@ run_one() { # NAME KIND CMD...
 			fi
 		done <"$log"
 		[[ -n $current ]] && result FAILED "$name: $current (no result: $(describe_exit "$rc"))"
-		if ((rc != 0 && failed == before)); then
+		if ((rc == 77 && ran == 0 && failed == before)); then
+			result SKIPPED "$name" # a binary that skips itself whole
+		elif ((rc != 0 && failed == before)); then
 			result FAILED "$name ($(describe_exit "$rc"))"
 		elif ((ran == 0 && rc == 0)); then
 			result OK "$name"
