@@ -1325,7 +1325,7 @@ static void test_acl_denied(void **state)
 
 	assert_int_equal(zoo_set_acl(zh, "/acl/parent/secret", -1, &ZOO_OPEN_ACL_UNSAFE), ZOK);
 	WAIT_STATE(&r, WAIT_MS, .valid = YES, .content = "hidden");
-	zookeeper_close(zh);
+	itest_zk_close(zh);
 	close_session(s, &r);
 	rec_destroy(&r);
 }

@@ -272,24 +272,39 @@ static void quiet_log(const char *message)
 	(void)message;
 }
 
+/* The watcher's context lives as long as the handle (its threads may call
+ * the watcher until zookeeper_close has joined them): on the heap, freed by
+ * itest_zk_close. */
 zhandle_t *itest_zk_attach(const clientid_t *cid, int session_timeout_ms)
 {
-	struct attach a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+	struct attach *a = malloc(sizeof(*a));
 	struct timespec ts = zkw_clock_deadline_ms(CLOCK_REALTIME, run.wait_ms);
-	zhandle_t *zh = zookeeper_init2(run.hosts, attach_watcher, session_timeout_ms, cid, &a, 0, quiet_log);
+	zhandle_t *zh;
 
+	assert_non_null(a);
+	*a = (struct attach){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+	zh = zookeeper_init2(run.hosts, attach_watcher, session_timeout_ms, cid, a, 0, quiet_log);
+	if (!zh)
+		free(a);
 	assert_non_null(zh);
-	pthread_mutex_lock(&a.lock);
-	while (!a.connected && pthread_cond_timedwait(&a.cond, &a.lock, &ts) != ETIMEDOUT)
+	pthread_mutex_lock(&a->lock);
+	while (!a->connected && pthread_cond_timedwait(&a->cond, &a->lock, &ts) != ETIMEDOUT)
 		;
-	pthread_mutex_unlock(&a.lock);
+	pthread_mutex_unlock(&a->lock);
 	return zh;
+}
+
+void itest_zk_close(zhandle_t *zh)
+{
+	void *a = (void *)zoo_get_context(zh);
+
+	zookeeper_close(zh); /* its threads are joined: nothing calls the watcher now */
+	free(a);
 }
 
 void itest_zk_session_end(const clientid_t *cid, int session_timeout_ms)
 {
-	zookeeper_close(
-	        itest_zk_attach(cid, session_timeout_ms)); /* closes the shared session, if still ours */
+	itest_zk_close(itest_zk_attach(cid, session_timeout_ms)); /* closes the shared session, if still ours */
 }
 
 /* ---- local files ------------------------------------------------------- */

@@ -129,6 +129,8 @@ void itest_zk_delete_tree(zhandle_t *zh, const char *path);
 /* A raw handle on the run's server, to the session cid (its id and
  * password; NULL: a new session), once connected or after wait_ms. */
 zhandle_t *itest_zk_attach(const clientid_t *cid, int session_timeout_ms);
+/* Close a handle of itest_zk_attach (and free its watcher's context). */
+void itest_zk_close(zhandle_t *zh);
 /* End a session for real: a second handle attaches to it and closes it,
  * so the server ends the session under its owner. */
 void itest_zk_session_end(const clientid_t *cid, int session_timeout_ms);
