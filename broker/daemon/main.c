@@ -210,8 +210,7 @@ static void log_error(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	zkw__log_printf(level, "%s", line);
-	zkw__stats_error(level, "%s", line);
+	zkw__stats_log_sink(NULL, level, line); /* the log, and the last error */
 }
 
 /* ---- the state directory (docs/design.md, "The state directory") -------
@@ -285,7 +284,7 @@ static void utc_text(uint64_t ns, char *buf, size_t cap)
 		snprintf(buf, cap, "an unknown time");
 }
 
-static void share_cached(broker_watch *w, const char *error);
+static void share_fields(broker_watch *w, bool valid, const char *error);
 
 /* A cold start: publish the watch's saved snapshot when it is newer than
  * what its segment holds (after a reboot the segment is new and empty).
@@ -351,8 +350,10 @@ static bool cold_start(broker_watch *w)
 		                "%s: published the cached copy from %s (%zu bytes, generation %llu) until "
 		                "ZooKeeper answers",
 		                w->path, when, s.len, (unsigned long long)zkw_writer_generation(w->writer));
+		/* Not an evaluation (ZooKeeper has not answered): shared
+		 * without share_state's wake of whoever waits for one. */
 		__atomic_store_n(&w->pub_len, (uint64_t)s.len, __ATOMIC_RELAXED);
-		share_cached(w, error);
+		share_fields(w, false, error);
 	}
 	free(buf);
 	return rc == 0;
@@ -522,13 +523,6 @@ static void share_fields(broker_watch *w, bool valid, const char *error)
 	__atomic_store_n(&w->pub_capacity, zkw_writer_capacity(w->writer), __ATOMIC_RELAXED);
 }
 
-/* A cold start's publication: not an evaluation (ZooKeeper has not
- * answered), so nothing waiting for one is woken. */
-static void share_cached(broker_watch *w, const char *error)
-{
-	share_fields(w, false, error);
-}
-
 static void share_state(broker_watch *w, const zkw_publication *p)
 {
 	share_fields(w, p->valid, p->error);
@@ -641,10 +635,7 @@ static void publish_state(void *ctx, const zkw_watch_state *st)
 	log_state(w, &p);
 	share_state(w, &p);
 	if (rc) {
-		zkw__log_printf(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm,
-		                strerror(-rc));
-		zkw__stats_error(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm,
-		                 strerror(-rc));
+		log_error(ZKW_LOG_ERROR, "%s: cannot publish to %s: %s", w->path, w->shm, strerror(-rc));
 		return;
 	}
 	zkw__stats_add(ZKW_STAT_PUBLISHES);

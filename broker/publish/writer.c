@@ -936,20 +936,9 @@ static uint32_t fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw
 	struct kept k;
 	bool kept_ok = !w->drop_kept && load_kept(w, cur, w->generation, &k, NULL, 0) == 0;
 	bool changed;
+	uint64_t changed_ns, content_gen;
 
 	w->drop_kept = false;
-	if (p->cached) {
-		/* Restored as saved; compare_content stays: the first live
-		 * publication compares bytes. */
-		zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len);
-		copy_text(s->pointer, &s->pointer_len, p->pointer, ZKW_POINTER_MAX);
-		zkw__store64(&s->len, p->len);
-		zkw__store64(&s->version, (uint64_t)p->version);
-		zkw__store64(&s->mzxid, (uint64_t)p->mzxid);
-		zkw__store64(&s->changed_ns, p->changed_ns ? p->changed_ns : zkw__now_ns(CLOCK_REALTIME));
-		zkw__store64(&s->content_gen, p->content_gen && p->content_gen < gen ? p->content_gen : gen);
-		return ZKW_SLOT_CACHED;
-	}
 	if (p->keep_content && !kept_ok) {
 		zkw__store32(&s->pointer_len, 0);
 		zkw__store64(&s->len, 0);
@@ -971,23 +960,32 @@ static uint32_t fill_content(zkw_writer *w, struct zkw_slot *s, const struct zkw
 		zkw__store64(&s->content_gen, k.content_gen);
 		return k.flags & (ZKW_SLOT_CACHED | ZKW_SLOT_BUNDLE);
 	}
-	if (!kept_ok)
-		changed = true;
-	else if (w->compare_content)
-		changed = w->generation == 0 || k.len != p->len ||
-		          memcmp((const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len) != 0;
-	else
-		changed = p->content_serial != w->content_serial;
-	w->compare_content = false;
-	w->content_serial = p->content_serial;
+	if (p->cached) {
+		/* Restored as saved; compare_content stays: the first live
+		 * publication compares bytes. */
+		changed_ns = p->changed_ns ? p->changed_ns : zkw__now_ns(CLOCK_REALTIME);
+		content_gen = p->content_gen && p->content_gen < gen ? p->content_gen : gen;
+	} else {
+		if (!kept_ok)
+			changed = true;
+		else if (w->compare_content)
+			changed = w->generation == 0 || k.len != p->len ||
+			          memcmp((const uint8_t *)cur + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len) != 0;
+		else
+			changed = p->content_serial != w->content_serial;
+		w->compare_content = false;
+		w->content_serial = p->content_serial;
+		changed_ns = changed ? zkw__now_ns(CLOCK_REALTIME) : k.changed_ns;
+		content_gen = changed ? gen : k.content_gen;
+	}
 	zkw_payload_store((uint8_t *)s + ZKW_SLOT_CONTENT_OFFSET, p->content, p->len);
 	copy_text(s->pointer, &s->pointer_len, p->pointer, ZKW_POINTER_MAX);
 	zkw__store64(&s->len, p->len);
 	zkw__store64(&s->version, (uint64_t)p->version);
 	zkw__store64(&s->mzxid, (uint64_t)p->mzxid);
-	zkw__store64(&s->changed_ns, changed ? zkw__now_ns(CLOCK_REALTIME) : k.changed_ns);
-	zkw__store64(&s->content_gen, changed ? gen : k.content_gen);
-	return 0;
+	zkw__store64(&s->changed_ns, changed_ns);
+	zkw__store64(&s->content_gen, content_gen);
+	return p->cached ? ZKW_SLOT_CACHED : 0;
 }
 
 /* Replace the segment by a larger one for content of len bytes: created

@@ -38,42 +38,7 @@
 
 #include <zkw/bundle.h>
 
-#define GUARDED_MAX (64u * 1024u) /* the largest input checked against the guard page */
-
-/* ---- the guard page: inputs end where readable memory ends --------------- */
-
-static unsigned char *guarded; /* GUARDED_MAX readable bytes, then a PROT_NONE page */
-
-static int map_guard(void **state)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	unsigned char *m;
-
-	(void)state;
-	m = mmap(NULL, GUARDED_MAX + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-	         0);
-	if (m == MAP_FAILED || mprotect(m + GUARDED_MAX, (size_t)page, PROT_NONE) != 0)
-		return -1;
-	guarded = m;
-	return 0;
-}
-
-static int unmap_guard(void **state)
-{
-	(void)state;
-	munmap(guarded, GUARDED_MAX + (size_t)sysconf(_SC_PAGESIZE));
-	return 0;
-}
-
-/* Copy n bytes to the end of the guarded area: where they end, memory does. */
-static unsigned char *place(const void *content, size_t n)
-{
-	unsigned char *at = guarded + GUARDED_MAX - n;
-
-	assert_true(n <= GUARDED_MAX);
-	memmove(at, content, n);
-	return at;
-}
+#include "guard.h"
 
 /* ---- a bundle laid out by hand: the spec's offsets, not the header's structs */
 
@@ -205,7 +170,7 @@ static void expect_readable_within(const zkw_bundle *b, const unsigned char *at,
  * within the content. *accepted counts the latter. */
 static void open_mutated(const unsigned char *m, size_t n, const char *what, unsigned *accepted)
 {
-	unsigned char *at = place(m, n);
+	unsigned char *at = guard_place(m, n);
 	zkw_bundle b;
 	int rc = zkw_bundle_open(&b, at, n);
 
@@ -249,7 +214,7 @@ static void round_trip(uint32_t n)
 {
 	static char names[100][24], data[100][200];
 	static zkw_bundle_input in[100];
-	static unsigned char buf[GUARDED_MAX];
+	static unsigned char buf[GUARD_MAX];
 	zkw_bundle b;
 	zkw_bundle_entry e;
 	unsigned char *at;
@@ -277,7 +242,7 @@ static void round_trip(uint32_t n)
 	if (n == 0)
 		assert_int_equal(size, 32);
 	assert_int_equal(zkw_bundle_encode(buf, sizeof(buf), in, n, -5, 99), 0);
-	at = place(buf, size);
+	at = guard_place(buf, size);
 
 	assert_int_equal(zkw_bundle_open(&b, at, size), 0);
 	assert_int_equal(b.count, n);
@@ -359,7 +324,7 @@ static void test_find_hits_and_misses(void **state)
 	to_inputs(in, c, n);
 	size = zkw_bundle_encoded_size(in, n);
 	assert_int_equal(zkw_bundle_encode(buf, sizeof(buf), in, n, 0, 0), 0);
-	assert_int_equal(zkw_bundle_open(&b, place(buf, size), size), 0);
+	assert_int_equal(zkw_bundle_open(&b, guard_place(buf, size), size), 0);
 	FOUND(&b, "B", 0);   /* first */
 	FOUND(&b, "zz", 8);  /* last */
 	FOUND(&b, "abc", 3); /* middle */
@@ -386,7 +351,7 @@ static void test_find_hits_and_misses(void **state)
 
 	/* And in the empty bundle. */
 	assert_int_equal(zkw_bundle_encode(buf, sizeof(buf), NULL, 0, 0, 0), 0);
-	assert_int_equal(zkw_bundle_open(&b, place(buf, 32), 32), 0);
+	assert_int_equal(zkw_bundle_open(&b, guard_place(buf, 32), 32), 0);
 	MISSING(&b, "a");
 	assert_int_equal(zkw_bundle_entry_at(&b, 0, &e), -ERANGE);
 }
@@ -520,7 +485,7 @@ static int open_placed(size_t n)
 {
 	zkw_bundle b;
 
-	return zkw_bundle_open(&b, place(hostile, n), n);
+	return zkw_bundle_open(&b, guard_place(hostile, n), n);
 }
 
 #define HEADER_U32(off, v, want)                                                                             \
@@ -717,7 +682,7 @@ static void test_larger_header_and_entries_accepted(void **state)
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		size_t n = hand_build(buf, sizeof(buf), sizes[i].header_size, sizes[i].entry_size, small,
 		                      SMALL_N, 77, 66);
-		unsigned char *at = place(buf, n);
+		unsigned char *at = guard_place(buf, n);
 
 		if (zkw_bundle_open(&b, at, n) != 0)
 			fail_msg("header %u, entries %u: refused", sizes[i].header_size, sizes[i].entry_size);
@@ -750,7 +715,7 @@ static void test_accessors_check_a_bundle_made_by_hand(void **state)
 
 	(void)state;
 	n = small_bundle();
-	assert_int_equal(zkw_bundle_open(&b, place(hostile, n), n), 0);
+	assert_int_equal(zkw_bundle_open(&b, guard_place(hostile, n), n), 0);
 	lie = b;
 	lie.count = 1000;
 	assert_int_equal(zkw_bundle_entry_at(&lie, 999, &e), -EBADMSG);
@@ -790,7 +755,7 @@ static void test_every_single_byte_change(void **state)
 			m[i] = (unsigned char)v;
 			snprintf(what, sizeof(what), "byte %zu = 0x%02x", i, v);
 			open_mutated(m, n, what, &accepted);
-			if ((i == 4 || i == 5) && zkw_bundle_open(&b, place(m, n), n) == -EPROTO)
+			if ((i == 4 || i == 5) && zkw_bundle_open(&b, guard_place(m, n), n) == -EPROTO)
 				refused_version++;
 		}
 	}
@@ -870,5 +835,5 @@ int main(void)
 	        cmocka_unit_test(test_random_multi_byte_changes),
 	};
 
-	return cmocka_run_group_tests(tests, map_guard, unmap_guard);
+	return cmocka_run_group_tests(tests, guard_map, guard_unmap);
 }

@@ -37,36 +37,11 @@
 
 #include <zkw/common.h>
 
+#include "guard.h"
 #include "publish/validate.h"
 
-#define GUARDED_MAX (64u * 1024u) /* the largest input checked against the guard page */
 #define BIG_LEN     (64u << 20)
 #define BIG_LINE    1024u /* one string of the big array per line */
-
-/* ---- the guard page: inputs end where readable memory ends --------------- */
-
-static unsigned char *guarded; /* GUARDED_MAX readable bytes, then a PROT_NONE page */
-
-static int map_guard(void **state)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	unsigned char *m;
-
-	(void)state;
-	m = mmap(NULL, GUARDED_MAX + (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-	         0);
-	if (m == MAP_FAILED || mprotect(m + GUARDED_MAX, (size_t)page, PROT_NONE) != 0)
-		return -1;
-	guarded = m;
-	return 0;
-}
-
-static int unmap_guard(void **state)
-{
-	(void)state;
-	munmap(guarded, GUARDED_MAX + (size_t)sysconf(_SC_PAGESIZE));
-	return 0;
-}
 
 /* The input as C would write it, for failure messages. */
 static const char *shown(const void *p, size_t n)
@@ -84,13 +59,9 @@ static const char *shown(const void *p, size_t n)
 static int run(const zkw_validate_rules *r, const void *content, size_t n, int64_t last, char *why,
                size_t whylen)
 {
-	unsigned char *at = guarded + GUARDED_MAX - n;
-
-	assert_true(n <= GUARDED_MAX);
 	if (!content)
 		return zkw_validate(r, NULL, n, last, why, whylen);
-	memcpy(at, content, n);
-	return zkw_validate(r, at, n, last, why, whylen);
+	return zkw_validate(r, guard_place(content, n), n, last, why, whylen);
 }
 
 static void expect(zkw_validate_format f, const char *s, size_t n, int want, const char *want_why)
@@ -1015,5 +986,5 @@ int main(void)
 	        cmocka_unit_test(test_parse_percent),
 	};
 
-	return cmocka_run_group_tests(tests, map_guard, unmap_guard);
+	return cmocka_run_group_tests(tests, guard_map, guard_unmap);
 }
