@@ -589,3 +589,51 @@ double bench_cpu_s(pid_t pid)
 		return -1;
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
+
+/* ---- pipelined writes ------------------------------------------------------- */
+
+struct bench_writer bench_wr = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
+
+static void bench_set_done(int rc, const struct Stat *stat, const void *data)
+{
+	uint64_t seq = (uint64_t)(uintptr_t)data, now = zkw_clock_mono_ns();
+
+	(void)stat;
+	pthread_mutex_lock(&bench_wr.lock);
+	bench_wr.inflight--;
+	if (rc == ZOK) {
+		bench_wr.completed++;
+		if (seq > bench_wr.last_done_seq) {
+			bench_wr.last_done_seq = seq;
+			bench_wr.last_done_ns = now;
+		}
+	} else {
+		bench_wr.failed++;
+	}
+	pthread_cond_broadcast(&bench_wr.cond);
+	pthread_mutex_unlock(&bench_wr.lock);
+}
+
+void bench_set_issue(zhandle_t *zh, const char *path, const char *buf, int n, uint64_t seq)
+{
+	int rc;
+
+	pthread_mutex_lock(&bench_wr.lock);
+	bench_wr.inflight++;
+	pthread_mutex_unlock(&bench_wr.lock);
+	rc = zoo_aset(zh, path, buf, n, -1, bench_set_done, (const void *)(uintptr_t)seq);
+	if (rc != ZOK)
+		bench_die("zoo_aset: %s", zerror(rc));
+}
+
+void bench_set_wait_below(unsigned limit, int timeout_ms)
+{
+	/* The cond waits on CLOCK_REALTIME; a second of slack past timeout_ms. */
+	struct timespec ts = zkw_clock_deadline_ms(CLOCK_REALTIME, (int64_t)(timeout_ms / 1000 + 1) * 1000);
+
+	pthread_mutex_lock(&bench_wr.lock);
+	while (bench_wr.inflight >= limit)
+		if (pthread_cond_timedwait(&bench_wr.cond, &bench_wr.lock, &ts) == ETIMEDOUT)
+			bench_die("ZooKeeper did not answer %u writes within %d ms", bench_wr.inflight, timeout_ms);
+	pthread_mutex_unlock(&bench_wr.lock);
+}

@@ -30,6 +30,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -227,6 +228,27 @@ static inline uint64_t bench_config_seq(const void *buf, ssize_t len)
 		v = v * 10 + (uint64_t)(s[i] - '0');
 	return v;
 }
+
+/* ---- pipelined writes --------------------------------------------------------
+ *
+ * Sets of one node issued asynchronously (zoo_aset), seq as their context:
+ * what is in flight, completed and failed, and when the newest completed
+ * (CLOCK_MONOTONIC ns). One writer a process; lock it to read or reset. */
+
+struct bench_writer {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned inflight;
+	uint64_t completed, failed;
+	uint64_t last_done_seq, last_done_ns;
+};
+
+extern struct bench_writer bench_wr;
+
+/* zoo_aset of n bytes of buf to path, counted in flight (dies on refusal). */
+void bench_set_issue(zhandle_t *zh, const char *path, const char *buf, int n, uint64_t seq);
+/* Wait until fewer than limit sets are in flight (dies after timeout_ms). */
+void bench_set_wait_below(unsigned limit, int timeout_ms);
 
 /* ---- /proc --------------------------------------------------------------- */
 

@@ -126,59 +126,12 @@ static void storm_reader_main(int idx)
 
 /* ---- the writer ------------------------------------------------------------ */
 
-struct writer {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned inflight;
-	uint64_t completed, failed;
-	uint64_t last_done_seq, last_done_ns;
-};
-
-static struct writer wr = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
-
-static void set_done(int rc, const struct Stat *stat, const void *data)
-{
-	uint64_t seq = (uint64_t)(uintptr_t)data, now = zkw_clock_mono_ns();
-
-	(void)stat;
-	pthread_mutex_lock(&wr.lock);
-	wr.inflight--;
-	if (rc == ZOK) {
-		wr.completed++;
-		if (seq > wr.last_done_seq) {
-			wr.last_done_seq = seq;
-			wr.last_done_ns = now;
-		}
-	} else {
-		wr.failed++;
-	}
-	pthread_cond_broadcast(&wr.cond);
-	pthread_mutex_unlock(&wr.lock);
-}
-
 static void issue_set(zhandle_t *zh, uint64_t seq, size_t len)
 {
 	static char buf[READ_SIZE + 64];
-	int n = bench_config(buf, sizeof(buf), seq, len), rc;
+	int n = bench_config(buf, sizeof(buf), seq, len);
 
-	pthread_mutex_lock(&wr.lock);
-	wr.inflight++;
-	pthread_mutex_unlock(&wr.lock);
-	rc = zoo_aset(zh, node_path, buf, n, -1, set_done, (const void *)(uintptr_t)seq);
-	if (rc != ZOK)
-		bench_die("zoo_aset: %s", zerror(rc));
-}
-
-static void wait_inflight_below(unsigned limit, int timeout_ms)
-{
-	/* wr.cond waits on CLOCK_REALTIME; a second of slack past timeout_ms. */
-	struct timespec ts = zkw_clock_deadline_ms(CLOCK_REALTIME, (int64_t)(timeout_ms / 1000 + 1) * 1000);
-
-	pthread_mutex_lock(&wr.lock);
-	while (wr.inflight >= limit)
-		if (pthread_cond_timedwait(&wr.cond, &wr.lock, &ts) == ETIMEDOUT)
-			bench_die("ZooKeeper did not answer %u writes within %d ms", wr.inflight, timeout_ms);
-	pthread_mutex_unlock(&wr.lock);
+	bench_set_issue(zh, node_path, buf, n, seq);
 }
 
 static uint64_t seq_counter = 1;
@@ -222,23 +175,23 @@ static void throughput_phase(zhandle_t *zh, pid_t broker, int nreaders, double s
 	res->readers = nreaders;
 	g0 = segment_generation();
 	cpu0 = bench_cpu_s(broker);
-	n0 = wr.completed;
+	n0 = bench_wr.completed;
 	__atomic_store_n(&sh->phase, 1, __ATOMIC_RELEASE);
 	t0 = zkw_clock_mono_ns();
 	end = t0 + (uint64_t)(secs * 1e9);
 	/* 1,000 updates/s, paced on absolute deadlines; at most 100 in flight. */
 	for (next = t0; next < end; next += 1000000) {
 		zkw_clock_sleep_until_ns(next);
-		wait_inflight_below(100, 5000);
+		bench_set_wait_below(100, 5000);
 		issue_set(zh, ++seq_counter, READ_SIZE);
 	}
-	wait_inflight_below(1, 5000);
+	bench_set_wait_below(1, 5000);
 	__atomic_store_n(&sh->phase, 2, __ATOMIC_RELEASE);
 	res->secs = (double)(zkw_clock_mono_ns() - t0) / 1e9;
 	zkw_clock_sleep_ns(20000000); /* the last publications */
 	g1 = segment_generation();
 	res->broker_cpu_s = bench_cpu_s(broker) - cpu0;
-	res->updates = (double)(wr.completed - n0);
+	res->updates = (double)(bench_wr.completed - n0);
 	res->generations = (double)(g1 - g0);
 	for (i = 0; i < nreaders; i++) {
 		uint64_t stop_by = zkw_clock_mono_ns() + 5000000000ull;
@@ -288,27 +241,27 @@ static void storm(zhandle_t *zh, pid_t broker, int nreaders, double secs, unsign
 	res->readers = nreaders;
 	g0 = segment_generation();
 	cpu0 = bench_cpu_s(broker);
-	pthread_mutex_lock(&wr.lock);
-	wr.completed = wr.failed = 0;
-	pthread_mutex_unlock(&wr.lock);
+	pthread_mutex_lock(&bench_wr.lock);
+	bench_wr.completed = bench_wr.failed = 0;
+	pthread_mutex_unlock(&bench_wr.lock);
 	t0 = zkw_clock_mono_ns();
 	end = t0 + (uint64_t)(secs * 1e9);
 	while (zkw_clock_mono_ns() < end) {
-		wait_inflight_below(inflight, 10000);
+		bench_set_wait_below(inflight, 10000);
 		issue_set(zh, ++seq_counter, BENCH_CONFIG_LEN);
 	}
 	final = seq_counter;
-	wait_inflight_below(1, 10000);
+	bench_set_wait_below(1, 10000);
 	res->secs = (double)(zkw_clock_mono_ns() - t0) / 1e9;
-	pthread_mutex_lock(&wr.lock);
-	t_last = wr.last_done_ns;
-	res->sets = wr.completed;
-	if (wr.failed)
-		bench_die("storm: %" PRIu64 " writes failed", wr.failed);
-	if (wr.last_done_seq != final)
-		bench_die("storm: last completed write is seq %" PRIu64 ", not %" PRIu64, wr.last_done_seq,
+	pthread_mutex_lock(&bench_wr.lock);
+	t_last = bench_wr.last_done_ns;
+	res->sets = bench_wr.completed;
+	if (bench_wr.failed)
+		bench_die("storm: %" PRIu64 " writes failed", bench_wr.failed);
+	if (bench_wr.last_done_seq != final)
+		bench_die("storm: last completed write is seq %" PRIu64 ", not %" PRIu64, bench_wr.last_done_seq,
 		          final);
-	pthread_mutex_unlock(&wr.lock);
+	pthread_mutex_unlock(&bench_wr.lock);
 
 	/* Every reader must come to hold the last write. */
 	deadline = t_last + CONVERGE_TIMEOUT_NS;

@@ -712,46 +712,6 @@ static void run_save(size_t size, int n, struct save_result *res)
 
 /* ---- 3. update storm ------------------------------------------------------------ */
 
-struct writer {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned inflight;
-	uint64_t completed, failed, last_done_seq, last_done_ns;
-};
-
-static struct writer wr = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
-
-static void set_done(int rc, const struct Stat *stat, const void *data)
-{
-	uint64_t seq = (uint64_t)(uintptr_t)data, now = zkw_clock_mono_ns();
-
-	(void)stat;
-	pthread_mutex_lock(&wr.lock);
-	wr.inflight--;
-	if (rc == ZOK) {
-		wr.completed++;
-		if (seq > wr.last_done_seq) {
-			wr.last_done_seq = seq;
-			wr.last_done_ns = now;
-		}
-	} else {
-		wr.failed++;
-	}
-	pthread_cond_broadcast(&wr.cond);
-	pthread_mutex_unlock(&wr.lock);
-}
-
-static void wait_inflight_below(unsigned limit)
-{
-	struct timespec ts = zkw_clock_deadline_ms(CLOCK_REALTIME, 20000);
-
-	pthread_mutex_lock(&wr.lock);
-	while (wr.inflight >= limit)
-		if (pthread_cond_timedwait(&wr.cond, &wr.lock, &ts) == ETIMEDOUT)
-			bench_die("ZooKeeper did not answer %u writes within 20 s", wr.inflight);
-	pthread_mutex_unlock(&wr.lock);
-}
-
 struct storm_result {
 	bool state;
 	double secs, sets_per_s, publishes_per_s, writes_per_s, segment_ms, saved_ms;
@@ -834,31 +794,26 @@ static void run_storm(zhandle_t *zh, double secs, bool state, struct storm_resul
 
 	p0 = stats_get(&bs, ZKW_STAT_PUBLISHES);
 	w0 = stats_get(&bs, ZKW_STAT_STATE_WRITES);
-	pthread_mutex_lock(&wr.lock);
-	wr.completed = wr.failed = wr.last_done_seq = wr.last_done_ns = 0;
-	pthread_mutex_unlock(&wr.lock);
+	pthread_mutex_lock(&bench_wr.lock);
+	bench_wr.completed = bench_wr.failed = bench_wr.last_done_seq = bench_wr.last_done_ns = 0;
+	pthread_mutex_unlock(&bench_wr.lock);
 	t0 = zkw_clock_mono_ns();
 	end = t0 + (uint64_t)(secs * 1e9);
 	while (zkw_clock_mono_ns() < end) {
-		wait_inflight_below(STORM_INFLIGHT);
+		bench_set_wait_below(STORM_INFLIGHT, 20000);
 		n = bench_config(buf, sizeof(buf), ++seq, STORM_LEN);
-		pthread_mutex_lock(&wr.lock);
-		wr.inflight++;
-		pthread_mutex_unlock(&wr.lock);
-		rc = zoo_aset(zh, node, buf, n, -1, set_done, (const void *)(uintptr_t)seq);
-		if (rc != ZOK)
-			bench_die("zoo_aset: %s", zerror(rc));
+		bench_set_issue(zh, node, buf, n, seq);
 	}
-	wait_inflight_below(1);
-	pthread_mutex_lock(&wr.lock);
-	t_end = wr.last_done_ns;
-	res->sets = wr.completed;
-	if (wr.failed)
-		bench_die("storm: %" PRIu64 " writes failed", wr.failed);
-	if (wr.last_done_seq != seq)
+	bench_set_wait_below(1, 20000);
+	pthread_mutex_lock(&bench_wr.lock);
+	t_end = bench_wr.last_done_ns;
+	res->sets = bench_wr.completed;
+	if (bench_wr.failed)
+		bench_die("storm: %" PRIu64 " writes failed", bench_wr.failed);
+	if (bench_wr.last_done_seq != seq)
 		bench_die("storm: the last write completed is seq %" PRIu64 ", not %" PRIu64,
-		          wr.last_done_seq, seq);
-	pthread_mutex_unlock(&wr.lock);
+		          bench_wr.last_done_seq, seq);
+	pthread_mutex_unlock(&bench_wr.lock);
 	res->publishes = stats_get(&bs, ZKW_STAT_PUBLISHES) - p0;
 	res->writes = stats_get(&bs, ZKW_STAT_STATE_WRITES) - w0;
 	res->secs = (double)(t_end - t0) / 1e9;
