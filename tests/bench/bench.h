@@ -229,6 +229,16 @@ static inline uint64_t bench_config_seq(const void *buf, ssize_t len)
 	return v;
 }
 
+/* ---- stamps ------------------------------------------------------------------
+ * What a reader process records when it has a change: which one, when
+ * (CLOCK_MONOTONIC ns); one per process, each on its own cache line. */
+
+struct bench_stamp {
+	uint64_t seq;
+	uint64_t ns;
+	uint8_t pad_[48];
+};
+
 /* ---- pipelined writes --------------------------------------------------------
  *
  * Sets of one node issued asynchronously (zoo_aset), seq as their context:

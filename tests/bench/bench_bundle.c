@@ -64,13 +64,6 @@
 #define BUNDLE_WARM        20       /* unrecorded changes of each kind before the first run */
 #define CHUNKED_WARM       2
 
-/* One stamp per process, each on its own cache line. */
-struct stamp {
-	uint64_t seq;
-	uint64_t ns;
-	uint8_t pad_[48];
-};
-
 struct shared {
 	bench_rendezvous rv;
 	uint8_t pad0_[64 - sizeof(bench_rendezvous)];
@@ -86,8 +79,8 @@ struct shared {
 	uint64_t reopens;       /* retired segments reopened */
 	uint64_t bfloor_bad;    /* bundle floor rounds that did not hold one state */
 	uint64_t cfloor_bad;    /* chunked floor rounds that failed (a chunk, the hash) */
-	struct stamp reader[MAX_READERS];
-	struct stamp floor;
+	struct bench_stamp reader[MAX_READERS];
+	struct bench_stamp floor;
 };
 
 struct series {
@@ -149,7 +142,7 @@ static ssize_t reader_next(zkw_reader *r, const char *shm, uint64_t *seen, zkw_s
 	}
 }
 
-static void stamp_and_arrive(struct stamp *s, uint64_t seq, uint64_t t)
+static void stamp_and_arrive(struct bench_stamp *s, uint64_t seq, uint64_t t)
 {
 	s->ns = t;
 	__atomic_store_n(&s->seq, seq, __ATOMIC_RELEASE);
@@ -612,7 +605,7 @@ static void chunked_retire(zhandle_t *zh, struct chunked_node *cn)
 
 /* ---- samples ------------------------------------------------------------------ */
 
-static double max_since(const struct stamp *s, int n, uint64_t seq, uint64_t t0)
+static double max_since(const struct bench_stamp *s, int n, uint64_t seq, uint64_t t0)
 {
 	uint64_t mx = 0;
 
@@ -703,7 +696,7 @@ static double last_write_us;
 
 /* One bundle change of parent -> n stamps hold it, in us. With counters,
  * the broker's reads and events for it into reads/events. */
-static double sample_bundle(zhandle_t *zh, const char *parent, struct stamp *stamps, int n, const char *what,
+static double sample_bundle(zhandle_t *zh, const char *parent, struct bench_stamp *stamps, int n, const char *what,
                             double *reads, double *events)
 {
 	uint64_t seq = ++seq_counter, t0, r0 = 0, e0 = 0;
@@ -742,7 +735,7 @@ static void wait_hashes(uint64_t want)
 	}
 }
 
-static double sample_chunked(zhandle_t *zh, struct chunked_node *cn, struct stamp *stamps, int n,
+static double sample_chunked(zhandle_t *zh, struct chunked_node *cn, struct bench_stamp *stamps, int n,
                              const char *what, double *reads, double *events)
 {
 	uint64_t seq = ++seq_counter, t0, r0 = 0, e0 = 0, hash, h0;

@@ -43,23 +43,16 @@
 #define SAMPLE_TIMEOUT_MS 5000
 #define GAP_NS            2000000u /* quiet time between samples */
 
-/* One stamp per process, each on its own cache line. */
-struct stamp {
-	uint64_t seq;
-	uint64_t ns;
-	uint8_t pad_[48];
-};
-
 struct shared {
 	bench_rendezvous rv;
 	uint8_t pad0_[64 - sizeof(bench_rendezvous)];
 	uint32_t wake_word; /* the wake floor's futex word */
 	uint8_t pad1_[60];
 	uint8_t page[4096]; /* the wake floor's processes touch this once */
-	struct stamp reader[MAX_READERS];
-	struct stamp waker[MAX_READERS];
-	struct stamp floor;
-	struct stamp worker[MAX_READERS];
+	struct bench_stamp reader[MAX_READERS];
+	struct bench_stamp waker[MAX_READERS];
+	struct bench_stamp floor;
+	struct bench_stamp worker[MAX_READERS];
 	uint64_t reader_eagain;
 };
 
@@ -142,7 +135,7 @@ static void waker_main(int idx)
 /* A bare ZooKeeper C client: data watch + re-read (the ZooKeeper floor,
  * and the C form of "every worker holds a session"). */
 struct session_worker {
-	struct stamp *stamp;
+	struct bench_stamp *stamp;
 	uint64_t last;
 };
 
@@ -174,7 +167,7 @@ static void session_done(int rc, const char *value, int len, const struct Stat *
 		bench_rendezvous_arrive(&sh->rv);
 }
 
-static void session_main(const char *path, struct stamp *stamp)
+static void session_main(const char *path, struct bench_stamp *stamp)
 {
 	static struct session_worker w;
 	char why[256];
@@ -194,7 +187,7 @@ static void session_main(const char *path, struct stamp *stamp)
 
 /* ---- samples ------------------------------------------------------------ */
 
-static double max_since(const struct stamp *s, int n, uint64_t seq, uint64_t t0)
+static double max_since(const struct bench_stamp *s, int n, uint64_t seq, uint64_t t0)
 {
 	uint64_t mx = 0;
 	int i;
@@ -246,7 +239,7 @@ static void wait_all(const char *what, int n)
 }
 
 /* zoo_set start -> the last of n stamps with the new seq, in us. */
-static double sample_zk(zhandle_t *zh, const char *path, struct stamp *stamps, int n, const char *what)
+static double sample_zk(zhandle_t *zh, const char *path, struct bench_stamp *stamps, int n, const char *what)
 {
 	char buf[BENCH_CONFIG_LEN + 32];
 	uint64_t seq = ++seq_counter, t0;
@@ -274,7 +267,7 @@ static double sample_wake(int n)
 }
 
 /* Put a fresh seq and wait until n stamps hold it (start-up sync). */
-static void settle(zhandle_t *zh, const char *path, struct stamp *stamps, int n, const char *what)
+static void settle(zhandle_t *zh, const char *path, struct bench_stamp *stamps, int n, const char *what)
 {
 	int i;
 

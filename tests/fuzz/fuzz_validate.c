@@ -22,11 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json_object.h>
-#include <json-c/json_tokener.h>
 
 #include <zkw/common.h>
 
+#include "json_oracle.h"
 #include "fuzz.h"
 #include "publish/validate.h"
 
@@ -130,27 +129,6 @@ static bool validate_json_c_gap(const uint8_t *s, size_t n)
 	return false;
 }
 
-/* json-c's strict verdict on s[0..n), told the end by a NUL after it. */
-static bool validate_json_c_accepts(const uint8_t *s, size_t n)
-{
-	struct json_tokener *tok = json_tokener_new_ex(4 * ZKW_VALIDATE_MAX_DEPTH);
-	struct json_object *value;
-	char *copy = malloc(n + 1);
-	bool ok;
-
-	if (!tok || !copy)
-		abort();
-	memcpy(copy, s, n);
-	copy[n] = '\0';
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-	value = json_tokener_parse_ex(tok, copy, (int)n + 1);
-	ok = json_tokener_get_error(tok) == json_tokener_success;
-	json_object_put(value);
-	json_tokener_free(tok);
-	free(copy);
-	return ok;
-}
-
 static int fuzz_validate(const uint8_t *data, size_t size)
 {
 	static const zkw_validate_format formats[] = {ZKW_VALIDATE_JSON, ZKW_VALIDATE_YAML, ZKW_VALIDATE_NONE,
@@ -187,7 +165,7 @@ static int fuzz_validate(const uint8_t *data, size_t size)
 	rc = zkw_validate(&json_only, content, len, -1, why, sizeof(why));
 	FUZZ_CHECK(rc == 0 || rc == -EBADMSG, "JSON: accepted or refused");
 	if (!validate_json_c_gap(content, len))
-		FUZZ_CHECK((rc == 0) == validate_json_c_accepts(content, len), "JSON: json-c's verdict");
+		FUZZ_CHECK((rc == 0) == json_c_accepts(content, len), "JSON: json-c's verdict");
 	free(content);
 	return 0;
 }

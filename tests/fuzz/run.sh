@@ -22,7 +22,7 @@ command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (apt-get instal
 out=build/fuzz
 mkdir -p "$out"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-	-D_GNU_SOURCE -DTHREADED -Iinclude -Ilib -Ibroker -Itests/fuzz
+	-D_GNU_SOURCE -DTHREADED -Iinclude -Ilib -Ibroker -Itests/fuzz -Itests/support
 	-std=gnu11 -pthread -Wall -Wextra -Werror)
 broker_lib=$(ls broker/zk/*.c broker/publish/*.c broker/daemon/*.c lib/*.c | grep -v -e '/main\.c$' -e '/control\.c$')
 

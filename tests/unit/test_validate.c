@@ -32,12 +32,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <json-c/json_object.h>
-#include <json-c/json_tokener.h>
 
 #include <zkw/common.h>
 
 #include "guard.h"
+#include "json_oracle.h"
 #include "publish/validate.h"
 
 #define BIG_LEN     (64u << 20)
@@ -344,28 +343,6 @@ static void test_json_depth_limit(void **state)
 }
 
 /* ---- JSON: json-c as the oracle ------------------------------------------ */
-
-/* json-c 0.16's strict verdict: one value, whitespace around. It is told
- * the end by the NUL it wants after the content. */
-static bool json_c_accepts(const void *s, size_t n)
-{
-	struct json_tokener *tok = json_tokener_new_ex(4 * ZKW_VALIDATE_MAX_DEPTH);
-	char *copy = malloc(n + 1);
-	struct json_object *value;
-	bool ok;
-
-	assert_non_null(tok);
-	assert_non_null(copy);
-	memcpy(copy, s, n);
-	copy[n] = '\0';
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-	value = json_tokener_parse_ex(tok, copy, (int)n + 1);
-	ok = json_tokener_get_error(tok) == json_tokener_success;
-	json_object_put(value);
-	json_tokener_free(tok);
-	free(copy);
-	return ok;
-}
 
 static bool ours_accepts(const void *s, size_t n)
 {
