@@ -966,3 +966,22 @@ void itest_dispatch_all(zkw_dispatcher *d)
 			fail_msg("zkw_dispatch: %s", strerror(-rc));
 	}
 }
+
+/* ---- a child that may be refused what it needs ----------------------------- */
+
+void itest_child_or_skip(int (*child)(void), const char *what, int timeout_ms)
+{
+	pid_t pid = proc_fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(child());
+	status = proc_reap_pid(pid, timeout_ms);
+	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+		print_message("the kernel refuses a private mount namespace or a tmpfs mount here: skipped\n");
+		skip();
+	}
+	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("%s: status 0x%x", what, status);
+}

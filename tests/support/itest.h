@@ -310,4 +310,10 @@ int itest_bundle_text(const void *content, size_t len, char *out, size_t cap);
 /* Deliver everything published so far. */
 void itest_dispatch_all(zkw_dispatcher *d);
 
+/* Run child() in a forked process (waited for at most timeout_ms): 0 is a
+ * pass, 77 a skip (the kernel refused what the child needs, e.g. a private
+ * mount namespace for a small tmpfs: said once), anything else fails the
+ * test, naming what. */
+void itest_child_or_skip(int (*child)(void), const char *what, int timeout_ms);
+
 #endif

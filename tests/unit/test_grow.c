@@ -35,6 +35,7 @@
 
 #include <zkw/client.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "zkw_clock.h"
 
@@ -592,22 +593,8 @@ static int full_shm_child(void)
 
 static void test_growth_without_room_keeps_the_segment(void **state)
 {
-	pid_t pid;
-	int status;
-
 	(void)state;
-	pid = proc_fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(full_shm_child());
-	status = proc_reap_pid(pid, WAIT_MS);
-	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-		print_message(
-		        "the kernel refuses a private mount namespace or a tmpfs mount here: skipped\n");
-		skip();
-	}
-	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fail_msg("growth in a full /dev/shm: status 0x%x", status);
+	itest_child_or_skip(full_shm_child, "growth in a full /dev/shm", WAIT_MS);
 }
 
 /* ---- unlink at close ----------------------------------------------------------- */

@@ -48,6 +48,7 @@
 
 #include <zkw/segment.h>
 
+#include "itest.h"
 #include "proc.h"
 #include "publish/state.h"
 
@@ -727,22 +728,8 @@ static int full_disk_child(void)
 
 static void test_full_disk(void **state)
 {
-	pid_t pid;
-	int status;
-
 	(void)state;
-	pid = proc_fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(full_disk_child());
-	status = proc_reap_pid(pid, WAIT_MS);
-	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-		print_message(
-		        "the kernel refuses a private mount namespace or a tmpfs mount here: skipped\n");
-		skip();
-	}
-	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fail_msg("a full disk: status 0x%x", status);
+	itest_child_or_skip(full_disk_child, "a full disk", WAIT_MS);
 }
 
 /* ---- a storm while the disk is stuck ------------------------------------------------- */
